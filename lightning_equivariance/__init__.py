@@ -1,0 +1,49 @@
+"""lightning-equivariance: how much equivariance a vision network has learned, per layer, per epoch.
+
+Quick start::
+
+    import torch, torchvision
+    from lightning_equivariance import measure, Rotation90, Translation
+
+    model = torchvision.models.resnet18(num_classes=10)
+    report = measure(model, torch.randn(64, 3, 64, 64), groups=[Rotation90(), Translation(4)])
+    print(report.to_dataframe())
+
+During training, add ``EquivarianceCallback()`` to a Lightning ``Trainer`` (imported lazily
+so that the engine needs no Lightning).
+"""
+from .engine import PARTS, Measurement, MeasureError, MeasureReport, measure
+from .groups import Flip, Group, GroupElement, Rotation, Rotation90, Translation
+from .metrics import MEASURES, CorrelationEquivariance, CorrelationInvariance
+from .probe import LayerSelectionError, select_layers
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "measure",
+    "Measurement",
+    "MeasureReport",
+    "MeasureError",
+    "PARTS",
+    "Group",
+    "GroupElement",
+    "Rotation90",
+    "Flip",
+    "Translation",
+    "Rotation",
+    "MEASURES",
+    "CorrelationInvariance",
+    "CorrelationEquivariance",
+    "LayerSelectionError",
+    "select_layers",
+    "EquivarianceCallback",
+]
+
+
+def __getattr__(name):
+    # Only the callback needs Lightning; import it on first use (ARCHITECTURE.md).
+    if name == "EquivarianceCallback":
+        from .callback import EquivarianceCallback
+
+        return EquivarianceCallback
+    raise AttributeError(f"module 'lightning_equivariance' has no attribute {name!r}")

@@ -1,0 +1,510 @@
+"""The measurement engine: every selected layer, every measure, one stacked pass.
+
+For each chunk of probe images ``x`` the engine builds one batch
+``[x, T_{g_1} x, ..., T_{g_m} x]`` over the elements of *all* groups (the identity
+once), runs a single forward under ``torch.no_grad`` with hooks on the selected
+layers, and feeds each layer's activations straight into the measures' sum states
+inside the hook, so nothing per-image is kept and memory does not grow with the
+number of probe images.
+
+:func:`measure` is the one-call entry point; :class:`Measurement` is the same thing
+split into ``update`` / ``compute`` / ``reset`` (what the Lightning callback uses, one
+shard per process, states synced by torchmetrics).
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from .groups import ChannelAction, Group, GroupActionError, resolve_group
+from .metrics import MEASURES, LayerContext, LayerMetric
+from .probe import LayerSpec, Probe, as_activation, select_layers
+
+__all__ = ["measure", "Measurement", "MeasureReport", "LayerResult", "LayerSeries", "MeasureError", "PARTS"]
+
+PARTS = ("Early", "Middle", "Late", "Pool", "Final")
+_POOLING = (
+    nn.modules.pooling._AdaptiveAvgPoolNd,
+    nn.modules.pooling._AdaptiveMaxPoolNd,
+    nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._MaxPoolNd,
+)
+
+
+class MeasureError(RuntimeError):
+    """Measuring a layer failed; the message names the layer and the shape."""
+
+
+@dataclass
+class LayerInfo:
+    name: str
+    index: int
+    kind: str
+    shape: Tuple[int, ...]
+    is_pool: bool = False
+    part: str = ""
+
+
+@dataclass
+class LayerResult:
+    """One (layer, measure, group) result of a :class:`MeasureReport`."""
+
+    layer: str
+    index: int
+    part: str
+    kind: str
+    shape: Tuple[int, ...]
+    measure: str
+    group: str
+    value: float
+    per_element: Dict[str, float]
+    per_channel: Optional[np.ndarray]
+    left_out: int
+    higher_is_better: bool
+
+
+@dataclass
+class LayerSeries:
+    """The per-layer vector of one (measure, group), in depth order (what TensorBoard summaries hold)."""
+
+    measure: str
+    group: str
+    layers: List[str]
+    parts: List[str]
+    values: np.ndarray
+    per_channel: Optional[List[np.ndarray]]
+    higher_is_better: bool
+
+
+def assign_parts(kinds: Sequence[str], is_pool: Optional[Sequence[bool]] = None) -> List[str]:
+    """Depth parts of Bruintjes et al. 2023 §4.2 for layers in depth order.
+
+    *Pool* is the output of global pooling: the last pooling module whose output is a
+    vector (``B x D`` or ``B x C x 1 x 1``). Everything before it (feature maps, and maps
+    already down-sampled to ``1 x 1``) is split uniformly into Early / Middle / Late;
+    everything after it (the classifier head, ending in the output before softmax) is
+    *Final*. Without a global pooling layer (a ViT's class token, a flatten-based head)
+    there is no Pool part: the trailing vector layers are Final.
+    """
+    n = len(kinds)
+    is_pool = list(is_pool) if is_pool is not None else [False] * n
+    pools = [i for i in range(n) if is_pool[i] and kinds[i] == "vector"]
+    if pools:
+        head_start, pool = pools[-1] + 1, pools[-1]
+    else:
+        head_start, pool = n, None
+        while head_start > 0 and kinds[head_start - 1] == "vector":
+            head_start -= 1
+        if head_start == 0:  # only vectors: nothing spatial to split
+            head_start = n - 1
+    body = pool if pool is not None else head_start
+    parts = [PARTS[min(2, (3 * j) // body)] for j in range(body)]
+    if pool is not None:
+        parts.append("Pool")
+    return parts + ["Final"] * (n - len(parts))
+
+
+@dataclass
+class MeasureReport:
+    """What :func:`measure` returns: one :class:`LayerResult` per (layer, measure, group).
+
+    Attributes:
+        results: the results, in depth order of the layers.
+        errors: ``{layer: message}`` of layers that could not be measured (``on_error="warn"``).
+        not_called: selected layers whose forward hook never fired.
+        seconds: wall time of the measurement.
+        num_samples: probe images measured (on this process).
+    """
+
+    results: List[LayerResult]
+    errors: Dict[str, str] = field(default_factory=dict)
+    not_called: List[str] = field(default_factory=list)
+    seconds: float = 0.0
+    num_samples: int = 0
+
+    def to_dataframe(self, per_element: bool = False):
+        """A ``pandas.DataFrame`` with columns ``layer, index, part, kind, measure, group, value, left_out``.
+
+        ``value`` is averaged over the group's elements; ``per_element=True`` gives one row
+        per element with an ``element`` column instead.
+        """
+        import pandas as pd
+
+        rows = []
+        for r in self.results:
+            base = dict(layer=r.layer, index=r.index, part=r.part, kind=r.kind, measure=r.measure, group=r.group)
+            if per_element:
+                rows += [dict(base, element=e, value=v, left_out=r.left_out) for e, v in r.per_element.items()]
+            else:
+                rows.append(dict(base, value=r.value, left_out=r.left_out))
+        cols = ["layer", "index", "part", "kind", "measure", "group"] + (["element"] if per_element else [])
+        return pd.DataFrame(rows, columns=cols + ["value", "left_out"])
+
+    def parts(self):
+        """Mean value per depth part: a DataFrame indexed by (measure, group) with columns Early..Final."""
+        df = self.to_dataframe()
+        table = df.pivot_table(index=["measure", "group"], columns="part", values="value", aggfunc="mean")
+        return table.reindex(columns=[p for p in PARTS if p in table.columns])
+
+    def per_channel(self, layer: str, measure: str, group: str) -> np.ndarray:
+        """Per-channel values of one layer (for heatmaps); raises ``KeyError`` if not available."""
+        for r in self.results:
+            if (r.layer, r.measure, r.group) == (layer, measure, group):
+                if r.per_channel is None:
+                    raise KeyError(f"layer {layer!r} is a vector layer or {measure!r} has no per-channel values")
+                return r.per_channel
+        raise KeyError(f"no result for layer={layer!r}, measure={measure!r}, group={group!r}")
+
+    def series(self) -> List[LayerSeries]:
+        """One :class:`LayerSeries` per (measure, group), layers in depth order."""
+        out: Dict[Tuple[str, str], List[LayerResult]] = {}
+        for r in self.results:
+            out.setdefault((r.measure, r.group), []).append(r)
+        series = []
+        for (m, g), rs in out.items():
+            rs = sorted(rs, key=lambda r: r.index)
+            chans = [r.per_channel for r in rs]
+            series.append(
+                LayerSeries(
+                    m,
+                    g,
+                    [r.layer for r in rs],
+                    [r.part for r in rs],
+                    np.array([r.value for r in rs], dtype=np.float64),
+                    None if all(c is None for c in chans) else [np.atleast_1d(c if c is not None else r.value) for c, r in zip(chans, rs)],
+                    rs[0].higher_is_better,
+                )
+            )
+        return series
+
+    def plot(self, ax=None):
+        """Plot value against layer depth, one line per (measure, group); returns ``(fig, ax)``. Needs matplotlib."""
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError("MeasureReport.plot() needs matplotlib: pip install matplotlib") from e
+        fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(8, 4))
+        for s in self.series():
+            ax.plot(range(len(s.layers)), s.values, marker="o", label=f"{s.measure} / {s.group}")
+        if self.results:
+            s = self.series()[0]
+            ax.set_xticks(range(len(s.layers)))
+            ax.set_xticklabels(s.layers, rotation=90, fontsize=7)
+        ax.set_xlabel("layer (depth order)")
+        ax.set_ylabel("value")
+        ax.legend()
+        fig.tight_layout()
+        return fig, ax
+
+    def __repr__(self) -> str:
+        return (
+            f"MeasureReport({len(self.results)} results, {len({r.layer for r in self.results})} layers, "
+            f"{self.num_samples} samples, {self.seconds:.2f}s, errors={list(self.errors)})"
+        )
+
+
+def _model_device_dtype(model: nn.Module) -> Tuple[torch.device, Optional[torch.dtype]]:
+    for t in list(model.parameters()) + list(model.buffers()):
+        return t.device, (t.dtype if t.is_floating_point() else None)
+    return torch.device("cpu"), None
+
+
+def _first_tensor_of(batch) -> torch.Tensor:
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, Mapping):
+        for key in ("image", "images", "input", "inputs", "x", "pixel_values"):
+            if key in batch and isinstance(batch[key], torch.Tensor):
+                return batch[key]
+    if isinstance(batch, (tuple, list)):
+        for b in batch:
+            if isinstance(b, torch.Tensor):
+                return b
+    raise TypeError(
+        f"cannot find the input tensor in a batch of type {type(batch).__name__}; pass a tensor, "
+        "a (x, y) tuple or a dict with key 'image' (or give the callback input_fn=...)"
+    )
+
+
+def iter_images(inputs, chunk: int) -> Iterator[torch.Tensor]:
+    """Yield ``chunk``-sized image tensors from a tensor, a Dataset, or an iterable of batches."""
+    if isinstance(inputs, torch.Tensor):
+        for i in range(0, inputs.shape[0], chunk):
+            yield inputs[i : i + chunk]
+        return
+    if hasattr(inputs, "__getitem__") and hasattr(inputs, "__len__") and not isinstance(inputs, (list, tuple)):
+        items = (_first_tensor_of(inputs[i]) for i in range(len(inputs)))  # a map-style Dataset
+        batches = (t.unsqueeze(0) for t in items)
+    else:
+        batches = (_first_tensor_of(b) for b in inputs)
+    buf: List[torch.Tensor] = []
+    n = 0
+    for b in batches:
+        buf.append(b)
+        n += b.shape[0]
+        while n >= chunk:
+            cat = torch.cat(buf)
+            yield cat[:chunk]
+            buf, n = ([cat[chunk:]] if cat.shape[0] > chunk else []), cat.shape[0] - chunk
+    if n:
+        yield torch.cat(buf)
+
+
+class Measurement:
+    """Streaming measurement of a model: ``update(images)`` any number of times, then ``compute()``.
+
+    Args:
+        model: any ``torch.nn.Module`` taking ``B x C x H x W`` images.
+        measures: names from :data:`lightning_equivariance.metrics.MEASURES`
+            (``"invariance"``, ``"equivariance"``, ...).
+        groups: :class:`~lightning_equivariance.groups.Group` instances or names.
+        layers: see :func:`~lightning_equivariance.probe.select_layers` (default ``"auto"``).
+        batch_size: images per forward, transformed copies included (bounds memory).
+        similarity: ``"pearson"`` (default) or ``"cosine"`` for the correlation measures.
+        measure_options: further keyword options handed to every measure's ``for_layer``
+            (each measure takes the ones it knows).
+        channel_actions: ``{layer_name: channel_action}`` declared by the architecture.
+        on_error: ``"raise"`` (default) or ``"warn"``: skip a layer that cannot be measured,
+            record it in ``report.errors`` and go on.
+        progress: show a progress bar over the chunks (tqdm).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        measures: Sequence[str] = ("invariance", "equivariance"),
+        groups: Sequence[Union[str, Group]] = ("rotation90",),
+        layers: LayerSpec = "auto",
+        batch_size: int = 256,
+        similarity: str = "pearson",
+        measure_options: Optional[Mapping[str, Any]] = None,
+        channel_actions: Optional[Mapping[str, ChannelAction]] = None,
+        on_error: str = "raise",
+        progress: bool = False,
+        device: Optional[Union[str, torch.device]] = None,
+    ):
+        if isinstance(measures, str):
+            measures = (measures,)
+        unknown = [m for m in measures if m not in MEASURES]
+        if unknown or not measures:
+            raise ValueError(f"unknown measure(s) {unknown}: choose from {sorted(MEASURES)}")
+        if isinstance(groups, (str, Group)):
+            groups = (groups,)
+        self.groups = [resolve_group(g) for g in groups]
+        names = [g.name for g in self.groups]
+        if len(set(names)) != len(names) or not names:
+            raise ValueError(f"groups need distinct names, got {names}; pass name=... to tell them apart")
+        if on_error not in ("raise", "warn"):
+            raise ValueError(f"on_error must be 'raise' or 'warn', got {on_error!r}")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model
+        self.measures = list(measures)
+        self.layers = select_layers(model, layers)
+        self._modules_by_name = dict(self.layers)
+        self.batch_size = int(batch_size)
+        self.options = {"similarity": similarity, **dict(measure_options or {})}
+        self.channel_actions = dict(channel_actions or {})
+        self.on_error = on_error
+        self.progress = progress
+        self.device = torch.device(device) if device is not None else None
+        self.num_elements = 1 + sum(len(g) for g in self.groups)
+        self.reset()
+
+    # ------------------------------------------------------------------ state
+    def reset(self) -> None:
+        """Forget all accumulated states (layers are re-discovered on the next update)."""
+        self.metrics: Dict[Tuple[str, str, str], LayerMetric] = {}
+        self.infos: Dict[str, LayerInfo] = {}
+        self.errors: Dict[str, str] = {}
+        self.num_samples = 0
+        self.seconds = 0.0
+        self._called: set = set()
+
+    @property
+    def samples_per_forward(self) -> int:
+        return max(1, self.batch_size // self.num_elements)
+
+    def _stack(self, x: torch.Tensor) -> torch.Tensor:
+        views = [x]
+        for g in self.groups:
+            views += [g.act_input(x, e) for e in g.elements]
+        return torch.cat(views)
+
+    def _on_output(self, name: str, output, b: int, input_size: Tuple[int, int]) -> None:
+        self._called.add(name)
+        if name in self.errors:
+            return
+        try:
+            act = as_activation(output, name)
+            t = act.tensor
+            if t.shape[0] != self.num_elements * b:
+                raise MeasureError(
+                    f"layer {name!r}: output batch dimension {t.shape[0]} is not the input batch "
+                    f"{self.num_elements * b}; only layers that keep the batch axis first can be measured"
+                )
+            if name not in self.infos:
+                module = self._modules_by_name[name.split(":")[0]]
+                is_pool = isinstance(module, _POOLING) or "Pool" in type(module).__name__
+                self.infos[name] = LayerInfo(name, len(self.infos), act.kind, tuple(t.shape[1:]), is_pool)
+            stacked = t.reshape(self.num_elements, b, *t.shape[1:])
+            start = 1
+            for group in self.groups:
+                m = len(group)
+                if act.kind == "map":
+                    group.check_feature(t.shape, name)
+                ctx = LayerContext(
+                    layer=name,
+                    kind=act.kind,
+                    group=group,
+                    elements=group.elements,
+                    a_x=stacked[0],
+                    a_gx=stacked[start : start + m],
+                    input_size=input_size,
+                    channel_action=self.channel_actions.get(name),
+                )
+                start += m
+                for measure_name in self.measures:
+                    key = (name, measure_name, group.name)
+                    metric = self.metrics.get(key)
+                    if metric is None:
+                        metric = MEASURES[measure_name].for_layer(ctx, **self.options)
+                        self.metrics[key] = metric
+                    metric.update_layer(ctx)
+        except Exception as e:  # noqa: BLE001 - reported with the layer's name
+            msg = str(e) if name in str(e) else f"layer {name!r} (output {_shape_of(output)}): {e}"
+            if self.on_error == "raise":
+                raise (e if isinstance(e, (GroupActionError, MeasureError)) and name in str(e) else MeasureError(msg)) from e
+            self.errors[name] = msg
+            for key in [k for k in self.metrics if k[0] == name]:
+                del self.metrics[key]
+            warnings.warn(f"lightning_equivariance: skipping {msg}", RuntimeWarning, stacklevel=2)
+
+    @torch.no_grad()
+    def update(self, inputs) -> None:
+        """Measure a tensor ``N x C x H x W``, a Dataset, or an iterable of batches (first tensor of each)."""
+        t0 = time.perf_counter()
+        device, dtype = _model_device_dtype(self.model)
+        device = self.device or device
+        chunk = self.samples_per_forward
+        total = inputs.shape[0] if isinstance(inputs, torch.Tensor) else (len(inputs) if hasattr(inputs, "__len__") else None)
+        chunks = iter_images(inputs, chunk)
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            chunks = tqdm(chunks, total=None if total is None else math.ceil(total / chunk), desc="equivariance", leave=False)
+        state = {}
+        with Probe(self.model, self.layers, lambda n, o: self._on_output(n, o, state["b"], state["size"])) as probe:
+            for x in chunks:
+                if x.dim() != 4:
+                    raise ValueError(f"probe images must be B x C x H x W, got shape {tuple(x.shape)}")
+                x = x.to(device=device, dtype=dtype if dtype is not None and x.is_floating_point() else None)
+                for g in self.groups:
+                    g.check_input(x)
+                state.update(b=x.shape[0], size=tuple(x.shape[-2:]))
+                probe.start_forward()
+                self.model(self._stack(x))
+                self.num_samples += x.shape[0]
+        self.seconds += time.perf_counter() - t0
+
+    def compute(self) -> MeasureReport:
+        """Synced results of everything seen since the last ``reset`` (torchmetrics syncs across processes)."""
+        if not self.infos and not self.errors:
+            raise RuntimeError("Measurement.compute() called before update(): give it some probe images first")
+        infos = sorted(self.infos.values(), key=lambda i: i.index)
+        parts = assign_parts([i.kind for i in infos], [i.is_pool for i in infos])
+        for info, part in zip(infos, parts):
+            info.part = part
+        results = []
+        for info in infos:
+            for group in self.groups:
+                for measure_name in self.measures:
+                    metric = self.metrics.get((info.name, measure_name, group.name))
+                    if metric is None:
+                        continue
+                    try:
+                        d = metric.compute_details()
+                    except Exception as e:  # noqa: BLE001
+                        msg = f"layer {info.name!r} ({info.kind} {info.shape}), {measure_name}/{group.name}: {e}"
+                        if self.on_error == "raise":
+                            raise MeasureError(msg) from e
+                        self.errors[info.name] = msg
+                        warnings.warn(f"lightning_equivariance: {msg}", RuntimeWarning, stacklevel=2)
+                        continue
+                    pe = d["per_element"].detach().cpu().double().numpy()
+                    pc = d.get("per_channel")
+                    results.append(
+                        LayerResult(
+                            layer=info.name,
+                            index=info.index,
+                            part=info.part,
+                            kind=info.kind,
+                            shape=info.shape,
+                            measure=measure_name,
+                            group=group.name,
+                            value=float(d["value"]),
+                            per_element={e.name: float(v) for e, v in zip(group.elements, pe)},
+                            per_channel=None if pc is None else pc.detach().cpu().double().numpy(),
+                            left_out=int(d.get("left_out", 0)),
+                            higher_is_better=bool(MEASURES[measure_name].higher_is_better),
+                        )
+                    )
+        selected = [n for n, _ in self.layers]
+        not_called = [n for n in selected if n not in self._called]
+        return MeasureReport(results, dict(self.errors), not_called, self.seconds, self.num_samples)
+
+
+def _shape_of(output) -> str:
+    t = output if isinstance(output, torch.Tensor) else getattr(output, "tensor", None)
+    if t is None and isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
+        t = output[0]
+    return str(tuple(t.shape)) if isinstance(t, torch.Tensor) else type(output).__name__
+
+
+def measure(
+    model: nn.Module,
+    inputs,
+    measures: Sequence[str] = ("invariance", "equivariance"),
+    groups: Sequence[Union[str, Group]] = ("rotation90",),
+    layers: LayerSpec = "auto",
+    batch_size: int = 256,
+    **kwargs: Any,
+) -> MeasureReport:
+    """Measure learned equivariance of every selected layer of ``model`` on ``inputs``.
+
+    One stacked forward per chunk of ``batch_size`` images (transformed copies included)
+    feeds every layer, measure and group. The model is put in eval mode and restored;
+    no autograd graph is built.
+
+    Args:
+        model: any ``nn.Module`` on images ``B x C x H x W``.
+        inputs: a tensor ``N x C x H x W``, a Dataset, or an iterable of batches.
+        measures: e.g. ``("invariance", "equivariance")`` (Bruintjes et al. 2023, Eq. 4 / Eq. 7).
+        groups: e.g. ``(Rotation90(), Translation(max_shift=4))`` or names ``("rotation90",)``.
+        layers: ``"auto"``, qualified names, module types, or a predicate.
+        batch_size: images per forward (bounds memory).
+        **kwargs: ``similarity``, ``measure_options``, ``channel_actions``, ``on_error``, ``progress``, ``device``
+            (see :class:`Measurement`).
+
+    Returns:
+        a :class:`MeasureReport`; ``report.to_dataframe()`` has columns
+        ``layer, index, part, kind, measure, group, value, left_out``.
+
+    Example::
+
+        >>> import torch, torchvision
+        >>> from lightning_equivariance import measure, Rotation90
+        >>> model = torchvision.models.resnet18(num_classes=10)
+        >>> report = measure(model, torch.randn(8, 3, 32, 32), groups=[Rotation90()])
+        >>> report.to_dataframe().head()  # doctest: +SKIP
+    """
+    m = Measurement(model, measures=measures, groups=groups, layers=layers, batch_size=batch_size, **kwargs)
+    m.update(inputs)
+    return m.compute()

@@ -1,0 +1,187 @@
+"""Correlation invariance and equivariance (Bruintjes et al. 2023 §3, Eq. 4 and Eq. 7).
+
+Pure torch, no Lightning or TensorBoard. Inputs are the activations of the
+transformed inputs ``a(T_g x)`` and the transformed activations ``T'_g a(x)``:
+
+* feature maps ``m x b x C x h x w`` (``m`` group elements, ``b`` samples); a boolean
+  ``mask`` ``m x h x w`` (or ``h x w``) restricts every similarity to the valid positions;
+* vectors ``m x b x D``: the Pearson correlation of the whole ``D``-vectors (MEASURES.md
+  §1), so equivariance equals invariance.
+
+A 4-D map / 2-D vector input is read as a single element (``m = 1``).
+
+Similarity ``S(u, v) = max(0, pearson(u, v))`` ("centered cosine" with the ReLU of
+Motyka 2022 §3.4); ``similarity="cosine"`` gives ``max(0, cos(u, v))`` (paper Fig. 2).
+
+* invariance ``= mean_{i,c} S(a(T_g x_i)_c, T'_g a(x_i)_c)`` (Eq. 4),
+* equivariance ``= mean_{i,c} max_{c'} S(a(T_g x_i)_c, T'_g a(x_i)_{c'})`` (Eq. 7), with the
+  ``C x C`` matrix of every sample computed as one batched matrix product.
+
+Dead channels: a channel whose map has (numerically) zero variance in either argument
+is left out of the mean for that sample and counted. For equivariance the max runs
+over the non-dead channels ``c'``; the same ``(i, c)`` pairs are averaged as for
+invariance, so equivariance >= invariance holds per channel.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Tuple
+
+import torch
+
+__all__ = [
+    "correlation_scores",
+    "correlation_invariance",
+    "correlation_equivariance",
+]
+
+_SIMILARITIES = ("pearson", "cosine")
+# A centred map whose norm is below this fraction of its raw norm (or exactly 0) is
+# constant up to float round-off: left out as dead rather than turned into noise or NaN.
+_DEAD_RTOL = {torch.float64: 1e-10, torch.float32: 1e-5, torch.float16: 1e-2, torch.bfloat16: 1e-2}
+
+
+def _check_similarity(similarity: str) -> None:
+    if similarity not in _SIMILARITIES:
+        raise ValueError(f"similarity must be one of {_SIMILARITIES}, got {similarity!r}")
+
+
+def _as_elements(a: torch.Tensor, vector: bool) -> torch.Tensor:
+    """Add the element axis to a single-element input."""
+    return a.unsqueeze(0) if a.dim() == (2 if vector else 4) else a
+
+
+def _standardise(u: torch.Tensor, weight: Optional[torch.Tensor], centre: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Unit-norm (optionally centred) rows of ``u`` (``... x P``) over the positions where ``weight`` is 1.
+
+    Returns the standardised rows (dead rows set to 0) and the boolean "alive" mask.
+    """
+    if weight is not None:
+        u = u * weight
+        n_valid = weight.sum(-1, keepdim=True).clamp_min(1)
+    else:
+        n_valid = u.shape[-1]
+    raw = u.norm(dim=-1)
+    if centre:
+        u = u - u.sum(-1, keepdim=True) / n_valid
+        if weight is not None:
+            u = u * weight
+    norm = u.norm(dim=-1)
+    alive = norm > _DEAD_RTOL.get(u.dtype, 1e-5) * raw
+    u = u / torch.where(alive, norm, torch.ones_like(norm)).unsqueeze(-1)
+    return u * alive.unsqueeze(-1), alive
+
+
+def correlation_scores(
+    a_gx: torch.Tensor,
+    ta_x: torch.Tensor,
+    mask: Optional[torch.Tensor] = None,
+    similarity: str = "pearson",
+    vector: Optional[bool] = None,
+) -> Dict[str, torch.Tensor]:
+    """Per-(element, sample, channel) invariance and equivariance scores.
+
+    Args:
+        a_gx: ``a(T_g x)``, ``m x b x C x h x w`` maps or ``m x b x D`` vectors.
+        ta_x: ``T'_g a(x)``, same shape.
+        mask: boolean validity mask ``m x h x w`` or ``h x w`` (maps only); ``None`` = all valid.
+        similarity: ``"pearson"`` (default) or ``"cosine"``.
+        vector: force the vector reading; default: 2-D/3-D inputs are vectors.
+
+    Returns:
+        ``{"invariance", "equivariance", "valid"}``, each ``m x b x C`` (``m x b x 1`` for
+        vectors); scores of invalid (dead) pairs are 0 and ``valid`` is False there.
+    """
+    _check_similarity(similarity)
+    if a_gx.shape != ta_x.shape:
+        raise ValueError(f"a(T_g x) of shape {tuple(a_gx.shape)} and T'_g a(x) of shape {tuple(ta_x.shape)} differ")
+    if vector is None:
+        vector = a_gx.dim() in (2, 3)
+    a_gx, ta_x = _as_elements(a_gx, vector), _as_elements(ta_x, vector)
+    centre = similarity == "pearson"
+    if vector:
+        # One "channel": the whole D-vector.
+        u, alive_u = _standardise(a_gx.unsqueeze(-2), None, centre)
+        v, alive_v = _standardise(ta_x.unsqueeze(-2), None, centre)
+        score = (u * v).sum(-1).clamp_min(0)
+        valid = alive_u & alive_v
+        return {"invariance": score * valid, "equivariance": score * valid, "valid": valid}
+
+    if a_gx.dim() != 5:
+        raise ValueError(f"feature maps must be m x b x C x h x w (or b x C x h x w), got {tuple(a_gx.shape)}")
+    m, b, c, h, w = a_gx.shape
+    weight = None
+    if mask is not None:
+        mask = mask.to(device=a_gx.device, dtype=torch.bool)
+        if mask.dim() == 2:
+            mask = mask.expand(m, h, w)
+        if mask.shape != (m, h, w):
+            raise ValueError(f"mask of shape {tuple(mask.shape)} does not fit maps of shape {tuple(a_gx.shape)}")
+        if int(mask.flatten(1).sum(-1).min()) < 2:
+            raise ValueError(
+                f"mask leaves fewer than 2 valid positions on a {h}x{w} map: the correlation is undefined "
+                "there; use smaller shifts or leave the layer out"
+            )
+        weight = mask.reshape(m, 1, 1, h * w).to(a_gx.dtype)
+    u, alive_u = _standardise(a_gx.reshape(m, b, c, h * w), weight, centre)
+    v, alive_v = _standardise(ta_x.reshape(m, b, c, h * w), weight, centre)
+    # C x C similarity of every (element, sample): one batched matrix product.
+    sim = torch.matmul(u, v.transpose(-1, -2)).clamp_min(0)
+    valid = alive_u & alive_v
+    inv = torch.diagonal(sim, dim1=-2, dim2=-1) * valid
+    # Dead c' rows of v are zero, so they never win the max over c' (all scores >= 0).
+    eq = sim.amax(-1) * valid
+    return {"invariance": inv, "equivariance": eq, "valid": valid}
+
+
+def _correlation_update(scores: torch.Tensor, valid: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Sum over samples: per-(element, channel) score sums and valid counts (float64)."""
+    return scores.sum(1, dtype=torch.float64), valid.sum(1, dtype=torch.float64)
+
+
+def _correlation_compute(score_sum: torch.Tensor, count: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Per-element means over valid (sample, channel) pairs, and their mean over elements.
+
+    Raises:
+        ValueError: an element with no valid pair at all (every channel dead).
+    """
+    total = count.sum(-1)
+    if bool((total == 0).any()):
+        raise ValueError(
+            "every channel is dead (zero variance) for some group element: the correlation is undefined; "
+            "check the layer's activations or the probe images"
+        )
+    per_element = score_sum.sum(-1) / total
+    return per_element, per_element.mean()
+
+
+def _functional(measure: str, a_gx, ta_x, mask, similarity) -> torch.Tensor:
+    out = correlation_scores(a_gx, ta_x, mask=mask, similarity=similarity)
+    return _correlation_compute(*_correlation_update(out[measure], out["valid"]))[1]
+
+
+def correlation_invariance(
+    a_gx: torch.Tensor, ta_x: torch.Tensor, mask: Optional[torch.Tensor] = None, similarity: str = "pearson"
+) -> torch.Tensor:
+    """Layer invariance (Bruintjes et al. 2023, Eq. 4), averaged over elements, samples and live channels.
+
+    Example:
+        >>> import torch
+        >>> a = torch.randn(1, 4, 3, 8, 8)           # 1 element, 4 samples, 3 channels
+        >>> float(correlation_invariance(a, a))      # identical maps
+        1.0
+    """
+    return _functional("invariance", a_gx, ta_x, mask, similarity)
+
+
+def correlation_equivariance(
+    a_gx: torch.Tensor, ta_x: torch.Tensor, mask: Optional[torch.Tensor] = None, similarity: str = "pearson"
+) -> torch.Tensor:
+    """Layer equivariance (Bruintjes et al. 2023, Eq. 7): best-matching channel ``c'`` per channel ``c``.
+
+    Example:
+        >>> import torch
+        >>> a = torch.randn(1, 4, 3, 8, 8)
+        >>> float(correlation_equivariance(a.flip(2), a))   # channels permuted
+        1.0
+    """
+    return _functional("equivariance", a_gx, ta_x, mask, similarity)

@@ -1,0 +1,113 @@
+"""What the engine hands a measure for one layer, and the base class of layer measures.
+
+The engine runs one stacked forward per chunk of probe images and, for every hooked
+layer and group, builds a :class:`LayerContext`: the activations of the untransformed
+images ``a(x)`` and of the transformed ones ``a(T_g x)`` for every element ``g``. Work
+shared by several measures of one family (the transformed maps ``T'_g a(x)``, the
+validity masks, the correlation matrix) is computed once and cached in the context.
+
+A measure is a :class:`LayerMetric`: a ``torchmetrics.Metric`` whose states are sums
+(``dist_reduce_fx="sum"``), so splitting the probe set over chunks or processes gives
+the same result. It is created from the first context (which fixes shapes) with
+:meth:`LayerMetric.for_layer` and fed with :meth:`LayerMetric.update_layer`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torchmetrics import Metric
+
+from ..groups import ChannelAction, Group, GroupElement
+
+__all__ = ["LayerContext", "LayerMetric"]
+
+
+@dataclass
+class LayerContext:
+    """One layer's activations for one chunk of probe images under one group.
+
+    Attributes:
+        layer: the layer's name (for error messages).
+        kind: ``"map"`` (``b x C x h x w``) or ``"vector"`` (``b x D``).
+        group: the group; ``elements`` its elements in the order of ``a_gx``'s first axis.
+        a_x: activations of the untransformed images, ``b x ...``.
+        a_gx: activations of the transformed images, ``m x b x ...``.
+        input_size: ``(H, W)`` of the probe images (to scale translations).
+        channel_action: the architecture's channel action for this layer, if any.
+    """
+
+    layer: str
+    kind: str
+    group: Group
+    elements: List[GroupElement]
+    a_x: torch.Tensor
+    a_gx: torch.Tensor
+    input_size: Tuple[int, int]
+    channel_action: Optional[ChannelAction] = None
+    cache: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_channels(self) -> int:
+        return int(self.a_x.shape[1])
+
+    def transformed_x(self) -> torch.Tensor:
+        """``T'_g a(x)`` for every element, ``m x b x ...`` (vectors: ``a(x)`` repeated, the identity action)."""
+        if "transformed_x" not in self.cache:
+            if self.kind == "vector":
+                out = self.a_x.unsqueeze(0).expand(len(self.elements), *self.a_x.shape)
+            else:
+                out = torch.stack(
+                    [self.group.act_feature(self.a_x, g, self.input_size, self.channel_action) for g in self.elements]
+                )
+            self.cache["transformed_x"] = out
+        return self.cache["transformed_x"]
+
+    def mask(self) -> Optional[torch.Tensor]:
+        """Boolean ``m x h x w`` validity mask, or ``None`` when every position is valid."""
+        if "mask" not in self.cache:
+            masks = None
+            if self.kind == "map":
+                size = tuple(self.a_x.shape[-2:])
+                per = [self.group.feature_mask(g, size, self.input_size, self.a_x.device) for g in self.elements]
+                if any(m is not None for m in per):
+                    full = torch.ones(size, dtype=torch.bool, device=self.a_x.device)
+                    masks = torch.stack([full if m is None else m for m in per])
+            self.cache["mask"] = masks
+        return self.cache["mask"]
+
+
+class LayerMetric(Metric):
+    """Base class of the per-layer measures the engine can run (see module docstring).
+
+    Subclasses set ``measure_name`` (the name used in ``measures=``), ``higher_is_better``
+    and implement ``for_layer``, ``update_layer`` and ``compute_details``.
+    """
+
+    measure_name: str = ""
+    full_state_update = False
+    is_differentiable = False
+
+    @classmethod
+    def for_layer(cls, ctx: LayerContext, **options) -> "LayerMetric":
+        """A metric sized for ``ctx`` (element count, channels) on ``ctx.a_x``'s device.
+
+        ``options`` are all of ``measure(..., measure_options=...)`` plus ``similarity``;
+        take the ones this measure understands and ignore the rest (``**_``).
+        """
+        raise NotImplementedError
+
+    def update_layer(self, ctx: LayerContext) -> None:
+        raise NotImplementedError
+
+    def _compute_details(self) -> Dict[str, Any]:
+        raise NotImplementedError
+
+    def compute_details(self) -> Dict[str, Any]:
+        """Synced results: ``value`` (float), ``per_element`` (tensor ``m``), ``per_channel``
+        (tensor ``C`` or ``None``), ``left_out`` (int: dead channels left out)."""
+        with self.sync_context(
+            dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync, should_unsync=self._should_unsync
+        ):
+            return self._compute_details()

@@ -1,0 +1,117 @@
+"""``CorrelationInvariance`` and ``CorrelationEquivariance`` (Bruintjes et al. 2023, Eq. 4 and Eq. 7).
+
+Thin ``torchmetrics.Metric`` classes over :mod:`lightning_equivariance.functional.correlation`.
+States are per-(element, channel) sums of scores and of valid pairs, plus the number
+of dead (left-out) pairs per element, all with ``dist_reduce_fx="sum"``.
+
+Example::
+
+    >>> import torch
+    >>> from lightning_equivariance.metrics import CorrelationEquivariance
+    >>> metric = CorrelationEquivariance(num_elements=1, num_channels=3)
+    >>> a = torch.randn(1, 4, 3, 8, 8)        # m x b x C x h x w
+    >>> metric.update(a.flip(2), a)           # a(T_g x), T'_g a(x): channels permuted
+    >>> round(float(metric.compute()), 6)
+    1.0
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import torch
+
+from ..functional.correlation import _correlation_compute, _correlation_update, _check_similarity, correlation_scores
+from .base import LayerContext, LayerMetric
+
+__all__ = ["CorrelationInvariance", "CorrelationEquivariance"]
+
+
+class _CorrelationMeasure(LayerMetric):
+    higher_is_better = True
+    plot_lower_bound = 0.0
+    plot_upper_bound = 1.0
+
+    score_sum: torch.Tensor
+    count: torch.Tensor
+    left_out: torch.Tensor
+
+    def __init__(self, num_elements: int, num_channels: int, similarity: str = "pearson", **kwargs: Any):
+        super().__init__(**kwargs)
+        _check_similarity(similarity)
+        if int(num_elements) < 1 or int(num_channels) < 1:
+            raise ValueError(f"num_elements and num_channels must be >= 1, got {num_elements}, {num_channels}")
+        self.similarity = similarity
+        shape = (int(num_elements), int(num_channels))
+        self.add_state("score_sum", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("left_out", torch.zeros(shape[0], dtype=torch.float64), dist_reduce_fx="sum")
+
+    @classmethod
+    def for_layer(cls, ctx: LayerContext, similarity: str = "pearson", **_: Any) -> "_CorrelationMeasure":
+        channels = 1 if ctx.kind == "vector" else ctx.num_channels
+        return cls(len(ctx.elements), channels, similarity=similarity).to(ctx.a_x.device)
+
+    def _add(self, scores: Dict[str, torch.Tensor]) -> None:
+        score = scores[self.measure_name]
+        if score.shape[0] != self.score_sum.shape[0] or score.shape[-1] != self.score_sum.shape[1]:
+            raise ValueError(
+                f"{type(self).__name__} was created for {self.score_sum.shape[0]} elements x "
+                f"{self.score_sum.shape[1]} channels, got scores of shape {tuple(score.shape)}"
+            )
+        s, n = _correlation_update(score, scores["valid"])
+        self.score_sum += s
+        self.count += n
+        self.left_out += (~scores["valid"]).sum((1, 2), dtype=torch.float64)
+
+    def update(self, a_gx: torch.Tensor, ta_x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> None:
+        """Add a batch: ``a(T_g x)`` and ``T'_g a(x)`` (``m x b x C x h x w`` or ``m x b x D``), optional mask."""
+        self._add(correlation_scores(a_gx, ta_x, mask=mask, similarity=self.similarity))
+
+    def update_layer(self, ctx: LayerContext) -> None:
+        # Invariance and equivariance share one C x C correlation matrix per sample.
+        key = ("correlation", self.similarity)
+        if key not in ctx.cache:
+            ctx.cache[key] = correlation_scores(
+                ctx.a_gx, ctx.transformed_x(), mask=ctx.mask(), similarity=self.similarity, vector=ctx.kind == "vector"
+            )
+        self._add(ctx.cache[key])
+
+    def compute(self) -> torch.Tensor:
+        """The layer value: mean over elements of the per-element mean over valid (sample, channel) pairs."""
+        return _correlation_compute(self.score_sum, self.count)[1]
+
+    def _compute_details(self) -> Dict[str, Any]:
+        per_element, value = _correlation_compute(self.score_sum, self.count)
+        per_channel = (self.score_sum / self.count.clamp_min(1)).mean(0)  # channels dead everywhere -> 0
+        return {
+            "value": float(value),
+            "per_element": per_element,
+            "per_channel": per_channel if self.score_sum.shape[1] > 1 else None,
+            "left_out": int(self.left_out.sum()),
+        }
+
+
+class CorrelationInvariance(_CorrelationMeasure):
+    """Correlation invariance, Bruintjes et al. 2023 Eq. 4 (Motyka 2022: "channel equivariance").
+
+    ``mean_{i,c} max(0, pearson(a(T_g x_i)_c, T'_g a(x_i)_c))`` per element ``g``, averaged over
+    the elements. Dead channels are left out and counted (``compute_details()["left_out"]``).
+
+    Args:
+        num_elements: number of group elements ``m`` in each update.
+        num_channels: ``C`` of the feature maps (1 for vector layers).
+        similarity: ``"pearson"`` (default) or ``"cosine"`` (paper Fig. 2).
+    """
+
+    measure_name = "invariance"
+
+
+class CorrelationEquivariance(_CorrelationMeasure):
+    """Correlation equivariance, Bruintjes et al. 2023 Eq. 7 (Motyka 2022: "layer equivariance").
+
+    ``mean_{i,c} max_{c'} max(0, pearson(a(T_g x_i)_c, T'_g a(x_i)_{c'}))``; the ``C x C`` matrix
+    is one batched matrix product. Always >= :class:`CorrelationInvariance` on the same data.
+    Arguments as :class:`CorrelationInvariance`.
+    """
+
+    measure_name = "equivariance"
