@@ -27,6 +27,7 @@ from __future__ import annotations
 from typing import Dict, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
 
 __all__ = [
     "correlation_scores",
@@ -55,20 +56,63 @@ def _standardise(u: torch.Tensor, weight: Optional[torch.Tensor], centre: bool) 
 
     Returns the standardised rows (dead rows set to 0) and the boolean "alive" mask.
     """
+    rtol = _DEAD_RTOL.get(u.dtype, 1e-5)
+    if centre and weight is None:
+        # The common case in two fused kernels: moments, then layer_norm (centre and scale).
+        p = u.shape[-1]
+        var, mean = torch.var_mean(u, dim=-1, correction=0)
+        alive = var > (rtol * rtol) * (var + mean.square())
+        u = F.layer_norm(u, (p,), eps=1e-30).div_(p**0.5)
+        if not bool(alive.all()):
+            u = u * alive.unsqueeze(-1)
+        return u, alive
     if weight is not None:
         u = u * weight
         n_valid = weight.sum(-1, keepdim=True).clamp_min(1)
     else:
         n_valid = u.shape[-1]
-    raw = u.norm(dim=-1)
     if centre:
-        u = u - u.sum(-1, keepdim=True) / n_valid
+        mean = u.sum(-1, keepdim=True) / n_valid
+        u = u - mean
         if weight is not None:
             u = u * weight
-    norm = u.norm(dim=-1)
-    alive = norm > _DEAD_RTOL.get(u.dtype, 1e-5) * raw
-    u = u / torch.where(alive, norm, torch.ones_like(norm)).unsqueeze(-1)
-    return u * alive.unsqueeze(-1), alive
+        norm = torch.linalg.vector_norm(u, dim=-1)
+        # |a|^2 = |a - mean|^2 + n * mean^2: the raw norm without another pass over the data.
+        n = n_valid if weight is None else n_valid.squeeze(-1)
+        raw = torch.sqrt(norm.square() + n * mean.squeeze(-1).square())
+    else:
+        norm = torch.linalg.vector_norm(u, dim=-1)
+        raw = norm
+        u = u.clone() if weight is None else u
+    alive = norm > rtol * raw
+    # Dividing dead rows by +inf zeroes them in the same pass.
+    u.div_(torch.where(alive, norm, torch.full_like(norm, float("inf"))).unsqueeze(-1))
+    return u, alive
+
+
+def standardise_maps(a: torch.Tensor, similarity: str = "pearson") -> Tuple[torch.Tensor, torch.Tensor]:
+    """Standardise every channel map of ``a`` (``... x C x h x w``) over all its positions.
+
+    Returns maps of the same shape, each centred (Pearson) and scaled to unit norm, so that
+    the similarity of two maps is their dot product, and the boolean ``... x C`` "alive" mask.
+    """
+    _check_similarity(similarity)
+    u, alive = _standardise(a.flatten(-2), None, similarity == "pearson")
+    return u.reshape(a.shape), alive
+
+
+def scores_from_standardised(
+    u: torch.Tensor, alive_u: torch.Tensor, v: torch.Tensor, alive_v: torch.Tensor
+) -> Dict[str, torch.Tensor]:
+    """Invariance/equivariance scores from standardised maps ``u = a(T_g x)``, ``v = T'_g a(x)`` (``... x C x P``)."""
+    # C x C similarity of every (element, sample): one batched matrix product.
+    sim = torch.matmul(u, v.transpose(-1, -2))
+    valid = alive_u & alive_v
+    # ReLU after the max (max and ReLU commute): no pass over the C x C matrix beyond the max.
+    inv = torch.diagonal(sim, dim1=-2, dim2=-1).clamp_min(0) * valid
+    # Dead c' rows of v are zero and every score is clamped at 0, so they never change the max.
+    eq = sim.amax(-1).clamp_min(0) * valid
+    return {"invariance": inv, "equivariance": eq, "valid": valid}
 
 
 def correlation_scores(
@@ -124,13 +168,7 @@ def correlation_scores(
         weight = mask.reshape(m, 1, 1, h * w).to(a_gx.dtype)
     u, alive_u = _standardise(a_gx.reshape(m, b, c, h * w), weight, centre)
     v, alive_v = _standardise(ta_x.reshape(m, b, c, h * w), weight, centre)
-    # C x C similarity of every (element, sample): one batched matrix product.
-    sim = torch.matmul(u, v.transpose(-1, -2)).clamp_min(0)
-    valid = alive_u & alive_v
-    inv = torch.diagonal(sim, dim1=-2, dim2=-1) * valid
-    # Dead c' rows of v are zero, so they never win the max over c' (all scores >= 0).
-    eq = sim.amax(-1) * valid
-    return {"invariance": inv, "equivariance": eq, "valid": valid}
+    return scores_from_standardised(u, alive_u, v, alive_v)
 
 
 def _correlation_update(scores: torch.Tensor, valid: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -20,7 +20,14 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from ..functional.correlation import _correlation_compute, _correlation_update, _check_similarity, correlation_scores
+from ..functional.correlation import (
+    _check_similarity,
+    _correlation_compute,
+    _correlation_update,
+    correlation_scores,
+    scores_from_standardised,
+    standardise_maps,
+)
 from .base import LayerContext, LayerMetric
 
 __all__ = ["CorrelationInvariance", "CorrelationEquivariance"]
@@ -71,9 +78,7 @@ class _CorrelationMeasure(LayerMetric):
         # Invariance and equivariance share one C x C correlation matrix per sample.
         key = ("correlation", self.similarity)
         if key not in ctx.cache:
-            ctx.cache[key] = correlation_scores(
-                ctx.a_gx, ctx.transformed_x(), mask=ctx.mask(), similarity=self.similarity, vector=ctx.kind == "vector"
-            )
+            ctx.cache[key] = _layer_scores(ctx, self.similarity)
         self._add(ctx.cache[key])
 
     def compute(self) -> torch.Tensor:
@@ -89,6 +94,19 @@ class _CorrelationMeasure(LayerMetric):
             "per_channel": per_channel if self.score_sum.shape[1] > 1 else None,
             "left_out": int(self.left_out.sum()),
         }
+
+
+def _layer_scores(ctx: LayerContext, similarity: str) -> Dict[str, torch.Tensor]:
+    if ctx.kind == "map" and ctx.channel_action is None and getattr(ctx.group, "permutes_positions", False):
+        # A pure permutation of positions (rot90, flips, circular shifts) commutes with the
+        # per-channel standardisation: standardise a(x) once, then transform it m times.
+        sx, alive_x = standardise_maps(ctx.a_x, similarity=similarity)
+        v = torch.stack([ctx.group.act_feature(sx, g, ctx.input_size) for g in ctx.elements])
+        u, alive_u = standardise_maps(ctx.a_gx, similarity=similarity)
+        return scores_from_standardised(u.flatten(-2), alive_u, v.flatten(-2), alive_x.expand_as(alive_u))
+    return correlation_scores(
+        ctx.a_gx, ctx.transformed_x(), mask=ctx.mask(), similarity=similarity, vector=ctx.kind == "vector"
+    )
 
 
 class CorrelationInvariance(_CorrelationMeasure):
