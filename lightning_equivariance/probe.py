@@ -58,23 +58,25 @@ def _is_activation(module: nn.Module) -> bool:
 
 
 def _is_e2cnn_module(module: nn.Module) -> bool:
-    return type(module).__module__.startswith("e2cnn.nn.modules")
+    """An e2cnn ``EquivariantModule`` (checked by class name: e2cnn is not imported here)."""
+    return any(c.__name__ == "EquivariantModule" for c in type(module).__mro__)
+
+
+_E2CNN_CONTAINERS = ("SequentialModule", "ModuleList", "MultipleModule", "PointwiseDropout", "FieldDropout", "IdentityModule")
 
 
 def _auto(name: str, module: nn.Module) -> bool:
     if isinstance(module, _BLOCKS):
         return True
-    if isinstance(module, _SKIPPED) or type(module).__name__ in ("IdentityModule",):
-        return False
     if _is_e2cnn_module(module):
-        # e2cnn equivariant modules (R2Conv, InnerBatchNorm, ReLU, pooling, GroupPooling)
-        # are leaves of the equivariant graph; their inner torch modules are not.
-        return not any(_is_e2cnn_module(c) for c in module.children()) and type(module).__name__ not in (
-            "SequentialModule",
-            "PointwiseDropout",
-            "FieldDropout",
-            "MultipleModule",
+        # e2cnn's equivariant modules (R2Conv, InnerBatchNorm, ReLU, pooling, GroupPooling)
+        # are the leaves of the equivariant graph; their inner torch modules (basis
+        # expansions) are not measured.
+        return type(module).__name__ not in _E2CNN_CONTAINERS and not any(
+            _is_e2cnn_module(c) for c in module.children()
         )
+    if isinstance(module, _SKIPPED):
+        return False
     if any(True for _ in module.children()):
         return False
     return isinstance(module, _COMPUTING) or _is_activation(module)
