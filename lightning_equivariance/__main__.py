@@ -1,0 +1,7 @@
+"""``python -m lightning_equivariance measure ...`` (see :mod:`lightning_equivariance.cli`)."""
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

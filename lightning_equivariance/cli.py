@@ -1,0 +1,206 @@
+"""Command line: measure a model trained elsewhere, or a baseline, and log it for TensorBoard.
+
+    python -m lightning_equivariance measure --arch resnet18 --num-classes 10 \\
+        --checkpoint model.pt --images path/to/folder --size 64 \\
+        --groups rotation90 translation --logdir lightning_logs --run resnet18_imported
+
+writes a TensorBoard run ``{logdir}/{run}`` that the Equivariance tab shows beside trained
+runs (``--baseline`` draws it dashed) and a CSV of ``report.to_dataframe()``.
+
+Models: ``--arch`` is a torchvision architecture name (``resnet18``, ``vit_b_16``...) or a
+baseline of :mod:`lightning_equivariance.baselines` (``steerable-c4``, ``steerable-d4``,
+``plain``, ``bruintjes7``), built with random weights; ``--checkpoint`` then loads a
+``state_dict`` (a plain ``torch.save(model.state_dict())`` file, or a Lightning ``.ckpt``
+whose ``state_dict`` keys carry a prefix such as ``model.``). A checkpoint holding a whole
+pickled ``nn.Module`` needs no ``--arch``.
+
+Images: a folder of image files (PNG/JPEG, all of one size unless ``--size`` resizes them)
+or a ``.pt`` file holding an ``N x C x H x W`` tensor (or a dict/tuple whose first tensor is).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["main", "load_images", "load_model"]
+
+_IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+class CLIError(Exception):
+    """A user error: printed as one clear line, exit status 2."""
+
+
+def load_images(path: str, size: Optional[int] = None, limit: Optional[int] = None, channels: Optional[int] = None) -> torch.Tensor:
+    """Images ``N x C x H x W`` in ``[0, 1]`` from a folder of image files or a tensor file."""
+    p = Path(path)
+    if not p.exists():
+        raise CLIError(f"--images {path!r} does not exist")
+    if p.is_file():
+        try:
+            obj = torch.load(p, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001
+            raise CLIError(f"--images {path!r} is not a tensor file torch.load can read: {e}") from e
+        if isinstance(obj, dict):
+            obj = obj.get("images", next((v for v in obj.values() if isinstance(v, torch.Tensor)), None))
+        elif isinstance(obj, (list, tuple)):
+            obj = next((v for v in obj if isinstance(v, torch.Tensor)), None)
+        if not isinstance(obj, torch.Tensor) or obj.dim() != 4:
+            raise CLIError(f"--images {path!r} must hold an N x C x H x W tensor, got {getattr(obj, 'shape', type(obj).__name__)}")
+        x = obj.float()
+    else:
+        from PIL import Image
+        import numpy as np
+
+        files = sorted(f for f in p.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES)
+        if not files:
+            raise CLIError(f"--images folder {path!r} holds no image files ({', '.join(sorted(_IMAGE_SUFFIXES))})")
+        files = files[:limit] if limit else files
+        arrays = []
+        for f in files:
+            with Image.open(f) as im:
+                # Grey images stay one channel (digits, MNIST); everything else becomes RGB.
+                gray = im.mode in ("1", "L", "I;16", "I") if channels is None else channels == 1
+                im = im.convert("L" if gray else "RGB")
+                if size:
+                    im = im.resize((size, size), Image.BILINEAR)
+                arrays.append((f, np.asarray(im, dtype=np.float32) / 255.0))
+        shapes = {}
+        for f, a in arrays:
+            shapes.setdefault(a.shape, f.name)
+        if len(shapes) > 1:
+            (s1, f1), (s2, f2) = list(shapes.items())[:2]
+            raise CLIError(
+                f"--images folder {path!r} mixes image sizes or modes ({f1}: {s1[1]}x{s1[0]}, {f2}: {s2[1]}x{s2[0]}); "
+                "pass --size N to resize them all to N x N"
+            )
+        x = torch.stack([torch.from_numpy(a if a.ndim == 3 else a[..., None]).permute(2, 0, 1) for _, a in arrays])
+    if size and x.shape[-1] != size:
+        x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return x[:limit] if limit else x
+
+
+def _build_arch(arch: str, num_classes: int, in_channels: int) -> nn.Module:
+    from . import baselines
+
+    named = {
+        "steerable-c4": lambda: baselines.SteerableCNN(4, in_channels=in_channels, num_classes=num_classes),
+        "steerable-c8": lambda: baselines.SteerableCNN(8, in_channels=in_channels, num_classes=num_classes),
+        "steerable-d4": lambda: baselines.SteerableCNN(4, flips=True, in_channels=in_channels, num_classes=num_classes),
+        "plain": lambda: baselines.PlainCNN(in_channels=in_channels, num_classes=num_classes),
+        "bruintjes7": lambda: baselines.Bruintjes7Layer(in_channels=in_channels, num_classes=num_classes),
+    }
+    if arch in named:
+        return named[arch]()
+    import torchvision
+
+    available = torchvision.models.list_models(module=torchvision.models)
+    if arch not in available:
+        import difflib
+
+        close = difflib.get_close_matches(arch, available + list(named), n=5)
+        raise CLIError(f"--arch {arch!r} is neither a baseline ({', '.join(named)}) nor a torchvision model; close: {close}")
+    return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
+
+
+def load_model(arch: Optional[str], checkpoint: Optional[str], num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+    """Build ``arch`` and/or load ``checkpoint`` (see module docstring)."""
+    state = None
+    if checkpoint is not None:
+        if not os.path.isfile(checkpoint):
+            raise CLIError(f"--checkpoint {checkpoint!r} does not exist or is not a file")
+        try:
+            obj = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        except Exception as e:  # noqa: BLE001
+            raise CLIError(f"--checkpoint {checkpoint!r} could not be read by torch.load: {e}") from e
+        if isinstance(obj, nn.Module):
+            return obj
+        state = obj.get("state_dict", obj) if isinstance(obj, dict) else None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise CLIError(f"--checkpoint {checkpoint!r} holds neither an nn.Module nor a state_dict")
+    if arch is None:
+        raise CLIError("--arch is required unless --checkpoint holds a whole pickled nn.Module")
+    model = _build_arch(arch, num_classes, in_channels)
+    if state is not None:
+        own = set(model.state_dict())
+        for prefix in ("", "model.", "net.", "module.", "network."):
+            candidate = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+            if set(candidate) == own:
+                try:
+                    model.load_state_dict(candidate)
+                except RuntimeError as e:
+                    raise CLIError(
+                        f"--checkpoint {checkpoint!r} does not fit --arch {arch!r} (shapes differ: "
+                        f"{str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}); check --arch and --num-classes"
+                    ) from e
+                break
+        else:
+            missing = sorted(own - set(state))[:5]
+            raise CLIError(
+                f"--checkpoint {checkpoint!r} does not fit --arch {arch!r} (e.g. missing keys {missing}); "
+                "check --arch and --num-classes"
+            )
+    return model
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m lightning_equivariance", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("measure", help="measure a model on images; write a TensorBoard run and a CSV")
+    m.add_argument("--arch", help="torchvision model name or baseline (steerable-c4, steerable-d4, plain, bruintjes7)")
+    m.add_argument("--checkpoint", help="state_dict, Lightning .ckpt, or pickled nn.Module")
+    m.add_argument("--num-classes", type=int, default=10)
+    m.add_argument("--images", required=True, help="folder of image files or .pt tensor file")
+    m.add_argument("--size", type=int, help="resize images to size x size")
+    m.add_argument("--limit", type=int, default=512, help="at most this many probe images (default 512)")
+    m.add_argument("--measures", nargs="+", default=["invariance", "equivariance"])
+    m.add_argument("--groups", nargs="+", default=["rotation90"], help="group names, e.g. rotation90 translation flip c8")
+    m.add_argument("--layers", nargs="+", default=["auto"], help="'auto' or qualified module names")
+    m.add_argument("--batch-size", type=int, default=256)
+    m.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    m.add_argument("--logdir", default="lightning_logs")
+    m.add_argument("--run", help="run directory name under --logdir (default: the arch or checkpoint name)")
+    m.add_argument("--step", type=int, default=0, help="step (epoch) to log at")
+    m.add_argument("--baseline", action="store_true", help="mark the run as a baseline (drawn dashed)")
+    m.add_argument("--per-channel", action="store_true", help="also log per-channel values")
+    m.add_argument("--csv", help="CSV path (default: {logdir}/{run}/equivariance.csv)")
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return _measure(args)
+    except CLIError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _measure(args) -> int:
+    from tb_plugin.summary import write_report
+
+    from .engine import measure
+
+    images = load_images(args.images, size=args.size, limit=args.limit)
+    model = load_model(args.arch, args.checkpoint, args.num_classes, in_channels=images.shape[1]).to(args.device)
+    layers = "auto" if args.layers == ["auto"] else args.layers
+    report = measure(
+        model, images, measures=args.measures, groups=args.groups, layers=layers,
+        batch_size=args.batch_size, progress=sys.stderr.isatty(),
+    )
+    run = args.run or args.arch or Path(args.checkpoint).stem
+    run_dir = Path(args.logdir) / run
+    run_dir.mkdir(parents=True, exist_ok=True)
+    model_name = args.arch or type(model).__name__
+    n = write_report(str(run_dir), report, args.step, model=model_name, baseline=args.baseline, per_channel=args.per_channel)
+    csv = Path(args.csv) if args.csv else run_dir / "equivariance.csv"
+    report.to_dataframe(per_element=True).to_csv(csv, index=False)
+    print(f"measured {report.num_samples} images x {len(args.groups)} group(s) on {len({r.layer for r in report.results})} layers "
+          f"in {report.seconds:.1f}s; wrote {n} summaries to {run_dir} and {csv}")
+    return 0

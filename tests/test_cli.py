@@ -1,0 +1,70 @@
+"""python -m lightning_equivariance measure: writes a run the plugin reads, clear errors."""
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from lightning_equivariance.baselines import PlainCNN
+from lightning_equivariance.cli import main
+
+
+def _folder(tmp_path, sizes):
+    d = tmp_path / "images"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    for i, s in enumerate(sizes):
+        Image.fromarray((rng.random((s, s)) * 255).astype(np.uint8)).save(d / f"img{i}.png")
+    return d
+
+
+def test_measure_checkpoint_on_image_folder_writes_run_and_csv(tmp_path):
+    torch.manual_seed(0)
+    model = PlainCNN(in_channels=1, num_classes=10)
+    ckpt = tmp_path / "model.ckpt"
+    torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, ckpt)  # a Lightning-style ckpt
+    images = _folder(tmp_path, [17] * 5)
+    code = main(["measure", "--arch", "plain", "--checkpoint", str(ckpt), "--images", str(images),
+                 "--logdir", str(tmp_path / "logs"), "--run", "imported", "--groups", "rotation90", "flip", "--baseline"])
+    assert code == 0
+    df = pd.read_csv(tmp_path / "logs" / "imported" / "equivariance.csv")
+    assert set(df.group) == {"rotation90", "flip"} and {"layer", "part", "element", "value"} <= set(df.columns)
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "logs" / "imported"), size_guidance={"tensors": 0})
+    acc.Reload()
+    tags = acc.Tags()["tensors"]
+    assert "equivariance_layers/invariance/rotation90" in tags and "equivariance_layers/equivariance/flip" in tags
+    event = acc.Tensors("equivariance_layers/invariance/rotation90")[0]
+    assert event.step == 0 and len(event.tensor_proto.float_val or []) + len(event.tensor_proto.tensor_content) > 0
+    assert acc.SummaryMetadata("equivariance_layers/invariance/rotation90").plugin_data.plugin_name == "equivariance"
+
+
+def test_wrong_checkpoint_message(tmp_path):
+    images = tmp_path / "x.pt"
+    torch.save(torch.rand(2, 1, 9, 9), images)
+    out = subprocess.run([sys.executable, "-m", "lightning_equivariance", "measure", "--arch", "plain",
+                          "--checkpoint", str(tmp_path / "missing.pt"), "--images", str(images)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2
+    assert "--checkpoint" in out.stderr and "does not exist" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_mixed_image_sizes_are_a_clear_error(tmp_path, capsys):
+    images = _folder(tmp_path, [16, 16, 20])
+    assert main(["measure", "--arch", "plain", "--images", str(images)]) == 2
+    err = capsys.readouterr().err
+    assert "mixes image sizes" in err and "20x20" in err and "--size" in err
+
+
+def test_checkpoint_that_does_not_fit_the_arch(tmp_path, capsys):
+    ckpt = tmp_path / "m.pt"
+    torch.save(PlainCNN(num_classes=3).state_dict(), ckpt)
+    images = tmp_path / "x.pt"
+    torch.save(torch.rand(2, 1, 9, 9), images)
+    assert main(["measure", "--arch", "bruintjes7", "--checkpoint", str(ckpt), "--images", str(images)]) == 2
+    assert "does not fit" in capsys.readouterr().err
