@@ -93,6 +93,7 @@ def main(argv=None):
             model_name=f"{type(net).__name__} ({count_parameters(net):,} params)",
             baseline=run.startswith("steerable"),
             submodule="net",
+            per_channel=True,  # per-channel heatmaps in the Channels view
         )
         trainer = pl.Trainer(
             max_epochs=args.epochs,

@@ -13,8 +13,21 @@ During training, add ``EquivarianceCallback()`` to a Lightning ``Trainer`` (impo
 so that the engine needs no Lightning).
 """
 from .engine import PARTS, Measurement, MeasureError, MeasureReport, measure
-from .groups import Flip, Group, GroupElement, Rotation, Rotation90, Translation
-from .metrics import MEASURES, CorrelationEquivariance, CorrelationInvariance
+from .groups import (
+    Dihedral,
+    Flip,
+    Group,
+    GroupElement,
+    Rotation,
+    Rotation90,
+    Scale,
+    Translation,
+    quiroga_rotations,
+    quiroga_scales,
+    quiroga_translations,
+)
+from .lie import TRANSFORMS, LieTransform, lie_derivative, lie_derivative_contributions
+from .metrics import MEASURES, CorrelationEquivariance, CorrelationInvariance, LieDerivativeError
 from .probe import LayerSelectionError, select_layers
 
 __version__ = "0.1.0"
@@ -31,9 +44,19 @@ __all__ = [
     "Flip",
     "Translation",
     "Rotation",
+    "Scale",
+    "Dihedral",
+    "quiroga_rotations",
+    "quiroga_scales",
+    "quiroga_translations",
     "MEASURES",
     "CorrelationInvariance",
     "CorrelationEquivariance",
+    "LieDerivativeError",
+    "LieTransform",
+    "TRANSFORMS",
+    "lie_derivative",
+    "lie_derivative_contributions",
     "LayerSelectionError",
     "select_layers",
     "EquivarianceCallback",

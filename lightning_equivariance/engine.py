@@ -24,7 +24,9 @@ import torch
 from torch import nn
 
 from .groups import ChannelAction, Group, GroupActionError, resolve_group
+from .lie import LieTransform, layer_lie_context, lie_pass, split_groups
 from .metrics import MEASURES, LayerContext, LayerMetric
+from .steerable import e2cnn_channel_action, field_type_of
 from .probe import LayerSpec, Probe, as_activation, select_layers
 
 __all__ = ["measure", "Measurement", "MeasureReport", "LayerResult", "LayerSeries", "MeasureError", "PARTS"]
@@ -118,6 +120,9 @@ class MeasureReport:
     Attributes:
         results: the results, in depth order of the layers.
         errors: ``{layer: message}`` of layers that could not be measured (``on_error="warn"``).
+        notes: ``{(layer, measure, group): reason}`` of measures that are undefined on a layer
+            and were skipped there by design (e.g. ``same_equivariance`` on vector layers,
+            ``geed_softmax`` on feature maps); the layer's other measures are reported.
         not_called: selected layers whose forward hook never fired.
         seconds: wall time of the measurement.
         num_samples: probe images measured (on this process).
@@ -128,6 +133,7 @@ class MeasureReport:
     not_called: List[str] = field(default_factory=list)
     seconds: float = 0.0
     num_samples: int = 0
+    notes: Dict[Tuple[str, str, str], str] = field(default_factory=dict)
 
     def to_dataframe(self, per_element: bool = False):
         """A ``pandas.DataFrame`` with columns ``layer, index, part, kind, measure, group, value, left_out``.
@@ -271,6 +277,9 @@ class Measurement:
         measure_options: further keyword options handed to every measure's ``for_layer``
             (each measure takes the ones it knows).
         channel_actions: ``{layer_name: channel_action}`` declared by the architecture.
+        steerable_actions: use the field type's representation of e2cnn ``GeometricTensor``
+            outputs as their channel action (see :mod:`lightning_equivariance.steerable`);
+            ``False`` measures them like plain maps.
         on_error: ``"raise"`` (default) or ``"warn"``: skip a layer that cannot be measured,
             record it in ``report.errors`` and go on.
         progress: show a progress bar over the chunks (tqdm).
@@ -286,6 +295,7 @@ class Measurement:
         similarity: str = "pearson",
         measure_options: Optional[Mapping[str, Any]] = None,
         channel_actions: Optional[Mapping[str, ChannelAction]] = None,
+        steerable_actions: bool = True,
         on_error: str = "raise",
         progress: bool = False,
         device: Optional[Union[str, torch.device]] = None,
@@ -295,10 +305,14 @@ class Measurement:
         unknown = [m for m in measures if m not in MEASURES]
         if unknown or not measures:
             raise ValueError(f"unknown measure(s) {unknown}: choose from {sorted(MEASURES)}")
-        if isinstance(groups, (str, Group)):
+        if isinstance(groups, (str, Group, LieTransform)):
             groups = (groups,)
-        self.groups = [resolve_group(g) for g in groups]
-        names = [g.name for g in self.groups]
+        # Measure "lee" runs its own forward-mode pass per continuous transform (lie.py);
+        # the others share the stacked pass over the discrete groups.
+        self._lie_measures = [m for m in measures if getattr(MEASURES[m], "forward_mode", False)]
+        self._stacked_measures = [m for m in measures if m not in self._lie_measures]
+        self.groups, self.transforms = split_groups(groups, bool(self._lie_measures), bool(self._stacked_measures))
+        names = [g.name for g in self.groups + self.transforms]
         if len(set(names)) != len(names) or not names:
             raise ValueError(f"groups need distinct names, got {names}; pass name=... to tell them apart")
         if on_error not in ("raise", "warn"):
@@ -312,6 +326,8 @@ class Measurement:
         self.batch_size = int(batch_size)
         self.options = {"similarity": similarity, **dict(measure_options or {})}
         self.channel_actions = dict(channel_actions or {})
+        self.steerable_actions = bool(steerable_actions)
+        self._actions: Dict[Tuple[str, str], ChannelAction] = {}
         self.on_error = on_error
         self.progress = progress
         self.device = torch.device(device) if device is not None else None
@@ -324,9 +340,24 @@ class Measurement:
         self.metrics: Dict[Tuple[str, str, str], LayerMetric] = {}
         self.infos: Dict[str, LayerInfo] = {}
         self.errors: Dict[str, str] = {}
+        self.notes: Dict[Tuple[str, str, str], str] = {}
         self.num_samples = 0
         self.seconds = 0.0
         self._called: set = set()
+
+    def _channel_action(self, name: str, output) -> Optional[ChannelAction]:
+        """The layer's declared channel action: the user's, else an e2cnn field type's representation."""
+        if name in self.channel_actions:
+            return self.channel_actions[name]
+        if not self.steerable_actions:
+            return None
+        field_type = field_type_of(output)
+        if field_type is None:
+            return None
+        key = ("e2cnn", name)
+        if key not in self._actions:
+            self._actions[key] = e2cnn_channel_action(field_type)
+        return self._actions[key]
 
     @property
     def samples_per_forward(self) -> int:
@@ -338,28 +369,37 @@ class Measurement:
             views += [g.act_input(x, e) for e in g.elements]
         return torch.cat(views)
 
-    def _on_output(self, name: str, output, b: int, input_size: Tuple[int, int]) -> None:
+    def _on_output(self, name: str, output, b: int, input_size: Tuple[int, int], transform=None) -> None:
         self._called.add(name)
         if name in self.errors:
             return
         try:
             act = as_activation(output, name)
             t = act.tensor
-            if t.shape[0] != self.num_elements * b:
+            expected = b if transform is not None else self.num_elements * b
+            if t.shape[0] != expected:
                 raise MeasureError(
                     f"layer {name!r}: output batch dimension {t.shape[0]} is not the input batch "
-                    f"{self.num_elements * b}; only layers that keep the batch axis first can be measured"
+                    f"{expected}; only layers that keep the batch axis first can be measured"
                 )
             if name not in self.infos:
                 module = self._modules_by_name[name.split(":")[0]]
                 is_pool = isinstance(module, _POOLING) or "Pool" in type(module).__name__
                 self.infos[name] = LayerInfo(name, len(self.infos), act.kind, tuple(t.shape[1:]), is_pool)
+            if transform is not None:  # forward-mode pass of measure "lee": the output is a dual tensor
+                lie_ctx = layer_lie_context(name, output, transform)
+                for measure_name in self._lie_measures:
+                    key = (name, measure_name, transform.name)
+                    if key not in self.metrics:
+                        self.metrics[key] = MEASURES[measure_name].for_layer(lie_ctx, **self.options)
+                    self.metrics[key].update_layer(lie_ctx)
+                return
             stacked = t.reshape(self.num_elements, b, *t.shape[1:])
             start = 1
             for group in self.groups:
                 m = len(group)
                 if act.kind == "map":
-                    group.check_feature(t.shape, name)
+                    group.check_feature(tuple(t.shape[1:]), name)
                 ctx = LayerContext(
                     layer=name,
                     kind=act.kind,
@@ -368,13 +408,21 @@ class Measurement:
                     a_x=stacked[0],
                     a_gx=stacked[start : start + m],
                     input_size=input_size,
-                    channel_action=self.channel_actions.get(name),
+                    channel_action=self._channel_action(name, output),
                 )
                 start += m
-                for measure_name in self.measures:
+                for measure_name in self._stacked_measures:
                     key = (name, measure_name, group.name)
+                    if key in self.notes:
+                        continue
                     metric = self.metrics.get(key)
                     if metric is None:
+                        # A measure undefined on this kind of layer says why; skip it here, keep the rest.
+                        not_applicable = getattr(MEASURES[measure_name], "not_applicable", None)
+                        reason = not_applicable(ctx, **self.options) if not_applicable is not None else None
+                        if reason:
+                            self.notes[key] = reason
+                            continue
                         metric = MEASURES[measure_name].for_layer(ctx, **self.options)
                         self.metrics[key] = metric
                     metric.update_layer(ctx)
@@ -401,7 +449,8 @@ class Measurement:
 
             chunks = tqdm(chunks, total=None if total is None else math.ceil(total / chunk), desc="equivariance", leave=False)
         state = {}
-        with Probe(self.model, self.layers, lambda n, o: self._on_output(n, o, state["b"], state["size"])) as probe:
+        callback = lambda n, o: self._on_output(n, o, state["b"], state["size"], state.get("transform"))  # noqa: E731
+        with Probe(self.model, self.layers, callback) as probe:
             for x in chunks:
                 if x.dim() != 4:
                     raise ValueError(f"probe images must be B x C x H x W, got shape {tuple(x.shape)}")
@@ -409,8 +458,16 @@ class Measurement:
                 for g in self.groups:
                     g.check_input(x)
                 state.update(b=x.shape[0], size=tuple(x.shape[-2:]))
-                probe.start_forward()
-                self.model(self._stack(x))
+                if self._stacked_measures:
+                    probe.start_forward()
+                    self.model(self._stack(x))
+                for transform in self.transforms:  # measure "lee": one forward-mode pass per transform
+                    state["transform"] = transform
+                    probe.start_forward()
+                    try:
+                        lie_pass(self.model, x, transform)
+                    finally:
+                        state["transform"] = None
                 self.num_samples += x.shape[0]
         self.seconds += time.perf_counter() - t0
 
@@ -424,7 +481,7 @@ class Measurement:
             info.part = part
         results = []
         for info in infos:
-            for group in self.groups:
+            for group in self.groups + self.transforms:
                 for measure_name in self.measures:
                     metric = self.metrics.get((info.name, measure_name, group.name))
                     if metric is None:
@@ -439,6 +496,7 @@ class Measurement:
                         warnings.warn(f"lightning_equivariance: {msg}", RuntimeWarning, stacklevel=2)
                         continue
                     pe = d["per_element"].detach().cpu().double().numpy()
+                    element_names = d.get("element_names") or [e.name for e in group.elements]
                     pc = d.get("per_channel")
                     results.append(
                         LayerResult(
@@ -450,7 +508,7 @@ class Measurement:
                             measure=measure_name,
                             group=group.name,
                             value=float(d["value"]),
-                            per_element={e.name: float(v) for e, v in zip(group.elements, pe)},
+                            per_element={e: float(v) for e, v in zip(element_names, pe)},
                             per_channel=None if pc is None else pc.detach().cpu().double().numpy(),
                             left_out=int(d.get("left_out", 0)),
                             higher_is_better=bool(MEASURES[measure_name].higher_is_better),
@@ -458,7 +516,7 @@ class Measurement:
                     )
         selected = [n for n, _ in self.layers]
         not_called = [n for n in selected if n not in self._called]
-        return MeasureReport(results, dict(self.errors), not_called, self.seconds, self.num_samples)
+        return MeasureReport(results, dict(self.errors), not_called, self.seconds, self.num_samples, dict(self.notes))
 
 
 def _shape_of(output) -> str:
@@ -486,11 +544,14 @@ def measure(
     Args:
         model: any ``nn.Module`` on images ``B x C x H x W``.
         inputs: a tensor ``N x C x H x W``, a Dataset, or an iterable of batches.
-        measures: e.g. ``("invariance", "equivariance")`` (Bruintjes et al. 2023, Eq. 4 / Eq. 7).
-        groups: e.g. ``(Rotation90(), Translation(max_shift=4))`` or names ``("rotation90",)``.
+        measures: e.g. ``("invariance", "equivariance")`` (Bruintjes et al. 2023, Eq. 4 / Eq. 7);
+            ``"lee"`` (Gruver et al. 2023, Eq. 4) runs one forward-mode pass per continuous
+            transform (:mod:`lightning_equivariance.lie`).
+        groups: e.g. ``(Rotation90(), Translation(max_shift=4))`` or names ``("rotation90",)``;
+            for ``"lee"`` transform names (``("rotation", "translation_x")``) or ``LieTransform`` instances.
         layers: ``"auto"``, qualified names, module types, or a predicate.
         batch_size: images per forward (bounds memory).
-        **kwargs: ``similarity``, ``measure_options``, ``channel_actions``, ``on_error``, ``progress``, ``device``
+        **kwargs: ``similarity``, ``measure_options``, ``channel_actions``, ``steerable_actions``, ``on_error``, ``progress``, ``device``
             (see :class:`Measurement`).
 
     Returns:

@@ -36,6 +36,11 @@ __all__ = [
     "Flip",
     "Translation",
     "Rotation",
+    "Scale",
+    "Dihedral",
+    "quiroga_rotations",
+    "quiroga_scales",
+    "quiroga_translations",
     "ChannelAction",
     "resolve_group",
     "GroupActionError",
@@ -83,6 +88,9 @@ class Group:
     """
 
     name: str = "group"
+    #: True when every element acts on feature maps as a pure permutation of positions with
+    #: no mask (rot90, flips, circular shifts): measures may then transform standardised maps.
+    permutes_positions: bool = False
 
     def __init__(self, elements: Sequence[GroupElement], name: Optional[str] = None):
         if not elements:
@@ -146,8 +154,39 @@ class Group:
         """Boolean ``h x w`` mask of the positions valid in both compared maps, or ``None`` (all valid)."""
         return None
 
+    # ------------------------------------------------------------------ inverse action
+    @property
+    def has_inverse(self) -> bool:
+        """Whether :meth:`act_feature_inverse` is defined (needed by ``same_equivariance``)."""
+        return type(self)._spatial_inverse is not Group._spatial_inverse
+
+    def act_feature_inverse(self, a: torch.Tensor, element: GroupElement, input_size: Tuple[int, int]) -> torch.Tensor:
+        """``t^{-1}`` on a feature map ``... x C x h x w`` at the map's own resolution (spatial only).
+
+        The inverse of the spatial part of :meth:`act_feature` (same rounding of shifts,
+        zero fill, bilinear interpolation for angles that are not multiples of 90 degrees).
+        No channel action: Quiroga's same-equivariance (§2.6) asks for ``g = t`` exactly.
+        Use :meth:`inverse_feature_mask` for the positions that carry content afterwards.
+        """
+        if element.is_identity:
+            return a
+        h, w = a.shape[-2:]
+        return self._spatial_inverse(a, element, scale=(h / input_size[0], w / input_size[1]))
+
+    def inverse_feature_mask(
+        self, element: GroupElement, size: Tuple[int, int], input_size: Tuple[int, int], device=None
+    ) -> Optional[torch.Tensor]:
+        """Boolean ``h x w`` mask of the positions of ``t^{-1}(a)`` that carry content, or ``None`` (all)."""
+        return None
+
     def _spatial(self, a: torch.Tensor, element: GroupElement, scale: Tuple[float, float]) -> torch.Tensor:
         raise NotImplementedError
+
+    def _spatial_inverse(self, a: torch.Tensor, element: GroupElement, scale: Tuple[float, float]) -> torch.Tensor:
+        raise GroupActionError(
+            f"{type(self).__name__} ({self.name}) defines no inverse action on feature maps; "
+            "implement _spatial_inverse to measure same-equivariance"
+        )
 
 
 # ---------------------------------------------------------------------- Rotation90
@@ -159,6 +198,7 @@ class Rotation90(Group):
     """
 
     name = "rotation90"
+    permutes_positions = True
 
     def __init__(self, name: Optional[str] = None):
         super().__init__(
@@ -182,12 +222,16 @@ class Rotation90(Group):
     def _spatial(self, a, element, scale):
         return torch.rot90(a, int(element.params["quarter_turns"]), dims=(-2, -1))
 
+    def _spatial_inverse(self, a, element, scale):
+        return torch.rot90(a, -int(element.params["quarter_turns"]), dims=(-2, -1))
+
 
 # ---------------------------------------------------------------------- Flip
 class Flip(Group):
     """Mirror images: ``axes`` any of ``"horizontal"`` (flip left-right) and ``"vertical"`` (up-down)."""
 
     name = "flip"
+    permutes_positions = True
 
     def __init__(self, axes: Union[str, Sequence[str]] = ("horizontal",), name: Optional[str] = None):
         axes = (axes,) if isinstance(axes, str) else tuple(axes)
@@ -198,6 +242,8 @@ class Flip(Group):
 
     def _spatial(self, a, element, scale):
         return torch.flip(a, dims=(-1,) if element.params["flip"] == "horizontal" else (-2,))
+
+    _spatial_inverse = _spatial  # a flip is its own inverse
 
 
 # ---------------------------------------------------------------------- Translation
@@ -227,6 +273,7 @@ class Translation(Group):
         shifts = [(int(dx), int(dy)) for dx, dy in shifts]
         shifts = [s for s in shifts if s != (0, 0)]
         self.circular = bool(circular)
+        self.permutes_positions = self.circular
         super().__init__([GroupElement(f"({dx}, {dy})", {"shift": (dx, dy)}) for dx, dy in shifts], name)
 
     @staticmethod
@@ -248,6 +295,21 @@ class Translation(Group):
         if sx == 0 and sy == 0:
             return None
         return _shift_zero_fill(torch.ones(h, w, dtype=torch.bool, device=device), sx, sy)
+
+    def _spatial_inverse(self, a, element, scale):
+        sx, sy = self._scaled(element, scale)  # the same rounded shift as act_feature, undone
+        if self.circular:
+            return torch.roll(a, shifts=(-sy, -sx), dims=(-2, -1))
+        return _shift_zero_fill(a, -sx, -sy)
+
+    def inverse_feature_mask(self, element, size, input_size, device=None):
+        if self.circular or element.is_identity:
+            return None
+        h, w = size
+        sx, sy = self._scaled(element, (h / input_size[0], w / input_size[1]))
+        if sx == 0 and sy == 0:
+            return None
+        return _shift_zero_fill(torch.ones(h, w, dtype=torch.bool, device=device), -sx, -sy)
 
 
 def _shift_zero_fill(a: torch.Tensor, sx: int, sy: int) -> torch.Tensor:
@@ -313,6 +375,14 @@ class Rotation(Group):
             return None
         return inscribed_disk(size, device=device)
 
+    def _spatial_inverse(self, a, element, scale):
+        k = self._quarter_turns(element)
+        if k is not None:
+            return torch.rot90(a, -k, dims=(-2, -1))
+        return rotate_bilinear(a, -float(element.params["angle"]))
+
+    inverse_feature_mask = feature_mask
+
 
 def rotate_bilinear(a: torch.Tensor, angle_deg: float) -> torch.Tensor:
     """Rotate ``... x h x w`` maps counter-clockwise by ``angle_deg`` (bilinear, zero fill).
@@ -343,6 +413,150 @@ def inscribed_disk(size: Tuple[int, int], device=None) -> torch.Tensor:
     return (ys[:, None] ** 2 + xs[None, :] ** 2) <= r * r
 
 
+# ---------------------------------------------------------------------- Scale
+class Scale(Group):
+    """Isotropic zoom about the image centre by ``factors`` (Quiroga §3.1.2), image size kept.
+
+    A factor ``s < 1`` shrinks the content and fills the border with zeros ("when
+    downsampling, we fill the borders with black pixels"); ``s > 1`` enlarges it and crops.
+    Bilinear interpolation (``grid_sample``, ``align_corners=False``, zero padding): output
+    pixel ``p`` (normalised coordinates) samples the input at ``p / s``. The zoom factor is
+    the same at every resolution, so ``T'_g`` on a feature map is the same zoom.
+
+    Masks: on a feature map the valid positions are those whose sampling point lies inside
+    the hull of the map's pixel centres (bilinear interpolation then reads no zero padding);
+    every position is valid for ``s >= 1``.
+
+    The default ``factors`` are Quiroga's 11 scale coefficients without the identity 1.0
+    (see :func:`quiroga_scales`).
+    """
+
+    name = "scale"
+
+    def __init__(self, factors: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.05, 1.1, 1.15, 1.2, 1.25), name: Optional[str] = None):
+        factors = [float(f) for f in factors]
+        for f in factors:
+            if not f > 0:
+                raise ValueError(f"Scale: factors must be > 0, got {f}")
+        factors = [f for f in factors if abs(f - 1.0) > 1e-12]
+        super().__init__([GroupElement(f"{f:g}", {"scale": f}) for f in factors], name)
+
+    def _spatial(self, a, element, scale):
+        return zoom_bilinear(a, float(element.params["scale"]))
+
+    def _spatial_inverse(self, a, element, scale):
+        return zoom_bilinear(a, 1.0 / float(element.params["scale"]))
+
+    def feature_mask(self, element, size, input_size, device=None):
+        if element.is_identity or float(element.params["scale"]) >= 1.0:
+            return None
+        return zoom_content_mask(size, float(element.params["scale"]), device=device)
+
+    def inverse_feature_mask(self, element, size, input_size, device=None):
+        if element.is_identity or float(element.params["scale"]) <= 1.0:
+            return None
+        return zoom_content_mask(size, 1.0 / float(element.params["scale"]), device=device)
+
+
+def zoom_bilinear(a: torch.Tensor, factor: float) -> torch.Tensor:
+    """Zoom ``... x h x w`` maps about their centre by ``factor`` (bilinear, zero fill, size kept)."""
+    shape = a.shape
+    h, w = shape[-2:]
+    flat = a.reshape(-1, 1, h, w)
+    theta = torch.tensor([[1.0 / factor, 0.0, 0.0], [0.0, 1.0 / factor, 0.0]], dtype=flat.dtype, device=flat.device)
+    grid = F.affine_grid(theta.unsqueeze(0).expand(flat.shape[0], 2, 3), list(flat.shape), align_corners=False)
+    out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return out.reshape(shape)
+
+
+def zoom_content_mask(size: Tuple[int, int], factor: float, device=None) -> torch.Tensor:
+    """Positions of a map zoomed by ``factor`` whose sampling point lies within the pixel-centre hull."""
+
+    def axis(n: int) -> torch.Tensor:
+        p = (2 * torch.arange(n, device=device, dtype=torch.float64) + 1) / n - 1  # pixel centres, normalised
+        src = ((p / factor + 1) * n - 1) / 2  # sampled input pixel coordinate
+        return (src >= -1e-9) & (src <= n - 1 + 1e-9)
+
+    h, w = size
+    return axis(h)[:, None] & axis(w)[None, :]
+
+
+# ---------------------------------------------------------------------- Dihedral
+class Dihedral(Group):
+    """The dihedral group D_n: ``n`` rotations by multiples of ``360/n`` degrees, each with and
+    without a horizontal flip (``2n - 1`` non-identity elements). Kvinge et al. 2022 use D8.
+
+    Element ``"flip+45"`` flips left-right, then rotates counter-clockwise by 45 degrees
+    (``"45"`` rotates only, ``"flip"`` flips only). Rotations by multiples of 90 degrees are
+    exact ``rot90``; other angles bilinear, compared inside the inscribed disk (as
+    :class:`Rotation`). Square inputs and maps only.
+    """
+
+    name = "dihedral"
+
+    def __init__(self, n: int = 8, name: Optional[str] = None):
+        if int(n) < 1:
+            raise ValueError(f"Dihedral: n must be >= 1, got {n}")
+        self.n = int(n)
+        angles = [360.0 * k / self.n for k in range(self.n)]
+        elements = [GroupElement(f"{a:g}", {"angle": a}) for a in angles[1:]]
+        elements += [
+            GroupElement("flip" if a == 0 else f"flip+{a:g}", {"angle": a, "flip": "horizontal"}) for a in angles
+        ]
+        super().__init__(elements, name or f"dihedral{self.n}")
+
+    _quarter_turns = staticmethod(Rotation._quarter_turns)
+    check_input = Rotation.check_input
+    check_feature = Rotation.check_feature
+
+    @staticmethod
+    def _rotate(a, element, sign):
+        k = Rotation._quarter_turns(element)
+        if k is not None:
+            return torch.rot90(a, sign * k, dims=(-2, -1)) if k else a
+        return rotate_bilinear(a, sign * float(element.params["angle"]))
+
+    def _spatial(self, a, element, scale):
+        if element.params.get("flip"):
+            a = torch.flip(a, dims=(-1,))
+        return self._rotate(a, element, 1)
+
+    def _spatial_inverse(self, a, element, scale):
+        a = self._rotate(a, element, -1)
+        return torch.flip(a, dims=(-1,)) if element.params.get("flip") else a
+
+    def feature_mask(self, element, size, input_size, device=None):
+        if element.is_identity or self._quarter_turns(element) is not None:
+            return None
+        return inscribed_disk(size, device=device)
+
+    inverse_feature_mask = feature_mask
+
+
+# ---------------------------------------------------------------------- Quiroga §3.1.2 sets
+def quiroga_rotations(name: str = "quiroga_rotation") -> Rotation:
+    """Quiroga et al. §3.1.2 "Rotation (16 transformations)": 0, 22.5, ..., 337.5 degrees about the
+    centre. The 15 non-identity angles; the transformational measures add the identity (16 in all)."""
+    return Rotation([22.5 * k for k in range(1, 16)], name=name)
+
+
+def quiroga_scales(name: str = "quiroga_scale") -> Scale:
+    """Quiroga et al. §3.1.2 "Scaling (11 transformations)": 0.5 0.6 0.7 0.8 0.9 1.0 1.05 1.10 1.15 1.20
+    1.25, aspect ratio and image size kept, zero borders. The 10 non-identity factors; the
+    transformational measures add the identity 1.0 (11 in all)."""
+    return Scale((0.5, 0.6, 0.7, 0.8, 0.9, 1.05, 1.1, 1.15, 1.2, 1.25), name=name)
+
+
+def quiroga_translations(name: str = "quiroga_translation") -> Translation:
+    """Quiroga et al. §3.1.2 "Translation (24 transformations)": for ``d = 1, 2, 4`` pixels the shifts
+    ``(-d,-d) (-d,d) (d,-d) (d,d) (0,d) (d,0) (0,-d) (-d,0)``, zero fill. The paper's set has no
+    identity; the transformational measures add it unless ``include_identity=False``."""
+    shifts = []
+    for d in (1, 2, 4):
+        shifts += [(-d, -d), (-d, d), (d, -d), (d, d), (0, d), (d, 0), (0, -d), (-d, 0)]
+    return Translation(shifts=shifts, name=name)
+
+
 # ---------------------------------------------------------------------- names
 _GROUPS_BY_NAME: Dict[str, Callable[[], Group]] = {
     "rotation90": Rotation90,
@@ -353,6 +567,13 @@ _GROUPS_BY_NAME: Dict[str, Callable[[], Group]] = {
     "translation": Translation,
     "rotation8": lambda: Rotation.cyclic(8),
     "c8": lambda: Rotation.cyclic(8),
+    "d4": lambda: Dihedral(4),
+    "d8": lambda: Dihedral(8),
+    "dihedral8": lambda: Dihedral(8),
+    "scale": Scale,
+    "quiroga_rotation": quiroga_rotations,
+    "quiroga_scale": quiroga_scales,
+    "quiroga_translation": quiroga_translations,
 }
 
 

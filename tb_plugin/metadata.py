@@ -17,8 +17,14 @@ logged step (normally the epoch):
     float32, shape ``(L, Cmax)``: row ``l`` holds the per-channel values of
     layer ``l`` in its first ``channels[l]`` entries; the remaining
     ``Cmax - channels[l]`` entries are NaN *padding*. Real values are never
-    NaN (the writer refuses non-finite values), so a NaN always means "this
-    layer has no such channel".
+    NaN (the writer refuses NaN), so a NaN always means "this layer has no
+    such channel".
+
+Values in both tensors may be ``+inf`` or ``-inf``: MEASURES.md §4 defines
+the normalised ratios ``nv``/``nd`` with ``x/0 = +inf``, a documented value.
+The JSON routes of :mod:`tb_plugin.plugin` send them as the strings
+``"Infinity"``/``"-Infinity"`` (plain JSON has no infinity), the base64
+encoding as IEEE float32 infinities.
 
 Metadata
 --------

@@ -13,26 +13,50 @@ Routes, all under ``/data/plugin/equivariance``; errors are JSON
 ``/runs``
     runs with equivariance data: model, baseline flag, and per series
     (measure, group) the layer count, last step and whether per-channel
-    data exists; plus the measures and their groups.
+    data exists; plus the measures and their groups, and the tags skipped
+    because their metadata could not be read (e.g. a newer format).
 ``/series?run=&measure=&group=``
     layers, parts, steps and the ``values`` matrix (layer x step) of one
     run; ``downsampled`` says whether TensorBoard kept fewer points than
     the steps suggest.
+``/series_batch?run=&run=...&measure=&group=``
+    ``{"series": [...]}``: the ``/series`` bodies of several runs from one
+    read (what the frontend uses).
 ``/channels?run=&measure=&group=&layer=[&step=]``
     per-channel values of one layer: ``values`` is channel x step, or the
     channel vector at ``step``.
+``encoding=base64`` (on /series, /series_batch, /channels)
+    the matrix as ``values_base64`` (little-endian float32, row-major) and
+    ``values_shape`` instead of the JSON ``values``: far cheaper for big
+    models.
+
+Infinite values (MEASURES.md §4: ``nv``/``nd`` are ``x/0 = +inf``) are
+data, not errors. JSON has no infinity, so every JSON number of a route that
+is infinite is sent as the *string* ``"Infinity"`` or ``"-Infinity"`` (the
+proto3 JSON mapping's spelling; ``JSON.parse`` leaves them strings, Python's
+``float()`` reads them) and a missing value (NaN) as ``null``. The base64
+encoding carries IEEE float32 ``+inf``/``-inf`` as they are, NaN = missing.
 ``/scalar_tags``
     scalar tags of the runs that have equivariance data.
-``/spearman?measure=&group=&scalar=``
+``/spearman?measure=&group=&scalar=[&run=...]``
     Spearman rank correlation across runs between each depth part's mean
     value at the run's last step and the last value of a scalar tag
-    (Bruintjes et al. 2023, Fig. 4).
+    (Bruintjes et al. 2023, Fig. 4). A part mean is the plain mean of its
+    layers, so one ``+inf`` layer makes it ``+inf`` (``-inf`` likewise); a
+    part holding both ``+inf`` and ``-inf`` has no mean and that run is left
+    out of that part's correlation (``excluded`` says which and why), as is
+    a run whose scalar is NaN. Ranks take infinities as they order: ``+inf``
+    above every number (ties share their average rank).
 ``/index.js``, ``/style.css``
     the frontend (``tb_plugin/static``).
 ``/plotly.min.js``
-    the plotly.js bundle of the *installed* ``plotly`` Python package.
+    the plotly.js bundle of the *installed* ``plotly`` Python package. The
+    frontend draws its default view (heatmaps) on a canvas of its own and
+    loads this only for the plotly views (curves, profile, channels,
+    Spearman), or when the browser is idle after the first paint.
 """
 
+import base64
 import gzip
 import importlib.util
 import json
@@ -41,6 +65,8 @@ import math
 import os
 import re
 import uuid
+
+import numpy as np
 
 from werkzeug import wrappers
 
@@ -64,9 +90,10 @@ _STATIC_FILES = {
 _READ_ALL = 10**9
 """``downsample`` passed to the data provider: return every stored point."""
 
-TB_DEFAULT_SAMPLES = 10
+TB_DEFAULT_SAMPLES = (10, 100)
 """Points per tag TensorBoard keeps for a plugin not named in
-``--samples_per_plugin`` (both the Python loader and the Rust data server)."""
+``--samples_per_plugin``: 10 with the Python loader (``--load_fast=false``),
+100 with the Rust data server (the default when installed)."""
 
 SAMPLES_FLAG = "--samples_per_plugin=%s=0" % metadata.PLUGIN_NAME
 """The flag that makes TensorBoard keep every epoch (0 = keep all)."""
@@ -95,18 +122,45 @@ def _json_route(handler):
             body, code = {"error": e.message}, e.code
         except errors.PublicError as e:
             body, code = {"error": str(e)}, e.http_code
-        return http_util.Respond(
-            request, _dumps(body), "application/json", code=code
-        )
+        text = _dumps(body)
+        if code == 200 and request.args.get("encoding") == "base64":
+            # Base64 of float32 data barely compresses: gzip would only cost
+            # time (0.5 s for 10 runs x 200 layers x 300 epochs).
+            return wrappers.Response(
+                text.encode("ascii"),
+                status=code,
+                content_type="application/json",
+                headers=[
+                    ("X-Content-Type-Options", "nosniff"),
+                    ("Cache-Control", "no-cache, must-revalidate"),
+                    ("Expires", "0"),
+                ],
+            )
+        return http_util.Respond(request, text, "application/json", code=code)
 
     route.__name__ = handler.__name__
     route.__doc__ = handler.__doc__
     return route
 
 
+INFINITY_JSON = {math.inf: "Infinity", -math.inf: "-Infinity"}
+"""How the JSON routes spell infinite numbers (JSON has no infinity)."""
+
+
+def _json_number(value):
+    """A float for JSON: itself, ``"Infinity"``/``"-Infinity"``, or ``None``
+    for NaN (missing)."""
+    if math.isfinite(value):
+        return value
+    if math.isnan(value):
+        return None
+    return INFINITY_JSON[value]
+
+
 def _dumps(body):
-    """JSON text of ``body``; ``_RawJSON`` values are spliced in verbatim
-    and non-finite floats become ``null`` (JSON has no NaN)."""
+    """JSON text of ``body``; ``_RawJSON`` values are spliced in verbatim,
+    infinite floats become ``"Infinity"``/``"-Infinity"`` and NaN ``null``
+    (JSON has neither)."""
     raw = {}
     token = uuid.uuid4().hex
 
@@ -116,7 +170,7 @@ def _dumps(body):
             raw['"%s"' % key] = str(value)
             return key
         if isinstance(value, float):
-            return value if math.isfinite(value) else None
+            return _json_number(value)
         if isinstance(value, dict):
             return {k: clean(v) for k, v in value.items()}
         if isinstance(value, (list, tuple)):
@@ -133,23 +187,61 @@ class _RawJSON(str):
     """A pre-serialised JSON fragment (large numeric matrices)."""
 
 
-def _matrix_json(rows):
-    """Serialise a list of float rows compactly: 7 significant digits.
+def _matrix_json(matrix):
+    """Serialise a 2-D float array compactly, to 7 significant digits.
 
-    float32 holds about 7 decimal digits, so nothing is lost; NaN/inf
-    become ``null``. Much faster and smaller than ``json.dumps`` of the
-    float64 expansion of float32 values.
+    float32 data holds about 7 decimal digits, so nothing visible is lost;
+    NaN becomes ``null``, ``+inf``/``-inf`` the strings ``"Infinity"``/
+    ``"-Infinity"``. Rounding to ``n / 10**k`` in numpy makes the
+    C JSON encoder print short decimals instead of the 17-digit float64
+    expansion of each float32 value - several times faster and smaller.
     """
-    out = []
-    for row in rows:
-        out.append(
-            "["
-            + ",".join(
-                ("%.7g" % v) if math.isfinite(v) else "null" for v in row
-            )
-            + "]"
+    a = np.asarray(matrix, dtype=np.float64)
+    if a.ndim != 2:
+        raise ValueError("expected a 2-D matrix, got shape %r" % (a.shape,))
+    with np.errstate(all="ignore"):
+        finite = np.isfinite(a)
+        nonzero = finite & (a != 0)
+        magnitude = np.floor(np.log10(np.where(nonzero, np.abs(a), 1.0)))
+        decimals = np.clip(6 - magnitude, -300, 300)
+        scale = 10.0 ** np.abs(decimals)
+        up = decimals >= 0
+        rounded = np.where(
+            up, np.round(a * scale) / scale, np.round(a / scale) * scale
         )
-    return _RawJSON("[" + ",".join(out) + "]")
+        rounded = np.where(finite & np.isfinite(rounded), rounded, a)
+    rows = rounded.tolist()
+    if not finite.all():
+        for i in np.flatnonzero(~finite.all(axis=1)):
+            rows[i] = [v if math.isfinite(v) else _json_number(v) for v in rows[i]]
+    return _RawJSON(json.dumps(rows, separators=(",", ":")))
+
+
+def _matrix_body(body, matrix, encoding):
+    """Put ``matrix`` into ``body["values"]`` as JSON, or base64 float32.
+
+    ``encoding="base64"`` (what the frontend asks for) sends
+    ``values_base64``: the row-major little-endian float32 bytes, NaN for
+    missing, ``+inf``/``-inf`` as they are, with ``values_shape``; ~10x
+    cheaper to produce and parse than a JSON matrix of the same numbers.
+    """
+    matrix = np.asarray(matrix, dtype=np.float64)
+    if encoding == "base64":
+        data = np.ascontiguousarray(matrix, dtype="<f4").tobytes()
+        body["values_base64"] = base64.b64encode(data).decode("ascii")
+        body["values_shape"] = list(matrix.shape)
+    else:
+        body["values"] = _matrix_json(matrix)
+    return body
+
+
+def _encoding(request):
+    encoding = request.args.get("encoding", "json")
+    if encoding not in ("json", "base64"):
+        raise _RouteError(
+            400, "encoding must be 'json' or 'base64', got %r" % (encoding,)
+        )
+    return encoding
 
 
 def _require(request, name):
@@ -163,11 +255,12 @@ def _is_downsampled(steps, sample_limit):
     """Whether TensorBoard dropped points of a series with these steps.
 
     TensorBoard keeps a random sample (always with the last point) of at
-    most ``sample_limit`` points per tag; 0 keeps all. A series that is
-    regularly spaced when complete (every epoch, or every k-th) shows a gap
-    when sampled: fewer points than ``(last - first) / stride + 1``. When the
-    first logged step is missing, the series is full at the limit and does
-    not start at step 0, it is flagged as well.
+    most ``sample_limit`` points per tag (``None``: its default; 0: keep
+    all). A series that is regularly spaced when complete (every epoch, or
+    every k-th) shows a gap when sampled: fewer points than
+    ``(last - first) / stride + 1``. A gapless series is flagged too when it
+    does not start at step 0 and holds exactly as many points as the limit
+    (its first points were dropped).
     """
     if sample_limit == 0 or len(steps) < 2:
         return False
@@ -178,8 +271,8 @@ def _is_downsampled(steps, sample_limit):
         return False
     if len(steps) < (steps[-1] - steps[0]) // stride + 1:
         return True
-    limit = TB_DEFAULT_SAMPLES if sample_limit is None else sample_limit
-    return len(steps) >= limit and steps[0] > 0
+    limits = TB_DEFAULT_SAMPLES if sample_limit is None else (sample_limit,)
+    return steps[0] > 0 and len(steps) in limits
 
 
 class EquivariancePlugin(base_plugin.TBPlugin):
@@ -194,6 +287,7 @@ class EquivariancePlugin(base_plugin.TBPlugin):
         # None: TensorBoard's default for unnamed plugins; 0: keep all.
         self._sample_limit = hints.get(self.plugin_name)
         self._plotly_gz = None
+        self._skipped = {}  # (run, tag) -> why its metadata was unreadable
 
     # -- TensorBoard plugin API -------------------------------------------
 
@@ -204,6 +298,7 @@ class EquivariancePlugin(base_plugin.TBPlugin):
             "/plotly.min.js": self._serve_plotly,
             "/runs": self.runs_route,
             "/series": self.series_route,
+            "/series_batch": self.series_batch_route,
             "/channels": self.channels_route,
             "/scalar_tags": self.scalar_tags_route,
             "/spearman": self.spearman_route,
@@ -278,7 +373,9 @@ class EquivariancePlugin(base_plugin.TBPlugin):
                 try:
                     md = metadata.parse_plugin_metadata(ts.plugin_content)
                 except ValueError as e:
-                    logger.warning("skipping run %r tag %r: %s", run, tag, e)
+                    if (run, tag) not in self._skipped:
+                        logger.warning("skipping run %r tag %r: %s", run, tag, e)
+                    self._skipped[(run, tag)] = str(e)
                     continue
                 entries[(md["kind"], md["measure"], md["group"])] = (tag, md, ts)
             if entries:
@@ -371,19 +468,72 @@ class EquivariancePlugin(base_plugin.TBPlugin):
             "measures": {m: sorted(g) for m, g in sorted(measures.items())},
             "sample_limit": self._sample_limit,
             "samples_flag": SAMPLES_FLAG,
+            "skipped": [
+                {"run": run, "tag": tag, "reason": reason}
+                for (run, tag), reason in sorted(self._skipped.items())
+            ],
         }
 
     @_json_route
     def series_route(self, request):
-        """Per-layer values of one run: ``values[layer][point]``."""
+        """Per-layer values of one run: ``values[layer][point]``.
+
+        With ``encoding=base64`` the matrix comes as ``values_base64`` and
+        ``values_shape`` instead (see ``_matrix_body``).
+        """
         run = _require(request, "run")
         measure = _require(request, "measure")
         group = _require(request, "group")
+        encoding = _encoding(request)
         ctx, experiment = self._context(request)
         tag, md, _, entries = self._lookup(
             ctx, experiment, run, measure, group, metadata.KIND_LAYERS
         )
         data = self._read(ctx, experiment, [run], tag).get(run, {}).get(tag, [])
+        return self._series_body(run, measure, group, md, entries, data, encoding)
+
+    @_json_route
+    def series_batch_route(self, request):
+        """``/series`` of several runs (repeated ``run=``) in one response.
+
+        One read from the data provider instead of one per run: what the
+        frontend uses. Returns ``{"series": [body per run, in the order
+        asked]}``; a run without this measure/group is a 404.
+        """
+        runs = request.args.getlist("run")
+        if not runs:
+            raise _RouteError(400, "missing query parameter 'run'")
+        measure = _require(request, "measure")
+        group = _require(request, "group")
+        encoding = _encoding(request)
+        ctx, experiment = self._context(request)
+        key = (metadata.KIND_LAYERS, measure, group)
+        index = self._index(ctx, experiment, runs=runs)
+        missing = [run for run in runs if key not in index.get(run, {})]
+        if missing:
+            raise _RouteError(
+                404,
+                "no data for measure %r, group %r in run(s) %s"
+                % (measure, group, ", ".join(repr(r) for r in missing)),
+            )
+        tag = metadata.layers_tag(measure, group)
+        data = self._read(ctx, experiment, runs, tag)
+        return {
+            "series": [
+                self._series_body(
+                    run,
+                    measure,
+                    group,
+                    index[run][key][1],
+                    index[run],
+                    data.get(run, {}).get(tag, []),
+                    encoding,
+                )
+                for run in runs
+            ]
+        }
+
+    def _series_body(self, run, measure, group, md, entries, data, encoding):
         n_layers = len(md["layers"])
         steps, wall_times, columns, skipped = [], [], [], 0
         for datum in data:
@@ -393,9 +543,9 @@ class EquivariancePlugin(base_plugin.TBPlugin):
                 continue
             steps.append(int(datum.step))
             wall_times.append(float(datum.wall_time))
-            columns.append(values.tolist())
-        rows = [list(r) for r in zip(*columns)] if columns else [[] for _ in range(n_layers)]
-        return {
+            columns.append(values)
+        rows = np.array(columns, dtype=np.float64).reshape(len(columns), n_layers).T
+        body = {
             "run": run,
             "measure": measure,
             "group": group,
@@ -406,11 +556,11 @@ class EquivariancePlugin(base_plugin.TBPlugin):
             "parts": md["parts"],
             "steps": steps,
             "wall_times": wall_times,
-            "values": _matrix_json(rows),
             "downsampled": _is_downsampled(steps, self._sample_limit),
             "skipped_points": skipped,
             "has_channels": (metadata.KIND_CHANNELS, measure, group) in entries,
         }
+        return _matrix_body(body, rows, encoding)
 
     @_json_route
     def channels_route(self, request):
@@ -419,6 +569,7 @@ class EquivariancePlugin(base_plugin.TBPlugin):
         measure = _require(request, "measure")
         group = _require(request, "group")
         layer = _require(request, "layer")
+        encoding = _encoding(request)
         step = request.args.get("step")
         if step is not None and step != "":
             try:
@@ -445,10 +596,14 @@ class EquivariancePlugin(base_plugin.TBPlugin):
         steps, columns = [], []
         for datum in data:
             matrix = datum.numpy
-            if matrix.ndim != 2 or matrix.shape[0] != len(md["layers"]):
-                continue
+            if (
+                matrix.ndim != 2
+                or matrix.shape[0] != len(md["layers"])
+                or matrix.shape[1] < count
+            ):
+                continue  # not written by tb_plugin.summary
             steps.append(int(datum.step))
-            columns.append(matrix[index, :count].tolist())
+            columns.append(matrix[index, :count])
         body = {
             "run": run,
             "measure": measure,
@@ -462,9 +617,8 @@ class EquivariancePlugin(base_plugin.TBPlugin):
         }
         if step is None:
             body["steps"] = steps
-            rows = [list(r) for r in zip(*columns)] if columns else [[] for _ in range(count)]
-            body["values"] = _matrix_json(rows)
-            return body
+            rows = np.array(columns, dtype=np.float64).reshape(len(columns), count).T
+            return _matrix_body(body, rows, encoding)
         if step not in steps:
             raise _RouteError(
                 404,
@@ -472,7 +626,7 @@ class EquivariancePlugin(base_plugin.TBPlugin):
                 "group %r" % (run, step, measure, group),
             )
         body["step"] = step
-        body["values"] = columns[steps.index(step)]
+        body["values"] = columns[steps.index(step)].astype(float).tolist()
         return body
 
     def _equivariance_runs(self, ctx, experiment):
@@ -501,22 +655,28 @@ class EquivariancePlugin(base_plugin.TBPlugin):
 
     @_json_route
     def spearman_route(self, request):
-        """Across runs: each part's last-step mean vs a scalar's last value."""
+        """Across runs: each part's last-step mean vs a scalar's last value.
+
+        Optional repeated ``run=`` restricts the runs (the UI's selection).
+        """
         measure = _require(request, "measure")
         group = _require(request, "group")
         scalar = _require(request, "scalar")
         ctx, experiment = self._context(request)
         tag = metadata.layers_tag(measure, group)
         index = self._index(ctx, experiment)
+        wanted = set(request.args.getlist("run"))
         runs = sorted(
             run
             for run, entries in index.items()
             if (metadata.KIND_LAYERS, measure, group) in entries
+            and (not wanted or run in wanted)
         )
         if not runs:
             raise _RouteError(
                 404,
-                "no run has data for measure %r, group %r" % (measure, group),
+                "no run%s has data for measure %r, group %r"
+                % (" of those selected" if wanted else "", measure, group),
             )
         scalars = self._data_provider.read_scalars(
             ctx,
@@ -543,11 +703,6 @@ class EquivariancePlugin(base_plugin.TBPlugin):
             values = last.numpy.reshape(-1)
             if values.shape != (len(md["layers"]),):
                 continue
-            part_means = {}
-            for part in metadata.PARTS:
-                sel = [v for v, p in zip(values.tolist(), md["parts"]) if p == part]
-                if sel:
-                    part_means[part] = sum(sel) / len(sel)
             points.append(
                 {
                     "run": run,
@@ -555,18 +710,38 @@ class EquivariancePlugin(base_plugin.TBPlugin):
                     "step": int(last.step),
                     "scalar": float(scalar_data[-1].value),
                     "scalar_step": int(scalar_data[-1].step),
-                    "parts": part_means,
+                    # NaN (undefined mean) goes out as null.
+                    "parts": part_means(values, md["parts"]),
                 }
             )
         parts = []
         for part in metadata.PARTS:
-            xs = [p["parts"][part] for p in points if part in p["parts"]]
-            ys = [p["scalar"] for p in points if part in p["parts"]]
-            if not xs:
+            having = [p for p in points if part in p["parts"]]
+            if not having:
                 continue
-            rho, pvalue, reason = spearman.spearman(xs, ys)
+            excluded = []
+            usable = []
+            for p in having:
+                if math.isnan(p["parts"][part]):
+                    excluded.append(
+                        {"run": p["run"], "why": "part mean undefined (+inf and -inf layers)"}
+                    )
+                elif math.isnan(p["scalar"]):
+                    excluded.append({"run": p["run"], "why": "scalar is NaN"})
+                else:
+                    usable.append(p)
+            rho, pvalue, reason = spearman.spearman(
+                [p["parts"][part] for p in usable], [p["scalar"] for p in usable]
+            )
             parts.append(
-                {"part": part, "rho": rho, "p": pvalue, "n": len(xs), "note": reason}
+                {
+                    "part": part,
+                    "rho": rho,
+                    "p": pvalue,
+                    "n": len(usable),
+                    "note": reason,
+                    "excluded": excluded,
+                }
             )
         return {
             "measure": measure,
@@ -575,6 +750,23 @@ class EquivariancePlugin(base_plugin.TBPlugin):
             "parts": parts,
             "points": points,
         }
+
+
+def part_means(values, parts):
+    """``{part: mean of its layers' values}`` for the parts present.
+
+    The plain arithmetic mean (the callback's ``.../part/...`` scalars are
+    the same): a ``+inf`` layer makes its part ``+inf``, a ``-inf`` one
+    ``-inf``, and a part with both is NaN (undefined). NaN layers are not
+    expected (the writer refuses them) and would make the part NaN too.
+    """
+    sums, counts = {}, {}
+    for value, part in zip(np.asarray(values, dtype=np.float64).tolist(), parts):
+        sums[part] = sums.get(part, 0.0) + value
+        counts[part] = counts.get(part, 0) + 1
+    return {
+        part: sums[part] / counts[part] for part in metadata.PARTS if part in sums
+    }
 
 
 def plotly_bundle_path():

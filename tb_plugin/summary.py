@@ -27,9 +27,17 @@ the trained runs, flagged as a baseline so the tab draws it dashed::
 
 Then ``tensorboard --logdir lightning_logs --samples_per_plugin
 equivariance=0`` shows both (``equivariance=0`` keeps every epoch; without it
-TensorBoard keeps only a random sample of 10 points per tag).
+TensorBoard keeps a random sample of 100 points per tag, 10 with
+``--load_fast=false``).
 
 The format is described in :mod:`tb_plugin.metadata`.
+
+Values may be ``+inf`` or ``-inf``: MEASURES.md §4 defines the normalised
+ratios (``nv``, ``nd``) with ``x/0 = +inf``, a documented value, so such a
+series is stored as is (float32 holds both infinities exactly; a finite value
+beyond float32's range, ``|x| > 3.4e38``, is stored as the infinity of its
+sign). NaN is refused with an error naming the measure, group and layer (in the
+per-channel tensor NaN is reserved for the padding).
 """
 
 import itertools
@@ -101,7 +109,8 @@ def layers_pb(
       layers: Layer names in depth order.
       parts: Depth part of each layer, one of ``Early``, ``Middle``,
         ``Late``, ``Pool``, ``Final``.
-      values: Array-like of shape ``(len(layers),)``, all finite.
+      values: Array-like of shape ``(len(layers),)``: numbers, ``+inf`` and
+        ``-inf`` included (e.g. ``nv = x/0``); never NaN.
       model: Model name shown in the tab.
       baseline: Mark this run as a reference model (drawn dashed).
       higher_is_better: ``False`` for deviation measures (G-EED, LEE).
@@ -111,8 +120,8 @@ def layers_pb(
       ``equivariance_layers/{measure}/{group}``.
 
     Raises:
-      ValueError: on a length mismatch or a non-finite value, naming the
-        measure, group and layer.
+      ValueError: on a length mismatch or a NaN value, naming the measure,
+        group and layer.
     """
     layers, parts = _check_layers(measure, group, layers, parts)
     try:
@@ -127,10 +136,10 @@ def layers_pb(
             % (values.shape, len(layers), _where(measure, group))
         )
     for name, value in zip(layers, values):
-        if not np.isfinite(value):
+        if np.isnan(value):
             raise ValueError(
-                "values: non-finite value %r (%s)"
-                % (float(value), _where(measure, group, name))
+                "values: NaN is not a value (+inf and -inf are allowed) (%s)"
+                % _where(measure, group, name)
             )
     return _summary(
         metadata.KIND_LAYERS,
@@ -162,7 +171,8 @@ def channels_pb(
       measure, group, layers, parts, model, baseline, higher_is_better:
         As for :func:`layers_pb`.
       channel_values: One 1-D array-like per layer (its channels; a vector
-        layer has one entry per unit), all finite, at least one entry each.
+        layer has one entry per unit), at least one entry each; ``+inf``
+        and ``-inf`` are allowed, NaN is not (it marks the padding).
 
     Returns:
       A ``summary_pb2.Summary`` with the tag
@@ -170,8 +180,8 @@ def channels_pb(
       ``(L, Cmax)`` tensor, NaN-padded beyond each layer's channel count.
 
     Raises:
-      ValueError: on a length mismatch, a non-1-D or empty entry, or a
-        non-finite value, naming the measure, group and layer.
+      ValueError: on a length mismatch, a non-1-D or empty entry, or a NaN
+        value, naming the measure, group and layer.
     """
     layers, parts = _check_layers(measure, group, layers, parts)
     channel_values = list(channel_values)
@@ -195,11 +205,12 @@ def channels_pb(
                 "channel_values: expected a non-empty 1-D array, got shape "
                 "%r (%s)" % (row.shape, _where(measure, group, name))
             )
-        bad = np.flatnonzero(~np.isfinite(row))
+        bad = np.flatnonzero(np.isnan(row))
         if bad.size:
             raise ValueError(
-                "channel_values: non-finite value %r at channel %d (%s)"
-                % (float(row[bad[0]]), bad[0], _where(measure, group, name))
+                "channel_values: NaN at channel %d (NaN marks padding in the "
+                "stored tensor; +inf and -inf are allowed) (%s)"
+                % (bad[0], _where(measure, group, name))
             )
         rows.append(row)
     counts = [row.size for row in rows]
@@ -334,8 +345,9 @@ def write_report(
 
     Raises:
       TypeError: if ``writer``, ``report`` or ``step`` has the wrong type.
-      ValueError: on inconsistent or non-finite data (see
-        :func:`layers_pb`); nothing is written in that case.
+      ValueError: on inconsistent data or a NaN value (see
+        :func:`layers_pb`); nothing is written in that case. ``+inf`` and
+        ``-inf`` are written as they are.
 
     Example, a baseline beside trained runs (each in its own directory)::
 

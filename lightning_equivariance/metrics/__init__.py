@@ -3,11 +3,52 @@ from typing import Dict, Type
 
 from .base import LayerContext, LayerMetric
 from .correlation import CorrelationEquivariance, CorrelationInvariance
+from .lee import LieContext, LieDerivativeError
+from .geed import GEEDChannel, GEEDLatentCosine, GEEDLatentL2, GEEDSoftmax
+from .transformational import (
+    AnovaInvariance,
+    GoodfellowInvariance,
+    NormalizedDistance,
+    NormalizedVariance,
+    SameEquivariance,
+    SampleDistance,
+    SampleVariance,
+    TransformationDistance,
+    TransformationVariance,
+)
 
 #: Measure name (as in ``measure(..., measures=[...])``) -> metric class.
 MEASURES: Dict[str, Type[LayerMetric]] = {
     "invariance": CorrelationInvariance,
     "equivariance": CorrelationEquivariance,
+    "lee": LieDerivativeError,
+    # G-EED, Kvinge et al. 2022 §3.1 (metrics/geed.py)
+    "geed_channel": GEEDChannel,
+    "geed_latent_l2": GEEDLatentL2,
+    "geed_latent_cosine": GEEDLatentCosine,
+    "geed_softmax": GEEDSoftmax,
+    # Transformational measures, Quiroga et al. §2 (metrics/transformational.py)
+    "tv": TransformationVariance,
+    "sv": SampleVariance,
+    "nv": NormalizedVariance,
+    "td": TransformationDistance,
+    "sd": SampleDistance,
+    "nd": NormalizedDistance,
+    "anova": AnovaInvariance,
+    "same_equivariance": SameEquivariance,
+    "goodfellow": GoodfellowInvariance,
 }
 
-__all__ = ["MEASURES", "LayerContext", "LayerMetric", "CorrelationInvariance", "CorrelationEquivariance"]
+__all__ = ["MEASURES", "LayerContext", "LayerMetric", "CorrelationInvariance", "CorrelationEquivariance", "LieContext", "LieDerivativeError"]
+__all__ += ["GEEDChannel", "GEEDLatentL2", "GEEDLatentCosine", "GEEDSoftmax"]
+__all__ += [
+    "TransformationVariance",
+    "SampleVariance",
+    "NormalizedVariance",
+    "TransformationDistance",
+    "SampleDistance",
+    "NormalizedDistance",
+    "AnovaInvariance",
+    "SameEquivariance",
+    "GoodfellowInvariance",
+]

@@ -1,0 +1,258 @@
+"""G-EED, the empirical equivariance deviation of Kvinge et al. 2022 (§3.1, Eq. 2-6 and softmax G-EED).
+
+Pure torch, no Lightning or TensorBoard. General form (Eq. 4)::
+
+    E(f, G) = 1/(|X||G|) sum_{x in X} sum_{g in G} m(f(gx), g f_hat(x))
+
+with ``f_hat`` the average of ``f(hx)`` over the ``h`` that act trivially on the output
+(Eq. 2). For a faithful spatial action on feature maps ``f_hat = f``; on vectors and
+softmax outputs ``G`` acts trivially, so ``f_hat(x) = mean_{g in G} f(gx)``, the *orbit
+average*, identity included (:func:`orbit_average`). Larger values mean *less*
+equivariant for every variant (the paper negates similarities).
+
+Project decisions (MEASURES.md §2), also in the README:
+
+* ``G`` in the sum is the group's non-identity elements (the transformation set of the
+  engine; one value per element), while the orbit average ``f_hat`` always includes the
+  identity. The paper's full-group average is ``(m * value + m(f(x), f_hat(x))) / (m + 1)``.
+* **channelwise** (Eq. 5): ``m = -(1/C) sum_c cos(a(gx)_c, g a_hat(x)_c)`` over the valid
+  positions of each map; a channel whose map is zero in either argument is left out of the
+  mean and counted (as in the correlation measures). On a vector layer the whole vector is
+  one channel and ``g a_hat(x)`` is the orbit average.
+* **latent** (Eq. 6), vectors only: ``m = ||f(gx) - f_hat(x)||_2`` divided by ``M``, the mean
+  l2 distance between distinct untransformed probe points; the cosine variant uses
+  ``m = -cos`` and ``M`` = the mean cosine similarity between distinct points. The cosine
+  ``M`` is exactly mergeable over batches and processes::
+
+      sum_{i != j} cos(z_i, z_j) = ||sum_i u_i||^2 - sum_i ||u_i||^2,   u_i = z_i / ||z_i||
+
+  The l2 ``M`` (a mean of square roots) has no finite mergeable summary; it is computed
+  exactly over the kept points (:func:`mean_pairwise_distance`), see
+  :class:`~lightning_equivariance.metrics.GEEDLatentL2` for the bounded buffer.
+* **softmax**: ``m = KL(softmax(f(gx)) || softmax_hat(x))`` with ``softmax_hat`` the mean of the
+  softmax outputs over the orbit (identity included); finite, at most ``log(m + 1)``.
+
+Shapes: ``a_x`` is ``b x ...`` (untransformed), ``a_gx`` ``m x b x ...`` (one slice per
+element), maps ``... x C x h x w``, vectors ``... x D``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, Optional, Tuple
+
+import torch
+
+__all__ = [
+    "orbit_average",
+    "geed_channel_scores",
+    "geed_latent_scores",
+    "geed_softmax_scores",
+    "mean_pairwise_distance",
+    "mean_pairwise_cosine",
+    "geed_channel",
+    "geed_latent",
+    "geed_softmax",
+]
+
+_LATENT = ("l2", "cosine")
+_SOFTMAX_INPUTS = ("auto", "logits", "probs")
+
+
+def orbit_average(a_x: torch.Tensor, a_gx: torch.Tensor) -> torch.Tensor:
+    """``f_hat(x) = mean_{g in G} f(gx)`` over the orbit, identity included (Kvinge et al. Eq. 2), float64."""
+    return torch.cat([a_x.unsqueeze(0), a_gx]).to(torch.float64).mean(0)
+
+
+def geed_channel_scores(
+    a_gx: torch.Tensor, ta_x: torch.Tensor, mask: Optional[torch.Tensor] = None, vector: Optional[bool] = None
+) -> Dict[str, torch.Tensor]:
+    """Channelwise cosine similarities ``cos(a(gx)_c, g a_hat(x)_c)`` (Kvinge et al. Eq. 5), not negated.
+
+    Args:
+        a_gx: ``a(gx)``, ``m x b x C x h x w`` maps or ``m x b x D`` vectors.
+        ta_x: ``g a_hat(x)`` of the same shape (maps: ``T'_g a(x)``; vectors: the orbit average).
+        mask: boolean ``m x h x w`` or ``h x w`` validity mask (maps only).
+        vector: force the vector reading (default: 3-D inputs are vectors).
+
+    Returns:
+        ``{"cosine", "valid"}``, each ``m x b x C`` (``m x b x 1`` for vectors); ``cosine`` is
+        0 where ``valid`` is False (a zero map in either argument).
+    """
+    if a_gx.shape != ta_x.shape:
+        raise ValueError(f"a(gx) of shape {tuple(a_gx.shape)} and g a_hat(x) of shape {tuple(ta_x.shape)} differ")
+    if vector is None:
+        vector = a_gx.dim() == 3
+    # Per-sample cosines in the activations' precision (at least float32); the sums over
+    # samples are float64 (_scores_update).
+    dtype = torch.promote_types(torch.promote_types(a_gx.dtype, ta_x.dtype), torch.float32)
+    u, v = a_gx.to(dtype), ta_x.to(dtype)
+    if vector:
+        if u.dim() != 3:
+            raise ValueError(f"vectors must be m x b x D, got {tuple(u.shape)}")
+        u, v = u.unsqueeze(-2), v.unsqueeze(-2)
+    else:
+        if u.dim() != 5:
+            raise ValueError(f"feature maps must be m x b x C x h x w, got {tuple(u.shape)}")
+        m, b, c, h, w = u.shape
+        u, v = u.reshape(m, b, c, h * w), v.reshape(m, b, c, h * w)
+        if mask is not None:
+            mask = mask.to(device=u.device, dtype=torch.bool)
+            mask = mask.expand(m, h, w) if mask.dim() == 2 else mask
+            if mask.shape != (m, h, w):
+                raise ValueError(f"mask of shape {tuple(mask.shape)} does not fit maps of shape {tuple(a_gx.shape)}")
+            weight = mask.reshape(m, 1, 1, h * w).to(u.dtype)
+            u, v = u * weight, v * weight
+    nu, nv = u.norm(dim=-1), v.norm(dim=-1)
+    valid = (nu > 0) & (nv > 0)
+    dot = torch.matmul(u.unsqueeze(-2), v.unsqueeze(-1))[..., 0, 0]  # batched dot products, no u*v temporary
+    cos = dot / torch.where(valid, nu * nv, torch.ones_like(nu))
+    return {"cosine": (cos * valid).clamp(-1.0, 1.0), "valid": valid}
+
+
+def geed_latent_scores(a_x: torch.Tensor, a_gx: torch.Tensor, metric: str = "l2") -> Dict[str, torch.Tensor]:
+    """Unnormalised latent G-EED terms ``m(f(gx), f_hat(x))`` (Kvinge et al. Eq. 6), ``m x b``.
+
+    ``metric="l2"``: the l2 distance (always valid). ``metric="cosine"``: the *negative* cosine
+    similarity; pairs with a zero vector are not valid (0 there).
+    """
+    if metric not in _LATENT:
+        raise ValueError(f"metric must be one of {_LATENT}, got {metric!r}")
+    if a_gx.dim() != 3 or a_x.dim() != 2:
+        raise ValueError(f"latent G-EED needs vectors: a(x) b x D and a(gx) m x b x D, got {tuple(a_x.shape)}, {tuple(a_gx.shape)}")
+    f_hat = orbit_average(a_x, a_gx)
+    z = a_gx.to(torch.float64)
+    if metric == "l2":
+        d = (z - f_hat).norm(dim=-1)
+        return {"score": d, "valid": torch.ones_like(d, dtype=torch.bool)}
+    out = geed_channel_scores(z, f_hat.expand_as(z), vector=True)
+    return {"score": -out["cosine"][..., 0], "valid": out["valid"][..., 0]}
+
+
+def geed_softmax_scores(a_x: torch.Tensor, a_gx: torch.Tensor, inputs: str = "logits") -> torch.Tensor:
+    """``KL(p_g || p_hat)`` per (element, sample), ``m x b`` (Kvinge et al. §3.1, softmax G-EED).
+
+    ``p_g = softmax(f(gx))``, ``p_hat`` = mean of ``softmax(f(hx))`` over the orbit, identity
+    included. ``inputs="probs"``: the layer already outputs probabilities (rows summing to 1).
+    Terms with ``p = 0`` contribute 0.
+    """
+    if inputs not in ("logits", "probs"):
+        raise ValueError(f"inputs must be 'logits' or 'probs', got {inputs!r}")
+    if a_gx.dim() != 3 or a_x.dim() != 2:
+        raise ValueError(f"softmax G-EED needs vectors: a(x) b x D and a(gx) m x b x D, got {tuple(a_x.shape)}, {tuple(a_gx.shape)}")
+    z = torch.cat([a_x.unsqueeze(0), a_gx]).to(torch.float64)
+    logp = torch.log_softmax(z, dim=-1) if inputs == "logits" else torch.log(z.clamp_min(0))
+    logq = torch.logsumexp(logp, dim=0) - math.log(z.shape[0])  # log of the orbit-average distribution
+    lp = logp[1:]
+    p = lp.exp()
+    terms = torch.where(p > 0, p * (lp - logq), torch.zeros_like(p))
+    return terms.sum(-1)
+
+
+def looks_like_probabilities(a: torch.Tensor) -> bool:
+    """Rows in ``[0, 1]`` summing to 1 (to 1e-4): the layer already applied a softmax."""
+    a = a.to(torch.float64)
+    return bool((a >= 0).all() and (a <= 1).all() and torch.allclose(a.sum(-1), torch.ones((), dtype=a.dtype), atol=1e-4))
+
+
+def mean_pairwise_distance(points: torch.Tensor) -> torch.Tensor:
+    """Mean l2 distance between distinct rows of ``points`` (``n x D``): ``sum_{i != j} ||z_i - z_j|| / (n(n-1))``.
+
+    Exact pairwise differences (no ``|a|^2 + |b|^2 - 2ab`` expansion, which cancels for close points).
+    """
+    n = points.shape[0]
+    if n < 2:
+        raise ValueError(f"the latent normalisation M needs at least 2 distinct probe points, got {n}")
+    p = points.to(torch.float64)
+    total = p.new_zeros(())
+    step = max(1, int(2**22 // max(1, n * p.shape[1])))  # bound the n x step x D difference tensor
+    for i in range(0, n, step):
+        total = total + (p[i : i + step, None, :] - p[None, :, :]).norm(dim=-1).sum()
+    return total / (n * (n - 1))
+
+
+def _unit_rows(z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    z = z.to(torch.float64)
+    norm = z.norm(dim=-1, keepdim=True)
+    alive = norm[..., 0] > 0
+    return torch.where(norm > 0, z / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.zeros_like(z)), alive
+
+
+def _cosine_normaliser_update(z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Mergeable state of the cosine ``M``: ``(sum_i u_i, number of non-zero points)`` of ``b x D`` points."""
+    u, alive = _unit_rows(z)
+    return u.sum(0), alive.sum(dtype=torch.float64)
+
+
+def _cosine_normaliser_compute(unit_sum: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """``M = (||sum u_i||^2 - n) / (n (n - 1))``: mean cosine over distinct pairs (each pair twice)."""
+    n = float(n)
+    if n < 2:
+        raise ValueError(f"the latent normalisation M needs at least 2 non-zero probe points, got {int(n)}")
+    return ((unit_sum * unit_sum).sum() - n) / (n * (n - 1))
+
+
+def mean_pairwise_cosine(points: torch.Tensor) -> torch.Tensor:
+    """Mean cosine similarity between distinct non-zero rows of ``points`` (``n x D``)."""
+    return _cosine_normaliser_compute(*_cosine_normaliser_update(points))
+
+
+def _scores_update(score: torch.Tensor, valid: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Sum over samples (axis 1): score sums and valid counts in float64."""
+    return (score * valid).sum(1, dtype=torch.float64), valid.sum(1, dtype=torch.float64)
+
+
+def _per_element(score_sum: torch.Tensor, count: torch.Tensor, what: str) -> torch.Tensor:
+    total = count.reshape(count.shape[0], -1).sum(-1)
+    if bool((total == 0).any()):
+        raise ValueError(f"{what}: no valid (sample, channel) pair for some group element (every map is zero)")
+    return score_sum.reshape(score_sum.shape[0], -1).sum(-1) / total
+
+
+def _check_normaliser(M: torch.Tensor, metric: str) -> torch.Tensor:
+    if float(M) == 0.0:
+        raise ValueError(
+            f"latent G-EED ({metric}): the normalisation M (mean {'l2 distance' if metric == 'l2' else 'cosine similarity'} "
+            "between distinct probe points) is 0, so Eq. 6 is undefined; the layer maps every probe image to the same point"
+        )
+    return M
+
+
+def geed_channel(a_gx: torch.Tensor, ta_x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Channelwise G-EED (Kvinge et al. 2022, Eq. 5), averaged over elements: in ``[-1, 1]``, larger = less equivariant.
+
+    Example:
+        >>> import torch
+        >>> a = torch.rand(3, 4, 2, 6, 6)          # 3 elements, 4 samples, 2 channels
+        >>> round(float(geed_channel(a, a)), 6)    # a(gx) = g a(x): perfectly equivariant
+        -1.0
+    """
+    out = geed_channel_scores(a_gx, ta_x, mask=mask)
+    return -_per_element(*_scores_update(out["cosine"], out["valid"]), "channelwise G-EED").mean()
+
+
+def geed_latent(a_x: torch.Tensor, a_gx: torch.Tensor, metric: str = "l2") -> torch.Tensor:
+    """Latent-space G-EED (Kvinge et al. 2022, Eq. 6) of one batch of vectors, ``M`` from the same ``a_x``.
+
+    Example:
+        >>> import torch
+        >>> z = torch.randn(5, 8)
+        >>> float(geed_latent(z, z.expand(3, 5, 8)))   # invariant: every f(gx) = f(x)
+        0.0
+    """
+    out = geed_latent_scores(a_x, a_gx, metric)
+    per_element = _per_element(*_scores_update(out["score"], out["valid"]), f"latent G-EED ({metric})")
+    M = mean_pairwise_distance(a_x) if metric == "l2" else mean_pairwise_cosine(a_x)
+    return per_element.mean() / _check_normaliser(M, metric)
+
+
+def geed_softmax(a_x: torch.Tensor, a_gx: torch.Tensor, inputs: str = "logits") -> torch.Tensor:
+    """Softmax G-EED (Kvinge et al. 2022, §3.1): mean ``KL(softmax(f(gx)) || softmax_hat(x))``, >= 0.
+
+    Example:
+        >>> import torch
+        >>> logits = torch.randn(4, 10)
+        >>> abs(float(geed_softmax(logits, logits.expand(3, 4, 10)))) < 1e-12   # invariant logits
+        True
+    """
+    kl = geed_softmax_scores(a_x, a_gx, inputs)
+    return kl.mean(1).mean()

@@ -1,0 +1,695 @@
+"""Lie derivatives of every layer with forward-mode AD: the ``lee`` measure and layer contributions.
+
+Gruver et al. 2023 (ICLR), "The Lie Derivative for Measuring Learned Equivariance", §4-5.
+
+For a continuous one-parameter transform ``Phi_t`` (:class:`LieTransform`) the Lie
+derivative of the first ``l`` layers of a network is (Eq. 3)
+
+    L_X f_{1:l}(x) = d/dt|_{t=0} rho_l(Phi_t)^{-1} f_{1:l}(rho_0(Phi_t) x)
+                   = d f_{1:l}(x)[G_0 x] - G_l f_{1:l}(x),
+
+with ``G_0`` the transform's generator on the input and ``G_l`` the same generator on
+the layer's output at its own resolution (feature maps, and ViT/Mixer tokens laid out
+as maps; zero on vectors, whose ``rho`` is the identity). The generators are the
+analytic ones of :mod:`lightning_equivariance.functional.lie` (central differences of
+the bilinear interpolant, reflection or circular padding). ``grid_sample`` has no
+forward-mode derivative in torch 2.13/2.14, so nothing differentiates through it: the
+input tangent ``G_0 x`` is pushed through the model once per transform with
+``torch.autograd.forward_ad`` dual tensors, and every hooked layer reads its tangent
+``d f_{1:l}(x)[G_0 x]`` with ``unpack_dual`` (MEASURES.md §3). One pass per transform
+serves all layers, batched over images.
+
+``LEE = E_x ||L_X f_{1:l}(x)||^2 / dim`` (Eq. 4) is the measure ``"lee"`` of
+:func:`~lightning_equivariance.measure`::
+
+    measure(model, x, measures=("lee",), groups=("rotation", "translation_x"))
+
+:func:`lie_derivative_contributions` is the analysis of §5 (Eq. 5-6): how much each
+layer's own equivariance error contributes to the output's, with Hutchinson probes.
+
+Conventions (documented decisions):
+
+* transforms and units follow the paper's reference code (normalised ``[-1, 1]``
+  coordinates, radians; see :mod:`lightning_equivariance.functional.lie`);
+* tokens ``B x N x D``: the ``N - k`` grid tokens (``k`` = 0-2 class/distillation tokens,
+  the engine's rule) get the spatial generator, the class tokens none (they are
+  invariant, as in the reference); every token counts in ``dim``;
+* the model runs in eval mode (BatchNorm with running statistics) and every module's
+  mode is restored afterwards; ``nn.MultiheadAttention``'s fused fast path and the
+  flash/memory-efficient attention kernels have no forward-mode derivative, so they are
+  switched to their plain (math) implementations during the pass;
+* architecture channel actions (e2cnn fields of discrete groups) are ignored: a discrete
+  group has no infinitesimal generator;
+* ``LEE`` averages ``L^2`` (Eq. 4); the public reference code averages ``|L|``;
+* speed: convolutions, linear maps and eval-mode batch norm use exact shortcut
+  forward-mode rules (:class:`_FastTangents`: no convolution of the primal with a zero
+  weight tangent); every other op uses torch's own rules.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.autograd.forward_ad as fwAD
+import torch.nn.functional as F
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from .functional.lie import INTENSITY_TRANSFORMS, PADDINGS, VELOCITY_MATRICES, lie_generator, lie_residual
+from .groups import Group, GroupElement, resolve_group
+from .metrics.lee import LieContext
+from .probe import LayerSpec, _first_tensor, as_activation, select_layers
+
+__all__ = [
+    "LieTransform",
+    "TRANSFORMS",
+    "resolve_transform",
+    "is_transform",
+    "split_groups",
+    "generator_like",
+    "lie_derivative",
+    "lie_derivative_contributions",
+    "lie_pass",
+    "layer_lie_context",
+]
+
+#: The names of the built-in transforms (``measure(..., groups=...)`` accepts them for ``lee``).
+TRANSFORMS: Tuple[str, ...] = tuple(VELOCITY_MATRICES) + INTENSITY_TRANSFORMS
+
+
+class LieTransform:
+    """A continuous one-parameter image transform, given by its generator.
+
+    Args:
+        name: a built-in name (:data:`TRANSFORMS`) or, with ``velocity``, any label.
+        velocity: the 2 x 3 velocity matrix ``d theta_t / dt`` at ``t = 0`` in
+            ``affine_grid``'s convention (output pixel ``p`` samples the input at
+            ``theta_t [p; 1]``), for a custom transform, e.g. a stretch along x:
+            ``LieTransform("stretch_x", velocity=[[1, 0, 0], [0, 0, 0]])``.
+        padding: ``"reflection"`` (default, the paper's choice) or ``"circular"``.
+
+    For the engine a transform looks like a group with one element, ``"generator"``;
+    reports use :attr:`name` as the ``group`` column.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        velocity: Optional[Sequence[Sequence[float]]] = None,
+        padding: str = "reflection",
+    ):
+        if padding not in PADDINGS:
+            raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
+        if velocity is None:
+            if name not in TRANSFORMS:
+                raise ValueError(_unknown_transform_message(name))
+            self.velocity = None if name in INTENSITY_TRANSFORMS else VELOCITY_MATRICES[name]
+        else:
+            v = tuple(tuple(float(c) for c in row) for row in velocity)
+            if len(v) != 2 or any(len(r) != 3 for r in v):
+                raise ValueError(f"velocity must be a 2 x 3 matrix, got {velocity!r}")
+            self.velocity = v
+        self.name = str(name)
+        self.padding = padding
+        self.elements = [GroupElement("generator", {"transform": self.name, "padding": padding})]
+
+    @property
+    def is_intensity(self) -> bool:
+        """``True`` for ``saturation`` (acts on pixel values, not positions)."""
+        return self.velocity is None
+
+    def generator(self, a: torch.Tensor) -> torch.Tensor:
+        """The generator on maps ``... x h x w`` (see :func:`~lightning_equivariance.functional.lie.lie_generator`)."""
+        return lie_generator(a, "saturation" if self.velocity is None else self.velocity, self.padding)
+
+    def residual(self, tangent: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """``tangent - G a`` on maps ``... x h x w`` (a layer's Lie derivative from its tangent)."""
+        return lie_residual(tangent, a, "saturation" if self.velocity is None else self.velocity, self.padding)
+
+    def __len__(self) -> int:
+        return 1
+
+    def __repr__(self) -> str:
+        return f"LieTransform({self.name!r}, padding={self.padding!r})"
+
+
+def _unknown_transform_message(name) -> str:
+    return (
+        f"unknown transform {name!r}: the continuous transforms are {list(TRANSFORMS)} "
+        "(or LieTransform(name, velocity=[[..], [..]]) for a custom one)"
+    )
+
+
+def is_transform(obj) -> bool:
+    """``True`` for a :class:`LieTransform` or a built-in transform name."""
+    return isinstance(obj, LieTransform) or (isinstance(obj, str) and obj.lower() in TRANSFORMS)
+
+
+def resolve_transform(transform: Union[str, LieTransform], padding: Optional[str] = None) -> LieTransform:
+    """A :class:`LieTransform` from an instance or a name; ``padding`` overrides the default ``"reflection"``."""
+    if isinstance(transform, LieTransform):
+        if padding is None or padding == transform.padding:
+            return transform
+        return LieTransform(transform.name, transform.velocity, padding)
+    if isinstance(transform, str) and transform.lower() in TRANSFORMS:
+        return LieTransform(transform.lower(), padding=padding or "reflection")
+    raise ValueError(_unknown_transform_message(transform))
+
+
+def split_groups(
+    groups: Sequence[Union[str, Group, LieTransform]], lie: bool, stacked: bool
+) -> Tuple[List[Group], List[LieTransform]]:
+    """Split ``measure(..., groups=...)`` into discrete groups (stacked measures) and transforms (``lee``).
+
+    Transform names (:data:`TRANSFORMS`) never clash with group names (``"rotation90"``,
+    ``"rotation8"``, ``"translation"``...). Entries no requested measure can use raise.
+    """
+    found_groups: List[Group] = []
+    transforms: List[LieTransform] = []
+    for g in groups:
+        if is_transform(g):
+            transforms.append(resolve_transform(g))
+            continue
+        try:
+            found_groups.append(resolve_group(g))
+        except ValueError as e:
+            raise ValueError(f"{e}; the continuous transforms of measure 'lee' are {list(TRANSFORMS)}") from None
+    if lie and not transforms:
+        raise ValueError(
+            f"measure 'lee' needs continuous transforms in groups=..., e.g. groups=('rotation', 'translation_x'); "
+            f"the valid transforms are {list(TRANSFORMS)}"
+        )
+    if stacked and not found_groups:
+        raise ValueError(
+            f"the measures other than 'lee' need discrete groups (e.g. 'rotation90', 'translation'), got only "
+            f"continuous transforms {[t.name for t in transforms]}"
+        )
+    if transforms and not lie:
+        raise ValueError(f"continuous transforms {[t.name for t in transforms]} are only used by measure 'lee'; add it to measures=")
+    if found_groups and not stacked:
+        raise ValueError(
+            f"measure 'lee' needs continuous transforms, not the discrete groups {[g.name for g in found_groups]}; "
+            f"the valid transforms are {list(TRANSFORMS)}"
+        )
+    return found_groups, transforms
+
+
+# ---------------------------------------------------------------------- generators on layer outputs
+def _layout(t: torch.Tensor, layer: str) -> Tuple[str, int]:
+    """``("map", 0)``, ``("tokens", k)`` or ``("vector", 0)``: how the generator acts on ``t`` (the engine's rule)."""
+    act = as_activation(t[:1].detach(), layer)  # one image: the token reshape costs nothing
+    if act.kind == "map" and t.dim() == 3:
+        return "tokens", act.tokens_removed
+    return act.kind, 0
+
+
+def _token_grid(t: torch.Tensor, k: int) -> torch.Tensor:
+    b, n, d = t.shape
+    s = math.isqrt(n - k)
+    return t[:, k:, :].transpose(1, 2).reshape(b, d, s, s)
+
+
+def _from_token_grid(g: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+    b, d = g.shape[:2]
+    g = g.reshape(b, d, -1).transpose(1, 2)
+    return torch.cat([head, g], dim=1) if head.shape[1] else g.contiguous()
+
+
+def generator_like(t: torch.Tensor, transform: LieTransform, layer: str = "tensor") -> torch.Tensor:
+    """The transform's generator on a layer output in its own layout, a tensor like ``t``.
+
+    Feature maps ``B x C x h x w``: the generator at their resolution. Tokens ``B x N x D``:
+    the generator on the ``N - k`` grid tokens (row-major ``s x s``), zero on the ``k``
+    class tokens. Vectors (``B x D``, ``B x C x 1 x 1``): zero.
+    """
+    kind, k = _layout(t, layer)
+    if kind == "vector":
+        return torch.zeros_like(t)
+    if kind == "map":
+        return transform.generator(t)
+    return _from_token_grid(transform.generator(_token_grid(t, k)), torch.zeros_like(t[:, :k, :]))
+
+
+def lie_like(tangent: torch.Tensor, t: torch.Tensor, transform: LieTransform, layer: str = "tensor") -> torch.Tensor:
+    """``tangent - generator_like(t)``: the Lie derivative at a layer output ``t`` with forward-mode tangent ``tangent``."""
+    kind, k = _layout(t, layer)
+    if kind == "vector":
+        return tangent
+    if kind == "map":
+        return transform.residual(tangent, t)
+    return _from_token_grid(transform.residual(_token_grid(tangent, k), _token_grid(t, k)), tangent[:, :k, :])
+
+
+def _channels_first(lie: torch.Tensor, kind: str) -> torch.Tensor:
+    """``b x C x P`` layout for :class:`~lightning_equivariance.metrics.lee.LieDerivativeError`."""
+    if kind == "map":
+        return lie.flatten(2)
+    if kind == "tokens":
+        return lie.transpose(1, 2)
+    return lie.reshape(lie.shape[0], 1, -1)
+
+
+def _unpack(t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    primal, tangent = fwAD.unpack_dual(t)
+    return primal, (torch.zeros_like(primal) if tangent is None else tangent)
+
+
+def layer_lie_context(layer: str, output, transform: LieTransform) -> LieContext:
+    """The Lie derivative at a hooked layer during a forward-mode pass: ``tangent - G_l(primal)``."""
+    raw = _first_tensor(output)
+    if raw is None:
+        raise ValueError(f"layer {layer!r}: output of type {type(output).__name__} holds no tensor to measure")
+    primal, tangent = _unpack(raw)
+    kind, _ = _layout(primal, layer)
+    lie = lie_like(tangent, primal, transform, layer)
+    return LieContext(layer=layer, kind="vector" if kind == "vector" else "map", transform=transform,
+                      lie=_channels_first(lie, kind))
+
+
+# ---------------------------------------------------------------------- forward-mode pass
+@contextlib.contextmanager
+def forward_mode_friendly():
+    """Use the attention implementations that have forward-mode derivatives (restored on exit)."""
+    mha = getattr(torch.backends, "mha", None)
+    previous = mha.get_fastpath_enabled() if mha is not None else None
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        kernel = sdpa_kernel(SDPBackend.MATH)
+    except ImportError:  # pragma: no cover - torch < 2.3
+        kernel = contextlib.nullcontext()
+    try:
+        if mha is not None:
+            mha.set_fastpath_enabled(False)
+        with kernel:
+            yield
+    finally:
+        if mha is not None:
+            mha.set_fastpath_enabled(previous)
+
+
+_CONVS = (torch.conv1d, torch.conv2d, torch.conv3d)
+
+
+class _FastTangents(TorchFunctionMode):
+    """Cheaper, exact forward-mode rules for the two ops that dominate CNNs.
+
+    torch's generic jvp of a convolution also convolves the primal with the (absent,
+    materialised as zero) weight tangent - a third convolution - and that of batch norm
+    handles batch statistics even in eval mode. Here, when only the input carries a
+    tangent: ``conv(x + eps u, W) = conv(x, W) + eps conv(u, W, bias=None)`` and, in eval
+    mode, ``batch_norm``'s tangent is ``u * weight / sqrt(running_var + eps)``. Every other
+    case falls through to torch's own rules. The values are identical; it only saves time.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in _CONVS or func is F.linear:
+            out = self._linear_op(func, args, kwargs)
+            if out is not None:
+                return out
+        elif func is F.batch_norm:
+            out = self._batch_norm(func, args, kwargs)
+            if out is not None:
+                return out
+        return func(*args, **kwargs)
+
+    @staticmethod
+    def _linear_op(func, args, kwargs):
+        if len(args) < 2 or not isinstance(args[0], torch.Tensor) or not isinstance(args[1], torch.Tensor):
+            return None
+        primal, tangent = fwAD.unpack_dual(args[0])
+        weight = args[1]
+        rest, kwargs = list(args[2:]), dict(kwargs)
+        bias = rest.pop(0) if rest else kwargs.pop("bias", None)
+        if tangent is None or fwAD.unpack_dual(weight).tangent is not None:
+            return None
+        if bias is not None and fwAD.unpack_dual(bias).tangent is not None:
+            return None
+        return fwAD.make_dual(func(primal, weight, bias, *rest, **kwargs), func(tangent, weight, None, *rest, **kwargs))
+
+    @staticmethod
+    def _batch_norm(func, args, kwargs):
+        names = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+        a = dict(zip(names, args))
+        a.update(kwargs)
+        x, mean, var, weight = a.get("input"), a.get("running_mean"), a.get("running_var"), a.get("weight")
+        if a.get("training", False) or mean is None or var is None or not isinstance(x, torch.Tensor):
+            return None
+        primal, tangent = fwAD.unpack_dual(x)
+        params = [t for t in (mean, var, weight, a.get("bias")) if t is not None]
+        if tangent is None or any(fwAD.unpack_dual(t).tangent is not None for t in params):
+            return None
+        scale = torch.rsqrt(var + a.get("eps", 1e-5))
+        if weight is not None:
+            scale = scale * weight
+        shape = (1, -1) + (1,) * (tangent.dim() - 2)
+        a["input"] = primal
+        return fwAD.make_dual(func(**a), tangent * scale.reshape(shape))
+
+
+def input_tangent(x: torch.Tensor, transform: LieTransform) -> torch.Tensor:
+    """``G_0 x``: the generator on a batch of input images ``B x C x H x W``."""
+    if x.dim() != 4:
+        raise ValueError(f"input images must be B x C x H x W, got shape {tuple(x.shape)}")
+    return transform.generator(x)
+
+
+def forward_lie(model: Callable, x: torch.Tensor, transform: LieTransform, fast: bool = True):
+    """Run ``model`` on ``x`` with the tangent ``G_0 x`` (hooks see dual tensors); returns the dual output.
+
+    Must be called inside ``fwAD.dual_level()``; gradients are not recorded. ``fast``
+    uses the exact shortcuts of :class:`_FastTangents` for convolutions, linear maps and
+    eval-mode batch norm (``False``: torch's generic forward-mode rules throughout).
+    """
+    with torch.no_grad(), forward_mode_friendly(), (_FastTangents() if fast else contextlib.nullcontext()):
+        return model(fwAD.make_dual(x, input_tangent(x, transform)))
+
+
+def lie_pass(model: Callable, x: torch.Tensor, transform: LieTransform, fast: bool = True) -> None:
+    """One forward-mode pass for the engine: hooks on the layers read their dual outputs; the output is dropped."""
+    with fwAD.dual_level():
+        forward_lie(model, x, transform, fast)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        yield
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+
+
+def lie_derivative(
+    model: nn.Module, x: torch.Tensor, transform: Union[str, LieTransform], output_fn: Optional[Callable] = None
+) -> torch.Tensor:
+    """The Lie derivative of the model's output, ``L_X f(x)`` (Eq. 3), one per image, like the output.
+
+    Image-like outputs (maps, tokens) are corrected by the output transform
+    (``- G f(x)``); vector outputs are not (``rho_out`` = identity). ``output_fn`` is applied
+    to the model's output first (e.g. ``lambda y: y.softmax(-1)``). Eval mode, restored.
+    """
+    transform = resolve_transform(transform)
+    with _eval_mode(model), fwAD.dual_level():
+        out = forward_lie(lambda z: model(z) if output_fn is None else output_fn(model(z)), x, transform)
+        raw = _first_tensor(out)
+        primal, tangent = _unpack(raw)
+        lie = lie_like(tangent, primal, transform, "output")
+        return lie.clone() if lie is tangent else lie  # outlive the dual level
+
+
+# ---------------------------------------------------------------------- layer contributions
+@dataclass
+class _Record:
+    name: str
+    module: str
+    kind: str
+    lie: torch.Tensor  # the layer's own Lie derivative L_X f_i at its input, like its output
+    eps: torch.Tensor  # zero added to its output: d output / d eps = d f_{N:i+1}
+
+
+class _ContributionHooks:
+    """Pre-hook: the layer's own Lie derivative ``L_X f_i`` (a jvp of the module alone at its input).
+    Forward hook: adds a zero leaf to the output, whose gradient is the rest of the network's vjp."""
+
+    def __init__(self, layers, transform: LieTransform):
+        self.layers = layers
+        self.transform = transform
+        self.records: List[_Record] = []
+        self.pending: List[torch.Tensor] = []
+        self.calls: Dict[str, int] = {}
+        self.busy = False
+        self.handles = []
+
+    def __enter__(self):
+        for name, module in self.layers:
+            self.handles.append(module.register_forward_pre_hook(self._pre(name), with_kwargs=True))
+            self.handles.append(module.register_forward_hook(self._post(name)))
+        return self
+
+    def __exit__(self, *exc):
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+    def start(self):
+        self.records, self.pending, self.calls = [], [], {}
+
+    def _pre(self, name):
+        def hook(module, args, kwargs):
+            if self.busy:
+                return None
+            duals = []
+            with torch.no_grad(), fwAD.dual_level():
+                for i, a in enumerate(args):
+                    if isinstance(a, torch.Tensor) and a.is_floating_point():
+                        a = a.detach()
+                        a = fwAD.make_dual(a.clone(), generator_like(a, self.transform, f"{name} (input {i})"))
+                    duals.append(a)
+                self.busy = True
+                try:
+                    out = module(*duals, **kwargs)
+                finally:
+                    self.busy = False
+                raw = _first_tensor(out)
+                if raw is None:
+                    raise ValueError(f"layer {name!r}: output of type {type(out).__name__} holds no tensor")
+                primal, tangent = _unpack(raw)
+                self.pending.append(lie_like(tangent, primal, self.transform, name))
+            return None
+
+        return hook
+
+    def _post(self, name):
+        def hook(module, args, output):
+            if self.busy:
+                return None
+            lie = self.pending.pop()
+            k = self.calls.get(name, 0)
+            self.calls[name] = k + 1
+            raw = _first_tensor(output)
+            eps = torch.zeros_like(raw, requires_grad=True)
+            kind, _ = _layout(raw.detach(), name)
+            self.records.append(_Record(name if k == 0 else f"{name}:{k}", type(module).__name__, kind, lie, eps))
+            return _replace_first_tensor(output, raw + eps)
+
+        return hook
+
+
+def _replace_first_tensor(output, new: torch.Tensor):
+    if isinstance(output, torch.Tensor):
+        return new
+    if hasattr(output, "tensor") and isinstance(getattr(output, "tensor"), torch.Tensor):  # e2cnn GeometricTensor
+        output.tensor = new
+        return output
+    if isinstance(output, (tuple, list)):
+        items = list(output)
+        first = next((i for i, o in enumerate(items) if isinstance(o, torch.Tensor)), None)
+        if first is None:
+            raise TypeError(f"cannot attribute an output whose first tensor is nested: {type(output).__name__}")
+        items[first] = new
+        if isinstance(output, list):
+            return items
+        return tuple(items) if type(output) is tuple else type(output)(*items)  # namedtuples
+    raise TypeError(f"cannot attribute the output of type {type(output).__name__}")
+
+
+def _contribution_projections(
+    model: nn.Module,
+    x: torch.Tensor,
+    transform: LieTransform,
+    layers,
+    num_probes: int,
+    probes: str = "gaussian",
+    output_fn: Optional[Callable] = None,
+    generator: Optional[torch.Generator] = None,
+) -> Tuple[List[_Record], torch.Tensor, torch.Tensor, torch.Tensor, int]:
+    """Per-probe projections ``z^T d f_{N:i+1} L_X f_i`` (``layers x probes x b``) and ``z^T L_X f`` (``probes x b``).
+
+    Eq. 6 says the layer projections sum to the output's, up to operations outside the
+    selected layers (the "unattributed" remainder). Also returns ``||L_X f||^2`` per
+    image (exact, ``b``) and the output dim.
+    """
+    run = (lambda z: model(z)) if output_fn is None else (lambda z: output_fn(model(z)))
+    hooks = _ContributionHooks(layers, transform)
+    with _eval_mode(model), forward_mode_friendly(), hooks:
+        hooks.busy = True
+        lie_out = lie_derivative(model, x, transform, output_fn)  # exact, forward mode
+        hooks.busy = False
+        hooks.start()
+        with torch.enable_grad():
+            y = _first_tensor(run(x))
+        records = hooks.records
+        dim = y[0].numel()
+        if probes == "gaussian":
+            zs = (torch.randn(y.shape, generator=generator, dtype=torch.float64).to(y) for _ in range(num_probes))
+            count = num_probes
+        elif probes == "basis":
+            count = dim
+
+            def basis():
+                for k in range(dim):
+                    z = torch.zeros(y.shape[0], dim, dtype=y.dtype, device=y.device)
+                    z[:, k] = 1
+                    yield z.reshape(y.shape)
+
+            zs = basis()
+        else:
+            raise ValueError(f"probes must be 'gaussian' or 'basis', got {probes!r}")
+        proj = torch.zeros(len(records), count, x.shape[0], dtype=torch.float64, device=x.device)
+        out_proj = torch.zeros(count, x.shape[0], dtype=torch.float64, device=x.device)
+        eps = [r.eps for r in records]
+        connected = bool(eps) and y.requires_grad  # else no layer reaches the output
+        for j, z in enumerate(zs):
+            if connected:
+                grads = torch.autograd.grad(y, eps, grad_outputs=z, retain_graph=j + 1 < count, allow_unused=True)
+            else:
+                grads = [None] * len(eps)
+            for i, (g, r) in enumerate(zip(grads, records)):
+                if g is not None:
+                    proj[i, j] = (g.double() * r.lie.double()).flatten(1).sum(1)
+            out_proj[j] = (z.double() * lie_out.double()).flatten(1).sum(1)
+    return records, proj, out_proj, lie_out.double().square().flatten(1).sum(1), dim
+
+
+def lie_derivative_contributions(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    transform: Union[str, LieTransform] = "translation_x",
+    num_probes: int = 32,
+    layers: LayerSpec = "auto",
+    batch_size: int = 16,
+    probes: str = "gaussian",
+    output_fn: Optional[Callable] = None,
+    seed: Optional[int] = 0,
+):
+    """Each layer's contribution to the output's equivariance error (Gruver et al. 2023 §4, Eq. 5-6).
+
+    An analysis tool, more expensive than the ``lee`` measure: per chunk of images one
+    forward with a graph, one forward-mode jvp of every selected module on its own
+    input, and ``num_probes`` backward passes.
+
+    The chain rule splits the output's Lie derivative over the layers (Eq. 6),
+    ``L_X f = sum_i d f_{N:i+1} L_X f_i``, where ``L_X f_i`` is layer ``i``'s *own* Lie
+    derivative (its jvp at its input ``h`` along ``G h`` minus ``G`` of its output, at
+    the layers' own resolutions) and ``d f_{N:i+1}`` the Jacobian of everything after
+    it. Layer ``i``'s contribution is ``||d f_{N:i+1} L_X f_i||^2``, estimated with
+    Hutchinson probes ``z ~ N(0, I)`` at the output as ``E_z (z^T d f_{N:i+1} L_X f_i)^2``
+    (one vjp per probe serves every layer). The sum of the contributions equals
+    ``||L_X f||^2`` only when the cross terms vanish (the sum of norms is not the norm
+    of the sum, paper §4).
+
+    Args:
+        model: the network (put in eval mode, restored afterwards).
+        inputs: images ``N x C x H x W``.
+        transform: a name (:data:`TRANSFORMS`) or :class:`LieTransform`.
+        num_probes: Hutchinson probes per image (``probes="gaussian"``).
+        layers: see :func:`~lightning_equivariance.probe.select_layers`.
+        batch_size: images per forward (the graph of a chunk is kept for the probes).
+        probes: ``"gaussian"`` (Hutchinson) or ``"basis"``: the output's standard basis,
+            ``dim(output)`` vjps, exact norms (for small outputs).
+        output_fn: applied to the model's output, e.g. ``lambda y: y.softmax(-1)`` (the
+            reference code measures the softmax).
+        seed: seed of the probes (``None``: torch's global generator).
+
+    Returns:
+        a ``pandas.DataFrame``, one row per layer call in forward order, with columns
+        ``layer, index, part, module, kind, transform, contribution, stderr, fraction,
+        cumulative``: ``contribution = E_x ||d f_{N:i+1} L_X f_i||^2 / dim(output)`` (the
+        units of the output's LEE), ``stderr`` its standard error over images,
+        ``fraction`` its share of the total and ``cumulative`` the running share (the
+        paper's Figure 4). A last row ``"(unattributed)"`` estimates
+        ``||L_X f - sum_i d f_{N:i+1} L_X f_i||^2 / dim``: the error of operations outside
+        the selected layers (functional ops, e.g. a positional embedding added in a
+        container's ``forward``); it is 0 up to round-off when every non-equivariant
+        operation is a selected layer. ``df.attrs`` holds ``output_lee`` (exact LEE of
+        the output), ``num_samples``, ``num_probes``, ``transform`` and ``padding``.
+    """
+    import pandas as pd
+
+    from .engine import _POOLING, assign_parts
+
+    transform = resolve_transform(transform)
+    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4:
+        raise ValueError("inputs must be a tensor of images N x C x H x W")
+    if probes not in ("gaussian", "basis"):
+        raise ValueError(f"probes must be 'gaussian' or 'basis', got {probes!r}")
+    if probes == "gaussian" and int(num_probes) < 1:
+        raise ValueError(f"num_probes must be >= 1, got {num_probes}")
+    selected = select_layers(model, layers)
+    modules = dict(selected)
+    device, dtype = None, None
+    for t in list(model.parameters()) + list(model.buffers()):
+        device, dtype = t.device, (t.dtype if t.is_floating_point() else None)
+        break
+    gen = None
+    if seed is not None:
+        gen = torch.Generator()
+        gen.manual_seed(int(seed))
+    order: List[Tuple[str, str, str]] = []
+    sums: Dict[str, List[float]] = {}
+    out_lee_sum, n, dim = 0.0, 0, 1
+    t0 = time.perf_counter()
+    for start in range(0, inputs.shape[0], int(batch_size)):
+        x = inputs[start : start + int(batch_size)]
+        x = x.to(device=device or x.device, dtype=dtype if dtype is not None else x.dtype)
+        records, proj, out_proj, out_sq, dim = _contribution_projections(
+            model, x, transform, selected, int(num_probes), probes, output_fn, gen
+        )
+        reduce = (lambda p: p.square().mean(0)) if probes == "gaussian" else (lambda p: p.square().sum(0))
+        per_layer = [reduce(p) / dim for p in proj]  # b, per image
+        remainder = reduce(out_proj - proj.sum(0)) / dim
+        for r, est in list(zip(records, per_layer)) + [(None, remainder)]:
+            key = "(unattributed)" if r is None else r.name
+            if key not in sums:
+                sums[key] = [0.0, 0.0]
+                order.append((key, "" if r is None else r.module, "" if r is None else r.kind))
+            sums[key][0] += float(est.sum())
+            sums[key][1] += float(est.square().sum())
+        out_lee_sum += float(out_sq.sum()) / dim
+        n += x.shape[0]
+    rows = []
+    layers_only = [o for o in order if o[0] != "(unattributed)"]
+    kinds = [k if k != "tokens" else "map" for _, _, k in layers_only]
+    is_pool = [isinstance(modules.get(nm.split(":")[0]), _POOLING) or "Pool" in mod for nm, mod, _ in layers_only]
+    parts = assign_parts(kinds, is_pool) if layers_only else []
+    total = sum(sums[nm][0] / n for nm, _, _ in layers_only) or 1.0
+    cumulative = 0.0
+    for i, (nm, mod, kind) in enumerate(order):
+        mean = sums[nm][0] / n
+        var = max(sums[nm][1] / n - mean * mean, 0.0) * n / max(n - 1, 1)
+        attributed = nm != "(unattributed)"
+        if attributed:
+            cumulative += mean / total
+        rows.append(
+            dict(
+                layer=nm,
+                index=i if attributed else -1,
+                part=parts[i] if attributed else "",
+                module=mod,
+                kind=("map" if kind == "tokens" else kind) if attributed else "",
+                transform=transform.name,
+                contribution=mean,
+                stderr=math.sqrt(var / n),
+                fraction=mean / total if attributed else float("nan"),
+                cumulative=cumulative if attributed else float("nan"),
+            )
+        )
+    df = pd.DataFrame(rows)
+    df.attrs.update(
+        output_lee=out_lee_sum / max(n, 1),
+        num_samples=n,
+        num_probes=int(num_probes) if probes == "gaussian" else dim,
+        probes=probes,
+        transform=transform.name,
+        padding=transform.padding,
+        seconds=time.perf_counter() - t0,
+    )
+    return df

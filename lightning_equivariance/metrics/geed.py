@@ -1,0 +1,370 @@
+"""G-EED metrics (Kvinge et al. 2022, §3.1): ``geed_channel``, ``geed_latent_l2``, ``geed_latent_cosine``, ``geed_softmax``.
+
+Thin ``torchmetrics.Metric`` classes over :mod:`lightning_equivariance.functional.geed`.
+Every state is a float64 sum with ``dist_reduce_fx="sum"`` except the bounded point buffer
+of :class:`GEEDLatentL2` (see there). Larger values mean *less* equivariant
+(``higher_is_better = False``). ``value`` is the mean over the group's non-identity
+elements of the per-element G-EED (MEASURES.md §2); ``per_element`` holds those.
+
+Example::
+
+    >>> import torch
+    >>> from lightning_equivariance.metrics import GEEDLatentCosine
+    >>> metric = GEEDLatentCosine(num_elements=3, dim=8)
+    >>> z = torch.rand(6, 8)                       # untransformed latents of 6 images
+    >>> metric.update(z, z.expand(3, 6, 8))        # every transformed image maps to the same point
+    >>> float(metric.compute()) < -0.99 / float(metric.normaliser())   # -cos = -1 everywhere, divided by M
+    True
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+import torch
+
+from ..functional.geed import (
+    _check_normaliser,
+    _cosine_normaliser_compute,
+    _cosine_normaliser_update,
+    _per_element,
+    _scores_update,
+    _SOFTMAX_INPUTS,
+    geed_channel_scores,
+    geed_latent_scores,
+    geed_softmax_scores,
+    looks_like_probabilities,
+    mean_pairwise_distance,
+    orbit_average,
+)
+from .base import LayerContext, LayerMetric
+
+__all__ = ["GEEDChannel", "GEEDLatentL2", "GEEDLatentCosine", "GEEDSoftmax"]
+
+
+def _orbit_average(ctx: LayerContext) -> torch.Tensor:
+    if "geed_orbit_average" not in ctx.cache:
+        ctx.cache["geed_orbit_average"] = orbit_average(ctx.a_x, ctx.a_gx)
+    return ctx.cache["geed_orbit_average"]
+
+
+def _check_positive(name: str, **values: int) -> None:
+    for k, v in values.items():
+        if int(v) < 1:
+            raise ValueError(f"{name}: {k} must be >= 1, got {v}")
+
+
+class _GEED(LayerMetric):
+    higher_is_better = False
+    full_state_update = False
+    #: ``None`` or the reason the measure is undefined on a kind of layer (the engine records it as a note).
+    vector_only = False
+
+    @classmethod
+    def not_applicable(cls, ctx: LayerContext, **_: Any) -> Optional[str]:
+        """Why this measure is undefined on ``ctx``'s layer, or ``None`` (the engine records the reason and skips)."""
+        if cls.vector_only and ctx.kind != "vector":
+            return (
+                f"{cls.measure_name} is defined on vector layers only (Kvinge et al. 2022 §3.1: "
+                f"{'the latent space R^k' if 'latent' in cls.measure_name else 'softmax outputs'}); layer "
+                f"{ctx.layer!r} is a feature map - use geed_channel there"
+            )
+        return None
+
+    @classmethod
+    def _refuse(cls, ctx: LayerContext) -> None:
+        reason = cls.not_applicable(ctx)
+        if reason:
+            raise ValueError(reason)
+
+
+class GEEDChannel(_GEED):
+    """Channelwise G-EED, Kvinge et al. 2022 Eq. 5: ``-(1/C) sum_c cos(a(gx)_c, g a_hat(x)_c)``, in ``[-1, 1]``.
+
+    ``g a_hat(x) = T'_g a(x)`` on feature maps (``f_hat = f`` for the faithful spatial action,
+    Eq. 2; the architecture's channel action included), compared over the valid positions;
+    on vector layers the whole vector is one channel and ``g a_hat(x)`` is the orbit average
+    (``G`` acts trivially on vectors). A channel whose map is zero in either argument is left
+    out of the mean and counted in ``left_out``. ``per_channel``: ``-mean cos`` per channel.
+
+    Args:
+        num_elements: ``m``, the group's non-identity elements.
+        num_channels: ``C`` (1 for vector layers).
+    """
+
+    measure_name = "geed_channel"
+    plot_lower_bound = -1.0
+    plot_upper_bound = 1.0
+
+    score_sum: torch.Tensor
+    count: torch.Tensor
+    left_out: torch.Tensor
+
+    def __init__(self, num_elements: int, num_channels: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        _check_positive(type(self).__name__, num_elements=num_elements, num_channels=num_channels)
+        shape = (int(num_elements), int(num_channels))
+        self.add_state("score_sum", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("left_out", torch.zeros(shape[0], dtype=torch.float64), dist_reduce_fx="sum")
+
+    @classmethod
+    def for_layer(cls, ctx: LayerContext, **_: Any) -> "GEEDChannel":
+        return cls(len(ctx.elements), 1 if ctx.kind == "vector" else ctx.num_channels).to(ctx.a_x.device)
+
+    def update(self, a_gx: torch.Tensor, ta_x: torch.Tensor, mask: Optional[torch.Tensor] = None, vector: Optional[bool] = None) -> None:
+        """Add ``a(gx)`` and ``g a_hat(x)`` (``m x b x C x h x w`` or ``m x b x D``), optional ``m x h x w`` mask."""
+        out = geed_channel_scores(a_gx, ta_x, mask=mask, vector=vector)
+        if out["cosine"].shape[0] != self.score_sum.shape[0] or out["cosine"].shape[-1] != self.score_sum.shape[1]:
+            raise ValueError(
+                f"{type(self).__name__} was created for {self.score_sum.shape[0]} elements x {self.score_sum.shape[1]} "
+                f"channels, got cosines of shape {tuple(out['cosine'].shape)}"
+            )
+        s, n = _scores_update(out["cosine"], out["valid"])
+        self.score_sum += s
+        self.count += n
+        self.left_out += (~out["valid"]).sum((1, 2), dtype=torch.float64)
+
+    def update_layer(self, ctx: LayerContext) -> None:
+        if ctx.kind == "vector":
+            f_hat = _orbit_average(ctx)
+            self.update(ctx.a_gx, f_hat.expand(len(ctx.elements), *f_hat.shape), vector=True)
+        else:
+            self.update(ctx.a_gx, ctx.transformed_x(), mask=ctx.mask(), vector=False)
+
+    def compute(self) -> torch.Tensor:
+        return -_per_element(self.score_sum, self.count, "channelwise G-EED").mean()
+
+    def _compute_details(self) -> Dict[str, Any]:
+        per_element = -_per_element(self.score_sum, self.count, "channelwise G-EED")
+        per_channel = -(self.score_sum.sum(0) / self.count.sum(0).clamp_min(1))
+        return {
+            "value": float(per_element.mean()),
+            "per_element": per_element,
+            "per_channel": per_channel if self.score_sum.shape[1] > 1 else None,
+            "left_out": int(self.left_out.sum()),
+        }
+
+
+class GEEDLatentL2(_GEED):
+    """Latent-space G-EED with the l2 distance, Kvinge et al. 2022 Eq. 6 (vector layers only).
+
+    ``E = (1/M) mean_{x, g} ||f(gx) - f_hat(x)||``, ``f_hat(x)`` the orbit average (identity
+    included) and ``M`` the mean l2 distance between *distinct* untransformed probe points.
+
+    ``M`` is a mean of square roots over all pairs of the probe set, which no finite
+    mergeable summary reproduces exactly. It is computed exactly over a bounded buffer:
+    the first ``max_points`` untransformed points each process sees are kept (a
+    ``max_points x D`` float64 state allocated up front, so memory does not depend on the
+    number of probe images); under DDP the buffers of all ranks are gathered and ``M`` is
+    the mean over all distinct pairs of their union. ``M`` is therefore *exact* - the
+    paper's definition over the whole probe set, equal for any split over batches and
+    processes - whenever each process sees at most ``max_points`` images; beyond that it
+    is estimated from the first ``max_points`` per process (the paper itself estimates
+    ``M`` from 200 random points, §4). ``compute_details()`` reports ``normaliser_points``
+    and ``normaliser_exact``. The numerator is a plain sum (exact, mergeable).
+
+    Args:
+        num_elements: ``m``.
+        dim: ``D`` of the vectors.
+        max_points: buffer size for ``M`` (default 1024).
+    """
+
+    measure_name = "geed_latent_l2"
+    vector_only = True
+    plot_lower_bound = 0.0
+
+    dist_sum: torch.Tensor
+    count: torch.Tensor
+    points: torch.Tensor
+    num_points: torch.Tensor
+    seen: torch.Tensor
+
+    def __init__(self, num_elements: int, dim: int, max_points: int = 1024, **kwargs: Any):
+        super().__init__(**kwargs)
+        _check_positive(type(self).__name__, num_elements=num_elements, dim=dim)
+        if int(max_points) < 2:
+            raise ValueError(f"{type(self).__name__}: max_points must be >= 2, got {max_points}")
+        self.max_points = int(max_points)
+        self.add_state("dist_sum", torch.zeros(int(num_elements), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros(int(num_elements), dtype=torch.float64), dist_reduce_fx="sum")
+        # Gathered, not summed: the union of every rank's kept points defines M.
+        self.add_state("points", torch.zeros(self.max_points, int(dim), dtype=torch.float64), dist_reduce_fx=None)
+        self.add_state("num_points", torch.zeros((), dtype=torch.float64), dist_reduce_fx=None)
+        self.add_state("seen", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    @classmethod
+    def for_layer(cls, ctx: LayerContext, geed_max_points: int = 1024, **_: Any) -> "GEEDLatentL2":
+        cls._refuse(ctx)
+        return cls(len(ctx.elements), int(ctx.a_x.shape[-1]), max_points=geed_max_points).to(ctx.a_x.device)
+
+    def update(self, a_x: torch.Tensor, a_gx: torch.Tensor) -> None:
+        """Add a batch: ``a(x)`` (``b x D``) and ``a(gx)`` (``m x b x D``)."""
+        out = geed_latent_scores(a_x, a_gx, "l2")
+        s, n = _scores_update(out["score"], out["valid"])
+        self.dist_sum += s
+        self.count += n
+        kept = int(self.num_points)
+        take = min(self.max_points - kept, a_x.shape[0])
+        if take > 0:
+            self.points[kept : kept + take] = a_x[:take].to(torch.float64)
+            self.num_points += take
+        self.seen += a_x.shape[0]
+
+    def update_layer(self, ctx: LayerContext) -> None:
+        self.update(ctx.a_x, ctx.a_gx)
+
+    def _kept_points(self) -> torch.Tensor:
+        pts, num = self.points, self.num_points
+        if pts.dim() == 2:  # not synced: this process only
+            return pts[: int(num)]
+        return torch.cat([p[: int(k)] for p, k in zip(pts, num.reshape(-1))])  # gathered: world x K x D
+
+    def normaliser(self) -> torch.Tensor:
+        """``M``: the mean l2 distance between distinct kept untransformed points."""
+        return _check_normaliser(mean_pairwise_distance(self._kept_points()), "l2")
+
+    def compute(self) -> torch.Tensor:
+        return _per_element(self.dist_sum, self.count, "latent G-EED").mean() / self.normaliser()
+
+    def _compute_details(self) -> Dict[str, Any]:
+        kept = self._kept_points()
+        M = _check_normaliser(mean_pairwise_distance(kept), "l2")
+        per_element = _per_element(self.dist_sum, self.count, "latent G-EED") / M
+        return {
+            "value": float(per_element.mean()),
+            "per_element": per_element,
+            "per_channel": None,
+            "left_out": 0,
+            "normaliser": float(M),
+            "normaliser_points": int(kept.shape[0]),
+            "normaliser_exact": int(kept.shape[0]) == int(self.seen),
+        }
+
+
+class GEEDLatentCosine(_GEED):
+    """Latent-space G-EED with negative cosine similarity, Kvinge et al. 2022 Eq. 6 (vector layers only).
+
+    ``E = (1/M) mean_{x, g} -cos(f(gx), f_hat(x))`` with ``M`` the mean cosine similarity between
+    distinct untransformed probe points, as the paper defines it (so ``E`` is in
+    ``[-1/M, 1/M]``; more negative = more invariant; for ``M < 0``, rare outside signed
+    embeddings, the division flips the order - the paper's definition, kept).
+
+    ``M`` is exactly mergeable: ``sum_{i != j} cos(z_i, z_j) = ||sum_i u_i||^2 - n`` with
+    ``u_i = z_i/||z_i||``, so the states are ``sum u_i`` (``D``) and ``n``. Zero vectors (cosine
+    undefined) are left out of ``M`` and of the mean, and counted in ``left_out``.
+
+    Args:
+        num_elements: ``m``.
+        dim: ``D`` of the vectors.
+    """
+
+    measure_name = "geed_latent_cosine"
+    vector_only = True
+
+    score_sum: torch.Tensor
+    count: torch.Tensor
+    left_out: torch.Tensor
+    unit_sum: torch.Tensor
+    num_points: torch.Tensor
+
+    def __init__(self, num_elements: int, dim: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        _check_positive(type(self).__name__, num_elements=num_elements, dim=dim)
+        m = int(num_elements)
+        self.add_state("score_sum", torch.zeros(m, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros(m, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("left_out", torch.zeros(m, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("unit_sum", torch.zeros(int(dim), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("num_points", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    @classmethod
+    def for_layer(cls, ctx: LayerContext, **_: Any) -> "GEEDLatentCosine":
+        cls._refuse(ctx)
+        return cls(len(ctx.elements), int(ctx.a_x.shape[-1])).to(ctx.a_x.device)
+
+    def update(self, a_x: torch.Tensor, a_gx: torch.Tensor) -> None:
+        """Add a batch: ``a(x)`` (``b x D``) and ``a(gx)`` (``m x b x D``)."""
+        out = geed_latent_scores(a_x, a_gx, "cosine")
+        s, n = _scores_update(out["score"], out["valid"])
+        self.score_sum += s
+        self.count += n
+        self.left_out += (~out["valid"]).sum(1, dtype=torch.float64)
+        u, k = _cosine_normaliser_update(a_x)
+        self.unit_sum += u
+        self.num_points += k
+
+    def update_layer(self, ctx: LayerContext) -> None:
+        self.update(ctx.a_x, ctx.a_gx)
+
+    def normaliser(self) -> torch.Tensor:
+        """``M``: the mean cosine similarity between distinct non-zero untransformed points."""
+        return _check_normaliser(_cosine_normaliser_compute(self.unit_sum, self.num_points), "cosine")
+
+    def compute(self) -> torch.Tensor:
+        return _per_element(self.score_sum, self.count, "latent G-EED (cosine)").mean() / self.normaliser()
+
+    def _compute_details(self) -> Dict[str, Any]:
+        M = self.normaliser()
+        per_element = _per_element(self.score_sum, self.count, "latent G-EED (cosine)") / M
+        return {
+            "value": float(per_element.mean()),
+            "per_element": per_element,
+            "per_channel": None,
+            "left_out": int(self.left_out.sum()),
+            "normaliser": float(M),
+        }
+
+
+class GEEDSoftmax(_GEED):
+    """Softmax G-EED, Kvinge et al. 2022 §3.1: ``mean_{x, g} KL(softmax(f(gx)) || softmax_hat(x))`` (vector layers only).
+
+    ``softmax_hat(x)`` is the mean of the softmax outputs over the orbit, identity included.
+    The layer's output is read as logits, or as probabilities when it already is a softmax
+    (``inputs="auto"``, the default, decides on the first batch: rows in ``[0, 1]`` summing
+    to 1). Meant for the network's output layer; on other vector layers it is the KL of the
+    softmax of those activations.
+
+    Args:
+        num_elements: ``m``.
+        inputs: ``"auto"``, ``"logits"`` or ``"probs"``.
+    """
+
+    measure_name = "geed_softmax"
+    vector_only = True
+    plot_lower_bound = 0.0
+
+    kl_sum: torch.Tensor
+    count: torch.Tensor
+
+    def __init__(self, num_elements: int, inputs: str = "auto", **kwargs: Any):
+        super().__init__(**kwargs)
+        _check_positive(type(self).__name__, num_elements=num_elements)
+        if inputs not in _SOFTMAX_INPUTS:
+            raise ValueError(f"inputs must be one of {_SOFTMAX_INPUTS}, got {inputs!r}")
+        self.inputs = inputs
+        self.add_state("kl_sum", torch.zeros(int(num_elements), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("count", torch.zeros(int(num_elements), dtype=torch.float64), dist_reduce_fx="sum")
+
+    @classmethod
+    def for_layer(cls, ctx: LayerContext, geed_softmax_input: str = "auto", **_: Any) -> "GEEDSoftmax":
+        cls._refuse(ctx)
+        return cls(len(ctx.elements), inputs=geed_softmax_input).to(ctx.a_x.device)
+
+    def update(self, a_x: torch.Tensor, a_gx: torch.Tensor) -> None:
+        """Add a batch: ``f(x)`` (``b x D``) and ``f(gx)`` (``m x b x D``), logits or probabilities."""
+        if self.inputs == "auto":
+            both = torch.cat([a_x.unsqueeze(0), a_gx])
+            self.inputs = "probs" if looks_like_probabilities(both) else "logits"
+        kl = geed_softmax_scores(a_x, a_gx, self.inputs)
+        self.kl_sum += kl.sum(1, dtype=torch.float64)
+        self.count += kl.shape[1]
+
+    def update_layer(self, ctx: LayerContext) -> None:
+        self.update(ctx.a_x, ctx.a_gx)
+
+    def compute(self) -> torch.Tensor:
+        return _per_element(self.kl_sum, self.count, "softmax G-EED").mean()
+
+    def _compute_details(self) -> Dict[str, Any]:
+        per_element = _per_element(self.kl_sum, self.count, "softmax G-EED")
+        return {"value": float(per_element.mean()), "per_element": per_element, "per_channel": None, "left_out": 0}

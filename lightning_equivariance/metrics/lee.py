@@ -1,0 +1,128 @@
+"""``LieDerivativeError``: the local equivariance error LEE (Gruver et al. 2023, Eq. 4).
+
+``LEE(f_{1:l}) = E_x ||L_X f_{1:l}(x)||^2 / dim`` of one layer's Lie derivatives, which
+:mod:`lightning_equivariance.lie` computes with one forward-mode pass per transform.
+States are per-channel sums of squares and entry counts, plus the number of images and
+the sum of squared per-image values (for a standard error), all ``dist_reduce_fx="sum"``:
+probe images split over chunks or processes give the same result as one pass.
+
+Example::
+
+    >>> import torch
+    >>> from lightning_equivariance.metrics import LieDerivativeError
+    >>> metric = LieDerivativeError(num_channels=2)
+    >>> metric.update(torch.ones(4, 2, 3, 3))     # Lie derivatives of 4 images, 2 channels
+    >>> float(metric.compute())
+    1.0
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict
+
+import torch
+
+from ..functional.lie import _lee_compute, _lee_update
+from .base import LayerMetric
+
+__all__ = ["LieContext", "LieDerivativeError"]
+
+
+@dataclass
+class LieContext:
+    """One layer's Lie derivatives for one chunk of probe images under one transform.
+
+    Attributes:
+        layer: the layer's name (for error messages).
+        kind: ``"map"`` (feature maps and ViT/Mixer tokens) or ``"vector"``.
+        transform: the :class:`~lightning_equivariance.lie.LieTransform`.
+        lie: ``b x C x P``: ``C`` channels of ``P`` entries each (a map's ``h w`` positions,
+            the tokens of a token layer, class tokens included); a vector is ``b x 1 x D``.
+    """
+
+    layer: str
+    kind: str
+    transform: Any
+    lie: torch.Tensor
+
+    @property
+    def num_channels(self) -> int:
+        return int(self.lie.shape[1])
+
+
+class LieDerivativeError(LayerMetric):
+    """Local equivariance error of one layer, Gruver et al. 2023 Eq. 4 (lower is more equivariant).
+
+    ``value = sum ||L||^2 / (n * dim)`` over ``n`` images (``dim`` entries per image);
+    ``per_channel[c]`` the same over channel ``c``'s entries. The paper's reference code
+    averages ``|L|`` instead of ``L^2``; this follows Eq. 4.
+
+    Args:
+        num_channels: ``C`` of the layer's Lie derivatives (1 for vector layers).
+    """
+
+    measure_name = "lee"
+    higher_is_better = False
+    plot_lower_bound = 0.0
+    #: The engine runs this measure in its own forward-mode pass, not the stacked forward.
+    forward_mode = True
+
+    sq_sum: torch.Tensor
+    entries: torch.Tensor
+    num_images: torch.Tensor
+    value_sum: torch.Tensor
+    value_sq_sum: torch.Tensor
+
+    def __init__(self, num_channels: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        if int(num_channels) < 1:
+            raise ValueError(f"num_channels must be >= 1, got {num_channels}")
+        c = int(num_channels)
+        self.add_state("sq_sum", torch.zeros(c, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("entries", torch.zeros(c, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("num_images", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("value_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("value_sq_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+
+    @classmethod
+    def for_layer(cls, ctx: LieContext, **_: Any) -> "LieDerivativeError":
+        return cls(ctx.num_channels).to(ctx.lie.device)
+
+    def update(self, lie: torch.Tensor) -> None:
+        """Add Lie derivatives of a batch: ``b x C x h x w`` maps, ``b x C x P`` or ``b x D`` vectors."""
+        if lie.dim() == 2:
+            lie = lie.unsqueeze(1)
+        elif lie.dim() > 3:
+            lie = lie.flatten(2)
+        if lie.dim() != 3 or lie.shape[1] != self.sq_sum.shape[0]:
+            raise ValueError(
+                f"LieDerivativeError was created for {self.sq_sum.shape[0]} channels, got Lie derivatives of shape "
+                f"{tuple(lie.shape)}"
+            )
+        sq, entries, per_image = _lee_update(lie)
+        self.sq_sum += sq
+        self.entries += entries
+        self.num_images += per_image.numel()
+        self.value_sum += per_image.sum()
+        self.value_sq_sum += per_image.square().sum()
+
+    def update_layer(self, ctx: LieContext) -> None:
+        self.update(ctx.lie)
+
+    def compute(self) -> torch.Tensor:
+        """The layer's LEE (Eq. 4)."""
+        return _lee_compute(self.sq_sum, self.entries)[1]
+
+    def _compute_details(self) -> Dict[str, Any]:
+        per_channel, value = _lee_compute(self.sq_sum, self.entries)
+        n = self.num_images.clamp_min(1)
+        mean = self.value_sum / n
+        var = (self.value_sq_sum / n - mean.square()).clamp_min(0) * n / (n - 1).clamp_min(1)
+        return {
+            "value": float(value),
+            "per_element": value.reshape(1),
+            "per_channel": per_channel if per_channel.numel() > 1 else None,
+            "left_out": 0,
+            # standard error of the mean over images (the paper's error bars)
+            "stderr": float((var / n).sqrt()),
+        }

@@ -1,0 +1,60 @@
+"""DDP: 2 CPU processes (gloo), each measuring a disjoint shard, log the one-process values.
+
+Plain ``strategy="ddp"`` inside pytest would re-run the test file in the child process, so
+the training runs in ``tests/ddp_script.py`` in a subprocess with a timeout.
+"""
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from callback_helpers import LitCNN, make_data
+from lightning_equivariance import EquivarianceCallback, measure
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_log_the_one_process_values(tmp_path):
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    env.pop("LOCAL_RANK", None)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(HERE, "ddp_script.py"), str(tmp_path), "--devices", "2", "--num-samples", "37"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+        cwd=str(tmp_path),
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=False)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=False)
+    assert r0["world_size"] == 2
+    assert sorted(r0["history"]) == [0, 1]
+    # Both processes hold the same synced values (what ModelCheckpoint/EarlyStopping see).
+    assert r0["history"] == r1["history"]
+    assert r0["callback_metrics"] == pytest.approx(r1["callback_metrics"], abs=0)
+    indices = r0["indices"]
+    assert torch.equal(indices, r1["indices"]) and len(indices) == 37  # shards 19 + 18
+
+    # The one-process measurement of the same model state on the whole probe set.
+    x, _ = make_data(50, 2)
+    helper = EquivarianceCallback()
+    model = LitCNN()
+    csv = pd.read_csv(tmp_path / "csv" / "version_0" / "metrics.csv")
+    for epoch, state in r0["states"].items():
+        model.load_state_dict(state)
+        report = measure(model, x[indices], measures=("invariance", "equivariance"), groups=("rotation90",))
+        expected = helper._scalars(report)
+        logged = r0["history"][epoch]
+        assert set(logged) == set(expected)
+        for name, value in expected.items():
+            assert logged[name] == pytest.approx(value, abs=1e-6), name
+        # ... and that is what rank zero wrote through the CSVLogger, at step = epoch.
+        rows = csv[csv["step"] == epoch].dropna(subset=[name for name in expected][:1])
+        assert len(rows) == 1
+        for name, value in expected.items():
+            assert float(rows[name].iloc[0]) == pytest.approx(value, abs=1e-6), name

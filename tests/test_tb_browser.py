@@ -1,0 +1,517 @@
+"""End-to-end: real training + real `tensorboard` + headless Chromium + the tab.
+
+Needs Debian's ``chromium`` and ``chromium-driver`` (/usr/bin/chromium,
+/usr/bin/chromedriver) and the ``selenium`` package; selenium never
+downloads a driver here (the Service gets the executable path).
+
+The log directory (:func:`make_logdir`) comes from a real training run:
+three tiny CNNs fitted for 2 epochs with ``lightning.pytorch.Trainer``,
+``TensorBoardLogger`` and ``EquivarianceCallback`` (per-channel data, a
+``val_acc`` scalar, one baseline), plus a run with a hostile name and a run of
+the normalised variance ``nv`` that reaches ``+inf`` (MEASURES.md section 4),
+both written from ``measure()`` reports of a trained model. The checks read
+what to expect from the plugin's JSON routes, not from the data.
+
+The README screenshots come from ``benchmarks/screenshots.py`` (the main
+example's runs), not from here; this test saves its own screenshots to its
+temporary directory only.
+"""
+
+import json
+import math
+import os
+import time
+import urllib.parse
+import urllib.request
+
+import numpy as np
+import pytest
+
+import tb_helpers
+from tb_helpers import XSS_RUN
+
+pytestmark = pytest.mark.browser
+
+if not os.path.exists(tb_helpers.CHROMIUM):
+    pytest.skip(
+        "needs %s (apt-get install chromium chromium-driver)" % tb_helpers.CHROMIUM,
+        allow_module_level=True,
+    )
+
+from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+
+WAIT = 30  # seconds, the bound of every wait
+GROUP = tb_helpers.GROUP  # "rotation90", the callback's group name
+NV_RUN = "nv_degenerate"
+
+
+def make_logdir(path):
+    """Train the runs the browser test serves; returns what the live-update
+    and infinity checks need (the trained modules, probe images, run dirs).
+
+    Real runs: ``cnn``, ``cnn_rotaug`` and the baseline ``cnn_wide``
+    (Trainer + TensorBoardLogger + EquivarianceCallback, 2 epochs, 128
+    images of 16x16, 32 probe images, per-channel data, ``val_acc``). From
+    ``measure()`` reports of the trained ``cnn``: the hostile-name run and
+    an ``nv`` run whose last point is ``+inf``.
+    """
+    import lightning.pytorch  # noqa: F401 - imported before the clock starts
+    import torch  # noqa: F401
+
+    import lightning_equivariance.callback  # noqa: F401
+
+    started = time.monotonic()
+    info = tb_helpers.train_logdir(path)
+    tb_helpers.write_measured_run(path, XSS_RUN, info["cnn"])
+    tb_helpers.write_nv_run(path, info["cnn"]["module"], run=NV_RUN)
+    info["_seconds"] = time.monotonic() - started
+    return info
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    path = str(tmp_path_factory.mktemp("tb_browser"))
+    info = make_logdir(path)
+    print("make_logdir: %.1f s (imports excluded)" % info["_seconds"])
+    return path, info
+
+
+@pytest.fixture(scope="module")
+def logdir(trained):
+    return trained[0]
+
+
+@pytest.fixture(scope="module")
+def tensorboard(logdir):
+    with tb_helpers.TensorBoardProcess(logdir) as tb:
+        yield tb
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory):
+    return tmp_path_factory.mktemp("tb_browser_shots")
+
+
+@pytest.fixture(scope="module")
+def driver(tensorboard):
+    drv = tb_helpers.chrome_driver(width=1400, height=1000)
+    try:
+        tb_helpers.open_plugin(drv, tensorboard.url, timeout=WAIT)
+        wait(drv, lambda d: d.execute_script("return document.body.dataset.renderCount"))
+        yield drv
+    finally:
+        drv.quit()
+
+
+def wait(driver, condition, timeout=WAIT, message=""):
+    return WebDriverWait(driver, timeout, poll_frequency=0.2).until(condition, message)
+
+
+def api(tb, route, **params):
+    url = "%s/data/plugin/equivariance/%s?%s" % (
+        tb.url,
+        route,
+        urllib.parse.urlencode(params, doseq=True),
+    )
+    with urllib.request.urlopen(url, timeout=10) as r:
+        text = r.read().decode("utf-8")
+    # Strict JSON: no bare NaN / Infinity tokens.
+    return json.loads(text, parse_constant=lambda c: pytest.fail("bare %s in JSON" % c))
+
+
+def number(value):
+    """A JSON number of the routes: "Infinity"/"-Infinity" strings, null = NaN."""
+    return math.nan if value is None else float(value)
+
+
+def runs_with(tb, measure, group=GROUP):
+    return [
+        r["run"]
+        for r in api(tb, "runs")["runs"]
+        if any(s["measure"] == measure and s["group"] == group for s in r["series"])
+    ]
+
+
+def js(driver, script, *args):
+    return driver.execute_script(script, *args)
+
+
+def render_count(driver):
+    return int(js(driver, "return document.body.dataset.renderCount || 0"))
+
+
+def click_view(driver, view):
+    before = render_count(driver)
+    driver.find_element(By.CSS_SELECTOR, 'button[data-view="%s"]' % view).click()
+    wait(driver, lambda d: render_count(d) > before, message="view %s" % view)
+
+
+def select_measure(driver, measure):
+    select = Select(driver.find_element(By.CSS_SELECTOR, ".eq-toolbar select"))
+    if select.first_selected_option.get_attribute("value") == measure:
+        return
+    before = render_count(driver)
+    select.select_by_value(measure)
+    wait(driver, lambda d: render_count(d) > before, message="measure %s" % measure)
+
+
+def drawn_heatmaps(driver):
+    """{run: [rows, cols, first row, infinite cells]} of the drawn canvases."""
+    return js(
+        driver,
+        """
+        const out = {};
+        for (const card of document.querySelectorAll('.eq-heatmap[data-drawn="1"]')) {
+          const canvas = card.querySelector('canvas.eq-canvas');
+          if (!canvas || !canvas.eqHeatmap) continue;
+          out[card.dataset.run] = [Number(canvas.dataset.rows), Number(canvas.dataset.cols),
+            canvas.eqHeatmap.row(0).map(v => (Number.isFinite(v) ? v : String(v))),
+            Number(canvas.dataset.infinite)];
+        }
+        return out;
+        """,
+    )
+
+
+def all_drawn(driver, runs):
+    js(driver, "window.scrollTo(0, document.body.scrollHeight)")
+    got = drawn_heatmaps(driver)
+    return got if set(got) == set(runs) else False
+
+
+def canvas_of(driver, run):
+    return driver.find_element(
+        By.CSS_SELECTOR, '.eq-heatmap[data-run="%s"] canvas.eq-canvas' % run
+    )
+
+
+def hover_cell(driver, canvas, r, c):
+    """Move the mouse over cell (r, c) of a canvas heatmap; returns the
+    tooltip's text."""
+    js(driver, "arguments[0].scrollIntoView({block: 'center'})", canvas)
+    dx, dy = js(
+        driver,
+        """
+        const [canvas, r, c] = arguments;
+        const p = canvas.eqHeatmap.plot;
+        const box = canvas.getBoundingClientRect();
+        const x = p.left + (c + 0.5) * p.pw / p.cols, y = p.top + (r + 0.5) * p.ph / p.rows;
+        return [Math.round(x - box.width / 2), Math.round(y - box.height / 2)];
+        """,
+        canvas,
+        r,
+        c,
+    )
+    ActionChains(driver).move_to_element_with_offset(canvas, dx, dy).perform()
+    tip = canvas.find_element(By.XPATH, "../div[contains(@class, 'eq-tip')]")
+    wait(driver, lambda d: tip.is_displayed(), message="tooltip")
+    return js(driver, "return arguments[0].textContent", tip)
+
+
+def pixel_matches(driver, canvas, r, c):
+    """[drawn rgb at the centre of cell (r, c), colorOf(value)]."""
+    return js(
+        driver,
+        """
+        const [canvas, r, c] = arguments;
+        const h = canvas.eqHeatmap, p = h.plot, dpr = window.devicePixelRatio || 1;
+        const x = p.left + (c + 0.5) * p.pw / p.cols, y = p.top + (r + 0.5) * p.ph / p.rows;
+        const px = canvas.getContext('2d').getImageData(Math.floor(x * dpr), Math.floor(y * dpr), 1, 1).data;
+        return [[px[0], px[1], px[2]], h.colorOf(h.valueAt(r, c))];
+        """,
+        canvas,
+        r,
+        c,
+    )
+
+
+def screenshot(driver, shots, name):
+    driver.switch_to.default_content()
+    driver.save_screenshot(str(shots / name))
+    frame = driver.find_element(By.CSS_SELECTOR, 'iframe[src*="name=equivariance"]')
+    driver.switch_to.frame(frame)
+
+
+def assert_no_alert(driver):
+    driver.switch_to.default_content()
+    try:
+        text = driver.switch_to.alert.text
+    except NoAlertPresentException:
+        pass
+    else:  # pragma: no cover - the failure we guard against
+        pytest.fail("an alert opened: %r" % text)
+    finally:
+        frame = driver.find_element(By.CSS_SELECTOR, 'iframe[src*="name=equivariance"]')
+        driver.switch_to.frame(frame)
+
+
+def test_real_runs_are_served(tensorboard):
+    runs = {r["run"]: r for r in api(tensorboard, "runs")["runs"]}
+    assert set(runs) == set(tb_helpers.TRAINED_RUNS) | {XSS_RUN, NV_RUN}
+    for run in tb_helpers.TRAINED_RUNS:
+        series = {(s["measure"], s["group"]): s for s in runs[run]["series"]}
+        assert set(series) == {(m, GROUP) for m in tb_helpers.MEASURES}
+        for s in series.values():
+            assert s["last_step"] == tb_helpers.EPOCHS - 1 and s["has_channels"]
+    assert runs["cnn_wide"]["baseline"] is True
+    assert "val_acc" in [t["tag"] for t in api(tensorboard, "scalar_tags")["tags"]]
+
+
+def test_first_render_needs_no_plotly(driver):
+    # The heatmaps are drawn by our canvas renderer; plotly.js comes later.
+    assert js(driver, "return document.body.dataset.view") == "heatmap"
+    first = js(driver, "return window.eqFirstRenderMs")
+    assert first is not None
+    plotly_marks = js(
+        driver, "return performance.getEntriesByName('eq-plotly').map(e => e.startTime)"
+    )
+    assert all(mark > first for mark in plotly_marks), (first, plotly_marks)
+
+
+def test_heatmaps_match_the_data(tensorboard, driver):
+    names = runs_with(tensorboard, "equivariance")
+    assert js(driver, "return document.querySelector('select').value") == "equivariance"
+    drawn = wait(driver, lambda d: all_drawn(d, names), message="all heatmaps drawn")
+    for run in names:
+        series = api(tensorboard, "series", run=run, measure="equivariance", group=GROUP)
+        rows, cols, first_row, infinite = drawn[run]
+        assert (rows, cols) == (len(series["layers"]), len(series["steps"]))
+        assert infinite == 0
+        np.testing.assert_allclose(first_row, series["values"][0], rtol=1e-6)
+    # The pixels show the values: cell colours are the colour map's.
+    canvas = canvas_of(driver, "cnn")
+    rows, cols = drawn["cnn"][:2]
+    for r, c in [(0, 0), (rows // 2, cols - 1), (rows - 1, 0)]:
+        got, expected = pixel_matches(driver, canvas, r, c)
+        assert np.abs(np.subtract(got, expected)).max() <= 2, (r, c, got, expected)
+    # The tooltip: run, layer (part), epoch, value - as text.
+    series = api(tensorboard, "series", run="cnn", measure="equivariance", group=GROUP)
+    r, c = rows - 1, cols - 1
+    text = hover_cell(driver, canvas, r, c)
+    assert text.split("\n") == [
+        "cnn",
+        "layer %s (%s)" % (series["layers"][r], series["parts"][r]),
+        "epoch %d" % series["steps"][c],
+        "value %.4f" % series["values"][r][c],
+    ]
+
+
+def set_run_visible(driver, run, visible):
+    box = driver.find_element(By.CSS_SELECTOR, '.eq-run[data-run="%s"] input' % run)
+    js(driver, "arguments[0].scrollIntoView({block: 'center'})", box)
+    if box.is_selected() != visible:
+        before = render_count(driver)
+        box.click()
+        wait(driver, lambda d: render_count(d) > before)
+
+
+def test_views_render(tensorboard, driver, shots):
+    set_run_visible(driver, XSS_RUN, False)
+    js(driver, "window.scrollTo(0, 0)")
+    wait(driver, lambda d: js(d, "return document.querySelector('.eq-heatmap[data-drawn=\"1\"]') != null"))
+    screenshot(driver, shots, "heatmap.png")
+
+    click_view(driver, "curves")
+    panels = js(driver, "return document.querySelectorAll('.eq-card .js-plotly-plot').length")
+    assert panels == 2
+    screenshot(driver, shots, "curves.png")
+
+    click_view(driver, "profile")
+    runs = [
+        r for r in api(tensorboard, "runs")["runs"]
+        if r["run"] in runs_with(tensorboard, "equivariance") and r["run"] != XSS_RUN
+    ]
+    traces = js(driver, "return document.querySelector('.js-plotly-plot').data.length")
+    assert traces == len(runs)
+    dashed = js(
+        driver,
+        "return document.querySelector('.js-plotly-plot').data"
+        ".filter(t => t.line.dash === 'dash').map(t => t.name)",
+    )
+    baselines = [r["run"] for r in runs if r["baseline"]]
+    assert len(dashed) == len(baselines) == 1
+    assert all(any(name.startswith(b) for b in baselines) for name in dashed)
+    screenshot(driver, shots, "profile.png")
+
+    click_view(driver, "channels")
+    run_select = driver.find_elements(By.CSS_SELECTOR, ".eq-view-controls select")[0]
+    options = [o.get_attribute("value") for o in Select(run_select).options]
+    run = "cnn_rotaug"
+    assert run in options
+    before = render_count(driver)
+    Select(run_select).select_by_value(run)
+    wait(driver, lambda d: render_count(d) > before)
+    layer_select = driver.find_elements(By.CSS_SELECTOR, ".eq-view-controls select")[1]
+    layers = [o.get_attribute("value") for o in Select(layer_select).options]
+    layer = layers[(2 * len(layers)) // 3]
+    before = render_count(driver)
+    Select(layer_select).select_by_value(layer)
+    wait(driver, lambda d: render_count(d) > before)
+    body = api(tensorboard, "channels", run=run, measure="equivariance", group=GROUP, layer=layer)
+    canvas = driver.find_element(By.CSS_SELECTOR, '.eq-card[data-id="channels-heat"] canvas.eq-canvas')
+    shape = [int(canvas.get_attribute("data-rows")), int(canvas.get_attribute("data-cols"))]
+    assert shape == [body["channels"], len(body["steps"])]
+    np.testing.assert_allclose(
+        js(driver, "return arguments[0].eqHeatmap.row(0)", canvas), body["values"][0], rtol=1e-6
+    )
+    bars = js(driver, "return document.querySelector('.js-plotly-plot').data[0].y.length")
+    assert bars == body["channels"]
+    screenshot(driver, shots, "channels.png")
+
+    click_view(driver, "spearman")
+    wait(driver, lambda d: js(d, "return document.querySelectorAll('.eq-table tr[data-part]').length"))
+    assert Select(
+        driver.find_element(By.CSS_SELECTOR, ".eq-view-controls select")
+    ).first_selected_option.text == "val_acc"
+    expected = api(
+        tensorboard, "spearman", measure="equivariance", group=GROUP,
+        scalar="val_acc", run=[r["run"] for r in runs],
+    )
+    cells = js(
+        driver,
+        "return [...document.querySelectorAll('.eq-table tr[data-part]')]"
+        ".map(tr => [tr.dataset.part, tr.children[1].textContent])",
+    )
+    assert cells == [
+        [p["part"], "–" if p["rho"] is None else "%.3f" % p["rho"]]
+        for p in expected["parts"]
+    ]
+    screenshot(driver, shots, "spearman.png")
+    click_view(driver, "heatmap")
+    set_run_visible(driver, XSS_RUN, True)
+
+
+def test_switch_measure(tensorboard, driver):
+    select_measure(driver, "invariance")
+    series = api(tensorboard, "series", run="cnn", measure="invariance", group=GROUP)
+    drawn = wait(
+        driver,
+        lambda d: drawn_heatmaps(d).get("cnn"),
+        message="cnn heatmap after switching measure",
+    )
+    np.testing.assert_allclose(drawn[2], series["values"][0], rtol=1e-6)
+
+
+def test_live_update_keeps_selection(tensorboard, driver, trained):
+    # User state: measure "invariance" (previous test), cnn_rotaug hidden.
+    set_run_visible(driver, "cnn_rotaug", False)
+    js(driver, "window.__sameDocument = true")
+
+    run = "cnn"
+    series = api(tensorboard, "series", run=run, measure="invariance", group=GROUP)
+    last = series["steps"][-1]
+    # A real write: measure the trained model again, log it at the next step.
+    report = tb_helpers.append_measured_epoch(trained[1][run], last + 1)
+    new_values = next(s for s in report.series() if s.measure == "invariance").values
+
+    def updated(d):
+        got = drawn_heatmaps(d).get(run)
+        return got if got and got[1] == len(series["steps"]) + 1 else False
+
+    wait(driver, updated, message="new epoch shown without reload")
+    canvas = canvas_of(driver, run)
+    column = js(
+        driver,
+        "const h = arguments[0].eqHeatmap; return h.spec.values.map(row => row[row.length - 1])",
+        canvas,
+    )
+    np.testing.assert_allclose(column, new_values, rtol=1e-6)
+    assert js(driver, "return window.__sameDocument") is True  # no page reload
+    assert Select(driver.find_element(By.CSS_SELECTOR, ".eq-toolbar select")).first_selected_option.text == "invariance"
+    assert not driver.find_element(By.CSS_SELECTOR, '.eq-run[data-run="cnn_rotaug"] input').is_selected()
+    assert "cnn_rotaug" not in drawn_heatmaps(driver)
+    set_run_visible(driver, "cnn_rotaug", True)
+
+
+def test_hostile_run_name_is_text(driver):
+    assert_no_alert(driver)
+    label = driver.find_element(By.CSS_SELECTOR, '.eq-run[data-run="%s"] .eq-run-name' % XSS_RUN)
+    assert label.text == XSS_RUN
+    model = driver.find_element(By.CSS_SELECTOR, '.eq-run[data-run="%s"] .eq-run-model' % XSS_RUN)
+    assert model.text == "<b>evil</b> model"
+    # Canvas heatmap: title and tooltip are text.
+    title = driver.find_element(By.CSS_SELECTOR, '.eq-heatmap[data-run="%s"] .eq-card-title' % XSS_RUN)
+    assert title.text.startswith(XSS_RUN)
+    tip = hover_cell(driver, canvas_of(driver, XSS_RUN), 0, 0)
+    assert tip.split("\n")[0] == XSS_RUN
+    click_view(driver, "profile")
+    legend = js(
+        driver,
+        "return [...document.querySelectorAll('.legendtext')].map(t => t.textContent)",
+    )
+    assert any(text.startswith(XSS_RUN) for text in legend), legend
+    assert js(driver, "return document.querySelectorAll('img, b, [onerror]').length") == 0
+    assert_no_alert(driver)
+    driver.switch_to.default_content()
+    assert js(driver, "return document.querySelectorAll('img[src=\"x\"], [onerror]').length") == 0
+    logs = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+    assert not [m for m in logs if "equivariance" in m], logs
+    frame = driver.find_element(By.CSS_SELECTOR, 'iframe[src*="name=equivariance"]')
+    driver.switch_to.frame(frame)
+    click_view(driver, "heatmap")
+
+
+def test_infinite_values_are_shown(tensorboard, driver, shots):
+    # nv = TV / SV (MEASURES.md section 4) with x/0 = +inf: the nv run's
+    # last point was measured on one image repeated (SV = 0).
+    select_measure(driver, "nv")
+    series = api(tensorboard, "series", run=NV_RUN, measure="nv", group=GROUP)
+    values = [[number(v) for v in row] for row in series["values"]]
+    inf_cells = [(r, c) for r, row in enumerate(values) for c, v in enumerate(row) if v == math.inf]
+    assert inf_cells, values
+    drawn = wait(driver, lambda d: drawn_heatmaps(d).get(NV_RUN), message="nv heatmap")
+    assert drawn[3] == len(inf_cells)
+    assert drawn[2] == ["Infinity" if v == math.inf else pytest.approx(v, rel=1e-6) for v in values[0]]
+    hint = js(driver, "return document.querySelector('.eq-main .eq-hint').textContent")
+    assert "Hatched cells are +∞" in hint
+    canvas = canvas_of(driver, NV_RUN)
+    r, c = inf_cells[-1]
+    assert hover_cell(driver, canvas, r, c).split("\n")[-1] == "value ∞"
+    # +inf takes the colour of the scale's top end (under the hatching).
+    top_colour, inf_colour = js(
+        driver,
+        "const h = arguments[0].eqHeatmap; return [h.colorOf(h.spec.zmax), h.colorOf(Infinity)]",
+        canvas,
+    )
+    assert top_colour == inf_colour
+    screenshot(driver, shots, "infinite_heatmap.png")
+
+    click_view(driver, "profile")
+    trace = js(
+        driver,
+        "const t = document.querySelector('.js-plotly-plot').data[0];"
+        "return [t.text, t.marker.symbol];",
+    )
+    assert "∞" in trace[0]
+    assert "triangle-up" in trace[1]
+    labels = js(
+        driver,
+        "return [...document.querySelectorAll('.annotation-text')].map(t => t.textContent)",
+    )
+    assert "+∞" in labels
+    screenshot(driver, shots, "infinite_profile.png")
+    click_view(driver, "heatmap")
+    select_measure(driver, "equivariance")
+
+
+def test_downsampled_note(driver, tmp_path):
+    # Without --samples_per_plugin TensorBoard keeps 100 points per tag
+    # (Rust data server; 10 with the Python loader).
+    tb_helpers.write_long_run(tmp_path / "long_run", epochs=120)
+    with tb_helpers.TensorBoardProcess(tmp_path, keep_all=False) as tb:
+        driver.switch_to.default_content()
+        # The plugin's page alone (what TensorBoard puts in the iframe).
+        driver.get(tb.url + "/data/plugin_entry.html?name=equivariance")
+        wait(driver, lambda d: js(d, "return document.body.dataset.renderCount"))
+        banner = wait(
+            driver,
+            lambda d: js(d, "const b = document.querySelector('.eq-banner');"
+                            "return b.hidden ? false : b.textContent"),
+            message="down-sampling note",
+        )
+        assert "--samples_per_plugin=equivariance=0" in banner
+        sub = driver.find_element(By.CSS_SELECTOR, ".eq-heatmap .eq-card-sub").text
+        assert "of 120 epochs kept by TensorBoard" in sub

@@ -1,0 +1,537 @@
+"""In-process route tests of the equivariance TensorBoard plugin."""
+
+import base64
+import gzip
+import importlib.metadata
+import json
+import os
+import re
+
+import numpy as np
+import pytest
+from tensorboard.backend import application
+from tensorboard.backend.event_processing import data_provider as mux_provider
+from tensorboard.backend.event_processing import plugin_event_multiplexer
+from tensorboard.compat.proto import summary_pb2
+from tensorboard.plugins import base_plugin
+from werkzeug import test as werkzeug_test
+from werkzeug import wrappers
+
+import tb_helpers
+from tb_helpers import RUNS, XSS_RUN
+from tb_plugin import plugin as plugin_module
+from tb_plugin import summary
+from tb_plugin.plugin import EquivariancePlugin
+
+PREFIX = "/data/plugin/equivariance"
+EPOCHS = 4
+N_LAYERS = 6
+
+
+def make_client(logdir, samples=0, sampling_hints="same"):
+    """A werkzeug client over TensorBoardWSGI with the plugin, reading
+    ``logdir`` through the multiplexer data provider (TensorBoard's Python
+    loader) that keeps ``samples`` points per tag (0 = all)."""
+    multiplexer = plugin_event_multiplexer.EventMultiplexer(
+        tensor_size_guidance={"equivariance": samples}
+    )
+    multiplexer.AddRunsFromDirectory(str(logdir))
+    multiplexer.Reload()
+    provider = mux_provider.MultiplexerDataProvider(multiplexer, str(logdir))
+    hints = {"equivariance": samples} if sampling_hints == "same" else sampling_hints
+    context = base_plugin.TBContext(
+        logdir=str(logdir), data_provider=provider, sampling_hints=hints
+    )
+    plugin = EquivariancePlugin(context)
+    app = application.TensorBoardWSGI([plugin], data_provider=provider)
+    return werkzeug_test.Client(app, wrappers.Response)
+
+
+@pytest.fixture(scope="module")
+def logdir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("logdir")
+    tb_helpers.write_fake_logdir(path, epochs=EPOCHS, n_layers=N_LAYERS)
+    # A run named like a baseline but without the metadata flag.
+    tb_helpers.write_fake_logdir(
+        path,
+        epochs=2,
+        n_layers=3,
+        runs={"e2cnn_steerable": dict(RUNS["resnet_a"], baseline=False)},
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def client(logdir):
+    return make_client(logdir)
+
+
+def strict_json(text):
+    """``json.loads`` refusing the bare ``NaN``/``Infinity`` tokens that
+    Python writes but JSON (and ``JSON.parse``) does not have."""
+
+    def refuse(token):
+        raise AssertionError("bare %s in JSON: not JSON" % token)
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def get(client, route, expect=200, **params):
+    response = client.get(PREFIX + route, query_string=params)
+    assert response.status_code == expect, response.get_data(as_text=True)
+    assert response.mimetype == "application/json"
+    return strict_json(response.get_data(as_text=True))
+
+
+def number(value):
+    """A number as the routes send it: "Infinity"/"-Infinity", null = NaN."""
+    if value is None:
+        return float("nan")
+    assert isinstance(value, (int, float)) or value in ("Infinity", "-Infinity"), value
+    return float(value)
+
+
+def expected_values(run, epoch, measure_index=0, n_layers=N_LAYERS):
+    spec = RUNS[run]
+    report = tb_helpers.fake_report(
+        epoch,
+        n_layers=n_layers,
+        channels=tb_helpers.channel_counts(n_layers),
+        offset=spec["offset"],
+        tilt=spec["tilt"],
+    )
+    return report.items[measure_index]
+
+
+def test_entry_point_and_frontend_metadata():
+    names = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="tensorboard_plugins")}
+    assert names.get("equivariance") == "tb_plugin.plugin:EquivariancePlugin"
+    meta = EquivariancePlugin(base_plugin.TBContext()).frontend_metadata()
+    assert meta.es_module_path == "/index.js"
+    assert meta.tab_name == "Equivariance"
+
+
+def test_plugins_listing(client):
+    body = json.loads(client.get("/data/plugins_listing").get_data(as_text=True))
+    entry = body["equivariance"]
+    assert entry["enabled"] is True
+    assert entry["tab_name"] == "Equivariance"
+    assert entry["loading_mechanism"] == {
+        "type": "IFRAME",
+        "module_path": PREFIX + "/index.js",
+    }
+
+
+def test_runs(client):
+    body = get(client, "/runs")
+    runs = {r["run"]: r for r in body["runs"]}
+    assert set(runs) == set(RUNS) | {"e2cnn_steerable"}
+    # The hostile name comes back verbatim (the frontend escapes it).
+    assert runs[XSS_RUN]["model"] == "<b>evil</b> model"
+    a = runs["resnet_a"]
+    assert a["model"] == "resnet18" and a["layers"] == N_LAYERS
+    assert a["last_step"] == EPOCHS - 1 and a["baseline"] is False
+    assert {(s["measure"], s["group"]) for s in a["series"]} == {
+        ("equivariance", "rot90"),
+        ("invariance", "rot90"),
+    }
+    assert all(s["has_channels"] for s in a["series"])
+    assert runs["steerable_baseline"]["baseline"] is True
+    assert runs["steerable_baseline"]["baseline_flag"] is True
+    # Baseline by name only.
+    assert runs["e2cnn_steerable"]["baseline"] is True
+    assert runs["e2cnn_steerable"]["baseline_flag"] is False
+    assert body["measures"] == {"equivariance": ["rot90"], "invariance": ["rot90"]}
+    assert body["samples_flag"] == "--samples_per_plugin=equivariance=0"
+
+
+def test_series(client):
+    body = get(client, "/series", run="resnet_b", measure="invariance", group="rot90")
+    assert body["layers"] == tb_helpers.layer_names(N_LAYERS)
+    assert body["parts"] == tb_helpers.default_parts(N_LAYERS)
+    assert body["steps"] == list(range(EPOCHS))
+    assert body["downsampled"] is False and body["has_channels"] is True
+    values = np.array(body["values"])
+    assert values.shape == (N_LAYERS, EPOCHS)  # layer x epoch
+    for epoch in range(EPOCHS):
+        np.testing.assert_allclose(
+            values[:, epoch], expected_values("resnet_b", epoch, 1).values, rtol=1e-6
+        )
+
+
+def test_series_base64_matches_json(client):
+    args = dict(run=XSS_RUN, measure="equivariance", group="rot90")
+    as_json = get(client, "/series", **args)
+    as_b64 = get(client, "/series", encoding="base64", **args)
+    assert "values" not in as_b64 and as_b64["values_shape"] == [N_LAYERS, EPOCHS]
+    decoded = np.frombuffer(base64.b64decode(as_b64["values_base64"]), "<f4")
+    np.testing.assert_allclose(
+        decoded.reshape(N_LAYERS, EPOCHS), np.array(as_json["values"]), rtol=1e-6
+    )
+    assert as_b64["run"] == XSS_RUN
+
+
+def test_series_batch(client):
+    runs = ["resnet_c", XSS_RUN, "resnet_a"]
+    body = get(client, "/series_batch", run=runs, measure="equivariance", group="rot90")
+    assert [x["run"] for x in body["series"]] == runs
+    for x in body["series"]:
+        single = get(client, "/series", run=x["run"], measure="equivariance", group="rot90")
+        assert x == single
+    b64 = get(
+        client, "/series_batch", run=runs[:1], measure="equivariance",
+        group="rot90", encoding="base64",
+    )
+    assert b64["series"][0]["values_shape"] == [N_LAYERS, EPOCHS]
+    missing = get(
+        client, "/series_batch", expect=404, run=["resnet_a", "nope"],
+        measure="equivariance", group="rot90",
+    )
+    assert missing == {"error": "no data for measure 'equivariance', group 'rot90' in run(s) 'nope'"}
+    assert "missing query parameter 'run'" in get(
+        client, "/series_batch", expect=400, measure="equivariance", group="rot90"
+    )["error"]
+
+
+def test_channels(client):
+    layer = tb_helpers.layer_names(N_LAYERS)[2]
+    count = tb_helpers.channel_counts(N_LAYERS)[2]
+    args = dict(run="resnet_c", measure="equivariance", group="rot90", layer=layer)
+    body = get(client, "/channels", **args)
+    assert body["channels"] == count and body["layer_index"] == 2
+    assert body["part"] == "Middle" and body["steps"] == list(range(EPOCHS))
+    values = np.array(body["values"])
+    assert values.shape == (count, EPOCHS)  # channel x epoch, no padding
+    np.testing.assert_allclose(
+        values[:, 1], expected_values("resnet_c", 1).per_channel[2], rtol=1e-6
+    )
+    one = get(client, "/channels", step=3, **args)
+    np.testing.assert_allclose(
+        one["values"], expected_values("resnet_c", 3).per_channel[2], rtol=1e-6
+    )
+    assert one["step"] == 3
+
+
+@pytest.mark.parametrize(
+    "route, params, code, message",
+    [
+        ("/series", dict(measure="equivariance", group="rot90"), 400, "missing query parameter 'run'"),
+        ("/series", dict(run="resnet_a", group="rot90"), 400, "missing query parameter 'measure'"),
+        ("/series", dict(run="nope", measure="equivariance", group="rot90"), 404, "run 'nope' has no equivariance data"),
+        ("/series", dict(run="resnet_a", measure="lee", group="rot90"), 404, "no data for measure 'lee', group 'rot90' (it has: equivariance/rot90, invariance/rot90)"),
+        ("/series", dict(run="resnet_a", measure="equivariance", group="flip"), 404, "group 'flip'"),
+        ("/series", dict(run="resnet_a", measure="equivariance", group="rot90", encoding="xml"), 400, "encoding must be 'json' or 'base64'"),
+        ("/channels", dict(run="resnet_a", measure="equivariance", group="rot90"), 400, "missing query parameter 'layer'"),
+        ("/channels", dict(run="resnet_a", measure="equivariance", group="rot90", layer="nope"), 404, "run 'resnet_a' has no layer 'nope'"),
+        ("/channels", dict(run="resnet_a", measure="equivariance", group="rot90", layer="fc", step="x"), 400, "step must be an integer, got 'x'"),
+        ("/channels", dict(run="resnet_a", measure="equivariance", group="rot90", layer="fc", step="99"), 404, "no per-channel data at step 99"),
+        ("/channels", dict(run=XSS_RUN, measure="lee", group="rot90", layer="fc"), 404, "has no per-channel data for measure 'lee'"),
+        ("/spearman", dict(measure="equivariance", group="rot90"), 400, "missing query parameter 'scalar'"),
+        ("/spearman", dict(measure="lee", group="rot90", scalar="val/acc"), 404, "no run has data for measure 'lee', group 'rot90'"),
+        ("/spearman", dict(measure="equivariance", group="rot90", scalar="nope"), 404, "has the scalar tag 'nope'"),
+    ],
+)
+def test_errors_are_json(client, route, params, code, message):
+    body = get(client, route, expect=code, **params)
+    assert set(body) == {"error"}
+    assert message in body["error"]
+
+
+def test_scalar_tags(client):
+    assert get(client, "/scalar_tags") == {
+        "tags": [{"tag": "val/acc", "runs": len(RUNS) + 1}],
+        "runs": len(RUNS) + 1,
+    }
+
+
+def test_spearman_matches_scipy(client):
+    stats = pytest.importorskip("scipy.stats")
+    body = get(client, "/spearman", measure="equivariance", group="rot90", scalar="val/acc")
+    points = {p["run"]: p for p in body["points"]}
+    assert set(points) == set(RUNS) | {"e2cnn_steerable"}
+    assert points["resnet_c"]["scalar"] == pytest.approx(RUNS["resnet_c"]["acc"])
+    assert points["resnet_c"]["step"] == EPOCHS - 1
+    # Part means at the last epoch, recomputed here from the fake data.
+    last = expected_values("resnet_a", EPOCHS - 1)
+    for part in set(last.parts):
+        sel = [v for v, p in zip(last.values, last.parts) if p == part]
+        assert points["resnet_a"]["parts"][part] == pytest.approx(np.mean(sel), rel=1e-6)
+    assert [p["part"] for p in body["parts"]] == ["Early", "Middle", "Late", "Pool", "Final"]
+    rhos = set()
+    for row in body["parts"]:
+        xs = [p["parts"][row["part"]] for p in body["points"] if row["part"] in p["parts"]]
+        ys = [p["scalar"] for p in body["points"] if row["part"] in p["parts"]]
+        expected = stats.spearmanr(xs, ys)
+        # e2cnn_steerable has 3 layers: Early, Pool, Final, no Middle/Late.
+        extra = row["part"] in tb_helpers.default_parts(3)
+        assert row["n"] == len(xs) == len(RUNS) + extra
+        assert row["rho"] == pytest.approx(expected.statistic, abs=1e-12)
+        assert row["p"] == pytest.approx(expected.pvalue, rel=1e-9)
+        rhos.add(round(row["rho"], 6))
+    assert len(rhos) > 1  # the fake runs rank differently per part
+
+
+def test_spearman_run_selection(client):
+    runs = ["resnet_a", "resnet_b", "resnet_c"]
+    body = get(client, "/spearman", measure="equivariance", group="rot90", scalar="val/acc", run=runs)
+    assert sorted(p["run"] for p in body["points"]) == runs
+    assert all(p["n"] == 3 for p in body["parts"])
+    body = get(client, "/spearman", expect=404, measure="equivariance", group="rot90", scalar="val/acc", run=["nope"])
+    assert body["error"] == "no run of those selected has data for measure 'equivariance', group 'rot90'"
+
+
+def test_spearman_module_edge_cases():
+    stats = pytest.importorskip("scipy.stats")
+    from tb_plugin import spearman
+
+    x, y = [1, 2, 2, 3, 5, 5, 5], [3, 1, 4, 1, 5, 9, 2]
+    rho, p, note = spearman.spearman(x, y)
+    expected = stats.spearmanr(x, y)
+    assert rho == pytest.approx(expected.statistic) and p == pytest.approx(expected.pvalue)
+    assert note is None
+    assert spearman.spearman([1, 2], [2, 1])[2] == "needs at least 3 runs, got 2"
+    assert spearman.spearman([1, 1, 1], [1, 2, 3])[2].startswith("constant input")
+    assert spearman.spearman([1, 2, 3], [3, 2, 1])[:2] == (-1.0, 0.0)
+    np.testing.assert_array_equal(spearman.rankdata([10, 20, 10, 5]), [2.5, 4, 2.5, 1])
+    with pytest.raises(ValueError, match="x and y must be 1-D of equal length"):
+        spearman.spearman([1, 2, 3], [1, 2])
+
+
+def test_downsampled_flag(tmp_path):
+    tb_helpers.write_fake_logdir(
+        tmp_path, epochs=30, n_layers=3, runs={"long": RUNS["resnet_a"]}
+    )
+    args = dict(run="long", measure="equivariance", group="rot90")
+    # TensorBoard's default for a plugin not named in --samples_per_plugin.
+    sampled = get(make_client(tmp_path, samples=10, sampling_hints=None), "/series", **args)
+    assert len(sampled["steps"]) == 10 and sampled["steps"][-1] == 29
+    assert sampled["downsampled"] is True
+    full = get(make_client(tmp_path, samples=0), "/series", **args)
+    assert full["steps"] == list(range(30)) and full["downsampled"] is False
+
+
+@pytest.mark.parametrize(
+    "steps, limit, expected",
+    [
+        ([0, 1, 2, 3], None, False),
+        ([0, 2, 4, 6], None, False),  # logged every 2nd epoch
+        ([0, 3, 4, 9], None, True),
+        ([5], None, False),
+        (list(range(1, 11)), None, True),  # full at the default 10, first dropped
+        (list(range(1, 11)), 20, False),
+        ([0, 5, 9], 0, False),  # 0 = keep all: never sampled
+    ],
+)
+def test_is_downsampled(steps, limit, expected):
+    assert plugin_module._is_downsampled(steps, limit) is expected
+
+
+def test_unreadable_metadata_is_reported(tmp_path):
+    pb = tb_helpers.fake_report(0).items[0]
+    good = summary.layers_pb(pb.measure, pb.group, pb.layers, pb.parts, pb.values)
+    bad = summary_pb2.Summary()
+    bad.CopyFrom(good)
+    content = json.loads(bad.value[0].metadata.plugin_data.content)
+    content["version"] = 99
+    bad.value[0].metadata.plugin_data.content = json.dumps(content).encode()
+    bad.value[0].tag = "equivariance_layers/future/rot90"
+    writer = tb_helpers.EventWriter(tmp_path / "run")
+    writer.add_summary(good, 0, 1.0)
+    writer.add_summary(bad, 0, 1.0)
+    writer.close()
+    body = get(make_client(tmp_path), "/runs")
+    assert [r["run"] for r in body["runs"]] == ["run"]
+    assert body["measures"] == {"equivariance": ["rot90"]}
+    (skipped,) = body["skipped"]
+    assert skipped["tag"] == "equivariance_layers/future/rot90"
+    assert "version 99; this tb_plugin reads version 1" in skipped["reason"]
+
+
+def test_empty_logdir(tmp_path):
+    client = make_client(tmp_path)
+    body = get(client, "/runs")
+    assert body["runs"] == [] and body["measures"] == {}
+    assert get(client, "/scalar_tags") == {"tags": [], "runs": 0}
+    body = get(client, "/series", expect=404, run="a", measure="m", group="g")
+    assert "has no equivariance data" in body["error"]
+
+
+def test_static_files(client):
+    response = client.get(PREFIX + "/index.js")
+    assert response.status_code == 200
+    assert response.mimetype == "text/javascript"
+    source = response.get_data(as_text=True)
+    assert "export async function render" in source
+    css = client.get(PREFIX + "/style.css")
+    assert css.status_code == 200 and css.mimetype == "text/css"
+
+
+def test_plotly_bundle_comes_from_installed_package(client):
+    path = plugin_module.plotly_bundle_path()
+    assert path is not None and path.endswith(os.path.join("package_data", "plotly.min.js"))
+    response = client.get(PREFIX + "/plotly.min.js", headers={"Accept-Encoding": "gzip"})
+    assert response.status_code == 200 and response.mimetype == "text/javascript"
+    assert response.headers["Content-Encoding"] == "gzip"
+    with open(path, "rb") as f:
+        assert gzip.decompress(response.get_data()) == f.read()
+    # Without gzip support TensorBoard's Respond decompresses on the fly.
+    plain = client.get(PREFIX + "/plotly.min.js")
+    assert "Content-Encoding" not in plain.headers
+    assert plain.get_data()[:100] == open(path, "rb").read(100)
+
+
+def test_no_cdn_and_no_vendored_plotly():
+    static = os.path.join(os.path.dirname(plugin_module.__file__), "static")
+    assert sorted(os.listdir(static)) == ["index.js", "style.css"]
+    for name in os.listdir(static):
+        with open(os.path.join(static, name), encoding="utf-8") as f:
+            text = f.read()
+        assert not re.search(r"https?://|//cdn", text), name
+
+
+# ---------------------------------------------------------------- infinities --
+#
+# MEASURES.md section 4: nv/nd are x/0 = +inf, a documented value. The routes
+# send infinities as "Infinity"/"-Infinity" strings in JSON, as IEEE float32
+# infinities in base64; NaN (missing) as null / NaN.
+
+INF_LAYERS = ["c0", "c1", "c2", "c3", "pool", "fc"]
+INF_PARTS = ["Early", "Early", "Middle", "Late", "Pool", "Final"]
+INF_EPOCHS = 3
+
+
+def inf_values(run, epoch):
+    base = np.linspace(0.2, 0.9, len(INF_LAYERS)) + 0.03 * epoch
+    base += {"inf_a": 0.0, "inf_b": 0.1, "inf_c": 0.2, "inf_d": -0.1, "inf_mixed": 0.05}[run]
+    if run == "inf_a" and epoch >= 1:
+        base[2] = np.inf  # Middle = +inf
+    if run == "inf_b":
+        base[3] = -np.inf  # Late = -inf
+    if run == "inf_d" and epoch == INF_EPOCHS - 1:
+        base[2] = np.inf  # a second +inf Middle: a tie of ranks
+    if run == "inf_mixed":
+        base[0], base[1] = np.inf, -np.inf  # Early: +inf and -inf, no mean
+    return base
+
+
+INF_ACC = {"inf_a": 0.9, "inf_b": 0.6, "inf_c": 0.7, "inf_d": 0.8, "inf_mixed": 0.5}
+
+
+@pytest.fixture(scope="module")
+def inf_client(tmp_path_factory):
+    from tensorboard.compat.proto import event_pb2
+
+    path = tmp_path_factory.mktemp("inf_logdir")
+    for run, acc in INF_ACC.items():
+        for epoch in range(INF_EPOCHS):
+            values = inf_values(run, epoch)
+            channels = [[v, v + 0.01] for v in values]
+            if run == "inf_a":
+                channels[1] = [0.3, np.inf, -np.inf]
+            report = tb_helpers.FakeReport(
+                [tb_helpers.FakeSeries("nv", "rot90", INF_LAYERS, INF_PARTS, values, channels, False)]
+            )
+            summary.write_report(path / run, report, epoch, per_channel=True, walltime=1000.0 + epoch)
+        writer = tb_helpers.EventWriter(path / run)
+        summary_pb = summary_pb2.Summary(
+            value=[summary_pb2.Summary.Value(tag="val/acc", simple_value=acc)]
+        )
+        writer._writer.add_event(event_pb2.Event(wall_time=1000.0, step=INF_EPOCHS - 1, summary=summary_pb))
+        writer.close()
+    return make_client(path)
+
+
+def test_series_infinities_json_and_base64(inf_client):
+    args = dict(run="inf_a", measure="nv", group="rot90")
+    as_json = get(inf_client, "/series", **args)
+    assert as_json["values"][2] == [pytest.approx(inf_values("inf_a", 0)[2]), "Infinity", "Infinity"]
+    expected = np.array([inf_values("inf_a", e) for e in range(INF_EPOCHS)]).T
+    got = np.array([[number(v) for v in row] for row in as_json["values"]])
+    np.testing.assert_allclose(got, expected, rtol=1e-6)  # inf == inf
+    as_b64 = get(inf_client, "/series", encoding="base64", **args)
+    decoded = np.frombuffer(base64.b64decode(as_b64["values_base64"]), "<f4").reshape(
+        as_b64["values_shape"]
+    )
+    assert decoded[2, 1] == np.inf and decoded[2, 2] == np.inf
+    np.testing.assert_allclose(decoded, expected, rtol=1e-6)
+    minus = get(inf_client, "/series", run="inf_b", measure="nv", group="rot90")
+    assert minus["values"][3] == ["-Infinity"] * INF_EPOCHS
+    batch = get(inf_client, "/series_batch", run=["inf_a", "inf_b"], measure="nv", group="rot90")
+    assert batch["series"][0] == as_json and batch["series"][1] == minus
+
+
+def test_channels_infinities(inf_client):
+    args = dict(run="inf_a", measure="nv", group="rot90", layer="c1")
+    body = get(inf_client, "/channels", **args)
+    assert body["channels"] == 3
+    assert body["values"][1] == ["Infinity"] * INF_EPOCHS
+    assert body["values"][2] == ["-Infinity"] * INF_EPOCHS
+    one = get(inf_client, "/channels", step=1, **args)
+    assert one["values"] == [pytest.approx(0.3), "Infinity", "-Infinity"]
+    b64 = get(inf_client, "/channels", encoding="base64", **args)
+    decoded = np.frombuffer(base64.b64decode(b64["values_base64"]), "<f4").reshape(b64["values_shape"])
+    assert (decoded[1] == np.inf).all() and (decoded[2] == -np.inf).all()
+    assert not np.isnan(decoded).any()  # the padding is cut off
+
+
+def test_spearman_with_infinities(inf_client):
+    stats = pytest.importorskip("scipy.stats")
+    body = get(inf_client, "/spearman", measure="nv", group="rot90", scalar="val/acc")
+    points = {p["run"]: p for p in body["points"]}
+    assert points["inf_a"]["parts"]["Middle"] == "Infinity"
+    assert points["inf_b"]["parts"]["Late"] == "-Infinity"
+    assert points["inf_mixed"]["parts"]["Early"] is None  # +inf with -inf: no mean
+    # Part means: the plain mean (one +inf layer makes the part +inf).
+    last = inf_values("inf_c", INF_EPOCHS - 1)
+    assert points["inf_c"]["parts"]["Early"] == pytest.approx(np.mean(last[:2]), rel=1e-6)
+    rows = {row["part"]: row for row in body["parts"]}
+    assert rows["Early"]["n"] == len(INF_ACC) - 1
+    assert rows["Early"]["excluded"] == [
+        {"run": "inf_mixed", "why": "part mean undefined (+inf and -inf layers)"}
+    ]
+    for part, row in rows.items():
+        usable = [p for p in body["points"] if p["parts"][part] is not None]
+        xs = [number(p["parts"][part]) for p in usable]
+        ys = [p["scalar"] for p in usable]
+        # Ranks are all that matter: +inf ranks above, -inf below every number.
+        surrogate = np.clip(xs, -1e30, 1e30)
+        expected = stats.spearmanr(surrogate, ys)
+        assert row["rho"] == pytest.approx(expected.statistic, abs=1e-12), part
+        assert row["p"] == pytest.approx(expected.pvalue, rel=1e-9), part
+    # Middle: inf_a and inf_d are both +inf, a tie at the top.
+    assert sorted(number(points[r]["parts"]["Middle"]) for r in ("inf_a", "inf_d")) == [np.inf, np.inf]
+
+
+def test_json_encoding_of_infinities():
+    text = plugin_module._dumps(
+        {"a": float("inf"), "b": -float("inf"), "c": float("nan"), "d": [1.5, float("inf")],
+         "m": plugin_module._matrix_json(np.array([[1.0, np.inf], [-np.inf, np.nan]]))}
+    )
+    assert strict_json(text) == {
+        "a": "Infinity", "b": "-Infinity", "c": None, "d": [1.5, "Infinity"],
+        "m": [[1.0, "Infinity"], ["-Infinity", None]],
+    }
+    assert plugin_module.INFINITY_JSON == {float("inf"): "Infinity", -float("inf"): "-Infinity"}
+    assert float("Infinity") == np.inf and float("-Infinity") == -np.inf  # Python reads them
+
+
+def test_part_means():
+    parts = ["Early", "Early", "Middle", "Pool", "Final", "Final"]
+    means = plugin_module.part_means([1.0, 3.0, np.inf, -np.inf, np.inf, -np.inf], parts)
+    assert list(means) == ["Early", "Middle", "Pool", "Final"]  # depth order
+    assert means["Early"] == 2.0 and means["Middle"] == np.inf and means["Pool"] == -np.inf
+    assert np.isnan(means["Final"])
+
+
+def test_spearman_ranks_infinities():
+    from tb_plugin import spearman
+
+    np.testing.assert_array_equal(
+        spearman.rankdata([np.inf, 0.5, -np.inf, np.inf, 2.0]), [4.5, 2, 1, 4.5, 3]
+    )
+    rho, p, note = spearman.spearman([np.inf, 1.0, 2.0, -np.inf], [4.0, 2.0, 3.0, 1.0])
+    assert rho == pytest.approx(1.0) and note is None
+    with pytest.raises(ValueError, match="NaN"):
+        spearman.spearman([1.0, np.nan, 2.0], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="cannot rank NaN"):
+        spearman.rankdata([np.nan])
