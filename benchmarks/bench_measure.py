@@ -11,7 +11,6 @@ with the number of images; the forward chunk size is fixed by batch_size).
 """
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time

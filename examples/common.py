@@ -5,13 +5,13 @@ Kept in ``examples/`` on purpose: the library itself needs Lightning only for it
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple
+from typing import Tuple
 
 import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import Dataset, TensorDataset
+from torch.utils.data import TensorDataset
 
 from lightning_equivariance.data import digits
 

@@ -40,7 +40,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
-from .engine import PARTS, Measurement, MeasureReport, _first_tensor_of
+from .engine import Measurement, MeasureReport, _first_tensor_of
 from .groups import Group, Rotation90
 from .metrics import MEASURES
 from .probe import LayerSpec, select_layers
@@ -488,7 +488,7 @@ class EquivarianceCallback(Callback):
             self._warn(f"epoch {epoch}: measurement failed, nothing logged ({error})")
             return None
         self.last_report = report
-        scalars = self._scalars(report)
+        scalars = report.scalars()
         self._history[epoch] = scalars
         self._publish(trainer, pl_module, epoch, report, scalars)
         seconds = time.perf_counter() - t0
@@ -654,18 +654,6 @@ class EquivarianceCallback(Callback):
         return torch.cat(chunks)[: self.num_samples]
 
     # ------------------------------------------------------------------ logging
-    def _scalars(self, report: MeasureReport) -> Dict[str, float]:
-        scalars: Dict[str, float] = {}
-        for s in report.series():
-            base = f"equivariance/{s.measure}/{s.group}"
-            for layer, value in zip(s.layers, s.values):
-                scalars[f"{base}/{layer}"] = float(value)
-            for part in PARTS:
-                vals = [float(v) for p, v in zip(s.parts, s.values) if p == part]
-                if vals:
-                    scalars[f"{base}/part/{part}"] = float(np.mean(vals))
-        return scalars
-
     @staticmethod
     def _set_callback_metrics(trainer: "pl.Trainer", scalars: Mapping[str, float]) -> None:
         trainer.callback_metrics.update({k: torch.tensor(v, dtype=torch.float32) for k, v in scalars.items()})

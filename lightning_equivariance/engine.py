@@ -17,13 +17,13 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 from torch import nn
 
-from .groups import ChannelAction, Group, GroupActionError, resolve_group
+from .groups import ChannelAction, Group, GroupActionError
 from .lie import LieTransform, layer_lie_context, lie_pass, split_groups
 from .metrics import MEASURES, LayerContext, LayerMetric
 from .steerable import e2cnn_channel_action, field_type_of
@@ -158,6 +158,20 @@ class MeasureReport:
         df = self.to_dataframe()
         table = df.pivot_table(index=["measure", "group"], columns="part", values="value", aggfunc="mean")
         return table.reindex(columns=[p for p in PARTS if p in table.columns])
+
+    def scalars(self, prefix: str = "equivariance") -> Dict[str, float]:
+        """Flat scalars as the callback logs them: ``{prefix}/{measure}/{group}/{layer}`` and
+        ``{prefix}/{measure}/{group}/part/{Part}`` (the mean over the part's layers)."""
+        scalars: Dict[str, float] = {}
+        for s in self.series():
+            base = f"{prefix}/{s.measure}/{s.group}"
+            for layer, value in zip(s.layers, s.values):
+                scalars[f"{base}/{layer}"] = float(value)
+            for part in PARTS:
+                vals = [float(v) for p, v in zip(s.parts, s.values) if p == part]
+                if vals:
+                    scalars[f"{base}/part/{part}"] = float(np.mean(vals))
+        return scalars
 
     def per_channel(self, layer: str, measure: str, group: str) -> np.ndarray:
         """Per-channel values of one layer (for heatmaps); raises ``KeyError`` if not available."""

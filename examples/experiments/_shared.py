@@ -27,7 +27,6 @@ import warnings
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import lightning.pytorch as pl
-import numpy as np
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.callbacks import Callback
@@ -478,20 +477,6 @@ def part_summary(scalars: Dict[str, float], measure_name: str, group: str) -> st
 
 
 # ---------------------------------------------------------------------- measuring every N steps
-def report_scalars(report, prefix: str = "equivariance") -> Dict[str, float]:
-    """``{prefix}/{measure}/{group}/{layer}`` and ``.../part/{part}`` means, as the callback logs them."""
-    scalars: Dict[str, float] = {}
-    for s in report.series():
-        base = f"{prefix}/{s.measure}/{s.group}"
-        for layer, value in zip(s.layers, s.values):
-            scalars[f"{base}/{layer}"] = float(value)
-        for part in PARTS:
-            vals = [float(v) for p, v in zip(s.parts, s.values) if p == part]
-            if vals:
-                scalars[f"{base}/part/{part}"] = float(np.mean(vals))
-    return scalars
-
-
 class StepEquivarianceCallback(Callback):
     """Measure on a fixed probe set every ``every_n_steps`` optimizer steps (and before the
     first step and after the last), and log each report at ``step = trainer.global_step``.
@@ -585,7 +570,7 @@ class StepEquivarianceCallback(Callback):
             torch.set_rng_state(rng)
             torch.set_grad_enabled(grad)
         self.last_report = report
-        scalars = report_scalars(report)
+        scalars = report.scalars()
         self.history[step] = scalars
         name = self.model_name or type(module).__name__
         from tb_plugin.summary import write_report

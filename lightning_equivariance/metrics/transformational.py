@@ -43,8 +43,6 @@ from ..functional.transformational import (
     _column_variances,
     _goodfellow_compute,
     _sd_block_update,
-    _sd_compute,
-    _sd_squared_compute,
     _td_update,
     _tv_compute,
     _tv_update_columns,
