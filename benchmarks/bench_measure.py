@@ -82,6 +82,7 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--no-family", action="store_true", help="skip timing nv and geed_* (several minutes on a CPU)")
     args = p.parse_args(argv)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     result = {
@@ -96,6 +97,10 @@ def main(argv=None):
     result["peak_memory_mib_64"] = peak_memory(64, args.size, args.device, args.batch_size)
     result["peak_memory_mib_512"] = peak_memory(512, args.size, args.device, args.batch_size)
     result["memory_ratio_512_vs_64"] = result["peak_memory_mib_512"] / result["peak_memory_mib_64"]
+    if not args.no_family:
+        from bench_measures import run as run_family  # the sibling script
+
+        result["family"] = run_family(["--size", str(args.size), "--batch-size", str(args.batch_size), "--device", args.device])
     print(json.dumps(result, indent=2))
 
 

@@ -72,7 +72,8 @@ def child(images, measures, size, batch_size, device, threads, bare=False):
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def main(argv=None):
+def run(argv=None) -> dict:
+    """Run the benchmark and return its JSON-able result (``main`` prints it)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 512], help="numbers of probe images")
     p.add_argument("--size", type=int, default=64, help="image side")
@@ -103,7 +104,11 @@ def main(argv=None):
         per["seconds_per_image_ratio"] = (hi["seconds"] / max(args.sizes)) / (lo["seconds"] / min(args.sizes))
         result[name] = per
     result["total_benchmark_s"] = time.perf_counter() - t0
-    print(json.dumps(result, indent=2))
+    return result
+
+
+def main(argv=None):
+    print(json.dumps(run(argv), indent=2))
 
 
 if __name__ == "__main__":

@@ -81,3 +81,13 @@ def test_bruintjes_7_layer_cnn_shape():
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 7 and all(c.out_channels == 20 and c.kernel_size == (3, 3) for c in convs)
     assert model(torch.rand(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_geed_channel_of_the_steerable_net_is_at_its_equivariant_value(c4, images):
+    """Kvinge et al. 2022 Eq. 5: m = -(1/C) sum_c cos(...), so exact equivariance gives -1 (its minimum)."""
+    plain = PlainCNN.matching(c4).eval()
+    steerable = measure(c4, images, measures=["geed_channel"], groups=[Rotation90()]).to_dataframe()
+    maps = steerable[steerable.kind == "map"]
+    assert (maps.value <= -0.999).all(), maps
+    plain_maps = measure(plain, images, measures=["geed_channel"], groups=[Rotation90()]).to_dataframe()
+    assert plain_maps[plain_maps.kind == "map"].value.mean() > -0.5  # far from equivariant
