@@ -287,14 +287,18 @@ class Translation(Group):
             return torch.roll(a, shifts=(sy, sx), dims=(-2, -1))
         return _shift_zero_fill(a, sx, sy)
 
-    def feature_mask(self, element, size, input_size, device=None):
+    def _shift_mask(self, element, size, input_size, device, sign: int):
+        """Positions that still carry content after the (sign * rounded) shift; ``None`` if all do."""
         if self.circular or element.is_identity:
             return None
         h, w = size
         sx, sy = self._scaled(element, (h / input_size[0], w / input_size[1]))
         if sx == 0 and sy == 0:
             return None
-        return _shift_zero_fill(torch.ones(h, w, dtype=torch.bool, device=device), sx, sy)
+        return _shift_zero_fill(torch.ones(h, w, dtype=torch.bool, device=device), sign * sx, sign * sy)
+
+    def feature_mask(self, element, size, input_size, device=None):
+        return self._shift_mask(element, size, input_size, device, +1)
 
     def _spatial_inverse(self, a, element, scale):
         sx, sy = self._scaled(element, scale)  # the same rounded shift as act_feature, undone
@@ -303,13 +307,7 @@ class Translation(Group):
         return _shift_zero_fill(a, -sx, -sy)
 
     def inverse_feature_mask(self, element, size, input_size, device=None):
-        if self.circular or element.is_identity:
-            return None
-        h, w = size
-        sx, sy = self._scaled(element, (h / input_size[0], w / input_size[1]))
-        if sx == 0 and sy == 0:
-            return None
-        return _shift_zero_fill(torch.ones(h, w, dtype=torch.bool, device=device), -sx, -sy)
+        return self._shift_mask(element, size, input_size, device, -1)
 
 
 def _shift_zero_fill(a: torch.Tensor, sx: int, sy: int) -> torch.Tensor:
