@@ -34,7 +34,9 @@ class Classifier(pl.LightningModule):
         x, y = batch
         if self.augment_rotations:
             k = torch.randint(0, 4, (x.shape[0],), device=x.device)
-            x = torch.stack([torch.rot90(img, int(r), (-2, -1)) for img, r in zip(x, k)])
+            x = x.clone()
+            for r in range(1, 4):  # one batched rot90 per angle, not one per image
+                x[k == r] = torch.rot90(x[k == r], r, (-2, -1))
         loss = F.cross_entropy(self(x), y)
         self.log("train_loss", loss, prog_bar=True)
         return loss

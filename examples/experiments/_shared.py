@@ -116,6 +116,33 @@ def add_common_arguments(parser: argparse.ArgumentParser, datasets: Sequence[str
     )
 
 
+def add_cifar_recipe_arguments(parser: argparse.ArgumentParser) -> None:
+    """The CIFAR training recipe (SGD 0.1, momentum 0.9, weight decay 1e-4, batch 128, 200 epochs)
+    and the translation measurement of Bruintjes et al. 2023 §4.4-4.5, shared by both CIFAR scripts."""
+    parser.add_argument("--epochs", type=positive_int, default=200)
+    parser.add_argument("--batch-size", type=positive_int, default=128)
+    parser.add_argument("--lr", type=positive_float, default=0.1)
+    parser.add_argument("--momentum", type=nonnegative_float, default=0.9)
+    parser.add_argument("--weight-decay", type=nonnegative_float, default=1e-4)
+    parser.add_argument("--num-samples", type=positive_int, default=2000, help="probe images from the test set")
+    parser.add_argument("--max-shift", type=positive_int, default=16, help="diagonal shifts (1, 1) .. (s, s) in pixels")
+    parser.add_argument("--every-n-epochs", type=positive_int, default=10, help="measure every N epochs (and at the last)")
+    parser.add_argument("--layers", choices=("blocks", "auto"), default="blocks", help="blocks: after every block; auto: every conv/BN/ReLU")
+    parser.add_argument("--measure-batch-size", type=positive_int, default=1024, help="images per measuring forward, shifted copies included")
+    parser.add_argument("--per-channel", action="store_true", help="also log per-channel values (heatmaps in the tab)")
+
+
+def check_cifar_recipe_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Validate :func:`add_cifar_recipe_arguments` and apply ``--smoke`` (one tiny step)."""
+    if args.max_shift >= 32:
+        parser.error(f"--max-shift must be < 32 (the image size), got {args.max_shift}")
+    if args.smoke:
+        args.epochs, args.batch_size, args.num_workers = 1, 8, 0
+        args.num_samples = min(args.num_samples, 8)
+        args.limit = min(args.limit or 32, 32)
+        args.every_n_epochs = 1
+
+
 # ---------------------------------------------------------------------- models
 class _PadShortcut(nn.Module):
     """He et al. 2016 option A: stride-2 subsampling and zero channels (no parameters)."""

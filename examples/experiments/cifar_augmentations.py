@@ -42,13 +42,13 @@ from _shared import (  # noqa: E402
     CifarResNet,
     EquivarianceEveryNAndLast,
     ImageClassifier,
+    add_cifar_recipe_arguments,
     add_common_arguments,
+    check_cifar_recipe_arguments,
     cifar_datasets,
     cifar_transforms,
     fit_and_measure,
-    nonnegative_float,
     part_summary,
-    positive_float,
     positive_int,
     quiet_warnings,
 )
@@ -74,17 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--depth", type=positive_int, default=44, help="ResNet depth 6n+2 (20, 32, 44, 56, 110)")
     parser.add_argument("--width", type=positive_int, default=16, help="channels of the first stage (16 in the paper)")
-    parser.add_argument("--epochs", type=positive_int, default=200)
-    parser.add_argument("--batch-size", type=positive_int, default=128)
-    parser.add_argument("--lr", type=positive_float, default=0.1)
-    parser.add_argument("--momentum", type=nonnegative_float, default=0.9)
-    parser.add_argument("--weight-decay", type=nonnegative_float, default=1e-4)
-    parser.add_argument("--num-samples", type=positive_int, default=2000, help="probe images from the test set")
-    parser.add_argument("--max-shift", type=positive_int, default=16, help="diagonal shifts (1, 1) .. (s, s) in pixels")
-    parser.add_argument("--every-n-epochs", type=positive_int, default=10, help="measure every N epochs (and at the last)")
-    parser.add_argument("--layers", choices=("blocks", "auto"), default="blocks", help="blocks: after every residual block; auto: every conv/BN/ReLU")
-    parser.add_argument("--measure-batch-size", type=positive_int, default=1024, help="images per measuring forward, shifted copies included")
-    parser.add_argument("--per-channel", action="store_true", help="also log per-channel values (heatmaps in the tab)")
+    add_cifar_recipe_arguments(parser)
     return parser
 
 
@@ -93,15 +83,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if (args.depth - 2) % 6 or args.depth < 8:
         parser.error(f"--depth must be 6n + 2 (8, 20, 32, 44, 56, 110), got {args.depth}")
-    if args.max_shift >= 32:
-        parser.error(f"--max-shift must be < 32 (the image size), got {args.max_shift}")
     if len(set(args.augmentation)) != len(args.augmentation):
         parser.error(f"--augmentation has duplicates: {args.augmentation}")
-    if args.smoke:
-        args.epochs, args.batch_size, args.num_workers = 1, 8, 0
-        args.num_samples = min(args.num_samples, 8)
-        args.limit = min(args.limit or 32, 32)
-        args.every_n_epochs = 1
+    check_cifar_recipe_arguments(parser, args)
     return args
 
 

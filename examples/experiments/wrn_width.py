@@ -41,13 +41,14 @@ from _shared import (  # noqa: E402
     EquivarianceEveryNAndLast,
     ImageClassifier,
     WideResNet,
+    add_cifar_recipe_arguments,
     add_common_arguments,
+    check_cifar_recipe_arguments,
     cifar_datasets,
     cifar_transforms,
     fit_and_measure,
     nonnegative_float,
     part_summary,
-    positive_float,
     positive_int,
     quiet_warnings,
 )
@@ -66,17 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--depth", type=positive_int, default=40, help="WRN depth 6n+4 (10, 16, 22, 28, 40)")
     parser.add_argument("--dropout", type=nonnegative_float, default=0.0, help="dropout between the convolutions of a block")
     parser.add_argument("--augmentation", choices=AUGMENTATIONS, default="standard", help="training augmentation (standard = crop + flip)")
-    parser.add_argument("--epochs", type=positive_int, default=200)
-    parser.add_argument("--batch-size", type=positive_int, default=128)
-    parser.add_argument("--lr", type=positive_float, default=0.1)
-    parser.add_argument("--momentum", type=nonnegative_float, default=0.9)
-    parser.add_argument("--weight-decay", type=nonnegative_float, default=1e-4)
-    parser.add_argument("--num-samples", type=positive_int, default=2000, help="probe images from the test set")
-    parser.add_argument("--max-shift", type=positive_int, default=16, help="diagonal shifts (1, 1) .. (s, s) in pixels")
-    parser.add_argument("--every-n-epochs", type=positive_int, default=10, help="measure every N epochs (and at the last)")
-    parser.add_argument("--layers", choices=("blocks", "auto"), default="blocks", help="blocks: after every block; auto: every conv/BN/ReLU")
-    parser.add_argument("--measure-batch-size", type=positive_int, default=1024, help="images per measuring forward, shifted copies included")
-    parser.add_argument("--per-channel", action="store_true", help="also log per-channel values (heatmaps in the tab)")
+    add_cifar_recipe_arguments(parser)
     return parser
 
 
@@ -85,17 +76,11 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if (args.depth - 4) % 6 or args.depth < 10:
         parser.error(f"--depth must be 6n + 4 (10, 16, 22, 28, 40), got {args.depth}")
-    if args.max_shift >= 32:
-        parser.error(f"--max-shift must be < 32 (the image size), got {args.max_shift}")
     if len(set(args.widths)) != len(args.widths):
         parser.error(f"--widths has duplicates: {args.widths}")
     if args.dropout >= 1:
         parser.error(f"--dropout must be < 1, got {args.dropout}")
-    if args.smoke:
-        args.epochs, args.batch_size, args.num_workers = 1, 8, 0
-        args.num_samples = min(args.num_samples, 8)
-        args.limit = min(args.limit or 32, 32)
-        args.every_n_epochs = 1
+    check_cifar_recipe_arguments(parser, args)
     return args
 
 
