@@ -5,14 +5,12 @@
 ResNet-18 (torchvision, random weights), 64x64 inputs, Rotation90, both correlation
 measures, default layers. Prints JSON: the best-of-N times of ``measure()`` and of a bare
 ``model(stacked)`` forward over the same images x (identity + 3 rotations) in the same
-run, their ratio (target <= 1.5), and the peak memory (max RSS of a fresh subprocess;
-CUDA peak allocated on a GPU) of measure() for 64 vs 512 images (states must not grow
+run, their ratio (target <= 1.5), and the peak memory during measure() in a fresh
+subprocess (see ``bench_measures.py`` for how it is measured) for 64 vs 512 images (states must not grow
 with the number of images; the forward chunk size is fixed by batch_size).
 """
 import argparse
 import json
-import subprocess
-import sys
 import time
 
 import torch
@@ -61,18 +59,11 @@ def timing(images: int, size: int, repeats: int, device: str, batch_size: int) -
 
 
 def peak_memory(images: int, size: int, device: str, batch_size: int) -> float:
-    """Peak memory (MiB) of measure() on `images` images, in a fresh process."""
-    code = (
-        "import sys, resource, torch; sys.argv=['x'];"
-        f"import benchmarks.bench_measure as b; m=b._model('{device}');"
-        f"from lightning_equivariance import measure, Rotation90;"
-        f"x=torch.randn({images},3,{size},{size});"
-        f"measure(m, x, groups=[Rotation90()], batch_size={batch_size});"
-        "print(torch.cuda.max_memory_allocated()/2**20 if torch.cuda.is_available() else "
-        "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    """Peak memory (MiB) during measure() of both correlation measures on `images` images, in a fresh process."""
+    from bench_measures import child  # the sibling script: same child process and peak-memory method
+
+    key = "invariance+equivariance"
+    return child(images, [key], size, batch_size, device, max(1, torch.get_num_threads()))[key]["peak_memory_mib"]
 
 
 def main(argv=None):

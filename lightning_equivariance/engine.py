@@ -358,6 +358,7 @@ class Measurement:
         self.num_samples = 0
         self.seconds = 0.0
         self._called: set = set()
+        self._allocating = False
 
     def _channel_action(self, name: str, output) -> Optional[ChannelAction]:
         """The layer's declared channel action: the user's, else an e2cnn field type's representation."""
@@ -439,7 +440,8 @@ class Measurement:
                             continue
                         metric = MEASURES[measure_name].for_layer(ctx, **self.options)
                         self.metrics[key] = metric
-                    metric.update_layer(ctx)
+                    if not self._allocating:
+                        metric.update_layer(ctx)
         except Exception as e:  # noqa: BLE001 - reported with the layer's name
             msg = str(e) if name in str(e) else f"layer {name!r} (output {_shape_of(output)}): {e}"
             if self.on_error == "raise":
@@ -471,6 +473,17 @@ class Measurement:
                 x = x.to(device=device, dtype=dtype if dtype is not None and x.is_floating_point() else None)
                 for g in self.groups:
                     g.check_input(x)
+                if self._stacked_measures and not self.infos:
+                    # One image first, only to create every layer's metric: all states then exist
+                    # before the first full chunk, so the peak memory of a run is reached in its
+                    # first chunk and does not step up in the second (and layer errors show early).
+                    state.update(b=1, size=tuple(x.shape[-2:]))
+                    self._allocating = True
+                    try:
+                        probe.start_forward()
+                        self.model(self._stack(x[:1]))
+                    finally:
+                        self._allocating = False
                 state.update(b=x.shape[0], size=tuple(x.shape[-2:]))
                 if self._stacked_measures:
                     probe.start_forward()

@@ -126,6 +126,27 @@ def test_streaming_equals_one_shot_and_batch_size_invariant():
     assert torch.allclose(torch.tensor(one.value.values), torch.tensor(two.value.values), atol=1e-12)
 
 
+def test_every_layer_metric_exists_before_the_first_chunk_is_measured(monkeypatch):
+    """A one-image pass creates all states first, so memory does not step up after the first chunk."""
+    torch.manual_seed(0)
+    model = SmallCNN()
+    meas = Measurement(model, measures=["invariance", "nv"], groups=[Rotation90()], batch_size=8)
+    batches, counts = [], []
+    model.register_forward_pre_hook(lambda mod, args: batches.append(args[0].shape[0]))
+    original = Measurement._on_output
+
+    def spy(self, name, *args):
+        if not self._allocating and not counts:
+            counts.append(len(self.metrics))
+        return original(self, name, *args)
+
+    monkeypatch.setattr(Measurement, "_on_output", spy)
+    meas.update(torch.rand(6, 1, 12, 12))
+    assert batches == [4, 8, 8, 8]  # 1 image x 4 views, then 2 images x 4 views per chunk
+    assert meas.num_samples == 6
+    assert counts == [len(meas.metrics)] and len(meas.metrics) == 2 * len(meas.infos)
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match="unknown measure"):
         measure(SmallCNN(), torch.rand(1, 1, 8, 8), measures=["invarince"])

@@ -73,6 +73,20 @@ def _brute_acts(cache, key, model, images, elements):
 @pytest.mark.parametrize("include_identity,distance", [(True, "euclidean"), (False, "squared")], ids=["identity-euclid", "noid-squared"])
 def test_matches_brute_force(group, elements, include_identity, distance, brute_cache):
     """Every measure, every layer (maps and vectors), value and per-channel, to 1e-6 relative."""
+    _check_against_brute_force(group, elements, include_identity, distance, brute_cache)
+
+
+def test_unit_blocks_match_brute_force(monkeypatch, brute_cache):
+    """The streaming helpers work in blocks of units; one channel per block gives the same results."""
+    import lightning_equivariance.functional.transformational as functional
+
+    monkeypatch.setattr(functional, "_BLOCK_BYTES", 1)
+    assert len(functional._unit_blocks(torch.zeros(6, 8, 12, 12))) == 8
+    _check_against_brute_force(*GROUPS[0], True, "euclidean", brute_cache)
+    _check_against_brute_force(*GROUPS[2], False, "squared", brute_cache)
+
+
+def _check_against_brute_force(group, elements, include_identity, distance, brute_cache):
     model, images = _model(), _images()
     k = len(elements) + 1
     opts = dict(include_identity=include_identity, distance=distance, anova_alpha=0.2, anova_num_tests=1)
@@ -247,6 +261,23 @@ def test_states_merge_over_batches():
         split.update(st[:, :3])
         split.update(st[:, 3:])
         torch.testing.assert_close(split.compute(), whole.compute(), rtol=1e-12, atol=1e-14)
+
+
+def test_reset_restores_states_without_keeping_full_size_defaults():
+    """Per-unit states keep a 0-d default (not a second full-size copy); reset expands it back."""
+    torch.manual_seed(0)
+    st = torch.randn(4, 10, 3, 5, 5, dtype=torch.float64)
+    fresh, reused = NormalizedVariance(4, (3, 5, 5)), NormalizedVariance(4, (3, 5, 5))
+    for name in ("tv_sum", "s1", "s2", "cmin", "cmax"):
+        assert reused._defaults[name].numel() == 1
+        assert tuple(getattr(reused, name).shape) == ((3, 5, 5) if name == "tv_sum" else (4, 3, 5, 5))
+    reused.update(st[:, :4] * 3 + 1)
+    reused.reset()
+    assert torch.equal(reused.cmin, torch.full((4, 3, 5, 5), math.inf, dtype=torch.float64))
+    assert torch.equal(reused.s2, torch.zeros(4, 3, 5, 5, dtype=torch.float64))
+    fresh.update(st)
+    reused.update(st)
+    assert torch.equal(reused.compute(), fresh.compute())
 
 
 def test_functional_anova_matches_scipy():

@@ -151,30 +151,50 @@ def st_columns(a_x: torch.Tensor, a_gx: torch.Tensor, include_identity: bool = T
     return ([a_x] if include_identity else []) + list(a_gx.unbind(0))
 
 
+#: float64 bytes per temporary in the streaming helpers: the units (first unit axis) are
+#: processed in blocks of this size, so a 64 x 64 x 32 x 32 chunk does not allocate several
+#: 32 MiB float64 copies at once (a smaller peak, and less heap left fragmented between chunks).
+_BLOCK_BYTES = 1 << 23
+
+
+def _unit_blocks(column: torch.Tensor) -> List[slice]:
+    """Slices of the first unit axis (``column`` is ``b x U0 x ...``) with float64 temporaries of at most ``_BLOCK_BYTES``."""
+    size = column.shape[1] if column.dim() > 1 else 1
+    per_unit = 8 * max(1, column.numel() // max(1, size))
+    step = max(1, _BLOCK_BYTES // per_unit)
+    return [slice(i, min(i + step, size)) for i in range(0, size, step)]
+
+
 def _tv_update_columns(columns: Sequence[torch.Tensor]) -> torch.Tensor:
     """Sum over the batch of the row variances ``Var_j ST[i, j]`` (shifted by column 0; exact 0 for constant rows)."""
     k = len(columns)
-    x0 = columns[0].to(torch.float64)
-    s = torch.zeros_like(x0)
-    q = torch.zeros_like(x0)
-    for c in columns[1:]:
-        d = torch.sub(c, x0)  # promotes to float64 without a separate copy of c
-        s += d
-        q.addcmul_(d, d)
-    return ((q - s * s / k).clamp_min(0) / (k - 1)).sum(0)
+    out = torch.empty(columns[0].shape[1:], dtype=torch.float64, device=columns[0].device)
+    for block in _unit_blocks(columns[0]):
+        x0 = columns[0][:, block].to(torch.float64)
+        s = torch.zeros_like(x0)
+        q = torch.zeros_like(x0)
+        for c in columns[1:]:
+            d = torch.sub(c[:, block], x0)  # promotes to float64 without a separate copy of c
+            s += d
+            q.addcmul_(d, d)
+        out[block] = ((q - s * s / k).clamp_min(0) / (k - 1)).sum(0)
+    return out
 
 
 def _columns_update_columns(columns: Sequence[torch.Tensor]) -> Dict[str, torch.Tensor]:
     """Per-column sums, sums of squares (float64), minima and maxima over the batch: ``k x ...units``."""
-    s1, s2, lo, hi = [], [], [], []
-    for c in columns:
-        c64 = c.to(torch.float64)
-        s1.append(c64.sum(0))
-        s2.append((c64 * c64).sum(0))
-        mn, mx = torch.aminmax(c, dim=0)  # exact in the input dtype
-        lo.append(mn)
-        hi.append(mx)
-    return {"s1": torch.stack(s1), "s2": torch.stack(s2), "cmin": torch.stack(lo).to(torch.float64), "cmax": torch.stack(hi).to(torch.float64)}
+    shape = (len(columns), *columns[0].shape[1:])
+    out = {key: torch.empty(shape, dtype=torch.float64, device=columns[0].device) for key in ("s1", "s2", "cmin", "cmax")}
+    blocks = _unit_blocks(columns[0])
+    for j, c in enumerate(columns):
+        for block in blocks:
+            c64 = c[:, block].to(torch.float64)
+            out["s1"][j, block] = c64.sum(0)
+            out["s2"][j, block] = (c64 * c64).sum(0)
+            mn, mx = torch.aminmax(c[:, block], dim=0)  # exact in the input dtype
+            out["cmin"][j, block] = mn
+            out["cmax"][j, block] = mx
+    return out
 
 
 def _tv_update(st: torch.Tensor) -> torch.Tensor:

@@ -89,6 +89,26 @@ class LayerMetric(Metric):
     full_state_update = False
     is_differentiable = False
 
+    def add_filled_state(
+        self, name: str, shape, fill: float, dtype: torch.dtype = torch.float64, dist_reduce_fx: str = "sum"
+    ) -> None:
+        """``add_state`` for a large state of constant initial value, without a full-size copy of it.
+
+        torchmetrics keeps a copy of every state's default for ``reset``; for per-unit states
+        (``k x C x h x w`` float64) that copy doubles the memory a layer holds. Here the kept
+        default is a 0-d tensor, and ``reset`` expands it back to ``shape``.
+        """
+        self.add_state(name, torch.full((), fill, dtype=dtype), dist_reduce_fx=dist_reduce_fx)
+        if not hasattr(self, "_filled_shapes"):
+            self._filled_shapes: Dict[str, Tuple[int, ...]] = {}
+        self._filled_shapes[name] = tuple(int(s) for s in shape)
+        setattr(self, name, torch.full(self._filled_shapes[name], fill, dtype=dtype))
+
+    def reset(self) -> None:
+        super().reset()
+        for name, shape in getattr(self, "_filled_shapes", {}).items():
+            setattr(self, name, getattr(self, name).expand(shape).clone())
+
     @classmethod
     def for_layer(cls, ctx: LayerContext, **options) -> "LayerMetric":
         """A metric sized for ``ctx`` (element count, channels) on ``ctx.a_x``'s device.

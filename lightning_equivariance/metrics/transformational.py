@@ -115,16 +115,16 @@ class _Transformational(LayerMetric):
         cols = (k, *self.unit_shape)
         self.add_state("n", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         if "tv" in self.parts:
-            self.add_state("tv_sum", torch.zeros(self.unit_shape, dtype=torch.float64), dist_reduce_fx="sum")
+            self.add_filled_state("tv_sum", self.unit_shape, 0.0)
         if "td" in self.parts:
-            self.add_state("td_sum", torch.zeros(self.unit_shape, dtype=torch.float64), dist_reduce_fx="sum")
+            self.add_filled_state("td_sum", self.unit_shape, 0.0)
         if "cols" in self.parts or ("sd" in self.parts and distance == "squared"):
-            self.add_state("s1", torch.zeros(cols, dtype=torch.float64), dist_reduce_fx="sum")
-            self.add_state("s2", torch.zeros(cols, dtype=torch.float64), dist_reduce_fx="sum")
-            self.add_state("cmin", torch.full(cols, math.inf, dtype=torch.float64), dist_reduce_fx="min")
-            self.add_state("cmax", torch.full(cols, -math.inf, dtype=torch.float64), dist_reduce_fx="max")
+            self.add_filled_state("s1", cols, 0.0)
+            self.add_filled_state("s2", cols, 0.0)
+            self.add_filled_state("cmin", cols, math.inf, dist_reduce_fx="min")
+            self.add_filled_state("cmax", cols, -math.inf, dist_reduce_fx="max")
         if "sd" in self.parts and distance != "squared":
-            self.add_state("sd_pair_sum", torch.zeros(cols, dtype=torch.float64), dist_reduce_fx="sum")
+            self.add_filled_state("sd_pair_sum", cols, 0.0)
             self.add_state("sd_pairs", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
     # ------------------------------------------------------------------ construction
