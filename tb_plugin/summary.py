@@ -81,11 +81,15 @@ def _summary(kind, measure, group, layers, parts, tensor, **meta):
         if kind == metadata.KIND_LAYERS
         else metadata.channels_tag(measure, group)
     )
+    # Stored as float32: a finite value beyond its range (an nv of 1e300) becomes +-inf,
+    # which the tab shows as it shows x/0 - on purpose, so numpy's warning is silenced.
+    with np.errstate(over="ignore"):
+        as_float32 = tensor.astype(np.float32)
     summary = summary_pb2.Summary()
     summary.value.add(
         tag=tag,
         metadata=smd,
-        tensor=tensor_util.make_tensor_proto(tensor.astype(np.float32)),
+        tensor=tensor_util.make_tensor_proto(as_float32),
     )
     return summary
 
