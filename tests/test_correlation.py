@@ -181,3 +181,24 @@ def test_rotation_multiple_of_90_is_exact_and_other_angles_masked():
 
     assert torch.allclose(rotate_bilinear(x, 90.0), torch.rot90(x, 1, (-2, -1)), atol=1e-5)
     assert Rotation.cyclic(8).name == "rotation8" and len(Rotation.cyclic(8)) == 7
+
+
+@pytest.mark.parametrize("similarity", ["pearson", "cosine"])
+def test_permuted_scores_equal_scores_of_the_transformed_maps(similarity):
+    """The permutation path (a(x) standardised once, then rotated) = scores of explicitly rotated maps."""
+    from lightning_equivariance.functional.correlation import permuted_scores
+
+    torch.manual_seed(0)
+    a_x = torch.randn(5, 6, 7, 7, dtype=torch.float64)
+    a_gx = torch.randn(3, 5, 6, 7, 7, dtype=torch.float64) + 0.3 * torch.stack([a_x.rot90(k, (-2, -1)) for k in (1, 2, 3)])
+    a_x[1, 2] = 4.0  # a dead channel in a(x) ...
+    a_gx[2, 3, 5] = -1.0  # ... and one in a(gx)
+    ta_x = torch.stack([a_x.rot90(k, (-2, -1)) for k in (1, 2, 3)])
+    expected = correlation_scores(a_gx, ta_x, similarity=similarity)
+    got = permuted_scores(a_gx, a_x, lambda maps, g: maps.rot90(g + 1, (-2, -1)), similarity=similarity)
+    for key in ("invariance", "equivariance", "valid"):
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-12, atol=1e-12)
+    # constant maps have no Pearson correlation (left out); their cosine is defined
+    dead = similarity == "pearson"
+    assert bool(got["valid"][:, 1, 2].any()) is not dead and bool(got["valid"][2, 3, 5]) is not dead
+    assert bool((got["equivariance"] >= got["invariance"]).all())

@@ -24,7 +24,7 @@ invariance, so equivariance >= invariance holds per channel.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
@@ -50,36 +50,49 @@ def _as_elements(a: torch.Tensor, vector: bool) -> torch.Tensor:
     return a.unsqueeze(0) if a.dim() == (2 if vector else 4) else a
 
 
-def _standardise(u: torch.Tensor, weight: Optional[torch.Tensor], centre: bool) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Unit-norm (optionally centred) rows of ``u`` (``... x P``) over the positions where ``weight`` is 1.
+def _centre(u: torch.Tensor, weight: Optional[torch.Tensor], centre: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows of ``u`` (``... x P``) centred over the positions where ``weight`` is 1 (Pearson), their norms, and "alive".
 
-    Returns the standardised rows (dead rows set to 0) and the boolean "alive" mask.
+    A row is dead (left out) when its centred norm is below ``_DEAD_RTOL`` of its raw norm.
+    The returned rows are a new tensor when centred or weighted, else ``u`` itself.
     """
-    # Centre, then vector_norm, then one in-place division: on CPU this beats fused
-    # moment kernels (var_mean is many times slower than a sum there).
+    # Centre, then vector_norm: on CPU this beats fused moment kernels (var_mean is many
+    # times slower than a sum there).
     rtol = _DEAD_RTOL.get(u.dtype, 1e-5)
     if weight is not None:
         u = u * weight
         n_valid = weight.sum(-1, keepdim=True).clamp_min(1)
     else:
         n_valid = u.shape[-1]
-    if centre:
-        mean = u.sum(-1, keepdim=True) / n_valid
-        u = u - mean
-        if weight is not None:
-            u = u * weight
+    if not centre:
         norm = torch.linalg.vector_norm(u, dim=-1)
-        # |a|^2 = |a - mean|^2 + n * mean^2: the raw norm without another pass over the data.
-        n = n_valid if weight is None else n_valid.squeeze(-1)
-        raw = torch.sqrt(norm.square() + n * mean.squeeze(-1).square())
-    else:
-        norm = torch.linalg.vector_norm(u, dim=-1)
-        raw = norm
-        u = u.clone() if weight is None else u
-    alive = norm > rtol * raw
+        return u, norm, norm > rtol * norm
+    mean = u.sum(-1, keepdim=True) / n_valid
+    u = u - mean
+    if weight is not None:
+        u = u * weight
+    norm = torch.linalg.vector_norm(u, dim=-1)
+    # |a|^2 = |a - mean|^2 + n * mean^2: the raw norm without another pass over the data.
+    n = n_valid if weight is None else n_valid.squeeze(-1)
+    raw = torch.sqrt(norm.square() + n * mean.squeeze(-1).square())
+    return u, norm, norm > rtol * raw
+
+
+def _standardise(u: torch.Tensor, weight: Optional[torch.Tensor], centre: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Unit-norm (optionally centred) rows of ``u`` (``... x P``) over the positions where ``weight`` is 1.
+
+    Returns the standardised rows (dead rows set to 0) and the boolean "alive" mask.
+    """
+    rows, norm, alive = _centre(u, weight, centre)
+    rows = rows.clone() if rows is u else rows
     # Dividing dead rows by +inf zeroes them in the same pass.
-    u.div_(torch.where(alive, norm, torch.full_like(norm, float("inf"))).unsqueeze(-1))
-    return u, alive
+    rows.div_(_safe_norm(norm, alive).unsqueeze(-1))
+    return rows, alive
+
+
+def _safe_norm(norm: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+    """``norm`` with dead rows at +inf, so that dividing by it zeroes them."""
+    return torch.where(alive, norm, torch.full_like(norm, float("inf")))
 
 
 def standardise_maps(a: torch.Tensor, similarity: str = "pearson") -> Tuple[torch.Tensor, torch.Tensor]:
@@ -93,37 +106,84 @@ def standardise_maps(a: torch.Tensor, similarity: str = "pearson") -> Tuple[torc
     return u.reshape(a.shape), alive
 
 
-def scores_from_standardised(
-    u: torch.Tensor, alive_u: torch.Tensor, v: torch.Tensor, alive_v: torch.Tensor
-) -> Dict[str, torch.Tensor]:
-    """Invariance/equivariance scores from standardised maps ``u = a(T_g x)``, ``v = T'_g a(x)`` (``... x C x P``)."""
-    valid = alive_u & alive_v
-    # ReLU after the max (max and ReLU commute), so the C x C matrix is only reduced, never clamped.
-    inv = (u * v).sum(-1).clamp_min(0) * valid
-    # Dead c' rows of v are zero and every score is clamped at 0, so they never change the max.
-    # The diagonal is one of the candidates of the max; say so exactly despite round-off.
-    eq = torch.maximum(_max_similarity(u, v).clamp_min(0) * valid, inv)
-    return {"invariance": inv, "equivariance": eq, "valid": valid}
-
-
 # Bytes of C x C similarities computed at once: small enough to stay in cache, so the
-# matrix is reduced by amax right after the matmul instead of round-tripping through memory.
+# matrix is reduced right after the matmul instead of round-tripping through memory.
 _SIMILARITY_BLOCK_BYTES = 4 * 2**20
 
 
-def _max_similarity(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """``max_{c'} <u_c, v_c'>`` for ``... x C x P`` inputs: batched matrix products in cache-sized blocks."""
+def _diagonal_and_max(u: torch.Tensor, v: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``<u_c, v_c>`` and ``max_{c'} <u_c, v_c'>`` for ``... x C x P`` inputs.
+
+    Batched matrix products in cache-sized blocks; both come from the same ``C x C`` block,
+    so the max is >= the diagonal exactly (equivariance >= invariance, no round-off).
+    """
     shape = u.shape[:-1]
     c, p = u.shape[-2:]
     u, v = u.reshape(-1, c, p), v.reshape(-1, c, p)
     vt = v.transpose(-1, -2)
     step = max(1, _SIMILARITY_BLOCK_BYTES // (c * c * u.element_size()))
-    if step >= u.shape[0]:
-        return torch.matmul(u, vt).amax(-1).reshape(shape)
-    out = u.new_empty(u.shape[0], c)
+    diag, top = u.new_empty(u.shape[0], c), u.new_empty(u.shape[0], c)
     for i in range(0, u.shape[0], step):
-        torch.amax(torch.matmul(u[i : i + step], vt[i : i + step]), -1, out=out[i : i + step])
-    return out.reshape(shape)
+        block = torch.matmul(u[i : i + step], vt[i : i + step])
+        diag[i : i + step] = torch.diagonal(block, dim1=-2, dim2=-1)
+        torch.amax(block, -1, out=top[i : i + step])
+    return diag.reshape(shape), top.reshape(shape)
+
+
+def _scores(
+    u: torch.Tensor, norm_u: torch.Tensor, alive_u: torch.Tensor, v: torch.Tensor, alive_v: torch.Tensor
+) -> Dict[str, torch.Tensor]:
+    """Scores from centred (not yet normalised) rows ``u`` of ``a(T_g x)`` and unit rows ``v`` of ``T'_g a(x)``.
+
+    Dividing the dot products by ``|u_c|`` afterwards, instead of ``u`` itself before, saves
+    a pass over the maps: a positive factor per row ``c`` does not move the max over ``c'``.
+    """
+    return _scores_from_products(*_diagonal_and_max(u, v), norm_u, alive_u, alive_v)
+
+
+def _scores_from_products(
+    diag: torch.Tensor, top: torch.Tensor, norm_u: torch.Tensor, alive_u: torch.Tensor, alive_v: torch.Tensor
+) -> Dict[str, torch.Tensor]:
+    """Scores from ``<u_c, v_c>`` and ``max_c' <u_c, v_c'>`` of unnormalised ``u`` rows with norms ``norm_u``."""
+    valid = alive_u & alive_v
+    scale = _safe_norm(norm_u, alive_u)
+    # ReLU after the max (max and ReLU commute); dead c' rows of v are zero and every score
+    # is clamped at 0, so they never change the max.
+    inv = (diag / scale).clamp_min(0) * valid
+    eq = (top / scale).clamp_min(0) * valid
+    return {"invariance": inv, "equivariance": eq, "valid": valid}
+
+
+def permuted_scores(
+    a_gx: torch.Tensor,
+    a_x: torch.Tensor,
+    permute: Callable[[torch.Tensor, int], torch.Tensor],
+    similarity: str = "pearson",
+) -> Dict[str, torch.Tensor]:
+    """Scores when every ``T'_g`` permutes positions (rot90, flips, circular shifts; no mask).
+
+    Args:
+        a_gx: ``a(T_g x)``, ``m x b x C x h x w``.
+        a_x: ``a(x)``, ``b x C x h x w``.
+        permute: ``permute(maps, g)`` is ``T'_g`` (element ``g`` of ``a_gx``'s first axis) on
+            ``b x C x h x w`` maps; it must only move positions.
+
+    Centring and norms do not change under a permutation, so ``a(x)`` is standardised once
+    and only its unit maps are permuted, one element at a time; the result equals
+    :func:`correlation_scores` with ``ta_x = T'_g a(x)``.
+    """
+    _check_similarity(similarity)
+    m, b, c, h, w = a_gx.shape
+    if a_x.shape != a_gx.shape[1:]:
+        raise ValueError(f"a(x) of shape {tuple(a_x.shape)} does not fit a(T_g x) of shape {tuple(a_gx.shape)}")
+    centre = similarity == "pearson"
+    v, alive_v = _standardise(a_x.reshape(b, c, h * w), None, centre)
+    v = v.reshape(a_x.shape)
+    u, norm_u, alive_u = _centre(a_gx.reshape(m, b, c, h * w), None, centre)
+    diag, top = u.new_empty(m, b, c), u.new_empty(m, b, c)
+    for g in range(m):
+        diag[g], top[g] = _diagonal_and_max(u[g], permute(v, g).reshape(b, c, h * w))
+    return _scores_from_products(diag, top, norm_u, alive_u, alive_v)
 
 
 def correlation_scores(
@@ -177,9 +237,9 @@ def correlation_scores(
                 "there; use smaller shifts or leave the layer out"
             )
         weight = mask.reshape(m, 1, 1, h * w).to(a_gx.dtype)
-    u, alive_u = _standardise(a_gx.reshape(m, b, c, h * w), weight, centre)
+    u, norm_u, alive_u = _centre(a_gx.reshape(m, b, c, h * w), weight, centre)
     v, alive_v = _standardise(ta_x.reshape(m, b, c, h * w), weight, centre)
-    return scores_from_standardised(u, alive_u, v, alive_v)
+    return _scores(u, norm_u, alive_u, v, alive_v)
 
 
 def _correlation_update(scores: torch.Tensor, valid: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -25,8 +25,7 @@ from ..functional.correlation import (
     _correlation_compute,
     _correlation_update,
     correlation_scores,
-    scores_from_standardised,
-    standardise_maps,
+    permuted_scores,
 )
 from .base import LayerContext, LayerMetric
 
@@ -99,11 +98,11 @@ class _CorrelationMeasure(LayerMetric):
 def _layer_scores(ctx: LayerContext, similarity: str) -> Dict[str, torch.Tensor]:
     if ctx.kind == "map" and ctx.channel_action is None and getattr(ctx.group, "permutes_positions", False):
         # A pure permutation of positions (rot90, flips, circular shifts) commutes with the
-        # per-channel standardisation: standardise a(x) once, then transform it m times.
-        sx, alive_x = standardise_maps(ctx.a_x, similarity=similarity)
-        v = torch.stack([ctx.group.act_feature(sx, g, ctx.input_size) for g in ctx.elements])
-        u, alive_u = standardise_maps(ctx.a_gx, similarity=similarity)
-        return scores_from_standardised(u.flatten(-2), alive_u, v.flatten(-2), alive_x.expand_as(alive_u))
+        # per-channel standardisation: standardise a(x) once, then permute it per element.
+        def permute(maps: torch.Tensor, g: int) -> torch.Tensor:
+            return ctx.group.act_feature(maps, ctx.elements[g], ctx.input_size)
+
+        return permuted_scores(ctx.a_gx, ctx.a_x, permute, similarity=similarity)
     return correlation_scores(
         ctx.a_gx, ctx.transformed_x(), mask=ctx.mask(), similarity=similarity, vector=ctx.kind == "vector"
     )
