@@ -359,6 +359,9 @@ class Measurement:
         self.seconds = 0.0
         self._called: set = set()
         self._allocating = False
+        # (output, its version, {group: (affine_invariant, channel_action)}) of the last layer
+        # measured in the current forward: a BatchNorm right after it may reuse its results.
+        self._previous: Optional[Tuple[torch.Tensor, int, Dict[str, Tuple[Dict[str, Any], Any]]]] = None
 
     def _channel_action(self, name: str, output) -> Optional[ChannelAction]:
         """The layer's declared channel action: the user's, else an e2cnn field type's representation."""
@@ -384,8 +387,18 @@ class Measurement:
             views += [g.act_input(x, e) for e in g.elements]
         return torch.cat(views)
 
-    def _on_output(self, name: str, output, b: int, input_size: Tuple[int, int], transform=None) -> None:
+    def _affine_source(self, prev, name: str, inputs, kind: str) -> Optional[Dict[str, Tuple[Dict[str, Any], Any]]]:
+        """The previous layer's reusable results when this layer is a positive per-channel affine map of its output."""
+        if prev is None or kind != "map" or not inputs or inputs[0] is not prev[0]:
+            return None
+        # the same tensor object, and no in-place op on it between the two layers
+        unchanged = prev[1] is not None and _version_of(inputs[0]) == prev[1]
+        module = self._modules_by_name[name.split(":")[0]]
+        return prev[2] if unchanged and _positive_channel_affine(module) else None
+
+    def _on_output(self, name: str, output, inputs, b: int, input_size: Tuple[int, int], transform=None) -> None:
         self._called.add(name)
+        previous, self._previous = self._previous, None
         if name in self.errors:
             return
         try:
@@ -410,6 +423,8 @@ class Measurement:
                     self.metrics[key].update_layer(lie_ctx)
                 return
             stacked = t.reshape(self.num_elements, b, *t.shape[1:])
+            source = self._affine_source(previous, name, inputs, act.kind)
+            reusable = {}
             start = 1
             for group in self.groups:
                 m = len(group)
@@ -425,6 +440,9 @@ class Measurement:
                     input_size=input_size,
                     channel_action=self._channel_action(name, output),
                 )
+                if source is not None and group.name in source and source[group.name][1] is ctx.channel_action:
+                    ctx.affine_of = source[group.name][0]
+                reusable[group.name] = (ctx.affine_invariant, ctx.channel_action)
                 start += m
                 for measure_name in self._stacked_measures:
                     key = (name, measure_name, group.name)
@@ -442,6 +460,7 @@ class Measurement:
                         self.metrics[key] = metric
                     if not self._allocating:
                         metric.update_layer(ctx)
+            self._previous = (output, _version_of(output), reusable) if isinstance(output, torch.Tensor) else None
         except Exception as e:  # noqa: BLE001 - reported with the layer's name
             msg = str(e) if name in str(e) else f"layer {name!r} (output {_shape_of(output)}): {e}"
             if self.on_error == "raise":
@@ -465,7 +484,7 @@ class Measurement:
 
             chunks = tqdm(chunks, total=None if total is None else math.ceil(total / chunk), desc="equivariance", leave=False)
         state = {}
-        callback = lambda n, o: self._on_output(n, o, state["b"], state["size"], state.get("transform"))  # noqa: E731
+        callback = lambda n, o, i: self._on_output(n, o, i, state["b"], state["size"], state.get("transform"))  # noqa: E731
         with Probe(self.model, self.layers, callback) as probe:
             for x in chunks:
                 if x.dim() != 4:
@@ -481,13 +500,16 @@ class Measurement:
                     self._allocating = True
                     try:
                         probe.start_forward()
+                        self._previous = None
                         self.model(self._stack(x[:1]))
                     finally:
                         self._allocating = False
                 state.update(b=x.shape[0], size=tuple(x.shape[-2:]))
                 if self._stacked_measures:
                     probe.start_forward()
+                    self._previous = None
                     self.model(self._stack(x))
+                    self._previous = None  # drop the last output
                 for transform in self.transforms:  # measure "lee": one forward-mode pass per transform
                     state["transform"] = transform
                     probe.start_forward()
@@ -544,6 +566,26 @@ class Measurement:
         selected = [n for n, _ in self.layers]
         not_called = [n for n in selected if n not in self._called]
         return MeasureReport(results, dict(self.errors), not_called, self.seconds, self.num_samples, dict(self.notes))
+
+
+def _version_of(t: torch.Tensor) -> Optional[int]:
+    """The tensor's in-place version counter (``None`` for inference tensors, which have none)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
+
+
+def _positive_channel_affine(module: nn.Module) -> bool:
+    """Whether ``module`` maps every channel map by ``a * x + b`` with ``a > 0`` (per sample at most).
+
+    BatchNorm (running or batch statistics) and GroupNorm with positive weights (or none):
+    their scale is ``weight / std`` per channel (and per sample for GroupNorm).
+    """
+    if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
+        weight = getattr(module, "weight", None)
+        return weight is None or bool((weight > 0).all())
+    return False
 
 
 def _shape_of(output) -> str:

@@ -196,7 +196,8 @@ def as_activation(out, layer: str) -> Activation:
 class Probe:
     """Context manager: eval mode, forward hooks on ``layers``, everything restored on exit.
 
-    ``callback(name, call_index, output)`` is called for every hooked module call;
+    ``callback(name, output, inputs)`` is called for every hooked module call (``inputs``:
+    the module's positional arguments);
     ``name`` is the qualified module name with ``":k"`` appended for the k-th repeated
     call of the same module within one forward (a ReLU module reused inside a ResNet
     block measures as two layers). Use ``start_forward()`` before each forward.
@@ -218,7 +219,7 @@ class Probe:
         def hook(module, args, output):
             k = self._calls.get(name, 0)
             self._calls[name] = k + 1
-            self.callback(name if k == 0 else f"{name}:{k}", output)
+            self.callback(name if k == 0 else f"{name}:{k}", output, args)
 
         return hook
 

@@ -16,7 +16,7 @@ def capture(model, x):
     hooks = []
     for name, mod in model.named_modules():
         if name and not any(True for _ in mod.children()):
-            hooks.append(mod.register_forward_hook(lambda m, i, o, name=name: outs.append((name, o.detach().double().numpy()[0]))))
+            hooks.append(mod.register_forward_hook(lambda m, i, o, name=name: outs.append((name, o.detach().double().numpy()[0].copy()))))
     try:
         with torch.no_grad():
             model.eval()
@@ -76,11 +76,14 @@ def transform_np(a, element, in_size):
 def pearson_relu(u, v, centre=True):
     u = u.astype(np.float64).ravel()
     v = v.astype(np.float64).ravel()
+    # dead: (numerically) constant, judged against the raw magnitude - a constant map's
+    # centred values are round-off, so comparing with them would call it alive
+    scale_u, scale_v = np.abs(u).max(), np.abs(v).max()
     if centre:
         u = u - u.mean()
         v = v - v.mean()
     nu, nv = np.sqrt((u * u).sum()), np.sqrt((v * v).sum())
-    if nu <= 1e-10 * max(1e-300, np.abs(u).max()) or nu == 0 or nv == 0 or nv <= 1e-10 * np.abs(v).max():
+    if nu == 0 or nv == 0 or nu <= 1e-10 * scale_u or nv <= 1e-10 * scale_v:
         return None
     return max(0.0, float((u * v).sum() / (nu * nv)))
 

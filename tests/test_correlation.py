@@ -202,3 +202,68 @@ def test_permuted_scores_equal_scores_of_the_transformed_maps(similarity):
     dead = similarity == "pearson"
     assert bool(got["valid"][:, 1, 2].any()) is not dead and bool(got["valid"][2, 3, 5]) is not dead
     assert bool((got["equivariance"] >= got["invariance"]).all())
+
+
+class _ConvNorm(nn.Module):
+    """conv -> (optional in-place ReLU, not a module) -> norm -> GAP -> linear."""
+
+    def __init__(self, norm, relu_in_place_before_norm=False):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 6, 3, padding=1)
+        self.norm = norm
+        self.relu_in_place = relu_in_place_before_norm
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        if self.relu_in_place:
+            y.relu_()  # changes the conv's output object after its hook ran
+        return self.fc(self.flatten(self.gap(self.norm(y))))
+
+
+def _norm(kind, weight_signs):
+    norm = nn.BatchNorm2d(6) if kind == "batch" else nn.GroupNorm(2, 6)
+    with torch.no_grad():
+        norm.weight.copy_(torch.tensor(weight_signs, dtype=torch.float32) * torch.linspace(0.5, 2.0, 6))
+        norm.bias.uniform_(-1, 1)
+        if kind == "batch":
+            norm.running_mean.uniform_(-0.5, 0.5)
+            norm.running_var.uniform_(0.5, 2.0)
+    return norm
+
+
+@pytest.mark.parametrize(
+    "kind,signs,relu_in_place,reused",
+    [
+        ("batch", [1] * 6, False, True),
+        ("group", [1] * 6, False, True),
+        ("batch", [1, -1, 1, 1, -1, 1], False, False),  # a negative scale flips correlations: no reuse
+        ("batch", [1] * 6, True, False),  # the conv output changed in place before the norm: no reuse
+    ],
+    ids=["batchnorm", "groupnorm", "negative-weight", "in-place-between"],
+)
+def test_norm_layer_reuses_the_conv_scores_only_when_exact(kind, signs, relu_in_place, reused, monkeypatch):
+    """Pearson is invariant under positive per-channel affine maps, so a BatchNorm/GroupNorm right after a
+    conv takes the conv's scores; every case still equals the brute force on the norm layer's own output."""
+    import lightning_equivariance.metrics.correlation as metric_module
+
+    torch.manual_seed(3)
+    model = _ConvNorm(_norm(kind, signs), relu_in_place).double()
+    images = torch.rand(4, 1, 10, 10, dtype=torch.float64)
+    computed = []
+    original = metric_module._layer_scores
+    monkeypatch.setattr(metric_module, "_layer_scores", lambda ctx, sim: computed.append(ctx.layer) or original(ctx, sim))
+    for group, elements in ((Rotation90(), [("rot", 1), ("rot", 2), ("rot", 3)]), (Translation(shifts=[(2, -1)]), [("shift", (2, -1))])):
+        computed.clear()
+        report = measure(model, images, groups=[group], batch_size=8)
+        assert ("norm" not in computed) is reused
+        df = report.to_dataframe()
+        assert {"conv", "norm", "gap", "fc"} <= set(df.layer)
+        for layer, (inv, eq) in correlation_brute(model, images, elements).items():
+            rows = df[df.layer == layer].set_index("measure")["value"]
+            if layer == "flatten":  # not a measured layer (layers="auto")
+                continue
+            assert rows["invariance"] == pytest.approx(inv, abs=1e-6), layer
+            assert rows["equivariance"] == pytest.approx(eq, abs=1e-6), layer

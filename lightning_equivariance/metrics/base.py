@@ -36,6 +36,11 @@ class LayerContext:
         a_gx: activations of the transformed images, ``m x b x ...``.
         input_size: ``(H, W)`` of the probe images (to scale translations).
         channel_action: the architecture's channel action for this layer, if any.
+        affine_invariant: results a measure leaves for the next layer: ones that do not
+            change under a per-channel affine map with positive scales (Pearson scores).
+        affine_of: the previous layer's ``affine_invariant`` (same group) when this layer's
+            output is that layer's output under such a map (a BatchNorm with positive
+            weights right after a conv): measures may reuse them instead of recomputing.
     """
 
     layer: str
@@ -47,6 +52,8 @@ class LayerContext:
     input_size: Tuple[int, int]
     channel_action: Optional[ChannelAction] = None
     cache: Dict[str, Any] = field(default_factory=dict)
+    affine_invariant: Dict[str, Any] = field(default_factory=dict)
+    affine_of: Optional[Dict[str, Any]] = None
 
     @property
     def num_channels(self) -> int:

@@ -77,7 +77,14 @@ class _CorrelationMeasure(LayerMetric):
         # Invariance and equivariance share one C x C correlation matrix per sample.
         key = ("correlation", self.similarity)
         if key not in ctx.cache:
-            ctx.cache[key] = _layer_scores(ctx, self.similarity)
+            if self.similarity == "pearson" and ctx.affine_of is not None and key in ctx.affine_of:
+                # Pearson is invariant under positive affine maps of either argument, channel by
+                # channel: a BatchNorm's scores are the ones of the conv it normalises.
+                ctx.cache[key] = ctx.affine_of[key]
+            else:
+                ctx.cache[key] = _layer_scores(ctx, self.similarity)
+            if self.similarity == "pearson":
+                ctx.affine_invariant[key] = ctx.cache[key]
         self._add(ctx.cache[key])
 
     def compute(self) -> torch.Tensor:
