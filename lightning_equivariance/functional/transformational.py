@@ -171,10 +171,10 @@ def _tv_update_columns(columns: Sequence[torch.Tensor]) -> torch.Tensor:
     out = torch.empty(columns[0].shape[1:], dtype=torch.float64, device=columns[0].device)
     for block in _unit_blocks(columns[0]):
         x0 = columns[0][:, block].to(torch.float64)
-        s = torch.zeros_like(x0)
-        q = torch.zeros_like(x0)
-        for c in columns[1:]:
-            d = torch.sub(c[:, block], x0)  # promotes to float64 without a separate copy of c
+        s = torch.sub(columns[1][:, block], x0)  # promotes to float64 without a separate copy of c
+        q = s * s
+        for c in columns[2:]:
+            d = torch.sub(c[:, block], x0)
             s += d
             q.addcmul_(d, d)
         out[block] = ((q - s * s / k).clamp_min(0) / (k - 1)).sum(0)
