@@ -5,7 +5,9 @@ For each chunk of probe images ``x`` the engine builds one batch
 once), runs a single forward under ``torch.no_grad`` with hooks on the selected
 layers, and feeds each layer's activations straight into the measures' sum states
 inside the hook, so nothing per-image is kept and memory does not grow with the
-number of probe images.
+number of probe images. Before the first chunk, one image (with its transformed
+copies) runs through the model only to create every layer's states, so the peak
+memory of a measurement is reached in its first chunk and layer errors show early.
 
 :func:`measure` is the one-call entry point; :class:`Measurement` is the same thing
 split into ``update`` / ``compute`` / ``reset`` (what the Lightning callback uses, one
