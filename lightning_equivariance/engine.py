@@ -586,7 +586,10 @@ def _positive_channel_affine(module: nn.Module) -> bool:
     """
     if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
         weight = getattr(module, "weight", None)
-        return weight is None or bool((weight > 0).all())
+        try:
+            return weight is None or bool((weight > 0).all())
+        except Exception:  # noqa: BLE001 - an unusual weight (sharded, lazy): just compute the layer's own scores
+            return False
     return False
 
 
