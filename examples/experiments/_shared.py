@@ -493,6 +493,36 @@ def fit_and_measure(
     }
 
 
+def train_cifar_net(
+    args: argparse.Namespace, *, run: str, net: nn.Module, model_name: str, group, train: Dataset, val: Dataset,
+    batch_augment=None,
+) -> Dict[str, Any]:
+    """Bruintjes et al.'s CIFAR recipe (SGD, steps at 50% and 75%) for ``net``, measured with the correlation
+    measures under ``group`` (arguments of :func:`add_common_arguments` and :func:`add_cifar_recipe_arguments`);
+    returns :func:`fit_and_measure`'s summary."""
+    module = ImageClassifier(
+        net, "sgd", lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+        milestones=(0.5, 0.75), batch_augment=batch_augment,
+    )
+    callback = EquivarianceEveryNAndLast(
+        measures=("invariance", "equivariance"),
+        groups=(group,),
+        layers=net.block_layers() if args.layers == "blocks" else "auto",
+        num_samples=args.num_samples,
+        every_n_epochs=args.every_n_epochs,
+        batch_size=args.measure_batch_size,
+        per_channel=args.per_channel,
+        seed=args.seed,
+        model_name=model_name,
+        submodule="net",
+    )
+    return fit_and_measure(
+        run=run, module=module, train=train, val=val, callback=callback, logdir=args.logdir,
+        max_epochs=args.epochs, batch_size=args.batch_size, num_workers=args.num_workers,
+        accelerator=args.accelerator, seed=args.seed, smoke=args.smoke,
+    )
+
+
 def part_summary(scalars: Dict[str, float], measure_name: str, group: str) -> str:
     """``"Early=0.812 Middle=..."`` from callback scalars ``equivariance/{measure}/{group}/part/{part}``."""
     out = []

@@ -40,17 +40,15 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _shared import (  # noqa: E402
     AUGMENTATIONS,
     CifarResNet,
-    EquivarianceEveryNAndLast,
-    ImageClassifier,
     add_cifar_recipe_arguments,
     add_common_arguments,
     check_cifar_recipe_arguments,
     cifar_datasets,
     cifar_transforms,
-    fit_and_measure,
     part_summary,
     positive_int,
     quiet_warnings,
+    train_cifar_net,
 )
 
 from lightning_equivariance import Translation  # noqa: E402
@@ -100,26 +98,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, dict]:
         train_tf, val_tf, batch_augment = cifar_transforms(augmentation)
         train, val = cifar_datasets(args.dataset, args.data_root, train_tf, val_tf, limit=args.limit)
         net = CifarResNet(depth=args.depth, width=args.width, num_classes=10)
-        module = ImageClassifier(
-            net, "sgd", lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-            milestones=(0.5, 0.75), batch_augment=batch_augment,
-        )
-        callback = EquivarianceEveryNAndLast(
-            measures=("invariance", "equivariance"),
-            groups=(group,),
-            layers=net.block_layers() if args.layers == "blocks" else "auto",
-            num_samples=args.num_samples,
-            every_n_epochs=args.every_n_epochs,
-            batch_size=args.measure_batch_size,
-            per_channel=args.per_channel,
-            seed=args.seed,
+        summary[run] = train_cifar_net(
+            args, run=run, net=net, group=group, train=train, val=val, batch_augment=batch_augment,
             model_name=f"ResNet-{args.depth} {augmentation} ({count_parameters(net):,} params)",
-            submodule="net",
-        )
-        summary[run] = fit_and_measure(
-            run=run, module=module, train=train, val=val, callback=callback, logdir=args.logdir,
-            max_epochs=args.epochs, batch_size=args.batch_size, num_workers=args.num_workers,
-            accelerator=args.accelerator, seed=args.seed, smoke=args.smoke,
         )
 
     print(f"\nTranslation (shifts 1..{args.max_shift}) at the last measured epoch, per depth part:")

@@ -38,19 +38,17 @@ from typing import Dict, List, Optional
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _shared import (  # noqa: E402
     AUGMENTATIONS,
-    EquivarianceEveryNAndLast,
-    ImageClassifier,
     WideResNet,
     add_cifar_recipe_arguments,
     add_common_arguments,
     check_cifar_recipe_arguments,
     cifar_datasets,
     cifar_transforms,
-    fit_and_measure,
     nonnegative_float,
     part_summary,
     positive_int,
     quiet_warnings,
+    train_cifar_net,
 )
 
 from lightning_equivariance import Translation  # noqa: E402
@@ -96,26 +94,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, dict]:
         run = f"wrn{args.depth}-{k}"
         net = WideResNet(depth=args.depth, widen_factor=k, num_classes=10, dropout=args.dropout)
         params = count_parameters(net)
-        module = ImageClassifier(
-            net, "sgd", lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
-            milestones=(0.5, 0.75), batch_augment=batch_augment,
-        )
-        callback = EquivarianceEveryNAndLast(
-            measures=("invariance", "equivariance"),
-            groups=(group,),
-            layers=net.block_layers() if args.layers == "blocks" else "auto",
-            num_samples=args.num_samples,
-            every_n_epochs=args.every_n_epochs,
-            batch_size=args.measure_batch_size,
-            per_channel=args.per_channel,
-            seed=args.seed,
+        summary[run] = train_cifar_net(
+            args, run=run, net=net, group=group, train=train, val=val, batch_augment=batch_augment,
             model_name=f"WRN-{args.depth}-{k} ({params:,} params)",
-            submodule="net",
-        )
-        summary[run] = fit_and_measure(
-            run=run, module=module, train=train, val=val, callback=callback, logdir=args.logdir,
-            max_epochs=args.epochs, batch_size=args.batch_size, num_workers=args.num_workers,
-            accelerator=args.accelerator, seed=args.seed, smoke=args.smoke,
         )
         summary[run]["params"] = params
 
