@@ -363,7 +363,7 @@ class Measurement:
         self._allocating = False
         # (output, its version, {group: (affine_invariant, channel_action)}) of the last layer
         # measured in the current forward: a BatchNorm right after it may reuse its results.
-        self._previous: Optional[Tuple[torch.Tensor, int, Dict[str, Tuple[Dict[str, Any], Any]]]] = None
+        self._previous: Optional[Tuple[torch.Tensor, Optional[int], Dict[str, Tuple[Dict[str, Any], Any]]]] = None
 
     def _channel_action(self, name: str, output) -> Optional[ChannelAction]:
         """The layer's declared channel action: the user's, else an e2cnn field type's representation."""

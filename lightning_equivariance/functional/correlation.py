@@ -95,17 +95,6 @@ def _safe_norm(norm: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
     return torch.where(alive, norm, torch.full_like(norm, float("inf")))
 
 
-def standardise_maps(a: torch.Tensor, similarity: str = "pearson") -> Tuple[torch.Tensor, torch.Tensor]:
-    """Standardise every channel map of ``a`` (``... x C x h x w``) over all its positions.
-
-    Returns maps of the same shape, each centred (Pearson) and scaled to unit norm, so that
-    the similarity of two maps is their dot product, and the boolean ``... x C`` "alive" mask.
-    """
-    _check_similarity(similarity)
-    u, alive = _standardise(a.flatten(-2), None, similarity == "pearson")
-    return u.reshape(a.shape), alive
-
-
 # Bytes of C x C similarities computed at once: small enough to stay in cache, so the
 # matrix is reduced right after the matmul instead of round-tripping through memory.
 _SIMILARITY_BLOCK_BYTES = 4 * 2**20
@@ -130,21 +119,15 @@ def _diagonal_and_max(u: torch.Tensor, v: torch.Tensor) -> Tuple[torch.Tensor, t
     return diag.reshape(shape), top.reshape(shape)
 
 
-def _scores(
-    u: torch.Tensor, norm_u: torch.Tensor, alive_u: torch.Tensor, v: torch.Tensor, alive_v: torch.Tensor
-) -> Dict[str, torch.Tensor]:
-    """Scores from centred (not yet normalised) rows ``u`` of ``a(T_g x)`` and unit rows ``v`` of ``T'_g a(x)``.
-
-    Dividing the dot products by ``|u_c|`` afterwards, instead of ``u`` itself before, saves
-    a pass over the maps: a positive factor per row ``c`` does not move the max over ``c'``.
-    """
-    return _scores_from_products(*_diagonal_and_max(u, v), norm_u, alive_u, alive_v)
-
-
 def _scores_from_products(
     diag: torch.Tensor, top: torch.Tensor, norm_u: torch.Tensor, alive_u: torch.Tensor, alive_v: torch.Tensor
 ) -> Dict[str, torch.Tensor]:
-    """Scores from ``<u_c, v_c>`` and ``max_c' <u_c, v_c'>`` of unnormalised ``u`` rows with norms ``norm_u``."""
+    """Scores from ``<u_c, v_c>`` and ``max_c' <u_c, v_c'>`` of centred, not yet normalised rows ``u``
+    (norms ``norm_u``) of ``a(T_g x)`` and unit rows ``v`` of ``T'_g a(x)``.
+
+    Dividing the products by ``|u_c|`` afterwards, instead of ``u`` itself before, saves a
+    pass over the maps: a positive factor per row ``c`` does not move the max over ``c'``.
+    """
     valid = alive_u & alive_v
     scale = _safe_norm(norm_u, alive_u)
     # ReLU after the max (max and ReLU commute); dead c' rows of v are zero and every score
@@ -239,7 +222,7 @@ def correlation_scores(
         weight = mask.reshape(m, 1, 1, h * w).to(a_gx.dtype)
     u, norm_u, alive_u = _centre(a_gx.reshape(m, b, c, h * w), weight, centre)
     v, alive_v = _standardise(ta_x.reshape(m, b, c, h * w), weight, centre)
-    return _scores(u, norm_u, alive_u, v, alive_v)
+    return _scores_from_products(*_diagonal_and_max(u, v), norm_u, alive_u, alive_v)
 
 
 def _correlation_update(scores: torch.Tensor, valid: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
