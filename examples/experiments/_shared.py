@@ -54,26 +54,22 @@ def quiet_warnings() -> None:
 
 
 # ---------------------------------------------------------------------- argparse helpers
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
-    return value
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    parse.__doc__ = f"argparse type: an integer >= {minimum}."
+    return parse
 
 
-def nonnegative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+positive_int = _int_at_least(1)
+nonnegative_int = _int_at_least(0)
 
 
 def nonnegative_float(text: str) -> float:
@@ -521,6 +517,16 @@ def train_cifar_net(
         max_epochs=args.epochs, batch_size=args.batch_size, num_workers=args.num_workers,
         accelerator=args.accelerator, seed=args.seed, smoke=args.smoke,
     )
+
+
+def print_cifar_summary(summary: Dict[str, Dict[str, Any]], group, max_shift: int, label: Callable[[str, Dict[str, Any]], str]) -> None:
+    """Print each run's correlation measures per depth part at its last measured epoch (``label(run, s)`` heads each run)."""
+    print(f"\nTranslation (shifts 1..{max_shift}) at the last measured epoch, per depth part:")
+    for run, s in summary.items():
+        last = s["history"][max(s["history"])] if s["history"] else {}
+        print(f"  {label(run, s)}  val_acc={s['val_acc']:.3f} ({s['minutes']:.1f} min)")
+        for m in ("invariance", "equivariance"):
+            print(f"    {m:12s} {part_summary(last, m, group.name)}")
 
 
 def part_summary(scalars: Dict[str, float], measure_name: str, group: str) -> str:

@@ -45,8 +45,8 @@ from _shared import (  # noqa: E402
     check_cifar_recipe_arguments,
     cifar_datasets,
     cifar_transforms,
-    part_summary,
     positive_int,
+    print_cifar_summary,
     quiet_warnings,
     train_cifar_net,
 )
@@ -103,12 +103,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, dict]:
             model_name=f"ResNet-{args.depth} {augmentation} ({count_parameters(net):,} params)",
         )
 
-    print(f"\nTranslation (shifts 1..{args.max_shift}) at the last measured epoch, per depth part:")
-    for run, s in summary.items():
-        last = s["history"][max(s["history"])] if s["history"] else {}
-        print(f"  {run:24s} val_acc={s['val_acc']:.3f} ({s['minutes']:.1f} min)")
-        for m in ("invariance", "equivariance"):
-            print(f"    {m:12s} {part_summary(last, m, group.name)}")
+    print_cifar_summary(summary, group, args.max_shift, lambda run, s: f"{run:24s}")
     print(f"\nTensorBoard: tensorboard --logdir {args.logdir} --samples_per_plugin equivariance=0")
     return summary
 

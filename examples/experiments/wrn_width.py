@@ -45,8 +45,8 @@ from _shared import (  # noqa: E402
     cifar_datasets,
     cifar_transforms,
     nonnegative_float,
-    part_summary,
     positive_int,
+    print_cifar_summary,
     quiet_warnings,
     train_cifar_net,
 )
@@ -100,12 +100,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, dict]:
         )
         summary[run]["params"] = params
 
-    print(f"\nTranslation (shifts 1..{args.max_shift}) at the last measured epoch, per depth part:")
-    for run, s in summary.items():
-        last = s["history"][max(s["history"])] if s["history"] else {}
-        print(f"  {run:12s} {s['params']:>12,} params  val_acc={s['val_acc']:.3f} ({s['minutes']:.1f} min)")
-        for m in ("invariance", "equivariance"):
-            print(f"    {m:12s} {part_summary(last, m, group.name)}")
+    print_cifar_summary(summary, group, args.max_shift, lambda run, s: f"{run:12s} {s['params']:>12,} params")
     print(f"\nTensorBoard: tensorboard --logdir {args.logdir} --samples_per_plugin equivariance=0")
     return summary
 
