@@ -21,6 +21,11 @@ Dead channels: a channel whose map has (numerically) zero variance in either arg
 is left out of the mean for that sample and counted. For equivariance the max runs
 over the non-dead channels ``c'``; the same ``(i, c)`` pairs are averaged as for
 invariance, so equivariance >= invariance holds per channel.
+
+Left-out images (MEASURES.md, "Non-finite values"): ``sample_mask`` (``b`` booleans, True =
+the image counts) leaves images out of every sum and count, with ``torch.where`` on the
+per-sample scores (no compaction, no host synchronisation): the result equals measuring
+only the kept images.
 """
 from __future__ import annotations
 
@@ -169,12 +174,22 @@ def permuted_scores(
     return _scores_from_products(diag, top, norm_u, alive_u, alive_v)
 
 
+def check_position_mask(mask: torch.Tensor, h: int, w: int) -> None:
+    """Raise if an element's validity mask (``m x h x w``) leaves fewer than 2 positions (synchronises)."""
+    if int(mask.flatten(1).sum(-1).min()) < 2:
+        raise ValueError(
+            f"mask leaves fewer than 2 valid positions on a {h}x{w} map: the correlation is undefined "
+            "there; use smaller shifts or leave the layer out"
+        )
+
+
 def correlation_scores(
     a_gx: torch.Tensor,
     ta_x: torch.Tensor,
     mask: Optional[torch.Tensor] = None,
     similarity: str = "pearson",
     vector: Optional[bool] = None,
+    check_mask: bool = True,
 ) -> Dict[str, torch.Tensor]:
     """Per-(element, sample, channel) invariance and equivariance scores.
 
@@ -184,6 +199,8 @@ def correlation_scores(
         mask: boolean validity mask ``m x h x w`` or ``h x w`` (maps only); ``None`` = all valid.
         similarity: ``"pearson"`` (default) or ``"cosine"``.
         vector: force the vector reading; default: 2-D/3-D inputs are vectors.
+        check_mask: raise if ``mask`` leaves fewer than 2 positions for some element (this
+            reads a count on the host; the metrics check once per layer and pass False).
 
     Returns:
         ``{"invariance", "equivariance", "valid"}``, each ``m x b x C`` (``m x b x 1`` for
@@ -214,20 +231,42 @@ def correlation_scores(
             mask = mask.expand(m, h, w)
         if mask.shape != (m, h, w):
             raise ValueError(f"mask of shape {tuple(mask.shape)} does not fit maps of shape {tuple(a_gx.shape)}")
-        if int(mask.flatten(1).sum(-1).min()) < 2:
-            raise ValueError(
-                f"mask leaves fewer than 2 valid positions on a {h}x{w} map: the correlation is undefined "
-                "there; use smaller shifts or leave the layer out"
-            )
+        if check_mask:
+            check_position_mask(mask, h, w)
         weight = mask.reshape(m, 1, 1, h * w).to(a_gx.dtype)
     u, norm_u, alive_u = _centre(a_gx.reshape(m, b, c, h * w), weight, centre)
     v, alive_v = _standardise(ta_x.reshape(m, b, c, h * w), weight, centre)
     return _scores_from_products(*_diagonal_and_max(u, v), norm_u, alive_u, alive_v)
 
 
-def _correlation_update(scores: torch.Tensor, valid: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Sum over samples: per-(element, channel) score sums and valid counts (float64)."""
-    return scores.sum(1, dtype=torch.float64), valid.sum(1, dtype=torch.float64)
+def _sample_keep(sample_mask: Optional[torch.Tensor], valid: torch.Tensor) -> Optional[torch.Tensor]:
+    """``sample_mask`` (``b``) as a bool ``1 x b x 1`` on ``valid``'s device (``valid`` is ``m x b x C``), or ``None``."""
+    if sample_mask is None:
+        return None
+    if sample_mask.dim() != 1 or sample_mask.shape[0] != valid.shape[1]:
+        raise ValueError(
+            f"sample_mask must hold one boolean per image ({valid.shape[1]}), got shape {tuple(sample_mask.shape)}"
+        )
+    return sample_mask.to(device=valid.device, dtype=torch.bool).reshape(1, -1, 1)
+
+
+def _correlation_update(
+    scores: torch.Tensor, valid: torch.Tensor, sample_mask: Optional[torch.Tensor] = None
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sum over samples: per-(element, channel) score sums and valid counts, per-element dead pairs (float64).
+
+    ``scores`` and ``valid`` are ``m x b x C``; ``sample_mask`` (``b`` booleans, True = the image
+    counts) leaves images out of all three (``torch.where``: a score of a left-out image may be
+    anything, NaN included).
+    """
+    keep = _sample_keep(sample_mask, valid)
+    if keep is None:
+        dead = (~valid).sum((1, 2), dtype=torch.float64)
+    else:
+        dead = (keep & ~valid).sum((1, 2), dtype=torch.float64)
+        valid = valid & keep
+        scores = torch.where(valid, scores, torch.zeros((), dtype=scores.dtype, device=scores.device))
+    return scores.sum(1, dtype=torch.float64), valid.sum(1, dtype=torch.float64), dead
 
 
 def _correlation_compute(score_sum: torch.Tensor, count: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -246,34 +285,47 @@ def _correlation_compute(score_sum: torch.Tensor, count: torch.Tensor) -> Tuple[
     return per_element, per_element.mean()
 
 
-def _functional(measure: str, a_gx, ta_x, mask, similarity) -> torch.Tensor:
+def _functional(measure: str, a_gx, ta_x, mask, similarity, sample_mask) -> torch.Tensor:
     out = correlation_scores(a_gx, ta_x, mask=mask, similarity=similarity)
-    return _correlation_compute(*_correlation_update(out[measure], out["valid"]))[1]
+    return _correlation_compute(*_correlation_update(out[measure], out["valid"], sample_mask)[:2])[1]
 
 
 def correlation_invariance(
-    a_gx: torch.Tensor, ta_x: torch.Tensor, mask: Optional[torch.Tensor] = None, similarity: str = "pearson"
+    a_gx: torch.Tensor,
+    ta_x: torch.Tensor,
+    mask: Optional[torch.Tensor] = None,
+    similarity: str = "pearson",
+    sample_mask: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Layer invariance (Bruintjes et al. 2023, Eq. 4), averaged over elements, samples and live channels.
+
+    ``sample_mask``: ``b`` booleans, True for the images that count (``None``: all); the others
+    are left out exactly (MEASURES.md, "Non-finite values").
 
     Example:
         >>> import torch
         >>> a = torch.randn(1, 4, 3, 8, 8)           # 1 element, 4 samples, 3 channels
-        >>> float(correlation_invariance(a, a))      # identical maps
+        >>> round(float(correlation_invariance(a, a)), 6)      # identical maps
         1.0
     """
-    return _functional("invariance", a_gx, ta_x, mask, similarity)
+    return _functional("invariance", a_gx, ta_x, mask, similarity, sample_mask)
 
 
 def correlation_equivariance(
-    a_gx: torch.Tensor, ta_x: torch.Tensor, mask: Optional[torch.Tensor] = None, similarity: str = "pearson"
+    a_gx: torch.Tensor,
+    ta_x: torch.Tensor,
+    mask: Optional[torch.Tensor] = None,
+    similarity: str = "pearson",
+    sample_mask: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Layer equivariance (Bruintjes et al. 2023, Eq. 7): best-matching channel ``c'`` per channel ``c``.
+
+    ``sample_mask`` as in :func:`correlation_invariance`.
 
     Example:
         >>> import torch
         >>> a = torch.randn(1, 4, 3, 8, 8)
-        >>> float(correlation_equivariance(a.flip(2), a))   # channels permuted
+        >>> round(float(correlation_equivariance(a.flip(2), a)), 6)   # channels permuted
         1.0
     """
-    return _functional("equivariance", a_gx, ta_x, mask, similarity)
+    return _functional("equivariance", a_gx, ta_x, mask, similarity, sample_mask)

@@ -34,6 +34,12 @@ Project decisions (MEASURES.md §2), also in the README:
 
 Shapes: ``a_x`` is ``b x ...`` (untransformed), ``a_gx`` ``m x b x ...`` (one slice per
 element), maps ``... x C x h x w``, vectors ``... x D``.
+
+Left-out images (MEASURES.md, "Non-finite values"): ``sample_mask`` (``b`` booleans, True =
+the image counts) leaves an image out of every sum and count - its scores in every view,
+and, for the latent ``M``, its untransformed point - with ``torch.where`` (no compaction,
+no host synchronisation in the streaming helpers). Orbit averages are per image, so a
+left-out image never reaches another image's terms.
 """
 from __future__ import annotations
 
@@ -148,25 +154,42 @@ def geed_softmax_scores(a_x: torch.Tensor, a_gx: torch.Tensor, inputs: str = "lo
     return terms.sum(-1)
 
 
-def looks_like_probabilities(a: torch.Tensor) -> bool:
-    """Rows in ``[0, 1]`` summing to 1 (to 1e-4): the layer already applied a softmax."""
+def looks_like_probabilities(a: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> bool:
+    """Rows in ``[0, 1]`` summing to 1 (to 1e-4): the layer already applied a softmax.
+
+    ``a`` is ``... x b x D``; with ``sample_mask`` (``b`` booleans) only the kept images' rows are read.
+    """
     a = a.to(torch.float64)
+    if sample_mask is not None:
+        keep = sample_mask.to(device=a.device, dtype=torch.bool).unsqueeze(-1)
+        a = torch.where(keep, a, torch.full((), 1.0 / a.shape[-1], dtype=a.dtype, device=a.device))
     return bool((a >= 0).all() and (a <= 1).all() and torch.allclose(a.sum(-1), torch.ones((), dtype=a.dtype), atol=1e-4))
 
 
-def mean_pairwise_distance(points: torch.Tensor) -> torch.Tensor:
+def mean_pairwise_distance(points: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Mean l2 distance between distinct rows of ``points`` (``n x D``): ``sum_{i != j} ||z_i - z_j|| / (n(n-1))``.
 
     Exact pairwise differences (no ``|a|^2 + |b|^2 - 2ab`` expansion, which cancels for close points).
+    ``sample_mask`` (``n`` booleans): only the rows marked True count (reads their number on the host).
     """
-    n = points.shape[0]
+    p = points.to(torch.float64)
+    keep = None
+    if sample_mask is None:
+        n = points.shape[0]
+    else:
+        keep = sample_mask.to(device=p.device, dtype=torch.bool)
+        p = torch.where(keep[:, None], p, torch.zeros((), dtype=p.dtype, device=p.device))
+        n = int(keep.sum())
     if n < 2:
         raise ValueError(f"the latent normalisation M needs at least 2 distinct probe points, got {n}")
-    p = points.to(torch.float64)
     total = p.new_zeros(())
-    step = max(1, int(2**22 // max(1, n * p.shape[1])))  # bound the n x step x D difference tensor
-    for i in range(0, n, step):
-        total = total + (p[i : i + step, None, :] - p[None, :, :]).norm(dim=-1).sum()
+    rows = p.shape[0]
+    step = max(1, int(2**22 // max(1, rows * p.shape[1])))  # bound the n x step x D difference tensor
+    for i in range(0, rows, step):
+        d = (p[i : i + step, None, :] - p[None, :, :]).norm(dim=-1)
+        if keep is not None:
+            d = d * (keep[i : i + step, None] & keep[None, :])
+        total = total + d.sum()
     return total / (n * (n - 1))
 
 
@@ -177,9 +200,17 @@ def _unit_rows(z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return torch.where(norm > 0, z / torch.where(norm > 0, norm, torch.ones_like(norm)), torch.zeros_like(z)), alive
 
 
-def _cosine_normaliser_update(z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Mergeable state of the cosine ``M``: ``(sum_i u_i, number of non-zero points)`` of ``b x D`` points."""
+def _cosine_normaliser_update(
+    z: torch.Tensor, sample_mask: Optional[torch.Tensor] = None
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Mergeable state of the cosine ``M``: ``(sum_i u_i, number of non-zero points)`` of ``b x D`` points.
+
+    ``sample_mask`` (``b`` booleans): only the points marked True count.
+    """
     u, alive = _unit_rows(z)
+    if sample_mask is not None:
+        alive = alive & sample_mask.to(device=alive.device, dtype=torch.bool)
+        u = torch.where(alive[:, None], u, torch.zeros((), dtype=u.dtype, device=u.device))
     return u.sum(0), alive.sum(dtype=torch.float64)
 
 
@@ -191,14 +222,35 @@ def _cosine_normaliser_compute(unit_sum: torch.Tensor, n: torch.Tensor) -> torch
     return ((unit_sum * unit_sum).sum() - n) / (n * (n - 1))
 
 
-def mean_pairwise_cosine(points: torch.Tensor) -> torch.Tensor:
-    """Mean cosine similarity between distinct non-zero rows of ``points`` (``n x D``)."""
-    return _cosine_normaliser_compute(*_cosine_normaliser_update(points))
+def mean_pairwise_cosine(points: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mean cosine similarity between distinct non-zero rows of ``points`` (``n x D``), rows with ``sample_mask`` True."""
+    return _cosine_normaliser_compute(*_cosine_normaliser_update(points, sample_mask))
 
 
-def _scores_update(score: torch.Tensor, valid: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Sum over samples (axis 1): score sums and valid counts in float64."""
-    return (score * valid).sum(1, dtype=torch.float64), valid.sum(1, dtype=torch.float64)
+def _sample_keep(sample_mask: Optional[torch.Tensor], like: torch.Tensor) -> Optional[torch.Tensor]:
+    """``sample_mask`` (``b``) as booleans broadcasting over ``like`` (``m x b x ...``), or ``None``."""
+    if sample_mask is None:
+        return None
+    if sample_mask.dim() != 1 or sample_mask.shape[0] != like.shape[1]:
+        raise ValueError(
+            f"sample_mask must hold one boolean per image ({like.shape[1]}), got shape {tuple(sample_mask.shape)}"
+        )
+    return sample_mask.to(device=like.device, dtype=torch.bool).reshape(1, -1, *([1] * (like.dim() - 2)))
+
+
+def _scores_update(
+    score: torch.Tensor, valid: torch.Tensor, sample_mask: Optional[torch.Tensor] = None
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sum over samples (axis 1) of ``m x b [x C]`` scores: score sums, valid counts and invalid
+    (left-out) counts in float64, only over the images with ``sample_mask`` True (all if ``None``)."""
+    keep = _sample_keep(sample_mask, valid)
+    if keep is None:
+        invalid = (~valid).sum(1, dtype=torch.float64)
+    else:
+        invalid = (keep & ~valid).sum(1, dtype=torch.float64)
+        valid = valid & keep
+    score = torch.where(valid, score, torch.zeros((), dtype=score.dtype, device=score.device))
+    return score.sum(1, dtype=torch.float64), valid.sum(1, dtype=torch.float64), invalid
 
 
 def _per_element(score_sum: torch.Tensor, count: torch.Tensor, what: str) -> torch.Tensor:
@@ -217,8 +269,15 @@ def _check_normaliser(M: torch.Tensor, metric: str) -> torch.Tensor:
     return M
 
 
-def geed_channel(a_gx: torch.Tensor, ta_x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+def geed_channel(
+    a_gx: torch.Tensor,
+    ta_x: torch.Tensor,
+    mask: Optional[torch.Tensor] = None,
+    sample_mask: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """Channelwise G-EED (Kvinge et al. 2022, Eq. 5), averaged over elements: in ``[-1, 1]``, larger = less equivariant.
+
+    ``sample_mask``: ``b`` booleans, True for the images that count (``None``: all).
 
     Example:
         >>> import torch
@@ -227,11 +286,16 @@ def geed_channel(a_gx: torch.Tensor, ta_x: torch.Tensor, mask: Optional[torch.Te
         -1.0
     """
     out = geed_channel_scores(a_gx, ta_x, mask=mask)
-    return -_per_element(*_scores_update(out["cosine"], out["valid"]), "channelwise G-EED").mean()
+    s, n, _ = _scores_update(out["cosine"], out["valid"], sample_mask)
+    return -_per_element(s, n, "channelwise G-EED").mean()
 
 
-def geed_latent(a_x: torch.Tensor, a_gx: torch.Tensor, metric: str = "l2") -> torch.Tensor:
+def geed_latent(
+    a_x: torch.Tensor, a_gx: torch.Tensor, metric: str = "l2", sample_mask: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Latent-space G-EED (Kvinge et al. 2022, Eq. 6) of one batch of vectors, ``M`` from the same ``a_x``.
+
+    ``sample_mask``: ``b`` booleans, True for the images that count, in the terms and in ``M``.
 
     Example:
         >>> import torch
@@ -240,13 +304,18 @@ def geed_latent(a_x: torch.Tensor, a_gx: torch.Tensor, metric: str = "l2") -> to
         0.0
     """
     out = geed_latent_scores(a_x, a_gx, metric)
-    per_element = _per_element(*_scores_update(out["score"], out["valid"]), f"latent G-EED ({metric})")
-    M = mean_pairwise_distance(a_x) if metric == "l2" else mean_pairwise_cosine(a_x)
+    s, n, _ = _scores_update(out["score"], out["valid"], sample_mask)
+    per_element = _per_element(s, n, f"latent G-EED ({metric})")
+    M = mean_pairwise_distance(a_x, sample_mask) if metric == "l2" else mean_pairwise_cosine(a_x, sample_mask)
     return per_element.mean() / _check_normaliser(M, metric)
 
 
-def geed_softmax(a_x: torch.Tensor, a_gx: torch.Tensor, inputs: str = "logits") -> torch.Tensor:
+def geed_softmax(
+    a_x: torch.Tensor, a_gx: torch.Tensor, inputs: str = "logits", sample_mask: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """Softmax G-EED (Kvinge et al. 2022, §3.1): mean ``KL(softmax(f(gx)) || softmax_hat(x))``, >= 0.
+
+    ``sample_mask``: ``b`` booleans, True for the images that count (``None``: all).
 
     Example:
         >>> import torch
@@ -255,4 +324,5 @@ def geed_softmax(a_x: torch.Tensor, a_gx: torch.Tensor, inputs: str = "logits") 
         True
     """
     kl = geed_softmax_scores(a_x, a_gx, inputs)
-    return kl.mean(1).mean()
+    s, n, _ = _scores_update(kl, torch.ones_like(kl, dtype=torch.bool), sample_mask)
+    return _per_element(s, n, "softmax G-EED").mean()

@@ -248,11 +248,16 @@ def lie_residual(tangent: torch.Tensor, a: torch.Tensor, velocity: Velocity, pad
 
 
 # ---------------------------------------------------------------------- LEE reduction
-def _lee_update(lie: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _lee_update(
+    lie: torch.Tensor, sample_mask: Optional[torch.Tensor] = None
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sums of one batch of Lie derivatives ``b x C x P`` (float64).
 
     Returns ``(sq_sum, entries, per_image)``: per-channel sums of squares ``C``, per-channel
     entry counts ``C`` (``b * P`` each) and the per-image LEE ``||L||^2 / (C P)`` (``b``).
+    ``sample_mask`` (``b`` booleans, True = the image counts): the other images are left out
+    of ``sq_sum`` and ``entries`` and their ``per_image`` is 0 (``torch.where``, on the device);
+    the caller counts images as ``sample_mask.sum()``.
     """
     if lie.dim() != 3:
         raise ValueError(f"expected Lie derivatives b x C x P, got shape {tuple(lie.shape)}")
@@ -261,7 +266,14 @@ def _lee_update(lie: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Te
         lie = lie.float()
     # one pass, no squared copy; per (image, channel) sums in the input's precision
     sq = torch.linalg.vector_norm(lie, dim=-1).double().square()  # b x C
-    entries = torch.full((c,), float(b * p), dtype=torch.float64, device=lie.device)
+    if sample_mask is None:
+        entries = torch.full((c,), float(b * p), dtype=torch.float64, device=lie.device)
+    else:
+        if sample_mask.dim() != 1 or sample_mask.shape[0] != b:
+            raise ValueError(f"sample_mask must hold one boolean per image ({b}), got shape {tuple(sample_mask.shape)}")
+        keep = sample_mask.to(device=lie.device, dtype=torch.bool)
+        sq = torch.where(keep[:, None], sq, torch.zeros((), dtype=sq.dtype, device=sq.device))
+        entries = (keep.sum(dtype=torch.float64) * p).expand(c).clone()
     return sq.sum(0), entries, sq.sum(1) / (c * p)
 
 

@@ -35,6 +35,13 @@ the engine's ``a(x)`` (``b x ...``) and ``a(t_j x)`` (``m x b x ...``).
 The ``_*_update`` helpers return per-batch sums (float64) and the ``_*_compute`` helpers
 turn summed states into per-unit values: the metric classes in
 :mod:`lightning_equivariance.metrics.transformational` are thin wrappers.
+
+Non-finite values (MEASURES.md): every ``_*_update`` helper takes an optional ``mask``, ``b``
+booleans on the activations' device (``True`` = the image counts). The masked images are left
+out of every sum, sum of squares, minimum, maximum and pair exactly - the result equals the
+update with the unmasked images only - with ``torch.where`` on the device (never a product
+with the mask: the masked rows may hold anything), without compacting the batch or
+synchronising with the host. ``mask=None`` takes the unmasked code path (no extra work).
 """
 from __future__ import annotations
 
@@ -92,6 +99,21 @@ def safe_ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
     return torch.where((den == 0) & (num != 0), torch.full_like(out, math.inf), out)
 
 
+# ---------------------------------------------------------------------- sample masks
+def _batch_mask(mask: Optional[torch.Tensor], like: torch.Tensor, axis: int = 0) -> Optional[torch.Tensor]:
+    """``mask`` (``b`` booleans) shaped to broadcast along axis ``axis`` of ``like`` (``None`` stays ``None``).
+
+    Checks the shape only (host metadata, no synchronisation).
+    """
+    if mask is None:
+        return None
+    b = like.shape[axis]
+    if tuple(mask.shape) != (b,):
+        raise ValueError(f"sample_mask must hold one boolean per image, shape ({b},), got {tuple(mask.shape)}")
+    mask = mask.to(device=like.device, dtype=torch.bool)
+    return mask.reshape(*([1] * axis), b, *([1] * (like.dim() - axis - 1)))
+
+
 # ---------------------------------------------------------------------- per-axis statistics
 def _sum_squares(x: torch.Tensor, dim: int) -> torch.Tensor:
     return (x * x).sum(dim)  # faster than vector_norm over an outer dim on CPU
@@ -136,6 +158,39 @@ def _sum_pairs(x: torch.Tensor, dim: int, distance: Distance) -> torch.Tensor:
     return total
 
 
+def _sum_pairs_masked(x: torch.Tensor, dim: int, distance: Distance, mask: torch.Tensor) -> torch.Tensor:
+    """``sum_{i<j, mask_i, mask_j} d(x_i, x_j)`` along ``dim`` (``mask``: ``x.shape[dim]`` booleans), no sync.
+
+    Euclidean: the masked values are set to ``+inf`` so they sort last; the first ``n_v`` sorted
+    values are the kept ones, and gap ``r`` is shared by ``r (n_v - r)`` of their pairs (0 from
+    ``r = n_v`` on: those gaps are dropped with ``torch.where``, never multiplied by 0).
+    Squared: ``n_v sum_i (x_i - x_s)^2 - (sum_i (x_i - x_s))^2`` over the kept values, shifted by
+    the first kept value ``x_s`` (exactly 0 when they are all equal).
+    """
+    y = x.movedim(dim, 0)
+    n = y.shape[0]
+    w = _batch_mask(mask, y)
+    flat = w.reshape(-1)
+    nv = flat.sum().to(y.dtype)
+    if distance == "euclidean":
+        s = torch.sort(torch.where(w, y, math.inf), dim=0).values
+        r = torch.arange(1, n, dtype=y.dtype, device=y.device)
+        weight = (r * (nv - r)).clamp_min(0).reshape(-1, *([1] * (y.dim() - 1)))
+        gaps = torch.where(weight > 0, s[1:] - s[:-1], 0.0)
+        return (gaps * weight).sum(0)
+    if distance == "squared":
+        first = flat.to(torch.int8).argmax().reshape(1)  # the first kept image (0 if none)
+        d = torch.where(w, y - y.index_select(0, first), 0.0)
+        s = d.sum(0)
+        return (nv * _sum_squares(d, 0) - s * s).clamp_min(0)
+    total = torch.zeros_like(y[0])
+    for i in range(n - 1):
+        pair = (flat[i : i + 1] & flat[i + 1 :]).reshape(-1, *([1] * (y.dim() - 1)))
+        d = torch.as_tensor(distance(y[i : i + 1], y[i + 1 :]), dtype=y.dtype)
+        total = total + torch.where(pair, d, 0.0).sum(0)
+    return total
+
+
 def _average_distance(x: torch.Tensor, dim: int, distance: Distance) -> torch.Tensor:
     """Quiroga Eq. 6: ``sum_{i,j} d(x_i, x_j) / n^2`` (diagonal included, symmetric ``d``)."""
     n = x.shape[dim]
@@ -165,9 +220,13 @@ def _unit_blocks(column: torch.Tensor) -> List[slice]:
     return [slice(i, min(i + step, size)) for i in range(0, size, step)]
 
 
-def _tv_update_columns(columns: Sequence[torch.Tensor]) -> torch.Tensor:
-    """Sum over the batch of the row variances ``Var_j ST[i, j]`` (shifted by column 0; exact 0 for constant rows)."""
+def _tv_update_columns(columns: Sequence[torch.Tensor], mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Sum over the batch of the row variances ``Var_j ST[i, j]`` (shifted by column 0; exact 0 for constant rows).
+
+    ``mask``: ``b`` booleans, the rows (images) that count (module docstring), or ``None`` (all).
+    """
     k = len(columns)
+    w = _batch_mask(mask, columns[0])
     out = torch.empty(columns[0].shape[1:], dtype=torch.float64, device=columns[0].device)
     for block in _unit_blocks(columns[0]):
         x0 = columns[0][:, block].to(torch.float64)
@@ -177,46 +236,72 @@ def _tv_update_columns(columns: Sequence[torch.Tensor]) -> torch.Tensor:
             d = torch.sub(c[:, block], x0)
             s += d
             q.addcmul_(d, d)
-        out[block] = ((q - s * s / k).clamp_min(0) / (k - 1)).sum(0)
+        var = (q - s * s / k).clamp_min(0) / (k - 1)
+        out[block] = (var if w is None else torch.where(w, var, 0.0)).sum(0)
     return out
 
 
-def _columns_update_columns(columns: Sequence[torch.Tensor]) -> Dict[str, torch.Tensor]:
-    """Per-column sums, sums of squares (float64), minima and maxima over the batch: ``k x ...units``."""
+def _columns_update_columns(columns: Sequence[torch.Tensor], mask: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    """Per-column sums, sums of squares (float64), minima and maxima over the batch: ``k x ...units``.
+
+    ``mask``: ``b`` booleans, the images that count, or ``None`` (all). Masked images add 0 to
+    the sums and ``+inf``/``-inf`` to the minima/maxima (a batch with no image leaves them as
+    the states' initial values).
+    """
     shape = (len(columns), *columns[0].shape[1:])
     out = {key: torch.empty(shape, dtype=torch.float64, device=columns[0].device) for key in ("s1", "s2", "cmin", "cmax")}
     blocks = _unit_blocks(columns[0])
+    w = _batch_mask(mask, columns[0])
     for j, c in enumerate(columns):
         for block in blocks:
-            c64 = c[:, block].to(torch.float64)
+            cb = c[:, block]
+            c64 = cb.to(torch.float64) if w is None else torch.where(w, cb, 0.0).to(torch.float64)
             out["s1"][j, block] = c64.sum(0)
             out["s2"][j, block] = (c64 * c64).sum(0)
             # exact in the input dtype; amin + amax over the batch axis is ~8x faster than
             # aminmax there on CPU (torch 2.x)
-            out["cmin"][j, block] = c[:, block].amin(0)
-            out["cmax"][j, block] = c[:, block].amax(0)
+            out["cmin"][j, block] = (cb if w is None else torch.where(w, cb, math.inf)).amin(0)
+            out["cmax"][j, block] = (cb if w is None else torch.where(w, cb, -math.inf)).amax(0)
     return out
 
 
-def _tv_update(st: torch.Tensor) -> torch.Tensor:
-    """Sum over the batch of the row variances ``Var_j ST[i, j]``: ``...units``."""
-    return _tv_update_columns(list(st.unbind(0)))
+def _tv_update(st: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Sum over the batch of the row variances ``Var_j ST[i, j]``: ``...units``.
+
+    ``mask``: ``b`` booleans, the images (rows) that count, or ``None`` (all).
+    """
+    return _tv_update_columns(list(st.unbind(0)), mask)
 
 
-def _td_update(st: torch.Tensor, distance: Distance) -> torch.Tensor:
-    """Sum over the batch of the row average distances: ``...units``."""
-    return _average_distance(st, 0, distance).sum(0)
+def _td_update(st: torch.Tensor, distance: Distance, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Sum over the batch of the row average distances: ``...units`` (``mask``: the rows that count, or ``None``)."""
+    per_row = _average_distance(st, 0, distance)
+    if mask is not None:
+        per_row = torch.where(_batch_mask(mask, per_row), per_row, 0.0)
+    return per_row.sum(0)
 
 
-def _columns_update(st: torch.Tensor) -> Dict[str, torch.Tensor]:
-    """Per-column (transformation) sums, sums of squares, minima and maxima over the batch: ``k x ...units``."""
-    return _columns_update_columns(list(st.unbind(0)))
+def _columns_update(st: torch.Tensor, mask: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
+    """Per-column (transformation) sums, sums of squares, minima and maxima over the batch: ``k x ...units``.
+
+    ``mask``: ``b`` booleans, the images that count, or ``None`` (all).
+    """
+    return _columns_update_columns(list(st.unbind(0)), mask)
 
 
-def _sd_block_update(st: torch.Tensor, distance: Distance) -> Tuple[torch.Tensor, int]:
-    """Quiroga §2.5 block approximation: ``sum_{i<i'} d`` over the samples *of this batch*, per column."""
+def _sd_block_update(
+    st: torch.Tensor, distance: Distance, mask: Optional[torch.Tensor] = None
+) -> Tuple[torch.Tensor, Union[int, torch.Tensor]]:
+    """Quiroga §2.5 block approximation: ``sum_{i<i'} d`` over the samples *of this batch*, per column, and the pair count.
+
+    With ``mask`` (``b`` booleans) only the pairs of unmasked images count: the result equals
+    the batch of the unmasked images alone; the pair count is then a device tensor (no sync).
+    """
     b = st.shape[1]
-    return _sum_pairs(st, 1, distance), b * (b - 1) // 2
+    if mask is None:
+        return _sum_pairs(st, 1, distance), b * (b - 1) // 2
+    nv = _batch_mask(mask, st, axis=1).sum()
+    return _sum_pairs_masked(st, 1, distance, mask), nv * (nv - 1) // 2
 
 
 def _column_variances(n: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor, cmin: torch.Tensor, cmax: torch.Tensor) -> torch.Tensor:

@@ -41,6 +41,14 @@ class LayerContext:
         affine_of: the previous layer's ``affine_invariant`` (same group) when this layer's
             output is that layer's output under such a map (a BatchNorm with positive
             weights right after a conv): measures may reuse them instead of recomputing.
+        sample_mask: ``b`` booleans on the activations' device, ``True`` for the images that
+            count, or ``None`` when all do. An image whose input or activation at this layer
+            (any view) holds NaN or Inf is left out of the layer (MEASURES.md, "Non-finite
+            values"); the engine has already replaced its activations (``a_x`` and every
+            ``a_gx``) by zeros, so nothing non-finite reaches a measure. A measure leaves the
+            masked images out of every sum and count exactly - the result equals measuring
+            only the unmasked images - using masks on the device (``torch.where``, multiplying
+            by the mask), never compacting the batch or synchronising with the host.
     """
 
     layer: str
@@ -54,6 +62,7 @@ class LayerContext:
     cache: Dict[str, Any] = field(default_factory=dict)
     affine_invariant: Dict[str, Any] = field(default_factory=dict)
     affine_of: Optional[Dict[str, Any]] = None
+    sample_mask: Optional[torch.Tensor] = None
 
     @property
     def num_channels(self) -> int:
@@ -138,3 +147,31 @@ class LayerMetric(Metric):
             dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync, should_unsync=self._should_unsync
         ):
             return self._compute_details()
+
+
+class ImagesLeftOut(Metric):
+    """Which probe images a layer left out because their values were not finite (not a measure).
+
+    ``update(positions, left_out)`` takes the global probe positions of a chunk and a
+    boolean per image (on the device; nothing is synchronised with the host); the states
+    are concatenated over chunks, passes and processes. ``compute()`` returns
+    ``(left out positions, number of distinct images seen)``.
+    """
+
+    full_state_update = False
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.add_state("positions", default=[], dist_reduce_fx="cat")
+        self.add_state("left_out", default=[], dist_reduce_fx="cat")
+
+    def update(self, positions: torch.Tensor, left_out: torch.Tensor) -> None:
+        self.positions.append(positions.to(left_out.device))
+        self.left_out.append(left_out)
+
+    def compute(self) -> Tuple[List[int], int]:
+        pos = self.positions if isinstance(self.positions, torch.Tensor) else (
+            torch.cat(self.positions) if self.positions else torch.zeros(0, dtype=torch.long))
+        bad = self.left_out if isinstance(self.left_out, torch.Tensor) else (
+            torch.cat(self.left_out) if self.left_out else torch.zeros(0, dtype=torch.bool))
+        return torch.unique(pos[bad]).tolist(), int(torch.unique(pos).numel())

@@ -4,6 +4,12 @@ Thin ``torchmetrics.Metric`` classes over :mod:`lightning_equivariance.functiona
 States are per-(element, channel) sums of scores and of valid pairs, plus the number
 of dead (left-out) pairs per element, all with ``dist_reduce_fx="sum"``.
 
+Left-out images (MEASURES.md, "Non-finite values"): ``update(..., sample_mask=...)`` and
+``LayerContext.sample_mask`` leave images out of every sum and count. The mask is applied
+where the per-sample scores are summed, so scores shared through ``ctx.cache`` or reused
+through ``ctx.affine_of`` (computed under another layer's mask) are masked by the layer
+that adds them.
+
 Example::
 
     >>> import torch
@@ -24,6 +30,7 @@ from ..functional.correlation import (
     _check_similarity,
     _correlation_compute,
     _correlation_update,
+    check_position_mask,
     correlation_scores,
     permuted_scores,
 )
@@ -51,29 +58,47 @@ class _CorrelationMeasure(LayerMetric):
         self.add_state("score_sum", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("left_out", torch.zeros(shape[0], dtype=torch.float64), dist_reduce_fx="sum")
+        # The validity mask of a layer is fixed by the group and the layer's shape: in
+        # update_layer its "at least 2 positions" check (a host read) runs on the first chunk only.
+        self._position_mask_checked = False
 
     @classmethod
     def for_layer(cls, ctx: LayerContext, similarity: str = "pearson", **_: Any) -> "_CorrelationMeasure":
         channels = 1 if ctx.kind == "vector" else ctx.num_channels
         return cls(len(ctx.elements), channels, similarity=similarity).to(ctx.a_x.device)
 
-    def _add(self, scores: Dict[str, torch.Tensor]) -> None:
+    def _add(self, scores: Dict[str, torch.Tensor], sample_mask: Optional[torch.Tensor] = None) -> None:
         score = scores[self.measure_name]
         if score.shape[0] != self.score_sum.shape[0] or score.shape[-1] != self.score_sum.shape[1]:
             raise ValueError(
                 f"{type(self).__name__} was created for {self.score_sum.shape[0]} elements x "
                 f"{self.score_sum.shape[1]} channels, got scores of shape {tuple(score.shape)}"
             )
-        s, n = _correlation_update(score, scores["valid"])
+        s, n, dead = _correlation_update(score, scores["valid"], sample_mask)
         self.score_sum += s
         self.count += n
-        self.left_out += (~scores["valid"]).sum((1, 2), dtype=torch.float64)
+        self.left_out += dead
 
-    def update(self, a_gx: torch.Tensor, ta_x: torch.Tensor, mask: Optional[torch.Tensor] = None) -> None:
-        """Add a batch: ``a(T_g x)`` and ``T'_g a(x)`` (``m x b x C x h x w`` or ``m x b x D``), optional mask."""
-        self._add(correlation_scores(a_gx, ta_x, mask=mask, similarity=self.similarity))
+    def update(
+        self,
+        a_gx: torch.Tensor,
+        ta_x: torch.Tensor,
+        mask: Optional[torch.Tensor] = None,
+        sample_mask: Optional[torch.Tensor] = None,
+    ) -> None:
+        """Add a batch: ``a(T_g x)`` and ``T'_g a(x)`` (``m x b x C x h x w`` or ``m x b x D``).
+
+        Args:
+            mask: optional boolean ``m x h x w`` (or ``h x w``) validity mask of the positions;
+                checked for at least 2 positions per element on every call (a host read).
+            sample_mask: optional ``b`` booleans on the activations' device, True for the images
+                that count; the others are left out of every sum and count exactly (their
+                activations may hold anything). ``None``: all images count.
+        """
+        self._add(correlation_scores(a_gx, ta_x, mask=mask, similarity=self.similarity), sample_mask)
 
     def update_layer(self, ctx: LayerContext) -> None:
+        """Add one chunk of a layer; images with ``ctx.sample_mask`` False are left out."""
         # Invariance and equivariance share one C x C correlation matrix per sample.
         key = ("correlation", self.similarity)
         if key not in ctx.cache:
@@ -83,9 +108,14 @@ class _CorrelationMeasure(LayerMetric):
                 ctx.cache[key] = ctx.affine_of[key]
             else:
                 ctx.cache[key] = _layer_scores(ctx, self.similarity)
+                mask = ctx.mask() if ctx.kind == "map" else None
+                if mask is not None and not self._position_mask_checked:
+                    check_position_mask(mask, *ctx.a_x.shape[-2:])
+                    self._position_mask_checked = True
             if self.similarity == "pearson":
                 ctx.affine_invariant[key] = ctx.cache[key]
-        self._add(ctx.cache[key])
+        # Scores are per sample and unmasked: the mask of *this* layer is applied here.
+        self._add(ctx.cache[key], ctx.sample_mask)
 
     def compute(self) -> torch.Tensor:
         """The layer value: mean over elements of the per-element mean over valid (sample, channel) pairs."""
@@ -111,7 +141,12 @@ def _layer_scores(ctx: LayerContext, similarity: str) -> Dict[str, torch.Tensor]
 
         return permuted_scores(ctx.a_gx, ctx.a_x, permute, similarity=similarity)
     return correlation_scores(
-        ctx.a_gx, ctx.transformed_x(), mask=ctx.mask(), similarity=similarity, vector=ctx.kind == "vector"
+        ctx.a_gx,
+        ctx.transformed_x(),
+        mask=ctx.mask(),
+        similarity=similarity,
+        vector=ctx.kind == "vector",
+        check_mask=False,  # checked by the metric on its first update
     )
 
 

@@ -6,6 +6,12 @@ of :class:`GEEDLatentL2` (see there). Larger values mean *less* equivariant
 (``higher_is_better = False``). ``value`` is the mean over the group's non-identity
 elements of the per-element G-EED (MEASURES.md §2); ``per_element`` holds those.
 
+Left-out images (MEASURES.md, "Non-finite values"): every ``update`` takes an optional
+``sample_mask`` (``b`` booleans on the activations' device, True = the image counts) and
+``update_layer`` passes ``LayerContext.sample_mask``; a left-out image is out of every sum
+and count (its scores in all views, its point in the latent ``M``), selected with
+``torch.where`` on the device, without compacting the batch or reading values on the host.
+
 Example::
 
     >>> import torch
@@ -111,25 +117,37 @@ class GEEDChannel(_GEED):
     def for_layer(cls, ctx: LayerContext, **_: Any) -> "GEEDChannel":
         return cls(len(ctx.elements), 1 if ctx.kind == "vector" else ctx.num_channels).to(ctx.a_x.device)
 
-    def update(self, a_gx: torch.Tensor, ta_x: torch.Tensor, mask: Optional[torch.Tensor] = None, vector: Optional[bool] = None) -> None:
-        """Add ``a(gx)`` and ``g a_hat(x)`` (``m x b x C x h x w`` or ``m x b x D``), optional ``m x h x w`` mask."""
+    def update(
+        self,
+        a_gx: torch.Tensor,
+        ta_x: torch.Tensor,
+        mask: Optional[torch.Tensor] = None,
+        vector: Optional[bool] = None,
+        sample_mask: Optional[torch.Tensor] = None,
+    ) -> None:
+        """Add ``a(gx)`` and ``g a_hat(x)`` (``m x b x C x h x w`` or ``m x b x D``), optional ``m x h x w`` mask.
+
+        ``sample_mask``: optional ``b`` booleans, True for the images that count; the others are
+        left out of every sum and count (their activations may hold anything).
+        """
         out = geed_channel_scores(a_gx, ta_x, mask=mask, vector=vector)
         if out["cosine"].shape[0] != self.score_sum.shape[0] or out["cosine"].shape[-1] != self.score_sum.shape[1]:
             raise ValueError(
                 f"{type(self).__name__} was created for {self.score_sum.shape[0]} elements x {self.score_sum.shape[1]} "
                 f"channels, got cosines of shape {tuple(out['cosine'].shape)}"
             )
-        s, n = _scores_update(out["cosine"], out["valid"])
+        s, n, dead = _scores_update(out["cosine"], out["valid"], sample_mask)
         self.score_sum += s
         self.count += n
-        self.left_out += (~out["valid"]).sum((1, 2), dtype=torch.float64)
+        self.left_out += dead.sum(1)
 
     def update_layer(self, ctx: LayerContext) -> None:
         if ctx.kind == "vector":
+            # per image: a left-out image's orbit average reaches only its own (masked) terms
             f_hat = _orbit_average(ctx)
-            self.update(ctx.a_gx, f_hat.expand(len(ctx.elements), *f_hat.shape), vector=True)
+            self.update(ctx.a_gx, f_hat.expand(len(ctx.elements), *f_hat.shape), vector=True, sample_mask=ctx.sample_mask)
         else:
-            self.update(ctx.a_gx, ctx.transformed_x(), mask=ctx.mask(), vector=False)
+            self.update(ctx.a_gx, ctx.transformed_x(), mask=ctx.mask(), vector=False, sample_mask=ctx.sample_mask)
 
     def compute(self) -> torch.Tensor:
         return -_per_element(self.score_sum, self.count, "channelwise G-EED").mean()
@@ -197,21 +215,43 @@ class GEEDLatentL2(_GEED):
         cls._refuse(ctx)
         return cls(len(ctx.elements), int(ctx.a_x.shape[-1]), max_points=geed_max_points).to(ctx.a_x.device)
 
-    def update(self, a_x: torch.Tensor, a_gx: torch.Tensor) -> None:
-        """Add a batch: ``a(x)`` (``b x D``) and ``a(gx)`` (``m x b x D``)."""
+    def update(self, a_x: torch.Tensor, a_gx: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> None:
+        """Add a batch: ``a(x)`` (``b x D``) and ``a(gx)`` (``m x b x D``).
+
+        ``sample_mask``: optional ``b`` booleans, True for the images that count; the others are
+        left out of the sums, of the kept points and of ``seen``.
+        """
         out = geed_latent_scores(a_x, a_gx, "l2")
-        s, n = _scores_update(out["score"], out["valid"])
+        s, n, _ = _scores_update(out["score"], out["valid"], sample_mask)
         self.dist_sum += s
         self.count += n
-        kept = int(self.num_points)
-        take = min(self.max_points - kept, a_x.shape[0])
-        if take > 0:
-            self.points[kept : kept + take] = a_x[:take].to(torch.float64)
-            self.num_points += take
-        self.seen += a_x.shape[0]
+        self._keep_points(a_x, sample_mask)
+
+    def _keep_points(self, a_x: torch.Tensor, sample_mask: Optional[torch.Tensor]) -> None:
+        """Append the batch's kept points to the buffer while it has room, all on the device.
+
+        Point ``i`` goes to row ``num_points + (number of kept points before it)``; points that
+        are left out or do not fit add zeros to row 0 instead (rows past ``num_points`` are
+        zero, so adding a point writes it). No host read of ``num_points``, no compaction.
+        """
+        b = a_x.shape[0]
+        if sample_mask is None:
+            keep = torch.ones(b, dtype=torch.bool, device=a_x.device)
+            rank = torch.arange(b, device=a_x.device)
+        else:
+            keep = sample_mask.to(device=a_x.device, dtype=torch.bool).reshape(b)
+            rank = torch.cumsum(keep, 0) - 1
+        pos = self.num_points.to(torch.long) + rank
+        fits = keep & (pos < self.max_points)
+        rows = torch.where(fits, pos, torch.zeros_like(pos))
+        zero = torch.zeros((), dtype=torch.float64, device=a_x.device)
+        values = torch.where(fits[:, None], a_x.to(torch.float64), zero)
+        self.points.index_put_((rows,), values, accumulate=True)
+        self.num_points += fits.sum(dtype=torch.float64)
+        self.seen += keep.sum(dtype=torch.float64)
 
     def update_layer(self, ctx: LayerContext) -> None:
-        self.update(ctx.a_x, ctx.a_gx)
+        self.update(ctx.a_x, ctx.a_gx, sample_mask=ctx.sample_mask)
 
     def _kept_points(self) -> torch.Tensor:
         pts, num = self.points, self.num_points
@@ -282,19 +322,23 @@ class GEEDLatentCosine(_GEED):
         cls._refuse(ctx)
         return cls(len(ctx.elements), int(ctx.a_x.shape[-1])).to(ctx.a_x.device)
 
-    def update(self, a_x: torch.Tensor, a_gx: torch.Tensor) -> None:
-        """Add a batch: ``a(x)`` (``b x D``) and ``a(gx)`` (``m x b x D``)."""
+    def update(self, a_x: torch.Tensor, a_gx: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> None:
+        """Add a batch: ``a(x)`` (``b x D``) and ``a(gx)`` (``m x b x D``).
+
+        ``sample_mask``: optional ``b`` booleans, True for the images that count; the others are
+        left out of the sums, of ``M`` and of ``left_out``.
+        """
         out = geed_latent_scores(a_x, a_gx, "cosine")
-        s, n = _scores_update(out["score"], out["valid"])
+        s, n, dead = _scores_update(out["score"], out["valid"], sample_mask)
         self.score_sum += s
         self.count += n
-        self.left_out += (~out["valid"]).sum(1, dtype=torch.float64)
-        u, k = _cosine_normaliser_update(a_x)
+        self.left_out += dead
+        u, k = _cosine_normaliser_update(a_x, sample_mask)
         self.unit_sum += u
         self.num_points += k
 
     def update_layer(self, ctx: LayerContext) -> None:
-        self.update(ctx.a_x, ctx.a_gx)
+        self.update(ctx.a_x, ctx.a_gx, sample_mask=ctx.sample_mask)
 
     def normaliser(self) -> torch.Tensor:
         """``M``: the mean cosine similarity between distinct non-zero untransformed points."""
@@ -350,17 +394,27 @@ class GEEDSoftmax(_GEED):
         cls._refuse(ctx)
         return cls(len(ctx.elements), inputs=geed_softmax_input).to(ctx.a_x.device)
 
-    def update(self, a_x: torch.Tensor, a_gx: torch.Tensor) -> None:
-        """Add a batch: ``f(x)`` (``b x D``) and ``f(gx)`` (``m x b x D``), logits or probabilities."""
-        if self.inputs == "auto":
-            both = torch.cat([a_x.unsqueeze(0), a_gx])
-            self.inputs = "probs" if looks_like_probabilities(both) else "logits"
-        kl = geed_softmax_scores(a_x, a_gx, self.inputs)
-        self.kl_sum += kl.sum(1, dtype=torch.float64)
-        self.count += kl.shape[1]
+    def update(self, a_x: torch.Tensor, a_gx: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> None:
+        """Add a batch: ``f(x)`` (``b x D``) and ``f(gx)`` (``m x b x D``), logits or probabilities.
+
+        ``sample_mask``: optional ``b`` booleans, True for the images that count; the others are
+        left out of the sums and counts, and of the ``inputs="auto"`` decision.
+        """
+        inputs = self.inputs
+        if inputs == "auto":
+            # decided on the first batch with a kept image (a host read, once)
+            if sample_mask is None or bool(sample_mask.any()):
+                both = torch.cat([a_x.unsqueeze(0), a_gx])
+                self.inputs = inputs = "probs" if looks_like_probabilities(both, sample_mask) else "logits"
+            else:
+                inputs = "logits"  # every image left out: nothing is added
+        kl = geed_softmax_scores(a_x, a_gx, inputs)
+        s, n, _ = _scores_update(kl, torch.ones_like(kl, dtype=torch.bool), sample_mask)
+        self.kl_sum += s
+        self.count += n
 
     def update_layer(self, ctx: LayerContext) -> None:
-        self.update(ctx.a_x, ctx.a_gx)
+        self.update(ctx.a_x, ctx.a_gx, sample_mask=ctx.sample_mask)
 
     def compute(self) -> torch.Tensor:
         return _per_element(self.kl_sum, self.count, "softmax G-EED").mean()

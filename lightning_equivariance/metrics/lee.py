@@ -5,6 +5,8 @@
 States are per-channel sums of squares and entry counts, plus the number of images and
 the sum of squared per-image values (for a standard error), all ``dist_reduce_fx="sum"``:
 probe images split over chunks or processes give the same result as one pass.
+Images left out by a ``sample_mask`` (MEASURES.md, "Non-finite values") are out of every
+one of those sums and counts (``torch.where`` on the device, no host read).
 
 Example::
 
@@ -18,7 +20,7 @@ Example::
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 
@@ -38,12 +40,16 @@ class LieContext:
         transform: the :class:`~lightning_equivariance.lie.LieTransform`.
         lie: ``b x C x P``: ``C`` channels of ``P`` entries each (a map's ``h w`` positions,
             the tokens of a token layer, class tokens included); a vector is ``b x 1 x D``.
+        sample_mask: ``b`` booleans, ``True`` for the images that count, or ``None`` (all):
+            an image whose primal or tangent holds NaN or Inf at this layer is left out
+            (its ``lie`` rows are already zeros), as for :class:`LayerContext`.
     """
 
     layer: str
     kind: str
     transform: Any
     lie: torch.Tensor
+    sample_mask: Optional[torch.Tensor] = None
 
     @property
     def num_channels(self) -> int:
@@ -88,8 +94,12 @@ class LieDerivativeError(LayerMetric):
     def for_layer(cls, ctx: LieContext, **_: Any) -> "LieDerivativeError":
         return cls(ctx.num_channels).to(ctx.lie.device)
 
-    def update(self, lie: torch.Tensor) -> None:
-        """Add Lie derivatives of a batch: ``b x C x h x w`` maps, ``b x C x P`` or ``b x D`` vectors."""
+    def update(self, lie: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> None:
+        """Add Lie derivatives of a batch: ``b x C x h x w`` maps, ``b x C x P`` or ``b x D`` vectors.
+
+        ``sample_mask``: optional ``b`` booleans on ``lie``'s device, True for the images that
+        count; the others are left out of every sum and count (their rows may hold anything).
+        """
         if lie.dim() == 2:
             lie = lie.unsqueeze(1)
         elif lie.dim() > 3:
@@ -99,15 +109,18 @@ class LieDerivativeError(LayerMetric):
                 f"LieDerivativeError was created for {self.sq_sum.shape[0]} channels, got Lie derivatives of shape "
                 f"{tuple(lie.shape)}"
             )
-        sq, entries, per_image = _lee_update(lie)
+        sq, entries, per_image = _lee_update(lie, sample_mask)
         self.sq_sum += sq
         self.entries += entries
-        self.num_images += per_image.numel()
+        if sample_mask is None:
+            self.num_images += per_image.numel()
+        else:
+            self.num_images += sample_mask.to(device=per_image.device, dtype=torch.bool).sum(dtype=torch.float64)
         self.value_sum += per_image.sum()
         self.value_sq_sum += per_image.square().sum()
 
     def update_layer(self, ctx: LieContext) -> None:
-        self.update(ctx.lie)
+        self.update(ctx.lie, sample_mask=ctx.sample_mask)
 
     def compute(self) -> torch.Tensor:
         """The layer's LEE (Eq. 4)."""

@@ -28,6 +28,13 @@ average distance") it is computed over the pairs *within each batch*, rescaled t
 ``n^2`` normalisation. It is exact when the whole probe set fits in one batch, and it
 depends on how images are batched otherwise. ``distance="squared"`` is exact and mergeable
 (Eq. 7: twice the population variance).
+
+Non-finite values (MEASURES.md): ``update(..., sample_mask=...)`` and ``update_layer(ctx)``
+(``ctx.sample_mask``) take ``b`` booleans on the activations' device, ``True`` for the images
+that count. The masked images are left out of every state exactly (the image count, row
+sums, column sums, sums of squares, minima, maxima, and the within-batch pairs of ``sd``/
+``nd``: a batch of 8 with one masked image counts as the batch of the 7 others), with
+``torch.where`` on the device, without compacting the batch or a host synchronisation.
 """
 from __future__ import annotations
 
@@ -38,6 +45,7 @@ import torch
 
 from ..functional.transformational import (
     Distance,
+    _batch_mask,
     _anova_compute,
     _columns_update_columns,
     _column_variances,
@@ -150,39 +158,65 @@ class _Transformational(LayerMetric):
     def _has_cols(self) -> bool:
         return hasattr(self, "s1")
 
-    def _add(self, columns: List[torch.Tensor], ctx: Optional[LayerContext] = None, key=None) -> None:
-        """Add the ST columns (``k`` tensors ``b x ...units``); work shared by measures is cached in ``ctx``."""
+    def _add(
+        self,
+        columns: List[torch.Tensor],
+        ctx: Optional[LayerContext] = None,
+        key=None,
+        sample_mask: Optional[torch.Tensor] = None,
+    ) -> None:
+        """Add the ST columns (``k`` tensors ``b x ...units``); work shared by measures is cached in ``ctx``.
+
+        ``sample_mask``: ``b`` booleans, the images that count, or ``None`` (all). Cached work is
+        keyed by ``ctx``, whose images share one mask (``ctx.sample_mask``).
+        """
         if len(columns) != self.k or tuple(columns[0].shape[1:]) != self.unit_shape:
             raise ValueError(
                 f"{type(self).__name__} was created for {self.k} transformations x units {self.unit_shape}, "
                 f"got {len(columns)} ST columns of shape {tuple(columns[0].shape)} (b x ...units)"
             )
-        self.n += columns[0].shape[0]
+        mask = sample_mask
+        if mask is None:
+            self.n += columns[0].shape[0]
+        else:
+            mask = _batch_mask(mask, columns[0]).reshape(-1)  # checked, bool, on the activations' device
+            self.n += mask.sum()
         # Row statistics and column moments stream over the columns (b x units temporaries);
         # only the pairwise distances need the stacked float64 ST.
         stacked = lambda: _cached(ctx, ("st", key), lambda: torch.stack([c.to(torch.float64) for c in columns]))  # noqa: E731
         if "tv" in self.parts:
-            self.tv_sum += _cached(ctx, ("tv", key), lambda: _tv_update_columns(columns))
+            self.tv_sum += _cached(ctx, ("tv", key), lambda: _tv_update_columns(columns, mask))
         if "td" in self.parts:
-            self.td_sum += _cached(ctx, ("td", key, _distance_key(self.distance)), lambda: _td_update(stacked(), self.distance))
+            self.td_sum += _cached(
+                ctx, ("td", key, _distance_key(self.distance)), lambda: _td_update(stacked(), self.distance, mask)
+            )
         if self._has_cols:
-            c = _cached(ctx, ("cols", key), lambda: _columns_update_columns(columns))
+            c = _cached(ctx, ("cols", key), lambda: _columns_update_columns(columns, mask))
             self.s1 += c["s1"]
             self.s2 += c["s2"]
             torch.minimum(self.cmin, c["cmin"], out=self.cmin)
             torch.maximum(self.cmax, c["cmax"], out=self.cmax)
         if hasattr(self, "sd_pair_sum"):
-            s, p = _cached(ctx, ("sd", key, _distance_key(self.distance)), lambda: _sd_block_update(stacked(), self.distance))
+            s, p = _cached(
+                ctx, ("sd", key, _distance_key(self.distance)), lambda: _sd_block_update(stacked(), self.distance, mask)
+            )
             self.sd_pair_sum += s
             self.sd_pairs += p
 
-    def update(self, st: torch.Tensor) -> None:
-        """Add a batch of ST matrices ``k x b x ...units`` (transformations first, see ``functional.st_matrix``)."""
-        self._add(list(st.unbind(0)))
+    def update(self, st: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> None:
+        """Add a batch of ST matrices ``k x b x ...units`` (transformations first, see ``functional.st_matrix``).
+
+        Args:
+            st: ``k x b x ...units``.
+            sample_mask: optional ``b`` booleans (on ``st``'s device), ``True`` for the images that
+                count: the others are left out of every state exactly, as if ``st`` held only the
+                kept images (their values may be anything finite or not). ``None``: all count.
+        """
+        self._add(list(st.unbind(0)), sample_mask=sample_mask)
 
     def update_layer(self, ctx: LayerContext) -> None:
         include = self.k == len(ctx.elements) + 1
-        self._add(st_columns(ctx.a_x, ctx.a_gx, include_identity=include), ctx, key=include)
+        self._add(st_columns(ctx.a_x, ctx.a_gx, include_identity=include), ctx, key=include, sample_mask=ctx.sample_mask)
 
     # ------------------------------------------------------------------ compute
     def _columns(self) -> Dict[str, torch.Tensor]:
@@ -519,15 +553,19 @@ class SameEquivariance(_Transformational):
         names = cls._st_names(ctx, include_identity)
         return cls(len(names), tuple(ctx.a_x.shape[1:]), mask=mask, element_names=names).to(ctx.a_x.device)
 
-    def update(self, st_inv: torch.Tensor) -> None:
-        """Add ``t_j^{-1}(A(t_j x))`` of unit-norm maps, ``k x b x C x h x w`` (see ``functional.unit_norm_maps``)."""
-        self._add(list(st_inv.unbind(0)))
+    def update(self, st_inv: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> None:
+        """Add ``t_j^{-1}(A(t_j x))`` of unit-norm maps, ``k x b x C x h x w`` (see ``functional.unit_norm_maps``).
+
+        ``sample_mask``: optional ``b`` booleans, ``True`` for the images that count (the others
+        are left out exactly); ``None``: all count.
+        """
+        self._add(list(st_inv.unbind(0)), sample_mask=sample_mask)
 
     def update_layer(self, ctx: LayerContext) -> None:
         maps = [ctx.group.act_feature_inverse(unit_norm_maps(ctx.a_gx[j]), e, ctx.input_size) for j, e in enumerate(ctx.elements)]
         if self.k == len(ctx.elements) + 1:
             maps.insert(0, unit_norm_maps(ctx.a_x))
-        self._add(maps)
+        self._add(maps, sample_mask=ctx.sample_mask)
 
     def _per_unit(self):
         return self._tv() * self.valid.to(self.tv_sum.device)
