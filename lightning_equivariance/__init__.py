@@ -12,6 +12,8 @@ Quick start::
 During training, add ``EquivarianceCallback()`` to a Lightning ``Trainer`` (imported lazily
 so that the engine needs no Lightning).
 """
+from importlib import metadata as _metadata
+
 from .engine import PARTS, Measurement, MeasureError, MeasureReport, measure
 from .groups import (
     Dihedral,
@@ -30,7 +32,10 @@ from .lie import TRANSFORMS, LieTransform, lie_derivative, lie_derivative_contri
 from .metrics import MEASURES, CorrelationEquivariance, CorrelationInvariance, LieDerivativeError
 from .probe import LayerSelectionError, select_layers
 
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("lightning-equivariance")
+except _metadata.PackageNotFoundError:  # run from a source tree that is not installed
+    __version__ = "0+unknown"
 
 __all__ = [
     "measure",

@@ -1,4 +1,4 @@
-"""``python -m lightning_equivariance measure ...`` (see :mod:`lightning_equivariance.cli`)."""
+"""``python -m lightning_equivariance measure ...`` and ``--version`` (see :mod:`lightning_equivariance.cli`)."""
 import sys
 
 from .cli import main

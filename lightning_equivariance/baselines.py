@@ -8,6 +8,11 @@ and a linear classifier. The strided pooling is exactly rot90-equivariant when e
 pooled map has an odd size (the sampled positions ``0, 2, ..., S-1`` are symmetric), so
 use odd image sizes such as 29 (29 -> 15 -> 8).
 
+:class:`SteerableCNN` needs e2cnn (``pip install "lightning-equivariance[steerable]"``); it
+is imported on first use, patched for NumPy 2 by :mod:`lightning_equivariance._e2cnn_compat`,
+and e2cnn's own warnings are silenced around our calls into it. The other models need
+only PyTorch.
+
 Example::
 
     >>> from lightning_equivariance.baselines import SteerableCNN, PlainCNN, count_parameters
@@ -17,10 +22,13 @@ Example::
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import torch
 from torch import nn
+
+from ._e2cnn_compat import import_e2cnn
 
 __all__ = ["SteerableCNN", "PlainCNN", "Bruintjes7Layer", "count_parameters"]
 
@@ -57,11 +65,16 @@ class SteerableCNN(nn.Module):
         kernel_size: int = 5,
     ):
         super().__init__()
-        from e2cnn import gspaces
-        from e2cnn import nn as enn
-
         if kernel_size % 2 != 1:
             raise ValueError(f"kernel_size must be odd, got {kernel_size}")
+        gspaces, enn = import_e2cnn()  # ImportError naming the extra when e2cnn is missing
+        with warnings.catch_warnings():
+            # e2cnn 0.2.3's own deprecations (uint8 mask indexing, ...) while it builds its bases.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.filterwarnings("ignore", message="indexing with dtype torch.uint8", category=UserWarning)
+            self._build(gspaces, enn, n_rotations, flips, in_channels, num_classes, fields, kernel_size)
+
+    def _build(self, gspaces, enn, n_rotations, flips, in_channels, num_classes, fields, kernel_size) -> None:
         self.gspace = gspaces.FlipRot2dOnR2(n_rotations) if flips else gspaces.Rot2dOnR2(n_rotations)
         self.in_type = enn.FieldType(self.gspace, [self.gspace.trivial_repr] * in_channels)
         layers = []
@@ -83,9 +96,9 @@ class SteerableCNN(nn.Module):
         self.n_rotations, self.flips = n_rotations, flips
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from e2cnn import nn as enn
+        from e2cnn.nn import GeometricTensor  # imported (and patched) by __init__
 
-        y = self.group_pool(self.body(enn.GeometricTensor(x, self.in_type)))
+        y = self.group_pool(self.body(GeometricTensor(x, self.in_type)))
         return self.fc(self.pool(y.tensor).flatten(1))
 
 

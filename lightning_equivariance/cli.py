@@ -150,7 +150,10 @@ def load_model(arch: Optional[str], checkpoint: Optional[str], num_classes: int 
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="python -m lightning_equivariance", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"lightning-equivariance {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     m = sub.add_parser("measure", help="measure a model on images; write a TensorBoard run and a CSV")
     m.add_argument("--arch", help="torchvision model name or baseline (steerable-c4, steerable-d4, plain, bruintjes7)")

@@ -24,17 +24,37 @@ rotations by ``angle`` degrees (counter-clockwise as ``rot90``) become ``k = ang
 of C_N (an error when not a multiple of ``360/N``) or the angle in radians for SO(2);
 ``Flip("horizontal")`` is e2cnn's reflection of a ``FlipRot2dOnR2`` space with its default
 axis (``pi/2``), ``Flip("vertical")`` that reflection composed with a half turn.
+
+e2cnn is optional (``pip install "lightning-equivariance[steerable]"``) and never imported
+here: field types are recognised by duck typing. e2cnn 0.2.3 needs a patch to build D_N,
+flip-group and SO(2) layers under NumPy 2 (:mod:`lightning_equivariance._e2cnn_compat`);
+:class:`~lightning_equivariance.baselines.SteerableCNN` applies it itself, and
+:func:`patch_e2cnn` applies it for models you build with e2cnn directly - call it before
+building them.
 """
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, Dict, Tuple
 
 import torch
 
+from . import _e2cnn_compat
 from .groups import ChannelAction, GroupActionError, GroupElement
 
-__all__ = ["field_type_of", "e2cnn_channel_action", "e2cnn_element"]
+__all__ = ["field_type_of", "e2cnn_channel_action", "e2cnn_element", "patch_e2cnn"]
+
+
+def patch_e2cnn() -> bool:
+    """Make e2cnn 0.2.3 build its bases under NumPy 2 (a no-op under NumPy 1.x; idempotent).
+
+    Call it before building e2cnn layers yourself; returns whether the patch is in place.
+    Raises ``ImportError`` naming ``pip install "lightning-equivariance[steerable]"`` when
+    e2cnn is not installed. See :mod:`lightning_equivariance._e2cnn_compat` for what it patches.
+    """
+    _e2cnn_compat.import_e2cnn()
+    return _e2cnn_compat.is_applied()
 
 
 def field_type_of(output: Any):
@@ -82,6 +102,8 @@ def e2cnn_channel_action(field_type) -> ChannelAction:
     Permutation representations (regular and quotient fields) are applied as a channel
     gather, others as a matrix product; both are cached per element, dtype and device.
     """
+    if type(field_type).__module__.split(".")[0] == "e2cnn":
+        _e2cnn_compat.apply()  # e2cnn is imported already; its representations may build bases
     cache: Dict[Tuple[str, torch.dtype, torch.device], Tuple[str, torch.Tensor]] = {}
 
     def action(a: torch.Tensor, element: GroupElement) -> torch.Tensor:
@@ -90,7 +112,9 @@ def e2cnn_channel_action(field_type) -> ChannelAction:
         key = (element.name, a.dtype, a.device)
         if key not in cache:
             g = e2cnn_element(field_type.gspace.fibergroup, element)
-            rho = torch.as_tensor(field_type.representation(g), dtype=torch.float64)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # e2cnn's own, not ours
+                rho = torch.as_tensor(field_type.representation(g), dtype=torch.float64)
             if rho.shape != (a.shape[-3], a.shape[-3]):
                 raise GroupActionError(
                     f"field type of size {rho.shape[0]} does not match a map with {a.shape[-3]} channels"
