@@ -185,9 +185,11 @@ class EquivarianceCallback(Callback):
     ``every_n_epochs > 1`` a monitor sees the last measured values on the epochs in between
     (and none before the first measurement: give ``EarlyStopping`` ``strict=False`` then).
 
-    **Failures never stop training.** A layer that cannot be measured is skipped with a
-    ``RuntimeWarning`` naming it; any other error of the measurement or of logging becomes
-    a warning too, and whatever was measured is still logged.
+    **Failures never stop training.** A (layer, measure, group) that cannot be measured is
+    left out and named in one ``RuntimeWarning`` per measurement; a probe image whose values
+    are NaN or Inf is left out where they are (the warning names its probe position: its
+    rank in the sorted probe indices, ``state_dict()["indices"]``); any other error of the
+    measurement or of logging becomes a warning too, and whatever was measured is still logged.
 
     Args:
         measures: measure names from :data:`lightning_equivariance.metrics.MEASURES`.
@@ -211,6 +213,11 @@ class EquivarianceCallback(Callback):
         similarity: ``"pearson"`` (default) or ``"cosine"`` for the correlation measures.
         measure_options: further options for the measures (see :class:`~lightning_equivariance.Measurement`).
         channel_actions: ``{layer: channel_action}`` declared by the architecture.
+        layouts: ``{layer: "channels_first" | "channels_last"}``: how a layer's 4-D output is stored,
+            overriding what the probe infers (see :func:`~lightning_equivariance.probe.discover_layouts`).
+        on_error: ``"warn"`` (default): a (layer, measure, group) that cannot be measured is left out
+            and named in one warning, the rest is logged; ``"raise"``: the whole measurement of that
+            epoch fails at the first such error (a warning; training goes on either way).
         progress: show a progress bar over the measurement (only when the trainer shows one).
 
     Raises:
@@ -243,6 +250,8 @@ class EquivarianceCallback(Callback):
         similarity: str = "pearson",
         measure_options: Optional[Mapping[str, Any]] = None,
         channel_actions: Optional[Mapping[str, Any]] = None,
+        layouts: Optional[Mapping[str, str]] = None,
+        on_error: str = "warn",
         progress: bool = True,
     ):
         super().__init__()
@@ -287,6 +296,10 @@ class EquivarianceCallback(Callback):
             raise TypeError(f"model_name must be a string, got {type(model_name).__name__}")
         if submodule is not None and not isinstance(submodule, str):
             raise TypeError(f"submodule must be a dotted attribute path (str), got {type(submodule).__name__}")
+        if on_error not in ("warn", "raise"):
+            raise ValueError(f"on_error must be 'warn' or 'raise', got {on_error!r}")
+        if layouts is not None and not isinstance(layouts, Mapping):
+            raise TypeError(f"layouts must be a mapping {{layer: 'channels_first' | 'channels_last'}}, got {type(layouts).__name__}")
 
         self.measures = tuple(measures)
         self.groups = tuple(groups)
@@ -306,6 +319,8 @@ class EquivarianceCallback(Callback):
         self.similarity = similarity
         self.measure_options = dict(measure_options or {})
         self.channel_actions = dict(channel_actions or {})
+        self.layouts = dict(layouts or {})
+        self.on_error = on_error
         self.progress = bool(progress)
 
         # state (state_dict)
@@ -460,13 +475,15 @@ class EquivarianceCallback(Callback):
             images = self._probe_images(trainer)
             show = self.progress and trainer.is_global_zero and self._progress_bar_enabled(trainer)
             measurement = self._measurement(module, progress=show, device=pl_module.device)
-            measurement.update(images)
+            # global probe positions of this process's strided shard (names non-finite images)
+            rank, world = int(trainer.global_rank), int(trainer.world_size)
+            measurement.update(images, positions=range(rank, rank + world * images.shape[0], world))
         except Exception as e:  # noqa: BLE001 - never stop training
             ok, error = False, f"{type(e).__name__}: {e}"
         try:
             # Every process must reach the same collectives: agree first on success and on the
             # (layer, measure, group) states to sync, then compute.
-            keys = sorted(measurement.metrics) if ok and measurement is not None else None
+            keys = measurement.state_keys() if ok and measurement is not None else None
             all_keys = self._all_gather_object(trainer, keys)
             if any(k is None for k in all_keys):
                 if ok:
@@ -474,9 +491,7 @@ class EquivarianceCallback(Callback):
                 report = None
             else:
                 common = set(all_keys[0]).intersection(*map(set, all_keys[1:]))
-                for key in [k for k in measurement.metrics if k not in common]:
-                    del measurement.metrics[key]
-                    measurement.errors.setdefault(key[0], f"layer {key[0]!r} could not be measured on every process")
+                measurement.keep_only(common, "could not be measured on every process")
                 report = measurement.compute()
         except Exception as e:  # noqa: BLE001
             report, error = None, error or f"{type(e).__name__}: {e}"
@@ -494,7 +509,7 @@ class EquivarianceCallback(Callback):
         seconds = time.perf_counter() - t0
         n_layers = len({r.layer for r in report.results})
         total = len(self._indices) if self._indices is not None else report.num_samples
-        skipped = f", {len(report.errors)} layer(s) skipped" if report.errors else ""
+        skipped = f", {len(report.errors)} (layer, measure, group) left out" if report.errors else ""
         rank_zero_info(
             f"EquivarianceCallback: epoch {epoch}: {len(self.measures)} measure(s) x {len(self.groups)} group(s) "
             f"on {n_layers} layers of {total} probe images in {seconds:.2f}s{skipped}"
@@ -511,7 +526,8 @@ class EquivarianceCallback(Callback):
             similarity=self.similarity,
             measure_options=self.measure_options,
             channel_actions=self.channel_actions,
-            on_error="warn",
+            layouts=self.layouts,
+            on_error=self.on_error,
             progress=progress,
             device=device,
         )

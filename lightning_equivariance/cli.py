@@ -165,6 +165,16 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--measures", nargs="+", default=["invariance", "equivariance"])
     m.add_argument("--groups", nargs="+", default=["rotation90"], help="group names, e.g. rotation90 translation flip c8")
     m.add_argument("--layers", nargs="+", default=["auto"], help="'auto' or qualified module names")
+    m.add_argument(
+        "--layout", action="append", default=[], metavar="LAYER=LAYOUT",
+        help="how a layer's 4-D output is stored, channels_first or channels_last, overriding what is inferred "
+        "(repeatable), e.g. --layout features.1.0.block.2=channels_last",
+    )
+    m.add_argument(
+        "--on-error", choices=("warn", "raise"), default="warn",
+        help="warn (default): a (layer, measure, group) that cannot be measured is left out and named; "
+        "raise: stop at the first one with an error (exit 2)",
+    )
     m.add_argument("--batch-size", type=int, default=256)
     m.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     m.add_argument("--logdir", default="lightning_logs")
@@ -176,12 +186,26 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _layouts(pairs: Sequence[str]) -> dict:
+    out = {}
+    for pair in pairs:
+        layer, sep, layout = pair.partition("=")
+        if not sep or not layer:
+            raise CLIError(f"--layout {pair!r} must be LAYER=channels_first or LAYER=channels_last")
+        out[layer] = layout
+    return out
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    from .engine import MeasureError
+    from .groups import GroupActionError
+
     args = _parser().parse_args(argv)
     try:
         return _measure(args)
-    except CLIError as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (CLIError, MeasureError, GroupActionError, ValueError) as e:
+        # user errors (and on-error=raise failures): one line, exit 2
+        print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
         return 2
 
 
@@ -195,7 +219,7 @@ def _measure(args) -> int:
     layers = "auto" if args.layers == ["auto"] else args.layers
     report = measure(
         model, images, measures=args.measures, groups=args.groups, layers=layers,
-        batch_size=args.batch_size, progress=sys.stderr.isatty(),
+        batch_size=args.batch_size, progress=sys.stderr.isatty(), layouts=_layouts(args.layout), on_error=args.on_error,
     )
     run = args.run or args.arch or Path(args.checkpoint).stem
     run_dir = Path(args.logdir) / run
@@ -204,6 +228,7 @@ def _measure(args) -> int:
     n = write_report(str(run_dir), report, args.step, model=model_name, baseline=args.baseline, per_channel=args.per_channel)
     csv = Path(args.csv) if args.csv else run_dir / "equivariance.csv"
     report.to_dataframe(per_element=True).to_csv(csv, index=False)
+    left_out = f"; {len(report.errors)} (layer, measure, group) left out, see the warning" if report.errors else ""
     print(f"measured {report.num_samples} images x {len(args.groups)} group(s) on {len({r.layer for r in report.results})} layers "
-          f"in {report.seconds:.1f}s; wrote {n} summaries to {run_dir} and {csv}")
+          f"in {report.seconds:.1f}s; wrote {n} summaries to {run_dir} and {csv}{left_out}")
     return 0

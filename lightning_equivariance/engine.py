@@ -15,7 +15,9 @@ shard per process, states synced by torchmetrics).
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -26,10 +28,11 @@ import torch
 from torch import nn
 
 from .groups import ChannelAction, Group, GroupActionError
-from .lie import LieTransform, layer_lie_context, lie_pass, split_groups
+from .lie import LieTransform, layer_lie_context, lie_pass, primal_of, split_groups
 from .metrics import MEASURES, LayerContext, LayerMetric
-from .steerable import e2cnn_channel_action, field_type_of
-from .probe import LayerSpec, Probe, as_activation, select_layers
+from .metrics.base import ImagesLeftOut
+from .steerable import e2cnn_channel_action, field_type_of, patch_e2cnn
+from .probe import LayerSpec, Probe, as_activation, check_layout_overrides, first_tensor, select_layers
 
 __all__ = ["measure", "Measurement", "MeasureReport", "LayerResult", "LayerSeries", "MeasureError", "PARTS"]
 
@@ -54,6 +57,7 @@ class LayerInfo:
     shape: Tuple[int, ...]
     is_pool: bool = False
     part: str = ""
+    layout: str = "channels_first"
 
 
 @dataclass
@@ -72,6 +76,8 @@ class LayerResult:
     per_channel: Optional[np.ndarray]
     left_out: int
     higher_is_better: bool
+    layout: str = "channels_first"
+    non_finite: int = 0
 
 
 @dataclass
@@ -121,39 +127,56 @@ class MeasureReport:
 
     Attributes:
         results: the results, in depth order of the layers.
-        errors: ``{layer: message}`` of layers that could not be measured (``on_error="warn"``).
+        errors: ``{(layer, measure, group): reason}`` of what could not be measured
+            (``on_error="warn"``, the default): a layer whose output is no map of the image
+            grid, a non-square map under 90-degree rotations, a dead output for the
+            correlation measures, a layer whose every image was non-finite, ...; the other
+            measures and groups of the layer are still reported.
         notes: ``{(layer, measure, group): reason}`` of measures that are undefined on a layer
             and were skipped there by design (e.g. ``same_equivariance`` on vector layers,
             ``geed_softmax`` on feature maps); the layer's other measures are reported.
         not_called: selected layers whose forward hook never fired.
         seconds: wall time of the measurement.
         num_samples: probe images measured (on this process).
+        layouts: ``{layer: "channels_first" | "channels_last" | "tokens" | "vector"}``: how each
+            measured layer's output was read (``channels_last``: ``B x h x w x C``).
+        non_finite: ``{layer: [probe positions]}`` of images left out of a layer because their
+            input or activation there held NaN or Inf (MEASURES.md, "Non-finite values").
+        non_finite_inputs: probe positions of images whose input held NaN or Inf (left out of
+            every layer).
     """
 
     results: List[LayerResult]
-    errors: Dict[str, str] = field(default_factory=dict)
+    errors: Dict[Tuple[str, str, str], str] = field(default_factory=dict)
     not_called: List[str] = field(default_factory=list)
     seconds: float = 0.0
     num_samples: int = 0
     notes: Dict[Tuple[str, str, str], str] = field(default_factory=dict)
+    layouts: Dict[str, str] = field(default_factory=dict)
+    non_finite: Dict[str, List[int]] = field(default_factory=dict)
+    non_finite_inputs: List[int] = field(default_factory=list)
 
     def to_dataframe(self, per_element: bool = False):
-        """A ``pandas.DataFrame`` with columns ``layer, index, part, kind, measure, group, value, left_out``.
+        """A ``pandas.DataFrame`` with columns ``layer, index, part, kind, layout, measure, group, value,
+        left_out, non_finite``.
 
         ``value`` is averaged over the group's elements; ``per_element=True`` gives one row
-        per element with an ``element`` column instead.
+        per element with an ``element`` column instead. ``layout`` says how the layer was read
+        (``channels_last`` for ``B x h x w x C`` outputs), ``left_out`` counts dead channels
+        left out, ``non_finite`` the images left out of the layer for NaN/Inf values.
         """
         import pandas as pd
 
         rows = []
         for r in self.results:
-            base = dict(layer=r.layer, index=r.index, part=r.part, kind=r.kind, measure=r.measure, group=r.group)
+            base = dict(layer=r.layer, index=r.index, part=r.part, kind=r.kind, layout=r.layout, measure=r.measure, group=r.group)
+            extra = dict(left_out=r.left_out, non_finite=r.non_finite)
             if per_element:
-                rows += [dict(base, element=e, value=v, left_out=r.left_out) for e, v in r.per_element.items()]
+                rows += [dict(base, element=e, value=v, **extra) for e, v in r.per_element.items()]
             else:
-                rows.append(dict(base, value=r.value, left_out=r.left_out))
-        cols = ["layer", "index", "part", "kind", "measure", "group"] + (["element"] if per_element else [])
-        return pd.DataFrame(rows, columns=cols + ["value", "left_out"])
+                rows.append(dict(base, value=r.value, **extra))
+        cols = ["layer", "index", "part", "kind", "layout", "measure", "group"] + (["element"] if per_element else [])
+        return pd.DataFrame(rows, columns=cols + ["value", "left_out", "non_finite"])
 
     def parts(self):
         """Mean value per depth part: a DataFrame indexed by (measure, group) with columns Early..Final."""
@@ -296,9 +319,14 @@ class Measurement:
         steerable_actions: use the field type's representation of e2cnn ``GeometricTensor``
             outputs as their channel action (see :mod:`lightning_equivariance.steerable`);
             ``False`` measures them like plain maps.
-        on_error: ``"raise"`` (default) or ``"warn"``: skip a layer that cannot be measured,
-            record it in ``report.errors`` and go on.
+        layouts: ``{layer_name: "channels_first" | "channels_last"}``: how a layer's 4-D output
+            is stored, overriding what :func:`~lightning_equivariance.probe.discover_layouts`
+            infers (module evidence, then spatial sizes).
+        on_error: ``"warn"`` (default): a (layer, measure, group) that cannot be measured is
+            recorded with its reason in ``report.errors`` and the rest is measured, with one
+            summary warning; ``"raise"``: stop at the first failure with an error.
         progress: show a progress bar over the chunks (tqdm).
+        device: where to measure; must be the model's device (images are moved there).
     """
 
     def __init__(
@@ -312,10 +340,13 @@ class Measurement:
         measure_options: Optional[Mapping[str, Any]] = None,
         channel_actions: Optional[Mapping[str, ChannelAction]] = None,
         steerable_actions: bool = True,
-        on_error: str = "raise",
+        layouts: Optional[Mapping[str, str]] = None,
+        on_error: str = "warn",
         progress: bool = False,
         device: Optional[Union[str, torch.device]] = None,
     ):
+        if "e2cnn" in sys.modules:
+            patch_e2cnn()  # e2cnn's bases hash with ndarray.tostring, gone in NumPy 2.3 (steerable.py)
         if isinstance(measures, str):
             measures = (measures,)
         unknown = [m for m in measures if m not in MEASURES]
@@ -335,9 +366,16 @@ class Measurement:
             raise ValueError(f"on_error must be 'raise' or 'warn', got {on_error!r}")
         if int(batch_size) < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        model_device, _ = _model_device_dtype(model)
+        if device is not None and _has_tensors(model) and not _same_device(torch.device(device), model_device):
+            raise ValueError(
+                f"device={str(device)!r} but the model's parameters are on {model_device}; measure where the "
+                f"model is (drop device=) or move the model first: model.to({str(device)!r})"
+            )
         self.model = model
         self.measures = list(measures)
         self.layers = select_layers(model, layers)
+        self.layout_overrides = check_layout_overrides(layouts, [n for n, _ in self.layers])
         self._modules_by_name = dict(self.layers)
         self.batch_size = int(batch_size)
         self.options = {"similarity": similarity, **dict(measure_options or {})}
@@ -348,6 +386,8 @@ class Measurement:
         self.progress = progress
         self.device = torch.device(device) if device is not None else None
         self.num_elements = 1 + sum(len(g) for g in self.groups)
+        #: ``{layer: layout or refusal reason}`` of the 4-D outputs, decided at the first update.
+        self.layouts: Optional[Dict[str, str]] = None
         self.reset()
 
     # ------------------------------------------------------------------ state
@@ -355,8 +395,10 @@ class Measurement:
         """Forget all accumulated states (layers are re-discovered on the next update)."""
         self.metrics: Dict[Tuple[str, str, str], LayerMetric] = {}
         self.infos: Dict[str, LayerInfo] = {}
-        self.errors: Dict[str, str] = {}
+        self.errors: Dict[Tuple[str, str, str], str] = {}
         self.notes: Dict[Tuple[str, str, str], str] = {}
+        #: images left out for non-finite values: per layer, and ``"(input)"`` for the inputs
+        self.images_left_out: Dict[str, ImagesLeftOut] = {}
         self.num_samples = 0
         self.seconds = 0.0
         self._called: set = set()
@@ -364,6 +406,33 @@ class Measurement:
         # (output, its version, {group: (affine_invariant, channel_action)}) of the last layer
         # measured in the current forward: a BatchNorm right after it may reuse its results.
         self._previous: Optional[Tuple[torch.Tensor, Optional[int], Dict[str, Tuple[Dict[str, Any], Any]]]] = None
+
+    def state_keys(self) -> List[Tuple[str, ...]]:
+        """The keys of every state that ``compute()`` syncs across processes (metrics and left-out images)."""
+        return sorted(self.metrics) + sorted(("(images)", k) for k in self.images_left_out)
+
+    def keep_only(self, keys, reason: str) -> None:
+        """Drop the states whose keys are not in ``keys`` (e.g. not measured on every process), recording ``reason``."""
+        keys = set(keys)
+        for key in [k for k in self.metrics if k not in keys]:
+            self._fail([key], f"layer {key[0]!r}: {reason}")
+        for layer in [k for k in self.images_left_out if ("(images)", k) not in keys]:
+            del self.images_left_out[layer]
+
+    def _fail(self, keys, msg: str) -> None:
+        for key in keys:
+            self.errors.setdefault(key, msg)
+            self.metrics.pop(key, None)
+
+    def _failure(self, e: Exception, name: str, output, keys) -> None:
+        """Record ``e`` for ``keys`` of layer ``name``, or raise it (``on_error="raise"``)."""
+        msg = str(e) if name in str(e) else f"layer {name!r} (output {_shape_of(output)}): {e}"
+        if self.on_error == "raise":
+            raise (e if isinstance(e, (GroupActionError, MeasureError)) and name in str(e) else MeasureError(msg)) from e
+        self._fail(keys, msg)
+
+    def _keys(self, name: str, groups, measures) -> List[Tuple[str, str, str]]:
+        return [(name, m, g.name) for g in groups for m in measures]
 
     def _channel_action(self, name: str, output) -> Optional[ChannelAction]:
         """The layer's declared channel action: the user's, else an e2cnn field type's representation."""
@@ -398,38 +467,59 @@ class Measurement:
         module = self._modules_by_name[name.split(":")[0]]
         return prev[2] if unchanged and _positive_channel_affine(module) else None
 
-    def _on_output(self, name: str, output, inputs, b: int, input_size: Tuple[int, int], transform=None) -> None:
+    def _track_left_out(self, name: str, ok: torch.Tensor, chunk: Dict[str, Any]) -> None:
+        if self._allocating:
+            return
+        if name not in self.images_left_out:
+            self.images_left_out[name] = ImagesLeftOut().to(ok.device)
+        self.images_left_out[name].update(chunk["positions"], ~ok)
+
+    def _activation(self, name: str, output, expected: int):
+        act = as_activation(output, name, (self.layouts or {}).get(name))
+        t = act.tensor
+        if t.shape[0] != expected:
+            raise MeasureError(
+                f"layer {name!r}: output batch dimension {t.shape[0]} is not the input batch "
+                f"{expected}; only layers that keep the batch axis first can be measured (windows or "
+                "heads folded into the batch axis are not maps of the image grid)"
+            )
+        if name not in self.infos:
+            module = self._modules_by_name[name.split(":")[0]]
+            is_pool = isinstance(module, _POOLING) or "Pool" in type(module).__name__
+            self.infos[name] = LayerInfo(name, len(self.infos), act.kind, tuple(t.shape[1:]), is_pool, layout=act.layout)
+        return act
+
+    def _on_output(self, name: str, output, inputs, chunk: Dict[str, Any]) -> None:
         self._called.add(name)
         previous, self._previous = self._previous, None
-        if name in self.errors:
+        transform = chunk.get("transform")
+        b = chunk["b"]
+        if transform is not None:
+            return self._on_lie_output(name, output, transform, chunk)
+        keys = self._keys(name, self.groups, self._stacked_measures)
+        if all(k in self.errors or k in self.notes for k in keys):
             return
         try:
-            act = as_activation(output, name)
-            t = act.tensor
-            expected = b if transform is not None else self.num_elements * b
-            if t.shape[0] != expected:
-                raise MeasureError(
-                    f"layer {name!r}: output batch dimension {t.shape[0]} is not the input batch "
-                    f"{expected}; only layers that keep the batch axis first can be measured"
-                )
-            if name not in self.infos:
-                module = self._modules_by_name[name.split(":")[0]]
-                is_pool = isinstance(module, _POOLING) or "Pool" in type(module).__name__
-                self.infos[name] = LayerInfo(name, len(self.infos), act.kind, tuple(t.shape[1:]), is_pool)
-            if transform is not None:  # forward-mode pass of measure "lee": the output is a dual tensor
-                lie_ctx = layer_lie_context(name, output, transform)
-                for measure_name in self._lie_measures:
-                    key = (name, measure_name, transform.name)
-                    if key not in self.metrics:
-                        self.metrics[key] = MEASURES[measure_name].for_layer(lie_ctx, **self.options)
-                    self.metrics[key].update_layer(lie_ctx)
-                return
-            stacked = t.reshape(self.num_elements, b, *t.shape[1:])
-            source = self._affine_source(previous, name, inputs, act.kind)
-            reusable = {}
-            start = 1
-            for group in self.groups:
-                m = len(group)
+            act = self._activation(name, output, self.num_elements * b)
+        except Exception as e:  # noqa: BLE001 - recorded with the layer's name
+            return self._failure(e, name, output, keys)
+        t = act.tensor
+        stacked = t.reshape(self.num_elements, b, *t.shape[1:])
+        # MEASURES.md "Non-finite values": an image whose input or any view's activation holds
+        # NaN/Inf is left out of this layer; masks stay on the device (no host sync).
+        ok = torch.isfinite(stacked).flatten(2).all(-1).all(0) & chunk["finite"]
+        self._track_left_out(name, ok, chunk)
+        stacked = torch.where(ok.view(1, b, *([1] * (stacked.dim() - 2))), stacked, torch.zeros((), dtype=stacked.dtype, device=stacked.device))
+        source = self._affine_source(previous, name, inputs, act.kind)
+        reusable = {}
+        start = 1
+        for group in self.groups:
+            m = len(group)
+            a_gx, start = stacked[start : start + m], start + m
+            group_keys = self._keys(name, [group], self._stacked_measures)
+            if all(k in self.errors or k in self.notes for k in group_keys):
+                continue
+            try:
                 if act.kind == "map":
                     group.check_feature(tuple(t.shape[1:]), name)
                 ctx = LayerContext(
@@ -438,94 +528,199 @@ class Measurement:
                     group=group,
                     elements=group.elements,
                     a_x=stacked[0],
-                    a_gx=stacked[start : start + m],
-                    input_size=input_size,
+                    a_gx=a_gx,
+                    input_size=chunk["size"],
                     channel_action=self._channel_action(name, output),
+                    sample_mask=ok,
                 )
-                if source is not None and group.name in source and source[group.name][1] is ctx.channel_action:
-                    ctx.affine_of = source[group.name][0]
-                reusable[group.name] = (ctx.affine_invariant, ctx.channel_action)
-                start += m
-                for measure_name in self._stacked_measures:
-                    key = (name, measure_name, group.name)
-                    if key in self.notes:
-                        continue
-                    metric = self.metrics.get(key)
-                    if metric is None:
-                        # A measure undefined on this kind of layer says why; skip it here, keep the rest.
-                        not_applicable = getattr(MEASURES[measure_name], "not_applicable", None)
-                        reason = not_applicable(ctx, **self.options) if not_applicable is not None else None
-                        if reason:
-                            self.notes[key] = reason
-                            continue
-                        metric = MEASURES[measure_name].for_layer(ctx, **self.options)
-                        self.metrics[key] = metric
-                    if not self._allocating:
-                        metric.update_layer(ctx)
-            self._previous = (output, _version_of(output), reusable) if isinstance(output, torch.Tensor) else None
-        except Exception as e:  # noqa: BLE001 - reported with the layer's name
-            msg = str(e) if name in str(e) else f"layer {name!r} (output {_shape_of(output)}): {e}"
-            if self.on_error == "raise":
-                raise (e if isinstance(e, (GroupActionError, MeasureError)) and name in str(e) else MeasureError(msg)) from e
-            self.errors[name] = msg
-            for key in [k for k in self.metrics if k[0] == name]:
-                del self.metrics[key]
-            warnings.warn(f"lightning_equivariance: skipping {msg}", RuntimeWarning, stacklevel=2)
+            except Exception as e:  # noqa: BLE001 - this group's action is undefined on the layer
+                self._failure(e, name, output, group_keys)
+                continue
+            if source is not None and group.name in source and source[group.name][1] is ctx.channel_action:
+                ctx.affine_of = source[group.name][0]
+            reusable[group.name] = (ctx.affine_invariant, ctx.channel_action)
+            for key in group_keys:
+                if key in self.notes or key in self.errors:
+                    continue
+                try:
+                    self._update_metric(key, ctx)
+                except Exception as e:  # noqa: BLE001 - this measure fails here, the others go on
+                    self._failure(e, name, output, [key])
+        self._previous = (output, _version_of(output), reusable) if isinstance(output, torch.Tensor) else None
+
+    def _update_metric(self, key: Tuple[str, str, str], ctx) -> None:
+        metric = self.metrics.get(key)
+        measure_name = key[1]
+        if metric is None:
+            # A measure undefined on this kind of layer says why; skip it here, keep the rest.
+            not_applicable = getattr(MEASURES[measure_name], "not_applicable", None)
+            reason = not_applicable(ctx, **self.options) if not_applicable is not None else None
+            if reason:
+                self.notes[key] = reason
+                return
+            metric = MEASURES[measure_name].for_layer(ctx, **self.options)
+            self.metrics[key] = metric
+        if not self._allocating:
+            metric.update_layer(ctx)
+
+    def _on_lie_output(self, name: str, output, transform, chunk: Dict[str, Any]) -> None:
+        """Forward-mode pass of measure "lee": the output is a dual tensor."""
+        keys = self._keys(name, [transform], self._lie_measures)
+        if all(k in self.errors for k in keys):
+            return
+        try:
+            self._activation(name, primal_of(output), chunk["b"])
+            ctx = layer_lie_context(name, output, transform, (self.layouts or {}).get(name))
+        except Exception as e:  # noqa: BLE001
+            return self._failure(e, name, output, keys)
+        ok = ctx.sample_mask & chunk["finite"]
+        self._track_left_out(name, ok, chunk)
+        ctx.sample_mask = ok
+        ctx.lie = torch.where(ok.view(-1, 1, 1), ctx.lie, torch.zeros((), dtype=ctx.lie.dtype, device=ctx.lie.device))
+        for key in keys:
+            if key in self.errors:
+                continue
+            try:
+                if key not in self.metrics:
+                    self.metrics[key] = MEASURES[key[1]].for_layer(ctx, **self.options)
+                self.metrics[key].update_layer(ctx)
+            except Exception as e:  # noqa: BLE001
+                self._failure(e, name, output, [key])
+
+    @contextlib.contextmanager
+    def _discovering(self, probe: Probe, x: torch.Tensor):
+        """Decide every layer's layout during the first forward (the probe's hooks fill
+        :attr:`layouts` before the engine's hook on the same layer reads it), once."""
+        if self.layouts is not None:
+            yield
+            return
+        self.layouts = {}
+        try:
+            with probe.discovering(x, self.layout_overrides, self.layouts) as found:
+                yield
+        except Exception as e:
+            self.layouts = None
+            expected = _expected_channels(self.model)
+            if expected is not None and expected[1] != x.shape[1] and not isinstance(e, (MeasureError, GroupActionError)):
+                raise ValueError(
+                    f"probe images of shape {tuple(x.shape)} have {x.shape[1]} channel(s), but the model's first "
+                    f"convolution {expected[0]!r} takes {expected[1]}: give images with {expected[1]} channel(s) "
+                    f"(the model failed with {type(e).__name__}: {e})"
+                ) from e
+            raise
+        if found.undecided:
+            warnings.warn(
+                f"lightning_equivariance: the layout of {len(found.undecided)} layer(s) is ambiguous (C == h == w and "
+                f"no module evidence): {found.undecided[:5]}{' ...' if len(found.undecided) > 5 else ''} are read "
+                "channels-first; pass layouts={layer: 'channels_last'} where that is wrong",
+                RuntimeWarning,
+                stacklevel=4,
+            )
 
     @torch.no_grad()
-    def update(self, inputs) -> None:
-        """Measure a tensor ``N x C x H x W``, a Dataset, or an iterable of batches (first tensor of each)."""
+    def update(self, inputs, positions: Optional[Sequence[int]] = None) -> None:
+        """Measure a tensor ``N x C x H x W``, a Dataset, or an iterable of batches (first tensor of each).
+
+        Args:
+            positions: the global probe positions of these images (in order), used to name
+                images left out for non-finite values; by default they continue from the
+                images measured so far.
+        """
         t0 = time.perf_counter()
         device, dtype = _model_device_dtype(self.model)
         device = self.device or device
-        chunk = self.samples_per_forward
+        chunk_size = self.samples_per_forward
         total = inputs.shape[0] if isinstance(inputs, torch.Tensor) else (len(inputs) if hasattr(inputs, "__len__") else None)
-        chunks = iter_images(inputs, chunk)
+        chunks = iter_images(inputs, chunk_size)
         if self.progress:
             from tqdm.auto import tqdm
 
-            chunks = tqdm(chunks, total=None if total is None else math.ceil(total / chunk), desc="equivariance", leave=False)
-        state = {}
-        callback = lambda n, o, i: self._on_output(n, o, i, state["b"], state["size"], state.get("transform"))  # noqa: E731
+            chunks = tqdm(chunks, total=None if total is None else math.ceil(total / chunk_size), desc="equivariance", leave=False)
+        chunk: Dict[str, Any] = {}
+        offset = 0
+        callback = lambda n, o, i: self._on_output(n, o, i, chunk)  # noqa: E731
         with Probe(self.model, self.layers, callback) as probe:
             for x in chunks:
                 if x.dim() != 4:
                     raise ValueError(f"probe images must be B x C x H x W, got shape {tuple(x.shape)}")
-                x = x.to(device=device, dtype=dtype if dtype is not None and x.is_floating_point() else None)
+                if not x.is_floating_point():
+                    raise ValueError(
+                        f"probe images have dtype {x.dtype} (shape {tuple(x.shape)}); the model needs floating-point "
+                        "images: convert them first, e.g. images.float() / 255 for 8-bit images"
+                    )
+                x = x.to(device=device, dtype=dtype)
                 for g in self.groups:
                     g.check_input(x)
+                b = x.shape[0]
+                if positions is None:
+                    pos = torch.arange(self.num_samples, self.num_samples + b, device=x.device)
+                else:
+                    pos = torch.as_tensor(list(positions[offset : offset + b]), dtype=torch.long, device=x.device)
+                    if pos.numel() != b:
+                        raise ValueError(f"positions= has {len(positions)} entries, fewer than the images given")
+                offset += b
+                finite = torch.isfinite(x).flatten(1).all(1)
                 if self._stacked_measures and not self.infos:
                     # One image first, only to create every layer's metric: all states then exist
                     # before the first full chunk, so the peak memory of a run is reached in its
                     # first chunk and does not step up in the second (and layer errors show early).
-                    state.update(b=1, size=tuple(x.shape[-2:]))
+                    chunk.update(b=1, size=tuple(x.shape[-2:]), finite=finite[:1], positions=pos[:1], transform=None)
                     self._allocating = True
                     try:
                         probe.start_forward()
                         self._previous = None
-                        self.model(self._stack(x[:1]))
+                        with self._discovering(probe, x):
+                            self.model(self._stack(x[:1]))
                     finally:
                         self._allocating = False
-                state.update(b=x.shape[0], size=tuple(x.shape[-2:]))
+                chunk.update(b=b, size=tuple(x.shape[-2:]), finite=finite, positions=pos, transform=None)
+                if "(input)" not in self.images_left_out:
+                    self.images_left_out["(input)"] = ImagesLeftOut().to(x.device)
+                self.images_left_out["(input)"].update(pos, ~finite)
                 if self._stacked_measures:
                     probe.start_forward()
                     self._previous = None
                     self.model(self._stack(x))
                     self._previous = None  # drop the last output
                 for transform in self.transforms:  # measure "lee": one forward-mode pass per transform
-                    state["transform"] = transform
+                    chunk["transform"] = transform
                     probe.start_forward()
                     try:
-                        lie_pass(self.model, x, transform)
+                        with self._discovering(probe, x):
+                            lie_pass(self.model, x, transform)
                     finally:
-                        state["transform"] = None
-                self.num_samples += x.shape[0]
+                        chunk["transform"] = None
+                self.num_samples += b
         self.seconds += time.perf_counter() - t0
+
+    def _left_out_images(self) -> Tuple[List[int], Dict[str, List[int]]]:
+        """Synced ``(input positions, {layer: positions})`` of images left out for non-finite values; layers
+        that lost every image are recorded as errors."""
+        inputs: List[int] = []
+        per_layer: Dict[str, List[int]] = {}
+        for name, tracker in self.images_left_out.items():
+            bad, seen = tracker.compute()
+            if name == "(input)":
+                inputs = bad
+                continue
+            if bad:
+                per_layer[name] = bad
+            if seen and len(bad) == seen:
+                keys = [k for k in self._all_keys(name) if k not in self.notes]
+                self._fail(keys, f"layer {name!r}: every probe image's activation holds NaN or Inf; nothing to measure")
+        return inputs, per_layer
+
+    def _all_keys(self, name: str) -> List[Tuple[str, str, str]]:
+        return self._keys(name, self.groups, self._stacked_measures) + self._keys(name, self.transforms, self._lie_measures)
 
     def compute(self) -> MeasureReport:
         """Synced results of everything seen since the last ``reset`` (torchmetrics syncs across processes)."""
-        if not self.infos and not self.errors:
-            raise RuntimeError("Measurement.compute() called before update(): give it some probe images first")
+        if not self.num_samples and not self.infos:
+            raise ValueError(
+                "Measurement.compute(): no probe images were measured (the inputs held 0 images, or update() was "
+                "never called); give it at least one image"
+            )
+        bad_inputs, left_out = self._left_out_images()
         infos = sorted(self.infos.values(), key=lambda i: i.index)
         parts = assign_parts([i.kind for i in infos], [i.is_pool for i in infos])
         for info, part in zip(infos, parts):
@@ -534,7 +729,8 @@ class Measurement:
         for info in infos:
             for group in self.groups + self.transforms:
                 for measure_name in self.measures:
-                    metric = self.metrics.get((info.name, measure_name, group.name))
+                    key = (info.name, measure_name, group.name)
+                    metric = self.metrics.get(key)
                     if metric is None:
                         continue
                     try:
@@ -543,8 +739,7 @@ class Measurement:
                         msg = f"layer {info.name!r} ({info.kind} {info.shape}), {measure_name}/{group.name}: {e}"
                         if self.on_error == "raise":
                             raise MeasureError(msg) from e
-                        self.errors[info.name] = msg
-                        warnings.warn(f"lightning_equivariance: {msg}", RuntimeWarning, stacklevel=2)
+                        self._fail([key], msg)
                         continue
                     pe = d["per_element"].detach().cpu().double().numpy()
                     element_names = d.get("element_names") or [e.name for e in group.elements]
@@ -563,11 +758,66 @@ class Measurement:
                             per_channel=None if pc is None else pc.detach().cpu().double().numpy(),
                             left_out=int(d.get("left_out", 0)),
                             higher_is_better=bool(MEASURES[measure_name].higher_is_better),
+                            layout=info.layout,
+                            non_finite=len(left_out.get(info.name, [])),
                         )
                     )
         selected = [n for n, _ in self.layers]
         not_called = [n for n in selected if n not in self._called]
-        return MeasureReport(results, dict(self.errors), not_called, self.seconds, self.num_samples, dict(self.notes))
+        report = MeasureReport(
+            results,
+            dict(self.errors),
+            not_called,
+            self.seconds,
+            self.num_samples,
+            dict(self.notes),
+            layouts={i.name: i.layout for i in infos},
+            non_finite=left_out,
+            non_finite_inputs=bad_inputs,
+        )
+        _warn_summary(report)
+        return report
+
+
+def _warn_summary(report: "MeasureReport") -> None:
+    """One warning per measurement for what was left out (MEASURES.md: never silently)."""
+    if report.errors:
+        first = list(report.errors.items())[:3]
+        shown = "; ".join(f"{'/'.join(k)}: {v}" for k, v in first)
+        warnings.warn(
+            f"lightning_equivariance: {len(report.errors)} (layer, measure, group) combination(s) could not be "
+            f"measured and are in report.errors (the rest was measured). First: {shown}",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    if report.non_finite_inputs or report.non_finite:
+        layers = {k: v for k, v in report.non_finite.items() if v != report.non_finite_inputs}
+        parts = []
+        if report.non_finite_inputs:
+            parts.append(f"the probe image(s) at position(s) {report.non_finite_inputs} hold NaN or Inf and were left out of every layer")
+        if layers:
+            shown = ", ".join(f"{k!r}: {v}" for k, v in list(layers.items())[:3])
+            parts.append(f"{len(layers)} layer(s) left out images whose activations hold NaN or Inf ({shown}{' ...' if len(layers) > 3 else ''})")
+        warnings.warn("lightning_equivariance: " + "; ".join(parts) + " (report.non_finite)", RuntimeWarning, stacklevel=3)
+
+
+def _has_tensors(model: nn.Module) -> bool:
+    return any(True for _ in model.parameters()) or any(True for _ in model.buffers())
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+def _expected_channels(model: nn.Module) -> Optional[Tuple[str, int]]:
+    """The first convolution's name and input channels (to explain a channel mismatch)."""
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.conv._ConvNd):
+            return name, int(module.in_channels)
+        in_type = getattr(module, "in_type", None)
+        if getattr(in_type, "size", None) is not None:  # e2cnn
+            return name, int(in_type.size)
+    return None
 
 
 def _version_of(t: torch.Tensor) -> Optional[int]:
@@ -625,12 +875,16 @@ def measure(
             for ``"lee"`` transform names (``("rotation", "translation_x")``) or ``LieTransform`` instances.
         layers: ``"auto"``, qualified names, module types, or a predicate.
         batch_size: images per forward (bounds memory).
-        **kwargs: ``similarity``, ``measure_options``, ``channel_actions``, ``steerable_actions``, ``on_error``, ``progress``, ``device``
-            (see :class:`Measurement`).
+        **kwargs: ``similarity``, ``measure_options``, ``channel_actions``, ``steerable_actions``, ``layouts``,
+            ``on_error``, ``progress``, ``device`` (see :class:`Measurement`).
+
+    A (layer, measure, group) that cannot be measured is recorded in ``report.errors`` with
+    its reason and the rest is measured (``on_error="raise"`` stops instead); images whose
+    values are NaN or Inf are left out where they are, and named in ``report.non_finite``.
 
     Returns:
         a :class:`MeasureReport`; ``report.to_dataframe()`` has columns
-        ``layer, index, part, kind, measure, group, value, left_out``.
+        ``layer, index, part, kind, layout, measure, group, value, left_out, non_finite``.
 
     Example::
 
@@ -640,6 +894,8 @@ def measure(
         >>> report = measure(model, torch.randn(8, 3, 32, 32), groups=[Rotation90()])
         >>> report.to_dataframe().head()  # doctest: +SKIP
     """
+    if isinstance(inputs, torch.Tensor) and inputs.dim() >= 1 and inputs.shape[0] == 0:
+        raise ValueError(f"inputs holds no images (shape {tuple(inputs.shape)}); give at least one probe image")
     m = Measurement(model, measures=measures, groups=groups, layers=layers, batch_size=batch_size, **kwargs)
     m.update(inputs)
     return m.compute()

@@ -50,6 +50,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -62,7 +63,7 @@ from torch.overrides import TorchFunctionMode
 from .functional.lie import INTENSITY_TRANSFORMS, PADDINGS, VELOCITY_MATRICES, lie_generator, lie_residual
 from .groups import Group, GroupElement, resolve_group
 from .metrics.lee import LieContext
-from .probe import LayerSpec, _first_tensor, as_activation, select_layers
+from .probe import Layouts, LayerSpec, _first_tensor, as_activation, discover_layouts, select_layers
 
 __all__ = [
     "LieTransform",
@@ -75,6 +76,7 @@ __all__ = [
     "lie_derivative_contributions",
     "lie_pass",
     "layer_lie_context",
+    "primal_of",
 ]
 
 #: The names of the built-in transforms (``measure(..., groups=...)`` accepts them for ``lee``).
@@ -199,12 +201,24 @@ def split_groups(
 
 
 # ---------------------------------------------------------------------- generators on layer outputs
-def _layout(t: torch.Tensor, layer: str) -> Tuple[str, int]:
-    """``("map", 0)``, ``("tokens", k)`` or ``("vector", 0)``: how the generator acts on ``t`` (the engine's rule)."""
-    act = as_activation(t[:1].detach(), layer)  # one image: the token reshape costs nothing
+def _layout(t: torch.Tensor, layer: str, layout: Optional[str] = None) -> Tuple[str, int]:
+    """``("map", 0)``, ``("channels_last", 0)``, ``("tokens", k)`` or ``("vector", 0)``: how the generator
+    acts on ``t``, by the engine's rule (:func:`~lightning_equivariance.probe.as_activation`; ``layout``
+    is the probe's decision for a 4-D ``t``)."""
+    act = as_activation(t[:1].detach(), layer, layout)  # one image: the token reshape costs nothing
     if act.kind == "map" and t.dim() == 3:
         return "tokens", act.tokens_removed
+    if act.kind == "map" and act.layout == "channels_last":
+        return "channels_last", 0
     return act.kind, 0
+
+
+def _to_first(t: torch.Tensor) -> torch.Tensor:
+    return t.permute(0, 3, 1, 2)
+
+
+def _to_last(t: torch.Tensor) -> torch.Tensor:
+    return t.permute(0, 2, 3, 1)
 
 
 def _token_grid(t: torch.Tensor, k: int) -> torch.Tensor:
@@ -219,28 +233,34 @@ def _from_token_grid(g: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
     return torch.cat([head, g], dim=1) if head.shape[1] else g.contiguous()
 
 
-def generator_like(t: torch.Tensor, transform: LieTransform, layer: str = "tensor") -> torch.Tensor:
+def generator_like(t: torch.Tensor, transform: LieTransform, layer: str = "tensor", layout: Optional[str] = None) -> torch.Tensor:
     """The transform's generator on a layer output in its own layout, a tensor like ``t``.
 
-    Feature maps ``B x C x h x w``: the generator at their resolution. Tokens ``B x N x D``:
-    the generator on the ``N - k`` grid tokens (row-major ``s x s``), zero on the ``k``
-    class tokens. Vectors (``B x D``, ``B x C x 1 x 1``): zero.
+    Feature maps ``B x C x h x w``: the generator at their resolution; channels-last maps
+    ``B x h x w x C`` (``layout="channels_last"``) the same on their spatial axes. Tokens
+    ``B x N x D``: the generator on the ``N - k`` grid tokens (row-major ``s x s``), zero on
+    the ``k`` class tokens. Vectors (``B x D``, ``B x C x 1 x 1``): zero.
     """
-    kind, k = _layout(t, layer)
+    kind, k = _layout(t, layer, layout)
     if kind == "vector":
         return torch.zeros_like(t)
     if kind == "map":
         return transform.generator(t)
+    if kind == "channels_last":
+        return _to_last(transform.generator(_to_first(t)))
     return _from_token_grid(transform.generator(_token_grid(t, k)), torch.zeros_like(t[:, :k, :]))
 
 
-def lie_like(tangent: torch.Tensor, t: torch.Tensor, transform: LieTransform, layer: str = "tensor") -> torch.Tensor:
+def lie_like(tangent: torch.Tensor, t: torch.Tensor, transform: LieTransform, layer: str = "tensor",
+             layout: Optional[str] = None) -> torch.Tensor:
     """``tangent - generator_like(t)``: the Lie derivative at a layer output ``t`` with forward-mode tangent ``tangent``."""
-    kind, k = _layout(t, layer)
+    kind, k = _layout(t, layer, layout)
     if kind == "vector":
         return tangent
     if kind == "map":
         return transform.residual(tangent, t)
+    if kind == "channels_last":
+        return _to_last(transform.residual(_to_first(tangent), _to_first(t)))
     return _from_token_grid(transform.residual(_token_grid(tangent, k), _token_grid(t, k)), tangent[:, :k, :])
 
 
@@ -248,6 +268,8 @@ def _channels_first(lie: torch.Tensor, kind: str) -> torch.Tensor:
     """``b x C x P`` layout for :class:`~lightning_equivariance.metrics.lee.LieDerivativeError`."""
     if kind == "map":
         return lie.flatten(2)
+    if kind == "channels_last":
+        return _to_first(lie).flatten(2)
     if kind == "tokens":
         return lie.transpose(1, 2)
     return lie.reshape(lie.shape[0], 1, -1)
@@ -258,16 +280,29 @@ def _unpack(t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     return primal, (torch.zeros_like(primal) if tangent is None else tangent)
 
 
-def layer_lie_context(layer: str, output, transform: LieTransform) -> LieContext:
-    """The Lie derivative at a hooked layer during a forward-mode pass: ``tangent - G_l(primal)``."""
+def primal_of(output) -> torch.Tensor:
+    """The primal of a hooked layer's (dual) output tensor."""
+    raw = _first_tensor(output)
+    if raw is None:
+        raise ValueError(f"output of type {type(output).__name__} holds no tensor to measure")
+    return fwAD.unpack_dual(raw).primal
+
+
+def layer_lie_context(layer: str, output, transform: LieTransform, layout: Optional[str] = None) -> LieContext:
+    """The Lie derivative at a hooked layer during a forward-mode pass: ``tangent - G_l(primal)``.
+
+    ``layout`` is the probe's layout of a 4-D output. The context's ``sample_mask`` is
+    ``False`` for images whose primal or tangent holds NaN or Inf (MEASURES.md).
+    """
     raw = _first_tensor(output)
     if raw is None:
         raise ValueError(f"layer {layer!r}: output of type {type(output).__name__} holds no tensor to measure")
     primal, tangent = _unpack(raw)
-    kind, _ = _layout(primal, layer)
-    lie = lie_like(tangent, primal, transform, layer)
+    kind, _ = _layout(primal, layer, layout)
+    lie = lie_like(tangent, primal, transform, layer, layout)
+    finite = torch.isfinite(primal).flatten(1).all(1) & torch.isfinite(tangent).flatten(1).all(1)
     return LieContext(layer=layer, kind="vector" if kind == "vector" else "map", transform=transform,
-                      lie=_channels_first(lie, kind))
+                      lie=_channels_first(lie, kind), sample_mask=finite)
 
 
 # ---------------------------------------------------------------------- forward-mode pass
@@ -366,8 +401,19 @@ def forward_lie(model: Callable, x: torch.Tensor, transform: LieTransform, fast:
     uses the exact shortcuts of :class:`_FastTangents` for convolutions, linear maps and
     eval-mode batch norm (``False``: torch's generic forward-mode rules throughout).
     """
+    _load_jvp_decompositions()
     with torch.no_grad(), forward_mode_friendly(), (_FastTangents() if fast else contextlib.nullcontext()):
         return model(fwAD.make_dual(x, input_tangent(x, transform)))
+
+
+def _load_jvp_decompositions() -> None:
+    """torch loads its forward-mode decompositions at the first ``make_dual`` of a process, scripting
+    18 functions with ``torch.jit.script`` - 18 FutureWarnings that are torch's, not the user's."""
+    load = getattr(fwAD, "_maybe_load_decompositions", None)
+    if load is not None:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning)
+            load()
 
 
 def lie_pass(model: Callable, x: torch.Tensor, transform: LieTransform, fast: bool = True) -> None:
@@ -419,9 +465,10 @@ class _ContributionHooks:
     """Pre-hook: the layer's own Lie derivative ``L_X f_i`` (a jvp of the module alone at its input).
     Forward hook: adds a zero leaf to the output, whose gradient is the rest of the network's vjp."""
 
-    def __init__(self, layers, transform: LieTransform):
+    def __init__(self, layers, transform: LieTransform, layouts: Optional[Layouts] = None):
         self.layers = layers
         self.transform = transform
+        self.layouts = layouts if layouts is not None else Layouts({}, {}, [])
         self.records: List[_Record] = []
         self.pending: List[torch.Tensor] = []
         self.calls: Dict[str, int] = {}
@@ -446,12 +493,16 @@ class _ContributionHooks:
         def hook(module, args, kwargs):
             if self.busy:
                 return None
+            k = self.calls.get(name, 0)
+            call = name if k == 0 else f"{name}:{k}"
             duals = []
+            _load_jvp_decompositions()
             with torch.no_grad(), fwAD.dual_level():
                 for i, a in enumerate(args):
                     if isinstance(a, torch.Tensor) and a.is_floating_point():
                         a = a.detach()
-                        a = fwAD.make_dual(a.clone(), generator_like(a, self.transform, f"{name} (input {i})"))
+                        layout = self.layouts.inputs.get(call) if i == 0 else None
+                        a = fwAD.make_dual(a.clone(), generator_like(a, self.transform, f"{name} (input {i})", layout))
                     duals.append(a)
                 self.busy = True
                 try:
@@ -462,7 +513,7 @@ class _ContributionHooks:
                 if raw is None:
                     raise ValueError(f"layer {name!r}: output of type {type(out).__name__} holds no tensor")
                 primal, tangent = _unpack(raw)
-                self.pending.append(lie_like(tangent, primal, self.transform, name))
+                self.pending.append(lie_like(tangent, primal, self.transform, name, self.layouts.outputs.get(call)))
             return None
 
         return hook
@@ -476,7 +527,7 @@ class _ContributionHooks:
             self.calls[name] = k + 1
             raw = _first_tensor(output)
             eps = torch.zeros_like(raw, requires_grad=True)
-            kind, _ = _layout(raw.detach(), name)
+            kind, _ = _layout(raw.detach(), name, self.layouts.outputs.get(name if k == 0 else f"{name}:{k}"))
             self.records.append(_Record(name if k == 0 else f"{name}:{k}", type(module).__name__, kind, lie, eps))
             return _replace_first_tensor(output, raw + eps)
 
@@ -510,6 +561,7 @@ def _contribution_projections(
     probes: str = "gaussian",
     output_fn: Optional[Callable] = None,
     generator: Optional[torch.Generator] = None,
+    layouts: Optional[Layouts] = None,
 ) -> Tuple[List[_Record], torch.Tensor, torch.Tensor, torch.Tensor, int]:
     """Per-probe projections ``z^T d f_{N:i+1} L_X f_i`` (``layers x probes x b``) and ``z^T L_X f`` (``probes x b``).
 
@@ -518,7 +570,7 @@ def _contribution_projections(
     image (exact, ``b``) and the output dim.
     """
     run = (lambda z: model(z)) if output_fn is None else (lambda z: output_fn(model(z)))
-    hooks = _ContributionHooks(layers, transform)
+    hooks = _ContributionHooks(layers, transform, layouts)
     with _eval_mode(model), forward_mode_friendly(), hooks:
         hooks.busy = True
         lie_out = lie_derivative(model, x, transform, output_fn)  # exact, forward mode
@@ -569,6 +621,7 @@ def lie_derivative_contributions(
     probes: str = "gaussian",
     output_fn: Optional[Callable] = None,
     seed: Optional[int] = 0,
+    layouts: Optional[Dict[str, str]] = None,
 ):
     """Each layer's contribution to the output's equivariance error (Gruver et al. 2023 §4, Eq. 5-6).
 
@@ -598,6 +651,8 @@ def lie_derivative_contributions(
         output_fn: applied to the model's output, e.g. ``lambda y: y.softmax(-1)`` (the
             reference code measures the softmax).
         seed: seed of the probes (``None``: torch's global generator).
+        layouts: ``{layer: "channels_first" | "channels_last"}`` overrides of the layouts the
+            probe infers (:func:`~lightning_equivariance.probe.discover_layouts`).
 
     Returns:
         a ``pandas.DataFrame``, one row per layer call in forward order, with columns
@@ -633,6 +688,9 @@ def lie_derivative_contributions(
     if seed is not None:
         gen = torch.Generator()
         gen.manual_seed(int(seed))
+    with _eval_mode(model), torch.no_grad():
+        x0 = inputs[:1].to(device=device or inputs.device, dtype=dtype if dtype is not None else inputs.dtype)
+        found = discover_layouts(model, x0, selected, layouts)
     order: List[Tuple[str, str, str]] = []
     sums: Dict[str, List[float]] = {}
     out_lee_sum, n, dim = 0.0, 0, 1
@@ -641,7 +699,7 @@ def lie_derivative_contributions(
         x = inputs[start : start + int(batch_size)]
         x = x.to(device=device or x.device, dtype=dtype if dtype is not None else x.dtype)
         records, proj, out_proj, out_sq, dim = _contribution_projections(
-            model, x, transform, selected, int(num_probes), probes, output_fn, gen
+            model, x, transform, selected, int(num_probes), probes, output_fn, gen, found
         )
         reduce = (lambda p: p.square().mean(0)) if probes == "gaussian" else (lambda p: p.square().sum(0))
         per_layer = [reduce(p) / dim for p in proj]  # b, per image
@@ -657,7 +715,7 @@ def lie_derivative_contributions(
         n += x.shape[0]
     rows = []
     layers_only = [o for o in order if o[0] != "(unattributed)"]
-    kinds = [k if k != "tokens" else "map" for _, _, k in layers_only]
+    kinds = [k if k not in ("tokens", "channels_last") else "map" for _, _, k in layers_only]
     is_pool = [isinstance(modules.get(nm.split(":")[0]), _POOLING) or "Pool" in mod for nm, mod, _ in layers_only]
     parts = assign_parts(kinds, is_pool) if layers_only else []
     total = sum(sums[nm][0] / n for nm, _, _ in layers_only) or 1.0
@@ -674,7 +732,7 @@ def lie_derivative_contributions(
                 index=i if attributed else -1,
                 part=parts[i] if attributed else "",
                 module=mod,
-                kind=("map" if kind == "tokens" else kind) if attributed else "",
+                kind=("map" if kind in ("tokens", "channels_last") else kind) if attributed else "",
                 transform=transform.name,
                 contribution=mean,
                 stderr=math.sqrt(var / n),

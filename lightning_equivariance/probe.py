@@ -7,22 +7,68 @@ model raises. ``as_activation`` normalises a layer output (MEASURES.md, "Notatio
 
 * a tuple/list -> its first tensor (e.g. ``nn.MultiheadAttention`` returns ``(out, weights)``);
 * an e2cnn ``GeometricTensor`` -> its ``.tensor`` (``B x C x h x w``);
+* a 4-D output stored channels-last (``B x h x w x C``: ConvNeXt's LayerNorm/Linear/GELU
+  inside a block, Swin's stages) -> the channels-first view ``B x C x h x w`` of it, so that
+  every measure sees the layer's true channels (see "Layouts" below);
 * ViT/Mixer tokens ``B x N x D`` -> a ``B x D x s x s`` map after removing the 0-2 leading
   class/distillation tokens so that ``N - k = s * s`` (row-major token order, as
   torchvision's ``VisionTransformer`` flattens its patch grid);
 * ``B x C x 1 x 1`` maps and ``B x D`` tensors -> vectors ``B x D``.
+
+Layouts (MEASURES.md, "Layout"). A 4-D output is ``B x C x h x w`` unless the layer stores
+it channels-last. :func:`discover_layouts` decides it for every selected layer with one
+one-image forward, with the evidence in this order (strongest first):
+
+1. the user's override, ``layouts={"features.1.0.block.2": "channels_last"}``;
+2. what the module does: convolutions, batch/group/instance norms, local response norm and
+   2-D pooling act on ``B x C x h x w`` (channels-first); an ``nn.Linear`` on a 4-D tensor
+   acts on its last axis, and so does an ``nn.LayerNorm`` *of exactly that type* whose
+   ``normalized_shape`` is the last axis (channels-last; torchvision's channels-first
+   ``LayerNorm2d`` subclasses ``nn.LayerNorm``, hence the exact type); torchvision's
+   ``Permute`` moves the channel axis of its input; a module whose output has its input's
+   shape (activations, ``LayerNorm2d``, attention blocks, layer scale) keeps its input's
+   layout. The layouts of all modules' outputs are followed through the forward, so an
+   unselected ``Permute`` still tells the ``LayerNorm`` after it;
+3. the spatial sizes the input image implies: ``(h, w)`` must have the image's aspect ratio
+   (``|h W - w H| < max(H, W)``; square images give square maps), so ``B x 16 x 16 x 96``
+   is channels-last and ``B x 96 x 16 x 16`` channels-first;
+4. otherwise channels-first; a layer that this cannot settle (``C == h == w`` with no
+   module evidence) is measured channels-first and named in one warning.
+
+Memory strides are no evidence: the ``channels_last`` memory format is still logically
+``B x C x h x w``. A 4-D tensor that is no map of the image grid under either layout
+(MaxViT's window partitions ``B x G x P x C``) is refused for that layer with the reason,
+and so is every layer computed from it (a ``LayerNorm`` or ``Linear`` on the partitions);
+windows folded into the batch axis are refused by the engine (batch size mismatch).
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
+import weakref
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Sequence, Tuple, Type, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import torch
 from torch import nn
 
-__all__ = ["select_layers", "as_activation", "Probe", "LayerSelectionError", "LayerSpec"]
+__all__ = [
+    "select_layers",
+    "as_activation",
+    "Probe",
+    "LayerSelectionError",
+    "LayerSpec",
+    "LAYOUTS",
+    "LayoutError",
+    "check_layout_overrides",
+    "discover_layouts",
+    "Layouts",
+    "first_tensor",
+]
+
+#: The layouts a 4-D layer output can be read in (``layouts={name: ...}`` overrides).
+LAYOUTS = ("channels_first", "channels_last")
 
 LayerSpec = Union[str, Sequence[str], Sequence[Type[nn.Module]], Type[nn.Module], Callable[[str, nn.Module], bool]]
 
@@ -31,6 +77,17 @@ class LayerSelectionError(ValueError):
     """The ``layers=`` argument names no usable layer."""
 
 
+class LayoutError(ValueError):
+    """A layer's output is no map of the image grid (refused for that layer, with the reason)."""
+
+
+_POOLS = (
+    nn.modules.pooling._MaxPoolNd,
+    nn.modules.pooling._AvgPoolNd,
+    nn.modules.pooling._AdaptiveAvgPoolNd,
+    nn.modules.pooling._AdaptiveMaxPoolNd,
+    nn.modules.pooling._LPPoolNd,
+)
 # Leaf modules that compute something: convolutions, linear maps, normalisations,
 # activations, pooling. Dropout, Identity, Flatten and containers are left out.
 _COMPUTING = (
@@ -41,20 +98,22 @@ _COMPUTING = (
     nn.GroupNorm,
     nn.LayerNorm,
     nn.LocalResponseNorm,
-    nn.modules.pooling._MaxPoolNd,
-    nn.modules.pooling._AvgPoolNd,
-    nn.modules.pooling._AdaptiveAvgPoolNd,
-    nn.modules.pooling._AdaptiveMaxPoolNd,
-    nn.modules.pooling._LPPoolNd,
-)
+) + _POOLS
 _SKIPPED = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity, nn.Flatten, nn.Unflatten)
 # Blocks selected as a whole: their own forward does not call all their children
 # (nn.MultiheadAttention uses out_proj.weight directly, so out_proj's hook never fires).
 _BLOCKS = (nn.MultiheadAttention,)
+# The same by class name, for blocks of packages not imported here: torchvision's Swin
+# attention calls its qkv/proj Linear modules' weights through F.linear.
+_BLOCK_NAMES = ("ShiftedWindowAttention", "ShiftedWindowAttentionV2")
+
+
+def _is_block(module: nn.Module) -> bool:
+    return isinstance(module, _BLOCKS) or type(module).__name__ in _BLOCK_NAMES
 
 
 def _is_activation(module: nn.Module) -> bool:
-    return type(module).__module__ == "torch.nn.modules.activation" and not isinstance(module, _BLOCKS)
+    return type(module).__module__ == "torch.nn.modules.activation" and not _is_block(module)
 
 
 def _is_e2cnn_module(module: nn.Module) -> bool:
@@ -66,7 +125,7 @@ _E2CNN_CONTAINERS = ("SequentialModule", "ModuleList", "MultipleModule", "Pointw
 
 
 def _auto(name: str, module: nn.Module) -> bool:
-    if isinstance(module, _BLOCKS):
+    if _is_block(module):
         return True
     if _is_e2cnn_module(module):
         # e2cnn's equivariant modules (R2Conv, InnerBatchNorm, ReLU, pooling, GroupPooling)
@@ -87,7 +146,8 @@ def select_layers(model: nn.Module, layers: LayerSpec = "auto") -> List[Tuple[st
 
     Args:
         layers: ``"auto"`` (leaf modules that compute something: conv, linear, norm,
-            activation, pooling, and attention blocks as a whole; not dropout, identity,
+            activation, pooling, and attention blocks as a whole - ``nn.MultiheadAttention``,
+            torchvision's Swin ``ShiftedWindowAttention`` - ; not dropout, identity,
             flatten or containers), a list of qualified module names (``"layer1.0.conv1"``),
             a module type or list of types, or a predicate ``f(name, module) -> bool``.
 
@@ -98,7 +158,7 @@ def select_layers(model: nn.Module, layers: LayerSpec = "auto") -> List[Tuple[st
     if isinstance(layers, str) and layers == "auto":
         chosen = [(n, m) for n, m in named if _auto(n, m)]
         # Drop the children of selected blocks (their hooks would not fire, or double count).
-        blocks = [n for n, m in chosen if isinstance(m, _BLOCKS) or _is_e2cnn_module(m)]
+        blocks = [n for n, m in chosen if _is_block(m) or _is_e2cnn_module(m)]
         chosen = [(n, m) for n, m in chosen if not any(n.startswith(b + ".") for b in blocks)]
     elif isinstance(layers, str):
         return select_layers(model, [layers])
@@ -134,22 +194,26 @@ def select_layers(model: nn.Module, layers: LayerSpec = "auto") -> List[Tuple[st
     return chosen
 
 
-def _first_tensor(out):
+def first_tensor(out):
+    """The tensor a layer output stands for: itself, an e2cnn ``GeometricTensor``'s ``.tensor``, or the first tensor of a tuple/list/dict."""
     if isinstance(out, torch.Tensor):
         return out
     if hasattr(out, "tensor") and isinstance(getattr(out, "tensor"), torch.Tensor):  # e2cnn GeometricTensor
         return out.tensor
     if isinstance(out, (tuple, list)):
         for o in out:
-            t = _first_tensor(o)
+            t = first_tensor(o)
             if t is not None:
                 return t
     if isinstance(out, dict):
         for o in out.values():
-            t = _first_tensor(o)
+            t = first_tensor(o)
             if t is not None:
                 return t
     return None
+
+
+_first_tensor = first_tensor  # the name the Lie module imports
 
 
 @dataclass
@@ -159,30 +223,40 @@ class Activation:
     tensor: torch.Tensor
     kind: str
     tokens_removed: int = 0
+    layout: str = "channels_first"
 
 
-def as_activation(out, layer: str) -> Activation:
+def as_activation(out, layer: str, layout: Optional[str] = None) -> Activation:
     """Turn a hooked output into a feature map or vector (see module docstring).
+
+    Args:
+        layout: how a 4-D output is stored: ``"channels_first"`` (default), ``"channels_last"``
+            (read through a channels-first view), or a refusal reason from
+            :func:`discover_layouts` (raises :class:`LayoutError` with it).
 
     Raises:
         ValueError: naming ``layer`` and the shape, for outputs that are neither.
     """
-    t = _first_tensor(out)
+    t = first_tensor(out)
     if t is None:
         raise ValueError(f"layer {layer!r}: output of type {type(out).__name__} holds no tensor to measure")
     if t.dim() == 2:
-        return Activation(t, "vector")
+        return Activation(t, "vector", layout="vector")
     if t.dim() == 4:
+        if layout is not None and layout not in LAYOUTS:
+            raise LayoutError(f"layer {layer!r}: output of shape {tuple(t.shape)} {layout}")
+        if layout == "channels_last":
+            t = t.permute(0, 3, 1, 2)
         if t.shape[-1] * t.shape[-2] == 1:
-            return Activation(t.flatten(1), "vector")
-        return Activation(t, "map")
+            return Activation(t.flatten(1), "vector", layout="vector")
+        return Activation(t, "map", layout=layout or "channels_first")
     if t.dim() == 3:
         b, n, d = t.shape
         for k in (0, 1, 2):
             s = math.isqrt(max(n - k, 0))
             if n - k > 1 and s * s == n - k:
                 grid = t[:, k:, :].transpose(1, 2).reshape(b, d, s, s)
-                return Activation(grid, "map", tokens_removed=k)
+                return Activation(grid, "map", tokens_removed=k, layout="tokens")
         raise ValueError(
             f"layer {layer!r}: token output of shape {tuple(t.shape)} has N={n} tokens, which is not a "
             "square plus 0-2 class tokens; exclude the layer with layers=... ."
@@ -193,6 +267,182 @@ def as_activation(out, layer: str) -> Activation:
     )
 
 
+# ---------------------------------------------------------------------- layouts
+# Modules whose 4-D output is B x C x h x w by what they compute.
+_CHANNELS_FIRST = _POOLS + (
+    nn.modules.conv._ConvNd,
+    nn.modules.batchnorm._NormBase,
+    nn.GroupNorm,
+    nn.LocalResponseNorm,
+    nn.Upsample,
+    nn.PixelShuffle,
+    nn.PixelUnshuffle,
+)
+_CHANNEL_AXIS = {"channels_first": 1, "channels_last": 3}
+
+
+def check_layout_overrides(layouts: Optional[Mapping[str, str]], names: Sequence[str]) -> Dict[str, str]:
+    """Validate ``layouts={layer: "channels_first" | "channels_last"}`` against the selected layer names."""
+    layouts = dict(layouts or {})
+    bad = {k: v for k, v in layouts.items() if v not in LAYOUTS}
+    if bad:
+        raise ValueError(f"layouts= values must be one of {LAYOUTS}, got {bad}")
+    known = set(names)
+    unknown = [k for k in layouts if k.split(":")[0] not in known]
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], list(known), n=5, cutoff=0.5)
+        hint = f" Close names: {close}." if close else ""
+        raise ValueError(f"layouts= names layer(s) {unknown} that are not among the selected layers.{hint}")
+    return layouts
+
+
+_NOT_A_GRID = (
+    "is no map of the {h} x {w} image grid as {how} (window partitions or another non-spatial "
+    "layout); it is not measured. If it is a map, say how with layouts={{layer: 'channels_first' | 'channels_last'}}"
+)
+
+
+def _is_grid(h: int, w: int, size: Tuple[int, int]) -> bool:
+    """``(h, w)`` has the aspect ratio of the image ``size`` (up to the rounding of strided layers)."""
+    H, W = size
+    return abs(h * W - w * H) < max(H, W)
+
+
+def _by_sizes(shape: Tuple[int, ...], size: Tuple[int, int]) -> Tuple[str, bool]:
+    """Layout from the spatial sizes the image implies: ``(layout or refusal, undecided)``."""
+    a, b, c = shape[1:]
+    first, last = _is_grid(b, c, size), _is_grid(a, b, size)
+    if first and last:
+        return "channels_first", True
+    if first or last:
+        return ("channels_first" if first else "channels_last"), False
+    return _NOT_A_GRID.format(h=size[0], w=size[1], how="B x C x h x w nor as B x h x w x C"), False
+
+
+def _decide_layout(module: nn.Module, inp: Optional[torch.Tensor], in_layout: Optional[str], out: torch.Tensor,
+                   size: Tuple[int, int]) -> Tuple[str, bool]:
+    """One module's output layout from what it does, its input's layout and the sizes (see module docstring)."""
+    if isinstance(module, _CHANNELS_FIRST) or _is_e2cnn_module(module):
+        return "channels_first", False
+    refused = in_layout is not None and in_layout not in LAYOUTS
+    if isinstance(module, nn.Linear) or (
+        type(module) is nn.LayerNorm and tuple(module.normalized_shape) == (int(out.shape[-1]),)
+    ):
+        # Acts on the last axis: that axis holds the channels - of a map, or of window
+        # partitions (MaxViT's B x G x P x C), which the image grid tells apart.
+        if refused:
+            return in_layout, False
+        if _is_grid(int(out.shape[1]), int(out.shape[2]), size):
+            return "channels_last", False
+        return _NOT_A_GRID.format(h=size[0], w=size[1], how="channels-last (it acts on the last axis)"), False
+    dims = getattr(module, "dims", None)
+    if type(module).__name__ == "Permute" and isinstance(dims, (list, tuple)) and len(dims) == 4:
+        if refused:
+            return in_layout, False
+        source = in_layout if in_layout is not None else ("channels_first" if inp is None else _by_sizes(tuple(inp.shape), size)[0])
+        if source in _CHANNEL_AXIS:
+            axis = list(dims).index(_CHANNEL_AXIS[source])
+            if axis in (1, 3):
+                return ("channels_first" if axis == 1 else "channels_last"), False
+    elif in_layout is not None and inp is not None and tuple(inp.shape) == tuple(out.shape):
+        return in_layout, False  # elementwise or shape-keeping: the input's layout
+    return _by_sizes(tuple(out.shape), size)
+
+
+class _LayoutTracker:
+    """Forward hooks on every module for one forward: the layout of each 4-D output, followed through the model."""
+
+    def __init__(self, model: nn.Module, names: Mapping[nn.Module, List[str]], overrides: Mapping[str, str]):
+        self.model = model
+        self.names = names
+        self.overrides = overrides
+        self.known: Dict[int, Tuple[weakref.ref, str]] = {}
+        self.layouts: Dict[str, str] = {}
+        self.inputs: Dict[str, str] = {}
+        self.undecided: List[str] = []
+        self.calls: Dict[str, int] = {}
+        self.size: Tuple[int, int] = (1, 1)
+        self.handles: List = []
+
+    def _lookup(self, t: Optional[torch.Tensor]) -> Optional[str]:
+        if t is None:
+            return None
+        entry = self.known.get(id(t))
+        return entry[1] if entry is not None and entry[0]() is t else None
+
+    def _hook(self, module, args, output):
+        out = first_tensor(output)
+        if out is None or out.dim() != 4:
+            return
+        inp = first_tensor(args)
+        inp = inp if inp is not None and inp.dim() == 4 else None
+        in_layout = self._lookup(inp)
+        layout, undecided = _decide_layout(module, inp, in_layout, out, self.size)
+        for name in self.names.get(module, ()):
+            k = self.calls.get(name, 0)
+            self.calls[name] = k + 1
+            call = name if k == 0 else f"{name}:{k}"
+            override = self.overrides.get(call, self.overrides.get(name))
+            if override is not None:
+                layout, undecided = override, False
+            self.layouts[call] = layout
+            if inp is not None:
+                self.inputs[call] = in_layout if in_layout is not None else _by_sizes(tuple(inp.shape), self.size)[0]
+            if undecided:
+                self.undecided.append(call)
+        self.known[id(out)] = (weakref.ref(out), layout)
+
+    @contextlib.contextmanager
+    def tracking(self, x: torch.Tensor):
+        self.size = (int(x.shape[-2]), int(x.shape[-1]))
+        self.known = {}
+        # prepend: a layer's layout is known before the engine's own hook on it reads it
+        self.handles = [m.register_forward_hook(self._hook, prepend=True) for m in self.model.modules()]
+        try:
+            yield self
+        finally:
+            for h in self.handles:
+                h.remove()
+            self.handles, self.known = [], {}
+
+
+@dataclass
+class Layouts:
+    """What :func:`discover_layouts` found, per layer call name (``"name"``, ``"name:1"``, ...).
+
+    Attributes:
+        outputs: ``"channels_first" | "channels_last" |`` a refusal reason, for 4-D outputs.
+        inputs: the same for the layer's first input, where it is 4-D.
+        undecided: layers the evidence could not settle (read channels-first).
+    """
+
+    outputs: Dict[str, str]
+    inputs: Dict[str, str]
+    undecided: List[str]
+
+
+def discover_layouts(
+    model: nn.Module,
+    x: torch.Tensor,
+    layers: List[Tuple[str, nn.Module]],
+    overrides: Optional[Mapping[str, str]] = None,
+    forward: Optional[Callable[[torch.Tensor], object]] = None,
+) -> Layouts:
+    """The layout of every selected layer's 4-D output (and input), from one forward of ``x``.
+
+    See the module docstring for the evidence. ``forward`` replaces ``model(x)`` (e.g. a
+    stacked or forward-mode call). The caller runs this under ``torch.no_grad()`` and in the
+    mode it measures in.
+    """
+    names: Dict[nn.Module, List[str]] = {}
+    for name, module in layers:
+        names.setdefault(module, []).append(name)
+    tracker = _LayoutTracker(model, names, check_layout_overrides(overrides, [n for n, _ in layers]))
+    with tracker.tracking(x):
+        (forward if forward is not None else model)(x)
+    return Layouts(tracker.layouts, tracker.inputs, tracker.undecided)
+
+
 class Probe:
     """Context manager: eval mode, forward hooks on ``layers``, everything restored on exit.
 
@@ -201,6 +451,7 @@ class Probe:
     ``name`` is the qualified module name with ``":k"`` appended for the k-th repeated
     call of the same module within one forward (a ReLU module reused inside a ResNet
     block measures as two layers). Use ``start_forward()`` before each forward.
+    :meth:`discovering` follows the layers' layouts through a forward.
     """
 
     def __init__(self, model: nn.Module, layers: List[Tuple[str, nn.Module]], callback, eval_mode: bool = True):
@@ -214,6 +465,21 @@ class Probe:
 
     def start_forward(self) -> None:
         self._calls = {}
+
+    @contextlib.contextmanager
+    def discovering(self, x: torch.Tensor, overrides: Optional[Mapping[str, str]] = None,
+                    into: Optional[Dict[str, str]] = None):
+        """Follow layouts through the forward run inside this block (:func:`discover_layouts`); yields the
+        :class:`Layouts`, whose ``outputs`` dict (``into`` if given) fills while the forward runs."""
+        names: Dict[nn.Module, List[str]] = {}
+        for name, module in self.layers:
+            names.setdefault(module, []).append(name)
+        tracker = _LayoutTracker(self.model, names, check_layout_overrides(overrides, [n for n, _ in self.layers]))
+        if into is not None:
+            tracker.layouts = into
+        found = Layouts(tracker.layouts, tracker.inputs, tracker.undecided)
+        with tracker.tracking(x):
+            yield found
 
     def _hook(self, name):
         def hook(module, args, output):

@@ -26,3 +26,14 @@ class SmallCNN(nn.Module):
         x = self.relu(self.conv2(x))
         x = self.conv3(x)
         return self.fc(self.flatten(self.gap(x)))
+
+
+class ChannelsLastNet(nn.Module):
+    """A conv, then an nn.Linear on the B x h x w x C permutation (a channels-last layer)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.fc = nn.Conv2d(1, 4, 3, padding=1), nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).permute(0, 2, 3, 1))

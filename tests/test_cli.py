@@ -9,6 +9,7 @@ from PIL import Image
 
 from lightning_equivariance.baselines import PlainCNN
 from lightning_equivariance.cli import main
+from models import ChannelsLastNet
 
 
 def _folder(tmp_path, sizes):
@@ -67,3 +68,36 @@ def test_checkpoint_that_does_not_fit_the_arch(tmp_path, capsys):
     torch.save(torch.rand(2, 1, 9, 9), images)
     assert main(["measure", "--arch", "bruintjes7", "--checkpoint", str(ckpt), "--images", str(images)]) == 2
     assert "does not fit" in capsys.readouterr().err
+
+
+def test_degenerate_layer_is_recorded_not_fatal_and_on_error_raise_is_one_line(tmp_path, capsys):
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 2, 3), torch.nn.Flatten(), torch.nn.Linear(2 * 7 * 7, 3))
+    torch.nn.init.zeros_(model[2].weight)  # a dead output, as torchvision's ViT head at initialisation
+    torch.nn.init.zeros_(model[2].bias)
+    ckpt, images = tmp_path / "m.pt", tmp_path / "x.pt"
+    torch.save(model, ckpt)
+    torch.save(torch.rand(3, 1, 9, 9), images)
+    args = ["measure", "--checkpoint", str(ckpt), "--images", str(images), "--logdir", str(tmp_path / "logs"), "--run", "r"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "2 (layer, measure, group) left out" in out
+    assert set(pd.read_csv(tmp_path / "logs" / "r" / "equivariance.csv", dtype={"layer": str}).layer) == {"0"}
+    assert main(args + ["--on-error", "raise"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "'2'" in err and "dead" in err and len(err.strip().splitlines()) == 1
+
+
+def test_layout_override(tmp_path, capsys):
+    torch.manual_seed(0)
+    ckpt, images = tmp_path / "m.pt", tmp_path / "x.pt"
+    torch.save(ChannelsLastNet(), ckpt)
+    torch.save(torch.rand(3, 1, 8, 8), images)
+    values = {}
+    for layout in ("channels_last", "channels_first"):
+        csv = tmp_path / f"{layout}.csv"
+        assert main(["measure", "--checkpoint", str(ckpt), "--images", str(images), "--logdir", str(tmp_path / "logs"),
+                     "--layers", "fc", "--layout", f"fc={layout}", "--csv", str(csv)]) == 0
+        values[layout] = pd.read_csv(csv).value.tolist()
+    assert values["channels_last"] != values["channels_first"]
+    assert main(["measure", "--checkpoint", str(ckpt), "--images", str(images), "--layout", "fc"]) == 2
+    assert "LAYER=channels_first" in capsys.readouterr().err

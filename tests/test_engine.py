@@ -44,7 +44,13 @@ def test_dead_output_layer_is_a_clear_error_not_nan():
     nn.init.zeros_(model[2].weight)
     nn.init.zeros_(model[2].bias)  # an all-zero output, as torchvision initialises ViT heads
     with pytest.raises(MeasureError, match="layer '2'.*dead"):
-        measure(model, torch.rand(2, 1, 8, 8))
+        measure(model, torch.rand(2, 1, 8, 8), on_error="raise")
+    # by default the dead layer is recorded per (layer, measure, group); the others are measured
+    with pytest.warns(RuntimeWarning, match="2 .layer, measure, group. combination.*layer '2'"):
+        report = measure(model, torch.rand(2, 1, 8, 8))
+    assert set(report.errors) == {("2", "invariance", "rotation90"), ("2", "equivariance", "rotation90")}
+    assert all("dead" in reason for reason in report.errors.values())
+    assert set(report.to_dataframe().layer) == {"0"}
 
 
 def test_non_square_input_rotation90_clear_error():
@@ -62,16 +68,21 @@ def test_non_square_feature_map_names_layer():
             return self.conv(x)
 
     with pytest.raises(GroupActionError, match="layer 'conv'.*not square"):
-        measure(Stretch(), torch.rand(2, 1, 8, 8), groups=[Rotation90()])
+        measure(Stretch(), torch.rand(2, 1, 8, 8), groups=[Rotation90()], on_error="raise")
+    # by default: recorded for that (layer, measure, group), the other group still measured
+    report = measure(Stretch(), torch.rand(2, 1, 8, 8), groups=[Rotation90(), Translation(1)])
+    assert set(report.errors) == {("conv", m, "rotation90") for m in ("invariance", "equivariance")}
+    assert "not square" in report.errors[("conv", "invariance", "rotation90")]
+    assert set(report.to_dataframe().group) == {"translation"}
 
 
 def test_non_square_layer_warns_with_on_error_warn():
     model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(2, 2, 3, stride=(1, 2), padding=1), nn.ReLU())
     with pytest.warns(RuntimeWarning, match="layer '1'"):
         report = measure(model, torch.rand(2, 1, 8, 8), groups=[Rotation90()], on_error="warn")
-    assert "1" in report.errors and "not square" in report.errors["1"]
+    assert ("1", "invariance", "rotation90") in report.errors and "not square" in report.errors[("1", "invariance", "rotation90")]
     assert set(report.to_dataframe().layer) == {"0"}  # '2' (ReLU) also non-square
-    assert "2" in report.errors
+    assert ("2", "equivariance", "rotation90") in report.errors
 
 
 def test_unknown_layer_name_lists_close_names():

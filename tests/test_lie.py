@@ -21,7 +21,7 @@ from lightning_equivariance.probe import select_layers
 from models import SmallCNN
 
 SPATIAL = ["translation_x", "translation_y", "rotation", "scale", "shear", "hyperbolic_rotation"]
-COLUMNS = ["layer", "index", "part", "kind", "measure", "group", "value", "left_out"]
+COLUMNS = ["layer", "index", "part", "kind", "layout", "measure", "group", "value", "left_out", "non_finite"]
 
 
 # ---------------------------------------------------------------------- independent references
