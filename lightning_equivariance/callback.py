@@ -40,7 +40,8 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
-from .engine import Measurement, MeasureReport, _first_tensor_of
+from .engine import Measurement, MeasureReport
+from .probe_set import INPUT_RULE as _FIRST_TENSOR_RULE, first_tensor_of as _first_tensor_of, is_dataset as _is_dataset
 from .groups import Group, Rotation90
 from .metrics import MEASURES
 from .probe import LayerSpec, select_layers
@@ -48,10 +49,6 @@ from .probe import LayerSpec, select_layers
 __all__ = ["EquivarianceCallback"]
 
 _STAGES = ("validation", "train")
-_FIRST_TENSOR_RULE = (
-    "a batch's input is the batch itself if it is a tensor, batch['image'] (or 'images', 'input', "
-    "'inputs', 'x', 'pixel_values') for a dict, the first tensor of a tuple/list, or input_fn(batch)"
-)
 
 
 class _SeriesReport:
@@ -131,10 +128,6 @@ def _item_seed(seed: int, index: int) -> int:
     # One seed per (seed, dataset index): a random transform draws the same for an image on
     # any rank, in any shard, at any epoch.
     return (seed * 1_000_003 + index) % 2**31
-
-
-def _is_dataset(obj) -> bool:
-    return hasattr(obj, "__getitem__") and hasattr(obj, "__len__") and not isinstance(obj, (torch.Tensor, list, tuple))
 
 
 class EquivarianceCallback(Callback):

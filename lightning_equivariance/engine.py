@@ -32,6 +32,7 @@ from .lie import LieTransform, layer_lie_context, lie_pass, primal_of, split_gro
 from .metrics import MEASURES, LayerContext, LayerMetric
 from .metrics.base import ImagesLeftOut
 from .steerable import e2cnn_channel_action, field_type_of, patch_e2cnn
+from .probe_set import iter_images
 from .probe import LayerSpec, Probe, as_activation, check_layout_overrides, first_tensor, select_layers
 
 __all__ = ["measure", "Measurement", "MeasureReport", "LayerResult", "LayerSeries", "MeasureError", "PARTS"]
@@ -261,47 +262,6 @@ def _model_device_dtype(model: nn.Module) -> Tuple[torch.device, Optional[torch.
     return torch.device("cpu"), None
 
 
-def _first_tensor_of(batch) -> torch.Tensor:
-    if isinstance(batch, torch.Tensor):
-        return batch
-    if isinstance(batch, Mapping):
-        for key in ("image", "images", "input", "inputs", "x", "pixel_values"):
-            if key in batch and isinstance(batch[key], torch.Tensor):
-                return batch[key]
-    if isinstance(batch, (tuple, list)):
-        for b in batch:
-            if isinstance(b, torch.Tensor):
-                return b
-    raise TypeError(
-        f"cannot find the input tensor in a batch of type {type(batch).__name__}; pass a tensor, "
-        "a (x, y) tuple or a dict with key 'image' (or give the callback input_fn=...)"
-    )
-
-
-def iter_images(inputs, chunk: int) -> Iterator[torch.Tensor]:
-    """Yield ``chunk``-sized image tensors from a tensor, a Dataset, or an iterable of batches."""
-    if isinstance(inputs, torch.Tensor):
-        for i in range(0, inputs.shape[0], chunk):
-            yield inputs[i : i + chunk]
-        return
-    if hasattr(inputs, "__getitem__") and hasattr(inputs, "__len__") and not isinstance(inputs, (list, tuple)):
-        items = (_first_tensor_of(inputs[i]) for i in range(len(inputs)))  # a map-style Dataset
-        batches = (t.unsqueeze(0) for t in items)
-    else:
-        batches = (_first_tensor_of(b) for b in inputs)
-    buf: List[torch.Tensor] = []
-    n = 0
-    for b in batches:
-        buf.append(b)
-        n += b.shape[0]
-        while n >= chunk:
-            cat = torch.cat(buf)
-            yield cat[:chunk]
-            buf, n = ([cat[chunk:]] if cat.shape[0] > chunk else []), cat.shape[0] - chunk
-    if n:
-        yield torch.cat(buf)
-
-
 class Measurement:
     """Streaming measurement of a model: ``update(images)`` any number of times, then ``compute()``.
 
@@ -418,6 +378,22 @@ class Measurement:
             self._fail([key], f"layer {key[0]!r}: {reason}")
         for layer in [k for k in self.images_left_out if ("(images)", k) not in keys]:
             del self.images_left_out[layer]
+
+    def agree(self, collectives, ok: bool = True) -> bool:
+        """Agree with the other processes before ``compute()`` (which syncs every state it holds).
+
+        ``collectives.all_gather_object(obj)`` returns every process's ``obj`` (the callback
+        passes the strategy's). Each process offers its state keys, or ``None`` when its
+        update failed (``ok=False``); returns ``False`` when some process failed, else keeps
+        only the states every process has (a layer measured on one process only is recorded
+        as an error) and returns ``True``. Every process must call it.
+        """
+        gathered = collectives.all_gather_object(self.state_keys() if ok else None)
+        if any(keys is None for keys in gathered):
+            return False
+        common = set(map(tuple, gathered[0])).intersection(*(set(map(tuple, k)) for k in gathered[1:]))
+        self.keep_only(common, "could not be measured on every process")
+        return True
 
     def _fail(self, keys, msg: str) -> None:
         for key in keys:
