@@ -14,7 +14,8 @@ so that the engine needs no Lightning).
 """
 from importlib import metadata as _metadata
 
-from .engine import PARTS, Measurement, MeasureError, MeasureReport, measure
+from .engine import Measurement, MeasureError, measure
+from .report import PARTS, MeasureReport
 from .groups import (
     Dihedral,
     Flip,
@@ -28,7 +29,8 @@ from .groups import (
     quiroga_scales,
     quiroga_translations,
 )
-from .lie import TRANSFORMS, LieTransform, lie_derivative, lie_derivative_contributions
+from .lie import lie_derivative, lie_derivative_contributions
+from .transforms import TRANSFORMS, LieTransform
 from .metrics import MEASURES, CorrelationEquivariance, CorrelationInvariance, LieDerivativeError
 from .probe import LayerSelectionError, select_layers
 

@@ -20,31 +20,24 @@ import math
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-import numpy as np
 import torch
 from torch import nn
 
 from .groups import ChannelAction, Group, GroupActionError
-from .lie import LieTransform, layer_lie_context, lie_pass, primal_of, split_groups
-from .metrics import MEASURES, LayerContext, LayerMetric
+from .lie import layer_lie_context, lie_pass, primal_of
+from .metrics import DEFAULT_MEASURES, MEASURES, LayerContext, LayerMetric
+from .metrics.base import FORWARD_MODE
 from .metrics.base import ImagesLeftOut
 from .steerable import e2cnn_channel_action, field_type_of, patch_e2cnn
 from .probe_set import iter_images
-from .probe import LayerSpec, Probe, as_activation, check_layout_overrides, first_tensor, select_layers
+from .probe import LayerSpec, Probe, as_activation, check_layout_overrides, is_pooling, select_layers
+from .report import PARTS, LayerResult, LayerSeries, MeasureReport, assign_parts
+from .transforms import LieTransform, split_groups
 
 __all__ = ["measure", "Measurement", "MeasureReport", "LayerResult", "LayerSeries", "MeasureError", "PARTS"]
-
-PARTS = ("Early", "Middle", "Late", "Pool", "Final")
-_POOLING = (
-    nn.modules.pooling._AdaptiveAvgPoolNd,
-    nn.modules.pooling._AdaptiveMaxPoolNd,
-    nn.modules.pooling._AvgPoolNd,
-    nn.modules.pooling._MaxPoolNd,
-)
-
 
 class MeasureError(RuntimeError):
     """Measuring a layer failed; the message names the layer and the shape."""
@@ -61,201 +54,6 @@ class LayerInfo:
     layout: str = "channels_first"
 
 
-@dataclass
-class LayerResult:
-    """One (layer, measure, group) result of a :class:`MeasureReport`."""
-
-    layer: str
-    index: int
-    part: str
-    kind: str
-    shape: Tuple[int, ...]
-    measure: str
-    group: str
-    value: float
-    per_element: Dict[str, float]
-    per_channel: Optional[np.ndarray]
-    left_out: int
-    higher_is_better: bool
-    layout: str = "channels_first"
-    non_finite: int = 0
-
-
-@dataclass
-class LayerSeries:
-    """The per-layer vector of one (measure, group), in depth order (what TensorBoard summaries hold)."""
-
-    measure: str
-    group: str
-    layers: List[str]
-    parts: List[str]
-    values: np.ndarray
-    per_channel: Optional[List[np.ndarray]]
-    higher_is_better: bool
-
-
-def assign_parts(kinds: Sequence[str], is_pool: Optional[Sequence[bool]] = None) -> List[str]:
-    """Depth parts of Bruintjes et al. 2023 §4.2 for layers in depth order.
-
-    *Pool* is the output of global pooling: the last pooling module whose output is a
-    vector (``B x D`` or ``B x C x 1 x 1``). Everything before it (feature maps, and maps
-    already down-sampled to ``1 x 1``) is split uniformly into Early / Middle / Late;
-    everything after it (the classifier head, ending in the output before softmax) is
-    *Final*. Without a global pooling layer (a ViT's class token, a flatten-based head)
-    there is no Pool part: the trailing vector layers are Final.
-    """
-    n = len(kinds)
-    is_pool = list(is_pool) if is_pool is not None else [False] * n
-    pools = [i for i in range(n) if is_pool[i] and kinds[i] == "vector"]
-    if pools:
-        head_start, pool = pools[-1] + 1, pools[-1]
-    else:
-        head_start, pool = n, None
-        while head_start > 0 and kinds[head_start - 1] == "vector":
-            head_start -= 1
-        if head_start == 0:  # only vectors: nothing spatial to split
-            head_start = n - 1
-    body = pool if pool is not None else head_start
-    parts = [PARTS[min(2, (3 * j) // body)] for j in range(body)]
-    if pool is not None:
-        parts.append("Pool")
-    return parts + ["Final"] * (n - len(parts))
-
-
-@dataclass
-class MeasureReport:
-    """What :func:`measure` returns: one :class:`LayerResult` per (layer, measure, group).
-
-    Attributes:
-        results: the results, in depth order of the layers.
-        errors: ``{(layer, measure, group): reason}`` of what could not be measured
-            (``on_error="warn"``, the default): a layer whose output is no map of the image
-            grid, a non-square map under 90-degree rotations, a dead output for the
-            correlation measures, a layer whose every image was non-finite, ...; the other
-            measures and groups of the layer are still reported.
-        notes: ``{(layer, measure, group): reason}`` of measures that are undefined on a layer
-            and were skipped there by design (e.g. ``same_equivariance`` on vector layers,
-            ``geed_softmax`` on feature maps); the layer's other measures are reported.
-        not_called: selected layers whose forward hook never fired.
-        seconds: wall time of the measurement.
-        num_samples: probe images measured (on this process).
-        layouts: ``{layer: "channels_first" | "channels_last" | "tokens" | "vector"}``: how each
-            measured layer's output was read (``channels_last``: ``B x h x w x C``).
-        non_finite: ``{layer: [probe positions]}`` of images left out of a layer because their
-            input or activation there held NaN or Inf (MEASURES.md, "Non-finite values").
-        non_finite_inputs: probe positions of images whose input held NaN or Inf (left out of
-            every layer).
-    """
-
-    results: List[LayerResult]
-    errors: Dict[Tuple[str, str, str], str] = field(default_factory=dict)
-    not_called: List[str] = field(default_factory=list)
-    seconds: float = 0.0
-    num_samples: int = 0
-    notes: Dict[Tuple[str, str, str], str] = field(default_factory=dict)
-    layouts: Dict[str, str] = field(default_factory=dict)
-    non_finite: Dict[str, List[int]] = field(default_factory=dict)
-    non_finite_inputs: List[int] = field(default_factory=list)
-
-    def to_dataframe(self, per_element: bool = False):
-        """A ``pandas.DataFrame`` with columns ``layer, index, part, kind, layout, measure, group, value,
-        left_out, non_finite``.
-
-        ``value`` is averaged over the group's elements; ``per_element=True`` gives one row
-        per element with an ``element`` column instead. ``layout`` says how the layer was read
-        (``channels_last`` for ``B x h x w x C`` outputs), ``left_out`` counts dead channels
-        left out, ``non_finite`` the images left out of the layer for NaN/Inf values.
-        """
-        import pandas as pd
-
-        rows = []
-        for r in self.results:
-            base = dict(layer=r.layer, index=r.index, part=r.part, kind=r.kind, layout=r.layout, measure=r.measure, group=r.group)
-            extra = dict(left_out=r.left_out, non_finite=r.non_finite)
-            if per_element:
-                rows += [dict(base, element=e, value=v, **extra) for e, v in r.per_element.items()]
-            else:
-                rows.append(dict(base, value=r.value, **extra))
-        cols = ["layer", "index", "part", "kind", "layout", "measure", "group"] + (["element"] if per_element else [])
-        return pd.DataFrame(rows, columns=cols + ["value", "left_out", "non_finite"])
-
-    def parts(self):
-        """Mean value per depth part: a DataFrame indexed by (measure, group) with columns Early..Final."""
-        df = self.to_dataframe()
-        table = df.pivot_table(index=["measure", "group"], columns="part", values="value", aggfunc="mean")
-        return table.reindex(columns=[p for p in PARTS if p in table.columns])
-
-    def scalars(self, prefix: str = "equivariance") -> Dict[str, float]:
-        """Flat scalars as the callback logs them: ``{prefix}/{measure}/{group}/{layer}`` and
-        ``{prefix}/{measure}/{group}/part/{Part}`` (the mean over the part's layers)."""
-        scalars: Dict[str, float] = {}
-        for s in self.series():
-            base = f"{prefix}/{s.measure}/{s.group}"
-            for layer, value in zip(s.layers, s.values):
-                scalars[f"{base}/{layer}"] = float(value)
-            for part in PARTS:
-                vals = [float(v) for p, v in zip(s.parts, s.values) if p == part]
-                if vals:
-                    scalars[f"{base}/part/{part}"] = float(np.mean(vals))
-        return scalars
-
-    def per_channel(self, layer: str, measure: str, group: str) -> np.ndarray:
-        """Per-channel values of one layer (for heatmaps); raises ``KeyError`` if not available."""
-        for r in self.results:
-            if (r.layer, r.measure, r.group) == (layer, measure, group):
-                if r.per_channel is None:
-                    raise KeyError(f"layer {layer!r} is a vector layer or {measure!r} has no per-channel values")
-                return r.per_channel
-        raise KeyError(f"no result for layer={layer!r}, measure={measure!r}, group={group!r}")
-
-    def series(self) -> List[LayerSeries]:
-        """One :class:`LayerSeries` per (measure, group), layers in depth order."""
-        out: Dict[Tuple[str, str], List[LayerResult]] = {}
-        for r in self.results:
-            out.setdefault((r.measure, r.group), []).append(r)
-        series = []
-        for (m, g), rs in out.items():
-            rs = sorted(rs, key=lambda r: r.index)
-            chans = [r.per_channel for r in rs]
-            series.append(
-                LayerSeries(
-                    m,
-                    g,
-                    [r.layer for r in rs],
-                    [r.part for r in rs],
-                    np.array([r.value for r in rs], dtype=np.float64),
-                    None if all(c is None for c in chans) else [np.atleast_1d(c if c is not None else r.value) for c, r in zip(chans, rs)],
-                    rs[0].higher_is_better,
-                )
-            )
-        return series
-
-    def plot(self, ax=None):
-        """Plot value against layer depth, one line per (measure, group); returns ``(fig, ax)``. Needs matplotlib."""
-        try:
-            import matplotlib.pyplot as plt
-        except ImportError as e:  # pragma: no cover - depends on the environment
-            raise ImportError("MeasureReport.plot() needs matplotlib: pip install matplotlib") from e
-        fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(8, 4))
-        for s in self.series():
-            ax.plot(range(len(s.layers)), s.values, marker="o", label=f"{s.measure} / {s.group}")
-        if self.results:
-            s = self.series()[0]
-            ax.set_xticks(range(len(s.layers)))
-            ax.set_xticklabels(s.layers, rotation=90, fontsize=7)
-        ax.set_xlabel("layer (depth order)")
-        ax.set_ylabel("value")
-        ax.legend()
-        fig.tight_layout()
-        return fig, ax
-
-    def __repr__(self) -> str:
-        return (
-            f"MeasureReport({len(self.results)} results, {len({r.layer for r in self.results})} layers, "
-            f"{self.num_samples} samples, {self.seconds:.2f}s, errors={list(self.errors)})"
-        )
-
-
 def _model_device_dtype(model: nn.Module) -> Tuple[torch.device, Optional[torch.dtype]]:
     for t in list(model.parameters()) + list(model.buffers()):
         return t.device, (t.dtype if t.is_floating_point() else None)
@@ -267,14 +65,16 @@ class Measurement:
 
     Args:
         model: any ``torch.nn.Module`` taking ``B x C x H x W`` images.
-        measures: names from :data:`lightning_equivariance.metrics.MEASURES`
-            (``"invariance"``, ``"equivariance"``, ...).
+        measures: names from :data:`lightning_equivariance.metrics.MEASURES` (default
+            :data:`~lightning_equivariance.metrics.DEFAULT_MEASURES`; see ``docs/measures.md``).
         groups: :class:`~lightning_equivariance.groups.Group` instances or names.
         layers: see :func:`~lightning_equivariance.probe.select_layers` (default ``"auto"``).
         batch_size: images per forward, transformed copies included (bounds memory).
-        similarity: ``"pearson"`` (default) or ``"cosine"`` for the correlation measures.
-        measure_options: further keyword options handed to every measure's ``for_layer``
-            (each measure takes the ones it knows).
+        similarity: ``"pearson"`` (default) or ``"cosine"`` for the correlation measures: an alias
+            of ``measure_options={"similarity": ...}``.
+        measure_options: the measures' own options, one mapping handed to every measure's
+            ``for_layer`` (each measure takes the ones it knows, e.g. ``similarity``,
+            ``include_identity``, ``distance``, ``geed_max_points``).
         channel_actions: ``{layer_name: channel_action}`` declared by the architecture.
         steerable_actions: use the field type's representation of e2cnn ``GeometricTensor``
             outputs as their channel action (see :mod:`lightning_equivariance.steerable`);
@@ -292,11 +92,11 @@ class Measurement:
     def __init__(
         self,
         model: nn.Module,
-        measures: Sequence[str] = ("invariance", "equivariance"),
+        measures: Sequence[str] = DEFAULT_MEASURES,
         groups: Sequence[Union[str, Group]] = ("rotation90",),
         layers: LayerSpec = "auto",
         batch_size: int = 256,
-        similarity: str = "pearson",
+        similarity: Optional[str] = None,
         measure_options: Optional[Mapping[str, Any]] = None,
         channel_actions: Optional[Mapping[str, ChannelAction]] = None,
         steerable_actions: bool = True,
@@ -312,13 +112,15 @@ class Measurement:
         unknown = [m for m in measures if m not in MEASURES]
         if unknown or not measures:
             raise ValueError(f"unknown measure(s) {unknown}: choose from {sorted(MEASURES)}")
+        if len(set(measures)) != len(measures):
+            raise ValueError(f"measures has duplicates: {list(measures)}; name each measure once")
         if isinstance(groups, (str, Group, LieTransform)):
             groups = (groups,)
-        # Measure "lee" runs its own forward-mode pass per continuous transform (lie.py);
-        # the others share the stacked pass over the discrete groups.
-        self._lie_measures = [m for m in measures if getattr(MEASURES[m], "forward_mode", False)]
-        self._stacked_measures = [m for m in measures if m not in self._lie_measures]
-        self.groups, self.transforms = split_groups(groups, bool(self._lie_measures), bool(self._stacked_measures))
+        # Each measure declares its pass: forward-mode ones (Lie derivatives) run one pass per
+        # continuous transform (lie.py); the others share the stacked pass over the discrete groups.
+        self._forward_measures = [m for m in measures if MEASURES[m].pass_kind == FORWARD_MODE]
+        self._stacked_measures = [m for m in measures if m not in self._forward_measures]
+        self.groups, self.transforms = split_groups(groups, bool(self._forward_measures), bool(self._stacked_measures))
         names = [g.name for g in self.groups + self.transforms]
         if len(set(names)) != len(names) or not names:
             raise ValueError(f"groups need distinct names, got {names}; pass name=... to tell them apart")
@@ -338,7 +140,11 @@ class Measurement:
         self.layout_overrides = check_layout_overrides(layouts, [n for n, _ in self.layers])
         self._modules_by_name = dict(self.layers)
         self.batch_size = int(batch_size)
-        self.options = {"similarity": similarity, **dict(measure_options or {})}
+        self.options = dict(measure_options or {})
+        if similarity is not None:  # a documented alias of measure_options={"similarity": ...}
+            if self.options.get("similarity", similarity) != similarity:
+                raise ValueError(f"similarity={similarity!r} contradicts measure_options['similarity']={self.options['similarity']!r}")
+            self.options["similarity"] = similarity
         self.channel_actions = dict(channel_actions or {})
         self.steerable_actions = bool(steerable_actions)
         self._actions: Dict[Tuple[str, str], ChannelAction] = {}
@@ -363,9 +169,9 @@ class Measurement:
         self.seconds = 0.0
         self._called: set = set()
         self._allocating = False
-        # (output, its version, {group: (affine_invariant, channel_action)}) of the last layer
-        # measured in the current forward: a BatchNorm right after it may reuse its results.
-        self._previous: Optional[Tuple[torch.Tensor, Optional[int], Dict[str, Tuple[Dict[str, Any], Any]]]] = None
+        # (output, its version, {group: shared results}) of the last layer measured in the
+        # current forward: the next layer's measures may reuse them (LayerContext.previous).
+        self._previous: Optional[Tuple[torch.Tensor, Optional[int], Dict[str, Dict[Any, Any]]]] = None
 
     def state_keys(self) -> List[Tuple[str, ...]]:
         """The keys of every state that ``compute()`` syncs across processes (metrics and left-out images)."""
@@ -434,14 +240,13 @@ class Measurement:
             views += [g.act_input(x, e) for e in g.elements]
         return torch.cat(views)
 
-    def _affine_source(self, prev, name: str, inputs, kind: str) -> Optional[Dict[str, Tuple[Dict[str, Any], Any]]]:
-        """The previous layer's reusable results when this layer is a positive per-channel affine map of its output."""
-        if prev is None or kind != "map" or not inputs or inputs[0] is not prev[0]:
-            return None
-        # the same tensor object, and no in-place op on it between the two layers
-        unchanged = prev[1] is not None and _version_of(inputs[0]) == prev[1]
-        module = self._modules_by_name[name.split(":")[0]]
-        return prev[2] if unchanged and _positive_channel_affine(module) else None
+    @staticmethod
+    def _previous_shared(prev, inputs) -> Dict[str, Dict[Any, Any]]:
+        """The previous measured layer's ``shared`` results per group, when this layer's input is that
+        layer's output: the same tensor object, not changed in place since (its version counter)."""
+        if prev is None or not inputs or inputs[0] is not prev[0]:
+            return {}
+        return prev[2] if prev[1] is not None and _version_of(inputs[0]) == prev[1] else {}
 
     def _track_left_out(self, name: str, ok: torch.Tensor, chunk: Dict[str, Any]) -> None:
         if self._allocating:
@@ -461,7 +266,7 @@ class Measurement:
             )
         if name not in self.infos:
             module = self._modules_by_name[name.split(":")[0]]
-            is_pool = isinstance(module, _POOLING) or "Pool" in type(module).__name__
+            is_pool = is_pooling(module)
             self.infos[name] = LayerInfo(name, len(self.infos), act.kind, tuple(t.shape[1:]), is_pool, layout=act.layout)
         return act
 
@@ -471,7 +276,7 @@ class Measurement:
         transform = chunk.get("transform")
         b = chunk["b"]
         if transform is not None:
-            return self._on_lie_output(name, output, transform, chunk)
+            return self._on_forward_output(name, output, transform, chunk)
         keys = self._keys(name, self.groups, self._stacked_measures)
         if all(k in self.errors or k in self.notes for k in keys):
             return
@@ -486,8 +291,8 @@ class Measurement:
         ok = torch.isfinite(stacked).flatten(2).all(-1).all(0) & chunk["finite"]
         self._track_left_out(name, ok, chunk)
         stacked = torch.where(ok.view(1, b, *([1] * (stacked.dim() - 2))), stacked, torch.zeros((), dtype=stacked.dtype, device=stacked.device))
-        source = self._affine_source(previous, name, inputs, act.kind)
-        reusable = {}
+        previous_shared = self._previous_shared(previous, inputs)
+        shared = {}
         start = 1
         for group in self.groups:
             m = len(group)
@@ -508,13 +313,13 @@ class Measurement:
                     input_size=chunk["size"],
                     channel_action=self._channel_action(name, output),
                     sample_mask=ok,
+                    module=self._modules_by_name[name.split(":")[0]],
+                    previous=previous_shared.get(group.name),
                 )
             except Exception as e:  # noqa: BLE001 - this group's action is undefined on the layer
                 self._failure(e, name, output, group_keys)
                 continue
-            if source is not None and group.name in source and source[group.name][1] is ctx.channel_action:
-                ctx.affine_of = source[group.name][0]
-            reusable[group.name] = (ctx.affine_invariant, ctx.channel_action)
+            shared[group.name] = ctx.shared
             for key in group_keys:
                 if key in self.notes or key in self.errors:
                     continue
@@ -522,26 +327,25 @@ class Measurement:
                     self._update_metric(key, ctx)
                 except Exception as e:  # noqa: BLE001 - this measure fails here, the others go on
                     self._failure(e, name, output, [key])
-        self._previous = (output, _version_of(output), reusable) if isinstance(output, torch.Tensor) else None
+        self._previous = (output, _version_of(output), shared) if isinstance(output, torch.Tensor) else None
 
     def _update_metric(self, key: Tuple[str, str, str], ctx) -> None:
         metric = self.metrics.get(key)
         measure_name = key[1]
         if metric is None:
             # A measure undefined on this kind of layer says why; skip it here, keep the rest.
-            not_applicable = getattr(MEASURES[measure_name], "not_applicable", None)
-            reason = not_applicable(ctx, **self.options) if not_applicable is not None else None
+            reason = MEASURES[measure_name].not_applicable(ctx, **self.options)
             if reason:
                 self.notes[key] = reason
                 return
             metric = MEASURES[measure_name].for_layer(ctx, **self.options)
             self.metrics[key] = metric
         if not self._allocating:
-            metric.update_layer(ctx)
+            metric.update(ctx)
 
-    def _on_lie_output(self, name: str, output, transform, chunk: Dict[str, Any]) -> None:
-        """Forward-mode pass of measure "lee": the output is a dual tensor."""
-        keys = self._keys(name, [transform], self._lie_measures)
+    def _on_forward_output(self, name: str, output, transform, chunk: Dict[str, Any]) -> None:
+        """A forward-mode pass (the measures whose ``pass_kind`` is forward-mode): the output is a dual tensor."""
+        keys = self._keys(name, [transform], self._forward_measures)
         if all(k in self.errors for k in keys):
             return
         try:
@@ -559,7 +363,7 @@ class Measurement:
             try:
                 if key not in self.metrics:
                     self.metrics[key] = MEASURES[key[1]].for_layer(ctx, **self.options)
-                self.metrics[key].update_layer(ctx)
+                self.metrics[key].update(ctx)
             except Exception as e:  # noqa: BLE001
                 self._failure(e, name, output, [key])
 
@@ -611,7 +415,7 @@ class Measurement:
         if self.progress:
             from tqdm.auto import tqdm
 
-            chunks = tqdm(chunks, total=None if total is None else math.ceil(total / chunk_size), desc="equivariance", leave=False)
+            chunks = tqdm(chunks, total=None if total is None else math.ceil(total / chunk_size), desc="measuring", leave=False)
         chunk: Dict[str, Any] = {}
         offset = 0
         callback = lambda n, o, i: self._on_output(n, o, i, chunk)  # noqa: E731
@@ -658,7 +462,7 @@ class Measurement:
                     self._previous = None
                     self.model(self._stack(x))
                     self._previous = None  # drop the last output
-                for transform in self.transforms:  # measure "lee": one forward-mode pass per transform
+                for transform in self.transforms:  # forward-mode measures: one pass per continuous transform
                     chunk["transform"] = transform
                     probe.start_forward()
                     try:
@@ -687,7 +491,7 @@ class Measurement:
         return inputs, per_layer
 
     def _all_keys(self, name: str) -> List[Tuple[str, str, str]]:
-        return self._keys(name, self.groups, self._stacked_measures) + self._keys(name, self.transforms, self._lie_measures)
+        return self._keys(name, self.groups, self._stacked_measures) + self._keys(name, self.transforms, self._forward_measures)
 
     def compute(self) -> MeasureReport:
         """Synced results of everything seen since the last ``reset`` (torchmetrics syncs across processes)."""
@@ -733,7 +537,7 @@ class Measurement:
                             per_element={e: float(v) for e, v in zip(element_names, pe)},
                             per_channel=None if pc is None else pc.detach().cpu().double().numpy(),
                             left_out=int(d.get("left_out", 0)),
-                            higher_is_better=bool(MEASURES[measure_name].higher_is_better),
+                            higher_is_better=MEASURES[measure_name].higher_is_better,
                             layout=info.layout,
                             non_finite=len(left_out.get(info.name, [])),
                         )
@@ -751,30 +555,8 @@ class Measurement:
             non_finite=left_out,
             non_finite_inputs=bad_inputs,
         )
-        _warn_summary(report)
+        report.warn_summary()
         return report
-
-
-def _warn_summary(report: "MeasureReport") -> None:
-    """One warning per measurement for what was left out (MEASURES.md: never silently)."""
-    if report.errors:
-        first = list(report.errors.items())[:3]
-        shown = "; ".join(f"{'/'.join(k)}: {v}" for k, v in first)
-        warnings.warn(
-            f"lightning_equivariance: {len(report.errors)} (layer, measure, group) combination(s) could not be "
-            f"measured and are in report.errors (the rest was measured). First: {shown}",
-            RuntimeWarning,
-            stacklevel=3,
-        )
-    if report.non_finite_inputs or report.non_finite:
-        layers = {k: v for k, v in report.non_finite.items() if v != report.non_finite_inputs}
-        parts = []
-        if report.non_finite_inputs:
-            parts.append(f"the probe image(s) at position(s) {report.non_finite_inputs} hold NaN or Inf and were left out of every layer")
-        if layers:
-            shown = ", ".join(f"{k!r}: {v}" for k, v in list(layers.items())[:3])
-            parts.append(f"{len(layers)} layer(s) left out images whose activations hold NaN or Inf ({shown}{' ...' if len(layers) > 3 else ''})")
-        warnings.warn("lightning_equivariance: " + "; ".join(parts) + " (report.non_finite)", RuntimeWarning, stacklevel=3)
 
 
 def _has_tensors(model: nn.Module) -> bool:
@@ -804,21 +586,6 @@ def _version_of(t: torch.Tensor) -> Optional[int]:
         return None
 
 
-def _positive_channel_affine(module: nn.Module) -> bool:
-    """Whether ``module`` maps every channel map by ``a * x + b`` with ``a > 0`` (per sample at most).
-
-    BatchNorm (running or batch statistics) and GroupNorm with positive weights (or none):
-    their scale is ``weight / std`` per channel (and per sample for GroupNorm).
-    """
-    if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
-        weight = getattr(module, "weight", None)
-        try:
-            return weight is None or bool((weight > 0).all())
-        except Exception:  # noqa: BLE001 - an unusual weight (sharded, lazy): just compute the layer's own scores
-            return False
-    return False
-
-
 def _shape_of(output) -> str:
     t = output if isinstance(output, torch.Tensor) else getattr(output, "tensor", None)
     if t is None and isinstance(output, (tuple, list)) and output and isinstance(output[0], torch.Tensor):
@@ -829,13 +596,13 @@ def _shape_of(output) -> str:
 def measure(
     model: nn.Module,
     inputs,
-    measures: Sequence[str] = ("invariance", "equivariance"),
+    measures: Sequence[str] = DEFAULT_MEASURES,
     groups: Sequence[Union[str, Group]] = ("rotation90",),
     layers: LayerSpec = "auto",
     batch_size: int = 256,
     **kwargs: Any,
 ) -> MeasureReport:
-    """Measure learned equivariance of every selected layer of ``model`` on ``inputs``.
+    """Measure every selected layer of ``model`` on ``inputs`` (how invariant/equivariant it has become).
 
     One stacked forward per chunk of ``batch_size`` images (transformed copies included)
     feeds every layer, measure and group. The model is put in eval mode and restored;
@@ -844,11 +611,13 @@ def measure(
     Args:
         model: any ``nn.Module`` on images ``B x C x H x W``.
         inputs: a tensor ``N x C x H x W``, a Dataset, or an iterable of batches.
-        measures: e.g. ``("invariance", "equivariance")`` (Bruintjes et al. 2023, Eq. 4 / Eq. 7);
-            ``"lee"`` (Gruver et al. 2023, Eq. 4) runs one forward-mode pass per continuous
-            transform (:mod:`lightning_equivariance.lie`).
+        measures: names from :data:`~lightning_equivariance.metrics.MEASURES` (default:
+            :data:`~lightning_equivariance.metrics.DEFAULT_MEASURES`); measures that declare a forward-mode
+            pass run one such pass per continuous transform (:mod:`lightning_equivariance.lie`).
+            Every measure is defined in ``docs/measures.md``.
         groups: e.g. ``(Rotation90(), Translation(max_shift=4))`` or names ``("rotation90",)``;
-            for ``"lee"`` transform names (``("rotation", "translation_x")``) or ``LieTransform`` instances.
+            for forward-mode measures continuous transforms (``("rotation", "translation_x")``) or
+            ``LieTransform`` instances.
         layers: ``"auto"``, qualified names, module types, or a predicate.
         batch_size: images per forward (bounds memory).
         **kwargs: ``similarity``, ``measure_options``, ``channel_actions``, ``steerable_actions``, ``layouts``,

@@ -48,11 +48,13 @@ Conventions (documented decisions):
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
+import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.autograd.forward_ad as fwAD
@@ -60,17 +62,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .functional.lie import INTENSITY_TRANSFORMS, PADDINGS, VELOCITY_MATRICES, lie_generator, lie_residual
-from .groups import Group, GroupElement, resolve_group
-from .metrics.lee import LieContext
-from .probe import Layouts, LayerSpec, _first_tensor, as_activation, discover_layouts, select_layers
+from .metrics.base import LieContext
+from .probe import Layouts, LayerSpec, _first_tensor, as_activation, discover_layouts, eval_mode, is_pooling, select_layers
+from .report import assign_parts
+from .transforms import TRANSFORMS, LieTransform, is_transform, resolve_transform
 
 __all__ = [
     "LieTransform",
     "TRANSFORMS",
     "resolve_transform",
     "is_transform",
-    "split_groups",
     "generator_like",
     "lie_derivative",
     "lie_derivative_contributions",
@@ -78,127 +79,6 @@ __all__ = [
     "layer_lie_context",
     "primal_of",
 ]
-
-#: The names of the built-in transforms (``measure(..., groups=...)`` accepts them for ``lee``).
-TRANSFORMS: Tuple[str, ...] = tuple(VELOCITY_MATRICES) + INTENSITY_TRANSFORMS
-
-
-class LieTransform:
-    """A continuous one-parameter image transform, given by its generator.
-
-    Args:
-        name: a built-in name (:data:`TRANSFORMS`) or, with ``velocity``, any label.
-        velocity: the 2 x 3 velocity matrix ``d theta_t / dt`` at ``t = 0`` in
-            ``affine_grid``'s convention (output pixel ``p`` samples the input at
-            ``theta_t [p; 1]``), for a custom transform, e.g. a stretch along x:
-            ``LieTransform("stretch_x", velocity=[[1, 0, 0], [0, 0, 0]])``.
-        padding: ``"reflection"`` (default, the paper's choice) or ``"circular"``.
-
-    For the engine a transform looks like a group with one element, ``"generator"``;
-    reports use :attr:`name` as the ``group`` column.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        velocity: Optional[Sequence[Sequence[float]]] = None,
-        padding: str = "reflection",
-    ):
-        if padding not in PADDINGS:
-            raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
-        if velocity is None:
-            if name not in TRANSFORMS:
-                raise ValueError(_unknown_transform_message(name))
-            self.velocity = None if name in INTENSITY_TRANSFORMS else VELOCITY_MATRICES[name]
-        else:
-            v = tuple(tuple(float(c) for c in row) for row in velocity)
-            if len(v) != 2 or any(len(r) != 3 for r in v):
-                raise ValueError(f"velocity must be a 2 x 3 matrix, got {velocity!r}")
-            self.velocity = v
-        self.name = str(name)
-        self.padding = padding
-        self.elements = [GroupElement("generator", {"transform": self.name, "padding": padding})]
-
-    @property
-    def is_intensity(self) -> bool:
-        """``True`` for ``saturation`` (acts on pixel values, not positions)."""
-        return self.velocity is None
-
-    def generator(self, a: torch.Tensor) -> torch.Tensor:
-        """The generator on maps ``... x h x w`` (see :func:`~lightning_equivariance.functional.lie.lie_generator`)."""
-        return lie_generator(a, "saturation" if self.velocity is None else self.velocity, self.padding)
-
-    def residual(self, tangent: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
-        """``tangent - G a`` on maps ``... x h x w`` (a layer's Lie derivative from its tangent)."""
-        return lie_residual(tangent, a, "saturation" if self.velocity is None else self.velocity, self.padding)
-
-    def __len__(self) -> int:
-        return 1
-
-    def __repr__(self) -> str:
-        return f"LieTransform({self.name!r}, padding={self.padding!r})"
-
-
-def _unknown_transform_message(name) -> str:
-    return (
-        f"unknown transform {name!r}: the continuous transforms are {list(TRANSFORMS)} "
-        "(or LieTransform(name, velocity=[[..], [..]]) for a custom one)"
-    )
-
-
-def is_transform(obj) -> bool:
-    """``True`` for a :class:`LieTransform` or a built-in transform name."""
-    return isinstance(obj, LieTransform) or (isinstance(obj, str) and obj.lower() in TRANSFORMS)
-
-
-def resolve_transform(transform: Union[str, LieTransform], padding: Optional[str] = None) -> LieTransform:
-    """A :class:`LieTransform` from an instance or a name; ``padding`` overrides the default ``"reflection"``."""
-    if isinstance(transform, LieTransform):
-        if padding is None or padding == transform.padding:
-            return transform
-        return LieTransform(transform.name, transform.velocity, padding)
-    if isinstance(transform, str) and transform.lower() in TRANSFORMS:
-        return LieTransform(transform.lower(), padding=padding or "reflection")
-    raise ValueError(_unknown_transform_message(transform))
-
-
-def split_groups(
-    groups: Sequence[Union[str, Group, LieTransform]], lie: bool, stacked: bool
-) -> Tuple[List[Group], List[LieTransform]]:
-    """Split ``measure(..., groups=...)`` into discrete groups (stacked measures) and transforms (``lee``).
-
-    Transform names (:data:`TRANSFORMS`) never clash with group names (``"rotation90"``,
-    ``"rotation8"``, ``"translation"``...). Entries no requested measure can use raise.
-    """
-    found_groups: List[Group] = []
-    transforms: List[LieTransform] = []
-    for g in groups:
-        if is_transform(g):
-            transforms.append(resolve_transform(g))
-            continue
-        try:
-            found_groups.append(resolve_group(g))
-        except ValueError as e:
-            raise ValueError(f"{e}; the continuous transforms of measure 'lee' are {list(TRANSFORMS)}") from None
-    if lie and not transforms:
-        raise ValueError(
-            f"measure 'lee' needs continuous transforms in groups=..., e.g. groups=('rotation', 'translation_x'); "
-            f"the valid transforms are {list(TRANSFORMS)}"
-        )
-    if stacked and not found_groups:
-        raise ValueError(
-            f"the measures other than 'lee' need discrete groups (e.g. 'rotation90', 'translation'), got only "
-            f"continuous transforms {[t.name for t in transforms]}"
-        )
-    if transforms and not lie:
-        raise ValueError(f"continuous transforms {[t.name for t in transforms]} are only used by measure 'lee'; add it to measures=")
-    if found_groups and not stacked:
-        raise ValueError(
-            f"measure 'lee' needs continuous transforms, not the discrete groups {[g.name for g in found_groups]}; "
-            f"the valid transforms are {list(TRANSFORMS)}"
-        )
-    return found_groups, transforms
-
 
 # ---------------------------------------------------------------------- generators on layer outputs
 def _layout(t: torch.Tensor, layer: str, layout: Optional[str] = None) -> Tuple[str, int]:
@@ -306,6 +186,21 @@ def layer_lie_context(layer: str, output, transform: LieTransform, layout: Optio
 
 
 # ---------------------------------------------------------------------- forward-mode pass
+# torch's forward-mode AD has one dual level per process ("Nested forward mode AD is not
+# supported" when two threads enter one each) and forward_mode_friendly switches the global
+# MHA fast path: forward-mode passes run one thread at a time.
+_FORWARD_MODE_LOCK = threading.RLock()
+
+
+def _one_thread_at_a_time(fn):
+    @functools.wraps(fn)
+    def locked(*args, **kwargs):
+        with _FORWARD_MODE_LOCK:
+            return fn(*args, **kwargs)
+
+    return locked
+
+
 @contextlib.contextmanager
 def forward_mode_friendly():
     """Use the attention implementations that have forward-mode derivatives (restored on exit)."""
@@ -416,23 +311,14 @@ def _load_jvp_decompositions() -> None:
             load()
 
 
+@_one_thread_at_a_time
 def lie_pass(model: Callable, x: torch.Tensor, transform: LieTransform, fast: bool = True) -> None:
     """One forward-mode pass for the engine: hooks on the layers read their dual outputs; the output is dropped."""
     with fwAD.dual_level():
         forward_lie(model, x, transform, fast)
 
 
-@contextlib.contextmanager
-def _eval_mode(model: nn.Module):
-    modes = {m: m.training for m in model.modules()}
-    try:
-        model.eval()
-        yield
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-
-
+@_one_thread_at_a_time
 def lie_derivative(
     model: nn.Module, x: torch.Tensor, transform: Union[str, LieTransform], output_fn: Optional[Callable] = None
 ) -> torch.Tensor:
@@ -443,7 +329,7 @@ def lie_derivative(
     to the model's output first (e.g. ``lambda y: y.softmax(-1)``). Eval mode, restored.
     """
     transform = resolve_transform(transform)
-    with _eval_mode(model), fwAD.dual_level():
+    with eval_mode(model), fwAD.dual_level():
         out = forward_lie(lambda z: model(z) if output_fn is None else output_fn(model(z)), x, transform)
         raw = _first_tensor(out)
         primal, tangent = _unpack(raw)
@@ -552,6 +438,7 @@ def _replace_first_tensor(output, new: torch.Tensor):
     raise TypeError(f"cannot attribute the output of type {type(output).__name__}")
 
 
+@_one_thread_at_a_time
 def _contribution_projections(
     model: nn.Module,
     x: torch.Tensor,
@@ -571,7 +458,7 @@ def _contribution_projections(
     """
     run = (lambda z: model(z)) if output_fn is None else (lambda z: output_fn(model(z)))
     hooks = _ContributionHooks(layers, transform, layouts)
-    with _eval_mode(model), forward_mode_friendly(), hooks:
+    with eval_mode(model), forward_mode_friendly(), hooks:
         hooks.busy = True
         lie_out = lie_derivative(model, x, transform, output_fn)  # exact, forward mode
         hooks.busy = False
@@ -669,8 +556,6 @@ def lie_derivative_contributions(
     """
     import pandas as pd
 
-    from .engine import _POOLING, assign_parts
-
     transform = resolve_transform(transform)
     if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4:
         raise ValueError("inputs must be a tensor of images N x C x H x W")
@@ -688,7 +573,7 @@ def lie_derivative_contributions(
     if seed is not None:
         gen = torch.Generator()
         gen.manual_seed(int(seed))
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         x0 = inputs[:1].to(device=device or inputs.device, dtype=dtype if dtype is not None else inputs.dtype)
         found = discover_layouts(model, x0, selected, layouts)
     order: List[Tuple[str, str, str]] = []
@@ -716,7 +601,7 @@ def lie_derivative_contributions(
     rows = []
     layers_only = [o for o in order if o[0] != "(unattributed)"]
     kinds = [k if k not in ("tokens", "channels_last") else "map" for _, _, k in layers_only]
-    is_pool = [isinstance(modules.get(nm.split(":")[0]), _POOLING) or "Pool" in mod for nm, mod, _ in layers_only]
+    is_pool = [is_pooling(modules[nm.split(":")[0]]) for nm, _, _ in layers_only]
     parts = assign_parts(kinds, is_pool) if layers_only else []
     total = sum(sums[nm][0] / n for nm, _, _ in layers_only) or 1.0
     cumulative = 0.0

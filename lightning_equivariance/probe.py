@@ -88,6 +88,30 @@ _POOLS = (
     nn.modules.pooling._AdaptiveMaxPoolNd,
     nn.modules.pooling._LPPoolNd,
 )
+
+
+def is_pooling(module: nn.Module) -> bool:
+    """A pooling module (torch's, or any class whose name says so): where the Pool part is found."""
+    return isinstance(module, _POOLS) or "Pool" in type(module).__name__
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module):
+    """``model.eval()`` inside the block; afterwards every submodule's former mode, set through its
+    own ``train(mode)`` (modules such as e2cnn's ``R2Conv`` register or drop buffers there)."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        yield model
+    finally:
+        for m, mode in modes:  # parents first: a parent's train() also sets its children
+            if m.training != mode or any(c.training != mode for c in m.children()):
+                m.train(mode)
+        for m, mode in modes:
+            if m.training != mode:
+                m.training = mode  # a module whose train() does not set its own flag
+
+
 # Leaf modules that compute something: convolutions, linear maps, normalisations,
 # activations, pooling. Dropout, Identity, Flatten and containers are left out.
 _COMPUTING = (
@@ -460,7 +484,7 @@ class Probe:
         self.callback = callback
         self.eval_mode = eval_mode
         self._handles = []
-        self._modes: Dict[nn.Module, bool] = {}
+        self._mode = contextlib.nullcontext()
         self._calls: Dict[str, int] = {}
 
     def start_forward(self) -> None:
@@ -490,10 +514,9 @@ class Probe:
         return hook
 
     def __enter__(self) -> "Probe":
-        self._modes = {m: m.training for m in self.model.modules()}
+        self._mode = eval_mode(self.model) if self.eval_mode else contextlib.nullcontext()
+        self._mode.__enter__()
         try:
-            if self.eval_mode:
-                self.model.eval()
             for name, module in self.layers:
                 self._handles.append(module.register_forward_hook(self._hook(name)))
         except BaseException:
@@ -505,6 +528,5 @@ class Probe:
         for h in self._handles:
             h.remove()
         self._handles = []
-        for m, mode in self._modes.items():
-            m.training = mode
+        self._mode.__exit__(None, None, None)
         return None

@@ -124,7 +124,7 @@ def _run(cls, options, contexts) -> Dict:
     for ctx in contexts:
         if metric is None:
             metric = cls.for_layer(ctx, **options)
-        metric.update_layer(ctx)
+        metric.update(ctx)
     return metric.compute_details()
 
 
@@ -164,7 +164,7 @@ def test_masked_image_with_dead_channels_is_not_counted():
 @pytest.mark.parametrize("how", ["zeros", "garbage"])
 @pytest.mark.parametrize("group", ["rot90", "shift"])
 def test_affine_reuse_applies_the_reusing_layers_mask(group, how):
-    """A BatchNorm reuses its conv's Pearson scores (``ctx.affine_of``) under its own, different mask."""
+    """A BatchNorm reuses its conv's Pearson scores (``ctx.previous``) under its own, different mask."""
     group = GROUPS[group]()
     a_x, a_gx = _activations(group, "map", seed=3)
     conv_mask = MASK.clone()
@@ -179,10 +179,10 @@ def test_affine_reuse_applies_the_reusing_layers_mask(group, how):
     for cls in (CorrelationInvariance, CorrelationEquivariance):
         conv = _ctx(group, "map", conv_x, conv_gx, conv_mask)
         conv_metric = cls.for_layer(conv)
-        conv_metric.update_layer(conv)
-        bn = _ctx(group, "map", bn_x_bad, bn_gx_bad, bn_mask, affine_of=conv.affine_invariant)
+        conv_metric.update(conv)
+        bn = _ctx(group, "map", bn_x_bad, bn_gx_bad, bn_mask, previous=conv.shared, module=torch.nn.BatchNorm2d(C))
         bn_metric = cls.for_layer(bn)
-        bn_metric.update_layer(bn)
+        bn_metric.update(bn)
         assert bn.cache[("correlation", "pearson")] is conv.cache[("correlation", "pearson")]  # reused
         want = _run(cls, {}, [_ctx(group, "map", bn_x[keep], bn_gx[:, keep])])
         _same(bn_metric.compute_details(), want)
@@ -213,10 +213,10 @@ def test_softmax_auto_decides_on_kept_rows_only():
     metric = GEEDSoftmax.for_layer(_ctx(group, "vector", bad_x, bad_gx))
     empty = _ctx(group, "vector", torch.zeros(2, D, dtype=torch.float64), torch.zeros(3, 2, D, dtype=torch.float64),
                  torch.zeros(2, dtype=torch.bool))
-    metric.update_layer(empty)  # nothing kept: no decision yet
-    assert metric.inputs == "auto"
-    metric.update_layer(_ctx(group, "vector", bad_x, bad_gx, MASK))
-    assert metric.inputs == "probs"
+    metric.update(empty)  # nothing kept: no decision yet
+    assert metric._decided is None
+    metric.update(_ctx(group, "vector", bad_x, bad_gx, MASK))
+    assert metric._decided == "probs"
     _same(metric.compute_details(), want)
 
 
@@ -293,7 +293,7 @@ def _lee_run(contexts) -> Dict:
     for ctx in contexts:
         if metric is None:
             metric = LieDerivativeError.for_layer(ctx)
-        metric.update_layer(ctx)
+        metric.update(ctx)
     return metric.compute_details()
 
 
@@ -363,17 +363,18 @@ def test_update_layer_does_not_read_on_the_host(cls, options, group, kind):
     group = GROUPS[group]()
     a_x, a_gx = _activations(group, kind)
     bad_x, bad_gx = _spoil(a_x, a_gx, [BAD], "zeros")
-    metric = cls.for_layer(_ctx(group, kind, bad_x, bad_gx), **options)
+    # a BatchNorm layer: the correlation measures may reuse the previous layer's scores
+    metric = cls.for_layer(_ctx(group, kind, bad_x, bad_gx, module=torch.nn.BatchNorm2d(C)), **options)
     if _reads_on_first_chunk(cls, options, name, kind):
-        metric.update_layer(_ctx(group, kind, bad_x, bad_gx, MASK))
+        metric.update(_ctx(group, kind, bad_x, bad_gx, MASK))
     with _NoHostRead():
         for _ in range(2):
-            metric.update_layer(_ctx(group, kind, bad_x, bad_gx, MASK))
+            metric.update(_ctx(group, kind, bad_x, bad_gx, MASK))
         # the affine reuse path too
         if cls in (CorrelationInvariance, CorrelationEquivariance) and kind == "map":
             first = _ctx(group, kind, bad_x, bad_gx, MASK)
-            metric.update_layer(first)
-            metric.update_layer(_ctx(group, kind, bad_x, bad_gx, MASK, affine_of=first.affine_invariant))
+            metric.update(first)
+            metric.update(_ctx(group, kind, bad_x, bad_gx, MASK, previous=first.shared))
     metric.compute_details()
 
 
@@ -382,6 +383,6 @@ def test_lee_update_layer_does_not_read_on_the_host(kind):
     lie = _lie(kind)
     metric = LieDerivativeError.for_layer(_lie_ctx(kind, lie))
     with _NoHostRead():
-        metric.update_layer(_lie_ctx(kind, lie, MASK))
-        metric.update_layer(_lie_ctx(kind, lie))
+        metric.update(_lie_ctx(kind, lie, MASK))
+        metric.update(_lie_ctx(kind, lie))
     metric.compute_details()

@@ -109,7 +109,7 @@ def _metrics_fed(names, kind, group, chunks, options):
         for name in names:
             if name not in metrics:
                 metrics[name] = MEASURES[name].for_layer(ctx, **options)
-            metrics[name].update_layer(ctx)
+            metrics[name].update(ctx)
     return metrics
 
 
@@ -281,7 +281,7 @@ def test_mask_of_wrong_shape_is_an_error():
     for name in FAMILY:
         metric = MEASURES[name].for_layer(_ctx("map", group, a_x, a_gx))
         with pytest.raises(ValueError, match="sample_mask"):
-            metric.update_layer(ctx)
+            metric.update(ctx)
 
 
 # ---------------------------------------------------------------------- no host synchronisation
@@ -324,11 +324,11 @@ def test_update_layer_with_mask_has_no_host_sync(group_name, kind):
         metrics = {n: MEASURES[n].for_layer(_ctx(kind, group, a_x, a_gx), **options) for n in _names(kind)}
         for name, metric in metrics.items():
             with _NoHostSync():
-                metric.update_layer(_ctx(kind, group, a_x, a_gx, mask))
+                metric.update(_ctx(kind, group, a_x, a_gx, mask))
         shared = _ctx(kind, group, a_x, a_gx, mask)
         with _NoHostSync():
             for metric in metrics.values():
-                metric.update_layer(shared)
-                metric.update_layer(_ctx(kind, group, a_x, a_gx))  # and without a mask
+                metric.update(shared)
+                metric.update(_ctx(kind, group, a_x, a_gx))  # and without a mask
         for metric in metrics.values():
             assert math.isfinite(metric.compute_details()["value"]) or metric.measure_name in ("nv", "nd")

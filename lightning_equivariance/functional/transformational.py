@@ -323,24 +323,6 @@ def _sv_compute(n, s1, s2, cmin, cmax) -> torch.Tensor:
     return _column_variances(n, s1, s2, cmin, cmax).mean(0)
 
 
-def _sd_compute(n, pair_sum: torch.Tensor, pairs: torch.Tensor) -> torch.Tensor:
-    """``AverageDistance`` per column estimated from the within-batch pairs, then the mean over columns.
-
-    ``sum_{i,i'} d / n^2 = 2 * sum_{i<i'} d / n^2 ~= (n - 1)/n * mean over the observed pairs``
-    (exact when every sample was in one batch).
-    """
-    n, pairs = float(n), float(pairs)
-    if pairs < 1:
-        raise ValueError("SD needs at least one pair of probe images in the same batch (use batch_size >= 2 x transformations)")
-    return ((n - 1) / n * pair_sum / pairs).mean(0)
-
-
-def _sd_squared_compute(n, s1, s2, cmin, cmax) -> torch.Tensor:
-    """Squared-Euclidean SD from the column moments: ``2 (n-1)/n Var_i`` (Eq. 7), exact and mergeable."""
-    nf = float(n)
-    return (2.0 * (nf - 1) / nf * _column_variances(n, s1, s2, cmin, cmax)).mean(0)
-
-
 def _anova_compute(n, s1, s2, cmin, cmax, alpha: float, num_tests: Optional[int] = None) -> Dict[str, torch.Tensor]:
     """One-way ANOVA per unit (treatments = the ``k`` columns of ST, ``n`` samples each).
 

@@ -17,6 +17,9 @@ from .transformational import (
     TransformationVariance,
 )
 
+#: What ``measure()`` measures by default: Bruintjes et al. 2023's correlation invariance and equivariance.
+DEFAULT_MEASURES = ("invariance", "equivariance")
+
 #: Measure name (as in ``measure(..., measures=[...])``) -> metric class.
 MEASURES: Dict[str, Type[LayerMetric]] = {
     "invariance": CorrelationInvariance,
@@ -39,7 +42,7 @@ MEASURES: Dict[str, Type[LayerMetric]] = {
     "goodfellow": GoodfellowInvariance,
 }
 
-__all__ = ["MEASURES", "LayerContext", "LayerMetric", "CorrelationInvariance", "CorrelationEquivariance", "LieContext", "LieDerivativeError"]
+__all__ = ["MEASURES", "DEFAULT_MEASURES", "LayerContext", "LayerMetric", "CorrelationInvariance", "CorrelationEquivariance", "LieContext", "LieDerivativeError"]
 __all__ += ["GEEDChannel", "GEEDLatentL2", "GEEDLatentCosine", "GEEDSoftmax"]
 __all__ += [
     "TransformationVariance",

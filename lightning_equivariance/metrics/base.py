@@ -8,8 +8,16 @@ validity masks, the correlation matrix) is computed once and cached in the conte
 
 A measure is a :class:`LayerMetric`: a ``torchmetrics.Metric`` whose states are sums
 (``dist_reduce_fx="sum"``), so splitting the probe set over chunks or processes gives
-the same result. It is created from the first context (which fixes shapes) with
-:meth:`LayerMetric.for_layer` and fed with :meth:`LayerMetric.update_layer`.
+the same result. It follows torchmetrics' protocol: created from the first context
+(which fixes shapes) with :meth:`LayerMetric.for_layer`, fed through the wrapped
+``update()`` - with a context, or with tensors as documented by each measure - and read
+with ``compute()`` (the value) or :meth:`LayerMetric.compute_details` (everything the
+report shows, synced with torchmetrics' public ``sync_context``).
+
+A measure declares what the engine needs to know, so that the engine names no measure:
+:attr:`LayerMetric.pass_kind` (which pass feeds it), :meth:`LayerMetric.not_applicable`
+(where it is undefined), and what it shares with the next layer through
+``LayerContext.shared`` / ``LayerContext.previous``.
 """
 from __future__ import annotations
 
@@ -21,7 +29,10 @@ from torchmetrics import Metric
 
 from ..groups import ChannelAction, Group, GroupElement
 
-__all__ = ["LayerContext", "LayerMetric"]
+__all__ = ["LayerContext", "LieContext", "LayerMetric", "ImagesLeftOut", "STACKED", "FORWARD_MODE"]
+
+#: ``LayerMetric.pass_kind``: one forward over images x group elements, or a forward-mode pass per transform.
+STACKED, FORWARD_MODE = "stacked", "forward_mode"
 
 
 @dataclass
@@ -36,11 +47,12 @@ class LayerContext:
         a_gx: activations of the transformed images, ``m x b x ...``.
         input_size: ``(H, W)`` of the probe images (to scale translations).
         channel_action: the architecture's channel action for this layer, if any.
-        affine_invariant: results a measure leaves for the next layer: ones that do not
-            change under a per-channel affine map with positive scales (Pearson scores).
-        affine_of: the previous layer's ``affine_invariant`` (same group) when this layer's
-            output is that layer's output under such a map (a BatchNorm with positive
-            weights right after a conv): measures may reuse them instead of recomputing.
+        module: the layer's module (measures may look at what it computes).
+        shared: results a measure offers the next layer (e.g. Pearson scores, which a
+            per-channel positive affine map such as BatchNorm leaves unchanged).
+        previous: the previous measured layer's ``shared`` (same group) when this layer's
+            input is exactly that layer's output (the same tensor, not changed in place since);
+            a measure decides itself whether it may reuse something from it.
         sample_mask: ``b`` booleans on the activations' device, ``True`` for the images that
             count, or ``None`` when all do. An image whose input or activation at this layer
             (any view) holds NaN or Inf is left out of the layer (MEASURES.md, "Non-finite
@@ -60,8 +72,9 @@ class LayerContext:
     input_size: Tuple[int, int]
     channel_action: Optional[ChannelAction] = None
     cache: Dict[str, Any] = field(default_factory=dict)
-    affine_invariant: Dict[str, Any] = field(default_factory=dict)
-    affine_of: Optional[Dict[str, Any]] = None
+    module: Any = None
+    shared: Dict[Any, Any] = field(default_factory=dict)
+    previous: Optional[Dict[Any, Any]] = None
     sample_mask: Optional[torch.Tensor] = None
 
     @property
@@ -94,16 +107,67 @@ class LayerContext:
         return self.cache["mask"]
 
 
+@dataclass
+class LieContext:
+    """One layer's Lie derivatives for one chunk of probe images under one transform (measure ``lee``).
+
+    Attributes:
+        layer: the layer's name (for error messages).
+        kind: ``"map"`` (feature maps and ViT/Mixer tokens) or ``"vector"``.
+        transform: the :class:`~lightning_equivariance.transforms.LieTransform`.
+        lie: ``b x C x P``: ``C`` channels of ``P`` entries each (a map's ``h w`` positions,
+            the tokens of a token layer, class tokens included); a vector is ``b x 1 x D``.
+        sample_mask: ``b`` booleans, ``True`` for the images that count, or ``None`` (all):
+            an image whose primal or tangent holds NaN or Inf at this layer is left out
+            (its ``lie`` rows are already zeros), as for :class:`LayerContext`.
+    """
+
+    layer: str
+    kind: str
+    transform: Any
+    lie: torch.Tensor
+    sample_mask: Optional[torch.Tensor] = None
+
+    @property
+    def num_channels(self) -> int:
+        return int(self.lie.shape[1])
+
+
 class LayerMetric(Metric):
     """Base class of the per-layer measures the engine can run (see module docstring).
 
     Subclasses set ``measure_name`` (the name used in ``measures=``), ``higher_is_better``
-    and implement ``for_layer``, ``update_layer`` and ``compute_details``.
+    (``True``, ``False`` or ``None`` for no preferred direction), ``pass_kind`` if not
+    stacked, and implement ``for_layer``, ``_update_context`` (from a context),
+    ``_update_tensors`` (the documented tensor form of ``update``) and ``_compute_details``;
+    ``not_applicable`` where the measure is undefined on some layers.
     """
 
     measure_name: str = ""
     full_state_update = False
     is_differentiable = False
+    #: Which pass feeds the measure: :data:`STACKED` or :data:`FORWARD_MODE`.
+    pass_kind: str = STACKED
+
+    @classmethod
+    def not_applicable(cls, ctx, **options) -> Optional[str]:
+        """Why the measure is undefined on ``ctx``'s layer, or ``None``; the engine records the
+        reason in ``report.notes`` and skips the measure there (the layer's others go on)."""
+        return None
+
+    def update(self, *args: Any, **kwargs: Any) -> None:
+        """Add a chunk: ``update(ctx)`` with the engine's :class:`LayerContext` / :class:`LieContext`,
+        or the tensor form documented on the measure's ``_update_tensors``."""
+        if len(args) == 1 and not kwargs and isinstance(args[0], (LayerContext, LieContext)):
+            self._update_context(args[0])
+        else:
+            self._update_tensors(*args, **kwargs)
+
+    def _update_context(self, ctx) -> None:
+        raise NotImplementedError
+
+    def _update_tensors(self, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError
 
     def add_filled_state(
         self, name: str, shape, fill: float, dtype: torch.dtype = torch.float64, dist_reduce_fx: str = "sum"
@@ -134,18 +198,15 @@ class LayerMetric(Metric):
         """
         raise NotImplementedError
 
-    def update_layer(self, ctx: LayerContext) -> None:
-        raise NotImplementedError
-
     def _compute_details(self) -> Dict[str, Any]:
         raise NotImplementedError
 
     def compute_details(self) -> Dict[str, Any]:
         """Synced results: ``value`` (float), ``per_element`` (tensor ``m``), ``per_channel``
-        (tensor ``C`` or ``None``), ``left_out`` (int: dead channels left out)."""
-        with self.sync_context(
-            dist_sync_fn=self.dist_sync_fn, should_sync=self._to_sync, should_unsync=self._should_unsync
-        ):
+        (tensor ``C`` or ``None``), ``left_out`` (int: dead channels left out), and whatever
+        else the measure reports (e.g. ``stderr``). Syncs across processes like ``compute()``
+        (``sync_on_compute``), through torchmetrics' public ``sync_context``."""
+        with self.sync_context(dist_sync_fn=self.dist_sync_fn, should_sync=self.sync_on_compute):
             return self._compute_details()
 
 

@@ -7,7 +7,7 @@ of dead (left-out) pairs per element, all with ``dist_reduce_fx="sum"``.
 Left-out images (MEASURES.md, "Non-finite values"): ``update(..., sample_mask=...)`` and
 ``LayerContext.sample_mask`` leave images out of every sum and count. The mask is applied
 where the per-sample scores are summed, so scores shared through ``ctx.cache`` or reused
-through ``ctx.affine_of`` (computed under another layer's mask) are masked by the layer
+through ``ctx.previous`` (computed under another layer's mask) are masked by the layer
 that adds them.
 
 Example::
@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 import torch
+from torch import nn
 
 from ..functional.correlation import (
     _check_similarity,
@@ -59,13 +60,16 @@ class _CorrelationMeasure(LayerMetric):
         self.add_state("count", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("left_out", torch.zeros(shape[0], dtype=torch.float64), dist_reduce_fx="sum")
         # The validity mask of a layer is fixed by the group and the layer's shape: in
-        # update_layer its "at least 2 positions" check (a host read) runs on the first chunk only.
+        # update(ctx) its "at least 2 positions" check (a host read) runs on the first chunk only.
         self._position_mask_checked = False
 
     @classmethod
     def for_layer(cls, ctx: LayerContext, similarity: str = "pearson", **_: Any) -> "_CorrelationMeasure":
         channels = 1 if ctx.kind == "vector" else ctx.num_channels
-        return cls(len(ctx.elements), channels, similarity=similarity).to(ctx.a_x.device)
+        metric = cls(len(ctx.elements), channels, similarity=similarity).to(ctx.a_x.device)
+        # decided once, at set-up (a host read): may this layer reuse the previous layer's scores?
+        metric._reuses_previous = similarity == "pearson" and ctx.kind == "map" and _positive_channel_affine(ctx.module)
+        return metric
 
     def _add(self, scores: Dict[str, torch.Tensor], sample_mask: Optional[torch.Tensor] = None) -> None:
         score = scores[self.measure_name]
@@ -79,7 +83,7 @@ class _CorrelationMeasure(LayerMetric):
         self.count += n
         self.left_out += dead
 
-    def update(
+    def _update_tensors(
         self,
         a_gx: torch.Tensor,
         ta_x: torch.Tensor,
@@ -97,23 +101,25 @@ class _CorrelationMeasure(LayerMetric):
         """
         self._add(correlation_scores(a_gx, ta_x, mask=mask, similarity=self.similarity), sample_mask)
 
-    def update_layer(self, ctx: LayerContext) -> None:
+    def _update_context(self, ctx: LayerContext) -> None:
         """Add one chunk of a layer; images with ``ctx.sample_mask`` False are left out."""
         # Invariance and equivariance share one C x C correlation matrix per sample.
         key = ("correlation", self.similarity)
         if key not in ctx.cache:
-            if self.similarity == "pearson" and ctx.affine_of is not None and key in ctx.affine_of:
+            previous = ctx.previous or {}
+            if getattr(self, "_reuses_previous", False) and previous.get("channel_action", False) is ctx.channel_action and key in previous:
                 # Pearson is invariant under positive affine maps of either argument, channel by
                 # channel: a BatchNorm's scores are the ones of the conv it normalises.
-                ctx.cache[key] = ctx.affine_of[key]
+                ctx.cache[key] = previous[key]
             else:
                 ctx.cache[key] = _layer_scores(ctx, self.similarity)
                 mask = ctx.mask() if ctx.kind == "map" else None
                 if mask is not None and not self._position_mask_checked:
                     check_position_mask(mask, *ctx.a_x.shape[-2:])
                     self._position_mask_checked = True
-            if self.similarity == "pearson":
-                ctx.affine_invariant[key] = ctx.cache[key]
+            if self.similarity == "pearson":  # offered to the next layer (see _positive_channel_affine)
+                ctx.shared[key] = ctx.cache[key]
+                ctx.shared["channel_action"] = ctx.channel_action
         # Scores are per sample and unmasked: the mask of *this* layer is applied here.
         self._add(ctx.cache[key], ctx.sample_mask)
 
@@ -174,3 +180,19 @@ class CorrelationEquivariance(_CorrelationMeasure):
     """
 
     measure_name = "equivariance"
+
+
+def _positive_channel_affine(module) -> bool:
+    """Whether ``module`` maps every channel map by ``a * x + b`` with ``a > 0`` (per sample at most).
+
+    BatchNorm (running or batch statistics) and GroupNorm with positive weights (or none):
+    their scale is ``weight / std`` per channel (and per sample for GroupNorm). Pearson scores
+    do not change under such a map, so such a layer right after a measured one reuses them.
+    """
+    if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
+        weight = getattr(module, "weight", None)
+        try:
+            return weight is None or bool((weight > 0).all())
+        except Exception:  # noqa: BLE001 - an unusual weight (sharded, lazy): just compute the layer's own scores
+            return False
+    return False

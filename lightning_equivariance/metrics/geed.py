@@ -8,7 +8,7 @@ elements of the per-element G-EED (MEASURES.md §2); ``per_element`` holds those
 
 Left-out images (MEASURES.md, "Non-finite values"): every ``update`` takes an optional
 ``sample_mask`` (``b`` booleans on the activations' device, True = the image counts) and
-``update_layer`` passes ``LayerContext.sample_mask``; a left-out image is out of every sum
+``update(ctx)`` passes ``LayerContext.sample_mask``; a left-out image is out of every sum
 and count (its scores in all views, its point in the latent ``M``), selected with
 ``torch.where`` on the device, without compacting the batch or reading values on the host.
 
@@ -117,7 +117,7 @@ class GEEDChannel(_GEED):
     def for_layer(cls, ctx: LayerContext, **_: Any) -> "GEEDChannel":
         return cls(len(ctx.elements), 1 if ctx.kind == "vector" else ctx.num_channels).to(ctx.a_x.device)
 
-    def update(
+    def _update_tensors(
         self,
         a_gx: torch.Tensor,
         ta_x: torch.Tensor,
@@ -141,13 +141,13 @@ class GEEDChannel(_GEED):
         self.count += n
         self.left_out += dead.sum(1)
 
-    def update_layer(self, ctx: LayerContext) -> None:
+    def _update_context(self, ctx: LayerContext) -> None:
         if ctx.kind == "vector":
             # per image: a left-out image's orbit average reaches only its own (masked) terms
             f_hat = _orbit_average(ctx)
-            self.update(ctx.a_gx, f_hat.expand(len(ctx.elements), *f_hat.shape), vector=True, sample_mask=ctx.sample_mask)
+            self._update_tensors(ctx.a_gx, f_hat.expand(len(ctx.elements), *f_hat.shape), vector=True, sample_mask=ctx.sample_mask)
         else:
-            self.update(ctx.a_gx, ctx.transformed_x(), mask=ctx.mask(), vector=False, sample_mask=ctx.sample_mask)
+            self._update_tensors(ctx.a_gx, ctx.transformed_x(), mask=ctx.mask(), vector=False, sample_mask=ctx.sample_mask)
 
     def compute(self) -> torch.Tensor:
         return -_per_element(self.score_sum, self.count, "channelwise G-EED").mean()
@@ -215,7 +215,7 @@ class GEEDLatentL2(_GEED):
         cls._refuse(ctx)
         return cls(len(ctx.elements), int(ctx.a_x.shape[-1]), max_points=geed_max_points).to(ctx.a_x.device)
 
-    def update(self, a_x: torch.Tensor, a_gx: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> None:
+    def _update_tensors(self, a_x: torch.Tensor, a_gx: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> None:
         """Add a batch: ``a(x)`` (``b x D``) and ``a(gx)`` (``m x b x D``).
 
         ``sample_mask``: optional ``b`` booleans, True for the images that count; the others are
@@ -250,8 +250,8 @@ class GEEDLatentL2(_GEED):
         self.num_points += fits.sum(dtype=torch.float64)
         self.seen += keep.sum(dtype=torch.float64)
 
-    def update_layer(self, ctx: LayerContext) -> None:
-        self.update(ctx.a_x, ctx.a_gx, sample_mask=ctx.sample_mask)
+    def _update_context(self, ctx: LayerContext) -> None:
+        self._update_tensors(ctx.a_x, ctx.a_gx, sample_mask=ctx.sample_mask)
 
     def _kept_points(self) -> torch.Tensor:
         pts, num = self.points, self.num_points
@@ -322,7 +322,7 @@ class GEEDLatentCosine(_GEED):
         cls._refuse(ctx)
         return cls(len(ctx.elements), int(ctx.a_x.shape[-1])).to(ctx.a_x.device)
 
-    def update(self, a_x: torch.Tensor, a_gx: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> None:
+    def _update_tensors(self, a_x: torch.Tensor, a_gx: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> None:
         """Add a batch: ``a(x)`` (``b x D``) and ``a(gx)`` (``m x b x D``).
 
         ``sample_mask``: optional ``b`` booleans, True for the images that count; the others are
@@ -337,8 +337,8 @@ class GEEDLatentCosine(_GEED):
         self.unit_sum += u
         self.num_points += k
 
-    def update_layer(self, ctx: LayerContext) -> None:
-        self.update(ctx.a_x, ctx.a_gx, sample_mask=ctx.sample_mask)
+    def _update_context(self, ctx: LayerContext) -> None:
+        self._update_tensors(ctx.a_x, ctx.a_gx, sample_mask=ctx.sample_mask)
 
     def normaliser(self) -> torch.Tensor:
         """``M``: the mean cosine similarity between distinct non-zero untransformed points."""
@@ -385,7 +385,8 @@ class GEEDSoftmax(_GEED):
         _check_positive(type(self).__name__, num_elements=num_elements)
         if inputs not in _SOFTMAX_INPUTS:
             raise ValueError(f"inputs must be one of {_SOFTMAX_INPUTS}, got {inputs!r}")
-        self.inputs = inputs
+        self.inputs = inputs  # as asked; what "auto" decided is _decided, forgotten by reset()
+        self._decided: Optional[str] = None if inputs == "auto" else inputs
         self.add_state("kl_sum", torch.zeros(int(num_elements), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros(int(num_elements), dtype=torch.float64), dist_reduce_fx="sum")
 
@@ -394,18 +395,19 @@ class GEEDSoftmax(_GEED):
         cls._refuse(ctx)
         return cls(len(ctx.elements), inputs=geed_softmax_input).to(ctx.a_x.device)
 
-    def update(self, a_x: torch.Tensor, a_gx: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> None:
+    def _update_tensors(self, a_x: torch.Tensor, a_gx: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> None:
         """Add a batch: ``f(x)`` (``b x D``) and ``f(gx)`` (``m x b x D``), logits or probabilities.
 
         ``sample_mask``: optional ``b`` booleans, True for the images that count; the others are
         left out of the sums and counts, and of the ``inputs="auto"`` decision.
         """
-        inputs = self.inputs
-        if inputs == "auto":
-            # decided on the first batch with a kept image (a host read, once)
+        inputs = self._decided
+        if inputs is None:
+            # decided on the first batch with a kept image (a host read, once per reset); each
+            # process decides on its own first batch
             if sample_mask is None or bool(sample_mask.any()):
                 both = torch.cat([a_x.unsqueeze(0), a_gx])
-                self.inputs = inputs = "probs" if looks_like_probabilities(both, sample_mask) else "logits"
+                self._decided = inputs = "probs" if looks_like_probabilities(both, sample_mask) else "logits"
             else:
                 inputs = "logits"  # every image left out: nothing is added
         kl = geed_softmax_scores(a_x, a_gx, inputs)
@@ -413,8 +415,12 @@ class GEEDSoftmax(_GEED):
         self.kl_sum += s
         self.count += n
 
-    def update_layer(self, ctx: LayerContext) -> None:
-        self.update(ctx.a_x, ctx.a_gx, sample_mask=ctx.sample_mask)
+    def _update_context(self, ctx: LayerContext) -> None:
+        self._update_tensors(ctx.a_x, ctx.a_gx, sample_mask=ctx.sample_mask)
+
+    def reset(self) -> None:
+        super().reset()
+        self._decided = None if self.inputs == "auto" else self.inputs
 
     def compute(self) -> torch.Tensor:
         return _per_element(self.kl_sum, self.count, "softmax G-EED").mean()

@@ -19,41 +19,14 @@ Example::
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Dict, Optional
 
 import torch
 
 from ..functional.lie import _lee_compute, _lee_update
-from .base import LayerMetric
+from .base import FORWARD_MODE, LayerMetric, LieContext
 
 __all__ = ["LieContext", "LieDerivativeError"]
-
-
-@dataclass
-class LieContext:
-    """One layer's Lie derivatives for one chunk of probe images under one transform.
-
-    Attributes:
-        layer: the layer's name (for error messages).
-        kind: ``"map"`` (feature maps and ViT/Mixer tokens) or ``"vector"``.
-        transform: the :class:`~lightning_equivariance.lie.LieTransform`.
-        lie: ``b x C x P``: ``C`` channels of ``P`` entries each (a map's ``h w`` positions,
-            the tokens of a token layer, class tokens included); a vector is ``b x 1 x D``.
-        sample_mask: ``b`` booleans, ``True`` for the images that count, or ``None`` (all):
-            an image whose primal or tangent holds NaN or Inf at this layer is left out
-            (its ``lie`` rows are already zeros), as for :class:`LayerContext`.
-    """
-
-    layer: str
-    kind: str
-    transform: Any
-    lie: torch.Tensor
-    sample_mask: Optional[torch.Tensor] = None
-
-    @property
-    def num_channels(self) -> int:
-        return int(self.lie.shape[1])
 
 
 class LieDerivativeError(LayerMetric):
@@ -71,7 +44,7 @@ class LieDerivativeError(LayerMetric):
     higher_is_better = False
     plot_lower_bound = 0.0
     #: The engine runs this measure in its own forward-mode pass, not the stacked forward.
-    forward_mode = True
+    pass_kind = FORWARD_MODE
 
     sq_sum: torch.Tensor
     entries: torch.Tensor
@@ -94,7 +67,7 @@ class LieDerivativeError(LayerMetric):
     def for_layer(cls, ctx: LieContext, **_: Any) -> "LieDerivativeError":
         return cls(ctx.num_channels).to(ctx.lie.device)
 
-    def update(self, lie: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> None:
+    def _update_tensors(self, lie: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> None:
         """Add Lie derivatives of a batch: ``b x C x h x w`` maps, ``b x C x P`` or ``b x D`` vectors.
 
         ``sample_mask``: optional ``b`` booleans on ``lie``'s device, True for the images that
@@ -119,8 +92,8 @@ class LieDerivativeError(LayerMetric):
         self.value_sum += per_image.sum()
         self.value_sq_sum += per_image.square().sum()
 
-    def update_layer(self, ctx: LieContext) -> None:
-        self.update(ctx.lie, sample_mask=ctx.sample_mask)
+    def _update_context(self, ctx: LieContext) -> None:
+        self._update_tensors(ctx.lie, sample_mask=ctx.sample_mask)
 
     def compute(self) -> torch.Tensor:
         """The layer's LEE (Eq. 4)."""

@@ -29,7 +29,7 @@ average distance") it is computed over the pairs *within each batch*, rescaled t
 depends on how images are batched otherwise. ``distance="squared"`` is exact and mergeable
 (Eq. 7: twice the population variance).
 
-Non-finite values (MEASURES.md): ``update(..., sample_mask=...)`` and ``update_layer(ctx)``
+Non-finite values (MEASURES.md): ``update(..., sample_mask=...)`` and ``update(ctx)``
 (``ctx.sample_mask``) take ``b`` booleans on the activations' device, ``True`` for the images
 that count. The masked images are left out of every state exactly (the image count, row
 sums, column sums, sums of squares, minima, maxima, and the within-batch pairs of ``sd``/
@@ -93,8 +93,6 @@ class _Transformational(LayerMetric):
     higher_is_better: Optional[bool] = False
     #: which per-batch summaries the measure needs: "tv", "cols", "td", "sd"
     parts: Tuple[str, ...] = ()
-    #: "all" (one entry), "columns" (one per ST column) or "elements" (non-identity transformations)
-    element_axis = "all"
 
     n: torch.Tensor
 
@@ -203,7 +201,7 @@ class _Transformational(LayerMetric):
             self.sd_pair_sum += s
             self.sd_pairs += p
 
-    def update(self, st: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> None:
+    def _update_tensors(self, st: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> None:
         """Add a batch of ST matrices ``k x b x ...units`` (transformations first, see ``functional.st_matrix``).
 
         Args:
@@ -214,7 +212,7 @@ class _Transformational(LayerMetric):
         """
         self._add(list(st.unbind(0)), sample_mask=sample_mask)
 
-    def update_layer(self, ctx: LayerContext) -> None:
+    def _update_context(self, ctx: LayerContext) -> None:
         include = self.k == len(ctx.elements) + 1
         self._add(st_columns(ctx.a_x, ctx.a_gx, include_identity=include), ctx, key=include, sample_mask=ctx.sample_mask)
 
@@ -324,7 +322,6 @@ class SampleVariance(_Transformational):
     measure_name = "sv"
     parts = ("cols",)
     higher_is_better = None
-    element_axis = "columns"
 
     def _per_unit(self):
         return self._sv_columns().mean(0)
@@ -378,7 +375,6 @@ class SampleDistance(_Transformational):
     measure_name = "sd"
     parts = ("sd",)
     higher_is_better = None
-    element_axis = "columns"
 
     def _per_unit(self):
         return self._sd_columns().mean(0)
@@ -467,7 +463,6 @@ class GoodfellowInvariance(_Transformational):
 
     measure_name = "goodfellow"
     parts = ("cols",)
-    element_axis = "elements"
 
     def __init__(self, num_transformations: int, unit_shape: Sequence[int], quantile: float = 0.99, **kwargs: Any):
         super().__init__(num_transformations, unit_shape, **kwargs)
@@ -553,7 +548,7 @@ class SameEquivariance(_Transformational):
         names = cls._st_names(ctx, include_identity)
         return cls(len(names), tuple(ctx.a_x.shape[1:]), mask=mask, element_names=names).to(ctx.a_x.device)
 
-    def update(self, st_inv: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> None:
+    def _update_tensors(self, st_inv: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> None:
         """Add ``t_j^{-1}(A(t_j x))`` of unit-norm maps, ``k x b x C x h x w`` (see ``functional.unit_norm_maps``).
 
         ``sample_mask``: optional ``b`` booleans, ``True`` for the images that count (the others
@@ -561,7 +556,7 @@ class SameEquivariance(_Transformational):
         """
         self._add(list(st_inv.unbind(0)), sample_mask=sample_mask)
 
-    def update_layer(self, ctx: LayerContext) -> None:
+    def _update_context(self, ctx: LayerContext) -> None:
         maps = [ctx.group.act_feature_inverse(unit_norm_maps(ctx.a_gx[j]), e, ctx.input_size) for j, e in enumerate(ctx.elements)]
         if self.k == len(ctx.elements) + 1:
             maps.insert(0, unit_norm_maps(ctx.a_x))

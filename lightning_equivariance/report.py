@@ -1,0 +1,233 @@
+"""What a measurement returns: :class:`MeasureReport`, its results, and the depth parts.
+
+One :class:`LayerResult` per (layer, measure, group); :meth:`MeasureReport.series` gives
+the per-layer vectors that the TensorBoard summaries hold, :meth:`MeasureReport.parts` the
+means per depth part (Bruintjes et al. 2023 §4.2, :func:`assign_parts`).
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+__all__ = ["PARTS", "LayerResult", "LayerSeries", "MeasureReport", "assign_parts"]
+
+PARTS = ("Early", "Middle", "Late", "Pool", "Final")
+
+
+@dataclass
+class LayerResult:
+    """One (layer, measure, group) result of a :class:`MeasureReport`."""
+
+    layer: str
+    index: int
+    part: str
+    kind: str
+    shape: Tuple[int, ...]
+    measure: str
+    group: str
+    value: float
+    per_element: Dict[str, float]
+    per_channel: Optional[np.ndarray]
+    left_out: int
+    higher_is_better: Optional[bool]
+    layout: str = "channels_first"
+    non_finite: int = 0
+
+
+@dataclass
+class LayerSeries:
+    """The per-layer vector of one (measure, group), in depth order (what TensorBoard summaries hold)."""
+
+    measure: str
+    group: str
+    layers: List[str]
+    parts: List[str]
+    values: np.ndarray
+    per_channel: Optional[List[np.ndarray]]
+    higher_is_better: Optional[bool]
+
+
+def assign_parts(kinds: Sequence[str], is_pool: Optional[Sequence[bool]] = None) -> List[str]:
+    """Depth parts of Bruintjes et al. 2023 §4.2 for layers in depth order.
+
+    *Pool* is the output of global pooling: the last pooling module whose output is a
+    vector (``B x D`` or ``B x C x 1 x 1``). Everything before it (feature maps, and maps
+    already down-sampled to ``1 x 1``) is split uniformly into Early / Middle / Late;
+    everything after it (the classifier head, ending in the output before softmax) is
+    *Final*. Without a global pooling layer (a ViT's class token, a flatten-based head)
+    there is no Pool part: the trailing vector layers are Final.
+    """
+    n = len(kinds)
+    is_pool = list(is_pool) if is_pool is not None else [False] * n
+    pools = [i for i in range(n) if is_pool[i] and kinds[i] == "vector"]
+    if pools:
+        head_start, pool = pools[-1] + 1, pools[-1]
+    else:
+        head_start, pool = n, None
+        while head_start > 0 and kinds[head_start - 1] == "vector":
+            head_start -= 1
+        if head_start == 0:  # only vectors: nothing spatial to split
+            head_start = n - 1
+    body = pool if pool is not None else head_start
+    parts = [PARTS[min(2, (3 * j) // body)] for j in range(body)]
+    if pool is not None:
+        parts.append("Pool")
+    return parts + ["Final"] * (n - len(parts))
+
+
+@dataclass
+class MeasureReport:
+    """What :func:`measure` returns: one :class:`LayerResult` per (layer, measure, group).
+
+    Attributes:
+        results: the results, in depth order of the layers.
+        errors: ``{(layer, measure, group): reason}`` of what could not be measured
+            (``on_error="warn"``, the default): a layer whose output is no map of the image
+            grid, a non-square map under 90-degree rotations, a dead output for the
+            correlation measures, a layer whose every image was non-finite, ...; the other
+            measures and groups of the layer are still reported.
+        notes: ``{(layer, measure, group): reason}`` of measures that are undefined on a layer
+            and were skipped there by design (e.g. ``same_equivariance`` on vector layers,
+            ``geed_softmax`` on feature maps); the layer's other measures are reported.
+        not_called: selected layers whose forward hook never fired.
+        seconds: wall time of the measurement.
+        num_samples: probe images measured (on this process).
+        layouts: ``{layer: "channels_first" | "channels_last" | "tokens" | "vector"}``: how each
+            measured layer's output was read (``channels_last``: ``B x h x w x C``).
+        non_finite: ``{layer: [probe positions]}`` of images left out of a layer because their
+            input or activation there held NaN or Inf (MEASURES.md, "Non-finite values").
+        non_finite_inputs: probe positions of images whose input held NaN or Inf (left out of
+            every layer).
+    """
+
+    results: List[LayerResult]
+    errors: Dict[Tuple[str, str, str], str] = field(default_factory=dict)
+    not_called: List[str] = field(default_factory=list)
+    seconds: float = 0.0
+    num_samples: int = 0
+    notes: Dict[Tuple[str, str, str], str] = field(default_factory=dict)
+    layouts: Dict[str, str] = field(default_factory=dict)
+    non_finite: Dict[str, List[int]] = field(default_factory=dict)
+    non_finite_inputs: List[int] = field(default_factory=list)
+
+    def to_dataframe(self, per_element: bool = False):
+        """A ``pandas.DataFrame`` with columns ``layer, index, part, kind, layout, measure, group, value,
+        left_out, non_finite``.
+
+        ``value`` is averaged over the group's elements; ``per_element=True`` gives one row
+        per element with an ``element`` column instead. ``layout`` says how the layer was read
+        (``channels_last`` for ``B x h x w x C`` outputs), ``left_out`` counts dead channels
+        left out, ``non_finite`` the images left out of the layer for NaN/Inf values.
+        """
+        import pandas as pd
+
+        rows = []
+        for r in self.results:
+            base = dict(layer=r.layer, index=r.index, part=r.part, kind=r.kind, layout=r.layout, measure=r.measure, group=r.group)
+            extra = dict(left_out=r.left_out, non_finite=r.non_finite)
+            if per_element:
+                rows += [dict(base, element=e, value=v, **extra) for e, v in r.per_element.items()]
+            else:
+                rows.append(dict(base, value=r.value, **extra))
+        cols = ["layer", "index", "part", "kind", "layout", "measure", "group"] + (["element"] if per_element else [])
+        return pd.DataFrame(rows, columns=cols + ["value", "left_out", "non_finite"])
+
+    def parts(self):
+        """Mean value per depth part: a DataFrame indexed by (measure, group) with columns Early..Final."""
+        df = self.to_dataframe()
+        table = df.pivot_table(index=["measure", "group"], columns="part", values="value", aggfunc="mean")
+        return table.reindex(columns=[p for p in PARTS if p in table.columns])
+
+    def scalars(self, prefix: str = "equivariance") -> Dict[str, float]:
+        """Flat scalars as the callback logs them: ``{prefix}/{measure}/{group}/{layer}`` and
+        ``{prefix}/{measure}/{group}/part/{Part}`` (the mean over the part's layers)."""
+        scalars: Dict[str, float] = {}
+        for s in self.series():
+            base = f"{prefix}/{s.measure}/{s.group}"
+            for layer, value in zip(s.layers, s.values):
+                scalars[f"{base}/{layer}"] = float(value)
+            for part in PARTS:
+                vals = [float(v) for p, v in zip(s.parts, s.values) if p == part]
+                if vals:
+                    scalars[f"{base}/part/{part}"] = float(np.mean(vals))
+        return scalars
+
+    def per_channel(self, layer: str, measure: str, group: str) -> np.ndarray:
+        """Per-channel values of one layer (for heatmaps); raises ``KeyError`` if not available."""
+        for r in self.results:
+            if (r.layer, r.measure, r.group) == (layer, measure, group):
+                if r.per_channel is None:
+                    raise KeyError(f"layer {layer!r} is a vector layer or {measure!r} has no per-channel values")
+                return r.per_channel
+        raise KeyError(f"no result for layer={layer!r}, measure={measure!r}, group={group!r}")
+
+    def series(self) -> List[LayerSeries]:
+        """One :class:`LayerSeries` per (measure, group), layers in depth order."""
+        out: Dict[Tuple[str, str], List[LayerResult]] = {}
+        for r in self.results:
+            out.setdefault((r.measure, r.group), []).append(r)
+        series = []
+        for (m, g), rs in out.items():
+            rs = sorted(rs, key=lambda r: r.index)
+            chans = [r.per_channel for r in rs]
+            series.append(
+                LayerSeries(
+                    m,
+                    g,
+                    [r.layer for r in rs],
+                    [r.part for r in rs],
+                    np.array([r.value for r in rs], dtype=np.float64),
+                    None if all(c is None for c in chans) else [np.atleast_1d(c if c is not None else r.value) for c, r in zip(chans, rs)],
+                    rs[0].higher_is_better,
+                )
+            )
+        return series
+
+    def plot(self, ax=None):
+        """Plot value against layer depth, one line per (measure, group); returns ``(fig, ax)``. Needs matplotlib."""
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError("MeasureReport.plot() needs matplotlib: pip install matplotlib") from e
+        fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(8, 4))
+        for s in self.series():
+            ax.plot(range(len(s.layers)), s.values, marker="o", label=f"{s.measure} / {s.group}")
+        if self.results:
+            s = self.series()[0]
+            ax.set_xticks(range(len(s.layers)))
+            ax.set_xticklabels(s.layers, rotation=90, fontsize=7)
+        ax.set_xlabel("layer (depth order)")
+        ax.set_ylabel("value")
+        ax.legend()
+        fig.tight_layout()
+        return fig, ax
+
+    def warn_summary(self) -> None:
+        """One warning for what was left out (errors, non-finite images), if anything (never silently)."""
+        if self.errors:
+            first = list(self.errors.items())[:3]
+            shown = "; ".join(f"{'/'.join(k)}: {v}" for k, v in first)
+            warnings.warn(
+                f"lightning_equivariance: {len(self.errors)} (layer, measure, group) combination(s) could not be "
+                f"measured and are in report.errors (the rest was measured). First: {shown}",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+        if self.non_finite_inputs or self.non_finite:
+            layers = {k: v for k, v in self.non_finite.items() if v != self.non_finite_inputs}
+            parts = []
+            if self.non_finite_inputs:
+                parts.append(f"the probe image(s) at position(s) {self.non_finite_inputs} hold NaN or Inf and were left out of every layer")
+            if layers:
+                shown = ", ".join(f"{k!r}: {v}" for k, v in list(layers.items())[:3])
+                parts.append(f"{len(layers)} layer(s) left out images whose activations hold NaN or Inf ({shown}{' ...' if len(layers) > 3 else ''})")
+            warnings.warn("lightning_equivariance: " + "; ".join(parts) + " (report.non_finite)", RuntimeWarning, stacklevel=4)
+
+    def __repr__(self) -> str:
+        return (
+            f"MeasureReport({len(self.results)} results, {len({r.layer for r in self.results})} layers, "
+            f"{self.num_samples} samples, {self.seconds:.2f}s, errors={list(self.errors)})"
+        )

@@ -1,0 +1,181 @@
+"""The shape of the code (issue 12): no import cycles, a measure-agnostic engine, torchmetrics' protocol."""
+import ast
+import copy
+import pathlib
+import re
+import threading
+
+import pytest
+import torch
+
+from lightning_equivariance import Measurement, Rotation90, measure
+from lightning_equivariance.metrics import MEASURES, GEEDSoftmax, LayerContext
+from models import SmallCNN
+
+PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "lightning_equivariance"
+
+
+def _module_name(path: pathlib.Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports(path: pathlib.Path):
+    """Every lightning_equivariance module ``path`` imports (module level and inside functions)."""
+    name = _module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.startswith("lightning_equivariance"):
+                found.add(target)
+                found.update(f"{target}.{a.name}" for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("lightning_equivariance"))
+    return found
+
+
+def _graph():
+    files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    edges = {m: {t for t in _imports(p) if t in files and t != m} for m, p in files.items()}
+    return files, edges
+
+
+def test_no_import_cycles_among_the_modules():
+    _, edges = _graph()
+    # packages import their children by design (__init__ re-exports); a cycle through them is not one
+    packages = {m for m in edges if (PACKAGE.parent / m.replace(".", "/") / "__init__.py").exists()}
+    edges = {m: {t for t in ts if t not in packages} for m, ts in edges.items()}
+    state, stack = {}, []
+
+    def visit(m):
+        state[m] = "open"
+        stack.append(m)
+        for t in edges[m]:
+            if state.get(t) == "open":
+                raise AssertionError("import cycle: " + " -> ".join(stack[stack.index(t):] + [t]))
+            if t not in state:
+                visit(t)
+        stack.pop()
+        state[m] = "done"
+
+    for m in edges:
+        if m not in state:
+            visit(m)
+
+
+def test_the_cycle_check_can_fail():
+    with pytest.raises(AssertionError, match="import cycle"):
+        edges = {"a": {"b"}, "b": {"a"}}
+        state = {}
+
+        def visit(m, stack):
+            state[m] = "open"
+            for t in edges[m]:
+                if state.get(t) == "open":
+                    raise AssertionError("import cycle: " + " -> ".join(stack + [m, t]))
+                if t not in state:
+                    visit(t, stack + [m])
+            state[m] = "done"
+
+        visit("a", [])
+
+
+def test_engine_names_no_measure():
+    source = (PACKAGE / "engine.py").read_text()
+    named = [m for m in MEASURES if re.search(rf"\b{re.escape(m)}\b", source)]
+    assert named == [], f"engine.py names measures {named}"
+    for word in ("BatchNorm", "affine", "_POOLING", "getattr(MEASURES"):
+        assert word not in source, word
+
+
+def test_only_the_callback_imports_lightning_and_functional_is_pure_torch():
+    for path in PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        names = {a.name for n in top if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module or "" for n in top if isinstance(n, ast.ImportFrom)}
+        if path.name != "callback.py":
+            assert not any(n.startswith(("lightning", "pytorch_lightning")) and not n.startswith("lightning_equivariance")
+                           for n in names), path
+        if path.parent.name == "functional":
+            assert not any(n.startswith(("lightning", "tensorboard", "torchmetrics")) for n in names), path
+
+
+def test_duplicate_measures_are_rejected():
+    with pytest.raises(ValueError, match="duplicates.*'sv', 'sv'"):
+        measure(SmallCNN(), torch.rand(2, 1, 8, 8), measures=("sv", "sv"))
+
+
+def test_no_preferred_direction_stays_none_in_the_report():
+    report = measure(SmallCNN(), torch.rand(3, 1, 8, 8), measures=("sv", "sd", "nv"), groups=[Rotation90()])
+    direction = {r.measure: r.higher_is_better for r in report.results}
+    assert direction == {"sv": None, "sd": None, "nv": False}
+    assert {s.measure: s.higher_is_better for s in report.series()} == direction
+
+
+def test_lee_from_two_threads():
+    """Two threads, each measuring its own copy of a model (hooks on one module object are shared by
+    every thread): torch's one dual level per process must not make one of them fail."""
+    torch.manual_seed(0)
+    model, x = SmallCNN().double(), torch.rand(4, 1, 12, 12, dtype=torch.float64)
+    expected = measure(model, x, measures=("lee",), groups=("rotation",)).to_dataframe().value.tolist()
+    results, errors = [], []
+
+    def run():
+        own = copy.deepcopy(model)
+        try:
+            for _ in range(3):
+                results.append(measure(own, x, measures=("lee",), groups=("rotation",)).to_dataframe().value.tolist())
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(results) == 6
+    assert all(r == pytest.approx(expected, rel=1e-12) for r in results)
+
+
+def _ctx(x, gx):
+    g = Rotation90()
+    return LayerContext(layer="l", kind="vector", group=g, elements=g.elements, a_x=x, a_gx=gx, input_size=(8, 8))
+
+
+def test_updates_go_through_torchmetrics_update():
+    x = torch.randn(6, 5, dtype=torch.float64)
+    ctx = _ctx(x, torch.stack([x.roll(1, 0), x * 2, x + 1]))
+    for name in ("invariance", "nv", "geed_channel", "geed_latent_l2"):
+        metric = MEASURES[name].for_layer(ctx)
+        metric.update(ctx)
+        assert metric.update_count == 1, name
+        value = float(metric.compute())
+        metric.update(_ctx(-x, torch.stack([x, x, x])))
+        assert metric.update_count == 2
+        assert float(metric.compute()) != value, f"{name}: compute() returned a stale cache"
+
+
+def test_geed_softmax_forgets_its_input_decision_on_reset():
+    probs = torch.softmax(torch.randn(4, 3, dtype=torch.float64), -1)
+    logits = torch.randn(4, 3, dtype=torch.float64) * 5
+    metric = GEEDSoftmax(num_elements=1)
+    metric.update(probs, probs.unsqueeze(0))
+    assert metric.inputs == "auto" and metric._decided == "probs"
+    metric.reset()
+    metric.update(logits, logits.unsqueeze(0))
+    assert metric._decided == "logits"
+
+
+def test_similarity_is_an_alias_of_measure_options():
+    m = Measurement(SmallCNN(), similarity="cosine")
+    assert m.options == {"similarity": "cosine"}
+    with pytest.raises(ValueError, match="contradicts"):
+        Measurement(SmallCNN(), similarity="cosine", measure_options={"similarity": "pearson"})
