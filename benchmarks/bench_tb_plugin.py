@@ -50,7 +50,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
 import tb_helpers  # noqa: E402
-from tb_plugin import summary  # noqa: E402
+from lightning_equivariance_tb import summary  # noqa: E402
 
 
 def write_logdir(logdir, runs, layers, epochs):

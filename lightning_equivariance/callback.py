@@ -26,11 +26,10 @@ Every logged value can also be monitored, e.g.
 """
 from __future__ import annotations
 
-import random
 import time
 import warnings
 from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -41,10 +40,11 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.rank_zero import rank_zero_info
 
 from .engine import Measurement, MeasureReport
-from .probe_set import INPUT_RULE as _FIRST_TENSOR_RULE, first_tensor_of as _first_tensor_of, is_dataset as _is_dataset
 from .groups import Group, Rotation90
 from .metrics import MEASURES
 from .probe import LayerSpec, select_layers
+from .probe_set import ProbeSet, check_inputs, dataset_of
+from .snapshot import Snapshot as _Snapshot
 
 __all__ = ["EquivarianceCallback"]
 
@@ -52,7 +52,7 @@ _STAGES = ("validation", "train")
 
 
 class _SeriesReport:
-    """One series of a report, in the duck type ``tb_plugin.summary.write_report`` reads."""
+    """One series of a report, in the duck type ``lightning_equivariance_tb.summary.write_report`` reads."""
 
     def __init__(self, series):
         self._series = series
@@ -61,73 +61,36 @@ class _SeriesReport:
         return [self._series]
 
 
-class _Snapshot:
-    """Everything a measurement could disturb, captured before it and restored after it.
+class _Collectives:
+    """``all_gather_object`` over the trainer's processes (``[obj]`` in one), for ``Measurement.agree``."""
 
-    RNG states (Python ``random``, NumPy, torch CPU and - if initialised - CUDA), the
-    train/eval mode of every submodule, and parameters and buffers: their values are
-    cloned and copied back if their version counter moved (the engine runs in eval mode
-    under ``no_grad``, so normally nothing moves; the copy-back is a guarantee, not a path
-    taken).
-    """
+    def __init__(self, distributed: bool):
+        self.distributed = distributed
 
-    def __init__(self, module: nn.Module):
-        self.py = random.getstate()
-        self.np = np.random.get_state()
-        self.torch = torch.get_rng_state()
-        self.cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() and torch.cuda.is_initialized() else None
-        self.modes = [(m, m.training) for m in module.modules()]
-        self.grad = torch.is_grad_enabled()
-        with torch.no_grad():
-            self.tensors = [
-                (t, t._version, t.detach().clone())
-                for t in list(module.parameters()) + list(module.buffers())
-            ]
+    def all_gather_object(self, obj) -> List[Any]:
+        if not self.distributed:
+            return [obj]
+        out: List[Any] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(out, obj)
+        return out
 
-    def restore(self) -> List[str]:
-        """Restore everything; returns descriptions of the tensors that had to be copied back."""
-        random.setstate(self.py)
-        np.random.set_state(self.np)
-        torch.set_rng_state(self.torch)
-        if self.cuda is not None:
-            torch.cuda.set_rng_state_all(self.cuda)
-        for m, mode in self.modes:
-            m.training = mode
-        torch.set_grad_enabled(self.grad)
-        changed = []
-        with torch.no_grad():
-            for t, version, copy in self.tensors:
-                if t._version != version:
-                    changed.append(f"{tuple(t.shape)} {t.dtype}")
-                    t.copy_(copy)
-        self.tensors = []
-        return changed
+
+def _require(ok: bool, error: type, message: str) -> None:
+    if not ok:
+        raise error(message)
+
+
+def _is_int(value, low: int) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= low
 
 
 @contextmanager
-def _rngs_restored() -> Iterator[None]:
-    """Put the Python, NumPy and torch CPU RNG states back after the block."""
-    py, npst, tst = random.getstate(), np.random.get_state(), torch.get_rng_state()
+def _naming(argument: str, catch: type = Exception) -> Iterator[None]:
+    """Re-raise an error of the block as a ``ValueError`` naming the argument."""
     try:
         yield
-    finally:
-        random.setstate(py)
-        np.random.set_state(npst)
-        torch.set_rng_state(tst)
-
-
-def _seed_rngs(seed: int) -> None:
-    # torch.default_generator only: torch.manual_seed would also seed (or queue a seed for)
-    # CUDA, which the probe images' CPU transforms never use.
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.default_generator.manual_seed(seed)
-
-
-def _item_seed(seed: int, index: int) -> int:
-    # One seed per (seed, dataset index): a random transform draws the same for an image on
-    # any rank, in any shard, at any epoch.
-    return (seed * 1_000_003 + index) % 2**31
+    except catch as e:
+        raise ValueError(f"{argument}: {e}") from e
 
 
 class EquivarianceCallback(Callback):
@@ -135,26 +98,20 @@ class EquivarianceCallback(Callback):
 
     At the end of every ``every_n_epochs``-th epoch (validation or training epoch, never
     during the sanity check) the callback runs :class:`~lightning_equivariance.Measurement`
-    on a fixed probe set, on ``pl_module.device``, in eval mode under ``no_grad``, then
-    restores the train/eval mode of every submodule, parameters and buffers (BatchNorm
-    statistics), and the Python, NumPy, torch and CUDA RNG states: adding the callback leaves
-    training bit-for-bit identical.
+    on a fixed probe set, on ``pl_module.device``, in eval mode under ``no_grad``, then restores
+    the train/eval mode of every submodule, parameters and buffers (BatchNorm statistics), and the
+    Python, NumPy, torch and CUDA RNG states (:class:`~lightning_equivariance.snapshot.Snapshot`):
+    adding the callback leaves training bit-for-bit identical.
 
-    **Probe set.** ``num_samples`` images chosen once with a seeded ``torch.Generator`` (never
-    the global RNG): a sorted random subset of ``inputs`` if given (a tensor ``N x C x H x W``,
-    a map-style ``Dataset`` or a ``DataLoader``), else of the dataset of the first validation
-    dataloader (``stage="validation"``) or of the training dataloader (``stage="train"``). The
-    chosen indices are part of ``state_dict``. Dataset items are read directly (not through the
-    sampler or the loader's workers), collated with the loader's ``collate_fn``, and every item
-    is read with the global RNGs seeded from ``(seed, index)`` and restored afterwards, so random
-    augmentations draw the same for every image at every epoch and on every rank, and the
-    training RNG stream is untouched. The images are cached (this process's share, on CPU).
-    An ``IterableDataset`` (no ``len``) gives its first ``num_samples`` images instead.
-
-    **Input rule.** The input of a batch is the batch itself if it is a tensor,
-    ``batch["image"]`` (or ``"images"``, ``"input"``, ``"inputs"``, ``"x"``,
-    ``"pixel_values"``) for a dict, the first tensor of a tuple or list, or
-    ``input_fn(batch)`` if given; ``batch`` is a collated batch, as ``training_step`` sees it.
+    **Probe set** (:class:`~lightning_equivariance.probe_set.ProbeSet`). ``num_samples`` images,
+    a seeded random subset of ``inputs`` if given (a tensor ``N x C x H x W``, a map-style
+    ``Dataset`` or a ``DataLoader``), else of the dataset of the first validation dataloader
+    (``stage="validation"``) or of the training dataloader (``stage="train"``); the indices are
+    part of ``state_dict``. Items are read with the global RNGs seeded per ``(seed, index)`` and
+    restored: random augmentations draw the same at every epoch and on every rank, and the
+    training RNG stream is untouched. A batch's input follows the input rule of
+    :mod:`~lightning_equivariance.probe_set` (``batch["image"]``, the first tensor of a tuple...)
+    or ``input_fn(batch)``, ``batch`` collated as ``training_step`` sees it.
 
     **Model.** ``pl_module`` itself (its ``forward`` must take images), or the submodule named
     by ``submodule`` (e.g. ``"net"``); ``layers`` names are relative to it.
@@ -171,7 +128,7 @@ class EquivarianceCallback(Callback):
     to every logger in ``trainer.loggers`` (from rank zero) and into ``trainer.callback_metrics``
     (every rank) for ``ModelCheckpoint``/``EarlyStopping``. For every ``TensorBoardLogger``,
     one tensor summary per (measure, group) holding the per-layer vector (and the per-channel
-    values with ``per_channel=True``) is written with :func:`tb_plugin.summary.write_report`,
+    values with ``per_channel=True``) is written with :func:`lightning_equivariance_tb.summary.write_report`,
     for the ``equivariance`` TensorBoard tab. Each epoch is measured and logged once: the
     values are kept in ``state_dict()["history"]``, so resuming from a checkpoint (even when
     Lightning re-runs an epoch end) neither duplicates nor skips epochs. With
@@ -248,81 +205,48 @@ class EquivarianceCallback(Callback):
         progress: bool = True,
     ):
         super().__init__()
-        if isinstance(measures, str):
-            measures = (measures,)
-        if not isinstance(measures, (list, tuple)) or not measures or not all(isinstance(m, str) for m in measures):
-            raise TypeError(f"measures must be a non-empty sequence of measure names, got {measures!r}")
-        if len(set(measures)) != len(measures):
-            raise ValueError(f"measures has duplicates: {list(measures)}")
-        if isinstance(groups, str) or not isinstance(groups, (list, tuple)):
-            groups = (groups,)
+        measures = (measures,) if isinstance(measures, str) else measures
+        _require(
+            isinstance(measures, (list, tuple)) and len(measures) > 0 and all(isinstance(m, str) for m in measures),
+            TypeError, f"measures must be a non-empty sequence of measure names, got {measures!r}",
+        )
+        _require(len(set(measures)) == len(measures), ValueError, f"measures has duplicates: {list(measures)}")
+        groups = (groups,) if isinstance(groups, str) or not isinstance(groups, (list, tuple)) else groups
         # Groups are resolved by the engine in ``setup`` (discrete groups, and the continuous
         # transforms of "lee"); here only their names, for the state key.
         names = [g.lower() if isinstance(g, str) else getattr(g, "name", None) for g in groups]
-        if not names or not all(isinstance(n, str) and n for n in names):
-            raise ValueError(f"groups must be a non-empty sequence of group names or Group objects, got {groups!r}")
-        if len(set(names)) != len(names):
-            raise ValueError(f"groups must have distinct names, got {names}; pass name=... to tell them apart")
-        for argument, value in (("num_samples", num_samples), ("every_n_epochs", every_n_epochs), ("batch_size", batch_size)):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"{argument} must be an integer >= 1, got {value!r}")
-        if stage not in _STAGES:
-            raise ValueError(f"stage must be one of {_STAGES}, got {stage!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-        if input_fn is not None and not callable(input_fn):
-            raise TypeError(f"input_fn must be callable (batch -> B x C x H x W tensor), got {type(input_fn).__name__}")
+        _require(
+            len(names) > 0 and all(isinstance(n, str) and n for n in names),
+            ValueError, f"groups must be a non-empty sequence of group names or Group objects, got {groups!r}",
+        )
+        _require(len(set(names)) == len(names), ValueError, f"groups must have distinct names, got {names}; pass name=... to tell them apart")
+        integers = dict(num_samples=(num_samples, 1), every_n_epochs=(every_n_epochs, 1), batch_size=(batch_size, 1), seed=(seed, 0))
+        for argument, (value, low) in integers.items():
+            _require(_is_int(value, low), ValueError, f"{argument} must be an integer >= {low}, got {value!r}")
+        _require(stage in _STAGES, ValueError, f"stage must be one of {_STAGES}, got {stage!r}")
+        _require(
+            input_fn is None or callable(input_fn),
+            TypeError, f"input_fn must be callable (batch -> B x C x H x W tensor), got {type(input_fn).__name__}",
+        )
         if inputs is not None:
-            if isinstance(inputs, torch.Tensor):
-                if inputs.dim() != 4 or not inputs.is_floating_point():
-                    raise ValueError(
-                        f"inputs must be a float tensor N x C x H x W, got {inputs.dtype} of shape {tuple(inputs.shape)}"
-                    )
-                if inputs.shape[0] == 0:
-                    raise ValueError("inputs is empty (0 images)")
-            elif not (_is_dataset(inputs) or hasattr(inputs, "dataset")):
-                raise TypeError(
-                    "inputs must be a tensor N x C x H x W, a map-style Dataset or a DataLoader, "
-                    f"got {type(inputs).__name__}"
-                )
-        if model_name is not None and not isinstance(model_name, str):
-            raise TypeError(f"model_name must be a string, got {type(model_name).__name__}")
-        if submodule is not None and not isinstance(submodule, str):
-            raise TypeError(f"submodule must be a dotted attribute path (str), got {type(submodule).__name__}")
-        if on_error not in ("warn", "raise"):
-            raise ValueError(f"on_error must be 'warn' or 'raise', got {on_error!r}")
-        if layouts is not None and not isinstance(layouts, Mapping):
-            raise TypeError(f"layouts must be a mapping {{layer: 'channels_first' | 'channels_last'}}, got {type(layouts).__name__}")
+            check_inputs(inputs)
+        for argument, value, what in (("model_name", model_name, "a string"), ("submodule", submodule, "a dotted attribute path (str)")):
+            _require(value is None or isinstance(value, str), TypeError, f"{argument} must be {what}, got {type(value).__name__}")
+        _require(on_error in ("warn", "raise"), ValueError, f"on_error must be 'warn' or 'raise', got {on_error!r}")
+        _require(
+            layouts is None or isinstance(layouts, Mapping),
+            TypeError, f"layouts must be a mapping {{layer: 'channels_first' | 'channels_last'}}, got {type(layouts).__name__}",
+        )
 
-        self.measures = tuple(measures)
-        self.groups = tuple(groups)
-        self._group_names = tuple(names)
-        self.layers = layers
-        self.num_samples = int(num_samples)
-        self.every_n_epochs = int(every_n_epochs)
-        self.stage = stage
-        self.batch_size = int(batch_size)
-        self.per_channel = bool(per_channel)
-        self.seed = int(seed)
-        self.inputs = inputs
-        self.input_fn = input_fn
-        self.model_name = model_name
-        self.baseline = bool(baseline)
-        self.submodule = submodule
-        self.similarity = similarity
-        self.measure_options = dict(measure_options or {})
-        self.channel_actions = dict(channel_actions or {})
-        self.layouts = dict(layouts or {})
-        self.on_error = on_error
-        self.progress = bool(progress)
-
-        # state (state_dict)
-        self._indices: Optional[torch.Tensor] = None  # global probe indices into the source
-        self._source_len: Optional[int] = None
+        self.measures, self.groups, self._group_names, self.layers = tuple(measures), tuple(groups), tuple(names), layers
+        self.num_samples, self.every_n_epochs, self.batch_size = int(num_samples), int(every_n_epochs), int(batch_size)
+        self.stage, self.seed, self.inputs, self.input_fn, self.submodule = stage, int(seed), inputs, input_fn, submodule
+        self.per_channel, self.baseline, self.progress = bool(per_channel), bool(baseline), bool(progress)
+        self.model_name, self.similarity, self.on_error = model_name, similarity, on_error
+        self.measure_options, self.channel_actions, self.layouts = (dict(o or {}) for o in (measure_options, channel_actions, layouts))
+        # state (state_dict): the probe set's indices and the measured history
+        self._probes = ProbeSet(self.num_samples, self.seed, input_fn, owner="EquivarianceCallback")
         self._history: Dict[int, Dict[str, float]] = {}
-        # not state
-        self._cache: Optional[torch.Tensor] = None  # this process's probe images, CPU
-        self._cache_key: Optional[Tuple[int, int]] = None
         self.last_report: Optional[MeasureReport] = None
 
     # ------------------------------------------------------------------ Lightning API
@@ -336,48 +260,23 @@ class EquivarianceCallback(Callback):
         return {e: dict(v) for e, v in self._history.items()}
 
     def state_dict(self) -> Dict[str, Any]:
-        return {
-            "indices": None if self._indices is None else self._indices.clone(),
-            "source_len": self._source_len,
-            "seed": self.seed,
-            "num_samples": self.num_samples,
-            "history": {int(e): dict(v) for e, v in self._history.items()},
-        }
+        return {**self._probes.state_dict(), "history": {int(e): dict(v) for e, v in self._history.items()}}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
-        if int(state_dict.get("seed", self.seed)) != self.seed or int(state_dict.get("num_samples", self.num_samples)) != self.num_samples:
-            warnings.warn(
-                "EquivarianceCallback: the checkpoint's probe set was chosen with "
-                f"seed={state_dict.get('seed')}, num_samples={state_dict.get('num_samples')}; keeping it "
-                f"(this callback has seed={self.seed}, num_samples={self.num_samples})",
-                UserWarning,
-                stacklevel=2,
-            )
-        idx = state_dict.get("indices")
-        self._indices = None if idx is None else torch.as_tensor(idx, dtype=torch.long).clone()
-        self._source_len = state_dict.get("source_len")
+        self._probes.load_state_dict(state_dict)
         self._history = {int(e): dict(v) for e, v in (state_dict.get("history") or {}).items()}
-        self._cache = None
-        self._cache_key = None
 
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         if stage != "fit":
             return
         unknown = [m for m in self.measures if m not in MEASURES]
-        if unknown:
-            raise ValueError(f"measures: unknown measure(s) {unknown}; choose from {sorted(MEASURES)}")
-        try:
+        _require(not unknown, ValueError, f"measures: unknown measure(s) {unknown}; choose from {sorted(MEASURES)}")
+        with _naming(f"submodule={self.submodule!r}", AttributeError):
             module = self._module(pl_module)
-        except AttributeError as e:
-            raise ValueError(f"submodule={self.submodule!r}: {e}") from e
-        try:
+        with _naming(f"layers={self.layers!r}"):
             select_layers(module, self.layers)
-        except Exception as e:  # noqa: BLE001 - re-raised naming the argument
-            raise ValueError(f"layers={self.layers!r}: {e}") from e
-        try:  # the engine's own checks of groups and options (what each measure needs)
-            self._measurement(module, progress=False, device=None)
-        except Exception as e:  # noqa: BLE001 - re-raised naming the arguments
-            raise ValueError(f"EquivarianceCallback(measures={list(self.measures)}, groups={list(self.groups)}): {e}") from e
+        with _naming(f"EquivarianceCallback(measures={list(self.measures)}, groups={list(self.groups)})"):
+            self._measurement(module, progress=False, device=None)  # the engine's checks of groups and options
         if self.stage == "validation":
             from lightning.pytorch.utilities.model_helpers import is_overridden
 
@@ -399,9 +298,9 @@ class EquivarianceCallback(Callback):
         # the training set); the validation set may only be loaded at its first run, in which case
         # they are chosen then. The choice depends only on (seed, source length, num_samples).
         try:
-            source = self._source(trainer, required=False)
-            if source is not None:
-                self._choose_indices(self._source_length(source))
+            data = dataset_of(self._source(trainer, required=False))
+            if data is not None:
+                self._probes.choose(len(data))
         except Exception as e:  # noqa: BLE001 - never stop training
             self._warn(f"could not choose the probe set at fit start ({type(e).__name__}: {e}); will retry at the first measurement")
 
@@ -454,12 +353,11 @@ class EquivarianceCallback(Callback):
         """
         t0 = time.perf_counter()
         snapshot = _Snapshot(pl_module)
-        report = None
-        ok, error = True, ""
-        measurement = None
+        distributed = self._distributed(trainer)
+        report, error, measurement = None, "", None
         try:
             module = self._module(pl_module)
-            if self._distributed(trainer):
+            if distributed:
                 # DDP keeps parameters equal on every process, but buffers (BatchNorm statistics)
                 # drift apart between DDP's broadcasts: measure rank zero's model everywhere
                 # (each process gets its own buffers back from the snapshot).
@@ -468,24 +366,19 @@ class EquivarianceCallback(Callback):
             images = self._probe_images(trainer)
             show = self.progress and trainer.is_global_zero and self._progress_bar_enabled(trainer)
             measurement = self._measurement(module, progress=show, device=pl_module.device)
-            # global probe positions of this process's strided shard (names non-finite images)
-            rank, world = int(trainer.global_rank), int(trainer.world_size)
-            measurement.update(images, positions=range(rank, rank + world * images.shape[0], world))
+            # global probe positions of this process's shard (names non-finite images)
+            measurement.update(images, positions=self._probes.positions(int(trainer.global_rank), int(trainer.world_size)))
         except Exception as e:  # noqa: BLE001 - never stop training
-            ok, error = False, f"{type(e).__name__}: {e}"
+            error = f"{type(e).__name__}: {e}"
         try:
             # Every process must reach the same collectives: agree first on success and on the
             # (layer, measure, group) states to sync, then compute.
-            keys = measurement.state_keys() if ok and measurement is not None else None
-            all_keys = self._all_gather_object(trainer, keys)
-            if any(k is None for k in all_keys):
-                if ok:
-                    error = "the measurement failed on another process"
-                report = None
-            else:
-                common = set(all_keys[0]).intersection(*map(set, all_keys[1:]))
-                measurement.keep_only(common, "could not be measured on every process")
+            collectives = _Collectives(distributed)
+            if measurement is None:
+                collectives.all_gather_object(None)  # failed before measuring: still take part
+            elif measurement.agree(collectives, ok=not error):
                 report = measurement.compute()
+            error = error or ("" if report is not None else "the measurement failed on another process")
         except Exception as e:  # noqa: BLE001
             report, error = None, error or f"{type(e).__name__}: {e}"
         finally:
@@ -501,7 +394,7 @@ class EquivarianceCallback(Callback):
         self._publish(trainer, pl_module, epoch, report, scalars)
         seconds = time.perf_counter() - t0
         n_layers = len({r.layer for r in report.results})
-        total = len(self._indices) if self._indices is not None else report.num_samples
+        total = len(self._probes.indices) if self._probes.indices is not None else report.num_samples
         skipped = f", {len(report.errors)} (layer, measure, group) left out" if report.errors else ""
         rank_zero_info(
             f"EquivarianceCallback: epoch {epoch}: {len(self.measures)} measure(s) x {len(self.groups)} group(s) "
@@ -511,18 +404,9 @@ class EquivarianceCallback(Callback):
 
     def _measurement(self, module: nn.Module, progress: bool, device) -> Measurement:
         return Measurement(
-            module,
-            measures=self.measures,
-            groups=self.groups,
-            layers=self.layers,
-            batch_size=self.batch_size,
-            similarity=self.similarity,
-            measure_options=self.measure_options,
-            channel_actions=self.channel_actions,
-            layouts=self.layouts,
-            on_error=self.on_error,
-            progress=progress,
-            device=device,
+            module, measures=self.measures, groups=self.groups, layers=self.layers, batch_size=self.batch_size,
+            similarity=self.similarity, measure_options=self.measure_options, channel_actions=self.channel_actions,
+            layouts=self.layouts, on_error=self.on_error, progress=progress, device=device,
         )
 
     @staticmethod
@@ -532,135 +416,28 @@ class EquivarianceCallback(Callback):
 
     @staticmethod
     def _distributed(trainer: "pl.Trainer") -> bool:
-        return (
-            int(trainer.world_size) > 1
-            and torch.distributed.is_available()
-            and torch.distributed.is_initialized()
-        )
-
-    def _all_gather_object(self, trainer: "pl.Trainer", obj) -> List[Any]:
-        if not self._distributed(trainer):
-            return [obj]
-        out: List[Any] = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(out, obj)
-        return out
+        return int(trainer.world_size) > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
 
     # ------------------------------------------------------------------ probe set
     def _source(self, trainer: "pl.Trainer", required: bool = True):
-        """The probe source: a tensor, a map-style Dataset (+ collate_fn), or an iterable loader."""
-        src = self.inputs
-        if src is None:
-            loaders = trainer.val_dataloaders if self.stage == "validation" else trainer.train_dataloader
-            if isinstance(loaders, Mapping):
-                loaders = next(iter(loaders.values()), None)
-            elif isinstance(loaders, (list, tuple)):
-                loaders = loaders[0] if loaders else None
-            if loaders is None:
-                if required:
-                    which = "validation" if self.stage == "validation" else "training"
-                    raise RuntimeError(f"no {which} dataloader to draw probe images from; pass inputs=...")
-                return None
-            src = loaders
-        return src
-
-    @staticmethod
-    def _dataset_of(src):
-        if isinstance(src, torch.Tensor) or _is_dataset(src):
-            return src
-        dataset = getattr(src, "dataset", None)
-        if dataset is not None and _is_dataset(dataset) and not isinstance(dataset, torch.utils.data.IterableDataset):
-            return dataset
-        return None
-
-    def _source_length(self, src) -> Optional[int]:
-        data = self._dataset_of(src)
-        return None if data is None else len(data)
-
-    def _choose_indices(self, length: Optional[int]) -> None:
-        if length is None:  # an iterable: its first num_samples images
-            return
-        if self._indices is not None and self._source_len == length:
-            return
-        if self._indices is not None:
-            self._warn(
-                f"the probe source has {length} items, the checkpoint's probe set was chosen from "
-                f"{self._source_len}; choosing a new one"
-            )
-        if length < 1:
-            raise ValueError("the probe source is empty")
-        generator = torch.Generator().manual_seed(self.seed)
-        n = min(self.num_samples, length)
-        self._indices = torch.randperm(length, generator=generator)[:n].sort().values
-        self._source_len = length
-        self._cache = None
+        """The probe source: ``inputs``, else the (first) validation or the training dataloader."""
+        if self.inputs is not None:
+            return self.inputs
+        loaders = trainer.val_dataloaders if self.stage == "validation" else trainer.train_dataloader
+        if isinstance(loaders, Mapping):
+            loaders = next(iter(loaders.values()), None)
+        elif isinstance(loaders, (list, tuple)):
+            loaders = loaders[0] if loaders else None
+        if loaders is None and required:
+            which = "validation" if self.stage == "validation" else "training"
+            raise RuntimeError(f"no {which} dataloader to draw probe images from; pass inputs=...")
+        return loaders
 
     def _probe_images(self, trainer: "pl.Trainer") -> torch.Tensor:
+        """This process's probe images (read once, then cached by the probe set)."""
         rank, world = int(trainer.global_rank), int(trainer.world_size)
-        if self._cache is not None and self._cache_key == (rank, world):
-            return self._cache
-        src = self._source(trainer)
-        data = self._dataset_of(src)
-        if data is not None:
-            self._choose_indices(len(data))
-            total = len(self._indices)
-            if total < world:
-                raise ValueError(f"{total} probe images cannot be split over {world} processes; raise num_samples")
-            shard = self._indices[rank::world]
-            if isinstance(data, torch.Tensor):
-                images = data[shard]
-            else:
-                collate = getattr(src, "collate_fn", None) if src is not data else None
-                images = self._read_items(data, shard.tolist(), collate)
-        else:
-            images = self._read_iterable(src)
-            total = images.shape[0]
-            if total < world:
-                raise ValueError(f"{total} probe images cannot be split over {world} processes; raise num_samples")
-            self._indices = torch.arange(total)
-            self._source_len = None
-            images = images[rank::world]
-        if images.dim() != 4 or not images.is_floating_point():
-            raise ValueError(
-                f"probe images must be a float tensor B x C x H x W, got {images.dtype} of shape {tuple(images.shape)}; "
-                f"{_FIRST_TENSOR_RULE}"
-            )
-        self._cache = images.detach().cpu()
-        self._cache_key = (rank, world)
-        return self._cache
-
-    def _input_of(self, batch) -> torch.Tensor:
-        x = self.input_fn(batch) if self.input_fn is not None else _first_tensor_of(batch)
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"input_fn returned {type(x).__name__}, expected a tensor B x C x H x W")
-        return x
-
-    def _read_items(self, dataset, indices: List[int], collate) -> torch.Tensor:
-        from torch.utils.data import default_collate
-
-        collate = collate or default_collate
-        chunks, step = [], 64
-        with _rngs_restored():
-            for start in range(0, len(indices), step):
-                items = []
-                for i in indices[start : start + step]:
-                    _seed_rngs(_item_seed(self.seed, i))
-                    items.append(dataset[i])
-                chunks.append(self._input_of(collate(items)).detach().cpu())
-        return torch.cat(chunks)
-
-    def _read_iterable(self, loader) -> torch.Tensor:
-        chunks, n = [], 0
-        with _rngs_restored():
-            _seed_rngs(self.seed)
-            for batch in loader:
-                x = self._input_of(batch).detach().cpu()
-                chunks.append(x)
-                n += x.shape[0]
-                if n >= self.num_samples:
-                    break
-        if not chunks:
-            raise ValueError("the probe dataloader yielded no batch")
-        return torch.cat(chunks)[: self.num_samples]
+        images = self._probes.cached(rank, world)
+        return images if images is not None else self._probes.images(self._source(trainer), rank, world)
 
     # ------------------------------------------------------------------ logging
     @staticmethod
@@ -683,9 +460,9 @@ class EquivarianceCallback(Callback):
         if not tb_loggers:
             return
         try:
-            from tb_plugin.summary import write_report
+            from lightning_equivariance_tb.summary import write_report
         except Exception as e:  # noqa: BLE001
-            self._warn(f"the TensorBoard writer tb_plugin.summary is unavailable ({type(e).__name__}: {e})")
+            self._warn(f"the TensorBoard writer lightning_equivariance_tb.summary is unavailable ({type(e).__name__}: {e})")
             return
         model = self.model_name or type(self._module(pl_module)).__name__
         for logger in tb_loggers:

@@ -155,10 +155,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m lightning_equivariance", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"lightning-equivariance {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
-    m = sub.add_parser("measure", help="measure a model on images; write a TensorBoard run and a CSV")
+    m = sub.add_parser(
+        "measure", help="measure a model on images; write a TensorBoard run and a CSV",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,  # defaults shown in --help
+    )
     m.add_argument("--arch", help="torchvision model name or baseline (steerable-c4, steerable-d4, plain, bruintjes7)")
     m.add_argument("--checkpoint", help="state_dict, Lightning .ckpt, or pickled nn.Module")
-    m.add_argument("--num-classes", type=int, default=10)
+    m.add_argument("--num-classes", type=int, default=10, help="classes of the model built from --arch")
     m.add_argument("--images", required=True, help="folder of image files or .pt tensor file")
     m.add_argument("--size", type=int, help="resize images to size x size")
     m.add_argument("--limit", type=int, default=512, help="at most this many probe images (default 512)")
@@ -183,6 +186,10 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--baseline", action="store_true", help="mark the run as a baseline (drawn dashed)")
     m.add_argument("--per-channel", action="store_true", help="also log per-channel values")
     m.add_argument("--csv", help="CSV path (default: {logdir}/{run}/equivariance.csv)")
+    m.add_argument(
+        "--progress", action=argparse.BooleanOptionalAction, default=None,
+        help="show a progress bar over the probe images (default: when stderr is a terminal)",
+    )
     return parser
 
 
@@ -210,7 +217,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 def _measure(args) -> int:
-    from tb_plugin.summary import write_report
+    from lightning_equivariance_tb.summary import write_report
 
     from .engine import measure
 
@@ -219,7 +226,7 @@ def _measure(args) -> int:
     layers = "auto" if args.layers == ["auto"] else args.layers
     report = measure(
         model, images, measures=args.measures, groups=args.groups, layers=layers,
-        batch_size=args.batch_size, progress=sys.stderr.isatty(), layouts=_layouts(args.layout), on_error=args.on_error,
+        batch_size=args.batch_size, progress=sys.stderr.isatty() if args.progress is None else args.progress, layouts=_layouts(args.layout), on_error=args.on_error,
     )
     run = args.run or args.arch or Path(args.checkpoint).stem
     run_dir = Path(args.logdir) / run

@@ -1,4 +1,5 @@
-"""Probe images: the input rule of a batch, and reading a tensor, a Dataset or batches in chunks.
+"""Probe images: the input rule of a batch, reading a tensor, a Dataset or batches in chunks,
+and :class:`ProbeSet`, the fixed seeded probe set the callback measures at every epoch.
 
 The one place for the "first tensor" rule: the input of a batch is the batch itself if it
 is a tensor, ``batch["image"]`` (or ``"images"``, ``"input"``, ``"inputs"``, ``"x"``,
@@ -6,11 +7,14 @@ is a tensor, ``batch["image"]`` (or ``"images"``, ``"input"``, ``"inputs"``, ``"
 """
 from __future__ import annotations
 
-from typing import Iterator, List, Mapping
+import warnings
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 
-__all__ = ["first_tensor_of", "iter_images", "is_dataset", "INPUT_RULE"]
+from .snapshot import rngs_restored, seed_rngs
+
+__all__ = ["first_tensor_of", "iter_images", "is_dataset", "INPUT_RULE", "ProbeSet", "check_inputs", "dataset_of", "item_seed"]
 
 INPUT_RULE = (
     "a batch's input is the batch itself if it is a tensor, batch['image'] (or 'images', 'input', "
@@ -63,3 +67,186 @@ def iter_images(inputs, chunk: int) -> Iterator[torch.Tensor]:
             buf, n = ([cat[chunk:]] if cat.shape[0] > chunk else []), cat.shape[0] - chunk
     if n:
         yield torch.cat(buf)
+
+
+def check_inputs(inputs) -> None:
+    """Refuse what cannot be a probe source (``TypeError``/``ValueError`` naming ``inputs``)."""
+    if isinstance(inputs, torch.Tensor):
+        if inputs.dim() != 4 or not inputs.is_floating_point():
+            raise ValueError(f"inputs must be a float tensor N x C x H x W, got {inputs.dtype} of shape {tuple(inputs.shape)}")
+        if inputs.shape[0] == 0:
+            raise ValueError("inputs is empty (0 images)")
+    elif not (is_dataset(inputs) or hasattr(inputs, "dataset")):
+        raise TypeError(
+            f"inputs must be a tensor N x C x H x W, a map-style Dataset or a DataLoader, got {type(inputs).__name__}"
+        )
+
+
+def dataset_of(source):
+    """What a probe source is indexed by: the tensor or map-style Dataset itself, a loader's
+    map-style dataset, or ``None`` for an iterable (a loader over an ``IterableDataset``)."""
+    if isinstance(source, torch.Tensor) or is_dataset(source):
+        return source
+    dataset = getattr(source, "dataset", None)
+    if dataset is not None and is_dataset(dataset) and not isinstance(dataset, torch.utils.data.IterableDataset):
+        return dataset
+    return None
+
+
+def item_seed(seed: int, index: int) -> int:
+    """The global RNGs' seed for reading dataset item ``index``: one per (seed, index), so a random
+    transform draws the same for an image on any rank, in any shard, at any epoch."""
+    return (seed * 1_000_003 + index) % 2**31
+
+
+class ProbeSet:
+    """A fixed, seeded probe set: which images, this process's share of them, and reading it.
+
+    Choice: ``num_samples`` items chosen once with a seeded ``torch.Generator`` (never the
+    global RNG), a sorted random subset of the source's indices (``indices``, kept in
+    :meth:`state_dict`; chosen anew only when the source's length changes). A source is a
+    tensor ``N x C x H x W``, a map-style ``Dataset`` or a ``DataLoader``; a loader over an
+    ``IterableDataset`` (no ``len``) gives its first ``num_samples`` images instead.
+
+    Sharding: process ``rank`` of ``world`` reads the strided shard ``indices[rank::world]``,
+    at probe positions :meth:`positions` (ranks in ``indices``).
+
+    Reading: dataset items are read directly (not through a loader's sampler or workers) and
+    collated with the loader's ``collate_fn``; each is read with the global RNGs seeded from
+    ``(seed, index)`` (:func:`item_seed`) and restored afterwards, so random augmentations draw
+    the same for an image at every epoch and on every rank, and the caller's RNG stream is
+    untouched. The input of a batch follows the input rule (module docstring) or ``input_fn``.
+    This process's images are cached on CPU.
+
+    ``owner`` prefixes the warnings (a new choice after a checkpoint, a checkpoint chosen with
+    other settings).
+    """
+
+    def __init__(
+        self,
+        num_samples: int,
+        seed: int = 0,
+        input_fn: Optional[Callable[[Any], torch.Tensor]] = None,
+        owner: str = "ProbeSet",
+    ):
+        self.num_samples, self.seed, self.input_fn, self.owner = int(num_samples), int(seed), input_fn, owner
+        self.indices: Optional[torch.Tensor] = None  # global probe indices into the source
+        self.source_len: Optional[int] = None
+        self._cache: Optional[torch.Tensor] = None  # this process's probe images, CPU
+        self._cache_key: Optional[Tuple[int, int]] = None
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {
+            "indices": None if self.indices is None else self.indices.clone(),
+            "source_len": self.source_len,
+            "seed": self.seed,
+            "num_samples": self.num_samples,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Take the checkpoint's indices (warning when they were chosen with another seed or size)."""
+        if int(state.get("seed", self.seed)) != self.seed or int(state.get("num_samples", self.num_samples)) != self.num_samples:
+            warnings.warn(
+                f"{self.owner}: the checkpoint's probe set was chosen with seed={state.get('seed')}, "
+                f"num_samples={state.get('num_samples')}; keeping it (this one has seed={self.seed}, "
+                f"num_samples={self.num_samples})",
+                UserWarning,
+                stacklevel=3,
+            )
+        idx = state.get("indices")
+        self.indices = None if idx is None else torch.as_tensor(idx, dtype=torch.long).clone()
+        self.source_len = state.get("source_len")
+        self._cache = self._cache_key = None
+
+    def choose(self, length: Optional[int]) -> None:
+        """Choose the indices for a source of ``length`` items (``None``: an iterable, nothing to choose)."""
+        if length is None or (self.indices is not None and self.source_len == length):
+            return
+        if self.indices is not None:
+            warnings.warn(
+                f"{self.owner}: the probe source has {length} items, the checkpoint's probe set was chosen "
+                f"from {self.source_len}; choosing a new one",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+        if length < 1:
+            raise ValueError("the probe source is empty")
+        generator = torch.Generator().manual_seed(self.seed)
+        self.indices = torch.randperm(length, generator=generator)[: min(self.num_samples, length)].sort().values
+        self.source_len = length
+        self._cache = self._cache_key = None
+
+    def cached(self, rank: int = 0, world: int = 1) -> Optional[torch.Tensor]:
+        """This process's images if already read for this (rank, world), else ``None``."""
+        return self._cache if self._cache is not None and self._cache_key == (rank, world) else None
+
+    def positions(self, rank: int = 0, world: int = 1) -> range:
+        """The probe positions (ranks in ``indices``) of process ``rank``'s shard, in its order."""
+        return range(rank, len(self.indices), world)
+
+    def images(self, source, rank: int = 0, world: int = 1) -> torch.Tensor:
+        """Process ``rank``'s share of the probe images from ``source``, a float tensor B x C x H x W on CPU."""
+        cached = self.cached(rank, world)
+        if cached is not None:
+            return cached
+        data = dataset_of(source)
+        if data is None:  # an iterable: its first num_samples images
+            images = self._read_iterable(source)
+            self._check_split(images.shape[0], world)
+            self.indices, self.source_len = torch.arange(images.shape[0]), None
+            images = images[rank::world]
+        else:
+            self.choose(len(data))
+            self._check_split(len(self.indices), world)
+            shard = self.indices[rank::world]
+            if isinstance(data, torch.Tensor):
+                images = data[shard]
+            else:
+                images = self._read_items(data, shard.tolist(), getattr(source, "collate_fn", None) if source is not data else None)
+        if images.dim() != 4 or not images.is_floating_point():
+            raise ValueError(
+                f"probe images must be a float tensor B x C x H x W, got {images.dtype} of shape {tuple(images.shape)}; "
+                f"{INPUT_RULE}"
+            )
+        self._cache, self._cache_key = images.detach().cpu(), (rank, world)
+        return self._cache
+
+    @staticmethod
+    def _check_split(total: int, world: int) -> None:
+        if total < world:
+            raise ValueError(f"{total} probe images cannot be split over {world} processes; raise num_samples")
+
+    def input_of(self, batch) -> torch.Tensor:
+        """The input tensor of a (collated) batch: ``input_fn(batch)`` if given, else by the input rule."""
+        x = self.input_fn(batch) if self.input_fn is not None else first_tensor_of(batch)
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"input_fn returned {type(x).__name__}, expected a tensor B x C x H x W")
+        return x
+
+    def _read_items(self, dataset, indices: List[int], collate) -> torch.Tensor:
+        from torch.utils.data import default_collate
+
+        collate = collate or default_collate
+        chunks, step = [], 64
+        with rngs_restored():
+            for start in range(0, len(indices), step):
+                items = []
+                for i in indices[start : start + step]:
+                    seed_rngs(item_seed(self.seed, i))
+                    items.append(dataset[i])
+                chunks.append(self.input_of(collate(items)).detach().cpu())
+        return torch.cat(chunks)
+
+    def _read_iterable(self, loader) -> torch.Tensor:
+        chunks, n = [], 0
+        with rngs_restored():
+            seed_rngs(self.seed)
+            for batch in loader:
+                x = self.input_of(batch).detach().cpu()
+                chunks.append(x)
+                n += x.shape[0]
+                if n >= self.num_samples:
+                    break
+        if not chunks:
+            raise ValueError("the probe dataloader yielded no batch")
+        return torch.cat(chunks)[: self.num_samples]

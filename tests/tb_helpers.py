@@ -15,7 +15,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from tb_plugin.summary import write_report
+from lightning_equivariance_tb.summary import write_report
 
 XSS_RUN = "<img src=x onerror=alert(1)>"
 """A hostile run name: must show as text everywhere."""
@@ -29,7 +29,7 @@ class FakeSeries:
     parts: List[str]
     values: np.ndarray
     per_channel: Optional[List[np.ndarray]] = None
-    higher_is_better: bool = True
+    higher_is_better: Optional[bool] = True
 
 
 @dataclasses.dataclass
@@ -161,6 +161,27 @@ def write_long_run(run_dir, epochs, n_layers=4):
     writer.close()
 
 
+def decode_values(body):
+    """``body`` with its base64 float32 matrix (``values_base64``, ``values_shape``)
+    as ``values``: nested lists in the routes' JSON spelling of numbers (infinities
+    as ``"Infinity"``/``"-Infinity"``, NaN = missing as ``None``). Also inside
+    ``{"series": [...]}`` bodies."""
+    import base64
+
+    if isinstance(body.get("series"), list):
+        body["series"] = [decode_values(x) for x in body["series"]]
+    if "values_base64" not in body:
+        return body
+    flat = np.frombuffer(base64.b64decode(body["values_base64"]), "<f4").astype(np.float64)
+    spelled = [
+        None if np.isnan(v) else "Infinity" if v == np.inf else "-Infinity" if v == -np.inf else v
+        for v in flat.tolist()
+    ]
+    body["values"] = np.array(spelled, dtype=object).reshape(body["values_shape"]).tolist()
+    del body["values_base64"]
+    return body
+
+
 def channel_counts(n_layers):
     return [4 + 2 * i for i in range(n_layers)]
 
@@ -222,6 +243,122 @@ def append_epoch(logdir, run, epoch, *, n_layers=6, runs=RUNS):
         baseline=spec["baseline"],
         per_channel=True,
     )
+
+
+# ------------------------------------------------- hand-written event files --
+#
+# What another program (or a corrupted file) may put into an event file: the
+# routes must answer 4xx JSON or serve it, never 500, and the tab must show any
+# string as text.
+
+MARKUP_PART = "<b>Head</b><img src=x onerror=alert(2)>"
+"""A depth-part name with markup: must show as text everywhere."""
+
+MALFORMED_LAYERS = ["c0", "c1", "pool", "fc"]
+MALFORMED_PARTS = ["Early", "Late", "Pool", "Final"]
+
+
+def with_metadata(summary_pb, **changes):
+    """A copy of a one-value summary whose metadata JSON has ``changes``."""
+    import json
+
+    from tensorboard.compat.proto import summary_pb2
+
+    out = summary_pb2.Summary()
+    out.CopyFrom(summary_pb)
+    content = json.loads(out.value[0].metadata.plugin_data.content)
+    content.update(changes)
+    out.value[0].metadata.plugin_data.content = json.dumps(content).encode()
+    return out
+
+
+def with_tensor(summary_pb, array):
+    """A copy of a one-value summary holding ``array`` (e.g. strings) instead."""
+    from tensorboard.compat.proto import summary_pb2
+    from tensorboard.util import tensor_util
+
+    out = summary_pb2.Summary()
+    out.CopyFrom(summary_pb)
+    out.value[0].tensor.CopyFrom(tensor_util.make_tensor_proto(array))
+    return out
+
+
+def write_events(run_dir, points, scalar=None):
+    """Write ``points`` (``[(step, [summary, ...]), ...]``) into one event file;
+    ``scalar``: a ``val/acc`` value logged at the last step."""
+    from tensorboard.compat.proto import summary_pb2
+
+    writer = EventWriter(run_dir)
+    for step, summaries in points:
+        for summary_pb in summaries:
+            writer.add_summary(summary_pb, step, 1000.0 + step)
+    if scalar is not None:
+        writer.add_summary(
+            summary_pb2.Summary(value=[summary_pb2.Summary.Value(tag="val/acc", simple_value=scalar)]),
+            points[-1][0],
+            1000.0 + points[-1][0],
+        )
+    writer.close()
+
+
+def write_malformed_logdir(path, epochs=3):
+    """Runs as another program may write them (``measure`` "equivariance", group
+    "rot90" unless said), plus good runs for comparison:
+
+    * ``string_tensor``: the layer and channel tensors hold strings;
+    * ``bad_channels``: the channel metadata's counts are not integers;
+    * ``bad_shape``: one point of the wrong length among good ones;
+    * ``bad_record``: a step record that is no JSON;
+    * ``markup_part``: a part named :data:`MARKUP_PART` (and per-channel data);
+    * ``sv_run``: measure ``sv`` (no preferred direction, ``higher_is_better=None``)
+      written by the writer, group "rot90";
+    * ``good_a``, ``good_b``: plain runs (``val/acc`` in every run but
+      ``string_tensor``).
+    """
+    from lightning_equivariance_tb import summary
+
+    def layers(values, **kw):
+        return summary.layers_pb("equivariance", "rot90", MALFORMED_LAYERS, MALFORMED_PARTS, values, **kw)
+
+    def channels(values, **kw):
+        rows = [[v, v + 0.01] for v in values]
+        return summary.channels_pb("equivariance", "rot90", MALFORMED_LAYERS, MALFORMED_PARTS, rows, **kw)
+
+    def values(epoch, offset):
+        return np.linspace(0.2, 0.8, len(MALFORMED_LAYERS)) + 0.02 * epoch + offset
+
+    strings = np.array([b"0.1", b"0.2", b"0.3", b"0.4"], dtype=object)
+    steps = range(epochs)
+    write_events(os.path.join(path, "string_tensor"), [
+        (e, [with_tensor(layers(values(e, 0)), strings), with_tensor(channels(values(e, 0)), strings)])
+        for e in steps
+    ])
+    write_events(os.path.join(path, "bad_channels"), [
+        (e, [layers(values(e, 0.1)), with_metadata(channels(values(e, 0.1)), channels=[1.5, "x", 2, 2])])
+        for e in steps
+    ], scalar=0.6)
+    write_events(os.path.join(path, "bad_shape"), [
+        (e, [layers(values(e, 0.05)) if e != 1 else with_tensor(layers(values(e, 0)), np.zeros(3, np.float32))])
+        for e in steps
+    ], scalar=0.65)
+    bad_record = summary.record_pb("equivariance", "rot90", MALFORMED_LAYERS, MALFORMED_PARTS, epoch=0)
+    write_events(os.path.join(path, "bad_record"), [
+        (e, [layers(values(e, 0.15)), with_tensor(bad_record, np.array(b"{not json", dtype=object))])
+        for e in steps
+    ], scalar=0.7)
+    markup_parts = [MARKUP_PART, "Late", "Pool", "Final"]
+    write_events(os.path.join(path, "markup_part"), [
+        (e, [with_metadata(layers(values(e, 0.2)), parts=markup_parts),
+             with_metadata(channels(values(e, 0.2)), parts=markup_parts)])
+        for e in steps
+    ], scalar=0.8)
+    for run, offset, acc in (("good_a", 0.25, 0.75), ("good_b", 0.3, 0.85)):
+        write_events(os.path.join(path, run), [(e, [layers(values(e, offset)), channels(values(e, offset))]) for e in steps],
+                     scalar=acc)
+    for e in steps:
+        sv = FakeSeries("sv", "rot90", MALFORMED_LAYERS, MALFORMED_PARTS, values(e, 0.0),
+                        [[v, 2 * v] for v in values(e, 0.0)], higher_is_better=None)
+        write_report(os.path.join(path, "sv_run"), FakeReport([sv]), e, model="sv model", per_channel=True)
 
 
 # ------------------------------------------------------- real training runs --
@@ -404,7 +541,7 @@ def append_measured_epoch(info, step):
     """Measure ``info["module"]`` now and write the report at ``step`` into
     its run directory (what the callback would log at the next epoch)."""
     from lightning_equivariance import Rotation90, measure
-    from tb_plugin.summary import write_report
+    from lightning_equivariance_tb.summary import write_report
 
     with _one_thread():
         report = measure(
@@ -450,7 +587,7 @@ def write_nv_run(path, module, run="nv_degenerate", steps=2):
     import torch
 
     from lightning_equivariance import Rotation90, measure
-    from tb_plugin.summary import write_report
+    from lightning_equivariance_tb.summary import write_report
 
     x, _ = make_images(8, seed=300)
     for step in range(steps):
@@ -483,11 +620,15 @@ class TensorBoardProcess:
 
     Keeps every epoch (``--samples_per_plugin=equivariance=0``) unless
     ``keep_all=False``, and reloads the logdir every second so live updates
-    show quickly.
+    show quickly. ``command``: how to start TensorBoard (default: this
+    Python's ``-m tensorboard.main``; e.g. another venv's ``bin/tensorboard``),
+    run in ``cwd``.
     """
 
-    def __init__(self, logdir, *, extra_args=(), keep_all=True, timeout=60.0):
+    def __init__(self, logdir, *, extra_args=(), keep_all=True, timeout=60.0, command=None, cwd=None):
         self.logdir = str(logdir)
+        self.command = list(command) if command else None
+        self.cwd = cwd
         self.port = free_port()
         self.url = "http://127.0.0.1:%d" % self.port
         self.extra_args = list(extra_args)
@@ -503,8 +644,7 @@ class TensorBoardProcess:
         import time
         import urllib.request
 
-        args = [
-            sys.executable, "-m", "tensorboard.main",
+        args = (self.command or [sys.executable, "-m", "tensorboard.main"]) + [
             "--logdir", self.logdir,
             "--host", "127.0.0.1",
             "--port", str(self.port),
@@ -512,7 +652,7 @@ class TensorBoardProcess:
         ] + self.extra_args
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
-            args, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            args, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=self.cwd
         )
         deadline = time.monotonic() + self.timeout
         while True:

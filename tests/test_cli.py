@@ -101,3 +101,31 @@ def test_layout_override(tmp_path, capsys):
     assert values["channels_last"] != values["channels_first"]
     assert main(["measure", "--checkpoint", str(ckpt), "--images", str(images), "--layout", "fc"]) == 2
     assert "LAYER=channels_first" in capsys.readouterr().err
+
+
+def test_unknown_group_or_measure_is_one_line_and_exit_2(tmp_path):
+    images = tmp_path / "x.pt"
+    torch.save(torch.rand(2, 1, 9, 9), images)
+    for extra, word in ((["--groups", "rotation9"], "unknown group"), (["--measures", "invarince"], "unknown measure")):
+        out = subprocess.run([sys.executable, "-m", "lightning_equivariance", "measure", "--arch", "plain",
+                              "--images", str(images), "--logdir", str(tmp_path)] + extra,
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 2, out.stderr
+        assert word in out.stderr and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_help_shows_defaults_and_progress(capsys):
+    import pytest
+
+    with pytest.raises(SystemExit):
+        main(["measure", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--num-classes NUM_CLASSES classes of the model built from --arch (default: 10)" in text
+    assert "--progress, --no-progress" in text
+
+
+def test_progress_bar_on_request(tmp_path, capsys):
+    images = tmp_path / "x.pt"
+    torch.save(torch.rand(3, 1, 9, 9), images)
+    assert main(["measure", "--arch", "plain", "--images", str(images), "--logdir", str(tmp_path), "--progress"]) == 0
+    assert "measuring" in capsys.readouterr().err  # tqdm's bar, on stderr

@@ -118,8 +118,9 @@ def api(tb, route, **params):
     )
     with urllib.request.urlopen(url, timeout=10) as r:
         text = r.read().decode("utf-8")
-    # Strict JSON: no bare NaN / Infinity tokens.
-    return json.loads(text, parse_constant=lambda c: pytest.fail("bare %s in JSON" % c))
+    # Strict JSON: no bare NaN / Infinity tokens; base64 matrices decoded into "values".
+    body = json.loads(text, parse_constant=lambda c: pytest.fail("bare %s in JSON" % c))
+    return tb_helpers.decode_values(body)
 
 
 def number(value):
@@ -515,3 +516,47 @@ def test_downsampled_note(driver, tmp_path):
         assert "--samples_per_plugin=equivariance=0" in banner
         sub = driver.find_element(By.CSS_SELECTOR, ".eq-heatmap .eq-card-sub").text
         assert "of 120 epochs kept by TensorBoard" in sub
+
+
+def test_hand_written_logs(driver, tmp_path):
+    # Event files another program wrote: a depth part named with markup, a measure
+    # without a preferred direction (sv), a run whose tensors are strings (its
+    # series cannot be read: the other runs are still drawn, it is named).
+    tb_helpers.write_malformed_logdir(tmp_path)
+    with tb_helpers.TensorBoardProcess(tmp_path) as tb:
+        driver.switch_to.default_content()
+        driver.get(tb.url + "/data/plugin_entry.html?name=equivariance")
+        wait(driver, lambda d: js(d, "return document.body.dataset.renderCount"))
+        readable = {"bad_channels", "bad_shape", "bad_record", "markup_part", "good_a", "good_b"}
+        wait(driver, lambda d: all_drawn(d, readable), message="readable runs drawn")
+        banner = wait(driver, lambda d: js(d, "const b = document.querySelector('.eq-banner');"
+                                              "return b.hidden ? false : b.textContent"))
+        assert "run(s) not shown, e.g. string_tensor: Not found: run 'string_tensor' has no readable data" in banner
+        tag = driver.find_element(By.CSS_SELECTOR, '.eq-run[data-run="string_tensor"] .eq-tag.eq-warn')
+        assert tag.text == "unreadable"
+
+        # The part name is text: in the canvas tooltip and in the plotly hover.
+        tip = hover_cell(driver, canvas_of(driver, "markup_part"), 0, 0)
+        assert tip.split("\n")[1] == "layer c0 (%s)" % tb_helpers.MARKUP_PART
+        click_view(driver, "profile")
+        customdata = js(
+            driver,
+            "return [...document.querySelector('.js-plotly-plot').data]"
+            ".filter(t => t.name.startsWith('markup_part')).map(t => t.customdata[0])",
+        )
+        assert customdata == ["c0 (&lt;b&gt;Head&lt;/b&gt;&lt;img src=x onerror=alert(2)&gt;)"]
+        plot = driver.find_element(By.CSS_SELECTOR, ".js-plotly-plot")
+        ActionChains(driver).move_to_element(plot).perform()  # hover labels get drawn
+        assert js(driver, "return document.querySelectorAll('img, b, [onerror]').length") == 0
+        with pytest.raises(NoAlertPresentException):
+            driver.switch_to.alert.text
+
+        # sv: no preferred direction - the hint says so, the colours are not reversed.
+        click_view(driver, "heatmap")
+        select_measure(driver, "sv")
+        canvas = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, '.eq-heatmap[data-run="sv_run"] canvas.eq-canvas'))[0]
+        hint = js(driver, "return document.querySelector('.eq-main .eq-hint').textContent")
+        assert "this measure has no preferred direction" in hint
+        assert "lower is" not in hint and "higher is" not in hint
+        top = js(driver, "const h = arguments[0].eqHeatmap; return h.colorOf(h.spec.zmax)", canvas)
+        assert top == [253, 231, 37]  # viridis's top end: not reversed

@@ -18,10 +18,11 @@ from werkzeug import test as werkzeug_test
 from werkzeug import wrappers
 
 import tb_helpers
-from tb_helpers import RUNS, XSS_RUN
-from tb_plugin import plugin as plugin_module
-from tb_plugin import summary
-from tb_plugin.plugin import EquivariancePlugin
+from tb_helpers import MALFORMED_LAYERS, MARKUP_PART, RUNS, XSS_RUN
+from lightning_equivariance_tb import data as data_module
+from lightning_equivariance_tb import plugin as plugin_module
+from lightning_equivariance_tb import summary
+from lightning_equivariance_tb.plugin import EquivariancePlugin
 
 PREFIX = "/data/plugin/equivariance"
 EPOCHS = 4
@@ -76,11 +77,14 @@ def strict_json(text):
     return json.loads(text, parse_constant=refuse)
 
 
-def get(client, route, expect=200, **params):
+def get(client, route, expect=200, raw=False, **params):
+    """A route's strict-JSON body; unless ``raw``, base64 matrices decoded into
+    ``values`` (see :func:`tb_helpers.decode_values`)."""
     response = client.get(PREFIX + route, query_string=params)
     assert response.status_code == expect, response.get_data(as_text=True)
     assert response.mimetype == "application/json"
-    return strict_json(response.get_data(as_text=True))
+    body = strict_json(response.get_data(as_text=True))
+    return body if raw else tb_helpers.decode_values(body)
 
 
 def number(value):
@@ -105,7 +109,7 @@ def expected_values(run, epoch, measure_index=0, n_layers=N_LAYERS):
 
 def test_entry_point_and_frontend_metadata():
     names = {ep.name: ep.value for ep in importlib.metadata.entry_points(group="tensorboard_plugins")}
-    assert names.get("equivariance") == "tb_plugin.plugin:EquivariancePlugin"
+    assert names.get("equivariance") == "lightning_equivariance_tb.plugin:EquivariancePlugin"
     meta = EquivariancePlugin(base_plugin.TBContext()).frontend_metadata()
     assert meta.es_module_path == "/index.js"
     assert meta.tab_name == "Equivariance"
@@ -137,10 +141,8 @@ def test_runs(client):
     }
     assert all(s["has_channels"] for s in a["series"])
     assert runs["steerable_baseline"]["baseline"] is True
-    assert runs["steerable_baseline"]["baseline_flag"] is True
-    # Baseline by name only.
-    assert runs["e2cnn_steerable"]["baseline"] is True
-    assert runs["e2cnn_steerable"]["baseline_flag"] is False
+    # Named like a steerable net but not flagged: not a baseline (the metadata flag only).
+    assert runs["e2cnn_steerable"]["baseline"] is False
     assert body["measures"] == {"equivariance": ["rot90"], "invariance": ["rot90"]}
     assert body["samples_flag"] == "--samples_per_plugin=equivariance=0"
 
@@ -159,16 +161,15 @@ def test_series(client):
         )
 
 
-def test_series_base64_matches_json(client):
+def test_series_values_are_base64_float32(client):
     args = dict(run=XSS_RUN, measure="equivariance", group="rot90")
-    as_json = get(client, "/series", **args)
-    as_b64 = get(client, "/series", encoding="base64", **args)
+    as_b64 = get(client, "/series", raw=True, **args)
     assert "values" not in as_b64 and as_b64["values_shape"] == [N_LAYERS, EPOCHS]
     decoded = np.frombuffer(base64.b64decode(as_b64["values_base64"]), "<f4")
-    np.testing.assert_allclose(
-        decoded.reshape(N_LAYERS, EPOCHS), np.array(as_json["values"]), rtol=1e-6
-    )
+    expected = np.array([expected_values(XSS_RUN, e).values for e in range(EPOCHS)]).T
+    np.testing.assert_allclose(decoded.reshape(N_LAYERS, EPOCHS), expected, rtol=1e-6)
     assert as_b64["run"] == XSS_RUN
+    assert get(client, "/series", raw=True, encoding="base64", **args) == as_b64
 
 
 def test_series_batch(client):
@@ -187,7 +188,7 @@ def test_series_batch(client):
         client, "/series_batch", expect=404, run=["resnet_a", "nope"],
         measure="equivariance", group="rot90",
     )
-    assert missing == {"error": "no data for measure 'equivariance', group 'rot90' in run(s) 'nope'"}
+    assert missing == {"error": "Not found: no data for measure 'equivariance', group 'rot90' in run(s) 'nope'"}
     assert "missing query parameter 'run'" in get(
         client, "/series_batch", expect=400, measure="equivariance", group="rot90"
     )["error"]
@@ -220,7 +221,7 @@ def test_channels(client):
         ("/series", dict(run="nope", measure="equivariance", group="rot90"), 404, "run 'nope' has no equivariance data"),
         ("/series", dict(run="resnet_a", measure="lee", group="rot90"), 404, "no data for measure 'lee', group 'rot90' (it has: equivariance/rot90, invariance/rot90)"),
         ("/series", dict(run="resnet_a", measure="equivariance", group="flip"), 404, "group 'flip'"),
-        ("/series", dict(run="resnet_a", measure="equivariance", group="rot90", encoding="xml"), 400, "encoding must be 'json' or 'base64'"),
+        ("/series", dict(run="resnet_a", measure="equivariance", group="rot90", encoding="xml"), 400, "encoding must be 'base64'"),
         ("/channels", dict(run="resnet_a", measure="equivariance", group="rot90"), 400, "missing query parameter 'layer'"),
         ("/channels", dict(run="resnet_a", measure="equivariance", group="rot90", layer="nope"), 404, "run 'resnet_a' has no layer 'nope'"),
         ("/channels", dict(run="resnet_a", measure="equivariance", group="rot90", layer="fc", step="x"), 400, "step must be an integer, got 'x'"),
@@ -277,24 +278,21 @@ def test_spearman_run_selection(client):
     assert sorted(p["run"] for p in body["points"]) == runs
     assert all(p["n"] == 3 for p in body["parts"])
     body = get(client, "/spearman", expect=404, measure="equivariance", group="rot90", scalar="val/acc", run=["nope"])
-    assert body["error"] == "no run of those selected has data for measure 'equivariance', group 'rot90'"
+    assert body["error"] == "Not found: no run of those selected has data for measure 'equivariance', group 'rot90'"
 
 
 def test_spearman_module_edge_cases():
     stats = pytest.importorskip("scipy.stats")
-    from tb_plugin import spearman
-
     x, y = [1, 2, 2, 3, 5, 5, 5], [3, 1, 4, 1, 5, 9, 2]
-    rho, p, note = spearman.spearman(x, y)
+    rho, p, note = data_module.spearman(x, y)
     expected = stats.spearmanr(x, y)
     assert rho == pytest.approx(expected.statistic) and p == pytest.approx(expected.pvalue)
     assert note is None
-    assert spearman.spearman([1, 2], [2, 1])[2] == "needs at least 3 runs, got 2"
-    assert spearman.spearman([1, 1, 1], [1, 2, 3])[2].startswith("constant input")
-    assert spearman.spearman([1, 2, 3], [3, 2, 1])[:2] == (-1.0, 0.0)
-    np.testing.assert_array_equal(spearman.rankdata([10, 20, 10, 5]), [2.5, 4, 2.5, 1])
+    assert data_module.spearman([1, 2], [2, 1])[2] == "needs at least 3 runs, got 2"
+    assert data_module.spearman([1, 1, 1], [1, 2, 3])[2].startswith("constant input")
+    assert data_module.spearman([1, 2, 3], [3, 2, 1])[:2] == (-1.0, 0.0)
     with pytest.raises(ValueError, match="x and y must be 1-D of equal length"):
-        spearman.spearman([1, 2, 3], [1, 2])
+        data_module.spearman([1, 2, 3], [1, 2])
 
 
 def test_downsampled_flag(tmp_path):
@@ -323,7 +321,7 @@ def test_downsampled_flag(tmp_path):
     ],
 )
 def test_is_downsampled(steps, limit, expected):
-    assert plugin_module._is_downsampled(steps, limit) is expected
+    assert data_module.is_downsampled(steps, limit) is expected
 
 
 def test_unreadable_metadata_is_reported(tmp_path):
@@ -344,7 +342,7 @@ def test_unreadable_metadata_is_reported(tmp_path):
     assert body["measures"] == {"equivariance": ["rot90"]}
     (skipped,) = body["skipped"]
     assert skipped["tag"] == "equivariance_layers/future/rot90"
-    assert "version 99; this tb_plugin reads version 1" in skipped["reason"]
+    assert "version 99; this lightning_equivariance_tb reads versions 1 and 2" in skipped["reason"]
 
 
 def test_empty_logdir(tmp_path):
@@ -364,6 +362,15 @@ def test_static_files(client):
     assert "export async function render" in source
     css = client.get(PREFIX + "/style.css")
     assert css.status_code == 200 and css.mimetype == "text/css"
+    # Every module the entry point imports, directly or not, is served beside it.
+    seen, todo = set(), ["index.js"]
+    while todo:
+        name = todo.pop()
+        module = client.get(PREFIX + "/" + name)
+        assert (module.status_code, module.mimetype) == (200, "text/javascript"), name
+        seen.add(name)
+        todo += [m for m in re.findall(r'from "\./([a-z]+\.js)"', module.get_data(as_text=True)) if m not in seen]
+    assert seen == {"index.js", "app.js", "views.js", "charts.js", "heatmap.js", "util.js"}
 
 
 def test_plotly_bundle_comes_from_installed_package(client):
@@ -382,11 +389,13 @@ def test_plotly_bundle_comes_from_installed_package(client):
 
 def test_no_cdn_and_no_vendored_plotly():
     static = os.path.join(os.path.dirname(plugin_module.__file__), "static")
-    assert sorted(os.listdir(static)) == ["index.js", "style.css"]
-    for name in os.listdir(static):
+    names = sorted(os.listdir(static))
+    assert names == ["app.js", "charts.js", "heatmap.js", "index.js", "style.css", "util.js", "views.js"]
+    for name in names:
         with open(os.path.join(static, name), encoding="utf-8") as f:
             text = f.read()
         assert not re.search(r"https?://|//cdn", text), name
+        assert len(text) < 40_000, name  # our modules, not a bundle
 
 
 # ---------------------------------------------------------------- infinities --
@@ -448,7 +457,7 @@ def test_series_infinities_json_and_base64(inf_client):
     expected = np.array([inf_values("inf_a", e) for e in range(INF_EPOCHS)]).T
     got = np.array([[number(v) for v in row] for row in as_json["values"]])
     np.testing.assert_allclose(got, expected, rtol=1e-6)  # inf == inf
-    as_b64 = get(inf_client, "/series", encoding="base64", **args)
+    as_b64 = get(inf_client, "/series", raw=True, encoding="base64", **args)
     decoded = np.frombuffer(base64.b64decode(as_b64["values_base64"]), "<f4").reshape(
         as_b64["values_shape"]
     )
@@ -468,7 +477,7 @@ def test_channels_infinities(inf_client):
     assert body["values"][2] == ["-Infinity"] * INF_EPOCHS
     one = get(inf_client, "/channels", step=1, **args)
     assert one["values"] == [pytest.approx(0.3), "Infinity", "-Infinity"]
-    b64 = get(inf_client, "/channels", encoding="base64", **args)
+    b64 = get(inf_client, "/channels", raw=True, encoding="base64", **args)
     decoded = np.frombuffer(base64.b64decode(b64["values_base64"]), "<f4").reshape(b64["values_shape"])
     assert (decoded[1] == np.inf).all() and (decoded[2] == -np.inf).all()
     assert not np.isnan(decoded).any()  # the padding is cut off
@@ -503,35 +512,204 @@ def test_spearman_with_infinities(inf_client):
 
 
 def test_json_encoding_of_infinities():
-    text = plugin_module._dumps(
-        {"a": float("inf"), "b": -float("inf"), "c": float("nan"), "d": [1.5, float("inf")],
-         "m": plugin_module._matrix_json(np.array([[1.0, np.inf], [-np.inf, np.nan]]))}
-    )
-    assert strict_json(text) == {
-        "a": "Infinity", "b": "-Infinity", "c": None, "d": [1.5, "Infinity"],
-        "m": [[1.0, "Infinity"], ["-Infinity", None]],
-    }
-    assert plugin_module.INFINITY_JSON == {float("inf"): "Infinity", -float("inf"): "-Infinity"}
+    # The routes answer through TensorBoard's http_util.Respond (json_util.Cleanse);
+    # the data layer turns NaN into None first.
+    from tensorboard.backend import http_util
+
+    @wrappers.Request.application
+    def app(request):
+        body = {"a": float("inf"), "b": -float("inf"), "c": data_module.json_number(float("nan")),
+                "d": [1.5, float("inf")], "m": data_module.encode_matrix([[1.0, np.inf], [-np.inf, np.nan]])}
+        return http_util.Respond(request, body, "application/json")
+
+    body = strict_json(werkzeug_test.Client(app, wrappers.Response).get("/").get_data(as_text=True))
+    m = body.pop("m")
+    assert body == {"a": "Infinity", "b": "-Infinity", "c": None, "d": [1.5, "Infinity"]}
+    assert tb_helpers.decode_values(m)["values"] == [[1.0, "Infinity"], ["-Infinity", None]]
     assert float("Infinity") == np.inf and float("-Infinity") == -np.inf  # Python reads them
 
 
 def test_part_means():
     parts = ["Early", "Early", "Middle", "Pool", "Final", "Final"]
-    means = plugin_module.part_means([1.0, 3.0, np.inf, -np.inf, np.inf, -np.inf], parts)
+    means = data_module.part_means([1.0, 3.0, np.inf, -np.inf, np.inf, -np.inf], parts)
     assert list(means) == ["Early", "Middle", "Pool", "Final"]  # depth order
     assert means["Early"] == 2.0 and means["Middle"] == np.inf and means["Pool"] == -np.inf
     assert np.isnan(means["Final"])
 
 
 def test_spearman_ranks_infinities():
-    from tb_plugin import spearman
-
-    np.testing.assert_array_equal(
-        spearman.rankdata([np.inf, 0.5, -np.inf, np.inf, 2.0]), [4.5, 2, 1, 4.5, 3]
-    )
-    rho, p, note = spearman.spearman([np.inf, 1.0, 2.0, -np.inf], [4.0, 2.0, 3.0, 1.0])
+    rho, p, note = data_module.spearman([np.inf, 1.0, 2.0, -np.inf], [4.0, 2.0, 3.0, 1.0])
     assert rho == pytest.approx(1.0) and note is None
     with pytest.raises(ValueError, match="NaN"):
-        spearman.spearman([1.0, np.nan, 2.0], [1.0, 2.0, 3.0])
-    with pytest.raises(ValueError, match="cannot rank NaN"):
-        spearman.rankdata([np.nan])
+        data_module.spearman([1.0, np.nan, 2.0], [1.0, 2.0, 3.0])
+
+
+
+# ------------------------------------------------------ malformed event files --
+#
+# Every field read from an event file is validated: unreadable data is a 4xx JSON
+# error (or left out and counted), never a 500.
+
+
+@pytest.fixture(scope="module")
+def bad_client(tmp_path_factory):
+    path = tmp_path_factory.mktemp("malformed_logdir")
+    tb_helpers.write_malformed_logdir(path)
+    return make_client(path)
+
+
+EQ = dict(measure="equivariance", group="rot90")
+
+
+@pytest.mark.parametrize(
+    "route, params, code, message",
+    [
+        ("/series", dict(run="string_tensor", **EQ), 404,
+         "run 'string_tensor' has no readable data for measure 'equivariance', group 'rot90': 3 point(s)"),
+        ("/series", dict(run="string_tensor", **EQ), 404, "not a numeric tensor (object)"),
+        ("/series_batch", dict(run=["good_a", "string_tensor"], **EQ), 404, "run 'string_tensor' has no readable data"),
+        ("/channels", dict(run="string_tensor", layer="c1", **EQ), 404, "has no readable per-channel data"),
+        ("/channels", dict(run="bad_channels", layer="c1", **EQ), 404, "run 'bad_channels' has no per-channel data"),
+    ],
+)
+def test_malformed_event_files_are_4xx_json(bad_client, route, params, code, message):
+    body = get(bad_client, route, expect=code, **params)
+    assert set(body) == {"error"}
+    assert message in body["error"]
+
+
+def test_malformed_event_files_never_500(bad_client):
+    runs = [r["run"] for r in get(bad_client, "/runs")["runs"]]
+    assert set(runs) == {"string_tensor", "bad_channels", "bad_shape", "bad_record", "markup_part",
+                         "good_a", "good_b", "sv_run"}
+    for run in runs:
+        for route, extra in [("/series", {}), ("/channels", {"layer": "c1"}), ("/channels", {"layer": "c1", "step": "1"})]:
+            for measure in ("equivariance", "sv"):
+                response = bad_client.get(PREFIX + route, query_string=dict(run=run, measure=measure, group="rot90", **extra))
+                assert response.status_code in (200, 404), (run, route, response.get_data(as_text=True))
+                assert response.mimetype == "application/json"
+    assert get(bad_client, "/spearman", scalar="val/acc", **EQ)["points"]
+    assert get(bad_client, "/scalar_tags")["runs"] == len(runs)
+
+
+def test_bad_channel_metadata_is_skipped_and_named(bad_client):
+    body = get(bad_client, "/runs")
+    (skipped,) = [s for s in body["skipped"] if s["run"] == "bad_channels"]
+    assert skipped["tag"] == "equivariance_channels/equivariance/rot90"
+    assert "one integer channel count >= 0 per layer" in skipped["reason"]
+    (run,) = [r for r in body["runs"] if r["run"] == "bad_channels"]
+    assert run["series"][0]["has_channels"] is False
+    assert get(bad_client, "/series", run="bad_channels", **EQ)["steps"] == [0, 1, 2]
+
+
+def test_bad_points_and_records_are_left_out_and_counted(bad_client):
+    shape = get(bad_client, "/series", run="bad_shape", **EQ)
+    assert shape["steps"] == [0, 2] and shape["skipped_points"] == 1
+    record = get(bad_client, "/series", run="bad_record", **EQ)
+    assert record["steps"] == [0, 1, 2] and record["skipped_records"] == 3
+    assert record["missing"] == [] and record["epochs"] == [None, None, None]
+
+
+def test_markup_in_part_names_is_served_verbatim(bad_client):
+    # An unknown part name is a label: served as it is (the tab shows it as text),
+    # its part means and its Spearman row computed like any other.
+    body = get(bad_client, "/series", run="markup_part", **EQ)
+    assert body["parts"][0] == MARKUP_PART
+    assert body["unknown_parts"] == [MARKUP_PART]
+    assert body["part_names"] == ["Late", "Pool", "Final", MARKUP_PART]  # known parts first
+    channels = get(bad_client, "/channels", run="markup_part", layer=MALFORMED_LAYERS[0], **EQ)
+    assert channels["part"] == MARKUP_PART
+    spearman = get(bad_client, "/spearman", scalar="val/acc", **EQ)
+    rows = {row["part"]: row for row in spearman["parts"]}
+    assert rows[MARKUP_PART]["n"] == 1 and rows[MARKUP_PART]["note"] == "needs at least 3 runs, got 1"
+    assert [row["part"] for row in spearman["parts"]] == ["Early", "Late", "Pool", "Final", MARKUP_PART]
+
+
+def test_no_preferred_direction_is_served_as_none(bad_client):
+    # sv/sd have higher_is_better=None: neither "higher" nor "lower is better".
+    (run,) = [r for r in get(bad_client, "/runs")["runs"] if r["run"] == "sv_run"]
+    assert run["series"] == [dict(run["series"][0], measure="sv", higher_is_better=None)]
+    assert get(bad_client, "/series", run="sv_run", measure="sv", group="rot90")["higher_is_better"] is None
+    channels = get(bad_client, "/channels", run="sv_run", measure="sv", group="rot90", layer="c0")
+    assert channels["higher_is_better"] is None
+
+
+# ------------------------------------------------------------- format v1 ----
+
+V1_LOGDIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "tb_v1")
+
+
+def v1_values(run, epoch, m):
+    """The values tests/data/tb_v1 holds (see its README)."""
+    base = np.linspace(0.2, 0.8, 6) + 0.05 * epoch + {"v1_resnet": 0.0, "v1_steerable": 0.1}[run] + 0.01 * m
+    return np.round(base, 3)
+
+
+def test_v1_logs_are_served():
+    client = make_client(V1_LOGDIR)
+    body = get(client, "/runs")
+    runs = {r["run"]: r for r in body["runs"]}
+    assert set(runs) == {"v1_resnet", "v1_steerable"} and body["skipped"] == []
+    assert runs["v1_steerable"]["baseline"] is True and runs["v1_resnet"]["baseline"] is False
+    assert runs["v1_resnet"]["model"] == "resnet18 (v1)" and runs["v1_resnet"]["run_group"] == ""
+    directions = {(s["measure"], s["group"]): s["higher_is_better"] for s in runs["v1_resnet"]["series"]}
+    assert directions == {("equivariance", "rot90"): True, ("invariance", "rot90"): True, ("lee", "rotation"): False}
+    series = get(client, "/series", run="v1_resnet", measure="invariance", group="rot90")
+    assert series["version"] == 1 and series["steps"] == [0, 1, 2] and series["missing"] == []
+    assert series["layers"] == ["features.0", "features.1", "features.2", "features.3", "pool", "fc"]
+    for epoch in range(3):
+        np.testing.assert_allclose([row[epoch] for row in series["values"]], v1_values("v1_resnet", epoch, 1), rtol=1e-6)
+    lee = get(client, "/series", run="v1_resnet", measure="lee", group="rotation")
+    assert lee["values"][3][2] == "Infinity"
+    channels = get(client, "/channels", run="v1_resnet", layer="features.3", **EQ)
+    assert channels["channels"] == 4 and channels["part"] == "Late"
+    np.testing.assert_allclose(
+        [row[2] for row in channels["values"]],
+        v1_values("v1_resnet", 2, 0)[3] + np.round(np.linspace(-0.01, 0.01, 4), 4), rtol=1e-6,
+    )
+    spearman = get(client, "/spearman", scalar="val/acc", **EQ)
+    assert {p["run"] for p in spearman["points"]} == {"v1_resnet", "v1_steerable"}
+
+
+# ------------------------------------------------------------- format v2 ----
+
+
+@pytest.fixture(scope="module")
+def v2_client(tmp_path_factory):
+    path = tmp_path_factory.mktemp("v2_logdir")
+    layers = ["conv1", "conv2", "relu", "pool", "fc"]
+    parts = ["Early", "Early", "Late", "Pool", "Final"]
+    for epoch in range(3):
+        missing = {"relu": ("not_called", "hook never fired")}
+        if epoch == 1:
+            missing["conv2"] = ("refused", "dead output")
+        series = summary.Series(
+            "invariance", "rot90", layers, parts, values=[0.1 + epoch, 0.3, np.nan, 0.5, np.inf],
+            stderr=[0.01, 0.02, np.nan, 0.03, np.nan], non_finite=[0, 1, 0, 0, 0], missing=missing,
+        )
+        summary.write_series(path / "run", [series], epoch, epoch=epoch, global_step=10 * epoch,
+                             run_group="sweep", model="m", walltime=1000.0 + epoch)
+    return make_client(path)
+
+
+def test_v2_missing_layers_records_and_stats(v2_client):
+    (run,) = get(v2_client, "/runs")["runs"]
+    assert run["run_group"] == "sweep" and run["series"][0]["has_stats"] is True
+    body = get(v2_client, "/series", run="run", measure="invariance", group="rot90")
+    assert body["version"] == 2 and body["epochs"] == [0, 1, 2] and body["global_steps"] == [0, 10, 20]
+    assert body["values"][2] == [None, None, None]  # relu: never called
+    assert body["values"][1] == [pytest.approx(0.3), None, pytest.approx(0.3)]  # conv2 refused at epoch 1
+    assert body["missing"] == [
+        {"layer": 2, "point": 0, "status": "not_called", "reason": "hook never fired"},
+        {"layer": 1, "point": 1, "status": "refused", "reason": "dead output"},
+        {"layer": 2, "point": 1, "status": "not_called", "reason": "hook never fired"},
+        {"layer": 2, "point": 2, "status": "not_called", "reason": "hook never fired"},
+    ]
+    # Part means over the measured layers only: Early at epoch 1 is conv1 alone.
+    assert body["part_names"] == ["Early", "Late", "Pool", "Final"]
+    parts = tb_helpers.decode_values({"values_base64": body["part_values_base64"], "values_shape": body["part_values_shape"]})["values"]
+    assert parts[0] == [pytest.approx(0.2), pytest.approx(1.1), pytest.approx(1.2)]
+    assert parts[1] == [None, None, None] and parts[3] == ["Infinity"] * 3
+    stderr = tb_helpers.decode_values(dict(body["stats"]["stderr"]))["values"]
+    assert stderr[1] == [pytest.approx(0.02), None, pytest.approx(0.02)] and stderr[4] == [None] * 3
+    assert set(body["stats"]) == {"stderr", "non_finite"}

@@ -1,4 +1,4 @@
-"""The event format written by tb_plugin.summary, read back by TensorBoard."""
+"""The event format written by lightning_equivariance_tb.summary, read back by TensorBoard."""
 
 import json
 import os
@@ -13,7 +13,7 @@ from tensorboard.compat.proto import summary_pb2
 from tensorboard.util import tensor_util
 
 from tb_helpers import FakeReport, FakeSeries, fake_report, layer_names
-from tb_plugin import metadata, summary
+from lightning_equivariance_tb import metadata, summary
 
 LAYERS_TAG = "equivariance_layers/equivariance/rot90"
 CHANNELS_TAG = "equivariance_channels/equivariance/rot90"
@@ -60,7 +60,7 @@ def test_path_writer_roundtrip(tmp_path):
     assert smd.data_class == summary_pb2.DATA_CLASS_TENSOR
     md = metadata.parse_plugin_metadata(smd.plugin_data.content)
     assert md == {
-        "version": 1,
+        "version": 2,
         "kind": "layers",
         "measure": "equivariance",
         "group": "rot90",
@@ -68,6 +68,7 @@ def test_path_writer_roundtrip(tmp_path):
         "parts": ["Early", "Early", "Middle", "Late", "Pool", "Final"],
         "model": "resnet18",
         "baseline": False,
+        "run_group": "",
         "higher_is_better": True,
     }
 
@@ -281,8 +282,8 @@ def test_parse_plugin_metadata():
     assert parsed["model"] == "" and parsed["baseline"] is False
     assert parsed["higher_is_better"] is True
 
-    with pytest.raises(ValueError, match="version 2; this tb_plugin reads version 1"):
-        metadata.parse_plugin_metadata(json.dumps(dict(md, version=2)).encode())
+    with pytest.raises(ValueError, match="version 3; this lightning_equivariance_tb reads versions 1 and 2"):
+        metadata.parse_plugin_metadata(json.dumps(dict(md, version=3)).encode())
     with pytest.raises(ValueError, match="version None"):
         metadata.parse_plugin_metadata(b"{}")
     with pytest.raises(ValueError, match="not UTF-8 JSON"):
@@ -308,7 +309,8 @@ def test_create_summary_metadata_errors():
 
 def test_writer_and_plugin_do_not_import_torch():
     code = (
-        "import sys, tb_plugin.summary, tb_plugin.plugin, tb_plugin.metadata;"
+        "import sys, lightning_equivariance_tb.summary, lightning_equivariance_tb.plugin,"
+        " lightning_equivariance_tb.metadata, lightning_equivariance_tb.data;"
         "bad = [m for m in ('torch', 'lightning', 'pytorch_lightning', 'plotly')"
         " if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
@@ -317,3 +319,161 @@ def test_writer_and_plugin_do_not_import_torch():
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# ------------------------------------------------------------- version 2 --
+
+V1_FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "tb_v1")
+
+
+def record_of(acc, tag, index=-1):
+    (raw,) = tensor_util.make_ndarray(acc.Tensors(tag)[index].tensor_proto).reshape(-1)
+    return json.loads(raw.decode("utf-8"))
+
+
+def test_missing_layers_stats_and_record(tmp_path):
+    # A layer refused at one step and one whose hook never fired: the layer list stays
+    # the same, their values are NaN, the record names them with the reason.
+    layers = ["conv1", "conv2", "relu", "pool", "fc"]
+    parts = ["Early", "Middle", "Late", "Pool", "Final"]
+    series = summary.Series(
+        "equivariance", "rot90", layers, parts, values=[0.5, 123.0, np.nan, 0.8, 0.9],
+        per_channel=[[0.4, 0.6], [1.0, 2.0], None, [0.8], [0.9]],
+        higher_is_better=None,
+        stderr=[0.01, np.nan, np.nan, 0.02, 0.03],
+        above_chance=[True, False, False, True, True],
+        non_finite=[0, 0, 0, 2, 0],
+        missing={"conv2": ("refused", "non-square map 4x6 under rot90"), "relu": ("not_called", "hook never fired")},
+    )
+    n = summary.write_series(
+        tmp_path, [series], 3, epoch=3, global_step=120, run_group="sweep-1", per_channel=True
+    )
+    assert n == 4  # layers, channels, stats, record
+    acc = load(tmp_path)
+    (_, value), = values_of(acc, LAYERS_TAG)
+    assert value[0] == np.float32(0.5) and np.isnan(value[1:3]).all()  # 123.0 is not kept
+    md = metadata.parse_plugin_metadata(acc.SummaryMetadata(LAYERS_TAG).plugin_data.content)
+    assert md["layers"] == layers and md["higher_is_better"] is None
+    assert md["run_group"] == "sweep-1" and md["version"] == 2
+    (_, channels), = values_of(acc, CHANNELS_TAG)
+    assert np.isnan(channels[1]).all() and np.isnan(channels[2]).all()
+    cmd = metadata.parse_plugin_metadata(acc.SummaryMetadata(CHANNELS_TAG).plugin_data.content)
+    assert cmd["channels"] == [2, 0, 0, 1, 1]
+    stats_tag = "equivariance_stats/equivariance/rot90"
+    smd = metadata.parse_plugin_metadata(acc.SummaryMetadata(stats_tag).plugin_data.content)
+    assert smd["fields"] == ["stderr", "above_chance", "non_finite"]
+    (_, stats), = values_of(acc, stats_tag)
+    assert stats.shape == (3, 5) and stats.dtype == np.float32
+    np.testing.assert_array_equal(stats[1], [1, np.nan, np.nan, 1, 1])  # missing -> NaN
+    np.testing.assert_array_equal(stats[2], [0, np.nan, np.nan, 2, 0])
+    assert record_of(acc, "equivariance_record/equivariance/rot90") == {
+        "epoch": 3,
+        "global_step": 120,
+        "missing": {
+            "conv2": {"status": "refused", "reason": "non-square map 4x6 under rot90"},
+            "relu": {"status": "not_called", "reason": "hook never fired"},
+        },
+    }
+
+
+def test_series_from_a_library_object():
+    # What lightning_equivariance's report yields today: no missing, no statistics.
+    class LayerSeries:
+        measure, group = "sv", "rot90"
+        layers, parts = ["a", "b"], ["Early", "Final"]
+        values = np.array([0.1, 0.2])
+        per_channel = None
+        higher_is_better = None
+
+    s = summary.Series.from_object(LayerSeries())
+    assert s.higher_is_better is None and s.missing == {} and s.stderr is None
+    (pb,) = summary.series_summaries(LayerSeries())
+    md = metadata.parse_plugin_metadata(pb.value[0].metadata.plugin_data.content)
+    assert md["higher_is_better"] is None
+    with pytest.raises(TypeError, match="a series needs the attribute 'values'"):
+        summary.Series.from_object(type("NoValues", (), {"measure": "m", "group": "g", "layers": [], "parts": []})())
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(missing={"x": ("refused", "?")}), r"missing names layer 'x', which is not in layers"),
+        (dict(missing={"b": ("skipped", "?")}), r"missing\['b'\]: status must be one of \('refused', 'not_called'\)"),
+        (dict(missing={"b": ("refused", 3)}), r"missing\['b'\]: reason must be a string"),
+        (dict(informative=[1, 0.5, 1]), r"informative must be booleans"),
+        (dict(non_finite=[1, -1, 0]), r"non_finite must be counts >= 0"),
+        (dict(stderr=[0.1, 0.2]), r"stderr has shape \(2,\), expected \(3,\)"),
+        (dict(higher_is_better="up"), r"higher_is_better must be True, False or None"),
+    ],
+)
+def test_series_v2_errors(tmp_path, kwargs, message):
+    args = dict(measure="eq", group="rot90", layers=["a", "b", "c"], parts=["Early", "Middle", "Late"],
+                values=[0.1, np.nan, 0.3], missing={"b": ("refused", "dead output")})
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        summary.write_series(tmp_path / "run", [summary.Series(**args)], 0)
+    assert not (tmp_path / "run").exists()
+
+
+def test_record_only_when_there_is_something_to_record(tmp_path):
+    summary.write_report(tmp_path, fake_report(0), 0)
+    assert not [t for t in load(tmp_path).Tags()["tensors"] if t.startswith("equivariance_record/")]
+    summary.write_report(tmp_path / "b", fake_report(0), 5, epoch=2)
+    rec = record_of(load(tmp_path / "b"), "equivariance_record/equivariance/rot90")
+    assert rec == {"epoch": 2, "global_step": None, "missing": {}}
+    with pytest.raises(TypeError, match="epoch must be an int or None"):
+        summary.write_report(tmp_path / "c", fake_report(0), 0, epoch=1.5)
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (dict(kind="channels", channels=[1.5]), "one integer channel count >= 0 per layer"),
+        (dict(kind="channels", channels=["3"]), "one integer channel count >= 0 per layer"),
+        (dict(kind="channels"), "one integer channel count >= 0 per layer"),
+        (dict(higher_is_better="yes"), "'higher_is_better' must be true, false or null"),
+        (dict(higher_is_better=1), "'higher_is_better' must be true, false or null"),
+        (dict(parts=[3]), "lacks 'parts' \\(or it is not a list of strings\\)"),
+        (dict(layers=[""], parts=["Early"]), "must name at least one layer, by non-empty names"),
+        (dict(model=["x"]), "'model' must be a string"),
+        (dict(baseline="no"), "'baseline' must be true or false"),
+        (dict(run_group=7), "'run_group' must be a string"),
+        (dict(kind="stats"), "lacks 'fields'"),
+        (dict(version=1, kind="record"), "has kind 'record', expected one of \\('layers', 'channels'\\) \\(version 1\\)"),
+        (dict(version=1, higher_is_better=None), "must be true or false \\(version 1\\)"),
+        (dict(version=True), "has version True"),
+    ],
+)
+def test_parse_plugin_metadata_validates_every_field(change, message):
+    md = {"version": 2, "kind": "layers", "measure": "m", "group": "g", "layers": ["a"],
+          "parts": ["Early"], "model": "", "baseline": False, "run_group": "", "higher_is_better": True}
+    md.update(change)
+    with pytest.raises(ValueError, match=message):
+        metadata.parse_plugin_metadata(json.dumps(md).encode())
+
+
+def test_unknown_part_names_are_read_as_labels():
+    # The writer refuses them; a hand-written file may hold any string: the reader
+    # keeps it (the tab shows it as text).
+    md = {"version": 2, "kind": "layers", "measure": "m", "group": "g", "layers": ["a"],
+          "parts": ["<b>Head</b>"], "higher_is_better": None}
+    parsed = metadata.parse_plugin_metadata(json.dumps(md).encode())
+    assert parsed["parts"] == ["<b>Head</b>"] and parsed["higher_is_better"] is None
+
+
+def test_v1_fixture_is_read_as_v2():
+    # tests/data/tb_v1: written by the version-1 writer (tb_plugin.summary, commit 1667de5).
+    acc = load(os.path.join(V1_FIXTURE, "v1_resnet"))
+    assert set(acc.Tags()["tensors"]) == {
+        LAYERS_TAG, CHANNELS_TAG,
+        "equivariance_layers/invariance/rot90", "equivariance_layers/lee/rotation",
+    }
+    raw = json.loads(acc.SummaryMetadata(LAYERS_TAG).plugin_data.content)
+    assert raw["version"] == 1 and "run_group" not in raw
+    md = metadata.parse_plugin_metadata(acc.SummaryMetadata(LAYERS_TAG).plugin_data.content)
+    assert md["version"] == 1 and md["run_group"] == "" and md["higher_is_better"] is True
+    assert md["model"] == "resnet18 (v1)" and md["baseline"] is False
+    lee = metadata.parse_plugin_metadata(
+        acc.SummaryMetadata("equivariance_layers/lee/rotation").plugin_data.content
+    )
+    assert lee["higher_is_better"] is False

@@ -550,7 +550,7 @@ class StepEquivarianceCallback(Callback):
     CPU, moved to the module's device), in eval mode under ``no_grad``, then puts back every
     submodule's train/eval mode and the torch RNG state. Results go to:
 
-    * every TensorBoard logger, with ``tb_plugin.summary.write_report`` (the
+    * every TensorBoard logger, with ``lightning_equivariance_tb.summary.write_report`` (the
       ``equivariance_layers/{measure}/{group}`` tensors of the TensorBoard tab);
     * every logger as scalars ``equivariance/{measure}/{group}/{layer}`` and
       ``.../part/{Early|Middle|Late|Pool|Final}``;
@@ -636,7 +636,7 @@ class StepEquivarianceCallback(Callback):
         scalars = report.scalars()
         self.history[step] = scalars
         name = self.model_name or type(module).__name__
-        from tb_plugin.summary import write_report
+        from lightning_equivariance_tb.summary import write_report
 
         for logger in trainer.loggers:
             logger.log_metrics(scalars, step=step)

@@ -197,7 +197,7 @@ def main(argv: Optional[List[str]] = None) -> dict:
     {model: {transform: LEE of the logits}}, "top1": {model: accuracy or None}}``."""
     import pandas as pd
 
-    from tb_plugin.summary import write_report
+    from lightning_equivariance_tb.summary import write_report
 
     args = parse_args(argv)
     quiet_warnings()

@@ -1,0 +1,516 @@
+// The "Equivariance" tab's application: state, data loading, the sidebar's
+// controls, live updates. The views themselves are drawn by views.js: per-run
+// heatmap (layers x epochs, on a canvas: heatmap.js), curves per part / layer over
+// epochs, layer profile at one epoch, per-channel heatmap of one layer, and the
+// Spearman correlation of each part with a scalar across runs (plotly figures from
+// charts.js). The app polls for new epochs and keeps the user's selection.
+//
+// Safety: names from the logs reach the DOM through el(..., {text}) only, canvases
+// through fillText, plotly through the escaping figure builders of charts.js.
+
+import { PALETTE, decodeMatrix, el, getJSON, textWithCode } from "./util.js";
+import { Views } from "./views.js";
+
+export const POLL_MS = 4000;
+const VIEWS = [
+  ["heatmap", "Heatmap"],
+  ["curves", "Curves"],
+  ["profile", "Layer profile"],
+  ["channels", "Channels"],
+  ["spearman", "Spearman"],
+];
+const MAX_LAYER_PANELS = 6;
+
+/** Decode the base64 matrices of a /series body (values, part means, stats). */
+function decodeSeries(body) {
+  decodeMatrix(body, "values");
+  decodeMatrix(body, "part_values");
+  for (const stat of Object.values(body.stats || {})) decodeMatrix(stat, "values");
+  const missing = new Map();
+  for (const m of body.missing || []) missing.set(`${m.layer},${m.point}`, m);
+  body.missingAt = missing;
+  return body;
+}
+
+export class App {
+  constructor(root) {
+    this.root = root;
+    this.state = {
+      view: "heatmap",
+      measure: null,
+      group: null,
+      hidden: new Set(), // runs the user unchecked; new runs show up checked
+      layers: null, // selected layer names for curves; null = default
+      epoch: null, // step for profile/channels; null = follow the latest
+      channelRun: null,
+      channelLayer: null,
+      scalar: null,
+    };
+    this.index = null; // /runs
+    this.series = new Map(); // run -> /series body for state.measure/group
+    this.seriesKey = new Map(); // run -> signature of what is in this.series
+    this.seriesErrors = new Map(); // run -> why its series could not be read
+    this.scalarTags = null;
+    this.renderCount = 0;
+    this.build();
+  }
+
+  // ---- skeleton ---------------------------------------------------------
+
+  build() {
+    this.measureSelect = el("select", { onchange: () => this.onMeasure() });
+    this.groupSelect = el("select", { onchange: () => this.onGroup() });
+    this.tabs = el("div", { class: "eq-tabs" }, VIEWS.map(([id, label]) =>
+      el("button", { text: label, "data-view": id, onclick: () => this.setView(id) })));
+    this.status = el("span", { class: "eq-status", text: "loading…" });
+    const toolbar = el("div", { class: "eq-toolbar" }, [
+      el("label", {}, ["Measure", this.measureSelect]),
+      el("label", {}, ["Group", this.groupSelect]),
+      this.tabs,
+      this.status,
+    ]);
+    this.banner = el("div", { class: "eq-banner", hidden: true });
+    this.runList = el("div", { class: "eq-runs" });
+    this.viewControls = el("div", { class: "eq-view-controls" });
+    const sidebar = el("div", { class: "eq-sidebar" }, [
+      el("h3", { text: "Runs" }),
+      el("div", { class: "eq-run-tools" }, [
+        el("button", { text: "all", onclick: () => this.setAllRuns(true) }),
+        el("button", { text: "none", onclick: () => this.setAllRuns(false) }),
+      ]),
+      this.runList,
+      this.viewControls,
+    ]);
+    this.main = el("div", { class: "eq-main" });
+    this.views = new Views(this, this.main);
+    this.root.append(toolbar, this.banner, el("div", { class: "eq-body" }, [sidebar, this.main]));
+    this.updateTabs();
+  }
+
+  setStatus(text, isError = false) {
+    this.status.textContent = text;
+    this.status.classList.toggle("eq-error", isError);
+  }
+
+  updateTabs() {
+    for (const button of this.tabs.children) {
+      button.classList.toggle("eq-active", button.dataset.view === this.state.view);
+    }
+  }
+
+  get knownParts() {
+    return (this.index && this.index.parts) || [];
+  }
+
+  // ---- data -------------------------------------------------------------
+
+  /** Take a /runs body; true when it differs from the previous one. */
+  setIndex(index) {
+    const changed = JSON.stringify(index) !== JSON.stringify(this.index);
+    this.index = index;
+    this.fixSelection();
+    return changed;
+  }
+
+  /** Fetch /runs and the changed series; true when anything changed. */
+  async fetchData() {
+    const changedIndex = this.setIndex(await getJSON("./runs"));
+    const changedSeries = await this.loadSeries();
+    this.setStatus(`updated ${new Date().toLocaleTimeString()}`);
+    return changedIndex || changedSeries;
+  }
+
+  /** Poll step: re-render only when the data changed. */
+  async refresh() {
+    const changed = await this.fetchData();
+    if (changed || this.renderCount === 0) {
+      this.updateControls();
+      await this.renderView();
+    }
+  }
+
+  fixSelection() {
+    const measures = Object.keys(this.index.measures);
+    const s = this.state;
+    if (!measures.includes(s.measure)) {
+      s.measure = measures.includes("equivariance") ? "equivariance" : (measures[0] || null);
+    }
+    const groups = s.measure ? this.index.measures[s.measure] : [];
+    if (!groups.includes(s.group)) s.group = groups[0] || null;
+  }
+
+  /** Runs that have the selected measure/group (checked or not). */
+  runsWithSeries() {
+    const { measure, group } = this.state;
+    return this.index.runs.filter((r) =>
+      r.series.some((x) => x.measure === measure && x.group === group));
+  }
+
+  visibleRuns() {
+    return this.runsWithSeries().filter((r) => !this.state.hidden.has(r.run));
+  }
+
+  seriesInfo(run) {
+    const { measure, group } = this.state;
+    return run.series.find((x) => x.measure === measure && x.group === group);
+  }
+
+  /**
+   * Fetch, in one request, the series of visible runs that changed. When that
+   * fails (a run's event file holds data that cannot be read), fetch them one by
+   * one: the readable runs are drawn, the others are named with the reason.
+   */
+  async loadSeries() {
+    const { measure, group } = this.state;
+    const stale = [];
+    const keys = new Map();
+    for (const run of this.visibleRuns()) {
+      const info = this.seriesInfo(run);
+      const key = `${measure}\u0000${group}\u0000${info.last_step}\u0000${info.wall_time}`;
+      if (this.seriesKey.get(run.run) !== key) {
+        stale.push(run.run);
+        keys.set(run.run, key);
+      }
+    }
+    if (!stale.length) return false;
+    let bodies;
+    try {
+      bodies = (await getJSON("./series_batch", { run: stale, measure, group })).series;
+    } catch (batchError) {
+      const settled = await Promise.allSettled(stale.map((run) => getJSON("./series", { run, measure, group })));
+      bodies = [];
+      settled.forEach((result, i) => {
+        if (result.status === "fulfilled") bodies.push(result.value);
+        else this.seriesErrors.set(stale[i], result.reason.message);
+      });
+    }
+    if (measure !== this.state.measure || group !== this.state.group) return false; // superseded
+    for (const x of bodies) {
+      this.series.set(x.run, decodeSeries(x));
+      this.seriesKey.set(x.run, keys.get(x.run));
+      this.seriesErrors.delete(x.run);
+    }
+    for (const run of stale) if (this.seriesErrors.has(run)) this.seriesKey.set(run, keys.get(run));
+    return true;
+  }
+
+  runColor(name) {
+    const i = this.index.runs.findIndex((r) => r.run === name);
+    return PALETTE[(i < 0 ? 0 : i) % PALETTE.length];
+  }
+
+  isBaseline(name) {
+    const run = this.index.runs.find((r) => r.run === name);
+    return run ? run.baseline : false;
+  }
+
+  lineStyle(name, width = 2) {
+    const baseline = this.isBaseline(name);
+    return { color: this.runColor(name), width: baseline ? width + 0.5 : width, dash: baseline ? "dash" : "solid" };
+  }
+
+  /** Loaded series of the visible runs, in run order. */
+  loadedSeries() {
+    return this.visibleRuns().map((r) => this.series.get(r.run)).filter(Boolean);
+  }
+
+  // ---- controls ---------------------------------------------------------
+
+  onMeasure() {
+    this.state.measure = this.measureSelect.value;
+    const groups = this.index.measures[this.state.measure] || [];
+    if (!groups.includes(this.state.group)) this.state.group = groups[0] || null;
+    this.reloadSelection();
+  }
+
+  onGroup() {
+    this.state.group = this.groupSelect.value;
+    this.reloadSelection();
+  }
+
+  async reloadSelection() {
+    this.series.clear();
+    this.seriesKey.clear();
+    this.seriesErrors.clear();
+    this.updateControls();
+    await this.reloadAndRender();
+  }
+
+  async reloadAndRender() {
+    await this.safely(async () => {
+      await this.loadSeries();
+      this.updateControls();
+      await this.renderView();
+    });
+  }
+
+  setView(view) {
+    this.state.view = view;
+    this.updateTabs();
+    this.updateControls();
+    this.safely(() => this.renderView());
+  }
+
+  async setAllRuns(visible) {
+    for (const run of this.runsWithSeries()) {
+      if (visible) this.state.hidden.delete(run.run);
+      else this.state.hidden.add(run.run);
+    }
+    this.updateControls();
+    await this.reloadAndRender();
+  }
+
+  async toggleRun(name, visible) {
+    if (visible) this.state.hidden.delete(name);
+    else this.state.hidden.add(name);
+    await this.reloadAndRender();
+  }
+
+  async safely(fn) {
+    try {
+      await fn();
+    } catch (e) {
+      console.error(e);
+      this.setStatus(`error: ${e.message}`, true);
+    }
+  }
+
+  fillSelect(select, values, current, label = (v) => v) {
+    const same = select.options.length === values.length &&
+      values.every((v, i) => select.options[i].value === String(v));
+    if (!same) {
+      select.replaceChildren(...values.map((v) => el("option", { value: String(v), text: label(v) })));
+    }
+    if (current != null) select.value = String(current);
+  }
+
+  updateControls() {
+    const s = this.state;
+    this.fillSelect(this.measureSelect, Object.keys(this.index.measures), s.measure);
+    this.fillSelect(this.groupSelect, s.measure ? this.index.measures[s.measure] : [], s.group);
+    this.measureSelect.disabled = this.groupSelect.disabled = !s.measure;
+    const runs = this.runsWithSeries();
+    this.runList.replaceChildren(...runs.map((run) => this.runEntry(run)));
+    if (!runs.length) {
+      this.runList.replaceChildren(el("div", { class: "eq-hint", text: "No runs yet." }));
+    }
+    this.updateViewControls();
+    this.updateBanner();
+  }
+
+  /** One run of the sidebar: checkbox, colour, name, tags, model (all text). */
+  runEntry(run) {
+    const s = this.state;
+    const box = el("input", {
+      type: "checkbox",
+      checked: !s.hidden.has(run.run),
+      onchange: () => this.toggleRun(run.run, box.checked),
+    });
+    const swatch = el("span", {
+      class: "eq-swatch" + (run.baseline ? " eq-dashed" : ""),
+      style: run.baseline ? `border-color:${this.runColor(run.run)}` : `background:${this.runColor(run.run)}`,
+    });
+    const loaded = this.series.get(run.run);
+    const tags = [];
+    if (run.baseline) tags.push(el("span", { class: "eq-tag", text: "baseline" }));
+    if (run.run_group) tags.push(el("span", { class: "eq-tag eq-group", text: run.run_group, title: "run group" }));
+    if (loaded && loaded.downsampled) {
+      tags.push(el("span", { class: "eq-tag eq-warn", text: "sampled", title: "TensorBoard kept only some epochs of this run" }));
+    }
+    if (this.seriesErrors.has(run.run)) {
+      tags.push(el("span", { class: "eq-tag eq-warn", text: "unreadable", title: this.seriesErrors.get(run.run) }));
+    }
+    const model = run.model ? el("div", { class: "eq-run-model", text: run.model }) : null;
+    const name = el("span", { class: "eq-run-name", text: run.run });
+    return el("label", { class: "eq-run", "data-run": run.run }, [box, swatch, el("div", {}, [name, ...tags, model])]);
+  }
+
+  updateBanner() {
+    const notes = [];
+    const sampled = this.loadedSeries().filter((x) => x.downsampled);
+    if (sampled.length) {
+      notes.push(textWithCode("div", "", [
+        `TensorBoard down-sampled ${sampled.length} run(s): it keeps a random sample of points per tag, so some epochs are missing. Restart TensorBoard with `,
+        { code: this.index.samples_flag },
+        " to keep every epoch (0 means keep all).",
+      ]));
+    }
+    const skipped = this.index.skipped || [];
+    if (skipped.length) {
+      const first = skipped[0];
+      notes.push(el("div", {
+        text: `${skipped.length} tag(s) skipped, e.g. run ${first.run}, tag ${first.tag}: ${first.reason}`,
+      }));
+    }
+    const visible = new Set(this.visibleRuns().map((r) => r.run));
+    const unreadable = [...this.seriesErrors].filter(([run]) => visible.has(run));
+    if (unreadable.length) {
+      const [run, why] = unreadable[0];
+      notes.push(el("div", { text: `${unreadable.length} run(s) not shown, e.g. ${run}: ${why}` }));
+    }
+    this.banner.hidden = !notes.length;
+    this.banner.replaceChildren(...notes);
+  }
+
+  /** Layer names of all loaded runs, merged in depth order: a layer only some
+   * runs have goes right after its predecessor in its own run. */
+  allLayers() {
+    const names = [];
+    for (const x of this.loadedSeries()) {
+      let at = -1; // where x's previous layer sits in `names`
+      for (const name of x.layers) {
+        const i = names.indexOf(name);
+        if (i >= 0) at = i;
+        else names.splice(++at, 0, name);
+      }
+    }
+    return names;
+  }
+
+  allSteps() {
+    const steps = new Set();
+    for (const x of this.loadedSeries()) for (const step of x.steps) steps.add(step);
+    return [...steps].sort((a, b) => a - b);
+  }
+
+  updateViewControls() {
+    const view = this.state.view;
+    const controls = [];
+    if (view === "curves") controls.push(...this.layerControls());
+    if (view === "profile" || view === "channels") controls.push(...this.epochControls());
+    if (view === "channels") controls.push(...this.channelControls());
+    if (view === "spearman") controls.push(...this.scalarControls());
+    this.viewControls.replaceChildren(...controls);
+  }
+
+  layerControls() {
+    const layers = this.allLayers();
+    const selected = new Set(this.selectedLayers(layers));
+    const select = el("select", {
+      multiple: true,
+      size: Math.min(12, Math.max(4, layers.length)),
+      onchange: () => {
+        this.state.layers = [...select.selectedOptions].map((o) => o.value);
+        this.safely(() => this.renderView());
+      },
+    }, layers.map((name) => el("option", { value: name, text: name, selected: selected.has(name) })));
+    return [el("h3", { text: "Layers" }), select,
+      el("div", { class: "eq-hint", text: `Ctrl/Shift-click to pick up to ${MAX_LAYER_PANELS} layers.` })];
+  }
+
+  epochControls() {
+    const s = this.state;
+    const steps = this.allSteps();
+    const label = el("div", { class: "eq-hint" });
+    const slider = el("input", { type: "range", class: "eq-epoch", min: 0, max: Math.max(steps.length - 1, 0), step: 1 });
+    const current = s.epoch == null ? steps.length - 1 : Math.max(0, steps.findIndex((x) => x >= s.epoch));
+    slider.value = String(current);
+    const describe = () => {
+      const i = Number(slider.value);
+      label.textContent = steps.length
+        ? `epoch ${steps[i]}${i === steps.length - 1 ? " (latest, follows new epochs)" : ""}`
+        : "no epochs";
+    };
+    describe();
+    slider.addEventListener("input", describe);
+    slider.addEventListener("change", () => {
+      const i = Number(slider.value);
+      s.epoch = i === steps.length - 1 ? null : steps[i];
+      this.safely(() => this.renderView());
+    });
+    return [el("h3", { text: "Epoch" }), slider, label];
+  }
+
+  channelControls() {
+    const s = this.state;
+    const runs = this.visibleRuns().filter((r) => this.seriesInfo(r).has_channels).map((r) => r.run);
+    if (!runs.includes(s.channelRun)) s.channelRun = runs[0] || null;
+    const runSelect = el("select", {
+      onchange: () => {
+        s.channelRun = runSelect.value;
+        s.channelLayer = null;
+        this.updateViewControls();
+        this.safely(() => this.renderView());
+      },
+    });
+    this.fillSelect(runSelect, runs, s.channelRun);
+    const x = s.channelRun ? this.series.get(s.channelRun) : null;
+    const layers = x ? x.layers : [];
+    if (!layers.includes(s.channelLayer)) s.channelLayer = layers[0] || null;
+    const layerSelect = el("select", {
+      onchange: () => {
+        s.channelLayer = layerSelect.value;
+        this.safely(() => this.renderView());
+      },
+    });
+    this.fillSelect(layerSelect, layers, s.channelLayer);
+    return [el("h3", { text: "Run" }), runSelect, el("h3", { text: "Layer" }), layerSelect];
+  }
+
+  scalarControls() {
+    const s = this.state;
+    const tags = (this.scalarTags || []).map((t) => t.tag);
+    const select = el("select", {
+      onchange: () => {
+        s.scalar = select.value;
+        this.safely(() => this.renderView());
+      },
+    });
+    this.fillSelect(select, tags, s.scalar);
+    return [el("h3", { text: "Scalar" }), select,
+      el("div", { class: "eq-hint", text: "Last value of this scalar in each run vs. each part's mean at the run's last epoch." })];
+  }
+
+  selectedLayers(layers) {
+    if (this.state.layers) {
+      const picked = this.state.layers.filter((name) => layers.includes(name));
+      if (picked.length) return picked.slice(0, MAX_LAYER_PANELS);
+    }
+    if (layers.length <= 3) return layers;
+    return [layers[0], layers[Math.floor((layers.length - 1) / 2)], layers[layers.length - 1]];
+  }
+
+  // ---- views ------------------------------------------------------------
+
+  async renderView() {
+    const started = performance.now();
+    const generation = (this.generation = (this.generation || 0) + 1);
+    if (!this.index.runs.length) {
+      this.views.purge();
+      this.views.empty(
+        "No equivariance data in this log directory yet. Log reports with ",
+        { code: "lightning_equivariance_tb.summary.write_report(writer, report, step)" },
+        " or train with the ",
+        { code: "EquivarianceCallback" },
+        `; this page checks for new data every ${POLL_MS / 1000} s.`,
+      );
+    } else if (!this.visibleRuns().length) {
+      this.views.purge();
+      this.views.empty("No run selected: tick at least one run on the left.");
+    } else {
+      await this.views.render(generation);
+    }
+    this.renderCount += 1;
+    const ms = performance.now() - started;
+    document.body.dataset.renderCount = String(this.renderCount);
+    document.body.dataset.view = this.state.view;
+    if (window.eqFirstRenderMs == null && this.index.runs.length) {
+      window.eqFirstRenderMs = performance.now();
+      window.eqFirstRenderDurationMs = ms;
+    }
+    window.eqLastRenderMs = ms;
+  }
+
+  // ---- live updates -----------------------------------------------------
+
+  startPolling() {
+    const tick = async () => {
+      if (!document.hidden) {
+        this.spearmanStale = true;
+        await this.safely(() => this.refresh());
+      }
+      this.timer = setTimeout(tick, POLL_MS);
+    };
+    this.timer = setTimeout(tick, POLL_MS);
+  }
+}

@@ -1,0 +1,274 @@
+// The plotly views of the "Equivariance" tab: curves, layer profile, channel bars,
+// Spearman. Each figure is built by a pure function ({traces, layout}) from the
+// routes' bodies, so what reaches plotly - which renders a subset of HTML in
+// labels, legends and hover text - can be checked without a browser: every string
+// from the logs (run, layer, part, measure, scalar names) goes through esc().
+//
+// plotly.js itself is the bundle of the installed plotly Python package, served by
+// the plugin (./plotly.min.js) and loaded on first need.
+//
+// Infinite values sit on a dotted "+∞"/"-∞" line at the y-axis ends of line and bar
+// plots, drawn as triangles, and read "∞" in the hover (placeInfinities).
+
+import { esc, fmt, layerNames, niceStride, orderParts, partColor } from "./util.js";
+
+const FONT = { family: "Roboto, Helvetica Neue, Arial, sans-serif", size: 12, color: "#212121" };
+export const PLOT_CONFIG = {
+  responsive: true,
+  displayModeBar: "hover",
+  displaylogo: false,
+  modeBarButtonsToRemove: ["select2d", "lasso2d", "autoScale2d"],
+};
+
+let plotlyPromise = null;
+
+/** Load plotly.js once (a <script>, compiled off the main thread by the browser
+ * where it can); a failed load may be retried. */
+export function loadPlotly() {
+  if (window.Plotly) return Promise.resolve(window.Plotly);
+  if (!plotlyPromise) {
+    plotlyPromise = new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = "./plotly.min.js";
+      script.async = true;
+      script.addEventListener("load", () => {
+        performance.mark("eq-plotly");
+        resolve(window.Plotly);
+      });
+      script.addEventListener("error", () => {
+        plotlyPromise = null;
+        script.remove();
+        reject(new Error("could not load ./plotly.min.js (is the plotly Python package installed?)"));
+      });
+      document.head.append(script);
+    });
+  }
+  return plotlyPromise;
+}
+
+export function baseLayout(extra = {}) {
+  return Object.assign({
+    font: FONT,
+    paper_bgcolor: "#fff",
+    plot_bgcolor: "#fff",
+    margin: { l: 60, r: 20, t: 10, b: 40 },
+    uirevision: "keep",
+    hoverlabel: { namelength: -1 },
+  }, extra);
+}
+
+/**
+ * Put the ±∞ points of plotly traces at the ends of their y axis, clearly marked:
+ * a dotted line labelled "+∞" / "-∞", triangles for the points, and "∞" in the
+ * hover (every trace gets `text` = its formatted values, so hovertemplates use
+ * %{text}). `axis` is "" or the subplot number.
+ */
+export function placeInfinities(traces, layout, axis = "") {
+  let lo = Infinity, hi = -Infinity, pos = false, neg = false;
+  for (const t of traces) {
+    t.y = Array.from(t.y, (v) => (v == null ? NaN : v));
+    t.text = t.y.map((v) => fmt(v));
+    for (const v of t.y) {
+      if (v === Infinity) pos = true;
+      else if (v === -Infinity) neg = true;
+      else if (!Number.isNaN(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+    }
+  }
+  if (!pos && !neg) return false;
+  if (!(hi >= lo)) { lo = 0; hi = 1; }
+  const pad = (hi - lo) * 0.12 || 0.5;
+  const top = hi + pad, bottom = lo - pad;
+  for (const t of traces) {
+    const raw = t.y;
+    t.y = raw.map((v) => (v === Infinity ? top : v === -Infinity ? bottom : v));
+    if (t.type === "bar") continue;
+    const marker = Object.assign({}, t.marker);
+    const symbol = marker.symbol || "circle";
+    const size = marker.size || 6;
+    marker.symbol = raw.map((v, i) => (v === Infinity ? "triangle-up" : v === -Infinity ? "triangle-down"
+      : Array.isArray(symbol) ? symbol[i] : symbol));
+    marker.size = raw.map((v, i) => (Number.isFinite(v) || Number.isNaN(v) ? (Array.isArray(size) ? size[i] : size) : 11));
+    t.marker = marker;
+  }
+  const key = `yaxis${axis}`;
+  layout[key] = Object.assign({}, layout[key], {
+    range: [neg ? bottom - pad * 0.6 : lo - pad * 0.4, pos ? top + pad * 0.6 : hi + pad * 0.4],
+    autorange: false,
+  });
+  layout.shapes = layout.shapes || [];
+  layout.annotations = layout.annotations || [];
+  for (const [present, y, label] of [[pos, top, "+∞"], [neg, bottom, "-∞"]]) {
+    if (!present) continue;
+    layout.shapes.push({
+      type: "line", xref: `x${axis} domain`, x0: 0, x1: 1, yref: `y${axis}`, y0: y, y1: y,
+      line: { color: "#9e9e9e", width: 1, dash: "dot" },
+    });
+    layout.annotations.push({
+      xref: `x${axis} domain`, x: 0, xanchor: "left", yref: `y${axis}`, y, yanchor: "bottom",
+      text: `<b>${label}</b>`, showarrow: false, font: { size: 13, color: "#424242" },
+    });
+  }
+  return true;
+}
+
+/** Small multiples: one panel per key, one line per run. `title(key)` is plain
+ * text (escaped here); `lines(key)` gives {group, trace} with escaped strings. */
+export function panelsFigure(keys, title, lines, yTitle) {
+  const n = keys.length;
+  const columns = n <= 3 ? Math.max(n, 1) : 3;
+  const rowsN = Math.max(1, Math.ceil(n / columns));
+  const traces = [];
+  const annotations = [];
+  const legendSeen = new Set();
+  const gap = 0.06;
+  const layout = baseLayout({
+    height: 260 * rowsN + 40,
+    margin: { l: 60, r: 20, t: 30, b: 40 },
+    showlegend: true,
+    legend: { orientation: "h", y: -0.12 / rowsN, yanchor: "top" },
+  });
+  keys.forEach((key, k) => {
+    const axis = k === 0 ? "" : String(k + 1);
+    const col = k % columns, row = Math.floor(k / columns);
+    const w = (1 - gap * (columns - 1)) / columns;
+    const h = (1 - 0.12 * (rowsN - 1)) / rowsN;
+    const x0 = col * (w + gap), y1 = 1 - row * (h + 0.12);
+    layout[`xaxis${axis}`] = { domain: [x0, x0 + w], anchor: `y${axis}`, title: { text: "epoch", standoff: 2 }, zeroline: false };
+    layout[`yaxis${axis}`] = { domain: [y1 - h, y1], anchor: `x${axis}`, zeroline: false, title: col === 0 ? { text: esc(yTitle) } : undefined };
+    annotations.push({
+      text: `<b>${esc(title(key))}</b>`, xref: "paper", yref: "paper", x: x0 + w / 2, y: y1,
+      xanchor: "center", yanchor: "bottom", showarrow: false, font: { size: 12 },
+    });
+    const panelTraces = [];
+    for (const line of lines(key)) {
+      panelTraces.push(Object.assign({
+        type: "scatter", mode: "lines+markers", xaxis: `x${axis}`, yaxis: `y${axis}`,
+        legendgroup: line.group, showlegend: !legendSeen.has(line.group), marker: { size: 4 },
+      }, line.trace));
+      legendSeen.add(line.group);
+    }
+    placeInfinities(panelTraces, layout, axis);
+    traces.push(...panelTraces);
+  });
+  layout.annotations = annotations.concat(layout.annotations || []);
+  return { traces, layout };
+}
+
+function runTrace(x, ys, name, lineStyle) {
+  return {
+    group: x.run,
+    trace: {
+      x: Array.from(x.steps), y: Array.from(ys), name: esc(x.run), line: lineStyle(x.run),
+      hovertemplate: `${esc(x.run)}<br>${esc(name)}<br>epoch %{x}<br>%{text}<extra></extra>`,
+    },
+  };
+}
+
+/** Curves over epochs: per depth part (the server's part means) and per layer. */
+export function curvesFigures(series, layers, knownParts, measure, lineStyle) {
+  const parts = orderParts(series.flatMap((x) => x.part_names), knownParts);
+  const perPart = panelsFigure(parts, (p) => p, (part) => series
+    .filter((x) => x.part_names.includes(part))
+    .map((x) => runTrace(x, x.part_values[x.part_names.indexOf(part)], part, lineStyle)), measure);
+  const perLayer = panelsFigure(layers, (l) => l, (layer) => series
+    .filter((x) => x.layers.includes(layer))
+    .map((x) => runTrace(x, x.values[x.layers.indexOf(layer)], layer, lineStyle)), measure);
+  return { perPart, perLayer };
+}
+
+/** Index of the point to show for `step` (last one at or before it). */
+export function pointAt(x, step) {
+  if (step == null) return x.steps.length - 1;
+  let best = -1;
+  x.steps.forEach((s, i) => { if (s <= step) best = i; });
+  return best;
+}
+
+/** Layer profile at one epoch: relative depth on x, one line per run. */
+export function profileFigure(series, step, measure, lineStyle) {
+  const traces = [];
+  for (const x of series) {
+    const t = pointAt(x, step);
+    if (t < 0) continue;
+    const L = x.layers.length;
+    const names = layerNames(x.layers);
+    traces.push({
+      type: "scatter", mode: "lines+markers",
+      x: x.layers.map((_, i) => (L > 1 ? i / (L - 1) : 0)),
+      y: x.values.map((row) => row[t]),
+      customdata: names.map((name, i) => esc(`${name} (${x.parts[i]})`)),
+      name: esc(`${x.run} · epoch ${x.steps[t]}`),
+      line: lineStyle(x.run),
+      marker: { size: 5, symbol: x.baseline ? "diamond" : "circle" },
+      hovertemplate: `${esc(x.run)}<br>%{customdata}<br>depth %{x:.2f}<br>%{text}<extra></extra>`,
+    });
+  }
+  const layout = baseLayout({
+    height: 460,
+    margin: { l: 60, r: 20, t: 10, b: 50 },
+    xaxis: { title: { text: "relative depth" }, range: [-0.02, 1.02], zeroline: false },
+    yaxis: { title: { text: esc(measure) }, zeroline: false },
+    legend: { orientation: "h", y: -0.18, yanchor: "top" },
+  });
+  placeInfinities(traces, layout);
+  return { traces, layout };
+}
+
+/** Bars of one layer's channels at point `t`, on the heatmap's colour scale. */
+export function channelBarsFigure(body, t, range, measure) {
+  const C = body.channels;
+  const channelIds = Array.from({ length: C }, (_, c) => c);
+  const values = t >= 0 ? body.values.map((row) => row[t]) : [];
+  // Bar colours on the heatmap's scale; ±∞ take its ends.
+  const colors = values.map((v) => (v === Infinity ? range.hi : v === -Infinity ? range.lo : v));
+  const bar = {
+    type: "bar", x: channelIds, y: values, textposition: "none",
+    marker: {
+      color: colors, cmin: range.lo, cmax: range.hi, colorscale: "Viridis",
+      reversescale: body.higher_is_better === false,
+    },
+    hovertemplate: "channel %{x}<br>%{text}<extra></extra>",
+  };
+  const layout = baseLayout({
+    height: 260,
+    xaxis: { title: { text: "channel" }, zeroline: false, tickformat: "d", dtick: niceStride(Math.max(1, Math.ceil(C / 24))) },
+    yaxis: { title: { text: esc(measure) }, zeroline: false },
+  });
+  placeInfinities([bar], layout);
+  return { traces: [bar], layout };
+}
+
+/** Spearman's rho per part (bars) and the per-run values (scatter). Part means
+ * and scalars in `body.points` are numbers (±Infinity, NaN) already. */
+export function spearmanFigures(body, knownParts, scalar, measure) {
+  const bar = {
+    traces: [{
+      type: "bar", x: body.parts.map((p) => esc(p.part)), y: body.parts.map((p) => p.rho),
+      marker: { color: body.parts.map((p) => partColor(p.part, knownParts)) },
+      text: body.parts.map((p) => (p.rho == null ? "" : p.rho.toFixed(2))), textposition: "outside",
+      hovertemplate: "%{x}<br>ρ = %{y:.3f}<extra></extra>",
+    }],
+    layout: baseLayout({
+      height: 280,
+      yaxis: { range: [-1.15, 1.15], title: { text: "Spearman ρ" }, zeroline: true },
+    }),
+  };
+  const parts = orderParts(body.points.flatMap((pt) => Object.keys(pt.parts)), knownParts);
+  const traces = parts.map((part) => {
+    const pts = body.points.filter((pt) => part in pt.parts);
+    return {
+      type: "scatter", mode: "markers", name: esc(part),
+      x: pts.map((pt) => pt.scalar), y: pts.map((pt) => pt.parts[part]),
+      customdata: pts.map((pt) => esc(pt.run)),
+      marker: { size: 9, color: partColor(part, knownParts), symbol: pts.map((pt) => (pt.baseline ? "diamond-open" : "circle")) },
+      hovertemplate: `%{customdata}<br>${esc(part)}<br>${esc(scalar)} %{x:.4f}<br>${esc(measure)} %{text}<extra></extra>`,
+    };
+  });
+  const layout = baseLayout({
+    height: 340,
+    xaxis: { title: { text: esc(scalar) }, zeroline: false },
+    yaxis: { title: { text: esc(measure) }, zeroline: false },
+  });
+  placeInfinities(traces, layout);
+  return { bar, scatter: { traces, layout } };
+}

@@ -1,0 +1,341 @@
+// The main area of the "Equivariance" tab: one card per plot, the five views.
+//
+// Heatmaps are canvases (heatmap.js); the other views are plotly figures built by
+// charts.js and drawn with the plotly.js bundle of the installed plotly package,
+// loaded on first need or prefetched when the browser is idle. Cards are reused by
+// id across live updates, so zoom and hover survive new epochs.
+
+import { decodeMatrix, directionHint, el, fmt, getJSON, layerNames, num, textWithCode } from "./util.js";
+import { CanvasHeatmap, heatmapHeight, valueRange } from "./heatmap.js";
+import {
+  PLOT_CONFIG, channelBarsFigure, curvesFigures, loadPlotly, pointAt, profileFigure, spearmanFigures,
+} from "./charts.js";
+
+const PLOTLY_VIEWS = new Set(["curves", "profile", "channels", "spearman"]);
+
+/** Extra tooltip lines of a heatmap cell: why it has no value, its statistics. */
+function cellNotes(x) {
+  return (r, c) => {
+    const lines = [];
+    const m = x.missingAt.get(`${r},${c}`);
+    if (m) lines.push(`not measured (${m.status.replace("_", " ")}): ${m.reason}`);
+    const stats = x.stats || {};
+    for (const [field, label] of [["stderr", "± stderr"], ["chance", "chance"], ["non_finite", "non-finite images"]]) {
+      const v = stats[field] && stats[field].values[r][c];
+      if (v != null && !Number.isNaN(v)) lines.push(`${label} ${field === "non_finite" ? v : fmt(v)}`);
+    }
+    return lines;
+  };
+}
+
+/** The views of an App (its state, series and run styles) in its main area. */
+export class Views {
+  constructor(app, main) {
+    this.app = app;
+    this.main = main;
+    this.cards = new Map();
+  }
+
+  empty(...parts) {
+    this.main.replaceChildren(textWithCode("div", "eq-empty", parts));
+  }
+
+  /** plotly.js, loaded on first need (status shows while it loads). */
+  async plotly() {
+    if (window.Plotly) return window.Plotly;
+    this.app.setStatus("loading plotly.js…");
+    const plotly = await loadPlotly();
+    this.app.setStatus(`updated ${new Date().toLocaleTimeString()}`);
+    return plotly;
+  }
+
+  /** Load plotly.js when the browser is idle, once the heatmaps are up, so that
+   * opening a plotly view later is quick. */
+  prefetchPlotly() {
+    if (this.prefetched || window.Plotly) return;
+    this.prefetched = true;
+    const go = () => loadPlotly().catch(() => { this.prefetched = false; });
+    if (window.requestIdleCallback) window.requestIdleCallback(go, { timeout: 5000 });
+    else setTimeout(go, 1000);
+  }
+
+  /** Draw the chosen view (plotly.js loaded first for the plotly views). */
+  async render(generation) {
+    const view = this.app.state.view;
+    try {
+      if (PLOTLY_VIEWS.has(view) && !window.Plotly) {
+        this.main.replaceChildren(el("div", { class: "eq-hint eq-loading", text: "loading plotly.js…" }));
+        await this.plotly();
+        if (generation !== this.app.generation) return; // a newer render took over
+      }
+      if (view === "heatmap") this.renderHeatmaps(generation);
+      else if (view === "curves") this.renderCurves();
+      else if (view === "profile") this.renderProfile();
+      else if (view === "channels") await this.renderChannels();
+      else if (view === "spearman") await this.renderSpearman();
+    } catch (e) {
+      console.error(e);
+      this.purge();
+      this.main.replaceChildren(el("div", { class: "eq-empty eq-error", text: `Could not draw this view: ${e.message}` }));
+      this.app.setStatus(`error: ${e.message}`, true);
+    }
+  }
+
+  purge() {
+    if (!window.Plotly) return;
+    for (const node of this.main.querySelectorAll(".js-plotly-plot")) window.Plotly.purge(node);
+  }
+
+  /** Reuse the card of the same id if present (keeps zoom on live update). */
+  card(container, id, title, subtitle) {
+    let card = this.cards.get(id);
+    if (!card) {
+      const plot = el("div", { class: "eq-plot" });
+      card = el("div", { class: "eq-card" }, [
+        el("div", { class: "eq-card-title" }, [el("span", {}), el("span", { class: "eq-card-sub" })]),
+        plot,
+      ]);
+      card.plot = plot;
+    }
+    card.dataset.id = id;
+    card.firstChild.firstChild.textContent = title;
+    card.firstChild.lastChild.textContent = subtitle || "";
+    container.append(card);
+    return card;
+  }
+
+  /** Replace the main area's cards, reusing plots by id. */
+  withCards(fn) {
+    const old = new Map();
+    for (const card of this.main.querySelectorAll(".eq-card[data-id]")) old.set(card.dataset.id, card);
+    this.cards = old;
+    const container = el("div");
+    const used = fn(container) || [];
+    for (const [id, card] of old) {
+      if (!used.includes(id)) {
+        const plot = card.querySelector(".js-plotly-plot");
+        if (plot && window.Plotly) window.Plotly.purge(plot);
+      }
+    }
+    this.main.replaceChildren(...container.childNodes);
+  }
+
+  /** Width available to a card's plot (its own, or the main area's). */
+  plotWidth(card) {
+    return card.plot.clientWidth || this.main.clientWidth - 40 || 800;
+  }
+
+  /** The canvas heatmap living in a card (created once, kept on updates). */
+  heatmapOf(card) {
+    if (!card.heatmap) {
+      card.heatmap = new CanvasHeatmap();
+      card.plot.replaceChildren(card.heatmap.node);
+    }
+    return card.heatmap;
+  }
+
+  renderHeatmaps(generation) {
+    const all = this.app.loadedSeries();
+    const range = valueRange(all.map((x) => x.values));
+    const direction = all.length ? all[0].higher_is_better : true;
+    const plots = [];
+    this.withCards((container) => {
+      container.append(el("div", {
+        class: "eq-hint",
+        text: `Rows: layers in depth order (top = input side). Columns: epochs. One colour scale for all runs; ${directionHint(direction)}.` +
+          (range.pos + range.neg ? " Hatched cells are +∞ / -∞ (e.g. nv = x/0), coloured as the scale's end." : "") +
+          (all.some((x) => x.missing.length) ? " Grey cells: layer not measured at that epoch (hover for why)." : ""),
+      }));
+      return all.map((x) => {
+        const id = `heatmap\u0000${x.run}`;
+        const last = x.steps.length ? x.steps[x.steps.length - 1] : 0;
+        const epochs = x.downsampled
+          ? `${x.steps.length} of ${last + 1} epochs kept by TensorBoard (down-sampled)`
+          : `${x.steps.length} epochs`;
+        const sub = [x.model, x.run_group, `${x.layers.length} layers`, epochs, x.baseline ? "baseline" : ""]
+          .filter(Boolean).join(" · ");
+        const card = this.card(container, id, x.run, sub);
+        card.classList.add("eq-heatmap");
+        card.dataset.run = x.run;
+        card.dataset.rows = String(x.layers.length);
+        card.dataset.cols = String(x.steps.length);
+        card.plot.style.minHeight = `${heatmapHeight(x.layers.length)}px`;
+        plots.push([card, x]);
+        return id;
+      });
+    });
+    const draw = ([card, x]) => {
+      this.heatmapOf(card).draw({
+        values: x.values,
+        cols: x.steps,
+        rowLabels: layerNames(x.layers),
+        parts: x.parts,
+        knownParts: this.app.knownParts,
+        zmin: range.lo,
+        zmax: range.hi,
+        reverse: x.higher_is_better === false,
+        height: heatmapHeight(x.layers.length),
+        title: x.run,
+        rowKind: "layer",
+        xTitle: "epoch",
+        notes: cellNotes(x),
+      }, this.plotWidth(card));
+      card.dataset.drawn = "1";
+    };
+    // Draw what is on screen now; the rest follows in later tasks, so the view
+    // shows quickly however many runs there are.
+    const bottom = window.innerHeight;
+    const later = [];
+    for (const item of plots) {
+      if (item[0].getBoundingClientRect().top < bottom) draw(item);
+      else later.push(item);
+    }
+    const drawRest = () => {
+      if (generation !== this.app.generation) return; // a newer render took over
+      if (later.length) {
+        draw(later.shift());
+        setTimeout(drawRest, 0);
+      } else {
+        window.eqAllDrawnMs = performance.now();
+        this.prefetchPlotly();
+      }
+    };
+    drawRest();
+  }
+
+  /** Redraw the canvases at the new width (window resized). */
+  resizeCanvases() {
+    for (const card of this.main.querySelectorAll(".eq-card")) {
+      if (card.heatmap && card.heatmap.spec) card.heatmap.redraw(this.plotWidth(card));
+    }
+  }
+
+  renderCurves() {
+    const layers = this.app.selectedLayers(this.app.allLayers());
+    const { perPart, perLayer } = curvesFigures(
+      this.app.loadedSeries(), layers, this.app.knownParts, this.app.state.measure, (run) => this.app.lineStyle(run));
+    let partDiv, layerDiv;
+    this.withCards((container) => {
+      partDiv = this.card(container, "curves-parts", "Per part",
+        "mean over the part's measured layers (Early / Middle / Late split the feature maps before pooling)").plot;
+      layerDiv = this.card(container, "curves-layers", "Selected layers", layers.length ? "" : "no layer selected").plot;
+      return ["curves-parts", "curves-layers"];
+    });
+    window.Plotly.react(partDiv, perPart.traces, perPart.layout, PLOT_CONFIG);
+    window.Plotly.react(layerDiv, perLayer.traces, perLayer.layout, PLOT_CONFIG);
+  }
+
+  renderProfile() {
+    const step = this.app.state.epoch;
+    const figure = profileFigure(this.app.loadedSeries(), step, this.app.state.measure, (run) => this.app.lineStyle(run));
+    let div;
+    const title = step == null ? "latest epoch" : `epoch ${step}`;
+    this.withCards((container) => {
+      div = this.card(container, "profile", `Layer profile at the ${title}`,
+        "x: relative depth (0 = first measured layer, 1 = last); dashed: baseline runs").plot;
+      return ["profile"];
+    });
+    window.Plotly.react(div, figure.traces, figure.layout, PLOT_CONFIG);
+  }
+
+  async renderChannels() {
+    const s = this.app.state;
+    if (!s.channelRun || !s.channelLayer) {
+      this.purge();
+      this.empty("No per-channel data for this measure and group. Log it with ",
+        { code: "write_report(..., per_channel=True)" }, ".");
+      return;
+    }
+    const body = decodeMatrix(await getJSON("./channels", {
+      run: s.channelRun, measure: s.measure, group: s.group, layer: s.channelLayer,
+    }));
+    const C = body.channels;
+    const t = pointAt(body, s.epoch);
+    let heatCard, barDiv;
+    this.withCards((container) => {
+      heatCard = this.card(container, "channels-heat", `${body.run} — ${body.layer}`,
+        `${body.part} · ${C} channels · ${body.steps.length} epochs`);
+      heatCard.dataset.rows = String(C);
+      heatCard.dataset.cols = String(body.steps.length);
+      barDiv = this.card(container, "channels-bar", t >= 0 ? `Channels at epoch ${body.steps[t]}` : "Channels", "").plot;
+      return ["channels-heat", "channels-bar"];
+    });
+    const range = valueRange([body.values]);
+    this.heatmapOf(heatCard).draw({
+      values: body.values,
+      cols: body.steps,
+      rowLabels: Array.from({ length: C }, (_, c) => String(c)),
+      parts: null,
+      zmin: range.lo,
+      zmax: range.hi,
+      reverse: body.higher_is_better === false,
+      height: Math.min(520, Math.max(220, 6 * C + 80)),
+      title: `${body.run} — ${body.layer}`,
+      rowKind: "channel",
+      xTitle: "epoch",
+    }, this.plotWidth(heatCard));
+    heatCard.dataset.drawn = "1";
+    const figure = channelBarsFigure(body, t, range, s.measure);
+    window.Plotly.react(barDiv, figure.traces, figure.layout, PLOT_CONFIG);
+  }
+
+  async renderSpearman() {
+    const s = this.app.state;
+    if (this.app.scalarTags == null || this.app.spearmanStale) {
+      this.app.scalarTags = (await getJSON("./scalar_tags")).tags;
+      this.app.spearmanStale = false;
+      const tags = this.app.scalarTags.map((t) => t.tag);
+      if (!tags.includes(s.scalar)) {
+        s.scalar = tags.find((t) => /acc/i.test(t) && /(val|test)/i.test(t)) ||
+          tags.find((t) => /acc/i.test(t)) || tags[0] || null;
+      }
+      this.app.updateViewControls();
+    }
+    if (!s.scalar) {
+      this.purge();
+      this.empty("No scalar tags in the runs with equivariance data. Log a final metric such as ",
+        { code: "val/acc" }, " with the same logger to correlate it with each part's equivariance.");
+      return;
+    }
+    const body = await getJSON("./spearman", {
+      measure: s.measure, group: s.group, scalar: s.scalar, run: this.app.visibleRuns().map((r) => r.run),
+    });
+    // Part means and scalars may be "Infinity" strings (JSON has no ∞).
+    for (const pt of body.points) {
+      pt.scalar = num(pt.scalar);
+      for (const part of Object.keys(pt.parts)) pt.parts[part] = num(pt.parts[part]);
+    }
+    const infParts = body.points.some((pt) => Object.values(pt.parts).some((v) => v === Infinity || v === -Infinity));
+    const figures = spearmanFigures(body, this.app.knownParts, s.scalar, s.measure);
+    let barDiv, scatterDiv;
+    this.withCards((container) => {
+      const a = this.card(container, "spearman-bar", `Spearman ρ across ${body.points.length} runs`,
+        `${s.measure} / ${s.group} at each run's last epoch vs. last ${s.scalar}`);
+      a.insertBefore(this.spearmanTable(body), a.plot);
+      barDiv = a.plot;
+      scatterDiv = this.card(container, "spearman-scatter", "Per-run values",
+        "one point per run and part" + (infParts ? "; ±∞ part means (ranked above/below every number) sit on the dotted lines" : "")).plot;
+      return ["spearman-bar", "spearman-scatter"];
+    });
+    window.Plotly.react(barDiv, figures.bar.traces, figures.bar.layout, PLOT_CONFIG);
+    window.Plotly.react(scatterDiv, figures.scatter.traces, figures.scatter.layout, PLOT_CONFIG);
+  }
+
+  spearmanTable(body) {
+    return el("table", { class: "eq-table" }, [
+      el("tr", {}, ["Part", "Spearman ρ", "p-value", "runs"].map((h) => el("th", { text: h }))),
+      ...body.parts.map((p) => {
+        const left = p.excluded || [];
+        return el("tr", { "data-part": p.part }, [
+          el("td", { text: p.part }),
+          el("td", { text: p.rho == null ? "–" : p.rho.toFixed(3), title: p.note || "" }),
+          el("td", { text: p.p == null ? "–" : fmt(p.p, 3) }),
+          el("td", {
+            text: left.length ? `${p.n} (${left.length} left out)` : String(p.n),
+            title: left.map((x) => `${x.run}: ${x.why}`).join("\n"),
+          }),
+        ]);
+      }),
+    ]);
+  }
+}
