@@ -71,7 +71,7 @@ __all__ = [
 
 
 def __getattr__(name):
-    # Only the callback needs Lightning; import it on first use (ARCHITECTURE.md).
+    # Only the callback needs Lightning; import it on first use (README, "Layout").
     if name == "EquivarianceCallback":
         from .callback import EquivarianceCallback
 

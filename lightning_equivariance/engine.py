@@ -21,7 +21,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -82,6 +82,8 @@ class Measurement:
         layouts: ``{layer_name: "channels_first" | "channels_last"}``: how a layer's 4-D output
             is stored, overriding what :func:`~lightning_equivariance.probe.discover_layouts`
             infers (module evidence, then spatial sizes).
+        chance: compute the chance level of the measures that have one (docs/measures.md §7): each
+            image at global probe position ``2k`` is paired with ``2k + 1``; ``False`` saves that cost.
         on_error: ``"warn"`` (default): a (layer, measure, group) that cannot be measured is
             recorded with its reason in ``report.errors`` and the rest is measured, with one
             summary warning; ``"raise"``: stop at the first failure with an error.
@@ -101,6 +103,7 @@ class Measurement:
         channel_actions: Optional[Mapping[str, ChannelAction]] = None,
         steerable_actions: bool = True,
         layouts: Optional[Mapping[str, str]] = None,
+        chance: bool = True,
         on_error: str = "warn",
         progress: bool = False,
         device: Optional[Union[str, torch.device]] = None,
@@ -152,6 +155,7 @@ class Measurement:
         self.progress = progress
         self.device = torch.device(device) if device is not None else None
         self.num_elements = 1 + sum(len(g) for g in self.groups)
+        self.chance = bool(chance)
         #: ``{layer: layout or refusal reason}`` of the 4-D outputs, decided at the first update.
         self.layouts: Optional[Dict[str, str]] = None
         self.reset()
@@ -167,6 +171,7 @@ class Measurement:
         self.images_left_out: Dict[str, ImagesLeftOut] = {}
         self.num_samples = 0
         self.seconds = 0.0
+        self._next_position = 0  # the default global position of the next image fed
         self._called: set = set()
         self._allocating = False
         # (output, its version, {group: shared results}) of the last layer measured in the
@@ -232,7 +237,9 @@ class Measurement:
 
     @property
     def samples_per_forward(self) -> int:
-        return max(1, self.batch_size // self.num_elements)
+        """Probe images per forward; even with the chance level, so that pairs ``2k, 2k + 1`` share chunks."""
+        n = max(1, self.batch_size // self.num_elements)
+        return max(2, n - n % 2) if self.chance else n
 
     def _stack(self, x: torch.Tensor) -> torch.Tensor:
         views = [x]
@@ -286,7 +293,7 @@ class Measurement:
             return self._failure(e, name, output, keys)
         t = act.tensor
         stacked = t.reshape(self.num_elements, b, *t.shape[1:])
-        # MEASURES.md "Non-finite values": an image whose input or any view's activation holds
+        # docs/measures.md §1.7: an image whose input or any view's activation holds
         # NaN/Inf is left out of this layer; masks stay on the device (no host sync).
         ok = torch.isfinite(stacked).flatten(2).all(-1).all(0) & chunk["finite"]
         self._track_left_out(name, ok, chunk)
@@ -313,6 +320,7 @@ class Measurement:
                     input_size=chunk["size"],
                     channel_action=self._channel_action(name, output),
                     sample_mask=ok,
+                    partner=chunk.get("partner"),
                     module=self._modules_by_name[name.split(":")[0]],
                     previous=previous_shared.get(group.name),
                 )
@@ -397,32 +405,64 @@ class Measurement:
                 stacklevel=4,
             )
 
+    def _positioned(self, inputs, positions: Optional[Sequence[int]]) -> Iterator[Tuple[torch.Tensor, List[int]]]:
+        """``(images, global positions)`` in chunks of at most :attr:`samples_per_forward` (even with the
+        chance level) that start at even positions, so that pairs ``2k, 2k + 1`` never cross chunks;
+        an update that starts at an odd position measures its first image alone (its partner was
+        in the previous update: feed even-sized updates, or one update per process, to keep it)."""
+        size = self.samples_per_forward
+        fed, buffered, buffered_pos = 0, [], []
+        for x in iter_images(inputs, size):
+            if x.dim() != 4:
+                raise ValueError(f"probe images must be B x C x H x W, got shape {tuple(x.shape)}")
+            if positions is None:
+                pos = list(range(self._next_position, self._next_position + x.shape[0]))
+            else:
+                pos = [int(p) for p in positions[fed : fed + x.shape[0]]]
+                if len(pos) != x.shape[0]:
+                    raise ValueError(f"positions= has {len(positions)} entries, fewer than the images given")
+            fed += x.shape[0]
+            self._next_position = pos[-1] + 1
+            buffered.append(x)
+            buffered_pos += pos
+            while buffered_pos:
+                take = 1 if self.chance and buffered_pos[0] % 2 else size  # re-align to an even position
+                if len(buffered_pos) < take:
+                    break
+                cat = torch.cat(buffered) if len(buffered) > 1 else buffered[0]
+                yield cat[:take], buffered_pos[:take]
+                buffered, buffered_pos = ([cat[take:]] if cat.shape[0] > take else []), buffered_pos[take:]
+        if buffered_pos:
+            yield (torch.cat(buffered) if len(buffered) > 1 else buffered[0]), buffered_pos
+
     @torch.no_grad()
     def update(self, inputs, positions: Optional[Sequence[int]] = None) -> None:
         """Measure a tensor ``N x C x H x W``, a Dataset, or an iterable of batches (first tensor of each).
 
         Args:
-            positions: the global probe positions of these images (in order), used to name
-                images left out for non-finite values; by default they continue from the
-                images measured so far.
+            positions: the global probe positions of these images, in order (docs/measures.md §7:
+                they pair images for the chance level, ``2k`` with ``2k + 1``, and name images left
+                out for non-finite values); by default they continue from the images fed so far.
+                A process's share of the probe set should be a contiguous run starting at an even
+                position, so that no pair is split between processes.
         """
+        self._run(self._positioned(inputs, positions), inputs)
+
+    @torch.no_grad()
+    def _run(self, chunks, inputs) -> None:
         t0 = time.perf_counter()
         device, dtype = _model_device_dtype(self.model)
         device = self.device or device
-        chunk_size = self.samples_per_forward
         total = inputs.shape[0] if isinstance(inputs, torch.Tensor) else (len(inputs) if hasattr(inputs, "__len__") else None)
-        chunks = iter_images(inputs, chunk_size)
         if self.progress:
             from tqdm.auto import tqdm
 
-            chunks = tqdm(chunks, total=None if total is None else math.ceil(total / chunk_size), desc="measuring", leave=False)
+            size = self.samples_per_forward
+            chunks = tqdm(chunks, total=None if total is None else math.ceil(total / size), desc="measuring", leave=False)
         chunk: Dict[str, Any] = {}
-        offset = 0
         callback = lambda n, o, i: self._on_output(n, o, i, chunk)  # noqa: E731
         with Probe(self.model, self.layers, callback) as probe:
-            for x in chunks:
-                if x.dim() != 4:
-                    raise ValueError(f"probe images must be B x C x H x W, got shape {tuple(x.shape)}")
+            for x, positions in chunks:
                 if not x.is_floating_point():
                     raise ValueError(
                         f"probe images have dtype {x.dtype} (shape {tuple(x.shape)}); the model needs floating-point "
@@ -432,19 +472,15 @@ class Measurement:
                 for g in self.groups:
                     g.check_input(x)
                 b = x.shape[0]
-                if positions is None:
-                    pos = torch.arange(self.num_samples, self.num_samples + b, device=x.device)
-                else:
-                    pos = torch.as_tensor(list(positions[offset : offset + b]), dtype=torch.long, device=x.device)
-                    if pos.numel() != b:
-                        raise ValueError(f"positions= has {len(positions)} entries, fewer than the images given")
-                offset += b
+                pos = torch.as_tensor(positions, dtype=torch.long, device=x.device)
                 finite = torch.isfinite(x).flatten(1).all(1)
+                partner = _partners(pos) if self.chance else None
                 if self._stacked_measures and not self.infos:
                     # One image first, only to create every layer's metric: all states then exist
                     # before the first full chunk, so the peak memory of a run is reached in its
                     # first chunk and does not step up in the second (and layer errors show early).
-                    chunk.update(b=1, size=tuple(x.shape[-2:]), finite=finite[:1], positions=pos[:1], transform=None)
+                    chunk.update(b=1, size=tuple(x.shape[-2:]), finite=finite[:1], positions=pos[:1], transform=None,
+                                 partner=None if partner is None else torch.full_like(pos[:1], -1))
                     self._allocating = True
                     try:
                         probe.start_forward()
@@ -453,7 +489,7 @@ class Measurement:
                             self.model(self._stack(x[:1]))
                     finally:
                         self._allocating = False
-                chunk.update(b=b, size=tuple(x.shape[-2:]), finite=finite, positions=pos, transform=None)
+                chunk.update(b=b, size=tuple(x.shape[-2:]), finite=finite, positions=pos, transform=None, partner=partner)
                 if "(input)" not in self.images_left_out:
                     self.images_left_out["(input)"] = ImagesLeftOut().to(x.device)
                 self.images_left_out["(input)"].update(pos, ~finite)
@@ -540,6 +576,11 @@ class Measurement:
                             higher_is_better=MEASURES[measure_name].higher_is_better,
                             layout=info.layout,
                             non_finite=len(left_out.get(info.name, [])),
+                            chance=d.get("chance"),
+                            above_chance=d.get("above_chance"),
+                            informative=d.get("informative"),
+                            stderr=d.get("stderr"),
+                            best=_best_value(MEASURES[measure_name]),
                         )
                     )
         selected = [n for n, _ in self.layers]
@@ -557,6 +598,20 @@ class Measurement:
         )
         report.warn_summary()
         return report
+
+
+def _partners(positions: torch.Tensor) -> torch.Tensor:
+    """Each image's chance-level partner in its chunk: the local index of global position ``p ^ 1``
+    (``2k`` <-> ``2k + 1``), or ``-1``. On the device, without a host synchronisation."""
+    match = (positions ^ 1).unsqueeze(1) == positions.unsqueeze(0)
+    return torch.where(match.any(1), match.to(torch.uint8).argmax(1), torch.full_like(positions, -1))
+
+
+def _best_value(metric_class) -> Optional[float]:
+    """A measure's best possible value, from its declared direction and plot bounds (for above-chance levels)."""
+    if metric_class.higher_is_better is None:
+        return None
+    return getattr(metric_class, "plot_upper_bound" if metric_class.higher_is_better else "plot_lower_bound", None)
 
 
 def _has_tensors(model: nn.Module) -> bool:
@@ -628,8 +683,8 @@ def measure(
     values are NaN or Inf are left out where they are, and named in ``report.non_finite``.
 
     Returns:
-        a :class:`MeasureReport`; ``report.to_dataframe()`` has columns
-        ``layer, index, part, kind, layout, measure, group, value, left_out, non_finite``.
+        MeasureReport: ``report.to_dataframe()`` has columns ``layer, index, part, kind, layout,
+            measure, group, value, left_out, non_finite, chance, above_chance, informative, stderr``.
 
     Example::
 

@@ -6,7 +6,7 @@ its action
 * on inputs ``T_g`` (``B x C x H x W`` images), and
 * on a layer's activation ``T'_g`` at the layer's own resolution, with a *validity
   mask* of the positions that carry content in both ``a(T_g x)`` and ``T'_g a(x)``
-  (MEASURES.md, "Notation"), optionally composed with a *channel action* declared by
+  (docs/measures.md §1.5), optionally composed with a *channel action* declared by
   the architecture (e2cnn: the field type's representation).
 
 Every group lists its non-identity ``elements`` (the default transformation set of the
@@ -107,7 +107,7 @@ class Group:
 
     @property
     def elements_with_identity(self) -> List[GroupElement]:
-        """Identity first, then :attr:`elements` (the full set of MEASURES.md §4)."""
+        """Identity first, then :attr:`elements` (the full set of docs/measures.md §5)."""
         return [IDENTITY] + self.elements
 
     def __len__(self) -> int:
@@ -139,7 +139,7 @@ class Group:
         """``T'_g a`` for a feature map ``... x C x h x w`` of an input of size ``input_size`` (H, W).
 
         The spatial transform at the map's own resolution, then ``channel_action`` if
-        the architecture declares one (MEASURES.md: "channel action").
+        the architecture declares one (docs/measures.md §1.5).
         """
         if not element.is_identity:
             h, w = a.shape[-2:]

@@ -16,7 +16,7 @@ the bilinear interpolant, reflection or circular padding). ``grid_sample`` has n
 forward-mode derivative in torch 2.13/2.14, so nothing differentiates through it: the
 input tangent ``G_0 x`` is pushed through the model once per transform with
 ``torch.autograd.forward_ad`` dual tensors, and every hooked layer reads its tangent
-``d f_{1:l}(x)[G_0 x]`` with ``unpack_dual`` (MEASURES.md §3). One pass per transform
+``d f_{1:l}(x)[G_0 x]`` with ``unpack_dual`` (docs/measures.md §4). One pass per transform
 serves all layers, batched over images.
 
 ``LEE = E_x ||L_X f_{1:l}(x)||^2 / dim`` (Eq. 4) is the measure ``"lee"`` of
@@ -172,7 +172,7 @@ def layer_lie_context(layer: str, output, transform: LieTransform, layout: Optio
     """The Lie derivative at a hooked layer during a forward-mode pass: ``tangent - G_l(primal)``.
 
     ``layout`` is the probe's layout of a 4-D output. The context's ``sample_mask`` is
-    ``False`` for images whose primal or tangent holds NaN or Inf (MEASURES.md).
+    ``False`` for images whose primal or tangent holds NaN or Inf (docs/measures.md §1.7).
     """
     raw = _first_tensor(output)
     if raw is None:

@@ -3,7 +3,7 @@
 ``select_layers`` resolves the ``layers=`` argument; ``Probe`` is a context manager that
 puts the model in eval mode, registers forward hooks on the selected layers and always
 removes them and restores every submodule's train/eval mode on exit, even when the
-model raises. ``as_activation`` normalises a layer output (MEASURES.md, "Notation"):
+model raises. ``as_activation`` normalises a layer output (docs/measures.md §1.2):
 
 * a tuple/list -> its first tensor (e.g. ``nn.MultiheadAttention`` returns ``(out, weights)``);
 * an e2cnn ``GeometricTensor`` -> its ``.tensor`` (``B x C x h x w``);
@@ -15,7 +15,7 @@ model raises. ``as_activation`` normalises a layer output (MEASURES.md, "Notatio
   torchvision's ``VisionTransformer`` flattens its patch grid);
 * ``B x C x 1 x 1`` maps and ``B x D`` tensors -> vectors ``B x D``.
 
-Layouts (MEASURES.md, "Layout"). A 4-D output is ``B x C x h x w`` unless the layer stores
+Layouts (docs/measures.md §1.3). A 4-D output is ``B x C x h x w`` unless the layer stores
 it channels-last. :func:`discover_layouts` decides it for every selected layer with one
 one-image forward, with the evidence in this order (strongest first):
 

@@ -14,7 +14,8 @@ import torch
 
 from .snapshot import rngs_restored, seed_rngs
 
-__all__ = ["first_tensor_of", "iter_images", "is_dataset", "INPUT_RULE", "ProbeSet", "check_inputs", "dataset_of", "item_seed"]
+__all__ = [
+    "shard", "first_tensor_of", "iter_images", "is_dataset", "INPUT_RULE", "ProbeSet", "check_inputs", "dataset_of", "item_seed"]
 
 INPUT_RULE = (
     "a batch's input is the batch itself if it is a tensor, batch['image'] (or 'images', 'input', "
@@ -99,6 +100,16 @@ def item_seed(seed: int, index: int) -> int:
     return (seed * 1_000_003 + index) % 2**31
 
 
+def shard(total: int, rank: int, world: int) -> range:
+    """Process ``rank``'s contiguous share of ``total`` probe positions: whole pairs ``2k, 2k + 1``,
+    dealt out as evenly as possible, the first ranks taking one pair more."""
+    pairs = (total + 1) // 2
+    base, extra = divmod(pairs, world)
+    start = rank * base + min(rank, extra)
+    stop = start + base + (1 if rank < extra else 0)
+    return range(2 * start, min(2 * stop, total))
+
+
 class ProbeSet:
     """A fixed, seeded probe set: which images, this process's share of them, and reading it.
 
@@ -108,8 +119,10 @@ class ProbeSet:
     tensor ``N x C x H x W``, a map-style ``Dataset`` or a ``DataLoader``; a loader over an
     ``IterableDataset`` (no ``len``) gives its first ``num_samples`` images instead.
 
-    Sharding: process ``rank`` of ``world`` reads the strided shard ``indices[rank::world]``,
-    at probe positions :meth:`positions` (ranks in ``indices``).
+    Sharding: process ``rank`` of ``world`` reads a contiguous run of probe positions that
+    starts at an even position (:meth:`positions`; a position is a rank in ``indices``), the
+    pairs ``2k, 2k + 1`` dealt out as evenly as possible, so that no chance-level pair
+    (docs/measures.md §7) is split between processes.
 
     Reading: dataset items are read directly (not through a loader's sampler or workers) and
     collated with the loader's ``collate_fn``; each is read with the global RNGs seeded from
@@ -182,7 +195,7 @@ class ProbeSet:
 
     def positions(self, rank: int = 0, world: int = 1) -> range:
         """The probe positions (ranks in ``indices``) of process ``rank``'s shard, in its order."""
-        return range(rank, len(self.indices), world)
+        return shard(len(self.indices), rank, world)
 
     def images(self, source, rank: int = 0, world: int = 1) -> torch.Tensor:
         """Process ``rank``'s share of the probe images from ``source``, a float tensor B x C x H x W on CPU."""
@@ -194,15 +207,17 @@ class ProbeSet:
             images = self._read_iterable(source)
             self._check_split(images.shape[0], world)
             self.indices, self.source_len = torch.arange(images.shape[0]), None
-            images = images[rank::world]
+            mine = shard(images.shape[0], rank, world)
+            images = images[mine.start : mine.stop]
         else:
             self.choose(len(data))
             self._check_split(len(self.indices), world)
-            shard = self.indices[rank::world]
+            mine = shard(len(self.indices), rank, world)
+            chosen = self.indices[mine.start : mine.stop]
             if isinstance(data, torch.Tensor):
-                images = data[shard]
+                images = data[chosen]
             else:
-                images = self._read_items(data, shard.tolist(), getattr(source, "collate_fn", None) if source is not data else None)
+                images = self._read_items(data, chosen.tolist(), getattr(source, "collate_fn", None) if source is not data else None)
         if images.dim() != 4 or not images.is_floating_point():
             raise ValueError(
                 f"probe images must be a float tensor B x C x H x W, got {images.dtype} of shape {tuple(images.shape)}; "
@@ -213,8 +228,11 @@ class ProbeSet:
 
     @staticmethod
     def _check_split(total: int, world: int) -> None:
-        if total < world:
-            raise ValueError(f"{total} probe images cannot be split over {world} processes; raise num_samples")
+        if total < world or (total + 1) // 2 < world:
+            raise ValueError(
+                f"{total} probe images cannot be split over {world} processes (each needs a pair of images); "
+                "raise num_samples"
+            )
 
     def input_of(self, batch) -> torch.Tensor:
         """The input tensor of a (collated) batch: ``input_fn(batch)`` if given, else by the input rule."""

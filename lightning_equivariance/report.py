@@ -12,7 +12,16 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["PARTS", "LayerResult", "LayerSeries", "MeasureReport", "assign_parts"]
+__all__ = ["PARTS", "LayerResult", "LayerSeries", "MeasureReport", "assign_parts", "above_chance", "INFORMATIVE_ROOM"]
+
+#: The per-layer columns of ``MeasureReport.to_dataframe()`` after the identifying ones.
+_RESULT_COLUMNS = ("value", "left_out", "non_finite", "chance", "above_chance", "informative", "stderr")
+
+
+def _mean_or_none(values) -> Optional[float]:
+    """The mean of the values that exist (``None``/NaN are missing), or ``None`` when none does."""
+    present = [float(v) for v in values if v is not None and not (isinstance(v, float) and np.isnan(v))]
+    return float(np.mean(present)) if present else None
 
 PARTS = ("Early", "Middle", "Late", "Pool", "Final")
 
@@ -35,6 +44,13 @@ class LayerResult:
     higher_is_better: Optional[bool]
     layout: str = "channels_first"
     non_finite: int = 0
+    #: the chance level and its derived numbers (docs/measures.md §7); ``None`` where undefined
+    chance: Optional[float] = None
+    above_chance: Optional[float] = None
+    informative: Optional[bool] = None
+    stderr: Optional[float] = None
+    #: the measure's best possible value (1 for the correlation measures, -1 for channelwise G-EED)
+    best: Optional[float] = None
 
 
 @dataclass
@@ -48,6 +64,26 @@ class LayerSeries:
     values: np.ndarray
     per_channel: Optional[List[np.ndarray]]
     higher_is_better: Optional[bool]
+
+
+#: Below this room above the chance level a layer is uninformative (docs/measures.md §7).
+INFORMATIVE_ROOM = 0.05
+
+
+def above_chance(value: float, chance: Optional[float], best: Optional[float]) -> Tuple[Optional[float], Optional[bool]]:
+    """``(above_chance, informative)`` of an element-averaged ``value`` with chance level ``chance``.
+
+    ``(v - c) / (best - c)`` where ``best`` is the measure's best possible value: 1 at perfect
+    in/equivariance, 0 at chance, negative below it. With less than :data:`INFORMATIVE_ROOM`
+    between the chance level and ``best`` the layer is uninformative: ``(None, False)``.
+    ``(None, None)`` when there is no chance level.
+    """
+    if chance is None or best is None or not np.isfinite(chance):
+        return None, None
+    room = best - chance
+    if abs(room) < INFORMATIVE_ROOM:
+        return None, False
+    return float((value - chance) / room), True
 
 
 def assign_parts(kinds: Sequence[str], is_pool: Optional[Sequence[bool]] = None) -> List[str]:
@@ -98,7 +134,7 @@ class MeasureReport:
         layouts: ``{layer: "channels_first" | "channels_last" | "tokens" | "vector"}``: how each
             measured layer's output was read (``channels_last``: ``B x h x w x C``).
         non_finite: ``{layer: [probe positions]}`` of images left out of a layer because their
-            input or activation there held NaN or Inf (MEASURES.md, "Non-finite values").
+            input or activation there held NaN or Inf (docs/measures.md §1.7).
         non_finite_inputs: probe positions of images whose input held NaN or Inf (left out of
             every layer).
     """
@@ -115,31 +151,55 @@ class MeasureReport:
 
     def to_dataframe(self, per_element: bool = False):
         """A ``pandas.DataFrame`` with columns ``layer, index, part, kind, layout, measure, group, value,
-        left_out, non_finite``.
+        left_out, non_finite, chance, above_chance, informative, stderr``.
 
         ``value`` is averaged over the group's elements; ``per_element=True`` gives one row
         per element with an ``element`` column instead. ``layout`` says how the layer was read
         (``channels_last`` for ``B x h x w x C`` outputs), ``left_out`` counts dead channels
-        left out, ``non_finite`` the images left out of the layer for NaN/Inf values.
+        left out, ``non_finite`` the images left out of the layer for NaN/Inf values;
+        ``chance``, ``above_chance``, ``informative`` and ``stderr`` (docs/measures.md §7) are
+        missing (``None``) where a measure has none or they are undefined.
         """
         import pandas as pd
 
         rows = []
         for r in self.results:
             base = dict(layer=r.layer, index=r.index, part=r.part, kind=r.kind, layout=r.layout, measure=r.measure, group=r.group)
-            extra = dict(left_out=r.left_out, non_finite=r.non_finite)
+            extra = dict(left_out=r.left_out, non_finite=r.non_finite, chance=r.chance, above_chance=r.above_chance,
+                         informative=r.informative, stderr=r.stderr)
             if per_element:
                 rows += [dict(base, element=e, value=v, **extra) for e, v in r.per_element.items()]
             else:
                 rows.append(dict(base, value=r.value, **extra))
         cols = ["layer", "index", "part", "kind", "layout", "measure", "group"] + (["element"] if per_element else [])
-        return pd.DataFrame(rows, columns=cols + ["value", "left_out", "non_finite"])
+        return pd.DataFrame(rows, columns=cols + list(_RESULT_COLUMNS))
 
-    def parts(self):
-        """Mean value per depth part: a DataFrame indexed by (measure, group) with columns Early..Final."""
+    def parts(self, detail: bool = False):
+        """Mean value per depth part: a DataFrame indexed by (measure, group) with columns Early..Final.
+
+        ``detail=True``: one row per (measure, group, part) with ``value``, ``chance``,
+        ``above_chance``, ``informative`` and ``stderr`` (docs/measures.md §7): a part's value
+        and chance are the means of its layers', its above-chance level follows from those,
+        and its ``stderr`` is the mean of its layers' - an upper bound on the standard error of
+        the part mean, since the layers share their images. Missing values are ``None``.
+        """
+        import pandas as pd
+
         df = self.to_dataframe()
-        table = df.pivot_table(index=["measure", "group"], columns="part", values="value", aggfunc="mean")
-        return table.reindex(columns=[p for p in PARTS if p in table.columns])
+        if not detail:
+            table = df.pivot_table(index=["measure", "group"], columns="part", values="value", aggfunc="mean")
+            return table.reindex(columns=[p for p in PARTS if p in table.columns])
+        best = {(r.measure, r.group): r.best for r in self.results}
+        rows = []
+        for (measure, group), sub in df.groupby(["measure", "group"], sort=False):
+            for part in [p for p in PARTS if p in set(sub.part)]:
+                layers = sub[sub.part == part]
+                value = float(layers.value.mean())
+                chance = _mean_or_none(layers.chance)
+                above, informative = above_chance(value, chance, best[(measure, group)])
+                rows.append(dict(measure=measure, group=group, part=part, value=value, chance=chance,
+                                 above_chance=above, informative=informative, stderr=_mean_or_none(layers.stderr)))
+        return pd.DataFrame(rows, columns=["measure", "group", "part", "value", "chance", "above_chance", "informative", "stderr"])
 
     def scalars(self, prefix: str = "equivariance") -> Dict[str, float]:
         """Flat scalars as the callback logs them: ``{prefix}/{measure}/{group}/{layer}`` and

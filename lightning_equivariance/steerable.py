@@ -10,7 +10,7 @@ representation. For a regular field of C_N that is a cyclic shift inside the fie
 so a perfectly equivariant layer satisfies ``a(T_g x) = rho(g) rot_g a(x)``. The engine
 reads the field type from each ``GeometricTensor`` output and uses ``rho(g)`` (from
 ``field_type.representation(g)``, built once per element and kept on the device) as the
-channel action ``T'_g`` of MEASURES.md; plain layers keep the identity.
+channel action ``T'_g`` of docs/measures.md §1.5; plain layers keep the identity.
 
 Worked example (C4, one regular field = 4 channels, input rotated by 90 degrees): the
 element of C4 is ``k = 90 / (360 / 4) = 1``; ``rho(1)`` is the 4x4 cyclic permutation

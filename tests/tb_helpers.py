@@ -580,7 +580,7 @@ def write_measured_run(path, run, info, steps=EPOCHS, model="<b>evil</b> model")
 
 
 def write_nv_run(path, module, run="nv_degenerate", steps=2):
-    """A run of the normalised variance ``nv`` (MEASURES.md section 4): a
+    """A run of the normalised variance ``nv`` (docs/measures.md §5): a
     real ``measure()`` on real probe images for the first steps, then on a
     probe set of one image repeated, where every sample variance is 0 and
     ``nv = x/0 = +inf``. Returns the run name."""

@@ -177,7 +177,7 @@ def test_probe_set_is_seeded_fixed_and_does_not_touch_the_global_rng(tmp_path):
     restored.load_state_dict(cb.state_dict())
     assert torch.equal(restored._probe_images(trainer), images)
     shard = EquivarianceCallback(num_samples=10, seed=7)._probe_images(types.SimpleNamespace(**{**vars(trainer), "global_rank": 1, "world_size": 3}))
-    assert torch.equal(shard, images[1::3])
+    assert torch.equal(shard, images[4:8])  # contiguous whole pairs: positions 0-3, 4-7, 8-9
 
 
 def test_input_rules_dict_batches_input_fn_and_user_inputs(tmp_path):

@@ -1,4 +1,4 @@
-"""Lie derivative / LEE (Gruver et al. 2023 §4-5, MEASURES.md §3): finite differences, aliasing, contributions.
+"""Lie derivative / LEE (Gruver et al. 2023 §4-5, docs/measures.md §4): finite differences, aliasing, contributions.
 
 The finite-difference references build their own ``affine_grid`` matrices from the
 paper's reference transforms and go through ``grid_sample`` (reflection padding,
@@ -21,7 +21,7 @@ from lightning_equivariance.probe import select_layers
 from models import SmallCNN
 
 SPATIAL = ["translation_x", "translation_y", "rotation", "scale", "shear", "hyperbolic_rotation"]
-COLUMNS = ["layer", "index", "part", "kind", "layout", "measure", "group", "value", "left_out", "non_finite"]
+COLUMNS = ["layer", "index", "part", "kind", "layout", "measure", "group", "value", "left_out", "non_finite", "chance", "above_chance", "informative", "stderr"]
 
 
 # ---------------------------------------------------------------------- independent references

@@ -1,4 +1,4 @@
-"""NaN/Inf in probe images or activations: left out where they are, named, never a NaN value (MEASURES.md)."""
+"""NaN/Inf in probe images or activations: left out where they are, named, never a NaN value (docs/measures.md §1.7)."""
 import math
 import warnings
 

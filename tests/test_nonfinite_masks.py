@@ -1,4 +1,4 @@
-"""Per-image masks for non-finite values (MEASURES.md, "Non-finite values"): correlation, G-EED and LEE.
+"""Per-image masks for non-finite values (docs/measures.md §1.7): correlation, G-EED and LEE.
 
 An image left out by ``sample_mask`` must change nothing: every metric fed 8 images with image 3
 masked (its activations zeros, as the engine leaves them, or garbage) equals the same metric fed

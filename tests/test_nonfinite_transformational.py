@@ -1,4 +1,4 @@
-"""Per-image sample masks in Quiroga's transformational measures (MEASURES.md, "Non-finite values").
+"""Per-image sample masks in Quiroga's transformational measures (docs/measures.md §1.7).
 
 An image the engine excludes (NaN/Inf in its input or in its activation at a layer) arrives
 with ``ctx.sample_mask[i] = False`` and its activations replaced by zeros. Every measure must

@@ -1,4 +1,4 @@
-"""ProbeSet: seeded choice, strided shards, reading with the global RNGs untouched, state, sources."""
+"""ProbeSet: seeded choice, contiguous shards of whole pairs, reading with the global RNGs untouched, state, sources."""
 import random
 import subprocess
 import sys
@@ -91,7 +91,7 @@ def test_reading_a_dataset_leaves_the_global_rngs_and_draws_per_item():
     again = ProbeSet(8, seed=5).images(dataset)
     assert torch.equal(again, images)
     # ... and in any shard
-    assert torch.equal(ProbeSet(8, seed=5).images(dataset, 1, 3), images[1::3])
+    assert torch.equal(ProbeSet(8, seed=5).images(dataset, 1, 3), images[4:6])  # contiguous pairs: 0-3, 4-5, 6-7
     i = int(probes.indices[0])
     torch.manual_seed(item_seed(5, i))
     random.seed(item_seed(5, i))
@@ -152,3 +152,19 @@ def test_probe_set_and_snapshot_do_not_import_lightning():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("total,world", [(13, 2), (37, 2), (10, 3), (4, 2), (9, 4)])
+def test_shards_are_contiguous_whole_pairs_from_even_positions(total, world):
+    from lightning_equivariance.probe_set import shard
+
+    runs = [shard(total, rank, world) for rank in range(world)]
+    assert [p for r in runs for p in r] == list(range(total))  # contiguous, in rank order, covering
+    assert all(r.start % 2 == 0 and len(r) > 0 for r in runs)  # no pair split between processes
+    pairs = [(len(r) + 1) // 2 for r in runs]
+    assert max(pairs) - min(pairs) <= 1  # as even as whole pairs allow
+
+
+def test_too_few_images_for_the_processes_is_named():
+    with pytest.raises(ValueError, match="3 probe images cannot be split over 3 processes"):
+        ProbeSet(3).images(_numbered(3), 0, 3)

@@ -1,4 +1,4 @@
-"""Group-aware measurement of e2cnn steerable CNNs (MEASURES.md "channel action"; issue 7)."""
+"""Group-aware measurement of e2cnn steerable CNNs (docs/measures.md §1.5; issue 7)."""
 import warnings
 
 import pytest

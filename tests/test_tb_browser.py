@@ -8,7 +8,7 @@ The log directory (:func:`make_logdir`) comes from a real training run:
 three tiny CNNs fitted for 2 epochs with ``lightning.pytorch.Trainer``,
 ``TensorBoardLogger`` and ``EquivarianceCallback`` (per-channel data, a
 ``val_acc`` scalar, one baseline), plus a run with a hostile name and a run of
-the normalised variance ``nv`` that reaches ``+inf`` (MEASURES.md section 4),
+the normalised variance ``nv`` that reaches ``+inf`` (docs/measures.md §5),
 both written from ``measure()`` reports of a trained model. The checks read
 what to expect from the plugin's JSON routes, not from the data.
 
@@ -456,7 +456,7 @@ def test_hostile_run_name_is_text(driver):
 
 
 def test_infinite_values_are_shown(tensorboard, driver, shots):
-    # nv = TV / SV (MEASURES.md section 4) with x/0 = +inf: the nv run's
+    # nv = TV / SV (docs/measures.md §5) with x/0 = +inf: the nv run's
     # last point was measured on one image repeated (SV = 0).
     select_measure(driver, "nv")
     series = api(tensorboard, "series", run=NV_RUN, measure="nv", group=GROUP)

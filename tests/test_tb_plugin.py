@@ -400,7 +400,7 @@ def test_no_cdn_and_no_vendored_plotly():
 
 # ---------------------------------------------------------------- infinities --
 #
-# MEASURES.md section 4: nv/nd are x/0 = +inf, a documented value. The routes
+# docs/measures.md §5: nv/nd are x/0 = +inf, a documented value. The routes
 # send infinities as "Infinity"/"-Infinity" strings in JSON, as IEEE float32
 # infinities in base64; NaN (missing) as null / NaN.
 

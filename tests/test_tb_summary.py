@@ -171,7 +171,7 @@ def test_summary_pbs_directly():
 
 
 def test_infinities_are_values(tmp_path):
-    # MEASURES.md section 4: nv = TV / SV with x/0 = +inf - a value, stored as is.
+    # docs/measures.md §5: nv = TV / SV with x/0 = +inf - a value, stored as is.
     layers = ["a", "b", "c", "d"]
     parts = ["Early", "Middle", "Late", "Final"]
     report = FakeReport(
@@ -462,7 +462,7 @@ def test_unknown_part_names_are_read_as_labels():
 
 
 def test_v1_fixture_is_read_as_v2():
-    # tests/data/tb_v1: written by the version-1 writer (tb_plugin.summary, commit 1667de5).
+    # tests/data/tb_v1: written by the version-1 writer (lightning_equivariance_tb.summary, commit 1667de5).
     acc = load(os.path.join(V1_FIXTURE, "v1_resnet"))
     assert set(acc.Tags()["tensors"]) == {
         LAYERS_TAG, CHANNELS_TAG,

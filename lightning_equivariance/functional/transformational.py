@@ -36,7 +36,7 @@ The ``_*_update`` helpers return per-batch sums (float64) and the ``_*_compute``
 turn summed states into per-unit values: the metric classes in
 :mod:`lightning_equivariance.metrics.transformational` are thin wrappers.
 
-Non-finite values (MEASURES.md): every ``_*_update`` helper takes an optional ``mask``, ``b``
+Non-finite values (docs/measures.md §1.7): every ``_*_update`` helper takes an optional ``mask``, ``b``
 booleans on the activations' device (``True`` = the image counts). The masked images are left
 out of every sum, sum of squares, minimum, maximum and pair exactly - the result equals the
 update with the unmasked images only - with ``torch.where`` on the device (never a product

@@ -55,12 +55,15 @@ class LayerContext:
             a measure decides itself whether it may reuse something from it.
         sample_mask: ``b`` booleans on the activations' device, ``True`` for the images that
             count, or ``None`` when all do. An image whose input or activation at this layer
-            (any view) holds NaN or Inf is left out of the layer (MEASURES.md, "Non-finite
-            values"); the engine has already replaced its activations (``a_x`` and every
+            (any view) holds NaN or Inf is left out of the layer (docs/measures.md §1.7); the engine has already replaced its activations (``a_x`` and every
             ``a_gx``) by zeros, so nothing non-finite reaches a measure. A measure leaves the
             masked images out of every sum and count exactly - the result equals measuring
             only the unmasked images - using masks on the device (``torch.where``, multiplying
             by the mask), never compacting the batch or synchronising with the host.
+        partner: ``b`` int64 indices on the activations' device: the local index (in this chunk)
+            of each image's chance-level partner (global probe positions ``2k`` and ``2k + 1``,
+            docs/measures.md §7), ``-1`` where the partner is not in the chunk; ``None``: no
+            chance level. The engine keeps pairs inside chunks.
     """
 
     layer: str
@@ -76,6 +79,7 @@ class LayerContext:
     shared: Dict[Any, Any] = field(default_factory=dict)
     previous: Optional[Dict[Any, Any]] = None
     sample_mask: Optional[torch.Tensor] = None
+    partner: Optional[torch.Tensor] = None
 
     @property
     def num_channels(self) -> int:

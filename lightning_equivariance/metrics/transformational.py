@@ -7,7 +7,7 @@ from the sample-transformation matrix ``ST[i, j] = a(t_j(x_i))`` (Eq. 1) over th
 transformation set *identity included* (``include_identity=False`` drops it, e.g. for
 Quiroga's 24 translations, a set without the identity).
 
-Reporting (MEASURES.md §4): ``per_channel`` is the mean over the spatial positions of each
+Reporting (docs/measures.md §5): ``per_channel`` is the mean over the spatial positions of each
 channel (heatmap data; on a vector layer the per-entry values), ``value`` the mean over
 all units (= over channels) - except ``same_equivariance`` (see there). ``per_element``:
 the measures over the whole set (TV, NV, TD, ND, ANOVA, same-equivariance) have a single
@@ -29,7 +29,7 @@ average distance") it is computed over the pairs *within each batch*, rescaled t
 depends on how images are batched otherwise. ``distance="squared"`` is exact and mergeable
 (Eq. 7: twice the population variance).
 
-Non-finite values (MEASURES.md): ``update(..., sample_mask=...)`` and ``update(ctx)``
+Non-finite values (docs/measures.md §1.7): ``update(..., sample_mask=...)`` and ``update(ctx)``
 (``ctx.sample_mask``) take ``b`` booleans on the activations' device, ``True`` for the images
 that count. The masked images are left out of every state exactly (the image count, row
 sums, column sums, sums of squares, minima, maxima, and the within-batch pairs of ``sd``/

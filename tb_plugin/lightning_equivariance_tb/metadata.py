@@ -14,7 +14,7 @@ For one measure (e.g. ``"equivariance"``) and one transformation group (e.g.
 
 ``equivariance_layers/{measure}/{group}`` (kind ``"layers"``, always written)
     float32, shape ``(L,)``: one value per layer of the metadata's ``layers``, in
-    depth order. ``+inf``/``-inf`` are values (MEASURES.md section 4: ``nv``/``nd``
+    depth order. ``+inf``/``-inf`` are values (docs/measures.md §5: ``nv``/``nd``
     are ``x/0 = +inf``). NaN means *the layer was not measured at this step*; the
     step's record (below) says why. The writer never writes NaN for a measured layer.
 

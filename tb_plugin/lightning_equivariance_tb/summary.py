@@ -27,7 +27,7 @@ Then ``tensorboard --logdir lightning_logs --samples_per_plugin equivariance=0``
 shows both (``equivariance=0`` keeps every step; without it TensorBoard keeps a
 random sample of 100 points per tag, 10 with ``--load_fast=false``).
 
-Values may be ``+inf`` or ``-inf``: MEASURES.md section 4 defines the normalised
+Values may be ``+inf`` or ``-inf``: docs/measures.md §5 defines the normalised
 ratios (``nv``, ``nd``) with ``x/0 = +inf``, a documented value, so such a series is
 stored as is (float32 holds both infinities exactly; a finite value beyond float32's
 range, ``|x| > 3.4e38``, is stored as the infinity of its sign). NaN is refused for a
@@ -529,7 +529,8 @@ def write_series(
       baseline: Mark the run as a reference model, drawn dashed.
       run_group: Optional name grouping runs.
       per_channel: Also write the per-channel values of the series that have them.
-      epoch, global_step: Recorded with the point when given (ints).
+      epoch: Recorded with the point when given (an int).
+      global_step: Recorded with the point when given (an int).
       walltime: Seconds since the epoch; defaults to now.
 
     Returns:

@@ -1,7 +1,7 @@
 // Canvas heatmaps of the "Equivariance" tab: layer x epoch (and channel x epoch)
 // matrices drawn without plotly.js, so the default view needs no 4.8 MB bundle.
 //
-// Infinite values (MEASURES.md section 4: nv/nd are x/0 = +inf) take the colour of
+// Infinite values (docs/measures.md §5: nv/nd are x/0 = +inf) take the colour of
 // the scale's end, hatched, with a "+∞"/"-∞" box on the colour bar. Missing values
 // (a layer not measured at a step) are grey. Every label is drawn with fillText and
 // the tooltip is set with textContent: names from the logs stay plain text.

@@ -10,7 +10,7 @@
 //   charts.js   the plotly figures, built by pure functions
 //   app.js      state, data loading, controls, views
 //
-// Infinite values: MEASURES.md section 4 defines nv/nd with x/0 = +inf, a value,
+// Infinite values: docs/measures.md §5 defines nv/nd with x/0 = +inf, a value,
 // not an error. The routes send matrices as base64 float32 (IEEE infinities) and
 // other numbers as JSON with "Infinity"/"-Infinity" strings; here they show as
 // "∞"/"-∞". Part means are the server's (one +∞ layer makes the part +∞, +∞ with
