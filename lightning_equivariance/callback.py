@@ -51,16 +51,6 @@ __all__ = ["EquivarianceCallback"]
 _STAGES = ("validation", "train")
 
 
-class _SeriesReport:
-    """One series of a report, in the duck type ``lightning_equivariance_tb.summary.write_report`` reads."""
-
-    def __init__(self, series):
-        self._series = series
-
-    def series(self):
-        return [self._series]
-
-
 class _Collectives:
     """``all_gather_object`` over the trainer's processes (``[obj]`` in one), for ``Measurement.agree``."""
 
@@ -116,7 +106,8 @@ class EquivarianceCallback(Callback):
     **Model.** ``pl_module`` itself (its ``forward`` must take images), or the submodule named
     by ``submodule`` (e.g. ``"net"``); ``layers`` names are relative to it.
 
-    **DDP.** Each process measures a disjoint shard ``indices[rank::world_size]``; the metric
+    **DDP.** Each process measures a contiguous shard of whole pairs of probe positions
+    (:func:`~lightning_equivariance.probe_set.shard`: no chance-level pair is split); the metric
     states are summed across processes by torchmetrics, so the logged value is the value over
     the whole probe set (equal to a one-process run). Parameters are equal on every process,
     but buffers (BatchNorm statistics) drift apart between DDP's broadcasts, so rank zero's
@@ -128,7 +119,8 @@ class EquivarianceCallback(Callback):
     to every logger in ``trainer.loggers`` (from rank zero) and into ``trainer.callback_metrics``
     (every rank) for ``ModelCheckpoint``/``EarlyStopping``. For every ``TensorBoardLogger``,
     one tensor summary per (measure, group) holding the per-layer vector (and the per-channel
-    values with ``per_channel=True``) is written with :func:`lightning_equivariance_tb.summary.write_report`,
+    values with ``per_channel=True``, the chance level and standard errors, and the layers left out
+    with their reasons) is written with :func:`lightning_equivariance_tb.summary.write_series`,
     for the ``equivariance`` TensorBoard tab. Each epoch is measured and logged once: the
     values are kept in ``state_dict()["history"]``, so resuming from a checkpoint (even when
     Lightning re-runs an epoch end) neither duplicates nor skips epochs. With
@@ -460,7 +452,7 @@ class EquivarianceCallback(Callback):
         if not tb_loggers:
             return
         try:
-            from lightning_equivariance_tb.summary import write_report
+            from lightning_equivariance_tb.summary import write_series
         except Exception as e:  # noqa: BLE001
             self._warn(f"the TensorBoard writer lightning_equivariance_tb.summary is unavailable ({type(e).__name__}: {e})")
             return
@@ -469,9 +461,9 @@ class EquivarianceCallback(Callback):
             for s in report.series():
                 # One series at a time: a bad series (e.g. a NaN value) loses only itself.
                 try:
-                    write_report(
+                    write_series(
                         logger.experiment,
-                        _SeriesReport(s),
+                        [s],
                         step=epoch,
                         model=model,
                         baseline=self.baseline,

@@ -34,10 +34,10 @@ from .metrics.base import ImagesLeftOut
 from .steerable import e2cnn_channel_action, field_type_of, patch_e2cnn
 from .probe_set import iter_images
 from .probe import LayerSpec, Probe, as_activation, check_layout_overrides, is_pooling, select_layers
-from .report import PARTS, LayerResult, LayerSeries, MeasureReport, assign_parts
+from .report import PARTS, LayerResult, MeasureReport, assign_parts
 from .transforms import LieTransform, split_groups
 
-__all__ = ["measure", "Measurement", "MeasureReport", "LayerResult", "LayerSeries", "MeasureError", "PARTS"]
+__all__ = ["measure", "Measurement", "MeasureReport", "LayerResult", "MeasureError", "PARTS"]
 
 class MeasureError(RuntimeError):
     """Measuring a layer failed; the message names the layer and the shape."""
@@ -263,7 +263,12 @@ class Measurement:
         self.images_left_out[name].update(chunk["positions"], ~ok)
 
     def _activation(self, name: str, output, expected: int):
-        act = as_activation(output, name, (self.layouts or {}).get(name))
+        try:
+            act = as_activation(output, name, (self.layouts or {}).get(name))
+        except Exception:
+            if name not in self.infos:  # keep its place in depth order (the report lists it as refused)
+                self.infos[name] = LayerInfo(name, len(self.infos), "refused", (), False, layout="refused")
+            raise
         t = act.tensor
         if t.shape[0] != expected:
             raise MeasureError(
@@ -538,7 +543,7 @@ class Measurement:
             )
         bad_inputs, left_out = self._left_out_images()
         infos = sorted(self.infos.values(), key=lambda i: i.index)
-        parts = assign_parts([i.kind for i in infos], [i.is_pool for i in infos])
+        parts = assign_parts(["map" if i.kind == "refused" else i.kind for i in infos], [i.is_pool for i in infos])
         for info, part in zip(infos, parts):
             info.part = part
         results = []
@@ -592,9 +597,11 @@ class Measurement:
             self.seconds,
             self.num_samples,
             dict(self.notes),
-            layouts={i.name: i.layout for i in infos},
+            layouts={i.name: i.layout for i in infos if i.kind != "refused"},
             non_finite=left_out,
             non_finite_inputs=bad_inputs,
+            depth={i.name: (i.index, i.part) for i in infos},
+            selected=[n for n, _ in self.layers],
         )
         report.warn_summary()
         return report

@@ -577,7 +577,7 @@ def lie_derivative_contributions(
         x0 = inputs[:1].to(device=device or inputs.device, dtype=dtype if dtype is not None else inputs.dtype)
         found = discover_layouts(model, x0, selected, layouts)
     order: List[Tuple[str, str, str]] = []
-    sums: Dict[str, List[float]] = {}
+    sums: Dict[str, List[torch.Tensor]] = {}
     out_lee_sum, n, dim = 0.0, 0, 1
     t0 = time.perf_counter()
     for start in range(0, inputs.shape[0], int(batch_size)):
@@ -592,10 +592,9 @@ def lie_derivative_contributions(
         for r, est in list(zip(records, per_layer)) + [(None, remainder)]:
             key = "(unattributed)" if r is None else r.name
             if key not in sums:
-                sums[key] = [0.0, 0.0]
+                sums[key] = []
                 order.append((key, "" if r is None else r.module, "" if r is None else r.kind))
-            sums[key][0] += float(est.sum())
-            sums[key][1] += float(est.square().sum())
+            sums[key].append(est.detach().double().cpu())  # per image: the stderr from two passes
         out_lee_sum += float(out_sq.sum()) / dim
         n += x.shape[0]
     rows = []
@@ -603,11 +602,12 @@ def lie_derivative_contributions(
     kinds = [k if k not in ("tokens", "channels_last") else "map" for _, _, k in layers_only]
     is_pool = [is_pooling(modules[nm.split(":")[0]]) for nm, _, _ in layers_only]
     parts = assign_parts(kinds, is_pool) if layers_only else []
-    total = sum(sums[nm][0] / n for nm, _, _ in layers_only) or 1.0
+    per_image = {nm: torch.cat(v) for nm, v in sums.items()}
+    total = sum(float(per_image[nm].mean()) for nm, _, _ in layers_only) or 1.0
     cumulative = 0.0
     for i, (nm, mod, kind) in enumerate(order):
-        mean = sums[nm][0] / n
-        var = max(sums[nm][1] / n - mean * mean, 0.0) * n / max(n - 1, 1)
+        mean = float(per_image[nm].mean())
+        var = float(per_image[nm].var(correction=1)) if n > 1 else 0.0
         attributed = nm != "(unattributed)"
         if attributed:
             cumulative += mean / total

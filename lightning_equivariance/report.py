@@ -12,7 +12,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["PARTS", "LayerResult", "LayerSeries", "MeasureReport", "assign_parts", "above_chance", "INFORMATIVE_ROOM"]
+# The depth parts belong to the event format, which the plugin owns: one PARTS for library and tab.
+from lightning_equivariance_tb.metadata import PARTS
+
+__all__ = ["PARTS", "LayerResult", "MeasureReport", "assign_parts", "above_chance", "INFORMATIVE_ROOM"]
 
 #: The per-layer columns of ``MeasureReport.to_dataframe()`` after the identifying ones.
 _RESULT_COLUMNS = ("value", "left_out", "non_finite", "chance", "above_chance", "informative", "stderr")
@@ -23,7 +26,6 @@ def _mean_or_none(values) -> Optional[float]:
     present = [float(v) for v in values if v is not None and not (isinstance(v, float) and np.isnan(v))]
     return float(np.mean(present)) if present else None
 
-PARTS = ("Early", "Middle", "Late", "Pool", "Final")
 
 
 @dataclass
@@ -51,19 +53,6 @@ class LayerResult:
     stderr: Optional[float] = None
     #: the measure's best possible value (1 for the correlation measures, -1 for channelwise G-EED)
     best: Optional[float] = None
-
-
-@dataclass
-class LayerSeries:
-    """The per-layer vector of one (measure, group), in depth order (what TensorBoard summaries hold)."""
-
-    measure: str
-    group: str
-    layers: List[str]
-    parts: List[str]
-    values: np.ndarray
-    per_channel: Optional[List[np.ndarray]]
-    higher_is_better: Optional[bool]
 
 
 #: Below this room above the chance level a layer is uninformative (docs/measures.md §7).
@@ -148,6 +137,10 @@ class MeasureReport:
     layouts: Dict[str, str] = field(default_factory=dict)
     non_finite: Dict[str, List[int]] = field(default_factory=dict)
     non_finite_inputs: List[int] = field(default_factory=list)
+    #: ``{layer: (index, part)}`` of every layer that produced an output (measured or refused), depth order
+    depth: Dict[str, Tuple[int, str]] = field(default_factory=dict)
+    #: the selected layers' names, in the model's registration order
+    selected: List[str] = field(default_factory=list)
 
     def to_dataframe(self, per_element: bool = False):
         """A ``pandas.DataFrame`` with columns ``layer, index, part, kind, layout, measure, group, value,
@@ -207,10 +200,11 @@ class MeasureReport:
         scalars: Dict[str, float] = {}
         for s in self.series():
             base = f"{prefix}/{s.measure}/{s.group}"
-            for layer, value in zip(s.layers, s.values):
-                scalars[f"{base}/{layer}"] = float(value)
+            measured = [(layer, part, float(v)) for layer, part, v in zip(s.layers, s.parts, s.values) if layer not in s.missing]
+            for layer, _, value in measured:
+                scalars[f"{base}/{layer}"] = value
             for part in PARTS:
-                vals = [float(v) for p, v in zip(s.parts, s.values) if p == part]
+                vals = [v for _, p, v in measured if p == part]
                 if vals:
                     scalars[f"{base}/part/{part}"] = float(np.mean(vals))
         return scalars
@@ -224,27 +218,62 @@ class MeasureReport:
                 return r.per_channel
         raise KeyError(f"no result for layer={layer!r}, measure={measure!r}, group={group!r}")
 
-    def series(self) -> List[LayerSeries]:
-        """One :class:`LayerSeries` per (measure, group), layers in depth order."""
-        out: Dict[Tuple[str, str], List[LayerResult]] = {}
+    def _layer_order(self) -> List[Tuple[str, str]]:
+        """``(layer, part)`` of every layer the measurement met, in depth order, then the selected layers
+        that were never called, each after the last met layer selected before it."""
+        order = sorted(self.depth, key=lambda n: self.depth[n][0])
+        placed = [(n, self.depth[n][1]) for n in order]
+        for name in self.not_called:
+            before = [n for n in self.selected[: self.selected.index(name)] if n in self.depth] if name in self.selected else []
+            at = max((i for i, (n, _) in enumerate(placed) if n.split(":")[0] in before), default=len(placed) - 1)
+            part = placed[at][1] if placed else PARTS[0]
+            placed.insert(at + 1, (name, part))
+        return placed
+
+    def series(self):
+        """One series per (measure, group), layers in depth order: what the TensorBoard summaries hold.
+
+        Each is a ``lightning_equivariance_tb.summary.Series`` (the plugin owns the format): every
+        layer the measurement met or selected, a missing entry with its status and reason for the
+        ones without a value (``"refused"``: in ``report.errors``; ``"not_called"``), and the
+        per-layer ``stderr``, ``chance``, ``above_chance``, ``informative`` and ``non_finite``.
+        Layers where a measure is undefined by design (``report.notes``) are not listed.
+        """
+        from lightning_equivariance_tb.summary import Series
+
+        by_key: Dict[Tuple[str, str], Dict[str, LayerResult]] = {}
         for r in self.results:
-            out.setdefault((r.measure, r.group), []).append(r)
-        series = []
-        for (m, g), rs in out.items():
-            rs = sorted(rs, key=lambda r: r.index)
-            chans = [r.per_channel for r in rs]
-            series.append(
-                LayerSeries(
-                    m,
-                    g,
-                    [r.layer for r in rs],
-                    [r.part for r in rs],
-                    np.array([r.value for r in rs], dtype=np.float64),
-                    None if all(c is None for c in chans) else [np.atleast_1d(c if c is not None else r.value) for c, r in zip(chans, rs)],
-                    rs[0].higher_is_better,
-                )
-            )
-        return series
+            by_key.setdefault((r.measure, r.group), {})[r.layer] = r
+        for layer, measure, group in self.errors:
+            by_key.setdefault((measure, group), {})
+        order = self._layer_order()
+        out = []
+        for (m, g), results in by_key.items():
+            layers = [(n, p) for n, p in order if n in results or (n, m, g) in self.errors or n in self.not_called]
+            rs = [results.get(n) for n, _ in layers]
+            if not any(rs):
+                continue
+            missing = {n: ("refused", self.errors[(n, m, g)]) for n, _ in layers if (n, m, g) in self.errors}
+            missing.update({n: ("not_called", "the layer's forward hook never fired") for n, _ in layers if n in self.not_called})
+
+            def column(attr, rs=rs):
+                values = [getattr(r, attr) if r is not None else None for r in rs]
+                if all(v is None for v in values):
+                    return None
+                return np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+
+            chans = [None if r is None else r.per_channel for r in rs]
+            first = next(r for r in rs if r is not None)
+            out.append(Series(
+                measure=m, group=g, layers=[n for n, _ in layers], parts=[p for _, p in layers],
+                values=np.array([np.nan if r is None else r.value for r in rs], dtype=np.float64),
+                per_channel=None if all(c is None for c in chans) else [
+                    None if r is None else np.atleast_1d(c if c is not None else r.value) for c, r in zip(chans, rs)],
+                higher_is_better=first.higher_is_better,
+                stderr=column("stderr"), chance=column("chance"), above_chance=column("above_chance"),
+                informative=column("informative"), non_finite=column("non_finite"), missing=missing,
+            ))
+        return out
 
     def plot(self, ax=None):
         """Plot value against layer depth, one line per (measure, group); returns ``(fig, ax)``. Needs matplotlib."""

@@ -41,6 +41,9 @@ def setups():
                          measure_options={"distance": "squared"}), images9, uneven),
         # |x - y| SD/ND: Quiroga's within-batch pairs; the split is chunk-aligned, so the blocks coincide
         "blocks": (dict(measures=["sd", "nd"], groups=groups(), batch_size=12), images8, [slice(0, 4), slice(4, 8)]),
+        # chance level and standard errors: 9 images, contiguous shards of whole pairs (0-5, 6-8), global positions
+        "chance": (dict(measures=["invariance", "equivariance", "geed_channel", "geed_latent_l2", "geed_softmax"],
+                        groups=groups(), batch_size=18), images9, [slice(0, 6), slice(6, 9)]),
     }
 
 
@@ -52,7 +55,8 @@ def model():
 def rows(report):
     return [
         dict(layer=r.layer, measure=r.measure, group=r.group, value=r.value, per_element=r.per_element,
-             per_channel=None if r.per_channel is None else r.per_channel.tolist())
+             per_channel=None if r.per_channel is None else r.per_channel.tolist(),
+             chance=r.chance, above_chance=r.above_chance, informative=r.informative, stderr=r.stderr)
         for r in report.results
     ]
 
@@ -64,7 +68,8 @@ def run(rank: int, out: str) -> None:
         results = {}
         for name, (kwargs, images, shards) in setups().items():
             meas = Measurement(model(), **kwargs)
-            meas.update(images[shards[rank]])
+            mine = shards[rank]
+            meas.update(images[mine], positions=range(mine.start, mine.stop))
             report = meas.compute()
             results[name] = {"rows": rows(report), "notes": sorted(report.notes), "errors": report.errors}
         torch.save({"world_size": dist.get_world_size(), "results": results}, os.path.join(out, f"rank{rank}.pt"))

@@ -296,7 +296,8 @@ def test_resume_logs_every_epoch_exactly_once(tmp_path):
     assert len(glob.glob(str(tmp_path / "tb" / "version_0" / "events.out.tfevents.*"))) >= 2  # two runs
     tags = [t for t in acc.Tags()["tensors"] if t.startswith("equivariance_")]
     assert sorted(tags) == sorted(
-        f"equivariance_{kind}/{m}/rotation90" for kind in ("layers", "channels") for m in ("invariance", "equivariance")
+        # v2: the chance level and stderr go to a stats tag beside the layers and channels
+        f"equivariance_{kind}/{m}/rotation90" for kind in ("layers", "channels", "stats") for m in ("invariance", "equivariance")
     )
     for tag in tags:
         assert [e.step for e in acc.Tensors(tag)] == [0, 1, 2, 3], tag
@@ -419,3 +420,13 @@ def test_setup_refuses_what_does_not_fit_the_model(tmp_path, kwargs, model, matc
     trainer = pl.Trainer(callbacks=[EquivarianceCallback(**kwargs)], logger=False, **trainer_kwargs(tmp_path, max_epochs=1))
     with pytest.raises(ValueError, match=match):
         trainer.fit(model())
+
+
+def test_layout_override_and_on_error_reach_the_measurement(tmp_path):
+    cb = EquivarianceCallback(num_samples=8, layers=["net.0", "net.4"], layouts={"net.4": "channels_last"})
+    pl.seed_everything(0, verbose=False)
+    trainer = pl.Trainer(callbacks=[cb], logger=CSVLogger(str(tmp_path)), **trainer_kwargs(tmp_path, max_epochs=1))
+    trainer.fit(LitCNN())  # net.4's B x 8 x 8 x 8 output read as channels-last on request
+    assert cb.last_report.layouts == {"net.0": "channels_first", "net.4": "channels_last"}
+    with pytest.raises(ValueError, match="on_error"):
+        EquivarianceCallback(on_error="ignore")

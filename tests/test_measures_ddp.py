@@ -37,7 +37,7 @@ def _same(a, b, what):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("run", ["exact", "squared", "blocks"])
+@pytest.mark.parametrize("run", ["exact", "squared", "blocks", "chance"])
 def test_two_processes_give_the_one_process_values(ddp_results, run):
     kwargs, images, _ = worker.setups()[run]
     meas = Measurement(worker.model(), **kwargs)
@@ -57,6 +57,14 @@ def test_two_processes_give_the_one_process_values(ddp_results, run):
             _same(list(g["per_element"].values()), list(e["per_element"].values()), f"rank {rank} {key} per element")
             if e["per_channel"] is not None:
                 _same(g["per_channel"], e["per_channel"], f"rank {rank} {key} per channel")
+            if run == "chance":  # docs/measures.md §7: the same chance level and stderr as one process
+                for field in ("chance", "above_chance", "stderr"):
+                    assert (g[field] is None) == (e[field] is None), (rank, key, field)
+                    if e[field] is not None:
+                        _same(g[field], e[field], f"rank {rank} {key} {field}")
+                assert g["informative"] == e["informative"]
     measures = {k[1] for k in expected}
     assert measures == set(kwargs["measures"])
+    if run == "chance":
+        assert any(e["chance"] is not None for e in expected.values()) and any(e["stderr"] is not None for e in expected.values())
     assert all(math.isfinite(e["value"]) or e["measure"] in ("nv", "nd") for e in expected.values())

@@ -9,7 +9,8 @@ from typing import Dict, List, Optional
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
+
+from host_sync import NoHostRead
 
 from lightning_equivariance.functional import (
     correlation_equivariance,
@@ -323,20 +324,7 @@ def test_lee_masked_image_is_left_out(kind, how):
 
 
 # ------------------------------------------------------------------ no host synchronisation
-class _NoHostRead(TorchDispatchMode):
-    """Raises on the ops that read a device value on the host or compact a tensor by a mask."""
-
-    FORBIDDEN = {"_local_scalar_dense", "nonzero", "nonzero_static", "masked_select", "item"}
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = func.overloadpacket.__name__
-        if name in self.FORBIDDEN:
-            raise AssertionError(f"host synchronisation in update: aten.{name}")
-        if name in ("index", "index_put", "index_put_") and len(args) > 1:
-            # boolean-mask indexing compacts (a nonzero inside the kernel on CPU)
-            if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1]):
-                raise AssertionError(f"host synchronisation in update: boolean aten.{name}")
-        return func(*args, **(kwargs or {}))
+_NoHostRead = NoHostRead
 
 
 def test_no_host_read_guard_catches_item():

@@ -341,7 +341,7 @@ def test_missing_layers_stats_and_record(tmp_path):
         per_channel=[[0.4, 0.6], [1.0, 2.0], None, [0.8], [0.9]],
         higher_is_better=None,
         stderr=[0.01, np.nan, np.nan, 0.02, 0.03],
-        above_chance=[True, False, False, True, True],
+        above_chance=[0.75, 0.5, 0.5, -0.25, 1.0],  # (v - c) / (best - c): negative below chance
         non_finite=[0, 0, 0, 2, 0],
         missing={"conv2": ("refused", "non-square map 4x6 under rot90"), "relu": ("not_called", "hook never fired")},
     )
@@ -364,7 +364,7 @@ def test_missing_layers_stats_and_record(tmp_path):
     assert smd["fields"] == ["stderr", "above_chance", "non_finite"]
     (_, stats), = values_of(acc, stats_tag)
     assert stats.shape == (3, 5) and stats.dtype == np.float32
-    np.testing.assert_array_equal(stats[1], [1, np.nan, np.nan, 1, 1])  # missing -> NaN
+    np.testing.assert_array_equal(stats[1], [0.75, np.nan, np.nan, -0.25, 1.0])  # missing -> NaN
     np.testing.assert_array_equal(stats[2], [0, np.nan, np.nan, 2, 0])
     assert record_of(acc, "equivariance_record/equivariance/rot90") == {
         "epoch": 3,

@@ -5,7 +5,7 @@ transformed inputs ``a(T_g x)`` and the transformed activations ``T'_g a(x)``:
 
 * feature maps ``m x b x C x h x w`` (``m`` group elements, ``b`` samples); a boolean
   ``mask`` ``m x h x w`` (or ``h x w``) restricts every similarity to the valid positions;
-* vectors ``m x b x D``: the Pearson correlation of the whole ``D``-vectors (MEASURES.md
+* vectors ``m x b x D``: the Pearson correlation of the whole ``D``-vectors (docs/measures.md
   §1), so equivariance equals invariance.
 
 A 4-D map / 2-D vector input is read as a single element (``m = 1``).
@@ -22,16 +22,25 @@ is left out of the mean for that sample and counted. For equivariance the max ru
 over the non-dead channels ``c'``; the same ``(i, c)`` pairs are averaged as for
 invariance, so equivariance >= invariance holds per channel.
 
-Left-out images (MEASURES.md, "Non-finite values"): ``sample_mask`` (``b`` booleans, True =
+Left-out images (docs/measures.md §1.7): ``sample_mask`` (``b`` booleans, True =
 the image counts) leaves images out of every sum and count, with ``torch.where`` on the
 per-sample scores (no compaction, no host synchronisation): the result equals measuring
 only the kept images.
+
+Chance level (docs/measures.md §7): with ``partner`` (``b`` local indices, ``-1`` = none),
+:func:`correlation_scores` and :func:`permuted_scores` also score ``a(T_g x_i)`` against the
+partner's ``T'_g a(x_partner(i))``: the partner rows of the same standardised maps are
+gathered block by block, one more ``C x C`` product per image and element. A chance pair
+``(i, c)`` is valid where both maps are live; the max over ``c'`` runs over the partner's
+live channels.
 """
 from __future__ import annotations
 
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
+
+from .moments import moments_of, partner_pairs, per_image_scores
 
 __all__ = [
     "correlation_scores",
@@ -105,11 +114,18 @@ def _safe_norm(norm: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
 _SIMILARITY_BLOCK_BYTES = 4 * 2**20
 
 
-def _diagonal_and_max(u: torch.Tensor, v: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def _diagonal_and_max(
+    u: torch.Tensor, v: torch.Tensor, rows: Optional[torch.Tensor] = None
+) -> Tuple[torch.Tensor, ...]:
     """``<u_c, v_c>`` and ``max_{c'} <u_c, v_c'>`` for ``... x C x P`` inputs.
 
     Batched matrix products in cache-sized blocks; both come from the same ``C x C`` block,
     so the max is >= the diagonal exactly (equivariance >= invariance, no round-off).
+
+    ``rows``: for the chance level (docs/measures.md §7), one index per row of the flattened
+    leading axes of ``v``: row ``r`` of ``u`` is also compared with row ``rows[r]`` of ``v`` (its
+    partner), one more ``C x C`` block per row, gathered block by block. Then four tensors are
+    returned: the diagonal and the max, and the same against the partner.
     """
     shape = u.shape[:-1]
     c, p = u.shape[-2:]
@@ -117,11 +133,19 @@ def _diagonal_and_max(u: torch.Tensor, v: torch.Tensor) -> Tuple[torch.Tensor, t
     vt = v.transpose(-1, -2)
     step = max(1, _SIMILARITY_BLOCK_BYTES // (c * c * u.element_size()))
     diag, top = u.new_empty(u.shape[0], c), u.new_empty(u.shape[0], c)
+    if rows is not None:
+        cdiag, ctop = u.new_empty(u.shape[0], c), u.new_empty(u.shape[0], c)
     for i in range(0, u.shape[0], step):
         block = torch.matmul(u[i : i + step], vt[i : i + step])
         diag[i : i + step] = torch.diagonal(block, dim1=-2, dim2=-1)
         torch.amax(block, -1, out=top[i : i + step])
-    return diag.reshape(shape), top.reshape(shape)
+        if rows is not None:
+            block = torch.matmul(u[i : i + step], v.index_select(0, rows[i : i + step]).transpose(-1, -2))
+            cdiag[i : i + step] = torch.diagonal(block, dim1=-2, dim2=-1)
+            torch.amax(block, -1, out=ctop[i : i + step])
+    if rows is None:
+        return diag.reshape(shape), top.reshape(shape)
+    return diag.reshape(shape), top.reshape(shape), cdiag.reshape(shape), ctop.reshape(shape)
 
 
 def _scores_from_products(
@@ -142,11 +166,27 @@ def _scores_from_products(
     return {"invariance": inv, "equivariance": eq, "valid": valid}
 
 
+def _with_chance(
+    scores: Dict[str, torch.Tensor], chance: Dict[str, torch.Tensor], has_partner: torch.Tensor
+) -> Dict[str, torch.Tensor]:
+    """Add the chance scores (``chance_invariance``, ``chance_equivariance``, ``chance_valid``) to ``scores``.
+
+    ``has_partner`` (``b`` booleans): images without a partner in the chunk have no chance pair.
+    """
+    valid = chance["valid"] & has_partner.reshape(1, -1, 1)
+    zero = torch.zeros((), dtype=chance["invariance"].dtype, device=valid.device)
+    scores["chance_invariance"] = torch.where(valid, chance["invariance"], zero)
+    scores["chance_equivariance"] = torch.where(valid, chance["equivariance"], zero)
+    scores["chance_valid"] = valid
+    return scores
+
+
 def permuted_scores(
     a_gx: torch.Tensor,
     a_x: torch.Tensor,
     permute: Callable[[torch.Tensor, int], torch.Tensor],
     similarity: str = "pearson",
+    partner: Optional[torch.Tensor] = None,
 ) -> Dict[str, torch.Tensor]:
     """Scores when every ``T'_g`` permutes positions (rot90, flips, circular shifts; no mask).
 
@@ -158,20 +198,29 @@ def permuted_scores(
 
     Centring and norms do not change under a permutation, so ``a(x)`` is standardised once
     and only its unit maps are permuted, one element at a time; the result equals
-    :func:`correlation_scores` with ``ta_x = T'_g a(x)``.
+    :func:`correlation_scores` with ``ta_x = T'_g a(x)``, ``partner`` included.
     """
     _check_similarity(similarity)
     m, b, c, h, w = a_gx.shape
     if a_x.shape != a_gx.shape[1:]:
         raise ValueError(f"a(x) of shape {tuple(a_x.shape)} does not fit a(T_g x) of shape {tuple(a_gx.shape)}")
+    index, has_partner = (None, None) if partner is None else partner_pairs(partner.to(a_gx.device), b)
     centre = similarity == "pearson"
     v, alive_v = _standardise(a_x.reshape(b, c, h * w), None, centre)
     v = v.reshape(a_x.shape)
     u, norm_u, alive_u = _centre(a_gx.reshape(m, b, c, h * w), None, centre)
     diag, top = u.new_empty(m, b, c), u.new_empty(m, b, c)
+    if index is None:
+        for g in range(m):
+            diag[g], top[g] = _diagonal_and_max(u[g], permute(v, g).reshape(b, c, h * w))
+        return _scores_from_products(diag, top, norm_u, alive_u, alive_v)
+    # chance: T'_g a(x_partner(i)) is row partner(i) of the same permuted unit maps
+    cdiag, ctop = u.new_empty(m, b, c), u.new_empty(m, b, c)
     for g in range(m):
-        diag[g], top[g] = _diagonal_and_max(u[g], permute(v, g).reshape(b, c, h * w))
-    return _scores_from_products(diag, top, norm_u, alive_u, alive_v)
+        diag[g], top[g], cdiag[g], ctop[g] = _diagonal_and_max(u[g], permute(v, g).reshape(b, c, h * w), index)
+    scores = _scores_from_products(diag, top, norm_u, alive_u, alive_v)
+    chance = _scores_from_products(cdiag, ctop, norm_u, alive_u, alive_v.index_select(0, index))
+    return _with_chance(scores, chance, has_partner)
 
 
 def check_position_mask(mask: torch.Tensor, h: int, w: int) -> None:
@@ -190,8 +239,9 @@ def correlation_scores(
     similarity: str = "pearson",
     vector: Optional[bool] = None,
     check_mask: bool = True,
+    partner: Optional[torch.Tensor] = None,
 ) -> Dict[str, torch.Tensor]:
-    """Per-(element, sample, channel) invariance and equivariance scores.
+    """Per-(element, sample, channel) invariance and equivariance scores, and their chance level.
 
     Args:
         a_gx: ``a(T_g x)``, ``m x b x C x h x w`` maps or ``m x b x D`` vectors.
@@ -201,10 +251,16 @@ def correlation_scores(
         vector: force the vector reading; default: 2-D/3-D inputs are vectors.
         check_mask: raise if ``mask`` leaves fewer than 2 positions for some element (this
             reads a count on the host; the metrics check once per layer and pass False).
+        partner: optional ``b`` integers, the index of each image's partner in this batch or
+            ``-1`` (docs/measures.md §7): also score ``a(T_g x_i)`` against ``T'_g a(x_partner(i))``,
+            reusing the standardised maps (one more ``C x C`` product per image and element).
 
     Returns:
         ``{"invariance", "equivariance", "valid"}``, each ``m x b x C`` (``m x b x 1`` for
-        vectors); scores of invalid (dead) pairs are 0 and ``valid`` is False there.
+        vectors); scores of invalid (dead) pairs are 0 and ``valid`` is False there. With
+        ``partner``, also ``chance_invariance``, ``chance_equivariance`` and ``chance_valid``:
+        the same against the partner's map, valid where both maps are live and the image has
+        a partner (the max over ``c'`` runs over the partner's live channels).
     """
     _check_similarity(similarity)
     if a_gx.shape != ta_x.shape:
@@ -212,6 +268,8 @@ def correlation_scores(
     if vector is None:
         vector = a_gx.dim() in (2, 3)
     a_gx, ta_x = _as_elements(a_gx, vector), _as_elements(ta_x, vector)
+    b = a_gx.shape[1]
+    index, has_partner = (None, None) if partner is None else partner_pairs(partner.to(a_gx.device), b)
     centre = similarity == "pearson"
     if vector:
         # One "channel": the whole D-vector.
@@ -219,7 +277,12 @@ def correlation_scores(
         v, alive_v = _standardise(ta_x.unsqueeze(-2), None, centre)
         score = (u * v).sum(-1).clamp_min(0)
         valid = alive_u & alive_v
-        return {"invariance": score * valid, "equivariance": score * valid, "valid": valid}
+        scores = {"invariance": score * valid, "equivariance": score * valid, "valid": valid}
+        if index is None:
+            return scores
+        chance = (u * v.index_select(1, index)).sum(-1).clamp_min(0)
+        cvalid = alive_u & alive_v.index_select(1, index)
+        return _with_chance(scores, {"invariance": chance, "equivariance": chance, "valid": cvalid}, has_partner)
 
     if a_gx.dim() != 5:
         raise ValueError(f"feature maps must be m x b x C x h x w (or b x C x h x w), got {tuple(a_gx.shape)}")
@@ -236,7 +299,14 @@ def correlation_scores(
         weight = mask.reshape(m, 1, 1, h * w).to(a_gx.dtype)
     u, norm_u, alive_u = _centre(a_gx.reshape(m, b, c, h * w), weight, centre)
     v, alive_v = _standardise(ta_x.reshape(m, b, c, h * w), weight, centre)
-    return _scores_from_products(*_diagonal_and_max(u, v), norm_u, alive_u, alive_v)
+    if index is None:
+        return _scores_from_products(*_diagonal_and_max(u, v), norm_u, alive_u, alive_v)
+    # chance: row g*b + i of u against row g*b + partner(i) of v (same element, partner's map)
+    rows = (torch.arange(m, device=index.device).unsqueeze(1) * b + index).reshape(-1)
+    diag, top, cdiag, ctop = _diagonal_and_max(u, v, rows)
+    scores = _scores_from_products(diag, top, norm_u, alive_u, alive_v)
+    chance = _scores_from_products(cdiag, ctop, norm_u, alive_u, alive_v.index_select(1, index))
+    return _with_chance(scores, chance, has_partner)
 
 
 def _sample_keep(sample_mask: Optional[torch.Tensor], valid: torch.Tensor) -> Optional[torch.Tensor]:
@@ -267,6 +337,17 @@ def _correlation_update(
         valid = valid & keep
         scores = torch.where(valid, scores, torch.zeros((), dtype=scores.dtype, device=scores.device))
     return scores.sum(1, dtype=torch.float64), valid.sum(1, dtype=torch.float64), dead
+
+
+def _image_moments(score: torch.Tensor, valid: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mergeable ``(n, mean, M2)`` of the images' own scores ``s_i`` (``m x b x C`` scores; docs/measures.md §7).
+
+    ``s_i``: the mean over elements of image ``i``'s mean over its valid channels (elements
+    without one skipped); images with no valid pair, or with ``sample_mask`` False, not counted.
+    """
+    keep = _sample_keep(sample_mask, valid)
+    s, counted = per_image_scores(score, valid if keep is None else valid & keep)
+    return moments_of(s, counted)
 
 
 def _correlation_compute(score_sum: torch.Tensor, count: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -300,7 +381,7 @@ def correlation_invariance(
     """Layer invariance (Bruintjes et al. 2023, Eq. 4), averaged over elements, samples and live channels.
 
     ``sample_mask``: ``b`` booleans, True for the images that count (``None``: all); the others
-    are left out exactly (MEASURES.md, "Non-finite values").
+    are left out exactly (docs/measures.md §1.7).
 
     Example:
         >>> import torch

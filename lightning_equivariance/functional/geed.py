@@ -10,7 +10,7 @@ softmax outputs ``G`` acts trivially, so ``f_hat(x) = mean_{g in G} f(gx)``, the
 average*, identity included (:func:`orbit_average`). Larger values mean *less*
 equivariant for every variant (the paper negates similarities).
 
-Project decisions (MEASURES.md §2), also in the README:
+Project decisions (docs/measures.md §3), also in the README:
 
 * ``G`` in the sum is the group's non-identity elements (the transformation set of the
   engine; one value per element), while the orbit average ``f_hat`` always includes the
@@ -31,11 +31,17 @@ Project decisions (MEASURES.md §2), also in the README:
   :class:`~lightning_equivariance.metrics.GEEDLatentL2` for the bounded buffer.
 * **softmax**: ``m = KL(softmax(f(gx)) || softmax_hat(x))`` with ``softmax_hat`` the mean of the
   softmax outputs over the orbit (identity included); finite, at most ``log(m + 1)``.
+* **chance level** of ``geed_channel`` (docs/measures.md §7): the same cosines with the second
+  argument taken from the image's partner, ``T'_g a(x_partner(i))`` (vectors: the partner's orbit
+  average); :func:`geed_channel_scores` with ``partner=`` returns them.
+* **standard error**: ``_image_moments`` summarises each image's own score (the mean over
+  elements of its mean over valid channels) as mergeable moments
+  (:mod:`~lightning_equivariance.functional.moments`).
 
 Shapes: ``a_x`` is ``b x ...`` (untransformed), ``a_gx`` ``m x b x ...`` (one slice per
 element), maps ``... x C x h x w``, vectors ``... x D``.
 
-Left-out images (MEASURES.md, "Non-finite values"): ``sample_mask`` (``b`` booleans, True =
+Left-out images (docs/measures.md §1.7): ``sample_mask`` (``b`` booleans, True =
 the image counts) leaves an image out of every sum and count - its scores in every view,
 and, for the latent ``M``, its untransformed point - with ``torch.where`` (no compaction,
 no host synchronisation in the streaming helpers). Orbit averages are per image, so a
@@ -47,6 +53,8 @@ import math
 from typing import Dict, Optional, Tuple
 
 import torch
+
+from .moments import moments_of, partner_pairs, per_image_scores
 
 __all__ = [
     "orbit_average",
@@ -70,7 +78,11 @@ def orbit_average(a_x: torch.Tensor, a_gx: torch.Tensor) -> torch.Tensor:
 
 
 def geed_channel_scores(
-    a_gx: torch.Tensor, ta_x: torch.Tensor, mask: Optional[torch.Tensor] = None, vector: Optional[bool] = None
+    a_gx: torch.Tensor,
+    ta_x: torch.Tensor,
+    mask: Optional[torch.Tensor] = None,
+    vector: Optional[bool] = None,
+    partner: Optional[torch.Tensor] = None,
 ) -> Dict[str, torch.Tensor]:
     """Channelwise cosine similarities ``cos(a(gx)_c, g a_hat(x)_c)`` (Kvinge et al. Eq. 5), not negated.
 
@@ -79,10 +91,14 @@ def geed_channel_scores(
         ta_x: ``g a_hat(x)`` of the same shape (maps: ``T'_g a(x)``; vectors: the orbit average).
         mask: boolean ``m x h x w`` or ``h x w`` validity mask (maps only).
         vector: force the vector reading (default: 3-D inputs are vectors).
+        partner: optional ``b`` integers, each image's partner in this batch or ``-1``
+            (docs/measures.md §7): also the cosines against the partner's ``g a_hat``
+            (``T'_g a(x_partner(i))``; on vectors the partner's orbit average).
 
     Returns:
         ``{"cosine", "valid"}``, each ``m x b x C`` (``m x b x 1`` for vectors); ``cosine`` is
-        0 where ``valid`` is False (a zero map in either argument).
+        0 where ``valid`` is False (a zero map in either argument). With ``partner`` also
+        ``chance_cosine`` and ``chance_valid`` (both maps non-zero and the image has a partner).
     """
     if a_gx.shape != ta_x.shape:
         raise ValueError(f"a(gx) of shape {tuple(a_gx.shape)} and g a_hat(x) of shape {tuple(ta_x.shape)} differ")
@@ -109,6 +125,19 @@ def geed_channel_scores(
             weight = mask.reshape(m, 1, 1, h * w).to(u.dtype)
             u, v = u * weight, v * weight
     nu, nv = u.norm(dim=-1), v.norm(dim=-1)
+    out = _cosines(u, v, nu, nv)
+    if partner is None:
+        return out
+    index, has_partner = partner_pairs(partner.to(u.device), u.shape[1])
+    chance = _cosines(u, v.index_select(1, index), nu, nv.index_select(1, index))
+    valid = chance["valid"] & has_partner.reshape(1, -1, 1)
+    out["chance_cosine"] = chance["cosine"] * valid
+    out["chance_valid"] = valid
+    return out
+
+
+def _cosines(u: torch.Tensor, v: torch.Tensor, nu: torch.Tensor, nv: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """``cos(u, v)`` of ``... x P`` rows with norms ``nu``, ``nv``; 0 and not valid where a row is zero."""
     valid = (nu > 0) & (nv > 0)
     dot = torch.matmul(u.unsqueeze(-2), v.unsqueeze(-1))[..., 0, 0]  # batched dot products, no u*v temporary
     cos = dot / torch.where(valid, nu * nv, torch.ones_like(nu))
@@ -251,6 +280,18 @@ def _scores_update(
         valid = valid & keep
     score = torch.where(valid, score, torch.zeros((), dtype=score.dtype, device=score.device))
     return score.sum(1, dtype=torch.float64), valid.sum(1, dtype=torch.float64), invalid
+
+
+def _image_moments(score: torch.Tensor, valid: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mergeable ``(n, mean, M2)`` of the images' own scores (docs/measures.md §7).
+
+    ``score``/``valid``: ``m x b [x C]``. Image ``i``'s score is the mean over elements of its
+    mean over valid channels (elements without one skipped); images with no valid term, or
+    with ``sample_mask`` False, are not counted.
+    """
+    keep = _sample_keep(sample_mask, valid)
+    s, counted = per_image_scores(score, valid if keep is None else valid & keep)
+    return moments_of(s, counted)
 
 
 def _per_element(score_sum: torch.Tensor, count: torch.Tensor, what: str) -> torch.Tensor:

@@ -28,7 +28,7 @@ name                          ``theta_t`` (reference)     velocity ``v(x, y)``
 padding). ``saturation`` is not spatial: the reference's ``x -> (1 + t) x``, generator
 ``G x = x`` (an intensity scaling, not an HSV saturation).
 
-**The sampled generator** (MEASURES.md §3). The bilinear interpolant of a sampled image
+**The sampled generator** (docs/measures.md §4). The bilinear interpolant of a sampled image
 is not differentiable at the pixel centres; the generator takes the mean of its two
 one-sided derivatives, i.e. the central difference ``(a[j+1] - a[j-1]) / 2`` per pixel,
 times the pixels per normalised unit. Padding:

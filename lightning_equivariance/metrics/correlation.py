@@ -4,7 +4,23 @@ Thin ``torchmetrics.Metric`` classes over :mod:`lightning_equivariance.functiona
 States are per-(element, channel) sums of scores and of valid pairs, plus the number
 of dead (left-out) pairs per element, all with ``dist_reduce_fx="sum"``.
 
-Left-out images (MEASURES.md, "Non-finite values"): ``update(..., sample_mask=...)`` and
+Honest numbers (docs/measures.md §7):
+
+* chance level: the same per-(element, channel) sums with the second argument taken from
+  the image's partner (``LayerContext.partner``, or ``update(..., partner=)``):
+  ``T'_g a(x_partner(i))`` instead of ``T'_g a(x_i)``, from the already standardised maps (one
+  more ``C x C`` product per image and element). A pair counts where both maps are live and
+  the image, its partner and the partner's image all count; the images without a chance
+  term are counted in ``chance_left_out``. ``compute_details()`` adds ``chance``,
+  ``chance_per_element``, ``above_chance = (v - c) / (1 - c)`` (``None`` and ``informative``
+  False when ``c > 0.95``; ``informative`` ``None`` without a chance level) and ``chance_left_out``.
+* ``stderr``: ``image_moments`` holds ``(n, mean, M2)`` of each image's own score (the mean
+  over elements of its mean over live channels), merged with Chan's parallel update over
+  chunks and, through a callable ``dist_reduce_fx``, over processes; ``std(s_i, ddof=1) /
+  sqrt(n)``, ``None`` below 2 images. When live-channel counts differ between images the
+  value (pooled over valid pairs) is not exactly the mean of the ``s_i``.
+
+Left-out images (docs/measures.md §1.7): ``update(..., sample_mask=...)`` and
 ``LayerContext.sample_mask`` leave images out of every sum and count. The mask is applied
 where the per-sample scores are summed, so scores shared through ``ctx.cache`` or reused
 through ``ctx.previous`` (computed under another layer's mask) are masked by the layer
@@ -31,9 +47,18 @@ from ..functional.correlation import (
     _check_similarity,
     _correlation_compute,
     _correlation_update,
+    _image_moments,
     check_position_mask,
     correlation_scores,
     permuted_scores,
+)
+from ..functional.moments import (
+    chance_details,
+    chance_per_element,
+    combine_moments,
+    merge_moments,
+    partner_pairs,
+    stderr_from_moments,
 )
 from .base import LayerContext, LayerMetric
 
@@ -48,6 +73,10 @@ class _CorrelationMeasure(LayerMetric):
     score_sum: torch.Tensor
     count: torch.Tensor
     left_out: torch.Tensor
+    chance_sum: torch.Tensor
+    chance_count: torch.Tensor
+    chance_left_out: torch.Tensor
+    image_moments: torch.Tensor
 
     def __init__(self, num_elements: int, num_channels: int, similarity: str = "pearson", **kwargs: Any):
         super().__init__(**kwargs)
@@ -59,6 +88,12 @@ class _CorrelationMeasure(LayerMetric):
         self.add_state("score_sum", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("left_out", torch.zeros(shape[0], dtype=torch.float64), dist_reduce_fx="sum")
+        # chance level (docs/measures.md §7): the same sums against the partner's map
+        self.add_state("chance_sum", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("chance_count", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("chance_left_out", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        # (n, mean, M2) of the images' own scores, merged with Chan's update (also across processes)
+        self.add_state("image_moments", torch.zeros(3, dtype=torch.float64), dist_reduce_fx=merge_moments)
         # The validity mask of a layer is fixed by the group and the layer's shape: in
         # update(ctx) its "at least 2 positions" check (a host read) runs on the first chunk only.
         self._position_mask_checked = False
@@ -71,7 +106,12 @@ class _CorrelationMeasure(LayerMetric):
         metric._reuses_previous = similarity == "pearson" and ctx.kind == "map" and _positive_channel_affine(ctx.module)
         return metric
 
-    def _add(self, scores: Dict[str, torch.Tensor], sample_mask: Optional[torch.Tensor] = None) -> None:
+    def _add(
+        self,
+        scores: Dict[str, torch.Tensor],
+        sample_mask: Optional[torch.Tensor] = None,
+        partner: Optional[torch.Tensor] = None,
+    ) -> None:
         score = scores[self.measure_name]
         if score.shape[0] != self.score_sum.shape[0] or score.shape[-1] != self.score_sum.shape[1]:
             raise ValueError(
@@ -82,6 +122,22 @@ class _CorrelationMeasure(LayerMetric):
         self.score_sum += s
         self.count += n
         self.left_out += dead
+        self.image_moments.copy_(combine_moments(self.image_moments, _image_moments(score, scores["valid"], sample_mask)))
+        b = score.shape[1]
+        kept = (
+            torch.full((), float(b), dtype=torch.float64, device=score.device)
+            if sample_mask is None
+            else sample_mask.to(device=score.device, dtype=torch.bool).sum(dtype=torch.float64)
+        )
+        if partner is None or "chance_valid" not in scores:
+            self.chance_left_out += kept  # no partner tensor: no image has a chance term
+            return
+        # an image has a chance term when it counts, has a partner here, and the partner counts
+        _, paired = partner_pairs(partner.to(score.device), b, sample_mask)
+        cs, cn, _ = _correlation_update(scores["chance_" + self.measure_name], scores["chance_valid"], paired)
+        self.chance_sum += cs
+        self.chance_count += cn
+        self.chance_left_out += kept - paired.sum(dtype=torch.float64)
 
     def _update_tensors(
         self,
@@ -89,6 +145,7 @@ class _CorrelationMeasure(LayerMetric):
         ta_x: torch.Tensor,
         mask: Optional[torch.Tensor] = None,
         sample_mask: Optional[torch.Tensor] = None,
+        partner: Optional[torch.Tensor] = None,
     ) -> None:
         """Add a batch: ``a(T_g x)`` and ``T'_g a(x)`` (``m x b x C x h x w`` or ``m x b x D``).
 
@@ -98,18 +155,29 @@ class _CorrelationMeasure(LayerMetric):
             sample_mask: optional ``b`` booleans on the activations' device, True for the images
                 that count; the others are left out of every sum and count exactly (their
                 activations may hold anything). ``None``: all images count.
+            partner: optional ``b`` integers on the activations' device, each image's partner in
+                this batch or ``-1`` (docs/measures.md §7); without it no chance level is added.
         """
-        self._add(correlation_scores(a_gx, ta_x, mask=mask, similarity=self.similarity), sample_mask)
+        scores = correlation_scores(a_gx, ta_x, mask=mask, similarity=self.similarity, partner=partner)
+        self._add(scores, sample_mask, partner)
 
     def _update_context(self, ctx: LayerContext) -> None:
         """Add one chunk of a layer; images with ``ctx.sample_mask`` False are left out."""
-        # Invariance and equivariance share one C x C correlation matrix per sample.
+        # Invariance and equivariance share one C x C correlation matrix per sample (and one
+        # more per sample against the partner's map for the chance level).
         key = ("correlation", self.similarity)
+        partner = ctx.partner
         if key not in ctx.cache:
             previous = ctx.previous or {}
-            if getattr(self, "_reuses_previous", False) and previous.get("channel_action", False) is ctx.channel_action and key in previous:
+            if (
+                getattr(self, "_reuses_previous", False)
+                and previous.get("channel_action", False) is ctx.channel_action
+                and key in previous
+                and (partner is None or "chance_valid" in previous[key])
+            ):
                 # Pearson is invariant under positive affine maps of either argument, channel by
-                # channel: a BatchNorm's scores are the ones of the conv it normalises.
+                # channel: a BatchNorm's scores are the ones of the conv it normalises (the
+                # chance scores too: the same chunk, so the same partners).
                 ctx.cache[key] = previous[key]
             else:
                 ctx.cache[key] = _layer_scores(ctx, self.similarity)
@@ -121,7 +189,7 @@ class _CorrelationMeasure(LayerMetric):
                 ctx.shared[key] = ctx.cache[key]
                 ctx.shared["channel_action"] = ctx.channel_action
         # Scores are per sample and unmasked: the mask of *this* layer is applied here.
-        self._add(ctx.cache[key], ctx.sample_mask)
+        self._add(ctx.cache[key], ctx.sample_mask, partner)
 
     def compute(self) -> torch.Tensor:
         """The layer value: mean over elements of the per-element mean over valid (sample, channel) pairs."""
@@ -130,22 +198,28 @@ class _CorrelationMeasure(LayerMetric):
     def _compute_details(self) -> Dict[str, Any]:
         per_element, value = _correlation_compute(self.score_sum, self.count)
         per_channel = (self.score_sum / self.count.clamp_min(1)).mean(0)  # channels dead everywhere -> 0
-        return {
+        out = {
             "value": float(value),
             "per_element": per_element,
             "per_channel": per_channel if self.score_sum.shape[1] > 1 else None,
             "left_out": int(self.left_out.sum()),
+            "stderr": stderr_from_moments(self.image_moments),
         }
+        chance = chance_per_element(self.chance_sum, self.chance_count)
+        out.update(chance_details(out["value"], chance, True, self.chance_left_out))
+        return out
 
 
 def _layer_scores(ctx: LayerContext, similarity: str) -> Dict[str, torch.Tensor]:
+    """The layer's scores, with the chance scores when ``ctx.partner`` is given."""
+    partner = ctx.partner
     if ctx.kind == "map" and ctx.channel_action is None and getattr(ctx.group, "permutes_positions", False):
         # A pure permutation of positions (rot90, flips, circular shifts) commutes with the
         # per-channel standardisation: standardise a(x) once, then permute it per element.
         def permute(maps: torch.Tensor, g: int) -> torch.Tensor:
             return ctx.group.act_feature(maps, ctx.elements[g], ctx.input_size)
 
-        return permuted_scores(ctx.a_gx, ctx.a_x, permute, similarity=similarity)
+        return permuted_scores(ctx.a_gx, ctx.a_x, permute, similarity=similarity, partner=partner)
     return correlation_scores(
         ctx.a_gx,
         ctx.transformed_x(),
@@ -153,6 +227,7 @@ def _layer_scores(ctx: LayerContext, similarity: str) -> Dict[str, torch.Tensor]
         similarity=similarity,
         vector=ctx.kind == "vector",
         check_mask=False,  # checked by the metric on its first update
+        partner=partner,
     )
 
 

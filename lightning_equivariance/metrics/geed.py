@@ -2,11 +2,23 @@
 
 Thin ``torchmetrics.Metric`` classes over :mod:`lightning_equivariance.functional.geed`.
 Every state is a float64 sum with ``dist_reduce_fx="sum"`` except the bounded point buffer
-of :class:`GEEDLatentL2` (see there). Larger values mean *less* equivariant
-(``higher_is_better = False``). ``value`` is the mean over the group's non-identity
-elements of the per-element G-EED (MEASURES.md §2); ``per_element`` holds those.
+of :class:`GEEDLatentL2` (see there) and ``image_moments``. Larger values mean *less*
+equivariant (``higher_is_better = False``). ``value`` is the mean over the group's
+non-identity elements of the per-element G-EED (docs/measures.md §3); ``per_element`` holds those.
 
-Left-out images (MEASURES.md, "Non-finite values"): every ``update`` takes an optional
+Honest numbers (docs/measures.md §7). Every variant keeps ``image_moments``, the
+``(n, mean, M2)`` of the images' own scores ``s_i`` (the mean over elements of image ``i``'s
+mean over its valid channels), merged with Chan's parallel update over chunks and, through a
+callable ``dist_reduce_fx``, over processes; ``compute_details()["stderr"]`` is
+``std(s_i, ddof=1) / sqrt(n)`` (``None`` below 2 images; for the latent variants divided by
+``|M|``, whose own uncertainty is left out). :class:`GEEDChannel` also keeps the chance level:
+the same cosine sums against the partner's ``T'_g a`` (``LayerContext.partner``, or
+``update(..., partner=)``; on vectors the partner's orbit average), with
+``chance``, ``chance_per_element``, ``above_chance = (c - v) / (1 + c)`` (``None`` and
+``informative`` False when ``c < -0.95``) and ``chance_left_out`` (images without a partner) in
+``compute_details()``. The other variants report those keys as missing.
+
+Left-out images (docs/measures.md §1.7): every ``update`` takes an optional
 ``sample_mask`` (``b`` booleans on the activations' device, True = the image counts) and
 ``update(ctx)`` passes ``LayerContext.sample_mask``; a left-out image is out of every sum
 and count (its scores in all views, its point in the latent ``M``), selected with
@@ -32,6 +44,7 @@ from ..functional.geed import (
     _check_normaliser,
     _cosine_normaliser_compute,
     _cosine_normaliser_update,
+    _image_moments,
     _per_element,
     _scores_update,
     _SOFTMAX_INPUTS,
@@ -41,6 +54,15 @@ from ..functional.geed import (
     looks_like_probabilities,
     mean_pairwise_distance,
     orbit_average,
+)
+from ..functional.moments import (
+    chance_details,
+    chance_per_element,
+    combine_moments,
+    merge_moments,
+    no_chance,
+    partner_pairs,
+    stderr_from_moments,
 )
 from .base import LayerContext, LayerMetric
 
@@ -82,6 +104,21 @@ class _GEED(LayerMetric):
         if reason:
             raise ValueError(reason)
 
+    def _add_moments_state(self) -> None:
+        """``image_moments``: ``(n, mean, M2)`` of the images' own scores (the stderr, docs/measures.md
+        §7), merged with Chan's parallel update - across chunks and, at compute, across processes."""
+        self.add_state("image_moments", torch.zeros(3, dtype=torch.float64), dist_reduce_fx=merge_moments)
+
+    def _add_image_moments(self, score: torch.Tensor, valid: torch.Tensor, sample_mask: Optional[torch.Tensor]) -> None:
+        """Merge the chunk's per-image scores (``m x b [x C]``, only where ``valid``) into ``image_moments``."""
+        self.image_moments.copy_(combine_moments(self.image_moments, _image_moments(score, valid, sample_mask)))
+
+
+def _scaled_stderr(moments: torch.Tensor, M: torch.Tensor) -> Optional[float]:
+    """The stderr of the terms divided by ``|M|`` (latent G-EED; ``M``'s own uncertainty is left open)."""
+    se = stderr_from_moments(moments)
+    return None if se is None else se / abs(float(M))
+
 
 class GEEDChannel(_GEED):
     """Channelwise G-EED, Kvinge et al. 2022 Eq. 5: ``-(1/C) sum_c cos(a(gx)_c, g a_hat(x)_c)``, in ``[-1, 1]``.
@@ -104,6 +141,10 @@ class GEEDChannel(_GEED):
     score_sum: torch.Tensor
     count: torch.Tensor
     left_out: torch.Tensor
+    chance_sum: torch.Tensor
+    chance_count: torch.Tensor
+    chance_left_out: torch.Tensor
+    image_moments: torch.Tensor
 
     def __init__(self, num_elements: int, num_channels: int, **kwargs: Any):
         super().__init__(**kwargs)
@@ -112,6 +153,11 @@ class GEEDChannel(_GEED):
         self.add_state("score_sum", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("left_out", torch.zeros(shape[0], dtype=torch.float64), dist_reduce_fx="sum")
+        # chance level (docs/measures.md §7): the same sums of cosines against the partner's map
+        self.add_state("chance_sum", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("chance_count", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("chance_left_out", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self._add_moments_state()
 
     @classmethod
     def for_layer(cls, ctx: LayerContext, **_: Any) -> "GEEDChannel":
@@ -124,30 +170,55 @@ class GEEDChannel(_GEED):
         mask: Optional[torch.Tensor] = None,
         vector: Optional[bool] = None,
         sample_mask: Optional[torch.Tensor] = None,
+        partner: Optional[torch.Tensor] = None,
     ) -> None:
         """Add ``a(gx)`` and ``g a_hat(x)`` (``m x b x C x h x w`` or ``m x b x D``), optional ``m x h x w`` mask.
 
         ``sample_mask``: optional ``b`` booleans, True for the images that count; the others are
         left out of every sum and count (their activations may hold anything).
+        ``partner``: optional ``b`` integers on the activations' device, each image's partner in
+        this batch or ``-1`` (docs/measures.md §7); without it no chance level is added.
         """
-        out = geed_channel_scores(a_gx, ta_x, mask=mask, vector=vector)
+        out = geed_channel_scores(a_gx, ta_x, mask=mask, vector=vector, partner=partner)
         if out["cosine"].shape[0] != self.score_sum.shape[0] or out["cosine"].shape[-1] != self.score_sum.shape[1]:
             raise ValueError(
                 f"{type(self).__name__} was created for {self.score_sum.shape[0]} elements x {self.score_sum.shape[1]} "
                 f"channels, got cosines of shape {tuple(out['cosine'].shape)}"
             )
-        s, n, dead = _scores_update(out["cosine"], out["valid"], sample_mask)
+        cosine, valid = out["cosine"], out["valid"]
+        s, n, dead = _scores_update(cosine, valid, sample_mask)
         self.score_sum += s
         self.count += n
         self.left_out += dead.sum(1)
+        self._add_image_moments(-cosine, valid, sample_mask)
+        b = cosine.shape[1]
+        kept = (
+            torch.full((), float(b), dtype=torch.float64, device=cosine.device)
+            if sample_mask is None
+            else sample_mask.to(device=cosine.device, dtype=torch.bool).sum(dtype=torch.float64)
+        )
+        if partner is None:
+            self.chance_left_out += kept  # no partner tensor: no image has a chance term
+            return
+        # an image has a chance term when it counts, has a partner here, and the partner counts
+        _, paired = partner_pairs(partner.to(cosine.device), b, sample_mask)
+        cs, cn, _ = _scores_update(out["chance_cosine"], out["chance_valid"], paired)
+        self.chance_sum += cs
+        self.chance_count += cn
+        self.chance_left_out += kept - paired.sum(dtype=torch.float64)
 
     def _update_context(self, ctx: LayerContext) -> None:
+        partner = ctx.partner
         if ctx.kind == "vector":
             # per image: a left-out image's orbit average reaches only its own (masked) terms
             f_hat = _orbit_average(ctx)
-            self._update_tensors(ctx.a_gx, f_hat.expand(len(ctx.elements), *f_hat.shape), vector=True, sample_mask=ctx.sample_mask)
+            self._update_tensors(
+                ctx.a_gx, f_hat.expand(len(ctx.elements), *f_hat.shape), vector=True, sample_mask=ctx.sample_mask, partner=partner
+            )
         else:
-            self._update_tensors(ctx.a_gx, ctx.transformed_x(), mask=ctx.mask(), vector=False, sample_mask=ctx.sample_mask)
+            self._update_tensors(
+                ctx.a_gx, ctx.transformed_x(), mask=ctx.mask(), vector=False, sample_mask=ctx.sample_mask, partner=partner
+            )
 
     def compute(self) -> torch.Tensor:
         return -_per_element(self.score_sum, self.count, "channelwise G-EED").mean()
@@ -155,12 +226,16 @@ class GEEDChannel(_GEED):
     def _compute_details(self) -> Dict[str, Any]:
         per_element = -_per_element(self.score_sum, self.count, "channelwise G-EED")
         per_channel = -(self.score_sum.sum(0) / self.count.sum(0).clamp_min(1))
-        return {
+        out = {
             "value": float(per_element.mean()),
             "per_element": per_element,
             "per_channel": per_channel if self.score_sum.shape[1] > 1 else None,
             "left_out": int(self.left_out.sum()),
+            "stderr": stderr_from_moments(self.image_moments),
         }
+        chance = chance_per_element(self.chance_sum, self.chance_count)
+        out.update(chance_details(out["value"], None if chance is None else -chance, False, self.chance_left_out))
+        return out
 
 
 class GEEDLatentL2(_GEED):
@@ -209,6 +284,7 @@ class GEEDLatentL2(_GEED):
         self.add_state("points", torch.zeros(self.max_points, int(dim), dtype=torch.float64), dist_reduce_fx=None)
         self.add_state("num_points", torch.zeros((), dtype=torch.float64), dist_reduce_fx=None)
         self.add_state("seen", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self._add_moments_state()
 
     @classmethod
     def for_layer(cls, ctx: LayerContext, geed_max_points: int = 1024, **_: Any) -> "GEEDLatentL2":
@@ -225,6 +301,7 @@ class GEEDLatentL2(_GEED):
         s, n, _ = _scores_update(out["score"], out["valid"], sample_mask)
         self.dist_sum += s
         self.count += n
+        self._add_image_moments(out["score"], out["valid"], sample_mask)
         self._keep_points(a_x, sample_mask)
 
     def _keep_points(self, a_x: torch.Tensor, sample_mask: Optional[torch.Tensor]) -> None:
@@ -278,6 +355,8 @@ class GEEDLatentL2(_GEED):
             "normaliser": float(M),
             "normaliser_points": int(kept.shape[0]),
             "normaliser_exact": int(kept.shape[0]) == int(self.seen),
+            "stderr": _scaled_stderr(self.image_moments, M),
+            **no_chance(),
         }
 
 
@@ -316,6 +395,7 @@ class GEEDLatentCosine(_GEED):
         self.add_state("left_out", torch.zeros(m, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("unit_sum", torch.zeros(int(dim), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("num_points", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self._add_moments_state()
 
     @classmethod
     def for_layer(cls, ctx: LayerContext, **_: Any) -> "GEEDLatentCosine":
@@ -333,6 +413,7 @@ class GEEDLatentCosine(_GEED):
         self.score_sum += s
         self.count += n
         self.left_out += dead
+        self._add_image_moments(out["score"], out["valid"], sample_mask)
         u, k = _cosine_normaliser_update(a_x, sample_mask)
         self.unit_sum += u
         self.num_points += k
@@ -356,6 +437,8 @@ class GEEDLatentCosine(_GEED):
             "per_channel": None,
             "left_out": int(self.left_out.sum()),
             "normaliser": float(M),
+            "stderr": _scaled_stderr(self.image_moments, M),
+            **no_chance(),
         }
 
 
@@ -389,6 +472,7 @@ class GEEDSoftmax(_GEED):
         self._decided: Optional[str] = None if inputs == "auto" else inputs
         self.add_state("kl_sum", torch.zeros(int(num_elements), dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.zeros(int(num_elements), dtype=torch.float64), dist_reduce_fx="sum")
+        self._add_moments_state()
 
     @classmethod
     def for_layer(cls, ctx: LayerContext, geed_softmax_input: str = "auto", **_: Any) -> "GEEDSoftmax":
@@ -411,9 +495,11 @@ class GEEDSoftmax(_GEED):
             else:
                 inputs = "logits"  # every image left out: nothing is added
         kl = geed_softmax_scores(a_x, a_gx, inputs)
-        s, n, _ = _scores_update(kl, torch.ones_like(kl, dtype=torch.bool), sample_mask)
+        valid = torch.ones_like(kl, dtype=torch.bool)
+        s, n, _ = _scores_update(kl, valid, sample_mask)
         self.kl_sum += s
         self.count += n
+        self._add_image_moments(kl, valid, sample_mask)
 
     def _update_context(self, ctx: LayerContext) -> None:
         self._update_tensors(ctx.a_x, ctx.a_gx, sample_mask=ctx.sample_mask)
@@ -427,4 +513,11 @@ class GEEDSoftmax(_GEED):
 
     def _compute_details(self) -> Dict[str, Any]:
         per_element = _per_element(self.kl_sum, self.count, "softmax G-EED")
-        return {"value": float(per_element.mean()), "per_element": per_element, "per_channel": None, "left_out": 0}
+        return {
+            "value": float(per_element.mean()),
+            "per_element": per_element,
+            "per_channel": None,
+            "left_out": 0,
+            "stderr": stderr_from_moments(self.image_moments),
+            **no_chance(),
+        }

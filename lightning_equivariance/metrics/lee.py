@@ -2,10 +2,12 @@
 
 ``LEE(f_{1:l}) = E_x ||L_X f_{1:l}(x)||^2 / dim`` of one layer's Lie derivatives, which
 :mod:`lightning_equivariance.lie` computes with one forward-mode pass per transform.
-States are per-channel sums of squares and entry counts, plus the number of images and
-the sum of squared per-image values (for a standard error), all ``dist_reduce_fx="sum"``:
-probe images split over chunks or processes give the same result as one pass.
-Images left out by a ``sample_mask`` (MEASURES.md, "Non-finite values") are out of every
+States are per-channel sums of squares and entry counts (``dist_reduce_fx="sum"``), and the
+mergeable moments ``(n, mean, M2)`` of the per-image values ``||L||^2 / dim`` for the standard
+error (docs/measures.md §7), merged with Chan's parallel update (no ``E[s^2] - E[s]^2``, which
+cancels when the values agree to many digits): probe images split over chunks or processes
+give the same result as one pass.
+Images left out by a ``sample_mask`` (docs/measures.md §1.7) are out of every
 one of those sums and counts (``torch.where`` on the device, no host read).
 
 Example::
@@ -24,6 +26,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from ..functional.lie import _lee_compute, _lee_update
+from ..functional.moments import combine_moments, merge_moments, moments_of, no_chance, stderr_from_moments
 from .base import FORWARD_MODE, LayerMetric, LieContext
 
 __all__ = ["LieContext", "LieDerivativeError"]
@@ -48,9 +51,7 @@ class LieDerivativeError(LayerMetric):
 
     sq_sum: torch.Tensor
     entries: torch.Tensor
-    num_images: torch.Tensor
-    value_sum: torch.Tensor
-    value_sq_sum: torch.Tensor
+    image_moments: torch.Tensor
 
     def __init__(self, num_channels: int, **kwargs: Any):
         super().__init__(**kwargs)
@@ -59,9 +60,8 @@ class LieDerivativeError(LayerMetric):
         c = int(num_channels)
         self.add_state("sq_sum", torch.zeros(c, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("entries", torch.zeros(c, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("num_images", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("value_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("value_sq_sum", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        # (n, mean, M2) of the per-image LEE, merged with Chan's update (also across processes)
+        self.add_state("image_moments", torch.zeros(3, dtype=torch.float64), dist_reduce_fx=merge_moments)
 
     @classmethod
     def for_layer(cls, ctx: LieContext, **_: Any) -> "LieDerivativeError":
@@ -85,12 +85,7 @@ class LieDerivativeError(LayerMetric):
         sq, entries, per_image = _lee_update(lie, sample_mask)
         self.sq_sum += sq
         self.entries += entries
-        if sample_mask is None:
-            self.num_images += per_image.numel()
-        else:
-            self.num_images += sample_mask.to(device=per_image.device, dtype=torch.bool).sum(dtype=torch.float64)
-        self.value_sum += per_image.sum()
-        self.value_sq_sum += per_image.square().sum()
+        self.image_moments.copy_(combine_moments(self.image_moments, moments_of(per_image, sample_mask)))
 
     def _update_context(self, ctx: LieContext) -> None:
         self._update_tensors(ctx.lie, sample_mask=ctx.sample_mask)
@@ -101,14 +96,13 @@ class LieDerivativeError(LayerMetric):
 
     def _compute_details(self) -> Dict[str, Any]:
         per_channel, value = _lee_compute(self.sq_sum, self.entries)
-        n = self.num_images.clamp_min(1)
-        mean = self.value_sum / n
-        var = (self.value_sq_sum / n - mean.square()).clamp_min(0) * n / (n - 1).clamp_min(1)
         return {
             "value": float(value),
             "per_element": value.reshape(1),
             "per_channel": per_channel if per_channel.numel() > 1 else None,
             "left_out": 0,
-            # standard error of the mean over images (the paper's error bars)
-            "stderr": float((var / n).sqrt()),
+            # standard error of the mean over images (the paper's error bars): std(ddof=1)/sqrt(n),
+            # None for fewer than 2 images
+            "stderr": stderr_from_moments(self.image_moments),
+            **no_chance(),
         }

@@ -27,7 +27,8 @@ For one measure (e.g. ``"equivariance"``) and one transformation group (e.g.
     float32, shape ``(F, L)``: row ``f`` is the statistic ``fields[f]`` of every
     layer; NaN = not available for that layer at that step. The statistics are
     :data:`STAT_FIELDS`: ``stderr`` (standard error of the value), ``chance`` (the
-    value expected by chance), ``above_chance`` and ``informative`` (0 or 1),
+    value expected by chance), ``above_chance`` (``(v - c) / (best - c)``: 1 perfect,
+    0 at chance, negative below; NaN where uninformative), ``informative`` (0 or 1),
     ``non_finite`` (how many probe images were left out of the layer for NaN/Inf, a
     count).
 

@@ -73,9 +73,10 @@ class Series:
         (no preferred direction: ``sv``, ``sd``).
       stderr, chance, above_chance, informative, non_finite: Optional per-layer
         statistics, each ``None`` or one entry per layer (NaN = not available):
-        the standard error of the value, the value expected by chance, whether the
-        value is above chance and whether the layer is informative (booleans or
-        0/1), and the number of probe images left out for NaN/Inf (a count).
+        the standard error of the value, the value expected by chance, how far above
+        chance the value is (``(v - c) / (best - c)``: 1 perfect, 0 at chance; NaN
+        where uninformative), whether the layer is informative (booleans or 0/1),
+        and the number of probe images left out for NaN/Inf (a count).
       missing: ``{layer: (status, reason)}`` for the layers without a value at this
         step; ``status`` is one of :data:`metadata.MISSING_STATUSES`
         (``"refused"``, ``"not_called"``). A plain string is a reason with status
@@ -347,8 +348,9 @@ def stats_pb(
 
     Args:
       stats: ``{field: one value per layer}`` for some fields of
-        :data:`metadata.STAT_FIELDS`; NaN = not available. ``above_chance`` and
-        ``informative`` are booleans (or 0/1), ``non_finite`` counts >= 0.
+        :data:`metadata.STAT_FIELDS`; NaN = not available. ``above_chance`` is a number
+        (``(v - c) / (best - c)``: 1 perfect, 0 at chance, negative below), ``informative`` a
+        boolean (or 0/1), ``non_finite`` a count >= 0.
       The others: as for :func:`layers_pb`; layers in ``missing`` are stored as NaN.
 
     Raises:
@@ -368,7 +370,7 @@ def stats_pb(
     for field in fields:
         row = _numbers(field, measure, group, stats[field], len(layers)).copy()
         known = row[~np.isnan(row)]
-        if field in ("above_chance", "informative") and not np.isin(known, (0.0, 1.0)).all():
+        if field == "informative" and not np.isin(known, (0.0, 1.0)).all():
             raise ValueError("%s must be booleans (or 0/1) (%s)" % (field, _where(measure, group)))
         if field == "non_finite" and not (
             np.isfinite(known).all() and (known >= 0).all() and (known == np.round(known)).all()

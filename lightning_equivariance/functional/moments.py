@@ -1,0 +1,206 @@
+"""Honest numbers (docs/measures.md §7): per-image scores, mergeable moments, partner pairs.
+
+Pure torch. Small pieces shared by the measures that are means over probe images:
+
+* :func:`per_image_scores` - image ``i``'s own score ``s_i``: the mean over the group's
+  elements of image ``i``'s mean over its live channels for that element (elements where it
+  has no live channel are skipped; an image with none at all is not counted).
+* Mergeable moments of the ``s_i`` for a standard error: a tensor ``(..., 3)`` holding
+  ``(n, mean, M2)`` (count, mean, sum of squared deviations from the mean), float64.
+  :func:`moments_of` summarises one batch (two passes: the mean first, then the deviations,
+  with the usual compensation term), :func:`combine_moments` merges two summaries with Chan
+  et al.'s parallel update and :func:`merge_moments` any number of them along the first axis
+  - usable as a torchmetrics ``dist_reduce_fx`` (it receives the states of every process
+  stacked) and by ``merge_state``. Nothing subtracts two large sums of squares, so scores
+  sitting within ``1e-7`` of 1 (steerable networks) keep their spread: naive
+  ``E[s^2] - E[s]^2`` would cancel to noise there.
+  :func:`stderr_from_moments` gives ``std(s_i, ddof=1) / sqrt(n)``, or ``None`` for ``n < 2``.
+* Partner pairs for the chance level: :func:`partner_pairs` turns the engine's ``partner``
+  (``b`` local indices, ``-1`` = no partner in this chunk) and ``sample_mask`` into a safe
+  gather index and the boolean "this image has a chance term" (it counts, it has a partner,
+  and the partner counts). At compute, :func:`chance_per_element` and :func:`chance_details`
+  turn the chance sums into ``chance``, ``chance_per_element``, ``above_chance``,
+  ``informative`` and ``chance_left_out``.
+
+Every update-side function works on the device with masks (``torch.where``), without a host
+read, a compaction or a Python loop over samples.
+"""
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+__all__ = [
+    "per_image_scores",
+    "moments_of",
+    "combine_moments",
+    "merge_moments",
+    "stderr_from_moments",
+    "empty_moments",
+    "partner_pairs",
+    "chance_per_element",
+    "chance_details",
+    "no_chance",
+    "MIN_ROOM",
+]
+
+
+def empty_moments(device=None) -> torch.Tensor:
+    """The summary of no value: ``(n, mean, M2) = (0, 0, 0)``, float64."""
+    return torch.zeros(3, dtype=torch.float64, device=device)
+
+
+def per_image_scores(score: torch.Tensor, valid: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Each image's own score ``s_i`` and whether it counts.
+
+    Args:
+        score: ``m x b x C`` (or ``m x b``) per (element, image, channel) scores; entries where
+            ``valid`` is False are ignored (they may hold anything, NaN included).
+        valid: booleans of ``score``'s shape: the pairs that count (live channels of kept images).
+
+    Returns:
+        ``(s, counted)``, both ``b``: ``s_i = mean_g mean_{c live} score[g, i, c]`` over the
+        elements ``g`` where image ``i`` has a live channel (float64, 0 where not counted), and
+        ``counted_i`` = image ``i`` has a live pair for at least one element.
+    """
+    if score.dim() == 2:
+        score, valid = score.unsqueeze(-1), valid.unsqueeze(-1)
+    zero = torch.zeros((), dtype=torch.float64, device=score.device)
+    per_sum = torch.where(valid, score.to(torch.float64), zero).sum(-1)  # m x b
+    per_n = valid.sum(-1)
+    has = per_n > 0
+    per_mean = per_sum / per_n.clamp_min(1)
+    elements = has.sum(0)
+    s = per_mean.sum(0) / elements.clamp_min(1)
+    return s, elements > 0
+
+
+def moments_of(values: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``(n, mean, M2)`` of the entries of ``values`` (``b``) where ``weight`` (``b`` booleans) is True.
+
+    Two passes in float64 with the compensation term of the corrected two-pass algorithm
+    (``M2 = sum d^2 - (sum d)^2 / n``, ``d = x - mean``): exact to round-off even when the
+    values agree to many digits. No host read: an empty batch gives ``(0, 0, 0)``.
+    """
+    x = values.to(torch.float64).reshape(-1)
+    zero = torch.zeros((), dtype=torch.float64, device=x.device)
+    if weight is None:
+        n = torch.full((), float(x.numel()), dtype=torch.float64, device=x.device)
+    else:
+        w = weight.to(device=x.device, dtype=torch.bool).reshape(-1)
+        x = torch.where(w, x, zero)  # also drops NaN/Inf of left-out entries
+        n = w.sum(dtype=torch.float64)
+    mean = x.sum() / n.clamp_min(1)
+    d = x - mean if weight is None else torch.where(w, x - mean, zero)
+    sd = d.sum()
+    m2 = (d.square().sum() - sd.square() / n.clamp_min(1)).clamp_min(0)
+    return torch.stack([n, mean + sd / n.clamp_min(1), m2])
+
+
+def combine_moments(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Chan et al.'s parallel update: the summary of the union of two ``(..., 3)`` summaries."""
+    na, ma, qa = a.unbind(-1)
+    nb, mb, qb = b.unbind(-1)
+    n = na + nb
+    safe = n.clamp_min(1)
+    delta = mb - ma
+    mean = ma + delta * (nb / safe)
+    m2 = qa + qb + delta.square() * (na * nb / safe)
+    return torch.stack([n, mean, m2], -1)
+
+
+def merge_moments(stacked: torch.Tensor) -> torch.Tensor:
+    """Merge ``k x ... x 3`` summaries along the first axis (a torchmetrics ``dist_reduce_fx``)."""
+    if stacked.dim() < 2:
+        return stacked
+    out = stacked[0]
+    for k in range(1, stacked.shape[0]):  # over processes / merged states, never over samples
+        out = combine_moments(out, stacked[k])
+    return out
+
+
+def stderr_from_moments(moments: torch.Tensor) -> Optional[float]:
+    """``std(s_i, ddof=1) / sqrt(n)`` from a ``(n, mean, M2)`` summary; ``None`` when ``n < 2`` (reads on the host)."""
+    if moments.dim() > 1:  # gathered but not yet reduced (should not happen): merge first
+        moments = merge_moments(moments)
+    n, _, m2 = (float(v) for v in moments.detach().cpu())
+    if n < 2:
+        return None
+    return (max(m2, 0.0) / (n - 1) / n) ** 0.5
+
+
+def partner_pairs(
+    partner: torch.Tensor, b: int, sample_mask: Optional[torch.Tensor] = None
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """A gather index and the images that have a chance term.
+
+    Args:
+        partner: ``b`` integers, the local index of each image's partner in this chunk, or
+            ``-1`` when it has none here (docs/measures.md §7).
+        b: the chunk's number of images.
+        sample_mask: ``b`` booleans, True for the images that count, or ``None`` (all).
+
+    Returns:
+        ``(index, paired)``: ``index`` (``b`` int64) is the partner where there is one and the
+        image itself otherwise (safe to gather with); ``paired`` (``b`` bool) is True where the
+        image counts, has a partner, and its partner counts.
+    """
+    if not isinstance(partner, torch.Tensor) or partner.dim() != 1 or partner.shape[0] != b:
+        shape = tuple(partner.shape) if isinstance(partner, torch.Tensor) else type(partner).__name__
+        raise ValueError(f"partner must hold one index per image ({b}), got {shape}")
+    if partner.dtype.is_floating_point or partner.dtype == torch.bool:
+        raise ValueError(f"partner must be an integer tensor, got {partner.dtype}")
+    partner = partner.to(torch.long)
+    has = partner >= 0
+    index = torch.where(has, partner, torch.arange(b, device=partner.device))
+    if sample_mask is None:
+        return index, has
+    keep = sample_mask.to(device=partner.device, dtype=torch.bool).reshape(b)
+    return index, has & keep & keep.index_select(0, index)
+
+
+#: ``above_chance`` is missing (the layer uninformative) when the room above chance is below this.
+MIN_ROOM = 0.05
+
+
+def chance_per_element(chance_sum: torch.Tensor, chance_count: torch.Tensor) -> Optional[torch.Tensor]:
+    """Per-element chance level from ``m x ...`` sums of chance scores and of chance pairs.
+
+    ``None`` (no chance level) when some element has no chance pair: no partner tensor was
+    given, fewer than 2 probe images, or every partner's map dead (reads on the host).
+    """
+    m = chance_count.shape[0]
+    total = chance_count.reshape(m, -1).sum(-1)
+    if m == 0 or bool((total == 0).any()):
+        return None
+    return chance_sum.reshape(m, -1).sum(-1) / total
+
+
+def chance_details(
+    value: float, per_element: Optional[torch.Tensor], higher_is_better: bool, left_out: torch.Tensor
+) -> dict:
+    """The ``compute_details()`` keys of the chance level (docs/measures.md §7).
+
+    ``chance`` is the mean of ``per_element`` (the per-element chance levels, or ``None``);
+    ``above_chance = (v - c) / (1 - c)`` when higher is better (values at most 1), else
+    ``(c - v) / (1 + c)`` (values at least -1); when that room is below :data:`MIN_ROOM` the
+    layer is uninformative: ``above_chance`` is ``None`` and ``informative`` False
+    (``informative`` is ``None`` when there is no chance level). ``chance_left_out``: the images
+    without a chance term (no partner, or a partner left out).
+    """
+    out = {"chance": None, "chance_per_element": None, "above_chance": None, "informative": None}
+    out["chance_left_out"] = int(round(float(left_out)))
+    if per_element is None:
+        return out
+    c = float(per_element.mean())
+    room = 1.0 - c if higher_is_better else 1.0 + c
+    out.update(chance=c, chance_per_element=per_element, informative=bool(room >= MIN_ROOM))
+    if out["informative"]:
+        out["above_chance"] = ((value - c) if higher_is_better else (c - value)) / room
+    return out
+
+
+def no_chance(left_out: int = 0) -> dict:
+    """The chance keys of a measure without a chance level (every one missing)."""
+    return {"chance": None, "chance_per_element": None, "above_chance": None, "informative": None, "chance_left_out": int(left_out)}
