@@ -81,7 +81,7 @@ def main(argv=None):
     train, val = split(x, y, seed=args.seed)
     tb = start_tensorboard(args.logdir, args.port) if args.tensorboard else None
 
-    summary = {}
+    summary, above = {}, {}
     for run in args.runs:
         pl.seed_everything(args.seed, workers=True)
         net, augment = build(run, classes)
@@ -111,6 +111,9 @@ def main(argv=None):
             DataLoader(val, batch_size=256),
         )
         last = callback.history[max(callback.history)]
+        detail = callback.last_report.parts(detail=True)
+        rotation = detail[detail.group == "rotation90"]
+        above[run] = {f"{r.measure[:3]}.{r.part}": r.above_chance for r in rotation.itertuples()}
         summary[run] = {
             "minutes": (time.time() - t0) / 60,
             "val_acc": float(trainer.callback_metrics.get("val_acc", float("nan"))),
@@ -121,6 +124,10 @@ def main(argv=None):
     for run, s in summary.items():
         parts = "  ".join(f"{k.split('/')[0][:3]}.{k.split('/')[-1]}={v:.3f}" for k, v in s.items() if "/part/" in k)
         print(f"  {run:14s} val_acc={s['val_acc']:.3f} ({s['minutes']:.1f} min)  {parts}")
+    print("Above chance (docs/measures.md §7: 1 perfect, 0 at chance; '-' uninformative):")
+    for run, levels in above.items():
+        shown = "  ".join(f"{k}={'-' if v is None or v != v else f'{v:.2f}'}" for k, v in levels.items())
+        print(f"  {run:14s} {shown}")
     print(f"\nTensorBoard logs in {os.path.abspath(args.logdir)}: "
           f"tensorboard --logdir {args.logdir} --samples_per_plugin equivariance=0")
     if tb is not None:
