@@ -477,3 +477,16 @@ def test_v1_fixture_is_read_as_v2():
         acc.SummaryMetadata("equivariance_layers/lee/rotation").plugin_data.content
     )
     assert lee["higher_is_better"] is False
+
+
+def test_a_new_event_file_sorts_after_another_writers_file_of_the_same_second(tmp_path):
+    # torch's SummaryWriter names end in an unpadded process counter: ".37" sorts after ".00000005"
+    import socket
+    import time as _time
+
+    other = tmp_path / ("events.out.tfevents.%010d.%s.%d.37" % (_time.time() + 5, socket.gethostname(), 99999))
+    other.write_bytes(b"")
+    layers = ["a", "b"]
+    summary.write_series(tmp_path, [summary.Series("invariance", "rot90", layers, ["Early", "Final"], [0.5, 0.6])], 1)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files[0] == other.name and files[-1] != other.name  # read in write order

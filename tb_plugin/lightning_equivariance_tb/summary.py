@@ -475,7 +475,7 @@ def _write_event_file(logdir, summaries, step, walltime):
     not zero-padded (``.9`` sorts after ``.10``), and TensorBoard reads a run's
     files in name order, taking a step that goes backwards for a restart and
     dropping the later points. Files written within the same second would then
-    lose data. These names sort in write order.
+    lose data. These names sort in write order, after any file already in ``logdir``.
     """
     from tensorboard.compat import tf
     from tensorboard.summary.writer.record_writer import RecordWriter
@@ -488,6 +488,12 @@ def _write_event_file(logdir, summaries, step, walltime):
         next(_file_counter),
         metadata.PLUGIN_NAME,
     )
+    # After every event file already there, whoever wrote it: another writer's file of the
+    # same second may sort later (torch's counter, ".37" > ".00000005"), and TensorBoard would
+    # then read this point first and drop it as orphaned when the earlier step follows.
+    existing = [f for f in tf.io.gfile.listdir(logdir) if "tfevents" in f]
+    if existing and max(existing) >= name:
+        name = max(existing) + ".%08d.%s" % (next(_file_counter), metadata.PLUGIN_NAME)
     events = [event_pb2.Event(wall_time=walltime, file_version="brain.Event:2")]
     events += [
         event_pb2.Event(wall_time=walltime, step=step, summary=summary) for summary in summaries
