@@ -158,7 +158,7 @@ def main():
 
     # Measurement alone vs a bare forward of the same stacked images, on the trained model.
     net = model.eval()
-    probe = cb._cache
+    probe = cb._probes.cached()  # this process's probe images, read by the callback
     groups = cb.groups
     meas = Measurement(net, measures=cb.measures, groups=groups, layers=cb.layers, batch_size=cb.batch_size)
     assert not getattr(meas, "transforms", None), "the bare-forward comparison is for the stacked pass"
