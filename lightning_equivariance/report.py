@@ -275,22 +275,50 @@ class MeasureReport:
             ))
         return out
 
-    def plot(self, ax=None):
-        """Plot value against layer depth, one line per (measure, group); returns ``(fig, ax)``. Needs matplotlib."""
+    def plot(self, ax=None, chance: bool = True):
+        """Plot value against layer depth, one line per (measure, group); returns ``(fig, ax)``. Needs matplotlib.
+
+        Readable at real sizes (60-70 layers): the figure grows with the layer count, every
+        layer is labelled (smaller labels for many layers), and the legend sits outside the
+        axes, to their right. ``chance``: each series' chance level (docs/measures.md §7),
+        where it has one, as a dashed line of the series' colour, and its standard errors as
+        a band.
+        """
         try:
             import matplotlib.pyplot as plt
         except ImportError as e:  # pragma: no cover - depends on the environment
             raise ImportError("MeasureReport.plot() needs matplotlib: pip install matplotlib") from e
-        fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(8, 4))
-        for s in self.series():
-            ax.plot(range(len(s.layers)), s.values, marker="o", label=f"{s.measure} / {s.group}")
-        if self.results:
-            s = self.series()[0]
+        series = self.series() if self.results else []
+        n_layers = max((len(s.layers) for s in series), default=0)
+        if ax is None:
+            fig, ax = plt.subplots(figsize=(max(8.0, 3.0 + 0.2 * n_layers), 4.5 if n_layers <= 30 else 5.5))
+        else:
+            fig = ax.figure
+        for s in series:
+            x = np.arange(len(s.layers))
+            values = np.asarray(s.values, dtype=np.float64)
+            (line,) = ax.plot(x, values, marker="o", markersize=3 if n_layers > 30 else 5,
+                              label=f"{s.measure} / {s.group}")
+            if not chance:
+                continue
+            if s.stderr is not None:
+                err = np.asarray(s.stderr, dtype=np.float64)
+                ok = np.isfinite(values) & np.isfinite(err)
+                if ok.any():
+                    ax.fill_between(x, np.where(ok, values - err, np.nan), np.where(ok, values + err, np.nan),
+                                    color=line.get_color(), alpha=0.2, linewidth=0)
+            if s.chance is not None and np.isfinite(np.asarray(s.chance, dtype=np.float64)).any():
+                ax.plot(x, np.asarray(s.chance, dtype=np.float64), linestyle="--", linewidth=1.2,
+                        color=line.get_color(), alpha=0.8, label=f"{s.measure} / {s.group}: chance")
+        if series:
+            s = max(series, key=lambda t: len(t.layers))
             ax.set_xticks(range(len(s.layers)))
-            ax.set_xticklabels(s.layers, rotation=90, fontsize=7)
+            ax.set_xticklabels(s.layers, rotation=90, fontsize=7 if n_layers <= 30 else 6)
+            ax.set_xlim(-0.5, len(s.layers) - 0.5)
         ax.set_xlabel("layer (depth order)")
         ax.set_ylabel("value")
-        ax.legend()
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8, frameon=False)
         fig.tight_layout()
         return fig, ax
 

@@ -734,3 +734,39 @@ def open_plugin(driver, url, timeout=30):
     )
     driver.switch_to.frame(frame)
     return frame
+
+
+# ------------------------------------------------------------- statistics --
+
+STATS_RUN = "deep_stats"
+"""A 60-layer run with the v2 statistics (chance, stderr, above_chance, informative)."""
+
+
+def write_stats_run(run_dir, *, n_layers=60, epochs=3, uninformative=(57, 58, 59)):
+    """One deep run written with the statistics of docs/measures.md §7: chance
+    ``0.2 + 0.3 * depth``, stderr 0.02, and the layers in ``uninformative`` at
+    chance 0.97 (no room above it: ``above_chance`` missing, ``informative`` 0).
+    Returns ``{"layers", "chance", "stderr"}`` of the last epoch."""
+    from lightning_equivariance_tb.summary import Series
+
+    names = ["backbone.layer%d.block%d.conv" % (i // 10, i) for i in range(n_layers)]
+    parts = default_parts(n_layers)
+    depth = np.linspace(0.0, 1.0, n_layers)
+    writer = EventWriter(run_dir)
+    for epoch in range(epochs):
+        values = np.clip(0.45 + 0.4 * depth * (1 - np.exp(-0.5 * (epoch + 1))), 0, 1)
+        chance = 0.2 + 0.3 * depth
+        chance[list(uninformative)] = 0.97
+        values[list(uninformative)] = 0.98
+        informative = np.ones(n_layers)
+        informative[list(uninformative)] = 0
+        above = np.where(informative == 1, (values - chance) / (1 - chance), np.nan)
+        stderr = np.full(n_layers, 0.02)
+        series = Series(
+            measure="equivariance", group="rot90", layers=names, parts=parts, values=values,
+            higher_is_better=True, stderr=stderr, chance=chance, above_chance=above,
+            informative=informative,
+        )
+        write_report(writer, FakeReport([series]), epoch, model="deep net", walltime=1000.0 + epoch)
+    writer.close()
+    return {"layers": names, "chance": chance, "stderr": stderr, "values": values}

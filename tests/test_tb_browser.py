@@ -256,7 +256,12 @@ def test_real_runs_are_served(tensorboard):
         series = {(s["measure"], s["group"]): s for s in runs[run]["series"]}
         assert set(series) == {(m, GROUP) for m in tb_helpers.MEASURES}
         for s in series.values():
-            assert s["last_step"] == tb_helpers.EPOCHS - 1 and s["has_channels"]
+            assert s["has_channels"]
+            # The last epoch is there: the callback logs at the epoch or (since it measures
+            # every N optimizer steps) at the global step, with the epoch in its record.
+            body = api(tensorboard, "series", run=run, measure=s["measure"], group=GROUP)
+            assert body["steps"][-1] == s["last_step"]
+            assert s["last_step"] == tb_helpers.EPOCHS - 1 or body["epochs"][-1] == tb_helpers.EPOCHS - 1
     assert runs["cnn_wide"]["baseline"] is True
     assert "val_acc" in [t["tag"] for t in api(tensorboard, "scalar_tags")["tags"]]
 
@@ -561,3 +566,114 @@ def test_hand_written_logs(driver, tmp_path):
         assert "lower is" not in hint and "higher is" not in hint
         top = js(driver, "const h = arguments[0].eqHeatmap; return h.colorOf(h.spec.zmax)", canvas)
         assert top == [253, 231, 37]  # viridis's top end: not reversed
+
+
+def hover_cell_js(driver, canvas, r, c):
+    """Tooltip text of cell (r, c) from a mousemove dispatched at its centre (the
+    cell scrolled into view first: tall heatmaps scroll inside their card)."""
+    return js(
+        driver,
+        """
+        const [canvas, r, c] = arguments;
+        const h = canvas.eqHeatmap, p = h.plot;
+        const y = p.top + (r + 0.5) * p.ph / p.rows, x = p.left + (c + 0.5) * p.pw / p.cols;
+        const box = canvas.closest('.eq-plot');
+        box.scrollIntoView({block: 'center'});
+        box.scrollTop = Math.max(0, y - box.clientHeight / 2);
+        const rect = canvas.getBoundingClientRect();
+        canvas.dispatchEvent(new MouseEvent('mousemove', {clientX: rect.left + x, clientY: rect.top + y, bubbles: true}));
+        return h.tip.hidden ? null : h.tip.textContent;
+        """,
+        canvas,
+        r,
+        c,
+    )
+
+
+def test_statistics_and_deep_heatmap(driver, tmp_path):
+    # A 60-layer run with chance levels and standard errors (docs/measures.md §7).
+    expected = tb_helpers.write_stats_run(tmp_path / tb_helpers.STATS_RUN)
+    run = tb_helpers.STATS_RUN
+    with tb_helpers.TensorBoardProcess(tmp_path) as tb:
+        driver.switch_to.default_content()
+        driver.get(tb.url + "/data/plugin_entry.html?name=equivariance")
+        wait(driver, lambda d: js(d, "return document.body.dataset.renderCount"))
+        wait(driver, lambda d: all_drawn(d, {run}), message="deep heatmap drawn")
+        canvas = canvas_of(driver, run)
+        # Every row labelled, rows tall enough to read; the card scrolls.
+        ticks, row_h, rows = js(
+            driver,
+            "const p = arguments[0].eqHeatmap.plot; return [p.yTicks.length, p.rowH, p.rows]",
+            canvas,
+        )
+        assert rows == ticks == 60 and row_h >= 12, (rows, ticks, row_h)
+        assert js(
+            driver,
+            "const s = getComputedStyle(arguments[0].closest('.eq-plot')); return s.overflowY",
+            canvas,
+        ) == "auto"
+        # The colour bar: a title, both ends labelled.
+        bar = js(
+            driver,
+            "const h = arguments[0].eqHeatmap; return [h.spec.barTitle, h.plot.barTicks[0],"
+            " h.plot.barTicks[h.plot.barTicks.length - 1], h.spec.zmin, h.spec.zmax]",
+            canvas,
+        )
+        assert bar[0] == "equivariance" and bar[1] == bar[3] and bar[2] == bar[4]
+        hint = js(driver, "return document.querySelector('.eq-main .eq-hint').textContent")
+        assert "higher is more equivariant" in hint and "uninformative" in hint
+        # Uninformative layers: greyed and hatched, the reason in the tooltip.
+        assert int(canvas.get_attribute("data-uninformative")) == 3 * 3
+        tip = hover_cell_js(driver, canvas, 58, 2).split("\n")
+        assert "uninformative: chance 0.970 > 0.95" in tip, tip
+        assert "chance 0.9700" in tip and "± stderr 0.0200" in tip, tip
+
+        # Fixed scale 0..1, then colour by how far above chance.
+        scale = Select(driver.find_element(By.CSS_SELECTOR, ".eq-heat-scale"))
+        before = render_count(driver)
+        scale.select_by_value("fixed")
+        wait(driver, lambda d: render_count(d) > before)
+        canvas = canvas_of(driver, run)
+        assert js(driver, "const h = arguments[0].eqHeatmap; return [h.spec.zmin, h.spec.zmax]", canvas) == [0, 1]
+        color = Select(driver.find_element(By.CSS_SELECTOR, ".eq-heat-color"))
+        before = render_count(driver)
+        color.select_by_value("above_chance")
+        wait(driver, lambda d: render_count(d) > before)
+        canvas = canvas_of(driver, run)
+        row0 = js(driver, "return arguments[0].eqHeatmap.row(0)", canvas)
+        v, c = expected["values"][0], expected["chance"][0]
+        assert row0[-1] == pytest.approx((v - c) / (1 - c), rel=1e-5)
+        assert js(driver, "return arguments[0].eqHeatmap.spec.barTitle", canvas).startswith("above chance")
+        tip = hover_cell_js(driver, canvas, 0, 2).split("\n")
+        assert tip[3].startswith("above chance ") and ("value %.4f" % v) in tip, tip
+
+        # Curves: the chance level dashed, the ± stderr band filled, value/chance/stderr in the hover.
+        click_view(driver, "curves")
+        traces = js(
+            driver,
+            "return [...document.querySelectorAll('.js-plotly-plot')].flatMap(p => p.data)"
+            ".map(t => [t.meta || '', t.line && t.line.dash, t.fill || '', t.hovertext ? t.hovertext[0] : ''])",
+        )
+        chance = [t for t in traces if t[0] == "chance"]
+        bands = [t for t in traces if t[0] == "stderr"]
+        assert chance and all(t[1] == "dash" for t in chance)
+        assert bands and all(t[2] == "toself" for t in bands)
+        assert any("chance" in t[3] and "stderr" in t[3] for t in traces), traces
+        layer_chance = js(
+            driver,
+            "const p = document.querySelectorAll('.js-plotly-plot')[1];"
+            "return p.data.filter(t => t.meta === 'chance').map(t => t.y)",
+        )
+        np.testing.assert_allclose(layer_chance[0][-1], expected["chance"][0], rtol=1e-6)
+
+        # Layer profile: the chance level (dashed) and the band as shapes; one trace per run.
+        click_view(driver, "profile")
+        shapes = js(
+            driver,
+            "const p = document.querySelector('.js-plotly-plot');"
+            "return [p.data.length, (p.layout.shapes || []).map(s => [s.name, s.line && s.line.dash, s.fillcolor || ''])]",
+        )
+        assert shapes[0] == 1
+        assert ["chance", "dash", ""] in [[s[0], s[1], s[2]] for s in shapes[1]]
+        assert any(s[0] == "stderr" and s[2].startswith("rgba") for s in shapes[1])
+        assert js(driver, "return document.querySelector('.js-plotly-plot').data[0].hovertext[0]").startswith("<br>chance")

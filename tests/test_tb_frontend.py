@@ -134,3 +134,82 @@ def test_part_names_from_logs_are_escaped_in_every_figure():
     assert head[0] == "&lt;b&gt;Head&lt;/b&gt;&lt;img src=x&gt;"
     assert "<img" not in head[1] and "val&lt;acc&gt;" in head[1] and head[2] == ["r&lt;1&gt;"]
     assert out["order"] == ["Early", "Final", "<b>Head</b><img src=x>"]
+
+
+STATS_JS = SERIES_JS + """
+x.stats = {
+  chance: { values: [Float32Array.from([0.2, 0.3]), Float32Array.from([NaN, 0.5])] },
+  stderr: { values: [Float32Array.from([0.01, 0.02]), Float32Array.from([NaN, 0.04])] },
+};
+"""
+
+
+def test_direction_hint_names_invariance_or_equivariance():
+    hints = run_js(
+        'out = [[true, "invariance"], [false, "nv"], [true, "equivariance"], [false, "geed_channel"],'
+        ' [null, "sv"]].map(([h, name]) => m.directionHint(h, name));'
+    )
+    assert hints == [
+        "higher is more invariant", "lower is more invariant", "higher is more equivariant",
+        "lower is more equivariant", "this measure has no preferred direction",
+    ]
+
+
+def test_band_and_chance_traces():
+    out = run_js(
+        """
+        const band = m.bandPolygons([0, 1, 2, 3], [0.5, 0.6, NaN, 0.7], [0.1, 0.1, 0.1, 0.2]);
+        const traces = m.statTraces([0, 1], [0.5, 0.6], [0.2, NaN], [0.1, 0.1], "#1f77b4", "r<1>");
+        out = {band, traces: traces.map((t) => [t.meta, t.name, t.fill || null, t.line.dash || null, t.y])};"""
+    )
+    # one closed piece per run of finite points, pieces separated by null
+    assert out["band"]["x"] == [0, 1, 1, 0, None, 3, 3]
+    assert out["band"]["y"] == pytest.approx([0.6, 0.7, 0.5, 0.4, None, 0.9, 0.5])
+    band, chance = out["traces"]
+    assert band[:3] == ["stderr", "± stderr · r&lt;1&gt;", "toself"]
+    assert chance[:4] == ["chance", "chance · r&lt;1&gt;", None, "dash"]
+    assert chance[4] == [0.2, None]
+
+
+def test_curves_carry_chance_and_stderr():
+    out = run_js(
+        STATS_JS + """
+        const f = m.curvesFigures([x], ["c0"], ["Early"], "eq", style);
+        out = {
+          layer: f.perLayer.traces.map((t) => [t.meta || "run", t.hovertext || null]),
+          part: f.perPart.traces.filter((t) => t.meta === "chance").map((t) => t.y),
+          template: f.perLayer.traces.find((t) => !t.meta).hovertemplate,
+        };"""
+    )
+    assert [t[0] for t in out["layer"]] == ["stderr", "chance", "run"]
+    assert out["layer"][2][1] == ["<br>chance 0.2000 · ± stderr 0.0100", "<br>chance 0.3000 · ± stderr 0.0200"]
+    assert out["template"].endswith("%{text}%{hovertext}<extra></extra>")
+    # a part's chance is the mean of its layers' (Early: c0 only; Head: c1)
+    assert out["part"] == [pytest.approx([0.2, 0.3]), [None, 0.5]]
+
+
+def test_profile_chance_and_band_are_shapes():
+    out = run_js(STATS_JS + 'out = m.profileFigure([x], null, "eq", style);')
+    assert len(out["traces"]) == 1  # one trace per run
+    shapes = {s["name"]: s for s in out["layout"]["shapes"]}
+    assert shapes["chance"]["line"]["dash"] == "dash"
+    assert shapes["chance"]["path"] == "M0,0.30000001192092896 L1,0.5"
+    assert shapes["stderr"]["path"].endswith(" Z") and shapes["stderr"]["fillcolor"].startswith("rgba(")
+    assert out["traces"][0]["hovertext"][1] == "<br>chance 0.5000 · ± stderr 0.0400"
+
+
+def test_uninformative_reason_and_heatmap_sizes():
+    out = run_js(
+        """out = {
+          reasons: [m.uninformativeReason(0.97, true), m.uninformativeReason(-0.96, false)],
+          heights: [m.heatmapHeight(6), m.heatmapHeight(60), m.heatmapHeight(70)],
+          bar: m.barTicksWithEnds(0.13, 0.987, 5),
+          fixed: [m.FIXED_RANGES.equivariance, m.FIXED_RANGES.above_chance, m.FIXED_RANGES.sv || null],
+        };"""
+    )
+    assert out["reasons"] == ["uninformative: chance 0.970 > 0.95", "uninformative: chance -0.960 < -0.95"]
+    assert out["heights"][1] >= 14 * 60 and out["heights"][2] > out["heights"][1]
+    ticks, texts = out["bar"]["ticks"], out["bar"]["texts"]
+    assert ticks[0] == 0.13 and ticks[-1] == 0.987 and texts[0] == "0.13" and texts[-1] == "0.987"
+    assert len(ticks) == len(texts) >= 3
+    assert out["fixed"] == [[0, 1], [0, 1], None]

@@ -205,6 +205,12 @@ class LayerMetric(Metric):
     def _compute_details(self) -> Dict[str, Any]:
         raise NotImplementedError
 
+    def plot(self, val: Any = None, ax: Any = None) -> Any:
+        """Plot ``compute()`` (or ``val``: one result or a list of results, e.g. one per epoch) as
+        torchmetrics' own metrics do; returns ``(fig, ax)``. Needs matplotlib. The axis bounds
+        are the measure's ``plot_lower_bound`` / ``plot_upper_bound`` where it has them."""
+        return self._plot(val, ax)
+
     def compute_details(self) -> Dict[str, Any]:
         """Synced results: ``value`` (float), ``per_element`` (tensor ``m``), ``per_channel``
         (tensor ``C`` or ``None``), ``left_out`` (int: dead channels left out), and whatever

@@ -8,7 +8,7 @@
 // Safety: names from the logs reach the DOM through el(..., {text}) only, canvases
 // through fillText, plotly through the escaping figure builders of charts.js.
 
-import { PALETTE, decodeMatrix, el, getJSON, textWithCode } from "./util.js";
+import { FIXED_RANGES, PALETTE, decodeMatrix, el, getJSON, textWithCode } from "./util.js";
 import { Views } from "./views.js";
 
 export const POLL_MS = 4000;
@@ -45,6 +45,8 @@ export class App {
       channelRun: null,
       channelLayer: null,
       scalar: null,
+      heatColor: "value", // heatmap cells: "value" | "above_chance"
+      heatScale: "data", // heatmap colour scale: "data" (the runs' range) | "fixed"
     };
     this.index = null; // /runs
     this.series = new Map(); // run -> /series body for state.measure/group
@@ -376,11 +378,48 @@ export class App {
   updateViewControls() {
     const view = this.state.view;
     const controls = [];
+    if (view === "heatmap") controls.push(...this.heatmapControls());
     if (view === "curves") controls.push(...this.layerControls());
     if (view === "profile" || view === "channels") controls.push(...this.epochControls());
     if (view === "channels") controls.push(...this.channelControls());
     if (view === "spearman") controls.push(...this.scalarControls());
     this.viewControls.replaceChildren(...controls);
+  }
+
+  /** Heatmap: colour by value or by how far above chance; data range or fixed scale. */
+  heatmapControls() {
+    const s = this.state;
+    const hasAbove = this.loadedSeries().some((x) => x.stats && x.stats.above_chance);
+    const color = el("select", {
+      class: "eq-heat-color",
+      onchange: () => {
+        s.heatColor = color.value;
+        this.updateViewControls();
+        this.safely(() => this.renderView());
+      },
+    }, [
+      el("option", { value: "value", text: "value" }),
+      el("option", { value: "above_chance", text: "above chance", disabled: !hasAbove }),
+    ]);
+    color.value = hasAbove ? s.heatColor : "value";
+    const bounded = (s.heatColor === "above_chance" && hasAbove) || FIXED_RANGES[s.measure] != null;
+    const fixed = FIXED_RANGES[s.heatColor === "above_chance" && hasAbove ? "above_chance" : s.measure];
+    const scale = el("select", {
+      class: "eq-heat-scale",
+      onchange: () => {
+        s.heatScale = scale.value;
+        this.safely(() => this.renderView());
+      },
+    }, [
+      el("option", { value: "data", text: "data range" }),
+      el("option", { value: "fixed", text: fixed ? `fixed ${fixed[0]} to ${fixed[1]}` : "fixed (bounded measures)", disabled: !bounded }),
+    ]);
+    scale.value = bounded ? s.heatScale : "data";
+    return [
+      el("h3", { text: "Colour" }), color,
+      el("div", { class: "eq-hint", text: hasAbove ? "above chance: (v - c) / (best - c), 1 = perfect, 0 = chance." : "No chance level logged for this measure." }),
+      el("h3", { text: "Scale" }), scale,
+    ];
   }
 
   layerControls() {

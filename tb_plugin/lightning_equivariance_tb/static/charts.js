@@ -7,10 +7,18 @@
 // plotly.js itself is the bundle of the installed plotly Python package, served by
 // the plugin (./plotly.min.js) and loaded on first need.
 //
+// Statistics (docs/measures.md §7, the v2 stats tag): where a run has them, its
+// chance level is a thin dashed line of the run's colour and its ± stderr a
+// translucent band around the value - traces on the curves (meta "chance" and
+// "stderr"), shapes on the layer profile (whose traces stay one per run) - and
+// the hover reads value, chance and stderr.
+//
 // Infinite values sit on a dotted "+∞"/"-∞" line at the y-axis ends of line and bar
 // plots, drawn as triangles, and read "∞" in the hover (placeInfinities).
 
-import { esc, fmt, layerNames, niceStride, orderParts, partColor } from "./util.js";
+import {
+  esc, fmt, layerNames, niceStride, orderParts, partColor, partStatRow, statRows, statsText,
+} from "./util.js";
 
 const FONT = { family: "Roboto, Helvetica Neue, Arial, sans-serif", size: 12, color: "#212121" };
 export const PLOT_CONFIG = {
@@ -139,40 +147,118 @@ export function panelsFigure(keys, title, lines, yTitle) {
       text: `<b>${esc(title(key))}</b>`, xref: "paper", yref: "paper", x: x0 + w / 2, y: y1,
       xanchor: "center", yanchor: "bottom", showarrow: false, font: { size: 12 },
     });
-    const panelTraces = [];
+    const panelTraces = [], extras = [];
     for (const line of lines(key)) {
       panelTraces.push(Object.assign({
         type: "scatter", mode: "lines+markers", xaxis: `x${axis}`, yaxis: `y${axis}`,
         legendgroup: line.group, showlegend: !legendSeen.has(line.group), marker: { size: 4 },
       }, line.trace));
       legendSeen.add(line.group);
+      for (const extra of line.extras || []) {
+        extras.push(Object.assign(extra, { xaxis: `x${axis}`, yaxis: `y${axis}`, legendgroup: line.group, showlegend: false }));
+      }
     }
     placeInfinities(panelTraces, layout, axis);
-    traces.push(...panelTraces);
+    traces.push(...extras, ...panelTraces); // bands and chance lines under the values
   });
   layout.annotations = annotations.concat(layout.annotations || []);
   return { traces, layout };
 }
 
-function runTrace(x, ys, name, lineStyle) {
+/** rgba() of a "#rrggbb" or "#rgb" colour (other colours are returned as they are). */
+export function rgba(color, alpha) {
+  if (/^#[0-9a-f]{3}$/i.test(color || "")) color = `#${[1, 2, 3].map((i) => color[i] + color[i]).join("")}`;
+  if (!/^#[0-9a-f]{6}$/i.test(color || "")) return color;
+  const [r, g, b] = [1, 3, 5].map((i) => parseInt(color.slice(i, i + 2), 16));
+  return `rgba(${r},${g},${b},${alpha})`;
+}
+
+/** [start, end) index runs where every array holds a finite number. */
+export function finiteRuns(n, ...arrays) {
+  const runs = [];
+  let start = -1;
+  for (let i = 0; i <= n; i++) {
+    const ok = i < n && arrays.every((a) => Number.isFinite(a[i]));
+    if (ok && start < 0) start = i;
+    if (!ok && start >= 0) { runs.push([start, i]); start = -1; }
+  }
+  return runs;
+}
+
+/** Polygon coordinates of value ± stderr, one closed piece per run of finite
+ * points, pieces separated by null (plotly's fill "toself" closes each). */
+export function bandPolygons(xs, values, stderr) {
+  const x = [], y = [];
+  for (const [a, b] of finiteRuns(xs.length, values, stderr)) {
+    if (x.length) { x.push(null); y.push(null); }
+    for (let i = a; i < b; i++) { x.push(xs[i]); y.push(values[i] + stderr[i]); }
+    for (let i = b - 1; i >= a; i--) { x.push(xs[i]); y.push(values[i] - stderr[i]); }
+  }
+  return { x, y };
+}
+
+/** Traces of a run's statistics on one line: the ± stderr band and the dashed
+ * chance line (empty when the run has neither). */
+export function statTraces(xs, values, chance, stderr, color, runName) {
+  const out = [];
+  if (stderr && Array.from(stderr).some(Number.isFinite)) {
+    const band = bandPolygons(xs, Array.from(values), Array.from(stderr));
+    if (band.x.length) {
+      out.push({
+        type: "scatter", mode: "lines", meta: "stderr", name: `± stderr · ${esc(runName)}`,
+        x: band.x, y: band.y, fill: "toself", fillcolor: rgba(color, 0.18),
+        line: { width: 0, color: rgba(color, 0) }, hoverinfo: "skip",
+      });
+    }
+  }
+  if (chance && Array.from(chance).some(Number.isFinite)) {
+    out.push({
+      type: "scatter", mode: "lines", meta: "chance", name: `chance · ${esc(runName)}`,
+      x: Array.from(xs), y: Array.from(chance, (v) => (Number.isFinite(v) ? v : null)),
+      line: { color, width: 1.2, dash: "dash" }, opacity: 0.8, hoverinfo: "skip", connectgaps: false,
+    });
+  }
+  return out;
+}
+
+/** Per-point hover lines of the statistics ("<br>chance … · ± stderr …"). */
+function statsHover(n, chance, stderr) {
+  return Array.from({ length: n }, (_, i) => {
+    const text = statsText(chance ? chance[i] : NaN, stderr ? stderr[i] : NaN);
+    return text ? `<br>${esc(text)}` : "";
+  });
+}
+
+function runTrace(x, ys, name, lineStyle, chance = null, stderr = null) {
+  const style = lineStyle(x.run);
+  const hasStats = Boolean(chance || stderr);
+  const trace = {
+    x: Array.from(x.steps), y: Array.from(ys), name: esc(x.run), line: style,
+    hovertemplate: `${esc(x.run)}<br>${esc(name)}<br>epoch %{x}<br>%{text}${hasStats ? "%{hovertext}" : ""}<extra></extra>`,
+  };
+  if (hasStats) trace.hovertext = statsHover(x.steps.length, chance, stderr);
   return {
     group: x.run,
-    trace: {
-      x: Array.from(x.steps), y: Array.from(ys), name: esc(x.run), line: lineStyle(x.run),
-      hovertemplate: `${esc(x.run)}<br>${esc(name)}<br>epoch %{x}<br>%{text}<extra></extra>`,
-    },
+    trace,
+    extras: hasStats ? statTraces(x.steps, ys, chance, stderr, style.color, x.run) : [],
   };
 }
 
-/** Curves over epochs: per depth part (the server's part means) and per layer. */
+/** Curves over epochs: per depth part (the server's part means) and per layer,
+ * with each run's chance level (dashed) and ± stderr band where it has them. */
 export function curvesFigures(series, layers, knownParts, measure, lineStyle) {
   const parts = orderParts(series.flatMap((x) => x.part_names), knownParts);
   const perPart = panelsFigure(parts, (p) => p, (part) => series
     .filter((x) => x.part_names.includes(part))
-    .map((x) => runTrace(x, x.part_values[x.part_names.indexOf(part)], part, lineStyle)), measure);
+    .map((x) => runTrace(x, x.part_values[x.part_names.indexOf(part)], part, lineStyle,
+      partStatRow(x, "chance", part), partStatRow(x, "stderr", part))), measure);
   const perLayer = panelsFigure(layers, (l) => l, (layer) => series
     .filter((x) => x.layers.includes(layer))
-    .map((x) => runTrace(x, x.values[x.layers.indexOf(layer)], layer, lineStyle)), measure);
+    .map((x) => {
+      const i = x.layers.indexOf(layer);
+      const chance = statRows(x, "chance"), stderr = statRows(x, "stderr");
+      return runTrace(x, x.values[i], layer, lineStyle, chance && chance[i], stderr && stderr[i]);
+    }), measure);
   return { perPart, perLayer };
 }
 
@@ -184,24 +270,65 @@ export function pointAt(x, step) {
   return best;
 }
 
-/** Layer profile at one epoch: relative depth on x, one line per run. */
+/** SVG path through the finite points (a new "M" after each gap). */
+function linePath(xs, ys) {
+  return finiteRuns(xs.length, xs, ys)
+    .map(([a, b]) => xs.slice(a, b).map((v, k) => `${k ? "L" : "M"}${v},${ys[a + k]}`).join(" "))
+    .join(" ");
+}
+
+/** Layer profile at one epoch: relative depth on x, one line per run; each
+ * run's chance level (dashed) and ± stderr band are layout shapes. */
 export function profileFigure(series, step, measure, lineStyle) {
   const traces = [];
+  const shapes = [];
   for (const x of series) {
     const t = pointAt(x, step);
     if (t < 0) continue;
     const L = x.layers.length;
     const names = layerNames(x.layers);
-    traces.push({
+    const style = lineStyle(x.run);
+    const xs = x.layers.map((_, i) => (L > 1 ? i / (L - 1) : 0));
+    const ys = x.values.map((row) => row[t]);
+    const chanceRows = statRows(x, "chance"), stderrRows = statRows(x, "stderr");
+    const chance = chanceRows ? chanceRows.map((row) => row[t]) : null;
+    const stderr = stderrRows ? stderrRows.map((row) => row[t]) : null;
+    const hasStats = Boolean(chance || stderr);
+    const trace = {
       type: "scatter", mode: "lines+markers",
-      x: x.layers.map((_, i) => (L > 1 ? i / (L - 1) : 0)),
-      y: x.values.map((row) => row[t]),
+      x: xs,
+      y: ys,
       customdata: names.map((name, i) => esc(`${name} (${x.parts[i]})`)),
       name: esc(`${x.run} · epoch ${x.steps[t]}`),
-      line: lineStyle(x.run),
+      line: style,
       marker: { size: 5, symbol: x.baseline ? "diamond" : "circle" },
-      hovertemplate: `${esc(x.run)}<br>%{customdata}<br>depth %{x:.2f}<br>%{text}<extra></extra>`,
-    });
+      hovertemplate: `${esc(x.run)}<br>%{customdata}<br>depth %{x:.2f}<br>%{text}${hasStats ? "%{hovertext}" : ""}<extra></extra>`,
+    };
+    if (hasStats) trace.hovertext = statsHover(L, chance, stderr);
+    traces.push(trace);
+    if (stderr) {
+      const band = bandPolygons(xs, ys, stderr);
+      const pieces = [];
+      band.x.forEach((v, i) => {
+        if (v == null) return;
+        const first = i === 0 || band.x[i - 1] == null;
+        const last = i === band.x.length - 1 || band.x[i + 1] == null;
+        pieces.push(`${first ? "M" : "L"}${v},${band.y[i]}${last ? " Z" : ""}`);
+      });
+      if (pieces.length) {
+        shapes.push({
+          type: "path", name: "stderr", xref: "x", yref: "y", layer: "below", path: pieces.join(" "),
+          fillcolor: rgba(style.color, 0.18), line: { width: 0 },
+        });
+      }
+    }
+    const path = chance ? linePath(xs, chance) : "";
+    if (path) {
+      shapes.push({
+        type: "path", name: "chance", xref: "x", yref: "y", layer: "below", path,
+        line: { color: style.color, width: 1.2, dash: "dash" }, opacity: 0.8,
+      });
+    }
   }
   const layout = baseLayout({
     height: 460,
@@ -210,6 +337,7 @@ export function profileFigure(series, step, measure, lineStyle) {
     yaxis: { title: { text: esc(measure) }, zeroline: false },
     legend: { orientation: "h", y: -0.18, yanchor: "top" },
   });
+  if (shapes.length) layout.shapes = shapes;
   placeInfinities(traces, layout);
   return { traces, layout };
 }

@@ -37,9 +37,24 @@ function buildLut(stops) {
 
 const LUT = buildLut(VIRIDIS);
 
-/** Height in CSS px of a heatmap of `layers` rows. */
+/** Rows of a layer heatmap are never thinner than this (CSS px): every row label fits. */
+export const MIN_ROW_PX = 14;
+
+/** Height in CSS px of a heatmap of `layers` rows: grows with the layer count
+ * (the card scrolls past its maximum height), every row at least MIN_ROW_PX. */
 export function heatmapHeight(layers) {
-  return Math.min(420, Math.max(180, 16 * layers + 60));
+  return Math.max(180, MIN_ROW_PX * layers + 54);
+}
+
+/** Colour bar ticks: round values inside [lo, hi] and both ends, labelled. */
+export function barTicksWithEnds(lo, hi, n) {
+  const inner = niceTicks(lo, hi, n).filter((v) => v - lo > 0.08 * (hi - lo) && hi - v > 0.08 * (hi - lo));
+  const texts = tickTexts(inner.length >= 2 ? inner : niceTicks(lo, hi, n));
+  const endText = (v) => String(Number(v.toPrecision(3)));
+  return {
+    ticks: [lo, ...inner, hi],
+    texts: [endText(lo), ...texts.slice(0, inner.length), endText(hi)],
+  };
 }
 
 /** Finite range of some rows of values and how many ±∞ occur in them. */
@@ -156,7 +171,9 @@ export class CanvasHeatmap {
    * spec: {values: rows of numbers, cols: column labels (epochs), rowLabels, parts
    * (one per row, or null), knownParts, zmin, zmax, reverse (lower is better),
    * height (CSS px), title (first tooltip line), rowKind ("layer" | "channel"),
-   * xTitle, notes(r, c) (extra tooltip lines, optional)}.
+   * xTitle, notes(r, c) (extra tooltip lines, optional), barTitle (colour bar title,
+   * optional), valueLabel (what the cells hold, default "value"), uninformative(r, c)
+   * (cells to grey and hatch, optional)}.
    */
   draw(spec, width) {
     this.spec = spec;
@@ -170,6 +187,7 @@ export class CanvasHeatmap {
     const plot = this.layout(ctx);
     this.plot = plot;
     this.canvas.dataset.infinite = String(this.drawCells(ctx, plot));
+    this.canvas.dataset.uninformative = String(this.drawUninformative(ctx, plot));
     if (this.spec.parts) this.drawParts(ctx, plot);
     this.drawRowAxis(ctx, plot);
     this.drawColumnAxis(ctx, plot);
@@ -202,19 +220,22 @@ export class CanvasHeatmap {
     const top = 8, bottom = 38;
     const ph = Math.max(20, s.height - top - bottom);
     const rowH = rows ? ph / rows : ph;
-    const yStride = Math.max(1, Math.ceil(12 / rowH));
+    // Layer rows: every label (the height grows with the layer count); channel
+    // rows may be thinner than a label and are labelled at a stride.
+    const yStride = s.rowKind === "channel" ? Math.max(1, Math.ceil(12 / rowH)) : 1;
     const yTicks = [];
     for (let r = 0; r < rows; r += yStride) yTicks.push(r);
     const yText = yTicks.map((r) => shorten(s.rowLabels[r], 32));
     const labelW = Math.min(220, Math.max(16, ...yText.map((t) => ctx.measureText(t).width)));
     const left = 22 + labelW + 6;
     const partsW = s.parts ? 52 : 0;
-    const barTicks = niceTicks(s.zmin, s.zmax, Math.max(4, Math.floor(ph / 30)));
-    const barText = tickTexts(barTicks);
+    const bar = barTicksWithEnds(s.zmin, s.zmax, Math.max(4, Math.floor(Math.min(ph, 400) / 30)));
+    const barTicks = bar.ticks, barText = bar.texts;
     const barLabelW = Math.max(24, ...barText.map((t) => ctx.measureText(t).width), ctx.measureText("+∞").width);
-    const right = 8 + partsW + 12 + 4 + barLabelW + 6;
+    const barTitleW = s.barTitle ? 16 : 0;
+    const right = 8 + partsW + 12 + 4 + barLabelW + 6 + barTitleW;
     const pw = Math.max(40, this.width - left - right);
-    return { left, top, pw, ph, rows, cols, rowH, yTicks, yText, partsW, barTicks, barText };
+    return { left, top, pw, ph, rows, cols, rowH, yTicks, yText, partsW, barTicks, barText, barLabelW };
   }
 
   /** Cells: one pixel per cell, scaled up; ±∞ hatched. Returns the ±∞ count. */
@@ -257,6 +278,47 @@ export class CanvasHeatmap {
     return infinite;
   }
 
+  /** Uninformative cells (spec.uninformative(r, c): chance too close to the best
+   * value, docs/measures.md §7). A cell without a value (e.g. above chance, which
+   * is missing there) is greyed and hatched all over; a cell with one keeps its
+   * colour (the value is real) and gets a hatched grey corner flag. Returns their count. */
+  drawUninformative(ctx, p) {
+    const s = this.spec;
+    const { rows, cols, left, top, pw, rowH } = p;
+    if (!s.uninformative || !rows || !cols) return 0;
+    const colW = pw / cols;
+    const light = hatch(ctx, [255, 255, 255]);
+    let count = 0;
+    for (let r = 0; r < rows; r++) {
+      for (let c = 0; c < cols; c++) {
+        if (!s.uninformative(r, c)) continue;
+        count += 1;
+        const x = left + c * colW, y = top + r * rowH;
+        if (isMissing(s.values[r][c])) {
+          ctx.fillStyle = "rgba(238,238,238,0.9)";
+          ctx.fillRect(x, y, colW, rowH);
+          ctx.fillStyle = light;
+          ctx.fillRect(x, y, colW, rowH);
+        } else {
+          const size = 0.6 * Math.min(colW, rowH);
+          ctx.beginPath();
+          ctx.moveTo(x, y);
+          ctx.lineTo(x + size, y);
+          ctx.lineTo(x, y + size);
+          ctx.closePath();
+          ctx.fillStyle = "#eeeeee";
+          ctx.fill();
+          ctx.fillStyle = light;
+          ctx.fill();
+          ctx.strokeStyle = "#757575";
+          ctx.lineWidth = 0.8;
+          ctx.stroke();
+        }
+      }
+    }
+    return count;
+  }
+
   /** Part separators (white lines across the plot), colour bars and labels. */
   drawParts(ctx, p) {
     const s = this.spec;
@@ -295,7 +357,12 @@ export class CanvasHeatmap {
     ctx.font = TICK_FONT;
     ctx.textAlign = "right";
     ctx.textBaseline = "middle";
-    p.yTicks.forEach((r, k) => ctx.fillText(p.yText[k], p.left - 4, p.top + (r + 0.5) * p.rowH));
+    const cols = p.cols;
+    p.yTicks.forEach((r, k) => {
+      // a layer uninformative at the last epoch: its label greyed
+      ctx.fillStyle = s.uninformative && cols && s.uninformative(r, cols - 1) ? "#bdbdbd" : "#424242";
+      ctx.fillText(p.yText[k], p.left - 4, p.top + (r + 0.5) * p.rowH);
+    });
     ctx.save();
     ctx.font = TITLE_FONT;
     ctx.fillStyle = "#616161";
@@ -378,6 +445,17 @@ export class CanvasHeatmap {
       ctx.fillStyle = "#212121";
       ctx.fillText(label, bx + 17, y + boxH / 2);
     }
+    if (s.barTitle) {
+      ctx.save();
+      ctx.font = TITLE_FONT;
+      ctx.fillStyle = "#616161";
+      ctx.textAlign = "center";
+      ctx.textBaseline = "bottom";
+      ctx.translate(bx + 17 + p.barLabelW + 16, barTop + barH / 2);
+      ctx.rotate(-Math.PI / 2);
+      ctx.fillText(shorten(s.barTitle, 40), 0, 0);
+      ctx.restore();
+    }
   }
 
   hasValue(sign) {
@@ -403,7 +481,7 @@ export class CanvasHeatmap {
     if (s.rowKind === "channel") lines.push(`channel ${s.rowLabels[r]}`);
     else lines.push(`layer ${s.rowLabels[r]}${s.parts ? ` (${s.parts[r]})` : ""}`);
     lines.push(`epoch ${s.cols[c]}`);
-    lines.push(`value ${fmt(this.valueAt(r, c))}`);
+    lines.push(`${s.valueLabel || "value"} ${fmt(this.valueAt(r, c))}`);
     if (s.notes) lines.push(...s.notes(r, c));
     return lines.join("\n");
   }

@@ -22,8 +22,13 @@
 import { App } from "./app.js";
 import { el, getJSON } from "./util.js";
 
-export { directionHint, esc, fmt, num, orderParts, partColor } from "./util.js";
-export { channelBarsFigure, curvesFigures, profileFigure, spearmanFigures } from "./charts.js";
+export {
+  FIXED_RANGES, directionHint, esc, fmt, num, orderParts, partColor, partStatRow, statsText, uninformativeReason,
+} from "./util.js";
+export {
+  bandPolygons, channelBarsFigure, curvesFigures, finiteRuns, profileFigure, spearmanFigures, statTraces,
+} from "./charts.js";
+export { barTicksWithEnds, heatmapHeight } from "./heatmap.js";
 
 function loadStyle() {
   return new Promise((resolve) => {

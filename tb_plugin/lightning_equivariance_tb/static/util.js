@@ -143,15 +143,75 @@ export function orderParts(names, knownParts) {
   return knownParts.filter((p) => seen.includes(p)).concat(seen.filter((p) => !knownParts.includes(p)));
 }
 
+/** Measures of invariance (the others measure equivariance): for the hints. */
+const INVARIANCE_MEASURES = new Set(["invariance", "tv", "nv", "td", "nd", "anova", "goodfellow"]);
+
 /**
  * What a measure's direction means, for hints: `higher_is_better` true, false,
  * or null (no preferred direction, e.g. sv and sd). Never says "lower is
- * better" for null.
+ * better" for null. `measure` (optional) picks "invariant" or "equivariant".
  */
-export function directionHint(higherIsBetter) {
-  if (higherIsBetter === true) return "higher is more equivariant";
-  if (higherIsBetter === false) return "lower is more equivariant";
+export function directionHint(higherIsBetter, measure) {
+  const what = INVARIANCE_MEASURES.has(measure) ? "invariant" : "equivariant";
+  if (higherIsBetter === true) return `higher is more ${what}`;
+  if (higherIsBetter === false) return `lower is more ${what}`;
   return "this measure has no preferred direction";
+}
+
+/** The fixed colour scale of a bounded measure ([lo, hi], the metric classes'
+ * plot bounds; above_chance: 0 = chance, 1 = perfect), or undefined. */
+export const FIXED_RANGES = {
+  equivariance: [0, 1],
+  invariance: [0, 1],
+  anova: [0, 1],
+  geed_channel: [-1, 1],
+  above_chance: [0, 1],
+};
+
+/** Room above chance under which a layer is uninformative (docs/measures.md §7). */
+export const INFORMATIVE_ROOM = 0.05;
+
+/** Why a layer is uninformative (plain text), from its chance level. */
+export function uninformativeReason(chance, higherIsBetter) {
+  const bound = (1 - INFORMATIVE_ROOM).toFixed(2);
+  return higherIsBetter === false
+    ? `uninformative: chance ${fmt(chance, 3)} < -${bound}`
+    : `uninformative: chance ${fmt(chance, 3)} > ${bound}`;
+}
+
+/** One statistic (stderr, chance, ...) of a /series body as rows per layer, or
+ * null when the run has none. */
+export function statRows(x, field) {
+  const stat = x.stats && x.stats[field];
+  return stat && stat.values ? stat.values : null;
+}
+
+/**
+ * A statistic's mean over a part's layers per point (docs/measures.md §7: a
+ * part's chance and stderr are the means of its layers'); NaN where no layer
+ * of the part has it. null when the run has no such statistic.
+ */
+export function partStatRow(x, field, part) {
+  const rows = statRows(x, field);
+  if (!rows) return null;
+  const n = x.steps.length;
+  const sums = new Float64Array(n), counts = new Uint32Array(n);
+  x.parts.forEach((p, i) => {
+    if (p !== part || !rows[i]) return;
+    for (let j = 0; j < n; j++) {
+      const v = rows[i][j];
+      if (Number.isFinite(v)) { sums[j] += v; counts[j] += 1; }
+    }
+  });
+  return Float64Array.from(sums, (s, j) => (counts[j] ? s / counts[j] : NaN));
+}
+
+/** The statistics of a point for a hover (plain text; "" when none). */
+export function statsText(chance, stderr) {
+  const out = [];
+  if (Number.isFinite(chance)) out.push(`chance ${fmt(chance)}`);
+  if (Number.isFinite(stderr)) out.push(`± stderr ${fmt(stderr)}`);
+  return out.join(" · ");
 }
 
 /** The smallest of 1, 2, 5 x 10^k that is >= x (x > 0). */

@@ -5,7 +5,10 @@
 // loaded on first need or prefetched when the browser is idle. Cards are reused by
 // id across live updates, so zoom and hover survive new epochs.
 
-import { decodeMatrix, directionHint, el, fmt, getJSON, layerNames, num, textWithCode } from "./util.js";
+import {
+  FIXED_RANGES, decodeMatrix, directionHint, el, fmt, getJSON, layerNames, num, statRows, textWithCode,
+  uninformativeReason,
+} from "./util.js";
 import { CanvasHeatmap, heatmapHeight, valueRange } from "./heatmap.js";
 import {
   PLOT_CONFIG, channelBarsFigure, curvesFigures, loadPlotly, pointAt, profileFigure, spearmanFigures,
@@ -13,12 +16,25 @@ import {
 
 const PLOTLY_VIEWS = new Set(["curves", "profile", "channels", "spearman"]);
 
-/** Extra tooltip lines of a heatmap cell: why it has no value, its statistics. */
-function cellNotes(x) {
+/** Whether a layer is uninformative at a point (stats field informative = 0). */
+function uninformativeAt(x) {
+  const rows = statRows(x, "informative");
+  return rows ? (r, c) => rows[r][c] === 0 : null;
+}
+
+/** Extra tooltip lines of a heatmap cell: why it has no value, its statistics
+ * (the value itself first when the cells show how far above chance it is). */
+function cellNotes(x, showsAboveChance) {
+  const informative = statRows(x, "informative");
+  const chanceRows = statRows(x, "chance");
   return (r, c) => {
     const lines = [];
+    if (showsAboveChance) lines.push(`value ${fmt(x.values[r][c])}`);
     const m = x.missingAt.get(`${r},${c}`);
     if (m) lines.push(`not measured (${m.status.replace("_", " ")}): ${m.reason}`);
+    if (informative && informative[r][c] === 0) {
+      lines.push(uninformativeReason(chanceRows ? chanceRows[r][c] : NaN, x.higher_is_better));
+    }
     const stats = x.stats || {};
     for (const [field, label] of [["stderr", "± stderr"], ["chance", "chance"], ["non_finite", "non-finite images"]]) {
       const v = stats[field] && stats[field].values[r][c];
@@ -134,15 +150,41 @@ export class Views {
     return card.heatmap;
   }
 
+  /** What the heatmap cells show: {aboveChance, matrix(x), range, reverse(x), title}. */
+  heatmapMode(all) {
+    const s = this.app.state;
+    const aboveChance = s.heatColor === "above_chance" && all.some((x) => statRows(x, "above_chance"));
+    const matrix = (x) => (aboveChance ? statRows(x, "above_chance") || x.values.map((row) => row.map(() => NaN)) : x.values);
+    const fixed = FIXED_RANGES[aboveChance ? "above_chance" : s.measure];
+    const range = s.heatScale === "fixed" && fixed
+      ? Object.assign(valueRange(all.map(matrix)), { lo: fixed[0], hi: fixed[1] })
+      : valueRange(all.map(matrix));
+    return {
+      aboveChance,
+      matrix,
+      range,
+      fixed: Boolean(s.heatScale === "fixed" && fixed),
+      reverse: (x) => !aboveChance && x.higher_is_better === false,
+      title: aboveChance ? "above chance (1 = perfect, 0 = chance)" : s.measure,
+    };
+  }
+
   renderHeatmaps(generation) {
     const all = this.app.loadedSeries();
-    const range = valueRange(all.map((x) => x.values));
-    const direction = all.length ? all[0].higher_is_better : true;
+    const mode = this.heatmapMode(all);
+    const range = mode.range;
+    const direction = mode.aboveChance ? true : all.length ? all[0].higher_is_better : true;
+    const anyUninformative = all.some((x) => (statRows(x, "informative") || []).some((row) => row.includes(0)));
     const plots = [];
     this.withCards((container) => {
       container.append(el("div", {
         class: "eq-hint",
-        text: `Rows: layers in depth order (top = input side). Columns: epochs. One colour scale for all runs; ${directionHint(direction)}.` +
+        text: `Rows: layers in depth order (top = input side). Columns: epochs. ` +
+          (mode.aboveChance
+            ? "Colour: how far above chance the value is ((v - c) / (best - c): 1 = perfect, 0 = chance); "
+            : "") +
+          `One colour scale for all runs${mode.fixed ? ` (fixed: ${range.lo} to ${range.hi})` : ""}; ${directionHint(direction, this.app.state.measure)}.` +
+          (anyUninformative ? " Greyed, hatched cells: uninformative layers (the chance level leaves no room, hover for it)." : "") +
           (range.pos + range.neg ? " Hatched cells are +∞ / -∞ (e.g. nv = x/0), coloured as the scale's end." : "") +
           (all.some((x) => x.missing.length) ? " Grey cells: layer not measured at that epoch (hover for why)." : ""),
       }));
@@ -159,26 +201,30 @@ export class Views {
         card.dataset.run = x.run;
         card.dataset.rows = String(x.layers.length);
         card.dataset.cols = String(x.steps.length);
-        card.plot.style.minHeight = `${heatmapHeight(x.layers.length)}px`;
+        card.plot.style.minHeight = `${Math.min(heatmapHeight(x.layers.length), 640)}px`;
+        card.plot.classList.add("eq-scroll");
         plots.push([card, x]);
         return id;
       });
     });
     const draw = ([card, x]) => {
       this.heatmapOf(card).draw({
-        values: x.values,
+        values: mode.matrix(x),
         cols: x.steps,
         rowLabels: layerNames(x.layers),
         parts: x.parts,
         knownParts: this.app.knownParts,
         zmin: range.lo,
         zmax: range.hi,
-        reverse: x.higher_is_better === false,
+        reverse: mode.reverse(x),
         height: heatmapHeight(x.layers.length),
         title: x.run,
         rowKind: "layer",
         xTitle: "epoch",
-        notes: cellNotes(x),
+        notes: cellNotes(x, mode.aboveChance),
+        barTitle: mode.title,
+        valueLabel: mode.aboveChance ? "above chance" : "value",
+        uninformative: uninformativeAt(x),
       }, this.plotWidth(card));
       card.dataset.drawn = "1";
     };
@@ -217,7 +263,7 @@ export class Views {
     let partDiv, layerDiv;
     this.withCards((container) => {
       partDiv = this.card(container, "curves-parts", "Per part",
-        "mean over the part's measured layers (Early / Middle / Late split the feature maps before pooling)").plot;
+        "mean over the part's measured layers (Early / Middle / Late split the feature maps before pooling); thin dashed: chance level, band: ± stderr").plot;
       layerDiv = this.card(container, "curves-layers", "Selected layers", layers.length ? "" : "no layer selected").plot;
       return ["curves-parts", "curves-layers"];
     });
@@ -232,7 +278,7 @@ export class Views {
     const title = step == null ? "latest epoch" : `epoch ${step}`;
     this.withCards((container) => {
       div = this.card(container, "profile", `Layer profile at the ${title}`,
-        "x: relative depth (0 = first measured layer, 1 = last); dashed: baseline runs").plot;
+        "x: relative depth (0 = first measured layer, 1 = last); dashed: baseline runs; thin dashed: chance level, band: ± stderr").plot;
       return ["profile"];
     });
     window.Plotly.react(div, figure.traces, figure.layout, PLOT_CONFIG);
