@@ -1,4 +1,4 @@
-"""``EquivarianceCallback``: per-layer learned equivariance at epoch ends, for a Lightning ``Trainer``.
+"""``EquivarianceCallback``: per-layer learned equivariance during training, for a Lightning ``Trainer``.
 
 The only module of :mod:`lightning_equivariance` that imports Lightning (``lightning.pytorch``).
 
@@ -12,6 +12,7 @@ Example::
         measures=("invariance", "equivariance"),
         groups=(Rotation90(), Translation(max_shift=4)),
         num_samples=512,           # probe images, a fixed seeded subset of the val set
+        every_n_train_steps=200,   # or every_n_epochs=N (the default when neither is given: 1)
     )
     trainer = pl.Trainer(
         max_epochs=10,
@@ -20,12 +21,15 @@ Example::
     )
     trainer.fit(model, datamodule=dm)
     # tensorboard --logdir logs --samples_per_plugin equivariance=0  -> "equivariance" tab
+    # pandas.read_csv("logs/lightning_logs/version_0/equivariance.csv")  -> every layer, every step
 
-Every logged value can also be monitored, e.g.
+Every measured value (every layer's, not only the logged part means) can be monitored, e.g.
 ``ModelCheckpoint(monitor="equivariance/equivariance/rotation90/part/Late", mode="max")``.
 """
 from __future__ import annotations
 
+import csv
+import os
 import time
 import warnings
 from contextlib import contextmanager
@@ -37,7 +41,7 @@ from torch import nn
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.utilities.rank_zero import rank_zero_info
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
 from .engine import Measurement, MeasureReport
 from .groups import Group, Rotation90
@@ -49,6 +53,12 @@ from .snapshot import Snapshot as _Snapshot
 __all__ = ["EquivarianceCallback"]
 
 _STAGES = ("validation", "train")
+_LOG_SCALARS = ("parts", "layers", "none")
+#: version of ``state_dict()``: 2 = history keyed by global step (1, no ``version`` field: by epoch)
+_STATE_VERSION = 2
+#: columns of the tidy CSV (``equivariance.csv``), one row per (global step, layer, measure, group)
+CSV_COLUMNS = ("global_step", "epoch", "layer", "part", "measure", "group", "value", "chance", "above_chance", "stderr")
+_UNSET: Any = object()
 
 
 class _Collectives:
@@ -84,10 +94,18 @@ def _naming(argument: str, catch: type = Exception) -> Iterator[None]:
 
 
 class EquivarianceCallback(Callback):
-    r"""Measure per-layer learned equivariance at the end of chosen epochs and log it.
+    r"""Measure per-layer learned equivariance during training and log it at the global step.
 
-    At the end of every ``every_n_epochs``-th epoch (validation or training epoch, never
-    during the sanity check) the callback runs :class:`~lightning_equivariance.Measurement`
+    **When.** After optimizer steps ``N, 2N, ...`` with ``every_n_train_steps=N``; at the end of
+    every ``every_n_epochs``-th epoch (the validation epoch with ``stage="validation"``, the
+    training epoch with ``stage="train"``; never during the sanity check); at the end of fit
+    (``measure_on_fit_end=True``, skipped when the last measurement was at the same global step);
+    and before the first step (``measure_on_fit_start=True``, only when fit starts at global step
+    0). ``every_n_epochs`` defaults to 1, or to ``None`` when ``every_n_train_steps`` is given;
+    when both are given both fire. A global step is measured at most once. ``setup`` warns
+    (once, on rank zero) about a configuration that will never measure an epoch end.
+
+    Each measurement runs :class:`~lightning_equivariance.Measurement`
     on a fixed probe set, on ``pl_module.device``, in eval mode under ``no_grad``, then restores
     the train/eval mode of every submodule, parameters and buffers (BatchNorm statistics), and the
     Python, NumPy, torch and CUDA RNG states (:class:`~lightning_equivariance.snapshot.Snapshot`):
@@ -96,7 +114,8 @@ class EquivarianceCallback(Callback):
     **Probe set** (:class:`~lightning_equivariance.probe_set.ProbeSet`). ``num_samples`` images,
     a seeded random subset of ``inputs`` if given (a tensor ``N x C x H x W``, a map-style
     ``Dataset`` or a ``DataLoader``), else of the dataset of the first validation dataloader
-    (``stage="validation"``) or of the training dataloader (``stage="train"``); the indices are
+    (``stage="validation"``, loaded early when needed before the first validation run) or of the
+    training dataloader (``stage="train"``): ``stage`` also says where the probe images come from; the indices are
     part of ``state_dict``. Items are read with the global RNGs seeded per ``(seed, index)`` and
     restored: random augmentations draw the same at every epoch and on every rank, and the
     training RNG stream is untouched. A batch's input follows the input rule of
@@ -114,18 +133,34 @@ class EquivarianceCallback(Callback):
     buffers are broadcast for the measurement and each process's own put back afterwards:
     the model measured is rank zero's.
 
-    **Logging** (step = epoch). Scalars ``equivariance/{measure}/{group}/{layer}`` and the means
-    per depth part ``equivariance/{measure}/{group}/part/{Early|Middle|Late|Pool|Final}`` go
-    to every logger in ``trainer.loggers`` (from rank zero) and into ``trainer.callback_metrics``
-    (every rank) for ``ModelCheckpoint``/``EarlyStopping``. For every ``TensorBoardLogger``,
-    one tensor summary per (measure, group) holding the per-layer vector (and the per-channel
-    values with ``per_channel=True``, the chance level and standard errors, and the layers left out
-    with their reasons) is written with :func:`lightning_equivariance_tb.summary.write_series`,
-    for the ``equivariance`` TensorBoard tab. Each epoch is measured and logged once: the
-    values are kept in ``state_dict()["history"]``, so resuming from a checkpoint (even when
-    Lightning re-runs an epoch end) neither duplicates nor skips epochs. With
-    ``every_n_epochs > 1`` a monitor sees the last measured values on the epochs in between
-    (and none before the first measurement: give ``EarlyStopping`` ``strict=False`` then).
+    **Logging** (x axis: ``trainer.global_step``, the epoch recorded beside it). Every value
+    ``equivariance/{measure}/{group}/{layer}`` and part mean
+    ``equivariance/{measure}/{group}/part/{Early|Middle|Late|Pool|Final}`` goes into
+    ``trainer.callback_metrics`` (every rank) for ``ModelCheckpoint``/``EarlyStopping``. The
+    loggers in ``trainer.loggers`` get (from rank zero, at ``step=global_step``) the scalars
+    chosen by ``log_scalars``: ``"parts"`` (default: the part means only), ``"layers"`` (every
+    layer's value and the part means), ``"none"``, or a list of scalar names. For every
+    ``TensorBoardLogger``, one tensor summary per (measure, group) holding the per-layer vector
+    (and the per-channel values with ``per_channel=True``, the chance level and standard errors,
+    the layers left out with their reasons, and the epoch and global step) is written with
+    :func:`lightning_equivariance_tb.summary.write_series`, for the ``equivariance`` TensorBoard
+    tab. Every layer's value also goes to a tidy CSV, ``csv_file`` (default ``equivariance.csv``)
+    in the first logger's directory: columns :data:`CSV_COLUMNS` (``global_step, epoch, layer,
+    part, measure, group, value, chance, above_chance, stderr``; empty where undefined), one row
+    per (global step, layer, measure, group), appended at each measurement;
+    ``pandas.read_csv(path)`` reads it (the columns of ``MeasureReport.to_dataframe()``).
+
+    **Resume.** Each global step is measured and logged once: the values are kept in
+    ``state_dict()["history"]`` (``{global step: scalars}``, :attr:`step_history`; :attr:`history`
+    is the by-epoch view), so resuming from a checkpoint (even when Lightning re-runs an epoch
+    end) neither duplicates nor skips a step, and the tidy CSV is cut back to the steps of the
+    resumed history. A checkpoint of the previous version (history keyed by epoch, no ``version``
+    field) resumes: when it was written at an epoch end after ``G`` steps in ``E`` epochs with
+    ``G`` a multiple of ``E``, its epoch ``e`` becomes global step ``(e + 1) * G / E``; otherwise
+    its entries stay keyed by epoch (in :attr:`history` and ``state_dict()["legacy_history"]``
+    only) and those epoch ends are not measured again. Its TensorBoard points stay at
+    step = epoch. Between epoch-based measurements a monitor sees the last measured values (and
+    none before the first measurement: give ``EarlyStopping`` ``strict=False`` then).
 
     **Failures never stop training.** A (layer, measure, group) that cannot be measured is
     left out and named in one ``RuntimeWarning`` per measurement; a probe image whose values
@@ -140,9 +175,12 @@ class EquivarianceCallback(Callback):
         layers: ``"auto"``, qualified names, module types or a predicate (see
             :func:`~lightning_equivariance.select_layers`).
         num_samples: probe-set size (all of the source if it has fewer).
-        every_n_epochs: measure at the end of epochs ``e`` with ``(e + 1) % every_n_epochs == 0``.
-        stage: ``"validation"`` (at ``on_validation_epoch_end``, the end-of-epoch validation run
-            when there are several per epoch) or ``"train"`` (at ``on_train_epoch_end``).
+        every_n_epochs: measure at the end of epochs ``e`` with ``(e + 1) % every_n_epochs == 0``;
+            ``None``: never at epoch ends. Default: 1, or ``None`` when ``every_n_train_steps`` is given.
+        stage: where probe images come from and which epoch end ``every_n_epochs`` means:
+            ``"validation"`` (the validation set; at ``on_validation_epoch_end``, the end-of-epoch
+            validation run when there are several per epoch) or ``"train"`` (the training set; at
+            ``on_train_epoch_end``).
         batch_size: images per forward, transformed copies included (bounds memory; the
             default 256 is the engine's: 64 probe images x 4 rotations per forward).
         per_channel: also write per-channel values to TensorBoard (heatmaps).
@@ -159,8 +197,16 @@ class EquivarianceCallback(Callback):
             overriding what the probe infers (see :func:`~lightning_equivariance.probe.discover_layouts`).
         on_error: ``"warn"`` (default): a (layer, measure, group) that cannot be measured is left out
             and named in one warning, the rest is logged; ``"raise"``: the whole measurement of that
-            epoch fails at the first such error (a warning; training goes on either way).
+            measurement fails at the first such error (a warning; training goes on either way).
         progress: show a progress bar over the measurement (only when the trainer shows one).
+        every_n_train_steps: measure after optimizer steps ``N, 2N, ...`` (``on_train_batch_end``
+            at ``trainer.global_step``); ``None`` (default): no step trigger.
+        measure_on_fit_start: also measure before the first optimizer step (global step 0).
+        measure_on_fit_end: also measure at the end of fit unless the last measurement was at
+            that global step (default ``True``).
+        log_scalars: which scalars go to the loggers: ``"parts"`` (default), ``"layers"``,
+            ``"none"`` or a list of scalar names; ``trainer.callback_metrics`` always has all.
+        csv_file: file name of the tidy CSV in the first logger's directory; ``None``: none.
 
     Raises:
         ValueError / TypeError: at construction or in ``setup``, naming the bad argument.
@@ -179,7 +225,7 @@ class EquivarianceCallback(Callback):
         groups: Sequence[Union[str, Group]] = (Rotation90(),),
         layers: LayerSpec = "auto",
         num_samples: int = 512,
-        every_n_epochs: int = 1,
+        every_n_epochs: Optional[int] = _UNSET,
         stage: str = "validation",
         batch_size: int = 256,
         per_channel: bool = False,
@@ -195,8 +241,16 @@ class EquivarianceCallback(Callback):
         layouts: Optional[Mapping[str, str]] = None,
         on_error: str = "warn",
         progress: bool = True,
+        every_n_train_steps: Optional[int] = None,
+        measure_on_fit_start: bool = False,
+        measure_on_fit_end: bool = True,
+        log_scalars: Union[str, Sequence[str]] = "parts",
+        csv_file: Optional[str] = "equivariance.csv",
     ):
         super().__init__()
+        if every_n_epochs is _UNSET:
+            # as Lightning's ModelCheckpoint: step- and epoch-based triggers are kept apart
+            every_n_epochs = None if every_n_train_steps is not None else 1
         measures = (measures,) if isinstance(measures, str) else measures
         _require(
             isinstance(measures, (list, tuple)) and len(measures) > 0 and all(isinstance(m, str) for m in measures),
@@ -212,9 +266,23 @@ class EquivarianceCallback(Callback):
             ValueError, f"groups must be a non-empty sequence of group names or Group objects, got {groups!r}",
         )
         _require(len(set(names)) == len(names), ValueError, f"groups must have distinct names, got {names}; pass name=... to tell them apart")
-        integers = dict(num_samples=(num_samples, 1), every_n_epochs=(every_n_epochs, 1), batch_size=(batch_size, 1), seed=(seed, 0))
+        integers = dict(num_samples=(num_samples, 1), batch_size=(batch_size, 1), seed=(seed, 0))
         for argument, (value, low) in integers.items():
             _require(_is_int(value, low), ValueError, f"{argument} must be an integer >= {low}, got {value!r}")
+        for argument, value in (("every_n_epochs", every_n_epochs), ("every_n_train_steps", every_n_train_steps)):
+            _require(value is None or _is_int(value, 1), ValueError, f"{argument} must be None or an integer >= 1, got {value!r}")
+        if isinstance(log_scalars, str):
+            _require(log_scalars in _LOG_SCALARS, ValueError, f"log_scalars must be one of {_LOG_SCALARS} or a list of scalar names, got {log_scalars!r}")
+        else:
+            _require(
+                isinstance(log_scalars, (list, tuple, set, frozenset)) and all(isinstance(n, str) for n in log_scalars),
+                TypeError, f"log_scalars must be one of {_LOG_SCALARS} or a list of scalar names, got {log_scalars!r}",
+            )
+            log_scalars = tuple(log_scalars)
+        _require(
+            csv_file is None or (isinstance(csv_file, str) and csv_file and os.path.basename(csv_file) == csv_file),
+            ValueError, f"csv_file must be None or a file name (no directory), got {csv_file!r}",
+        )
         _require(stage in _STAGES, ValueError, f"stage must be one of {_STAGES}, got {stage!r}")
         _require(
             input_fn is None or callable(input_fn),
@@ -231,14 +299,23 @@ class EquivarianceCallback(Callback):
         )
 
         self.measures, self.groups, self._group_names, self.layers = tuple(measures), tuple(groups), tuple(names), layers
-        self.num_samples, self.every_n_epochs, self.batch_size = int(num_samples), int(every_n_epochs), int(batch_size)
+        self.num_samples, self.batch_size = int(num_samples), int(batch_size)
+        self.every_n_epochs = None if every_n_epochs is None else int(every_n_epochs)
+        self.every_n_train_steps = None if every_n_train_steps is None else int(every_n_train_steps)
+        self.measure_on_fit_start, self.measure_on_fit_end = bool(measure_on_fit_start), bool(measure_on_fit_end)
+        self.log_scalars, self.csv_file = log_scalars, csv_file
         self.stage, self.seed, self.inputs, self.input_fn, self.submodule = stage, int(seed), inputs, input_fn, submodule
         self.per_channel, self.baseline, self.progress = bool(per_channel), bool(baseline), bool(progress)
         self.model_name, self.similarity, self.on_error = model_name, similarity, on_error
         self.measure_options, self.channel_actions, self.layouts = (dict(o or {}) for o in (measure_options, channel_actions, layouts))
         # state (state_dict): the probe set's indices and the measured history
         self._probes = ProbeSet(self.num_samples, self.seed, input_fn, owner="EquivarianceCallback")
-        self._history: Dict[int, Dict[str, float]] = {}
+        self._history: Dict[int, Dict[str, float]] = {}  # {global step: scalars}
+        self._epochs: Dict[int, int] = {}  # {global step: epoch}
+        # a previous version's checkpoint: {epoch: scalars} whose global steps are unknown
+        self._legacy: Dict[int, Dict[str, float]] = {}
+        self._tried_step: Optional[int] = None  # the last global step a measurement was attempted at
+        self._batch_epoch: Optional[int] = None  # the epoch of the last training batch of this fit
         self.last_report: Optional[MeasureReport] = None
 
     # ------------------------------------------------------------------ Lightning API
@@ -248,15 +325,59 @@ class EquivarianceCallback(Callback):
 
     @property
     def history(self) -> Dict[int, Dict[str, float]]:
-        """``{epoch: {scalar name: value}}`` of every measured epoch (a copy)."""
-        return {e: dict(v) for e, v in self._history.items()}
+        """``{epoch: {scalar name: value}}``: the last measurement of every measured epoch (a copy).
+
+        Several measurements in one epoch (``every_n_train_steps``, ``measure_on_fit_start``)
+        are all in :attr:`step_history`; here only the last of each epoch.
+        """
+        out = {int(e): dict(v) for e, v in self._legacy.items()}
+        for step in sorted(self._history):
+            out[self._epochs.get(step, -1)] = dict(self._history[step])
+        return out
+
+    @property
+    def step_history(self) -> Dict[int, Dict[str, float]]:
+        """``{global step: {scalar name: value}}`` of every measurement (a copy): what was logged, and where."""
+        return {s: dict(v) for s, v in sorted(self._history.items())}
 
     def state_dict(self) -> Dict[str, Any]:
-        return {**self._probes.state_dict(), "history": {int(e): dict(v) for e, v in self._history.items()}}
+        return {
+            **self._probes.state_dict(),
+            "version": _STATE_VERSION,
+            "history": {int(s): dict(v) for s, v in self._history.items()},
+            "epochs": {int(s): int(e) for s, e in self._epochs.items()},
+            "legacy_history": {int(e): dict(v) for e, v in self._legacy.items()},
+        }
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         self._probes.load_state_dict(state_dict)
-        self._history = {int(e): dict(v) for e, v in (state_dict.get("history") or {}).items()}
+        history = {int(k): dict(v) for k, v in (state_dict.get("history") or {}).items()}
+        if "version" not in state_dict:
+            # The previous version's checkpoint: history keyed by epoch. Mapped to global steps
+            # at fit start where the checkpoint tells them (see ``_map_legacy``), else kept by epoch.
+            self._history, self._epochs, self._legacy = {}, {}, history
+        else:
+            self._history = history
+            self._epochs = {int(s): int(e) for s, e in (state_dict.get("epochs") or {}).items()}
+            self._legacy = {int(e): dict(v) for e, v in (state_dict.get("legacy_history") or {}).items()}
+
+    def _map_legacy(self, trainer: "pl.Trainer") -> None:
+        """Give a previous version's epoch-keyed history the global steps of its epoch ends.
+
+        Resuming at the start of epoch ``E`` after ``G`` optimizer steps with ``G`` a multiple of
+        ``E``: epoch ``e`` ended at step ``(e + 1) * G / E``. Otherwise (mid-epoch checkpoint, a
+        changed number of batches) the entries stay keyed by epoch, in :attr:`history` only.
+        """
+        if not self._legacy:
+            return
+        epoch, step = int(trainer.current_epoch), int(trainer.global_step)
+        if epoch <= 0 or step <= 0 or step % epoch or max(self._legacy) >= epoch:
+            return
+        per_epoch = step // epoch
+        for e, scalars in sorted(self._legacy.items()):
+            self._history[(e + 1) * per_epoch] = scalars
+            self._epochs[(e + 1) * per_epoch] = e
+        self._legacy = {}
 
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         if stage != "fit":
@@ -277,13 +398,26 @@ class EquivarianceCallback(Callback):
                     f"stage='validation' but {type(pl_module).__name__} has no validation_step, so no validation "
                     "epoch ever ends; use EquivarianceCallback(stage='train')"
                 )
-            if trainer.limit_val_batches == 0:
-                warnings.warn(
-                    "EquivarianceCallback(stage='validation'): limit_val_batches=0 disables validation, so nothing "
-                    "will be measured; use stage='train'",
-                    UserWarning,
-                    stacklevel=2,
+            if trainer.limit_val_batches == 0 and self.inputs is None:
+                rank_zero_warn(
+                    "EquivarianceCallback(stage='validation'): limit_val_batches=0 disables validation, so there are "
+                    "no validation probe images and nothing will be measured; use stage='train' or inputs=...",
+                    category=UserWarning,
                 )
+        max_epochs = getattr(trainer, "max_epochs", None)
+        if self.every_n_epochs is not None and max_epochs is not None and 0 <= max_epochs < self.every_n_epochs:
+            rank_zero_warn(
+                f"EquivarianceCallback(every_n_epochs={self.every_n_epochs}) with max_epochs={max_epochs}: "
+                "no epoch end will be measured"
+                + (" (only the end of fit)" if self.measure_on_fit_end else ""),
+                category=UserWarning,
+            )
+        if self.every_n_epochs is None and self.every_n_train_steps is None and not (self.measure_on_fit_start or self.measure_on_fit_end):
+            rank_zero_warn(
+                "EquivarianceCallback(every_n_epochs=None, every_n_train_steps=None, measure_on_fit_start=False, "
+                "measure_on_fit_end=False) never measures",
+                category=UserWarning,
+            )
 
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         # Choose the probe indices at fit start where the source is already known (user inputs,
@@ -295,6 +429,31 @@ class EquivarianceCallback(Callback):
                 self._probes.choose(len(data))
         except Exception as e:  # noqa: BLE001 - never stop training
             self._warn(f"could not choose the probe set at fit start ({type(e).__name__}: {e}); will retry at the first measurement")
+        self._map_legacy(trainer)
+        self._cut_csv(trainer)
+        if self.measure_on_fit_start and self._fitting(trainer) and int(trainer.global_step) == 0:
+            self._maybe_measure(trainer, pl_module)
+
+    def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs, batch, batch_idx: int) -> None:
+        self._batch_epoch = int(trainer.current_epoch)  # the epoch of the last step (for the end of fit)
+        n = self.every_n_train_steps
+        step = int(trainer.global_step)
+        if n is None or step == 0 or step % n != 0 or not self._fitting(trainer):
+            return
+        if step == self._tried_step:
+            return  # gradient accumulation: several batches end at the same optimizer step
+        self._maybe_measure(trainer, pl_module)
+
+    def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if not self.measure_on_fit_end or not self._fitting(trainer):
+            return
+        step = int(trainer.global_step)
+        if step == self._tried_step or step in self._history:
+            return  # the last measurement was at this step
+        # After the last epoch, trainer.current_epoch is one past it: record the epoch of the last step.
+        epoch = self._batch_epoch if self._batch_epoch is not None else max(0, int(trainer.current_epoch) - 1)
+        self._tried_step = step
+        self.measure_now(trainer, pl_module, epoch)
 
     def on_validation_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if self.stage != "validation" or trainer.sanity_checking or not self._fitting(trainer):
@@ -303,10 +462,19 @@ class EquivarianceCallback(Callback):
         step_based = getattr(trainer, "check_val_every_n_epoch", 1) is None
         if not step_based and not getattr(loop.batch_progress, "is_last_batch", True):
             return  # a mid-epoch validation run (val_check_interval < 1): measure the end-of-epoch one
-        self._maybe_measure(trainer, pl_module)
+        self._epoch_end(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if self.stage != "train" or not self._fitting(trainer):
+            return
+        self._epoch_end(trainer, pl_module)
+
+    def _epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        epoch = int(trainer.current_epoch)
+        if self.every_n_epochs is None or (epoch + 1) % self.every_n_epochs != 0:
+            return
+        if epoch in self._legacy:  # measured by the previous version (global step unknown)
+            self._set_callback_metrics(trainer, self._legacy[epoch])
             return
         self._maybe_measure(trainer, pl_module)
 
@@ -317,15 +485,15 @@ class EquivarianceCallback(Callback):
         return fn is None or str(getattr(fn, "value", fn)) == "fit"
 
     def _maybe_measure(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        epoch = int(trainer.current_epoch)
-        if (epoch + 1) % self.every_n_epochs != 0:
+        """Measure at ``trainer.global_step`` unless that step was measured already."""
+        step = int(trainer.global_step)
+        if step in self._history:
+            # Already measured and logged (an epoch end re-run after resuming, both triggers at
+            # one step): only make the values monitorable again, log nothing twice.
+            self._set_callback_metrics(trainer, self._history[step])
             return
-        if epoch in self._history:
-            # Already measured and logged (an epoch end re-run after resuming): only make the
-            # values monitorable again, log nothing twice.
-            self._set_callback_metrics(trainer, self._history[epoch])
-            return
-        self.measure_now(trainer, pl_module, epoch)
+        self._tried_step = step
+        self.measure_now(trainer, pl_module, int(trainer.current_epoch))
 
     # ------------------------------------------------------------------ measuring
     def _module(self, pl_module: nn.Module) -> nn.Module:
@@ -337,12 +505,16 @@ class EquivarianceCallback(Callback):
                 raise AttributeError(f"{self.submodule!r} is a {type(module).__name__}, not an nn.Module")
         return module
 
-    def measure_now(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", epoch: int) -> Optional[MeasureReport]:
-        """Measure now and log at step ``epoch`` (what the epoch-end hooks call); returns the report or ``None``.
+    def measure_now(
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", epoch: Optional[int] = None
+    ) -> Optional[MeasureReport]:
+        """Measure now and log at ``trainer.global_step`` (what the triggers call); returns the report or ``None``.
 
-        Every process must call it (the metric states are synced). Never raises: failures
-        become warnings.
+        ``epoch`` (default ``trainer.current_epoch``) is recorded beside the step. Every process
+        must call it (the metric states are synced). Never raises: failures become warnings.
         """
+        epoch = int(trainer.current_epoch) if epoch is None else int(epoch)
+        step = int(trainer.global_step)
         t0 = time.perf_counter()
         snapshot = _Snapshot(pl_module)
         distributed = self._distributed(trainer)
@@ -378,18 +550,18 @@ class EquivarianceCallback(Callback):
         if changed:
             self._warn(f"the measurement modified {len(changed)} parameter/buffer tensor(s) in place; restored them")
         if report is None:
-            self._warn(f"epoch {epoch}: measurement failed, nothing logged ({error})")
+            self._warn(f"epoch {epoch}, step {step}: measurement failed, nothing logged ({error})")
             return None
         self.last_report = report
         scalars = report.scalars()
-        self._history[epoch] = scalars
-        self._publish(trainer, pl_module, epoch, report, scalars)
+        self._history[step], self._epochs[step] = scalars, epoch
+        self._publish(trainer, pl_module, step, epoch, report, scalars)
         seconds = time.perf_counter() - t0
         n_layers = len({r.layer for r in report.results})
         total = len(self._probes.indices) if self._probes.indices is not None else report.num_samples
         skipped = f", {len(report.errors)} (layer, measure, group) left out" if report.errors else ""
         rank_zero_info(
-            f"EquivarianceCallback: epoch {epoch}: {len(self.measures)} measure(s) x {len(self.groups)} group(s) "
+            f"EquivarianceCallback: epoch {epoch}, step {step}: {len(self.measures)} measure(s) x {len(self.groups)} group(s) "
             f"on {n_layers} layers of {total} probe images in {seconds:.2f}s{skipped}"
         )
         return report
@@ -416,6 +588,14 @@ class EquivarianceCallback(Callback):
         if self.inputs is not None:
             return self.inputs
         loaders = trainer.val_dataloaders if self.stage == "validation" else trainer.train_dataloader
+        if loaders is None and required and self.stage == "validation":
+            # measuring before the first validation run (measure_on_fit_start, every_n_train_steps,
+            # no sanity check): load the validation dataloaders now, as the validation loop would
+            try:
+                trainer.fit_loop.epoch_loop.val_loop.setup_data()
+                loaders = trainer.val_dataloaders
+            except Exception:  # noqa: BLE001 - reported below as "no validation dataloader"
+                loaders = None
         if isinstance(loaders, Mapping):
             loaders = next(iter(loaders.values()), None)
         elif isinstance(loaders, (list, tuple)):
@@ -436,18 +616,32 @@ class EquivarianceCallback(Callback):
     def _set_callback_metrics(trainer: "pl.Trainer", scalars: Mapping[str, float]) -> None:
         trainer.callback_metrics.update({k: torch.tensor(v, dtype=torch.float32) for k, v in scalars.items()})
 
-    def _publish(self, trainer, pl_module, epoch: int, report: MeasureReport, scalars: Dict[str, float]) -> None:
+    def _logged_scalars(self, scalars: Mapping[str, float]) -> Dict[str, float]:
+        """The scalars that go to the loggers (``log_scalars``)."""
+        if self.log_scalars == "layers":
+            return dict(scalars)
+        if self.log_scalars == "none":
+            return {}
+        if self.log_scalars == "parts":
+            return {k: v for k, v in scalars.items() if "/part/" in k}
+        names = set(self.log_scalars)
+        return {k: v for k, v in scalars.items() if k in names}
+
+    def _publish(self, trainer, pl_module, step: int, epoch: int, report: MeasureReport, scalars: Dict[str, float]) -> None:
+        where = f"epoch {epoch}, step {step}"
         try:
             self._set_callback_metrics(trainer, scalars)
         except Exception as e:  # noqa: BLE001
-            self._warn(f"epoch {epoch}: could not set trainer.callback_metrics ({type(e).__name__}: {e})")
+            self._warn(f"{where}: could not set trainer.callback_metrics ({type(e).__name__}: {e})")
         if not trainer.is_global_zero:
             return
-        for logger in trainer.loggers:
+        logged = self._logged_scalars(scalars)
+        for logger in trainer.loggers if logged else ():
             try:
-                logger.log_metrics(scalars, step=epoch)
+                logger.log_metrics(logged, step=step)
             except Exception as e:  # noqa: BLE001
-                self._warn(f"epoch {epoch}: {type(logger).__name__}.log_metrics failed ({type(e).__name__}: {e})")
+                self._warn(f"{where}: {type(logger).__name__}.log_metrics failed ({type(e).__name__}: {e})")
+        self._write_csv(trainer, step, epoch, report)
         tb_loggers = [lg for lg in trainer.loggers if _is_tensorboard_logger(lg)]
         if not tb_loggers:
             return
@@ -464,16 +658,65 @@ class EquivarianceCallback(Callback):
                     write_series(
                         logger.experiment,
                         [s],
-                        step=epoch,
+                        step=step,
                         model=model,
                         baseline=self.baseline,
                         per_channel=self.per_channel,
+                        epoch=epoch,
+                        global_step=step,
                     )
                 except Exception as e:  # noqa: BLE001
                     self._warn(
-                        f"epoch {epoch}: TensorBoard summary of {s.measure}/{s.group} not written "
+                        f"{where}: TensorBoard summary of {s.measure}/{s.group} not written "
                         f"({type(e).__name__}: {e})"
                     )
+
+    # ------------------------------------------------------------------ tidy CSV
+    def csv_path(self, trainer: "pl.Trainer") -> Optional[str]:
+        """Where the tidy CSV goes: ``csv_file`` in the first logger's directory (``None``: no CSV)."""
+        if self.csv_file is None or not trainer.loggers:
+            return None
+        logger = trainer.loggers[0]
+        folder = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None)
+        return os.path.join(str(folder), self.csv_file) if folder else None
+
+    def _write_csv(self, trainer: "pl.Trainer", step: int, epoch: int, report: MeasureReport) -> None:
+        try:
+            path = self.csv_path(trainer)
+            if path is None:
+                return
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            new = not os.path.exists(path) or os.path.getsize(path) == 0
+            with open(path, "a", newline="") as f:
+                writer = csv.writer(f)
+                if new:
+                    writer.writerow(CSV_COLUMNS)
+                for r in report.results:
+                    row = dict(global_step=step, epoch=epoch, layer=r.layer, part=r.part, measure=r.measure, group=r.group,
+                               value=r.value, chance=r.chance, above_chance=r.above_chance, stderr=r.stderr)
+                    writer.writerow(["" if row[c] is None else row[c] for c in CSV_COLUMNS])
+        except Exception as e:  # noqa: BLE001
+            self._warn(f"epoch {epoch}, step {step}: the tidy CSV was not written ({type(e).__name__}: {e})")
+
+    def _cut_csv(self, trainer: "pl.Trainer") -> None:
+        """On resume, drop the tidy CSV's rows after the resumed global step (they will be measured again)."""
+        if not trainer.is_global_zero:
+            return
+        try:
+            path = self.csv_path(trainer)
+            if path is None or not os.path.exists(path):
+                return
+            step = int(trainer.global_step)
+            with open(path, newline="") as f:
+                rows = list(csv.reader(f))
+            if not rows or rows[0] != list(CSV_COLUMNS):
+                return
+            keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step and int(r[0]) in self._history]
+            if len(keep) != len(rows):
+                with open(path, "w", newline="") as f:
+                    csv.writer(f).writerows(keep)
+        except Exception as e:  # noqa: BLE001
+            self._warn(f"could not cut the tidy CSV back to the resumed step ({type(e).__name__}: {e})")
 
     @staticmethod
     def _warn(message: str) -> None:

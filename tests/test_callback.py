@@ -199,7 +199,8 @@ def test_input_rules_dict_batches_input_fn_and_user_inputs(tmp_path):
 
 # ---------------------------------------------------------------------------- Done when #4
 def test_tensorboard_summaries_read_back_and_csv_scalars(tmp_path):
-    cb = EquivarianceCallback(num_samples=16, per_channel=True, model_name="tiny cnn")
+    # log_scalars="layers": every layer's scalar to the loggers (the default is the part means)
+    cb = EquivarianceCallback(num_samples=16, per_channel=True, model_name="tiny cnn", log_scalars="layers")
     monitor = "equivariance/equivariance/rotation90/part/Late"
     ckpt = ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), monitor=monitor, mode="max")
     tb = TensorBoardLogger(str(tmp_path), name="tb", version=0)
@@ -226,7 +227,7 @@ def test_tensorboard_summaries_read_back_and_csv_scalars(tmp_path):
     for measure_name in ("invariance", "equivariance"):
         layers_tag = f"equivariance_layers/{measure_name}/rotation90"
         events = acc.Tensors(layers_tag)
-        assert [e.step for e in events] == [0, 1, 2]
+        assert [e.step for e in events] == [4, 8, 12]  # the global step (4 batches per epoch)
         meta = acc.SummaryMetadata(layers_tag)
         assert meta.plugin_data.plugin_name == "equivariance"
         assert meta.data_class == summary_pb2.DATA_CLASS_TENSOR
@@ -243,21 +244,21 @@ def test_tensorboard_summaries_read_back_and_csv_scalars(tmp_path):
         series = [s for s in report.series() if s.measure == measure_name][0]
         np.testing.assert_allclose(last, series.values, rtol=1e-6)
         chans = acc.Tensors(f"equivariance_channels/{measure_name}/rotation90")
-        assert [e.step for e in chans] == [0, 1, 2]
+        assert [e.step for e in chans] == [4, 8, 12]
         arr = tensor_util.make_ndarray(chans[-1].tensor_proto)
         assert arr.shape == (len(LAYERS), 8)  # widest layer: 8 channels (vectors: one entry)
         # scalars through the TensorBoardLogger too
         for layer in LAYERS:
-            assert [e.step for e in acc.Scalars(f"equivariance/{measure_name}/rotation90/{layer}")] == [0, 1, 2]
+            assert [e.step for e in acc.Scalars(f"equivariance/{measure_name}/rotation90/{layer}")] == [4, 8, 12]
 
     frame = pd.read_csv(tmp_path / "csv" / "version_0" / "metrics.csv")
     for measure_name in ("invariance", "equivariance"):
         cols = [f"equivariance/{measure_name}/rotation90/{layer}" for layer in LAYERS]
         cols += [f"equivariance/{measure_name}/rotation90/part/{p}" for p in ("Early", "Middle", "Late", "Pool", "Final")]
         rows = frame.dropna(subset=cols)
-        assert rows["step"].tolist() == [0, 1, 2]
+        assert rows["step"].tolist() == [4, 8, 12]
         for epoch, row in zip(range(3), rows.itertuples(index=False)):
-            assert getattr(row, "step") == epoch
+            assert getattr(row, "step") == 4 * (epoch + 1)  # global step, not epoch
         for col in cols:
             assert rows[col].tolist() == pytest.approx([cb.history[e][col] for e in range(3)], abs=1e-12)
     # monitorable by ModelCheckpoint
@@ -281,7 +282,8 @@ def test_resume_logs_every_epoch_exactly_once(tmp_path):
     first = run(2)
     assert sorted(first.history) == [0, 1]
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)["callbacks"][first.state_key]
-    assert sorted(saved["history"]) == [0, 1] and torch.equal(saved["indices"], first.state_dict()["indices"])
+    # keyed by global step
+    assert sorted(saved["history"]) == [4, 8] and torch.equal(saved["indices"], first.state_dict()["indices"])
     # (CSVLogger deletes an existing metrics.csv of its version dir, so it gets a new one)
     second = run(4, ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"), csv_version=1)
     assert sorted(second.history) == [0, 1, 2, 3]
@@ -296,25 +298,28 @@ def test_resume_logs_every_epoch_exactly_once(tmp_path):
     assert len(glob.glob(str(tmp_path / "tb" / "version_0" / "events.out.tfevents.*"))) >= 2  # two runs
     tags = [t for t in acc.Tags()["tensors"] if t.startswith("equivariance_")]
     assert sorted(tags) == sorted(
-        # v2: the chance level and stderr go to a stats tag beside the layers and channels
-        f"equivariance_{kind}/{m}/rotation90" for kind in ("layers", "channels", "stats") for m in ("invariance", "equivariance")
+        # v2: the chance level and stderr go to a stats tag beside the layers and channels; the
+        # record tag holds the epoch and global step of each point (the x axis is the global step)
+        f"equivariance_{kind}/{m}/rotation90"
+        for kind in ("layers", "channels", "stats", "record")
+        for m in ("invariance", "equivariance")
     )
     for tag in tags:
-        assert [e.step for e in acc.Tensors(tag)] == [0, 1, 2, 3], tag
-    for layer in LAYERS:
-        assert [e.step for e in acc.Scalars(f"equivariance/invariance/rotation90/{layer}")] == [0, 1, 2, 3]
+        assert [e.step for e in acc.Tensors(tag)] == [4, 8, 12, 16], tag
+    for part in ("Early", "Middle", "Late", "Pool", "Final"):  # default logger scalars: the part means
+        assert [e.step for e in acc.Scalars(f"equivariance/invariance/rotation90/part/{part}")] == [4, 8, 12, 16]
     steps = []
     for version in (0, 1):
         frame = pd.read_csv(tmp_path / "csv" / f"version_{version}" / "metrics.csv")
-        steps += frame.dropna(subset=["equivariance/invariance/rotation90/net.0"])["step"].tolist()
-    assert steps == [0, 1, 2, 3]
+        steps += frame.dropna(subset=["equivariance/invariance/rotation90/part/Early"])["step"].tolist()
+    assert steps == [4, 8, 12, 16]
 
 
 def test_an_epoch_end_run_twice_is_logged_once(tmp_path):
     cb = EquivarianceCallback(num_samples=16)
     _, trainer, _ = _fit(tmp_path, [cb], max_epochs=1)
     cb.measure_now = None  # must not be called again
-    fake = types.SimpleNamespace(current_epoch=0, callback_metrics={})
+    fake = types.SimpleNamespace(current_epoch=0, global_step=4, callback_metrics={})
     cb._maybe_measure(fake, None)
     assert set(fake.callback_metrics) == set(cb.history[0])
 

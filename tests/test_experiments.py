@@ -145,7 +145,7 @@ def test_cifar_augmentations_smoke_on_fake_data(cifar, tmp_path):
     assert layer_tags(acc) == ["equivariance_layers/equivariance/translation", "equivariance_layers/invariance/translation"]
     for tag in layer_tags(acc):
         (event,) = acc.Tensors(tag)
-        assert event.step == 0
+        assert event.step == 1  # the global step: the end of epoch 0, after its one training step
         content = tab_metadata(acc, tag)
         assert content["layers"] == ["stem", "stage1.0", "stage2.0", "stage3.0", "pool", "fc"]
         assert content["parts"][-2:] == ["Pool", "Final"]
@@ -169,7 +169,7 @@ def test_wrn_width_arguments(wrn, capsys):
 
 
 def test_wrn_width_measures_the_last_epoch(wrn, tmp_path):
-    # Not --smoke: two epochs with every_n_epochs=5, so only the last epoch (1) is measured.
+    # Not --smoke: two epochs with every_n_epochs=5, so only the last epoch (1) is measured (the end of fit).
     summary = wrn.main([
         "--dataset", "fake", "--widths", "1", "--depth", "10", "--epochs", "2", "--every-n-epochs", "5",
         "--limit", "16", "--batch-size", "8", "--num-samples", "4", "--num-workers", "0",
@@ -180,7 +180,7 @@ def test_wrn_width_measures_the_last_epoch(wrn, tmp_path):
     acc = events(run["log_dir"])
     assert layer_tags(acc) == ["equivariance_layers/equivariance/translation", "equivariance_layers/invariance/translation"]
     for tag in layer_tags(acc):
-        assert [e.step for e in acc.Tensors(tag)] == [1]
+        assert [e.step for e in acc.Tensors(tag)] == [4]  # global step: 2 epochs x 2 batches of 8
         content = tab_metadata(acc, tag)
         assert content["layers"] == ["stem", "block1.0", "block2.0", "block3.0", "relu", "pool", "fc"]
         assert content["model"] == "WRN-10-1 (77,850 params)"
@@ -235,8 +235,8 @@ def test_step_callback_restores_train_mode(tmp_path):
     import torch
     from torch.utils.data import DataLoader, TensorDataset
 
-    from _shared import ImageClassifier, StepEquivarianceCallback
-    from lightning_equivariance import Rotation90
+    from _shared import ImageClassifier
+    from lightning_equivariance import EquivarianceCallback, Rotation90
     from lightning_equivariance.baselines import PlainCNN
 
     class Check(pl.Callback):
@@ -245,7 +245,10 @@ def test_step_callback_restores_train_mode(tmp_path):
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             self.modes.append(all(m.training for m in pl_module.modules()))
 
-    cb = StepEquivarianceCallback(torch.rand(4, 1, 9, 9), ("invariance",), (Rotation90(),), every_n_steps=2, submodule="net")
+    cb = EquivarianceCallback(
+        ("invariance",), (Rotation90(),), inputs=torch.rand(4, 1, 9, 9), num_samples=4, stage="train",
+        every_n_train_steps=2, measure_on_fit_start=True, submodule="net",
+    )
     check = Check()
     trainer = pl.Trainer(
         max_steps=3, logger=pl.loggers.CSVLogger(tmp_path), callbacks=[cb, check], enable_progress_bar=False,
@@ -254,10 +257,10 @@ def test_step_callback_restores_train_mode(tmp_path):
     )
     data = TensorDataset(torch.rand(8, 1, 9, 9), torch.randint(0, 3, (8,)))
     trainer.fit(ImageClassifier(PlainCNN(1, 3, (4, 4), kernel_size=3), "adam", lr=1e-3), DataLoader(data, batch_size=2))
-    assert sorted(cb.history) == [0, 2, 3]  # start, every 2 steps, end
+    assert sorted(cb.step_history) == [0, 2, 3]  # start, every 2 steps, end
     assert check.modes == [True, True, True]
-    with pytest.raises(ValueError, match="every_n_steps"):
-        StepEquivarianceCallback(torch.rand(4, 1, 9, 9), ("invariance",), (Rotation90(),), every_n_steps=0)
+    with pytest.raises(ValueError, match="every_n_train_steps"):
+        EquivarianceCallback(("invariance",), (Rotation90(),), every_n_train_steps=0)
 
 
 # ---------------------------------------------------------------------- lie_derivative_models (Gruver §6)

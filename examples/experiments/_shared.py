@@ -7,11 +7,9 @@
   download) with the augmentations of Bruintjes et al. 2023 §4.4;
 * :class:`ImageClassifier`: a LightningModule with SGD + step schedule (or Adam),
   batch-level augmentation (CutMix) and soft targets;
-* :class:`EquivarianceEveryNAndLast`: ``EquivarianceCallback`` that also measures the
-  last epoch;
-* :class:`StepEquivarianceCallback`: measures every ``N`` *training steps* on a fixed
-  probe set and writes each report for the TensorBoard tab (Kvinge et al. 2022 §4.1
-  measure every 200 iterations; ``EquivarianceCallback`` measures at epoch ends only);
+* measuring is the library's :class:`~lightning_equivariance.EquivarianceCallback`
+  (``every_n_epochs`` plus the end of fit for the CIFAR scripts; ``every_n_train_steps`` and
+  ``measure_on_fit_start`` for Kvinge et al. 2022 §4.1's every-200-iterations G-EED);
 * argparse helpers and :func:`fit_and_measure`, one training run with its TensorBoard run.
 
 Not part of the library: the experiments need things (CIFAR ResNets, CutMix) that
@@ -34,7 +32,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from lightning_equivariance import PARTS, EquivarianceCallback, measure
+from lightning_equivariance import PARTS, EquivarianceCallback
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2470, 0.2435, 0.2616)
@@ -412,20 +410,6 @@ class ImageClassifier(pl.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
 
 
-class EquivarianceEveryNAndLast(EquivarianceCallback):
-    """:class:`~lightning_equivariance.EquivarianceCallback` that also measures the last epoch
-    (``max_epochs - 1``) when ``every_n_epochs`` does not divide ``max_epochs``: the papers
-    report the trained model."""
-
-    def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        super().on_validation_epoch_end(trainer, pl_module)
-        if self.stage != "validation" or trainer.sanity_checking or not trainer.max_epochs:
-            return
-        epoch = int(trainer.current_epoch)
-        if epoch == trainer.max_epochs - 1 and epoch not in self.history:
-            self.measure_now(trainer, pl_module, epoch)
-
-
 def smoke_trainer_options(smoke: bool) -> Dict[str, Any]:
     """Trainer options of ``--smoke``: one training and one validation batch, no sanity check."""
     if not smoke:
@@ -459,7 +443,7 @@ def fit_and_measure(
     """Train ``module`` with ``callback`` into the TensorBoard run ``{logdir}/{run}/version_{n}``.
 
     Returns ``{"log_dir", "val_acc", "minutes", "history"}`` (history: the callback's
-    ``{epoch or step: {scalar: value}}``).
+    ``{epoch: {scalar: value}}``, the last measurement of each measured epoch).
     """
     pl.seed_everything(seed, workers=True)
     loader_kw = dict(num_workers=num_workers, persistent_workers=num_workers > 0, pin_memory=torch.cuda.is_available())
@@ -500,7 +484,8 @@ def train_cifar_net(
         net, "sgd", lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
         milestones=(0.5, 0.75), batch_augment=batch_augment,
     )
-    callback = EquivarianceEveryNAndLast(
+    # every_n_epochs, and the end of fit (measure_on_fit_end): the papers report the trained model
+    callback = EquivarianceCallback(
         measures=("invariance", "equivariance"),
         groups=(group,),
         layers=net.block_layers() if args.layers == "blocks" else "auto",
@@ -537,114 +522,6 @@ def part_summary(scalars: Dict[str, float], measure_name: str, group: str) -> st
         if key in scalars:
             out.append(f"{part}={scalars[key]:.3f}")
     return " ".join(out)
-
-
-# ---------------------------------------------------------------------- measuring every N steps
-class StepEquivarianceCallback(Callback):
-    """Measure on a fixed probe set every ``every_n_steps`` optimizer steps (and before the
-    first step and after the last), and log each report at ``step = trainer.global_step``.
-
-    Kvinge et al. 2022 §4.1 record G-EED every 200 training iterations; the library's
-    ``EquivarianceCallback`` measures at epoch ends. This one calls
-    :func:`lightning_equivariance.measure` on ``probe`` (a tensor ``N x C x H x W``, kept on
-    CPU, moved to the module's device), in eval mode under ``no_grad``, then puts back every
-    submodule's train/eval mode and the torch RNG state. Results go to:
-
-    * every TensorBoard logger, with ``lightning_equivariance_tb.summary.write_report`` (the
-      ``equivariance_layers/{measure}/{group}`` tensors of the TensorBoard tab);
-    * every logger as scalars ``equivariance/{measure}/{group}/{layer}`` and
-      ``.../part/{Early|Middle|Late|Pool|Final}``;
-    * :attr:`history`: ``{step: {scalar: value}}``.
-
-    A single-process helper, for ``devices=1`` (what the scripts use): it is not meant for
-    DDP (the measures' torchmetrics states would wait to sync with the other processes;
-    use ``EquivarianceCallback`` there).
-    """
-
-    def __init__(
-        self,
-        probe: torch.Tensor,
-        measures: Sequence[str],
-        groups: Sequence[Any],
-        every_n_steps: int = 200,
-        layers: Any = "auto",
-        submodule: Optional[str] = None,
-        model_name: Optional[str] = None,
-        baseline: bool = False,
-        batch_size: int = 256,
-        per_channel: bool = False,
-    ):
-        super().__init__()
-        if not isinstance(probe, torch.Tensor) or probe.dim() != 4 or not probe.is_floating_point():
-            raise ValueError("probe must be a float tensor N x C x H x W")
-        if int(every_n_steps) < 1:
-            raise ValueError(f"every_n_steps must be >= 1, got {every_n_steps}")
-        self.probe = probe.detach().cpu()
-        self.measures, self.groups = tuple(measures), tuple(groups)
-        self.every_n_steps = int(every_n_steps)
-        self.layers, self.submodule = layers, submodule
-        self.model_name, self.baseline = model_name, bool(baseline)
-        self.batch_size, self.per_channel = int(batch_size), bool(per_channel)
-        self.history: Dict[int, Dict[str, float]] = {}
-        self.last_report = None
-
-    def _module(self, pl_module: nn.Module) -> nn.Module:
-        module = pl_module
-        for part in (self.submodule or "").split("."):
-            if part:
-                module = getattr(module, part)
-        return module
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        if trainer.global_step == 0:
-            self.measure_now(trainer, pl_module)
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        step = int(trainer.global_step)
-        if step % self.every_n_steps == 0 and step not in self.history:
-            self.measure_now(trainer, pl_module)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        if int(trainer.global_step) not in self.history:
-            self.measure_now(trainer, pl_module)
-
-    def measure_now(self, trainer, pl_module):
-        """Measure and log at ``trainer.global_step`` (rank zero only); returns the report."""
-        if not trainer.is_global_zero:
-            return None
-        step = int(trainer.global_step)
-        module = self._module(pl_module)
-        modes = [(m, m.training) for m in pl_module.modules()]
-        rng = torch.get_rng_state()
-        grad = torch.is_grad_enabled()
-        try:
-            report = measure(
-                module,
-                self.probe.to(pl_module.device),
-                measures=self.measures,
-                groups=self.groups,
-                layers=self.layers,
-                batch_size=self.batch_size,
-                on_error="warn",
-            )
-        finally:
-            for m, mode in modes:  # back to training mode (BatchNorm, dropout)
-                m.training = mode
-            torch.set_rng_state(rng)
-            torch.set_grad_enabled(grad)
-        self.last_report = report
-        scalars = report.scalars()
-        self.history[step] = scalars
-        name = self.model_name or type(module).__name__
-        from lightning_equivariance_tb.summary import write_report
-
-        for logger in trainer.loggers:
-            logger.log_metrics(scalars, step=step)
-            if isinstance(logger, TensorBoardLogger):
-                write_report(
-                    logger.experiment, report, step=step, model=name, baseline=self.baseline, per_channel=self.per_channel
-                )
-        return report
 
 
 # ---------------------------------------------------------------------- images

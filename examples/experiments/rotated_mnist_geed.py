@@ -53,7 +53,6 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _shared import (  # noqa: E402
     ImageClassifier,
     RandomRotationBatch,
-    StepEquivarianceCallback,
     add_common_arguments,
     nonnegative_float,
     positive_float,
@@ -64,7 +63,7 @@ from _shared import (  # noqa: E402
     smoke_trainer_options,
 )
 
-from lightning_equivariance import Rotation  # noqa: E402
+from lightning_equivariance import EquivarianceCallback, Rotation  # noqa: E402
 from lightning_equivariance.baselines import PlainCNN, SteerableCNN, count_parameters  # noqa: E402
 
 MODELS = ("cnn", "c8")
@@ -184,11 +183,14 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, dict]:
             net, "adam", lr=args.lr, weight_decay=args.weight_decay,
             batch_augment=None if args.no_augment else RandomRotationBatch(),
         )
-        callback = StepEquivarianceCallback(
-            probe,
+        # every N optimizer steps, before the first one and at the end of fit, on the fixed probe set
+        callback = EquivarianceCallback(
             measures=args.measures,
             groups=(group,),
-            every_n_steps=args.every_n_steps,
+            inputs=probe,
+            num_samples=len(probe),
+            every_n_train_steps=args.every_n_steps,
+            measure_on_fit_start=True,
             submodule="net",
             model_name=f"{'C8 steerable CNN' if model == 'c8' else 'CNN'} ({params:,} params)",
             baseline=model == "c8",
@@ -221,7 +223,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, dict]:
             "val_acc": float(trainer.callback_metrics.get("val_acc", float("nan"))),
             "minutes": (time.time() - t0) / 60,
             "params": params,
-            "history": dict(callback.history),
+            "history": callback.step_history,
         }
 
     print("\nC8 G-EED (lower = more equivariant) at the first and last measured step:")
