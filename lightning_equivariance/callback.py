@@ -28,7 +28,6 @@ Every measured value (every layer's, not only the logged part means) can be moni
 """
 from __future__ import annotations
 
-import csv
 import os
 import time
 import warnings
@@ -48,6 +47,7 @@ from .groups import Group, Rotation90
 from .metrics import MEASURES
 from .probe import LayerSpec, select_layers
 from .probe_set import ProbeSet, check_inputs, dataset_of
+from .run_log import History, append_tidy_csv, cut_tidy_csv, select_scalars
 from .snapshot import Snapshot as _Snapshot
 
 __all__ = ["EquivarianceCallback"]
@@ -55,9 +55,7 @@ __all__ = ["EquivarianceCallback"]
 _STAGES = ("validation", "train")
 _LOG_SCALARS = ("parts", "layers", "none")
 #: version of ``state_dict()``: 2 = history keyed by global step (1, no ``version`` field: by epoch)
-_STATE_VERSION = 2
 #: columns of the tidy CSV (``equivariance.csv``), one row per (global step, layer, measure, group)
-CSV_COLUMNS = ("global_step", "epoch", "layer", "part", "measure", "group", "value", "chance", "above_chance", "stderr")
 _UNSET: Any = object()
 
 
@@ -96,77 +94,34 @@ def _naming(argument: str, catch: type = Exception) -> Iterator[None]:
 class EquivarianceCallback(Callback):
     r"""Measure per-layer learned equivariance during training and log it at the global step.
 
-    **When.** After optimizer steps ``N, 2N, ...`` with ``every_n_train_steps=N``; at the end of
-    every ``every_n_epochs``-th epoch (the validation epoch with ``stage="validation"``, the
-    training epoch with ``stage="train"``; never during the sanity check); at the end of fit
-    (``measure_on_fit_end=True``, skipped when the last measurement was at the same global step);
-    and before the first step (``measure_on_fit_start=True``, only when fit starts at global step
-    0). ``every_n_epochs`` defaults to 1, or to ``None`` when ``every_n_train_steps`` is given;
-    when both are given both fire. A global step is measured at most once. ``setup`` warns
-    (once, on rank zero) about a configuration that will never measure an epoch end.
+    The whole behaviour is described in ``docs/callback.md``; in short:
 
-    Each measurement runs :class:`~lightning_equivariance.Measurement`
-    on a fixed probe set, on ``pl_module.device``, in eval mode under ``no_grad``, then restores
-    the train/eval mode of every submodule, parameters and buffers (BatchNorm statistics), and the
-    Python, NumPy, torch and CUDA RNG states (:class:`~lightning_equivariance.snapshot.Snapshot`):
-    adding the callback leaves training bit-for-bit identical.
+    **When.** After optimizer steps ``N, 2N, ...`` (``every_n_train_steps=N``), at the end of
+    every ``every_n_epochs``-th epoch (default 1, ``None`` when ``every_n_train_steps`` is given;
+    never in the sanity check), at the end of fit (``measure_on_fit_end``, unless the last
+    measurement was at that step) and before the first step (``measure_on_fit_start``). A global
+    step is measured at most once; ``setup`` warns once about a configuration that never measures.
 
-    **Probe set** (:class:`~lightning_equivariance.probe_set.ProbeSet`). ``num_samples`` images,
-    a seeded random subset of ``inputs`` if given (a tensor ``N x C x H x W``, a map-style
-    ``Dataset`` or a ``DataLoader``), else of the dataset of the first validation dataloader
-    (``stage="validation"``, loaded early when needed before the first validation run) or of the
-    training dataloader (``stage="train"``): ``stage`` also says where the probe images come from; the indices are
-    part of ``state_dict``. Items are read with the global RNGs seeded per ``(seed, index)`` and
-    restored: random augmentations draw the same at every epoch and on every rank, and the
-    training RNG stream is untouched. A batch's input follows the input rule of
-    :mod:`~lightning_equivariance.probe_set` (``batch["image"]``, the first tensor of a tuple...)
-    or ``input_fn(batch)``, ``batch`` collated as ``training_step`` sees it.
+    **How.** :class:`~lightning_equivariance.Measurement` on a fixed, seeded probe set
+    (:class:`~lightning_equivariance.probe_set.ProbeSet`: from ``inputs``, else the validation or
+    training set by ``stage``; read without touching the RNG streams), on ``pl_module.device``
+    (or the ``submodule``), in eval mode under ``no_grad``; modes, parameters, buffers and RNG
+    states are put back (:class:`~lightning_equivariance.snapshot.Snapshot`): training is
+    bit-for-bit the same. In DDP each process measures a contiguous shard of whole pairs of probe
+    positions and torchmetrics sums the states; rank zero's buffers are measured everywhere.
 
-    **Model.** ``pl_module`` itself (its ``forward`` must take images), or the submodule named
-    by ``submodule`` (e.g. ``"net"``); ``layers`` names are relative to it.
+    **Logging** at ``trainer.global_step``, the epoch beside it: every layer's value and the part
+    means in ``trainer.callback_metrics``; the loggers get the scalars ``log_scalars`` picks
+    (``"parts"`` by default); every ``TensorBoardLogger`` gets the per-layer summaries (chance,
+    standard errors, refused layers) through ``lightning_equivariance_tb.summary.write_series``;
+    a tidy CSV ``csv_file`` (columns :data:`lightning_equivariance.run_log.CSV_COLUMNS`) goes to
+    the first logger's directory. The history (:class:`~lightning_equivariance.run_log.History`,
+    by global step; a previous version's by-epoch checkpoint still resumes) is in ``state_dict``,
+    so a resumed run repeats and skips nothing, and the CSV is cut back to the resumed step.
 
-    **DDP.** Each process measures a contiguous shard of whole pairs of probe positions
-    (:func:`~lightning_equivariance.probe_set.shard`: no chance-level pair is split); the metric
-    states are summed across processes by torchmetrics, so the logged value is the value over
-    the whole probe set (equal to a one-process run). Parameters are equal on every process,
-    but buffers (BatchNorm statistics) drift apart between DDP's broadcasts, so rank zero's
-    buffers are broadcast for the measurement and each process's own put back afterwards:
-    the model measured is rank zero's.
-
-    **Logging** (x axis: ``trainer.global_step``, the epoch recorded beside it). Every value
-    ``equivariance/{measure}/{group}/{layer}`` and part mean
-    ``equivariance/{measure}/{group}/part/{Early|Middle|Late|Pool|Final}`` goes into
-    ``trainer.callback_metrics`` (every rank) for ``ModelCheckpoint``/``EarlyStopping``. The
-    loggers in ``trainer.loggers`` get (from rank zero, at ``step=global_step``) the scalars
-    chosen by ``log_scalars``: ``"parts"`` (default: the part means only), ``"layers"`` (every
-    layer's value and the part means), ``"none"``, or a list of scalar names. For every
-    ``TensorBoardLogger``, one tensor summary per (measure, group) holding the per-layer vector
-    (and the per-channel values with ``per_channel=True``, the chance level and standard errors,
-    the layers left out with their reasons, and the epoch and global step) is written with
-    :func:`lightning_equivariance_tb.summary.write_series`, for the ``equivariance`` TensorBoard
-    tab. Every layer's value also goes to a tidy CSV, ``csv_file`` (default ``equivariance.csv``)
-    in the first logger's directory: columns :data:`CSV_COLUMNS` (``global_step, epoch, layer,
-    part, measure, group, value, chance, above_chance, stderr``; empty where undefined), one row
-    per (global step, layer, measure, group), appended at each measurement;
-    ``pandas.read_csv(path)`` reads it (the columns of ``MeasureReport.to_dataframe()``).
-
-    **Resume.** Each global step is measured and logged once: the values are kept in
-    ``state_dict()["history"]`` (``{global step: scalars}``, :attr:`step_history`; :attr:`history`
-    is the by-epoch view), so resuming from a checkpoint (even when Lightning re-runs an epoch
-    end) neither duplicates nor skips a step, and the tidy CSV is cut back to the steps of the
-    resumed history. A checkpoint of the previous version (history keyed by epoch, no ``version``
-    field) resumes: when it was written at an epoch end after ``G`` steps in ``E`` epochs with
-    ``G`` a multiple of ``E``, its epoch ``e`` becomes global step ``(e + 1) * G / E``; otherwise
-    its entries stay keyed by epoch (in :attr:`history` and ``state_dict()["legacy_history"]``
-    only) and those epoch ends are not measured again. Its TensorBoard points stay at
-    step = epoch. Between epoch-based measurements a monitor sees the last measured values (and
-    none before the first measurement: give ``EarlyStopping`` ``strict=False`` then).
-
-    **Failures never stop training.** A (layer, measure, group) that cannot be measured is
-    left out and named in one ``RuntimeWarning`` per measurement; a probe image whose values
-    are NaN or Inf is left out where they are (the warning names its probe position: its
-    rank in the sorted probe indices, ``state_dict()["indices"]``); any other error of the
-    measurement or of logging becomes a warning too, and whatever was measured is still logged.
+    **Failures never stop training**: what cannot be measured is left out and named in one
+    warning per measurement (NaN/Inf images by probe position), and any other error of
+    measuring or logging becomes a warning; whatever was measured is still logged.
 
     Args:
         measures: measure names from :data:`lightning_equivariance.metrics.MEASURES`.
@@ -310,10 +265,7 @@ class EquivarianceCallback(Callback):
         self.measure_options, self.channel_actions, self.layouts = (dict(o or {}) for o in (measure_options, channel_actions, layouts))
         # state (state_dict): the probe set's indices and the measured history
         self._probes = ProbeSet(self.num_samples, self.seed, input_fn, owner="EquivarianceCallback")
-        self._history: Dict[int, Dict[str, float]] = {}  # {global step: scalars}
-        self._epochs: Dict[int, int] = {}  # {global step: epoch}
-        # a previous version's checkpoint: {epoch: scalars} whose global steps are unknown
-        self._legacy: Dict[int, Dict[str, float]] = {}
+        self._runs = History()  # {global step: scalars}, the epochs, a previous version's entries
         self._tried_step: Optional[int] = None  # the last global step a measurement was attempted at
         self._batch_epoch: Optional[int] = None  # the epoch of the last training batch of this fit
         self.last_report: Optional[MeasureReport] = None
@@ -325,59 +277,29 @@ class EquivarianceCallback(Callback):
 
     @property
     def history(self) -> Dict[int, Dict[str, float]]:
-        """``{epoch: {scalar name: value}}``: the last measurement of every measured epoch (a copy).
-
-        Several measurements in one epoch (``every_n_train_steps``, ``measure_on_fit_start``)
-        are all in :attr:`step_history`; here only the last of each epoch.
-        """
-        out = {int(e): dict(v) for e, v in self._legacy.items()}
-        for step in sorted(self._history):
-            out[self._epochs.get(step, -1)] = dict(self._history[step])
-        return out
+        """``{epoch: {scalar name: value}}``: the last measurement of every measured epoch (a copy);
+        every measurement is in :attr:`step_history`."""
+        return self._runs.by_epoch()
 
     @property
     def step_history(self) -> Dict[int, Dict[str, float]]:
         """``{global step: {scalar name: value}}`` of every measurement (a copy): what was logged, and where."""
-        return {s: dict(v) for s, v in sorted(self._history.items())}
+        return {s: dict(v) for s, v in sorted(self._runs.steps.items())}
+
+    @property
+    def _epochs(self) -> Dict[int, int]:
+        return self._runs.epochs
 
     def state_dict(self) -> Dict[str, Any]:
-        return {
-            **self._probes.state_dict(),
-            "version": _STATE_VERSION,
-            "history": {int(s): dict(v) for s, v in self._history.items()},
-            "epochs": {int(s): int(e) for s, e in self._epochs.items()},
-            "legacy_history": {int(e): dict(v) for e, v in self._legacy.items()},
-        }
+        return {**self._probes.state_dict(), **self._runs.state_dict()}
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         self._probes.load_state_dict(state_dict)
-        history = {int(k): dict(v) for k, v in (state_dict.get("history") or {}).items()}
-        if "version" not in state_dict:
-            # The previous version's checkpoint: history keyed by epoch. Mapped to global steps
-            # at fit start where the checkpoint tells them (see ``_map_legacy``), else kept by epoch.
-            self._history, self._epochs, self._legacy = {}, {}, history
-        else:
-            self._history = history
-            self._epochs = {int(s): int(e) for s, e in (state_dict.get("epochs") or {}).items()}
-            self._legacy = {int(e): dict(v) for e, v in (state_dict.get("legacy_history") or {}).items()}
+        self._runs.load_state_dict(state_dict)  # a previous version's epoch-keyed history: see _map_legacy
 
     def _map_legacy(self, trainer: "pl.Trainer") -> None:
-        """Give a previous version's epoch-keyed history the global steps of its epoch ends.
-
-        Resuming at the start of epoch ``E`` after ``G`` optimizer steps with ``G`` a multiple of
-        ``E``: epoch ``e`` ended at step ``(e + 1) * G / E``. Otherwise (mid-epoch checkpoint, a
-        changed number of batches) the entries stay keyed by epoch, in :attr:`history` only.
-        """
-        if not self._legacy:
-            return
-        epoch, step = int(trainer.current_epoch), int(trainer.global_step)
-        if epoch <= 0 or step <= 0 or step % epoch or max(self._legacy) >= epoch:
-            return
-        per_epoch = step // epoch
-        for e, scalars in sorted(self._legacy.items()):
-            self._history[(e + 1) * per_epoch] = scalars
-            self._epochs[(e + 1) * per_epoch] = e
-        self._legacy = {}
+        """A previous version's epoch-keyed history gets the global steps of its epoch ends (:meth:`History.map_legacy`)."""
+        self._runs.map_legacy(int(trainer.current_epoch), int(trainer.global_step))
 
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
         if stage != "fit":
@@ -448,7 +370,7 @@ class EquivarianceCallback(Callback):
         if not self.measure_on_fit_end or not self._fitting(trainer):
             return
         step = int(trainer.global_step)
-        if step == self._tried_step or step in self._history:
+        if step == self._tried_step or step in self._runs.steps:
             return  # the last measurement was at this step
         # After the last epoch, trainer.current_epoch is one past it: record the epoch of the last step.
         epoch = self._batch_epoch if self._batch_epoch is not None else max(0, int(trainer.current_epoch) - 1)
@@ -473,8 +395,8 @@ class EquivarianceCallback(Callback):
         epoch = int(trainer.current_epoch)
         if self.every_n_epochs is None or (epoch + 1) % self.every_n_epochs != 0:
             return
-        if epoch in self._legacy:  # measured by the previous version (global step unknown)
-            self._set_callback_metrics(trainer, self._legacy[epoch])
+        if epoch in self._runs.legacy:  # measured by the previous version (global step unknown)
+            self._set_callback_metrics(trainer, self._runs.legacy[epoch])
             return
         self._maybe_measure(trainer, pl_module)
 
@@ -487,10 +409,10 @@ class EquivarianceCallback(Callback):
     def _maybe_measure(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         """Measure at ``trainer.global_step`` unless that step was measured already."""
         step = int(trainer.global_step)
-        if step in self._history:
+        if step in self._runs.steps:
             # Already measured and logged (an epoch end re-run after resuming, both triggers at
             # one step): only make the values monitorable again, log nothing twice.
-            self._set_callback_metrics(trainer, self._history[step])
+            self._set_callback_metrics(trainer, self._runs.steps[step])
             return
         self._tried_step = step
         self.measure_now(trainer, pl_module, int(trainer.current_epoch))
@@ -554,7 +476,7 @@ class EquivarianceCallback(Callback):
             return None
         self.last_report = report
         scalars = report.scalars()
-        self._history[step], self._epochs[step] = scalars, epoch
+        self._runs.add(step, epoch, scalars)
         self._publish(trainer, pl_module, step, epoch, report, scalars)
         seconds = time.perf_counter() - t0
         n_layers = len({r.layer for r in report.results})
@@ -616,17 +538,6 @@ class EquivarianceCallback(Callback):
     def _set_callback_metrics(trainer: "pl.Trainer", scalars: Mapping[str, float]) -> None:
         trainer.callback_metrics.update({k: torch.tensor(v, dtype=torch.float32) for k, v in scalars.items()})
 
-    def _logged_scalars(self, scalars: Mapping[str, float]) -> Dict[str, float]:
-        """The scalars that go to the loggers (``log_scalars``)."""
-        if self.log_scalars == "layers":
-            return dict(scalars)
-        if self.log_scalars == "none":
-            return {}
-        if self.log_scalars == "parts":
-            return {k: v for k, v in scalars.items() if "/part/" in k}
-        names = set(self.log_scalars)
-        return {k: v for k, v in scalars.items() if k in names}
-
     def _publish(self, trainer, pl_module, step: int, epoch: int, report: MeasureReport, scalars: Dict[str, float]) -> None:
         where = f"epoch {epoch}, step {step}"
         try:
@@ -635,7 +546,7 @@ class EquivarianceCallback(Callback):
             self._warn(f"{where}: could not set trainer.callback_metrics ({type(e).__name__}: {e})")
         if not trainer.is_global_zero:
             return
-        logged = self._logged_scalars(scalars)
+        logged = select_scalars(scalars, self.log_scalars)
         for logger in trainer.loggers if logged else ():
             try:
                 logger.log_metrics(logged, step=step)
@@ -683,38 +594,17 @@ class EquivarianceCallback(Callback):
     def _write_csv(self, trainer: "pl.Trainer", step: int, epoch: int, report: MeasureReport) -> None:
         try:
             path = self.csv_path(trainer)
-            if path is None:
-                return
-            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-            new = not os.path.exists(path) or os.path.getsize(path) == 0
-            with open(path, "a", newline="") as f:
-                writer = csv.writer(f)
-                if new:
-                    writer.writerow(CSV_COLUMNS)
-                for r in report.results:
-                    row = dict(global_step=step, epoch=epoch, layer=r.layer, part=r.part, measure=r.measure, group=r.group,
-                               value=r.value, chance=r.chance, above_chance=r.above_chance, stderr=r.stderr)
-                    writer.writerow(["" if row[c] is None else row[c] for c in CSV_COLUMNS])
+            if path is not None:
+                append_tidy_csv(path, step, epoch, report.results)
         except Exception as e:  # noqa: BLE001
             self._warn(f"epoch {epoch}, step {step}: the tidy CSV was not written ({type(e).__name__}: {e})")
 
     def _cut_csv(self, trainer: "pl.Trainer") -> None:
         """On resume, drop the tidy CSV's rows after the resumed global step (they will be measured again)."""
-        if not trainer.is_global_zero:
-            return
         try:
-            path = self.csv_path(trainer)
-            if path is None or not os.path.exists(path):
-                return
-            step = int(trainer.global_step)
-            with open(path, newline="") as f:
-                rows = list(csv.reader(f))
-            if not rows or rows[0] != list(CSV_COLUMNS):
-                return
-            keep = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= step and int(r[0]) in self._history]
-            if len(keep) != len(rows):
-                with open(path, "w", newline="") as f:
-                    csv.writer(f).writerows(keep)
+            path = self.csv_path(trainer) if trainer.is_global_zero else None
+            if path is not None:
+                cut_tidy_csv(path, int(trainer.global_step), self._runs.steps)
         except Exception as e:  # noqa: BLE001
             self._warn(f"could not cut the tidy CSV back to the resumed step ({type(e).__name__}: {e})")
 

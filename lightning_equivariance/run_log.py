@@ -1,0 +1,110 @@
+"""What a run has measured, and where it was written: the history by global step and the tidy CSV.
+
+No Lightning here: :class:`~lightning_equivariance.callback.EquivarianceCallback` keeps a
+:class:`History` in its ``state_dict`` and appends every measurement to a tidy CSV.
+"""
+from __future__ import annotations
+
+import csv
+import os
+from typing import Any, Dict, Iterable, Mapping, Sequence, Union
+
+__all__ = ["History", "CSV_COLUMNS", "append_tidy_csv", "cut_tidy_csv", "select_scalars"]
+
+#: Version of the ``state_dict`` layout: 2 = history keyed by global step (1 had no field: by epoch).
+STATE_VERSION = 2
+
+#: The tidy CSV's columns (empty where undefined); ``pandas.read_csv`` reads it in one line.
+CSV_COLUMNS = ("global_step", "epoch", "layer", "part", "measure", "group", "value", "chance", "above_chance", "stderr")
+
+
+class History:
+    """``{global step: {scalar name: value}}`` of every measurement, the epoch of each step, and a
+    previous version's epoch-keyed history until its steps are known (:meth:`map_legacy`)."""
+
+    def __init__(self) -> None:
+        self.steps: Dict[int, Dict[str, float]] = {}
+        self.epochs: Dict[int, int] = {}
+        self.legacy: Dict[int, Dict[str, float]] = {}
+
+    def add(self, step: int, epoch: int, scalars: Mapping[str, float]) -> None:
+        self.steps[int(step)], self.epochs[int(step)] = dict(scalars), int(epoch)
+
+    def by_epoch(self) -> Dict[int, Dict[str, float]]:
+        """The last measurement of every measured epoch (previous-version entries included)."""
+        out = {int(e): dict(v) for e, v in self.legacy.items()}
+        for step in sorted(self.steps):
+            out[self.epochs.get(step, -1)] = dict(self.steps[step])
+        return out
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {
+            "version": STATE_VERSION,
+            "history": {int(s): dict(v) for s, v in self.steps.items()},
+            "epochs": {int(s): int(e) for s, e in self.epochs.items()},
+            "legacy_history": {int(e): dict(v) for e, v in self.legacy.items()},
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        history = {int(k): dict(v) for k, v in (state.get("history") or {}).items()}
+        if "version" not in state:  # the previous version: history keyed by epoch
+            self.steps, self.epochs, self.legacy = {}, {}, history
+        else:
+            self.steps = history
+            self.epochs = {int(s): int(e) for s, e in (state.get("epochs") or {}).items()}
+            self.legacy = {int(e): dict(v) for e, v in (state.get("legacy_history") or {}).items()}
+
+    def map_legacy(self, epoch: int, step: int) -> None:
+        """Give a previous version's epoch-keyed entries the global steps of their epoch ends.
+
+        Resuming at the start of epoch ``E`` after ``G`` optimizer steps with ``G`` a multiple of
+        ``E``: epoch ``e`` ended at step ``(e + 1) * G / E``. Otherwise (a mid-epoch checkpoint, a
+        changed number of batches) they stay keyed by epoch, in :meth:`by_epoch` only.
+        """
+        if not self.legacy or epoch <= 0 or step <= 0 or step % epoch or max(self.legacy) >= epoch:
+            return
+        per_epoch = step // epoch
+        for e, scalars in sorted(self.legacy.items()):
+            self.add((e + 1) * per_epoch, e, scalars)
+        self.legacy = {}
+
+
+def select_scalars(scalars: Mapping[str, float], which: Union[str, Sequence[str]]) -> Dict[str, float]:
+    """The scalars a logger gets: ``"parts"`` (part means), ``"layers"`` (all), ``"none"`` or names."""
+    if which == "layers":
+        return dict(scalars)
+    if which == "none":
+        return {}
+    if which == "parts":
+        return {k: v for k, v in scalars.items() if "/part/" in k}
+    names = set(which)
+    return {k: v for k, v in scalars.items() if k in names}
+
+
+def append_tidy_csv(path: str, step: int, epoch: int, results: Iterable) -> None:
+    """Append one row per result (``LayerResult``) at ``step``/``epoch``; the header on a new file."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    new = not os.path.exists(path) or os.path.getsize(path) == 0
+    with open(path, "a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(CSV_COLUMNS)
+        for r in results:
+            row = dict(global_step=step, epoch=epoch, layer=r.layer, part=r.part, measure=r.measure, group=r.group,
+                       value=r.value, chance=r.chance, above_chance=r.above_chance, stderr=r.stderr)
+            writer.writerow(["" if row[c] is None else row[c] for c in CSV_COLUMNS])
+
+
+def cut_tidy_csv(path: str, up_to: int, keep: Iterable[int]) -> None:
+    """Keep only the rows at global steps ``<= up_to`` that are in ``keep`` (on resume)."""
+    if not os.path.exists(path):
+        return
+    keep = set(keep)
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or rows[0] != list(CSV_COLUMNS):
+        return
+    kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= up_to and int(r[0]) in keep]
+    if len(kept) != len(rows):
+        with open(path, "w", newline="") as f:
+            csv.writer(f).writerows(kept)
