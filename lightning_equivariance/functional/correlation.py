@@ -40,7 +40,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
-from .moments import moments_of, partner_pairs, per_image_scores
+from .moments import moments_of, partner_pairs, per_image_scores, sample_keep
 
 __all__ = [
     "correlation_scores",
@@ -309,17 +309,6 @@ def correlation_scores(
     return _with_chance(scores, chance, has_partner)
 
 
-def _sample_keep(sample_mask: Optional[torch.Tensor], valid: torch.Tensor) -> Optional[torch.Tensor]:
-    """``sample_mask`` (``b``) as a bool ``1 x b x 1`` on ``valid``'s device (``valid`` is ``m x b x C``), or ``None``."""
-    if sample_mask is None:
-        return None
-    if sample_mask.dim() != 1 or sample_mask.shape[0] != valid.shape[1]:
-        raise ValueError(
-            f"sample_mask must hold one boolean per image ({valid.shape[1]}), got shape {tuple(sample_mask.shape)}"
-        )
-    return sample_mask.to(device=valid.device, dtype=torch.bool).reshape(1, -1, 1)
-
-
 def _correlation_update(
     scores: torch.Tensor, valid: torch.Tensor, sample_mask: Optional[torch.Tensor] = None
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -329,7 +318,7 @@ def _correlation_update(
     counts) leaves images out of all three (``torch.where``: a score of a left-out image may be
     anything, NaN included).
     """
-    keep = _sample_keep(sample_mask, valid)
+    keep = sample_keep(sample_mask, valid)
     if keep is None:
         dead = (~valid).sum((1, 2), dtype=torch.float64)
     else:
@@ -345,7 +334,7 @@ def _image_moments(score: torch.Tensor, valid: torch.Tensor, sample_mask: Option
     ``s_i``: the mean over elements of image ``i``'s mean over its valid channels (elements
     without one skipped); images with no valid pair, or with ``sample_mask`` False, not counted.
     """
-    keep = _sample_keep(sample_mask, valid)
+    keep = sample_keep(sample_mask, valid)
     s, counted = per_image_scores(score, valid if keep is None else valid & keep)
     return moments_of(s, counted)
 

@@ -54,7 +54,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from .moments import moments_of, partner_pairs, per_image_scores
+from .moments import moments_of, partner_pairs, per_image_scores, sample_keep
 
 __all__ = [
     "orbit_average",
@@ -256,23 +256,12 @@ def mean_pairwise_cosine(points: torch.Tensor, sample_mask: Optional[torch.Tenso
     return _cosine_normaliser_compute(*_cosine_normaliser_update(points, sample_mask))
 
 
-def _sample_keep(sample_mask: Optional[torch.Tensor], like: torch.Tensor) -> Optional[torch.Tensor]:
-    """``sample_mask`` (``b``) as booleans broadcasting over ``like`` (``m x b x ...``), or ``None``."""
-    if sample_mask is None:
-        return None
-    if sample_mask.dim() != 1 or sample_mask.shape[0] != like.shape[1]:
-        raise ValueError(
-            f"sample_mask must hold one boolean per image ({like.shape[1]}), got shape {tuple(sample_mask.shape)}"
-        )
-    return sample_mask.to(device=like.device, dtype=torch.bool).reshape(1, -1, *([1] * (like.dim() - 2)))
-
-
 def _scores_update(
     score: torch.Tensor, valid: torch.Tensor, sample_mask: Optional[torch.Tensor] = None
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sum over samples (axis 1) of ``m x b [x C]`` scores: score sums, valid counts and invalid
     (left-out) counts in float64, only over the images with ``sample_mask`` True (all if ``None``)."""
-    keep = _sample_keep(sample_mask, valid)
+    keep = sample_keep(sample_mask, valid)
     if keep is None:
         invalid = (~valid).sum(1, dtype=torch.float64)
     else:
@@ -289,7 +278,7 @@ def _image_moments(score: torch.Tensor, valid: torch.Tensor, sample_mask: Option
     mean over valid channels (elements without one skipped); images with no valid term, or
     with ``sample_mask`` False, are not counted.
     """
-    keep = _sample_keep(sample_mask, valid)
+    keep = sample_keep(sample_mask, valid)
     s, counted = per_image_scores(score, valid if keep is None else valid & keep)
     return moments_of(s, counted)
 

@@ -39,6 +39,7 @@ __all__ = [
     "stderr_from_moments",
     "empty_moments",
     "partner_pairs",
+    "sample_keep",
     "chance_per_element",
     "chance_details",
     "no_chance",
@@ -204,3 +205,15 @@ def chance_details(
 def no_chance(left_out: int = 0) -> dict:
     """The chance keys of a measure without a chance level (every one missing)."""
     return {"chance": None, "chance_per_element": None, "above_chance": None, "informative": None, "chance_left_out": int(left_out)}
+
+
+def sample_keep(sample_mask: Optional[torch.Tensor], like: torch.Tensor) -> Optional[torch.Tensor]:
+    """``sample_mask`` (``b`` booleans, True = the image counts) broadcasting over ``like``
+    (``m x b x ...``), or ``None``; a mask of another length is an error naming both."""
+    if sample_mask is None:
+        return None
+    if sample_mask.dim() != 1 or sample_mask.shape[0] != like.shape[1]:
+        raise ValueError(
+            f"sample_mask must hold one boolean per image ({like.shape[1]}), got shape {tuple(sample_mask.shape)}"
+        )
+    return sample_mask.to(device=like.device, dtype=torch.bool).reshape(1, -1, *([1] * (like.dim() - 2)))
