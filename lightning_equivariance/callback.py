@@ -1,94 +1,54 @@
 """``EquivarianceCallback``: per-layer learned equivariance during training, for a Lightning ``Trainer``.
 
-The only module of :mod:`lightning_equivariance` that imports Lightning (``lightning.pytorch``).
+The only module of :mod:`lightning_equivariance` that imports Lightning: the glue between the
+trainer's hooks, strategy and loggers and :class:`~lightning_equivariance.Measurement` (engine),
+:class:`~lightning_equivariance.probe_set.ProbeSet` (probe images),
+:class:`~lightning_equivariance.snapshot.Snapshot` (side-effect guard) and
+:mod:`~lightning_equivariance.run_log` (history, publishing, tidy CSV, end-of-fit table).
+Its arguments are checked in :mod:`~lightning_equivariance.callback_args`; ``docs/callback.md``
+is the user's guide. Example::
 
-Example::
-
-    import lightning.pytorch as pl
-    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
-    from lightning_equivariance import EquivarianceCallback, Rotation90, Translation
-
-    callback = EquivarianceCallback(
-        measures=("invariance", "equivariance"),
-        groups=(Rotation90(), Translation(max_shift=4)),
-        num_samples=512,           # probe images, a fixed seeded subset of the val set
-        every_n_train_steps=200,   # or every_n_epochs=N (the default when neither is given: 1)
-    )
-    trainer = pl.Trainer(
-        max_epochs=10,
-        callbacks=[callback],
-        logger=[TensorBoardLogger("logs"), CSVLogger("logs")],
-    )
+    callback = EquivarianceCallback(groups=(Rotation90(), Translation(max_shift=4)), every_n_train_steps=200)
+    trainer = pl.Trainer(max_epochs=10, callbacks=[callback])   # TensorBoardLogger by default
     trainer.fit(model, datamodule=dm)
-    # tensorboard --logdir logs --samples_per_plugin equivariance=0  -> "equivariance" tab
-    # pandas.read_csv("logs/lightning_logs/version_0/equivariance.csv")  -> every layer, every step
-
-Every measured value (every layer's, not only the logged part means) can be monitored, e.g.
-``ModelCheckpoint(monitor="equivariance/equivariance/rotation90/part/Late", mode="max")``.
+    # tensorboard --logdir lightning_logs  -> the "Equivariance" tab
+    # pandas.read_csv(".../version_0/equivariance.csv", dtype={"layer": str})  -> every layer, every step
 """
 from __future__ import annotations
 
 import os
 import time
-import warnings
-from contextlib import contextmanager
-from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
-import numpy as np
 import torch
 from torch import nn
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
+from .callback_args import UNSET, check_callback_args, naming
 from .engine import Measurement, MeasureReport
 from .groups import Group, Rotation90
-from .metrics import MEASURES
 from .probe import LayerSpec, select_layers
-from .probe_set import ProbeSet, check_inputs, dataset_of
-from .run_log import History, append_tidy_csv, cut_tidy_csv, select_scalars
-from .snapshot import Snapshot as _Snapshot
+from .probe_set import ProbeSet, dataset_of
+from .run_log import History, cut_tidy_csv, fit_summary, publish
+from .snapshot import Snapshot, rngs_restored
 
 __all__ = ["EquivarianceCallback"]
 
-_STAGES = ("validation", "train")
-_LOG_SCALARS = ("parts", "layers", "none")
-#: version of ``state_dict()``: 2 = history keyed by global step (1, no ``version`` field: by epoch)
-#: columns of the tidy CSV (``equivariance.csv``), one row per (global step, layer, measure, group)
-_UNSET: Any = object()
 
+class _StrategyCollectives:
+    """The engine's collectives (``all_gather_object``) over the trainer's strategy: each process's
+    object broadcast in turn with ``strategy.broadcast`` (any strategy, not only torch.distributed)."""
 
-class _Collectives:
-    """``all_gather_object`` over the trainer's processes (``[obj]`` in one), for ``Measurement.agree``."""
-
-    def __init__(self, distributed: bool):
-        self.distributed = distributed
+    def __init__(self, trainer: "pl.Trainer"):
+        self.strategy, self.world = trainer.strategy, int(trainer.world_size)
 
     def all_gather_object(self, obj) -> List[Any]:
-        if not self.distributed:
-            return [obj]
-        out: List[Any] = [None] * torch.distributed.get_world_size()
-        torch.distributed.all_gather_object(out, obj)
-        return out
-
-
-def _require(ok: bool, error: type, message: str) -> None:
-    if not ok:
-        raise error(message)
-
-
-def _is_int(value, low: int) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, np.integer)) and value >= low
-
-
-@contextmanager
-def _naming(argument: str, catch: type = Exception) -> Iterator[None]:
-    """Re-raise an error of the block as a ``ValueError`` naming the argument."""
-    try:
-        yield
-    except catch as e:
-        raise ValueError(f"{argument}: {e}") from e
+        return [obj] if self.world == 1 else [self.strategy.broadcast(obj, src=r) for r in range(self.world)]
 
 
 class EquivarianceCallback(Callback):
@@ -99,29 +59,27 @@ class EquivarianceCallback(Callback):
     **When.** After optimizer steps ``N, 2N, ...`` (``every_n_train_steps=N``), at the end of
     every ``every_n_epochs``-th epoch (default 1, ``None`` when ``every_n_train_steps`` is given;
     never in the sanity check), at the end of fit (``measure_on_fit_end``, unless the last
-    measurement was at that step) and before the first step (``measure_on_fit_start``). A global
-    step is measured at most once; ``setup`` warns once about a configuration that never measures.
+    measurement was at that step), before the first step (``measure_on_fit_start``) and in
+    ``trainer.validate()`` (``measure_on_validate``). A global step is measured at most once;
+    ``setup`` warns once about a configuration that never measures.
 
-    **How.** :class:`~lightning_equivariance.Measurement` on a fixed, seeded probe set
-    (:class:`~lightning_equivariance.probe_set.ProbeSet`: from ``inputs``, else the validation or
-    training set by ``stage``; read without touching the RNG streams), on ``pl_module.device``
-    (or the ``submodule``), in eval mode under ``no_grad``; modes, parameters, buffers and RNG
-    states are put back (:class:`~lightning_equivariance.snapshot.Snapshot`): training is
-    bit-for-bit the same. In DDP each process measures a contiguous shard of whole pairs of probe
-    positions and torchmetrics sums the states; rank zero's buffers are measured everywhere.
+    **How.** :class:`~lightning_equivariance.Measurement` on a fixed, seeded probe set, on
+    ``pl_module.device`` in eval mode under ``no_grad``; modes, buffers, parameters, the global
+    RNGs and the dataset's own generators are put back: training is bit-for-bit the same. Layer
+    names are relative to the LightningModule's single child module when it has exactly one
+    with parameters (``model.conv1`` is reported as ``conv1``, as ``measure(model)`` and the CLI
+    name it); ``layers=`` and ``layouts=`` accept either form. In DDP each process measures a
+    contiguous shard of whole pairs of probe positions and the states are summed.
 
-    **Logging** at ``trainer.global_step``, the epoch beside it: every layer's value and the part
-    means in ``trainer.callback_metrics``; the loggers get the scalars ``log_scalars`` picks
-    (``"parts"`` by default); every ``TensorBoardLogger`` gets the per-layer summaries (chance,
-    standard errors, refused layers) through ``lightning_equivariance_tb.summary.write_series``;
-    a tidy CSV ``csv_file`` (columns :data:`lightning_equivariance.run_log.CSV_COLUMNS`) goes to
-    the first logger's directory. The history (:class:`~lightning_equivariance.run_log.History`,
-    by global step; a previous version's by-epoch checkpoint still resumes) is in ``state_dict``,
-    so a resumed run repeats and skips nothing, and the CSV is cut back to the resumed step.
+    **Logging** at ``trainer.global_step``, the epoch beside it: every layer's value in
+    ``trainer.callback_metrics``; ``log_scalars`` (part means by default) to the loggers;
+    per-layer summaries (chance, standard errors, refused layers) to every ``TensorBoardLogger``;
+    a tidy CSV ``csv_file`` in the first logger's directory; at the end of fit a table of the
+    part means (first vs last measurement) and of the time spent measuring. The history (by
+    global step) is in ``state_dict``, so a resumed run repeats and skips nothing.
 
     **Failures never stop training**: what cannot be measured is left out and named in one
-    warning per measurement (NaN/Inf images by probe position), and any other error of
-    measuring or logging becomes a warning; whatever was measured is still logged.
+    warning; any other error of measuring or logging becomes a warning.
 
     Args:
         measures: measure names from :data:`lightning_equivariance.metrics.MEASURES`.
@@ -133,35 +91,36 @@ class EquivarianceCallback(Callback):
         every_n_epochs: measure at the end of epochs ``e`` with ``(e + 1) % every_n_epochs == 0``;
             ``None``: never at epoch ends. Default: 1, or ``None`` when ``every_n_train_steps`` is given.
         stage: where probe images come from and which epoch end ``every_n_epochs`` means:
-            ``"validation"`` (the validation set; at ``on_validation_epoch_end``, the end-of-epoch
-            validation run when there are several per epoch) or ``"train"`` (the training set; at
-            ``on_train_epoch_end``).
-        batch_size: images per forward, transformed copies included (bounds memory; the
-            default 256 is the engine's: 64 probe images x 4 rotations per forward).
+            ``"validation"`` (the validation set; after the epoch's last validation run) or
+            ``"train"`` (the training set; at ``on_train_epoch_end``).
+        batch_size: images per forward, transformed copies included (bounds memory).
         per_channel: also write per-channel values to TensorBoard (heatmaps).
         seed: seed of the probe-set choice and of the probe images' random transforms.
         inputs: probe images: tensor ``N x C x H x W``, map-style ``Dataset`` or ``DataLoader``.
         input_fn: ``input_fn(batch) -> tensor B x C x H x W``, overriding the input rule.
         model_name: model name shown in the TensorBoard tab (default: the module's class name).
         baseline: flag the run as a reference model (drawn dashed in the tab).
-        submodule: dotted attribute path of the module to measure inside ``pl_module``.
+        submodule: dotted attribute path of the module to measure inside ``pl_module``; layer
+            names are then relative to it.
         similarity: ``"pearson"`` (default) or ``"cosine"`` for the correlation measures.
         measure_options: further options for the measures (see :class:`~lightning_equivariance.Measurement`).
         channel_actions: ``{layer: channel_action}`` declared by the architecture.
         layouts: ``{layer: "channels_first" | "channels_last"}``: how a layer's 4-D output is stored,
             overriding what the probe infers (see :func:`~lightning_equivariance.probe.discover_layouts`).
-        on_error: ``"warn"`` (default): a (layer, measure, group) that cannot be measured is left out
-            and named in one warning, the rest is logged; ``"raise"``: the whole measurement of that
-            measurement fails at the first such error (a warning; training goes on either way).
+        on_error: ``"warn"`` (default): a (layer, measure, group) that cannot be measured is left
+            out and named in one warning; ``"raise"``: the measurement fails at the first such
+            error (a warning; training goes on either way).
         progress: show a progress bar over the measurement (only when the trainer shows one).
-        every_n_train_steps: measure after optimizer steps ``N, 2N, ...`` (``on_train_batch_end``
-            at ``trainer.global_step``); ``None`` (default): no step trigger.
+        every_n_train_steps: measure after optimizer steps ``N, 2N, ...``; ``None`` (default): no step trigger.
         measure_on_fit_start: also measure before the first optimizer step (global step 0).
         measure_on_fit_end: also measure at the end of fit unless the last measurement was at
             that global step (default ``True``).
         log_scalars: which scalars go to the loggers: ``"parts"`` (default), ``"layers"``,
             ``"none"`` or a list of scalar names; ``trainer.callback_metrics`` always has all.
         csv_file: file name of the tidy CSV in the first logger's directory; ``None``: none.
+        run_group: a name grouping runs (seeds of one configuration) in the TensorBoard tab.
+        measure_on_validate: also measure in ``trainer.validate()`` (at the model's global step).
+        summary: print the end-of-fit table (rank zero, ``rank_zero_info``).
 
     Raises:
         ValueError / TypeError: at construction or in ``setup``, naming the bad argument.
@@ -180,7 +139,7 @@ class EquivarianceCallback(Callback):
         groups: Sequence[Union[str, Group]] = (Rotation90(),),
         layers: LayerSpec = "auto",
         num_samples: int = 512,
-        every_n_epochs: Optional[int] = _UNSET,
+        every_n_epochs: Optional[int] = UNSET,
         stage: str = "validation",
         batch_size: int = 256,
         per_channel: bool = False,
@@ -201,73 +160,22 @@ class EquivarianceCallback(Callback):
         measure_on_fit_end: bool = True,
         log_scalars: Union[str, Sequence[str]] = "parts",
         csv_file: Optional[str] = "equivariance.csv",
+        run_group: Optional[str] = None,
+        measure_on_validate: bool = False,
+        summary: bool = True,
     ):
         super().__init__()
-        if every_n_epochs is _UNSET:
-            # as Lightning's ModelCheckpoint: step- and epoch-based triggers are kept apart
-            every_n_epochs = None if every_n_train_steps is not None else 1
-        measures = (measures,) if isinstance(measures, str) else measures
-        _require(
-            isinstance(measures, (list, tuple)) and len(measures) > 0 and all(isinstance(m, str) for m in measures),
-            TypeError, f"measures must be a non-empty sequence of measure names, got {measures!r}",
-        )
-        _require(len(set(measures)) == len(measures), ValueError, f"measures has duplicates: {list(measures)}")
-        groups = (groups,) if isinstance(groups, str) or not isinstance(groups, (list, tuple)) else groups
-        # Groups are resolved by the engine in ``setup`` (discrete groups, and the continuous
-        # transforms of "lee"); here only their names, for the state key.
-        names = [g.lower() if isinstance(g, str) else getattr(g, "name", None) for g in groups]
-        _require(
-            len(names) > 0 and all(isinstance(n, str) and n for n in names),
-            ValueError, f"groups must be a non-empty sequence of group names or Group objects, got {groups!r}",
-        )
-        _require(len(set(names)) == len(names), ValueError, f"groups must have distinct names, got {names}; pass name=... to tell them apart")
-        integers = dict(num_samples=(num_samples, 1), batch_size=(batch_size, 1), seed=(seed, 0))
-        for argument, (value, low) in integers.items():
-            _require(_is_int(value, low), ValueError, f"{argument} must be an integer >= {low}, got {value!r}")
-        for argument, value in (("every_n_epochs", every_n_epochs), ("every_n_train_steps", every_n_train_steps)):
-            _require(value is None or _is_int(value, 1), ValueError, f"{argument} must be None or an integer >= 1, got {value!r}")
-        if isinstance(log_scalars, str):
-            _require(log_scalars in _LOG_SCALARS, ValueError, f"log_scalars must be one of {_LOG_SCALARS} or a list of scalar names, got {log_scalars!r}")
-        else:
-            _require(
-                isinstance(log_scalars, (list, tuple, set, frozenset)) and all(isinstance(n, str) for n in log_scalars),
-                TypeError, f"log_scalars must be one of {_LOG_SCALARS} or a list of scalar names, got {log_scalars!r}",
-            )
-            log_scalars = tuple(log_scalars)
-        _require(
-            csv_file is None or (isinstance(csv_file, str) and csv_file and os.path.basename(csv_file) == csv_file),
-            ValueError, f"csv_file must be None or a file name (no directory), got {csv_file!r}",
-        )
-        _require(stage in _STAGES, ValueError, f"stage must be one of {_STAGES}, got {stage!r}")
-        _require(
-            input_fn is None or callable(input_fn),
-            TypeError, f"input_fn must be callable (batch -> B x C x H x W tensor), got {type(input_fn).__name__}",
-        )
-        if inputs is not None:
-            check_inputs(inputs)
-        for argument, value, what in (("model_name", model_name, "a string"), ("submodule", submodule, "a dotted attribute path (str)")):
-            _require(value is None or isinstance(value, str), TypeError, f"{argument} must be {what}, got {type(value).__name__}")
-        _require(on_error in ("warn", "raise"), ValueError, f"on_error must be 'warn' or 'raise', got {on_error!r}")
-        _require(
-            layouts is None or isinstance(layouts, Mapping),
-            TypeError, f"layouts must be a mapping {{layer: 'channels_first' | 'channels_last'}}, got {type(layouts).__name__}",
-        )
-
-        self.measures, self.groups, self._group_names, self.layers = tuple(measures), tuple(groups), tuple(names), layers
-        self.num_samples, self.batch_size = int(num_samples), int(batch_size)
-        self.every_n_epochs = None if every_n_epochs is None else int(every_n_epochs)
-        self.every_n_train_steps = None if every_n_train_steps is None else int(every_n_train_steps)
-        self.measure_on_fit_start, self.measure_on_fit_end = bool(measure_on_fit_start), bool(measure_on_fit_end)
-        self.log_scalars, self.csv_file = log_scalars, csv_file
-        self.stage, self.seed, self.inputs, self.input_fn, self.submodule = stage, int(seed), inputs, input_fn, submodule
-        self.per_channel, self.baseline, self.progress = bool(per_channel), bool(baseline), bool(progress)
-        self.model_name, self.similarity, self.on_error = model_name, similarity, on_error
-        self.measure_options, self.channel_actions, self.layouts = (dict(o or {}) for o in (measure_options, channel_actions, layouts))
+        args = check_callback_args({k: v for k, v in locals().items() if k not in ("self", "__class__")})
+        for name, value in args.items():
+            setattr(self, "_group_names" if name == "group_names" else name, value)
         # state (state_dict): the probe set's indices and the measured history
         self._probes = ProbeSet(self.num_samples, self.seed, input_fn, owner="EquivarianceCallback")
         self._runs = History()  # {global step: scalars}, the epochs, a previous version's entries
         self._tried_step: Optional[int] = None  # the last global step a measurement was attempted at
         self._batch_epoch: Optional[int] = None  # the epoch of the last training batch of this fit
+        self._epoch_done = False  # the current epoch's last training batch has ended
+        self._prefix = ""  # the single child module's name + "." (display names), set in setup
+        self._clock = [0.0, 0.0]  # fit start (perf_counter), seconds spent measuring in this fit
         self.last_report: Optional[MeasureReport] = None
 
     # ------------------------------------------------------------------ Lightning API
@@ -295,26 +203,30 @@ class EquivarianceCallback(Callback):
 
     def load_state_dict(self, state_dict: Dict[str, Any]) -> None:
         self._probes.load_state_dict(state_dict)
-        self._runs.load_state_dict(state_dict)  # a previous version's epoch-keyed history: see _map_legacy
+        self._runs.load_state_dict(state_dict)  # a previous version's epoch-keyed history: mapped at fit start
 
     def _map_legacy(self, trainer: "pl.Trainer") -> None:
-        """A previous version's epoch-keyed history gets the global steps of its epoch ends (:meth:`History.map_legacy`)."""
+        """A previous version's epoch-keyed history gets the global steps of its epoch ends."""
         self._runs.map_legacy(int(trainer.current_epoch), int(trainer.global_step))
 
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
-        if stage != "fit":
+        if stage not in (TrainerFn.FITTING, TrainerFn.VALIDATING) or (stage == TrainerFn.VALIDATING and not self.measure_on_validate):
             return
-        unknown = [m for m in self.measures if m not in MEASURES]
-        _require(not unknown, ValueError, f"measures: unknown measure(s) {unknown}; choose from {sorted(MEASURES)}")
-        with _naming(f"submodule={self.submodule!r}", AttributeError):
+        with naming(f"submodule={self.submodule!r}", AttributeError):
             module = self._module(pl_module)
-        with _naming(f"layers={self.layers!r}"):
+        self._prefix = "" if self.submodule else _single_child_prefix(pl_module)
+        self.layers, self.layouts, self.channel_actions = (
+            self._qualified(self.layers, module), self._qualified(self.layouts, module), self._qualified(self.channel_actions, module)
+        )
+        with naming(f"layers={self.layers!r}"):
             select_layers(module, self.layers)
-        with _naming(f"EquivarianceCallback(measures={list(self.measures)}, groups={list(self.groups)})"):
-            self._measurement(module, progress=False, device=None)  # the engine's checks of groups and options
-        if self.stage == "validation":
-            from lightning.pytorch.utilities.model_helpers import is_overridden
+        with naming(f"EquivarianceCallback(measures={list(self.measures)}, groups={list(self.groups)})"):
+            self._measurement(module, progress=False, device=None)  # the engine's checks of measures, groups, options
+        if stage == TrainerFn.FITTING:
+            self._warn_if_never_measuring(trainer, pl_module)
 
+    def _warn_if_never_measuring(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        if self.stage == "validation":
             if not is_overridden("validation_step", pl_module):
                 raise ValueError(
                     f"stage='validation' but {type(pl_module).__name__} has no validation_step, so no validation "
@@ -326,12 +238,11 @@ class EquivarianceCallback(Callback):
                     "no validation probe images and nothing will be measured; use stage='train' or inputs=...",
                     category=UserWarning,
                 )
-        max_epochs = getattr(trainer, "max_epochs", None)
+        max_epochs = trainer.max_epochs
         if self.every_n_epochs is not None and max_epochs is not None and 0 <= max_epochs < self.every_n_epochs:
             rank_zero_warn(
                 f"EquivarianceCallback(every_n_epochs={self.every_n_epochs}) with max_epochs={max_epochs}: "
-                "no epoch end will be measured"
-                + (" (only the end of fit)" if self.measure_on_fit_end else ""),
+                "no epoch end will be measured" + (" (only the end of fit)" if self.measure_on_fit_end else ""),
                 category=UserWarning,
             )
         if self.every_n_epochs is None and self.every_n_train_steps is None and not (self.measure_on_fit_start or self.measure_on_fit_end):
@@ -340,6 +251,9 @@ class EquivarianceCallback(Callback):
                 "measure_on_fit_end=False) never measures",
                 category=UserWarning,
             )
+
+    def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._clock = [time.perf_counter(), 0.0]
 
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         # Choose the probe indices at fit start where the source is already known (user inputs,
@@ -353,43 +267,43 @@ class EquivarianceCallback(Callback):
             self._warn(f"could not choose the probe set at fit start ({type(e).__name__}: {e}); will retry at the first measurement")
         self._map_legacy(trainer)
         self._cut_csv(trainer)
-        if self.measure_on_fit_start and self._fitting(trainer) and int(trainer.global_step) == 0:
+        if self.measure_on_fit_start and int(trainer.global_step) == 0:
             self._maybe_measure(trainer, pl_module)
+
+    def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
+        self._epoch_done = False
 
     def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs, batch, batch_idx: int) -> None:
         self._batch_epoch = int(trainer.current_epoch)  # the epoch of the last step (for the end of fit)
-        n = self.every_n_train_steps
-        step = int(trainer.global_step)
-        if n is None or step == 0 or step % n != 0 or not self._fitting(trainer):
-            return
-        if step == self._tried_step:
-            return  # gradient accumulation: several batches end at the same optimizer step
+        # The last batch of the epoch (an unknown length: every validation run may be the last one).
+        self._epoch_done = batch_idx + 1 >= trainer.num_training_batches or trainer.num_training_batches == float("inf")
+        n, step = self.every_n_train_steps, int(trainer.global_step)
+        if n is None or step == 0 or step % n != 0 or step == self._tried_step:
+            return  # (the same step twice: gradient accumulation ends several batches at one optimizer step)
         self._maybe_measure(trainer, pl_module)
 
     def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        if not self.measure_on_fit_end or not self._fitting(trainer):
-            return
         step = int(trainer.global_step)
-        if step == self._tried_step or step in self._runs.steps:
-            return  # the last measurement was at this step
-        # After the last epoch, trainer.current_epoch is one past it: record the epoch of the last step.
-        epoch = self._batch_epoch if self._batch_epoch is not None else max(0, int(trainer.current_epoch) - 1)
-        self._tried_step = step
-        self.measure_now(trainer, pl_module, epoch)
+        if self.measure_on_fit_end and step != self._tried_step and step not in self._runs.steps:
+            # After the last epoch, trainer.current_epoch is one past it: record the epoch of the last step.
+            epoch = self._batch_epoch if self._batch_epoch is not None else max(0, int(trainer.current_epoch) - 1)
+            self._tried_step = step
+            self.measure_now(trainer, pl_module, epoch)
+        if self.summary and self._runs.steps:
+            rank_zero_info("EquivarianceCallback, end of fit:\n" + fit_summary(self._runs, self._clock[1], time.perf_counter() - self._clock[0]))
 
     def on_validation_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        if self.stage != "validation" or trainer.sanity_checking or not self._fitting(trainer):
-            return
-        loop = trainer.fit_loop.epoch_loop
-        step_based = getattr(trainer, "check_val_every_n_epoch", 1) is None
-        if not step_based and not getattr(loop.batch_progress, "is_last_batch", True):
-            return  # a mid-epoch validation run (val_check_interval < 1): measure the end-of-epoch one
-        self._epoch_end(trainer, pl_module)
+        if trainer.state.fn == TrainerFn.VALIDATING and self.measure_on_validate:
+            self._maybe_measure(trainer, pl_module)
+        # At fit, the end-of-epoch validation run: with validation every N epochs, the run after
+        # the epoch's last batch (a mid-epoch run, val_check_interval < 1, is not measured).
+        elif self.stage == "validation" and not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING:
+            if trainer.check_val_every_n_epoch is None or self._epoch_done:
+                self._epoch_end(trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        if self.stage != "train" or not self._fitting(trainer):
-            return
-        self._epoch_end(trainer, pl_module)
+        if self.stage == "train":
+            self._epoch_end(trainer, pl_module)
 
     def _epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         epoch = int(trainer.current_epoch)
@@ -399,12 +313,6 @@ class EquivarianceCallback(Callback):
             self._set_callback_metrics(trainer, self._runs.legacy[epoch])
             return
         self._maybe_measure(trainer, pl_module)
-
-    # ------------------------------------------------------------------ when
-    @staticmethod
-    def _fitting(trainer: "pl.Trainer") -> bool:
-        fn = getattr(getattr(trainer, "state", None), "fn", None)
-        return fn is None or str(getattr(fn, "value", fn)) == "fit"
 
     def _maybe_measure(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         """Measure at ``trainer.global_step`` unless that step was measured already."""
@@ -420,12 +328,23 @@ class EquivarianceCallback(Callback):
     # ------------------------------------------------------------------ measuring
     def _module(self, pl_module: nn.Module) -> nn.Module:
         module = pl_module
-        if self.submodule:
-            for part in self.submodule.split("."):
-                module = getattr(module, part)
-            if not isinstance(module, nn.Module):
-                raise AttributeError(f"{self.submodule!r} is a {type(module).__name__}, not an nn.Module")
+        for part in self.submodule.split(".") if self.submodule else ():
+            module = getattr(module, part)
+        if not isinstance(module, nn.Module):
+            raise AttributeError(f"{self.submodule!r} is a {type(module).__name__}, not an nn.Module")
         return module
+
+    def _qualified(self, names, module: nn.Module):
+        """Layer names (a list, or a mapping's keys) given relative to the single child module
+        (display names) made qualified; anything else unchanged."""
+        if not self._prefix or not isinstance(names, (list, tuple, Mapping)) or isinstance(names, str):
+            return names
+        known = dict(module.named_modules())
+        full = lambda n: self._prefix + n if isinstance(n, str) and n not in known and self._prefix + n in known else n  # noqa: E731
+        return {full(k): v for k, v in names.items()} if isinstance(names, Mapping) else type(names)(full(n) for n in names)
+
+    def _display(self, name: str) -> str:
+        return name[len(self._prefix):] if self._prefix and name.startswith(self._prefix) else name
 
     def measure_now(
         self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", epoch: Optional[int] = None
@@ -433,60 +352,69 @@ class EquivarianceCallback(Callback):
         """Measure now and log at ``trainer.global_step`` (what the triggers call); returns the report or ``None``.
 
         ``epoch`` (default ``trainer.current_epoch``) is recorded beside the step. Every process
-        must call it (the metric states are synced). Never raises: failures become warnings.
+        must call it (the metric states are synced). Never raises an ``Exception``: failures
+        become warnings; a ``KeyboardInterrupt`` propagates after everything is put back.
         """
         epoch = int(trainer.current_epoch) if epoch is None else int(epoch)
-        step = int(trainer.global_step)
-        t0 = time.perf_counter()
-        snapshot = _Snapshot(pl_module)
-        distributed = self._distributed(trainer)
-        report, error, measurement = None, "", None
+        step, t0 = int(trainer.global_step), time.perf_counter()
+        report, error = None, ""
+        with rngs_restored(cuda=True):
+            snapshot = Snapshot(pl_module)
+            try:
+                report, error = self._measure(trainer, pl_module)
+            finally:
+                written = snapshot.restore()
+        if written:
+            report, error = None, (
+                f"the measurement wrote parameter(s) {written} in place (they cannot be put back; "
+                "a layer's forward must not modify its parameters in eval mode under no_grad)"
+            )
+        self._clock[1] += time.perf_counter() - t0
+        if report is None:
+            self._warn(f"epoch {epoch}, step {step}: measurement failed, nothing logged ({error})")
+            return None
+        self.last_report = report = report.relabeled(self._display)
+        scalars = report.scalars()
+        self._runs.add(step, epoch, scalars)
+        self._publish(trainer, pl_module, step, epoch, report, scalars)
+        skipped = f", {len(report.errors)} (layer, measure, group) left out" if report.errors else ""
+        rank_zero_info(
+            f"EquivarianceCallback: epoch {epoch}, step {step}: {len(self.measures)} measure(s) x {len(self.groups)} group(s) "
+            f"on {len({r.layer for r in report.results})} layers of {len(self._probes.indices)} probe images "
+            f"in {time.perf_counter() - t0:.2f}s{skipped}"
+        )
+        return report
+
+    def _measure(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule"):
+        """``(report, "")`` or ``(None, reason)``; every process reaches the same collectives."""
+        error, measurement = "", None
         try:
             module = self._module(pl_module)
-            if distributed:
+            if trainer.world_size > 1:
                 # DDP keeps parameters equal on every process, but buffers (BatchNorm statistics)
-                # drift apart between DDP's broadcasts: measure rank zero's model everywhere
-                # (each process gets its own buffers back from the snapshot).
-                for buf in pl_module.buffers():
-                    torch.distributed.broadcast(buf.data, src=0)
+                # drift apart between DDP's broadcasts: measure rank zero's buffers everywhere
+                # (each process gets its own back from the snapshot).
+                buffers = list(pl_module.buffers())
+                for buf, zero in zip(buffers, trainer.strategy.broadcast([b.data for b in buffers], src=0)):
+                    buf.data.copy_(zero)
             images = self._probe_images(trainer)
-            show = self.progress and trainer.is_global_zero and self._progress_bar_enabled(trainer)
+            bar = trainer.progress_bar_callback
+            show = self.progress and trainer.is_global_zero and bar is not None and not bar.is_disabled
             measurement = self._measurement(module, progress=show, device=pl_module.device)
             # global probe positions of this process's shard (names non-finite images)
             measurement.update(images, positions=self._probes.positions(int(trainer.global_rank), int(trainer.world_size)))
         except Exception as e:  # noqa: BLE001 - never stop training
             error = f"{type(e).__name__}: {e}"
         try:
-            # Every process must reach the same collectives: agree first on success and on the
-            # (layer, measure, group) states to sync, then compute.
-            collectives = _Collectives(distributed)
+            # Agree first on success and on the (layer, measure, group) states to sync, then compute.
+            collectives = _StrategyCollectives(trainer)
             if measurement is None:
                 collectives.all_gather_object(None)  # failed before measuring: still take part
             elif measurement.agree(collectives, ok=not error):
-                report = measurement.compute()
-            error = error or ("" if report is not None else "the measurement failed on another process")
+                return measurement.compute(), ""
+            return None, error or "the measurement failed on another process"
         except Exception as e:  # noqa: BLE001
-            report, error = None, error or f"{type(e).__name__}: {e}"
-        finally:
-            changed = snapshot.restore()
-        if changed:
-            self._warn(f"the measurement modified {len(changed)} parameter/buffer tensor(s) in place; restored them")
-        if report is None:
-            self._warn(f"epoch {epoch}, step {step}: measurement failed, nothing logged ({error})")
-            return None
-        self.last_report = report
-        scalars = report.scalars()
-        self._runs.add(step, epoch, scalars)
-        self._publish(trainer, pl_module, step, epoch, report, scalars)
-        seconds = time.perf_counter() - t0
-        n_layers = len({r.layer for r in report.results})
-        total = len(self._probes.indices) if self._probes.indices is not None else report.num_samples
-        skipped = f", {len(report.errors)} (layer, measure, group) left out" if report.errors else ""
-        rank_zero_info(
-            f"EquivarianceCallback: epoch {epoch}, step {step}: {len(self.measures)} measure(s) x {len(self.groups)} group(s) "
-            f"on {n_layers} layers of {total} probe images in {seconds:.2f}s{skipped}"
-        )
-        return report
+            return None, error or f"{type(e).__name__}: {e}"
 
     def _measurement(self, module: nn.Module, progress: bool, device) -> Measurement:
         return Measurement(
@@ -495,16 +423,6 @@ class EquivarianceCallback(Callback):
             layouts=self.layouts, on_error=self.on_error, progress=progress, device=device,
         )
 
-    @staticmethod
-    def _progress_bar_enabled(trainer: "pl.Trainer") -> bool:
-        bar = getattr(trainer, "progress_bar_callback", None)
-        return bar is not None and not getattr(bar, "is_disabled", False)
-
-    @staticmethod
-    def _distributed(trainer: "pl.Trainer") -> bool:
-        return int(trainer.world_size) > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()
-
-    # ------------------------------------------------------------------ probe set
     def _source(self, trainer: "pl.Trainer", required: bool = True):
         """The probe source: ``inputs``, else the (first) validation or the training dataloader."""
         if self.inputs is not None:
@@ -539,50 +457,21 @@ class EquivarianceCallback(Callback):
         trainer.callback_metrics.update({k: torch.tensor(v, dtype=torch.float32) for k, v in scalars.items()})
 
     def _publish(self, trainer, pl_module, step: int, epoch: int, report: MeasureReport, scalars: Dict[str, float]) -> None:
-        where = f"epoch {epoch}, step {step}"
         try:
             self._set_callback_metrics(trainer, scalars)
         except Exception as e:  # noqa: BLE001
-            self._warn(f"{where}: could not set trainer.callback_metrics ({type(e).__name__}: {e})")
-        if not trainer.is_global_zero:
-            return
-        logged = select_scalars(scalars, self.log_scalars)
-        for logger in trainer.loggers if logged else ():
-            try:
-                logger.log_metrics(logged, step=step)
-            except Exception as e:  # noqa: BLE001
-                self._warn(f"{where}: {type(logger).__name__}.log_metrics failed ({type(e).__name__}: {e})")
-        self._write_csv(trainer, step, epoch, report)
-        tb_loggers = [lg for lg in trainer.loggers if _is_tensorboard_logger(lg)]
-        if not tb_loggers:
-            return
+            self._warn(f"epoch {epoch}, step {step}: could not set trainer.callback_metrics ({type(e).__name__}: {e})")
         try:
-            from lightning_equivariance_tb.summary import write_series
-        except Exception as e:  # noqa: BLE001
-            self._warn(f"the TensorBoard writer lightning_equivariance_tb.summary is unavailable ({type(e).__name__}: {e})")
-            return
-        model = self.model_name or type(self._module(pl_module)).__name__
-        for logger in tb_loggers:
-            for s in report.series():
-                # One series at a time: a bad series (e.g. a NaN value) loses only itself.
-                try:
-                    write_series(
-                        logger.experiment,
-                        [s],
-                        step=step,
-                        model=model,
-                        baseline=self.baseline,
-                        per_channel=self.per_channel,
-                        epoch=epoch,
-                        global_step=step,
-                    )
-                except Exception as e:  # noqa: BLE001
-                    self._warn(
-                        f"{where}: TensorBoard summary of {s.measure}/{s.group} not written "
-                        f"({type(e).__name__}: {e})"
-                    )
+            if trainer.is_global_zero:
+                publish(
+                    report, scalars, step, epoch, loggers=trainer.loggers, log_scalars=self.log_scalars,
+                    csv_path=self.csv_path(trainer), tb_loggers=[lg for lg in trainer.loggers if _is_tensorboard_logger(lg)],
+                    warn=self._warn, model=self.model_name or type(self._module(pl_module)).__name__,
+                    baseline=self.baseline, run_group=self.run_group, per_channel=self.per_channel,
+                )
+        except Exception as e:  # noqa: BLE001 - logging never stops training
+            self._warn(f"epoch {epoch}, step {step}: logging failed ({type(e).__name__}: {e})")
 
-    # ------------------------------------------------------------------ tidy CSV
     def csv_path(self, trainer: "pl.Trainer") -> Optional[str]:
         """Where the tidy CSV goes: ``csv_file`` in the first logger's directory (``None``: no CSV)."""
         if self.csv_file is None or not trainer.loggers:
@@ -590,14 +479,6 @@ class EquivarianceCallback(Callback):
         logger = trainer.loggers[0]
         folder = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None)
         return os.path.join(str(folder), self.csv_file) if folder else None
-
-    def _write_csv(self, trainer: "pl.Trainer", step: int, epoch: int, report: MeasureReport) -> None:
-        try:
-            path = self.csv_path(trainer)
-            if path is not None:
-                append_tidy_csv(path, step, epoch, report.results)
-        except Exception as e:  # noqa: BLE001
-            self._warn(f"epoch {epoch}, step {step}: the tidy CSV was not written ({type(e).__name__}: {e})")
 
     def _cut_csv(self, trainer: "pl.Trainer") -> None:
         """On resume, drop the tidy CSV's rows after the resumed global step (they will be measured again)."""
@@ -610,13 +491,20 @@ class EquivarianceCallback(Callback):
 
     @staticmethod
     def _warn(message: str) -> None:
-        warnings.warn(f"EquivarianceCallback: {message}", RuntimeWarning, stacklevel=3)
+        rank_zero_warn(f"EquivarianceCallback: {message}", category=RuntimeWarning, stacklevel=3)
+
+
+def _single_child_prefix(pl_module: nn.Module) -> str:
+    """``"name."`` of the LightningModule's single child module with parameters, when all of its
+    parameters are that child's (a wrapper ``self.model = resnet18()``), else ``""``."""
+    owners = [(n, c) for n, c in pl_module.named_children() if next(c.parameters(), None) is not None]
+    if len(owners) != 1 or len(list(pl_module.parameters())) != len(list(owners[0][1].parameters())):
+        return ""
+    return owners[0][0] + "."
 
 
 def _is_tensorboard_logger(logger) -> bool:
-    try:
-        from lightning.fabric.loggers import TensorBoardLogger as FabricTB
-        from lightning.pytorch.loggers import TensorBoardLogger
-    except ImportError:  # pragma: no cover
-        return False
+    from lightning.fabric.loggers import TensorBoardLogger as FabricTB
+    from lightning.pytorch.loggers import TensorBoardLogger
+
     return isinstance(logger, (TensorBoardLogger, FabricTB))

@@ -95,21 +95,32 @@ def is_pooling(module: nn.Module) -> bool:
     return isinstance(module, _POOLS) or "Pool" in type(module).__name__
 
 
+def capture_modes(model: nn.Module) -> List[Tuple[nn.Module, bool]]:
+    """The train/eval mode of ``model`` and every submodule, parents first (for :func:`restore_modes`)."""
+    return [(m, m.training) for m in model.modules()]
+
+
+def restore_modes(modes: Sequence[Tuple[nn.Module, bool]]) -> None:
+    """Put back modes captured by :func:`capture_modes` through each module's own ``train(mode)``
+    (modules such as e2cnn's ``R2Conv`` register or drop buffers there; setting ``.training``
+    by attribute would skip that), leaving every submodule in its former mode."""
+    for m, mode in modes:  # parents first: a parent's train() also sets its children
+        if m.training != mode or any(c.training != mode for c in m.children()):
+            m.train(mode)
+    for m, mode in modes:
+        if m.training != mode:
+            m.training = mode  # a module whose train() does not set its own flag
+
+
 @contextlib.contextmanager
 def eval_mode(model: nn.Module):
-    """``model.eval()`` inside the block; afterwards every submodule's former mode, set through its
-    own ``train(mode)`` (modules such as e2cnn's ``R2Conv`` register or drop buffers there)."""
-    modes = [(m, m.training) for m in model.modules()]
+    """``model.eval()`` inside the block; afterwards every submodule's former mode (:func:`restore_modes`)."""
+    modes = capture_modes(model)
     try:
         model.eval()
         yield model
     finally:
-        for m, mode in modes:  # parents first: a parent's train() also sets its children
-            if m.training != mode or any(c.training != mode for c in m.children()):
-                m.train(mode)
-        for m, mode in modes:
-            if m.training != mode:
-                m.training = mode  # a module whose train() does not set its own flag
+        restore_modes(modes)
 
 
 # Leaf modules that compute something: convolutions, linear maps, normalisations,

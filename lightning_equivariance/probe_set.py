@@ -12,7 +12,7 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import torch
 
-from .snapshot import rngs_restored, seed_rngs
+from .snapshot import owned_rngs_restored, rngs_restored, seed_rngs
 
 __all__ = [
     "shard", "first_tensor_of", "iter_images", "is_dataset", "INPUT_RULE", "ProbeSet", "check_inputs", "dataset_of", "item_seed"]
@@ -128,7 +128,8 @@ class ProbeSet:
     collated with the loader's ``collate_fn``; each is read with the global RNGs seeded from
     ``(seed, index)`` (:func:`item_seed`) and restored afterwards, so random augmentations draw
     the same for an image at every epoch and on every rank, and the caller's RNG stream is
-    untouched. The input of a batch follows the input rule (module docstring) or ``input_fn``.
+    untouched, as is the state of every generator the dataset or its transforms own
+    (:func:`~lightning_equivariance.snapshot.owned_rngs_restored`). The input of a batch follows the input rule (module docstring) or ``input_fn``.
     This process's images are cached on CPU.
 
     ``owner`` prefixes the warnings (a new choice after a checkpoint, a checkpoint chosen with
@@ -246,7 +247,7 @@ class ProbeSet:
 
         collate = collate or default_collate
         chunks, step = [], 64
-        with rngs_restored():
+        with rngs_restored(), owned_rngs_restored(dataset):
             for start in range(0, len(indices), step):
                 items = []
                 for i in indices[start : start + step]:
@@ -257,7 +258,7 @@ class ProbeSet:
 
     def _read_iterable(self, loader) -> torch.Tensor:
         chunks, n = [], 0
-        with rngs_restored():
+        with rngs_restored(), owned_rngs_restored(loader):
             seed_rngs(self.seed)
             for batch in loader:
                 x = self.input_of(batch).detach().cpu()

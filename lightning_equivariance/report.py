@@ -7,8 +7,8 @@ means per depth part (Bruintjes et al. 2023 §4.2, :func:`assign_parts`).
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Tuple
+from dataclasses import dataclass, field, replace
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -141,6 +141,22 @@ class MeasureReport:
     depth: Dict[str, Tuple[int, str]] = field(default_factory=dict)
     #: the selected layers' names, in the model's registration order
     selected: List[str] = field(default_factory=list)
+
+    def relabeled(self, name: Callable[[str], str]) -> "MeasureReport":
+        """The same report with every layer name mapped through ``name`` (display names, e.g.
+        relative to a LightningModule's single child module); the results are shared, not copied."""
+        key = lambda k: (name(k[0]),) + tuple(k[1:])  # noqa: E731
+        return replace(
+            self,
+            results=[replace(r, layer=name(r.layer)) for r in self.results],
+            errors={key(k): v for k, v in self.errors.items()},
+            notes={key(k): v for k, v in self.notes.items()},
+            not_called=[name(n) for n in self.not_called],
+            layouts={name(k): v for k, v in self.layouts.items()},
+            non_finite={name(k): v for k, v in self.non_finite.items()},
+            depth={name(k): v for k, v in self.depth.items()},
+            selected=[name(n) for n in self.selected],
+        )
 
     def to_dataframe(self, per_element: bool = False):
         """A ``pandas.DataFrame`` with columns ``layer, index, part, kind, layout, measure, group, value,
@@ -321,6 +337,25 @@ class MeasureReport:
             ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8, frameon=False)
         fig.tight_layout()
         return fig, ax
+
+    def to_html(self, path: str, *, title: str = "Equivariance report", run: str = "report", step: int = 0,
+                model: str = "", run_group: str = "") -> int:
+        """Write one self-contained HTML file with this report's views; returns its size in bytes.
+
+        The layer profile (chance dotted, standard errors as a band, where measured), the heatmap
+        (layers x this one measurement) and the part values, drawn by plotly.js inlined from the
+        installed ``plotly`` package: the file opens offline in any browser, no server, no network.
+        ``run``, ``step``, ``model`` and ``run_group`` label the measurement. For the runs of a
+        log directory over training see ``lightning-equivariance report`` (docs/compare.md).
+
+        Raises:
+            lightning_equivariance.html_report.ReportError: if the report is empty or ``path``
+                cannot be written.
+        """
+        from .html_report import build_data, runs_from_report, write_html
+
+        runs = runs_from_report(self, run=run, step=step, model=model, run_group=run_group)
+        return write_html(path, build_data(runs, title=title))
 
     def warn_summary(self) -> None:
         """One warning for what was left out (errors, non-finite images), if anything (never silently)."""

@@ -1,20 +1,23 @@
-"""What a run has measured, and where it was written: the history by global step and the tidy CSV.
+"""What a run has measured, and where it was written: the history by global step, the tidy CSV,
+the loggers and TensorBoard summaries of one measurement (:func:`publish`), the end-of-fit table.
 
 No Lightning here: :class:`~lightning_equivariance.callback.EquivarianceCallback` keeps a
-:class:`History` in its ``state_dict`` and appends every measurement to a tidy CSV.
+:class:`History` in its ``state_dict`` and publishes every measurement through these functions;
+loggers are anything with Lightning's ``log_metrics(metrics, step)``.
 """
 from __future__ import annotations
 
 import csv
 import os
-from typing import Any, Dict, Iterable, Mapping, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Union
 
-__all__ = ["History", "CSV_COLUMNS", "append_tidy_csv", "cut_tidy_csv", "select_scalars"]
+__all__ = ["History", "CSV_COLUMNS", "append_tidy_csv", "cut_tidy_csv", "fit_summary", "publish", "select_scalars"]
 
 #: Version of the ``state_dict`` layout: 2 = history keyed by global step (1 had no field: by epoch).
 STATE_VERSION = 2
 
-#: The tidy CSV's columns (empty where undefined); ``pandas.read_csv`` reads it in one line.
+#: The tidy CSV's columns (empty where undefined); ``pandas.read_csv(path, dtype={"layer": str})``
+#: reads it in one line (the dtype keeps layer names such as ``0`` strings).
 CSV_COLUMNS = ("global_step", "epoch", "layer", "part", "measure", "group", "value", "chance", "above_chance", "stderr")
 
 
@@ -108,3 +111,72 @@ def cut_tidy_csv(path: str, up_to: int, keep: Iterable[int]) -> None:
     if len(kept) != len(rows):
         with open(path, "w", newline="") as f:
             csv.writer(f).writerows(kept)
+
+
+def fit_summary(history: History, measuring_seconds: float, fit_seconds: float, prefix: str = "equivariance/") -> str:
+    """The end-of-fit table: every part mean at the first and the last measurement, and the
+    time spent measuring as a share of the fit's wall time."""
+    steps = sorted(history.steps)
+    if not steps:
+        return "no measurement"
+    first, last = history.steps[steps[0]], history.steps[steps[-1]]
+    names = sorted({k for k in (*first, *last) if "/part/" in k})
+    rows = [("scalar", f"step {steps[0]}", f"step {steps[-1]}", "change")]
+    for name in names:
+        a, b = first.get(name), last.get(name)
+        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        change = "-" if a is None or b is None else f"{b - a:+.4f}"
+        rows.append((name[len(prefix):] if name.startswith(prefix) else name, fmt(a), fmt(b), change))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    share = 100.0 * measuring_seconds / fit_seconds if fit_seconds > 0 else float("nan")
+    lines.append(
+        f"{len(steps)} measurement(s) at global steps {steps[0]}..{steps[-1]}; measuring took "
+        f"{measuring_seconds:.1f} s of {fit_seconds:.1f} s of fit ({share:.1f}%)"
+    )
+    return "\n".join(lines)
+
+
+def publish(
+    report,
+    scalars: Mapping[str, float],
+    step: int,
+    epoch: int,
+    *,
+    loggers: Sequence[Any] = (),
+    log_scalars: Union[str, Sequence[str]] = "parts",
+    csv_path: Optional[str] = None,
+    tb_loggers: Sequence[Any] = (),
+    warn: Callable[[str], None],
+    **series_kwargs,
+) -> None:
+    """Write one measurement (rank zero): the scalars ``log_scalars`` picks to every logger, the
+    rows of the tidy CSV at ``csv_path``, and the per-layer summaries to the ``experiment`` (a
+    ``SummaryWriter``) of every TensorBoard logger (``lightning_equivariance_tb.summary.write_series``
+    with ``series_kwargs``, one series at a time). Every failure becomes ``warn(message)`` and loses only what it was writing."""
+    where = f"epoch {epoch}, step {step}"
+    logged = select_scalars(scalars, log_scalars)
+    for logger in loggers if logged else ():
+        try:
+            logger.log_metrics(logged, step=step)
+        except Exception as e:  # noqa: BLE001 - a logger's failure never stops training
+            warn(f"{where}: {type(logger).__name__}.log_metrics failed ({type(e).__name__}: {e})")
+    try:
+        if csv_path is not None:
+            append_tidy_csv(csv_path, step, epoch, report.results)
+    except Exception as e:  # noqa: BLE001
+        warn(f"{where}: the tidy CSV was not written ({type(e).__name__}: {e})")
+    if not tb_loggers:
+        return
+    try:
+        from lightning_equivariance_tb.summary import write_series
+    except Exception as e:  # noqa: BLE001
+        warn(f"the TensorBoard writer lightning_equivariance_tb.summary is unavailable ({type(e).__name__}: {e})")
+        return
+    for logger in tb_loggers:
+        for s in report.series():  # one series at a time: a bad one (a NaN value) loses only itself
+            try:
+                write_series(logger.experiment, [s], step=step, epoch=epoch, global_step=step, **series_kwargs)
+            except Exception as e:  # noqa: BLE001
+                warn(f"{where}: TensorBoard summary of {s.measure}/{s.group} not written ({type(e).__name__}: {e})")

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from callback_helpers import AugmentedDataset, LitCNN, make_data, trainer_kwargs
 from lightning_equivariance import EquivarianceCallback, Rotation90
-from lightning_equivariance.callback import _Snapshot
+from lightning_equivariance.snapshot import Snapshot
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:.*does not have many workers.*",
@@ -28,7 +28,8 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:.*litlogger.*",
 )
 
-LAYERS = ["net.0", "net.1", "net.2", "net.3", "net.4", "net.5", "net.7", "net.9"]
+# names relative to LitCNN's single child module `net` (as measure(model.net) and the CLI give them)
+LAYERS = ["0", "1", "2", "3", "4", "5", "7", "9"]
 PARTS = ["Early", "Early", "Middle", "Middle", "Late", "Late", "Pool", "Final"]
 
 
@@ -138,17 +139,16 @@ class _Counting(nn.Module):
         return self.conv(x)
 
 
-def test_snapshot_copies_back_tensors_written_in_place():
+def test_snapshot_copies_back_buffers_and_names_parameters_written_in_place():
+    """Buffers are copied and put back; parameters are not copied (no second copy of a large
+    model): one written in place is named. RNG states are the callback's rngs_restored's job."""
     model = _Counting()
-    snap = _Snapshot(model)
+    snap = Snapshot(model)
     with torch.no_grad():
         model(torch.randn(2, 1, 8, 8))
         model.conv.weight.add_(1.0)
-    torch.rand(3)
-    state = torch.get_rng_state()
-    changed = snap.restore()
-    assert len(changed) == 2 and float(model.calls) == 0.0
-    assert not torch.equal(torch.get_rng_state(), state)
+    written = snap.restore()
+    assert written == ["conv.weight"] and float(model.calls) == 0.0
 
 
 # ---------------------------------------------------------------------------- probe set
@@ -369,9 +369,9 @@ def test_a_failing_layer_warns_with_its_name_and_the_rest_is_logged(tmp_path):
         trainer.fit(_NonSquare())
     assert trainer.state.finished
     logged = cb.history[0]
-    assert "equivariance/invariance/rotation90/net.0" in logged
-    assert not any("/net.4" in k for k in logged)
-    assert "net.4" in {k[0] for k in cb.last_report.errors}  # keyed (layer, measure, group) now
+    assert "equivariance/invariance/rotation90/0" in logged
+    assert not any(k.endswith("/4") for k in logged)
+    assert "4" in {k[0] for k in cb.last_report.errors}  # keyed (layer, measure, group) now
 
 
 def test_any_measurement_error_becomes_a_warning(tmp_path):
@@ -432,6 +432,41 @@ def test_layout_override_and_on_error_reach_the_measurement(tmp_path):
     pl.seed_everything(0, verbose=False)
     trainer = pl.Trainer(callbacks=[cb], logger=CSVLogger(str(tmp_path)), **trainer_kwargs(tmp_path, max_epochs=1))
     trainer.fit(LitCNN())  # net.4's B x 8 x 8 x 8 output read as channels-last on request
-    assert cb.last_report.layouts == {"net.0": "channels_first", "net.4": "channels_last"}
+    assert cb.last_report.layouts == {"0": "channels_first", "4": "channels_last"}
     with pytest.raises(ValueError, match="on_error"):
         EquivarianceCallback(on_error="ignore")
+
+
+class _TwoChildren(LitCNN):
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(5, 5)  # a second child with parameters: names stay qualified
+
+    def forward(self, x):
+        return self.head(self.net(x))
+
+
+def test_layer_names_are_relative_to_the_single_child_and_layers_accepts_both_forms(tmp_path):
+    """LitCNN wraps one child ``net``: the callback reports ``0`` as measure(model.net) and the CLI
+    do; ``layers=``/``layouts=`` take the relative or the qualified name, with the same values."""
+    reports = []
+    for layers, layouts in ((["0", "4"], {"4": "channels_last"}), (["net.0", "net.4"], {"net.4": "channels_last"})):
+        cb = EquivarianceCallback(num_samples=8, layers=layers, layouts=layouts, measure_on_fit_end=False)
+        pl.seed_everything(0, verbose=False)
+        trainer = pl.Trainer(callbacks=[cb], logger=False, **trainer_kwargs(tmp_path, max_epochs=1))
+        trainer.fit(LitCNN())
+        reports.append(cb.last_report)
+    a, b = (r.to_dataframe() for r in reports)
+    assert list(a["layer"].unique()) == ["0", "4"] and a["layer"].tolist() == b["layer"].tolist()
+    np.testing.assert_array_equal(a["value"].to_numpy(), b["value"].to_numpy())
+    assert reports[0].layouts == {"0": "channels_first", "4": "channels_last"}
+    from lightning_equivariance import measure
+
+    model = LitCNN()
+    direct = measure(model.net, make_data(8, 2)[0], layers=["0", "4"], layouts={"4": "channels_last"})
+    assert [r.layer for r in direct.results] == [r.layer for r in reports[0].results]
+
+    cb = EquivarianceCallback(num_samples=8, layers=["net.0", "head"], measure_on_fit_end=False)
+    trainer = pl.Trainer(callbacks=[cb], logger=False, **trainer_kwargs(tmp_path, max_epochs=1))
+    trainer.fit(_TwoChildren())
+    assert sorted({r.layer for r in cb.last_report.results}) == ["head", "net.0"]

@@ -46,7 +46,8 @@ def test_ddp_two_processes_log_the_one_process_values(tmp_path):
     csv = pd.read_csv(tmp_path / "csv" / "version_0" / "metrics.csv")
     for epoch, state in r0["states"].items():
         model.load_state_dict(state)
-        report = measure(model, x[indices], measures=("invariance", "equivariance"), groups=("rotation90",))
+        # the callback names layers relative to LitCNN's single child `net`, as measure(model.net) does
+        report = measure(model.net, x[indices], measures=("invariance", "equivariance"), groups=("rotation90",))
         expected = report.scalars()  # the names and part means the callback logs
         logged = r0["history"][epoch]
         assert set(logged) == set(expected)

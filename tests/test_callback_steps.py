@@ -19,7 +19,8 @@ pytestmark = pytest.mark.filterwarnings(
     "ignore:.*resuming from a checkpoint that ended before the epoch ended.*",
 )
 
-LAYERS = ["net.0", "net.1", "net.2", "net.3", "net.4", "net.5", "net.7", "net.9"]
+# names relative to LitCNN's single child module `net` (as measure(model.net) and the CLI give them)
+LAYERS = ["0", "1", "2", "3", "4", "5", "7", "9"]
 PARTS = ("Early", "Middle", "Late", "Pool", "Final")
 MEASURES = ("invariance", "equivariance")
 
@@ -197,7 +198,7 @@ def test_default_scalars_are_the_part_means_and_the_tidy_csv_has_every_layer(tmp
     # the tidy CSV: in the first logger's directory, one row per (global step, layer, measure, group)
     path = os.path.join(csv_logger.log_dir, "equivariance.csv")
     assert cb.csv_path(trainer) == path
-    tidy = pd.read_csv(path)
+    tidy = pd.read_csv(path, dtype={"layer": str})  # layer names such as "0" stay strings
     assert list(tidy.columns) == ["global_step", "epoch", "layer", "part", "measure", "group", "value", "chance", "above_chance", "stderr"]
     assert len(tidy) == 2 * len(LAYERS) * len(MEASURES)
     assert sorted(set(zip(tidy.global_step, tidy.epoch))) == [(4, 0), (8, 1)]
@@ -220,7 +221,7 @@ def test_default_scalars_are_the_part_means_and_the_tidy_csv_has_every_layer(tmp
         ("layers", {f"equivariance/invariance/rotation90/{layer}" for layer in LAYERS}
          | {f"equivariance/invariance/rotation90/part/{p}" for p in PARTS}),
         ("none", set()),
-        (["equivariance/invariance/rotation90/net.4"], {"equivariance/invariance/rotation90/net.4"}),
+        (["equivariance/invariance/rotation90/4"], {"equivariance/invariance/rotation90/4"}),
     ],
 )
 def test_log_scalars_chooses_the_logger_scalars(tmp_path, log_scalars, expected):
@@ -238,3 +239,48 @@ def test_measure_on_fit_start_before_the_first_validation_run(tmp_path):
     trainer = _run(tmp_path, cb, model=LitCNN(), max_epochs=1, num_sanity_val_steps=0, loggers=False)
     assert sorted(cb.step_history) == [0, 2, 4]  # step 0 from the validation set, loaded early
     assert len(cb.state_dict()["indices"]) == 8 and trainer.state.finished
+
+
+# ---------------------------------------------------------------------------- validate, groups, summary
+def test_validate_alone_measures_when_asked(tmp_path):
+    model = LitCNN()
+    asked = EquivarianceCallback(num_samples=8, measure_on_validate=True)
+    trainer = pl.Trainer(callbacks=[asked], logger=CSVLogger(str(tmp_path)), **trainer_kwargs(tmp_path))
+    trainer.validate(model, verbose=False)
+    assert list(asked.step_history) == [0] and asked.last_report.results
+    assert "equivariance/invariance/rotation90/0" in trainer.callback_metrics
+    trainer.validate(model, verbose=False)  # the same global step: not measured twice
+    assert list(asked.step_history) == [0]
+
+    silent = EquivarianceCallback(num_samples=8)
+    trainer = pl.Trainer(callbacks=[silent], logger=False, **trainer_kwargs(tmp_path))
+    trainer.validate(model, verbose=False)
+    assert silent.step_history == {}
+
+
+def test_the_run_group_is_recorded_in_the_summaries(tmp_path):
+    from lightning_equivariance_tb import metadata
+
+    _run(tmp_path, EquivarianceCallback(num_samples=8, run_group="cnn_rotaug"), max_epochs=1)
+    acc, steps = _tensor_steps(tmp_path / "tb" / "version_0")
+    for tag in steps:
+        content = metadata.parse_plugin_metadata(acc.SummaryMetadata(tag).plugin_data.content)
+        assert content["run_group"] == "cnn_rotaug", tag
+
+
+def test_the_end_of_fit_table_has_every_part_first_and_last_and_the_time_share(tmp_path, caplog):
+    cb = EquivarianceCallback(num_samples=8, measures=("invariance",))
+    with caplog.at_level("INFO"):
+        _run(tmp_path, cb, max_epochs=2, loggers=False)
+    table = next(r.getMessage() for r in caplog.records if "end of fit" in r.getMessage())
+    first, last = cb.step_history[5], cb.step_history[10]
+    assert "step 5" in table and "step 10" in table and "of fit (" in table
+    for part in PARTS:
+        name = f"equivariance/invariance/rotation90/part/{part}"
+        row = next(line for line in table.splitlines() if line.startswith(f"invariance/rotation90/part/{part} "))
+        assert row.split()[1:] == [f"{first[name]:.4f}", f"{last[name]:.4f}", f"{last[name] - first[name]:+.4f}"]
+    quiet = EquivarianceCallback(num_samples=8, measures=("invariance",), summary=False)
+    caplog.clear()
+    with caplog.at_level("INFO"):
+        _run(tmp_path / "quiet", quiet, max_epochs=1, loggers=False)
+    assert not [r for r in caplog.records if "end of fit" in r.getMessage()]
