@@ -29,10 +29,10 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
-from .callback_args import UNSET, check_callback_args, naming
+from .callback_args import UNSET, check_callback_args, naming, schedule_problems
 from .engine import Measurement, MeasureReport
 from .groups import Group, Rotation90
-from .probe import LayerSpec, select_layers
+from .probe import LayerSpec, display_name, qualified_names, select_layers, wrapped_child_prefix
 from .probe_set import ProbeSet, dataset_of
 from .run_log import History, cut_tidy_csv, fit_summary, publish
 from .snapshot import Snapshot, rngs_restored
@@ -214,43 +214,20 @@ class EquivarianceCallback(Callback):
             return
         with naming(f"submodule={self.submodule!r}", AttributeError):
             module = self._module(pl_module)
-        self._prefix = "" if self.submodule else _single_child_prefix(pl_module)
+        self._prefix = "" if self.submodule else wrapped_child_prefix(pl_module)
         self.layers, self.layouts, self.channel_actions = (
-            self._qualified(self.layers, module), self._qualified(self.layouts, module), self._qualified(self.channel_actions, module)
+            qualified_names(names, module, self._prefix) for names in (self.layers, self.layouts, self.channel_actions)
         )
         with naming(f"layers={self.layers!r}"):
             select_layers(module, self.layers)
         with naming(f"EquivarianceCallback(measures={list(self.measures)}, groups={list(self.groups)})"):
             self._measurement(module, progress=False, device=None)  # the engine's checks of measures, groups, options
         if stage == TrainerFn.FITTING:
-            self._warn_if_never_measuring(trainer, pl_module)
-
-    def _warn_if_never_measuring(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        if self.stage == "validation":
-            if not is_overridden("validation_step", pl_module):
-                raise ValueError(
-                    f"stage='validation' but {type(pl_module).__name__} has no validation_step, so no validation "
-                    "epoch ever ends; use EquivarianceCallback(stage='train')"
-                )
-            if trainer.limit_val_batches == 0 and self.inputs is None:
-                rank_zero_warn(
-                    "EquivarianceCallback(stage='validation'): limit_val_batches=0 disables validation, so there are "
-                    "no validation probe images and nothing will be measured; use stage='train' or inputs=...",
-                    category=UserWarning,
-                )
-        max_epochs = trainer.max_epochs
-        if self.every_n_epochs is not None and max_epochs is not None and 0 <= max_epochs < self.every_n_epochs:
-            rank_zero_warn(
-                f"EquivarianceCallback(every_n_epochs={self.every_n_epochs}) with max_epochs={max_epochs}: "
-                "no epoch end will be measured" + (" (only the end of fit)" if self.measure_on_fit_end else ""),
-                category=UserWarning,
-            )
-        if self.every_n_epochs is None and self.every_n_train_steps is None and not (self.measure_on_fit_start or self.measure_on_fit_end):
-            rank_zero_warn(
-                "EquivarianceCallback(every_n_epochs=None, every_n_train_steps=None, measure_on_fit_start=False, "
-                "measure_on_fit_end=False) never measures",
-                category=UserWarning,
-            )
+            for message in schedule_problems(
+                self, has_validation_step=is_overridden("validation_step", pl_module), module_name=type(pl_module).__name__,
+                limit_val_batches=trainer.limit_val_batches, max_epochs=trainer.max_epochs,
+            ):
+                rank_zero_warn(message, category=UserWarning)
 
     def on_fit_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self._clock = [time.perf_counter(), 0.0]
@@ -334,18 +311,6 @@ class EquivarianceCallback(Callback):
             raise AttributeError(f"{self.submodule!r} is a {type(module).__name__}, not an nn.Module")
         return module
 
-    def _qualified(self, names, module: nn.Module):
-        """Layer names (a list, or a mapping's keys) given relative to the single child module
-        (display names) made qualified; anything else unchanged."""
-        if not self._prefix or not isinstance(names, (list, tuple, Mapping)) or isinstance(names, str):
-            return names
-        known = dict(module.named_modules())
-        full = lambda n: self._prefix + n if isinstance(n, str) and n not in known and self._prefix + n in known else n  # noqa: E731
-        return {full(k): v for k, v in names.items()} if isinstance(names, Mapping) else type(names)(full(n) for n in names)
-
-    def _display(self, name: str) -> str:
-        return name[len(self._prefix):] if self._prefix and name.startswith(self._prefix) else name
-
     def measure_now(
         self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", epoch: Optional[int] = None
     ) -> Optional[MeasureReport]:
@@ -373,7 +338,7 @@ class EquivarianceCallback(Callback):
         if report is None:
             self._warn(f"epoch {epoch}, step {step}: measurement failed, nothing logged ({error})")
             return None
-        self.last_report = report = report.relabeled(self._display)
+        self.last_report = report = report.relabeled(lambda name: display_name(name, self._prefix))
         scalars = report.scalars()
         self._runs.add(step, epoch, scalars)
         self._publish(trainer, pl_module, step, epoch, report, scalars)
@@ -492,15 +457,6 @@ class EquivarianceCallback(Callback):
     @staticmethod
     def _warn(message: str) -> None:
         rank_zero_warn(f"EquivarianceCallback: {message}", category=RuntimeWarning, stacklevel=3)
-
-
-def _single_child_prefix(pl_module: nn.Module) -> str:
-    """``"name."`` of the LightningModule's single child module with parameters, when all of its
-    parameters are that child's (a wrapper ``self.model = resnet18()``), else ``""``."""
-    owners = [(n, c) for n, c in pl_module.named_children() if next(c.parameters(), None) is not None]
-    if len(owners) != 1 or len(list(pl_module.parameters())) != len(list(owners[0][1].parameters())):
-        return ""
-    return owners[0][0] + "."
 
 
 def _is_tensorboard_logger(logger) -> bool:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator
+from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 
 from .probe_set import check_inputs
 
-__all__ = ["STAGES", "LOG_SCALARS", "UNSET", "check_callback_args", "naming"]
+__all__ = ["STAGES", "LOG_SCALARS", "UNSET", "check_callback_args", "naming", "schedule_problems"]
 
 STAGES = ("validation", "train")
 LOG_SCALARS = ("parts", "layers", "none")
@@ -110,3 +110,32 @@ def check_callback_args(a: Dict[str, Any]) -> Dict[str, Any]:
         **{k: dict(a[k] or {}) for k in ("measure_options", "channel_actions", "layouts")},
         run_group=a["run_group"] or "",
     )
+
+
+def schedule_problems(cb, *, has_validation_step: bool, module_name: str, limit_val_batches, max_epochs: Optional[int]) -> List[str]:
+    """The warnings of a callback ``cb`` (its checked arguments) whose configuration will never
+    measure on this trainer; raises ``ValueError`` for ``stage="validation"`` without a
+    ``validation_step`` (no validation epoch ever ends)."""
+    problems = []
+    if cb.stage == "validation":
+        if not has_validation_step:
+            raise ValueError(
+                f"stage='validation' but {module_name} has no validation_step, so no validation "
+                "epoch ever ends; use EquivarianceCallback(stage='train')"
+            )
+        if limit_val_batches == 0 and cb.inputs is None:
+            problems.append(
+                "EquivarianceCallback(stage='validation'): limit_val_batches=0 disables validation, so there are "
+                "no validation probe images and nothing will be measured; use stage='train' or inputs=..."
+            )
+    if cb.every_n_epochs is not None and max_epochs is not None and 0 <= max_epochs < cb.every_n_epochs:
+        problems.append(
+            f"EquivarianceCallback(every_n_epochs={cb.every_n_epochs}) with max_epochs={max_epochs}: "
+            "no epoch end will be measured" + (" (only the end of fit)" if cb.measure_on_fit_end else "")
+        )
+    if cb.every_n_epochs is None and cb.every_n_train_steps is None and not (cb.measure_on_fit_start or cb.measure_on_fit_end):
+        problems.append(
+            "EquivarianceCallback(every_n_epochs=None, every_n_train_steps=None, measure_on_fit_start=False, "
+            "measure_on_fit_end=False) never measures"
+        )
+    return problems

@@ -123,6 +123,32 @@ def eval_mode(model: nn.Module):
         restore_modes(modes)
 
 
+def wrapped_child_prefix(module: nn.Module) -> str:
+    """``"name."`` of ``module``'s single child with parameters when every parameter is that
+    child's (a LightningModule wrapping ``self.model = resnet18()``), else ``""``: layer names
+    shown relative to it agree with ``measure(module.model)``'s."""
+    owners = [(n, c) for n, c in module.named_children() if next(c.parameters(), None) is not None]
+    if len(owners) != 1 or len(list(module.parameters())) != len(list(owners[0][1].parameters())):
+        return ""
+    return owners[0][0] + "."
+
+
+def display_name(name: str, prefix: str) -> str:
+    """A qualified layer name shown relative to the wrapped child (``prefix`` from :func:`wrapped_child_prefix`)."""
+    return name[len(prefix):] if prefix and name.startswith(prefix) else name
+
+
+def qualified_names(names, module: nn.Module, prefix: str):
+    """Layer names (a list/tuple, or a mapping's keys) given relative to the wrapped child made
+    qualified in ``module``; names that already are, and anything else (``"auto"``, types,
+    predicates), unchanged."""
+    if not prefix or isinstance(names, str) or not isinstance(names, (list, tuple, Mapping)):
+        return names
+    known = dict(module.named_modules())
+    full = lambda n: prefix + n if isinstance(n, str) and n not in known and prefix + n in known else n  # noqa: E731
+    return {full(k): v for k, v in names.items()} if isinstance(names, Mapping) else type(names)(full(n) for n in names)
+
+
 # Leaf modules that compute something: convolutions, linear maps, normalisations,
 # activations, pooling. Dropout, Identity, Flatten and containers are left out.
 _COMPUTING = (
