@@ -23,6 +23,13 @@ epochs) with ``per_channel=True`` into ``--channels-logdir`` (default: a
 ``per_channel_logs`` directory beside ``--logdir``; ~1-2 minutes) and takes the
 channels screenshot from there. ``--no-train`` skips that (no channels
 screenshot then).
+
+Run groups: ``docs/tb_groups.png`` shows the group view (curves: each group's
+mean over its runs with the 95% Student-t interval over runs as a band). Its
+runs come from ``--groups-logdir`` when given (runs with a recorded
+``run_group``), else from small runs written with the summary writer and a
+``run_group`` (``tests/tb_helpers.write_group_logdir``: three seeds each of three
+models, one a baseline group, and a run in no group; a second). ``--only-groups`` takes just that one.
 """
 
 import argparse
@@ -205,6 +212,46 @@ def channels_shot(url, out, width, height, run=None, part="Late"):
         tab.close()
 
 
+def groups_shot(url, out, width, height):
+    """The group view: curves with each group's mean and interval band."""
+    tab = Tab(url, width, height)
+    try:
+        from selenium.webdriver.support.ui import Select
+
+        by = Select(tab.driver.find_element(tab.By.CSS_SELECTOR, ".eq-group-by"))
+        if by.first_selected_option.get_attribute("value") != "recorded":
+            tab.after_render(lambda: by.select_by_value("recorded"))
+        tab.until(lambda d: tab.js("return document.querySelectorAll('.eq-group-entry').length"))
+        tab.view("curves", plots=2)
+        tab.until(lambda d: tab.js(
+            "return [...document.querySelectorAll('.js-plotly-plot')].some(p => p.data.some(t => t.meta === 'group-band'))"))
+        time.sleep(1.0)
+        tab.shot(os.path.join(out, "tb_groups.png"))
+    finally:
+        tab.close()
+
+
+SHOT_GROUP_RUNS = dict(
+    [("cnn_seed%d" % i, ("cnn", False, 0.03 * (i - 1), 6)) for i in range(3)]
+    + [("cnn_rotaug_seed%d" % i, ("cnn_rotaug", False, 0.15 + 0.03 * (i - 1), 6)) for i in range(3)]
+    + [("steerable_seed%d" % i, ("steerable_c4", True, 0.4 + 0.02 * (i - 1), 6)) for i in range(3)]
+    + [("cnn_wide", ("", False, 0.08, 6))]
+)
+"""The runs of the group screenshot: three seeds each of three models (the steerable
+one a baseline group, drawn dashed) and a run in no group."""
+
+
+def groups_logdir(path):
+    """A log directory of grouped runs for the group screenshot."""
+    if path:
+        return os.path.abspath(path)
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="tb_groups_")
+    tb_helpers.write_group_logdir(path, runs=SHOT_GROUP_RUNS)
+    return path
+
+
 def part_values(url, runs):
     """{run: {measure: {part: value}, "val_acc": ...}} at each run's last epoch."""
     table = {}
@@ -224,11 +271,21 @@ def main():
     parser.add_argument("--channels-logdir", default=None)
     parser.add_argument("--no-train", action="store_true",
                         help="never train a per-channel run (no channels screenshot without one)")
+    parser.add_argument("--groups-logdir", default=None,
+                        help="runs with a recorded run_group for docs/tb_groups.png "
+                             "(default: small runs written with the summary writer)")
+    parser.add_argument("--only-groups", action="store_true", help="take docs/tb_groups.png only")
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--height", type=int, default=1000)
     args = parser.parse_args()
     logdir = os.path.abspath(args.logdir)
     os.makedirs(args.out, exist_ok=True)
+
+    with tb_helpers.TensorBoardProcess(groups_logdir(args.groups_logdir), timeout=120) as tb:
+        wait_for_runs(tb.url)
+        groups_shot(tb.url, args.out, args.width, args.height)
+    if args.only_groups:
+        return
 
     with tb_helpers.TensorBoardProcess(logdir, timeout=120) as tb:
         runs = wait_for_runs(tb.url)

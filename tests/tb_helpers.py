@@ -15,7 +15,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from lightning_equivariance_tb.summary import write_report
+from lightning_equivariance_tb.summary import write_report, write_series
 
 XSS_RUN = "<img src=x onerror=alert(1)>"
 """A hostile run name: must show as text everywhere."""
@@ -770,3 +770,67 @@ def write_stats_run(run_dir, *, n_layers=60, epochs=3, uninformative=(57, 58, 59
         write_report(writer, FakeReport([series]), epoch, model="deep net", walltime=1000.0 + epoch)
     writer.close()
     return {"layers": names, "chance": chance, "stderr": stderr, "values": values}
+
+
+# ------------------------------------------------------------------ groups --
+
+GROUP_RUNS = {
+    # run name: (recorded run_group, baseline, offset, epochs)
+    "cnn_seed0": ("cnn", False, 0.00, 4),
+    "cnn_seed1": ("cnn", False, 0.04, 4),
+    "cnn_seed2": ("cnn", False, -0.03, 3),
+    "rotaug_seed0": ("rotaug", False, 0.15, 4),
+    "rotaug_seed1": ("rotaug", False, 0.20, 4),
+    "steerable_seed0": ("steerable", True, 0.35, 4),
+    "lone_run": ("", False, 0.10, 1),
+}
+"""Runs of :func:`write_group_logdir`: two groups of several seeds, a baseline group
+of one run, a run in no group."""
+
+GROUP_LAYERS = ["conv1", "conv2", "conv3", "conv4", "pool", "fc"]
+GROUP_PARTS = ["Early", "Middle", "Late", "Late", "Pool", "Final"]
+
+
+def group_values(run, epoch, runs=GROUP_RUNS):
+    """The layer values :func:`write_group_logdir` logs (before float32); ``conv3`` of
+    ``cnn_seed1`` is refused at epoch 1 (NaN, a missing layer)."""
+    _, _, offset, _ = runs[run]
+    depth = np.linspace(0.0, 1.0, len(GROUP_LAYERS))
+    seed = sum(map(ord, run))
+    noise = np.random.default_rng(seed + 97 * epoch).normal(0, 0.03, len(GROUP_LAYERS))
+    values = 0.3 + offset + 0.4 * depth * (1 - np.exp(-0.6 * (epoch + 1))) + noise
+    values = np.clip(values, 0.0, 1.0)
+    if run == "cnn_seed1" and epoch == 1:
+        values[2] = np.nan
+    return values
+
+
+def write_group_logdir(path, runs=GROUP_RUNS, measure="equivariance", group="rot90"):
+    """Runs written with ``write_series`` and a recorded ``run_group`` (and a
+    ``val/acc`` scalar); returns ``{run: [float32 values per epoch]}``."""
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+
+    from lightning_equivariance_tb.summary import Series
+
+    out = {}
+    for run, (run_group, baseline, offset, epochs) in runs.items():
+        run_dir = os.path.join(str(path), run)
+        writer = EventWriter(run_dir)
+        out[run] = []
+        for epoch in range(epochs):
+            values = group_values(run, epoch, runs)
+            missing = {"conv3": ("refused", "dead output")} if np.isnan(values[2]) else {}
+            series = Series(measure=measure, group=group, layers=GROUP_LAYERS, parts=GROUP_PARTS,
+                            values=values, higher_is_better=True, missing=missing)
+            write_series(writer, [series], epoch, model="tiny CNN", baseline=baseline,
+                         run_group=run_group, epoch=epoch, global_step=10 * (epoch + 1),
+                         walltime=1000.0 + epoch)
+            out[run].append(values.astype(np.float32).astype(np.float64))
+        writer.close()
+        scalars = EventFileWriter(run_dir)
+        summary = summary_pb2.Summary(
+            value=[summary_pb2.Summary.Value(tag="val/acc", simple_value=0.6 + offset)])
+        scalars.add_event(event_pb2.Event(wall_time=1000.0 + epochs, step=epochs - 1, summary=summary))
+        scalars.close()
+    return out

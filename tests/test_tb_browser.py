@@ -298,12 +298,26 @@ def test_heatmaps_match_the_data(tensorboard, driver):
     r, c = rows - 1, cols - 1
     text = hover_cell(driver, canvas, r, c)
     # the first lines; v2 adds the layer's statistics (stderr, chance, ...) after them
+    # The callback logs at the global step with the epoch recorded beside it: the
+    # x axis is the epoch (one point per epoch here), "global step" on request.
+    epoch = series["epochs"][c] if series["epochs"][c] is not None else series["steps"][c]
     assert text.split("\n")[:4] == [
         "cnn",
         "layer %s (%s)" % (series["layers"][r], series["parts"][r]),
-        "epoch %d" % series["steps"][c],
+        "epoch %d" % epoch,
         "value %.4f" % series["values"][r][c],
     ]
+    x_axis = Select(driver.find_element(By.CSS_SELECTOR, ".eq-x-axis"))
+    assert x_axis.first_selected_option.get_attribute("value") == "epoch"
+    before = render_count(driver)
+    x_axis.select_by_value("global_step")
+    wait(driver, lambda d: render_count(d) > before)
+    canvas = canvas_of(driver, "cnn")
+    step = series["global_steps"][c] if series["global_steps"][c] is not None else series["steps"][c]
+    assert hover_cell(driver, canvas, r, c).split("\n")[2] == "global step %d" % step
+    before = render_count(driver)
+    Select(driver.find_element(By.CSS_SELECTOR, ".eq-x-axis")).select_by_value("epoch")
+    wait(driver, lambda d: render_count(d) > before)
 
 
 def set_run_visible(driver, run, visible):
@@ -677,3 +691,217 @@ def test_statistics_and_deep_heatmap(driver, tmp_path):
         assert ["chance", "dash", ""] in [[s[0], s[1], s[2]] for s in shapes[1]]
         assert any(s[0] == "stderr" and s[2].startswith("rgba") for s in shapes[1])
         assert js(driver, "return document.querySelector('.js-plotly-plot').data[0].hovertext[0]").startswith("<br>chance")
+
+
+def group_band_area(driver):
+    """{group name: [band trace count, mean y of the first panel's band]} of the curves."""
+    return js(
+        driver,
+        """
+        const p = document.querySelector('.eq-card[data-id="curves-parts"] .js-plotly-plot');
+        const out = {};
+        for (const t of p.data) {
+          if (t.meta !== 'group-band') continue;
+          const name = t.name.split(' · ').pop();
+          const ys = t.y.filter(v => v != null);
+          out[name] = out[name] || [0, 0];
+          out[name][0] += 1;
+          out[name][1] += ys.reduce((a, b) => a + b, 0) / ys.length;
+        }
+        return out;
+        """,
+    )
+
+
+@pytest.fixture(scope="module")
+def own_driver():
+    """A browser of its own (no trained logdir needed) for the tests that serve
+    their own log directory."""
+    drv = tb_helpers.chrome_driver(width=1400, height=1000)
+    try:
+        yield drv
+    finally:
+        drv.quit()
+
+
+def test_run_groups(own_driver, tmp_path):
+    driver = own_driver
+    # Issue 15: runs grouped by their recorded run_group; the plugin's mean and 95%
+    # Student-t interval over runs drawn as bands; a run toggled out of its group
+    # changes the group; a group of one run is drawn as the run; baseline groups dashed.
+    logged = tb_helpers.write_group_logdir(tmp_path)
+    with tb_helpers.TensorBoardProcess(tmp_path) as tb:
+        driver.switch_to.default_content()
+        driver.get(tb.url + "/data/plugin_entry.html?name=equivariance")
+        wait(driver, lambda d: js(d, "return document.body.dataset.renderCount"))
+        # Recorded groups are used by default; the sidebar names each group and its runs.
+        wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".eq-group-entry")) == 3, message="groups listed")
+        assert Select(driver.find_element(By.CSS_SELECTOR, ".eq-group-by")).first_selected_option.get_attribute("value") == "recorded"
+        entries = js(driver, "return [...document.querySelectorAll('.eq-group-entry')].map(e => e.textContent)")
+        assert entries == ["cnn3 runs", "rotaug2 runs", "steerable1 run (shown as the run)"]
+        note = driver.find_element(By.CSS_SELECTOR, ".eq-interval-note").text
+        assert "95% Student-t interval over runs" in note
+
+        # Heatmap: one card per group of 2+ runs (the group mean), the others as runs.
+        wait(driver, lambda d: js(d, "return document.querySelectorAll('.eq-heatmap-group[data-drawn=\"1\"]').length") == 2)
+        runs_drawn = set(wait(driver, lambda d: all_drawn(d, {"steerable_seed0", "lone_run"}), message="runs drawn"))
+        assert runs_drawn == {"steerable_seed0", "lone_run"}
+        canvas = driver.find_element(By.CSS_SELECTOR, '.eq-heatmap-group[data-group="cnn"] canvas.eq-canvas')
+        body = api(tb, "groups", measure="equivariance", group="rot90",
+                   run=sorted(logged))
+        cnn = next(g for g in body["groups"] if g["name"] == "cnn")
+        mean = np.frombuffer(__import__("base64").b64decode(cnn["mean_base64"]), "<f8").reshape(cnn["mean_shape"])
+        np.testing.assert_allclose(js(driver, "return arguments[0].eqHeatmap.row(0)", canvas), mean[0], rtol=1e-12)
+        tip = hover_cell_js(driver, canvas, 2, 1).split("\n")
+        assert tip[0] == "cnn (group mean of 3 runs)" and tip[3].startswith("mean ")
+        assert tip[4].startswith("95% Student-t interval over runs: ") and tip[5] == "2 runs of 3", tip
+        assert js(driver, "return arguments[0].eqHeatmap.spec.cols", canvas) == [0, 1, 2, 3]  # epochs
+        # The groups follow the chosen x axis: at each global step (10, 20, ... here).
+        before = render_count(driver)
+        Select(driver.find_element(By.CSS_SELECTOR, ".eq-x-axis")).select_by_value("global_step")
+        wait(driver, lambda d: render_count(d) > before)
+        wait(driver, lambda d: js(d, "const c = document.querySelector('.eq-heatmap-group[data-group=\"cnn\"] canvas');"
+                                     "return c && c.eqHeatmap.spec.cols.join(',') === '10,20,30,40'"), message="global steps")
+        before = render_count(driver)
+        Select(driver.find_element(By.CSS_SELECTOR, ".eq-x-axis")).select_by_value("epoch")
+        wait(driver, lambda d: render_count(d) > before)
+        # A run missing a layer at a step (refused, with its reason): grey, the reason on hover.
+        set_run_visible(driver, "cnn_seed0", False)
+        set_run_visible(driver, "cnn_seed2", False)  # cnn is now one run: drawn as the run
+        wait(driver, lambda d: all_drawn(d, {"cnn_seed1", "steerable_seed0", "lone_run"}), message="cnn_seed1 as a run")
+        run_canvas = canvas_of(driver, "cnn_seed1")
+        assert js(driver, "return arguments[0].eqHeatmap.colorOf(NaN)", run_canvas) == pixel_matches(driver, run_canvas, 2, 1)[0]
+        assert "not measured (refused): dead output" in hover_cell_js(driver, run_canvas, 2, 1).split("\n")
+        hint = js(driver, "return document.querySelector('.eq-main .eq-hint').textContent")
+        assert "Grey cells: layer not measured at that epoch (hover for why)" in hint
+        set_run_visible(driver, "cnn_seed0", True)
+        set_run_visible(driver, "cnn_seed2", True)
+
+        # Curves: a band per group of 2+ runs, the mean line; baseline groups dashed.
+        click_view(driver, "curves")
+        bands = wait(driver, lambda d: group_band_area(d) or False, message="group bands")
+        assert set(bands) == {"cnn", "rotaug"}
+        means = js(
+            driver,
+            "return [...document.querySelectorAll('.js-plotly-plot')].flatMap(p => p.data)"
+            ".filter(t => t.meta === 'group-mean').map(t => [t.name, t.line.dash, t.customdata[0]])",
+        )
+        assert ["cnn · mean of 3 runs", "solid"] in [m[:2] for m in means]
+        assert all("95% Student-t interval over runs" in m[2] for m in means), means
+        sub = driver.find_element(By.CSS_SELECTOR, '.eq-card[data-id="curves-parts"] .eq-card-sub').text
+        assert "cnn: 3 runs" in sub and "95% Student-t interval over runs" in sub
+        # Toggling a run out of its group changes the group's band.
+        before = bands["cnn"][1]
+        set_run_visible(driver, "cnn_seed1", False)
+        after = wait(driver, lambda d: (lambda b: b if b.get("cnn") and b["cnn"][1] != before else False)(group_band_area(d)),
+                     message="band changed")
+        assert after["cnn"][1] != pytest.approx(before, abs=1e-9)
+        means = js(driver, "return document.querySelector('.js-plotly-plot').data"
+                           ".filter(t => t.meta === 'group-mean').map(t => t.name)")
+        assert "cnn · mean of 2 runs" in means
+        set_run_visible(driver, "cnn_seed1", True)
+
+        # Baseline groups dashed (a group of two baseline runs is not in this logdir:
+        # the one-run steerable group is drawn as the run, dashed as a baseline).
+        click_view(driver, "profile")
+        profile = js(
+            driver,
+            "const p = document.querySelector('.js-plotly-plot');"
+            "return [p.data.map(t => [t.meta || '', t.name, t.line.dash]), (p.layout.shapes || []).map(s => s.name)]",
+        )
+        assert profile[1].count("group-band") == 2
+        assert ["group-mean", "solid"] == [profile[0][0][0], profile[0][0][2]]
+        steer = [t for t in profile[0] if t[1].startswith("steerable_seed0")]
+        assert steer and steer[0][2] == "dash"
+
+        # A regex typed by the user: the first capture group names the group.
+        click_view(driver, "spearman")
+        Select(driver.find_element(By.CSS_SELECTOR, ".eq-group-by")).select_by_value("pattern")
+        field = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".eq-group-pattern"))[0]
+        before = render_count(driver)
+        field.send_keys(r"seed(\d)")
+        field.send_keys("\n")
+        wait(driver, lambda d: render_count(d) > before)
+        wait(driver, lambda d: js(d, "return [...document.querySelectorAll('.eq-group-entry')].map(e => e.dataset.group)") == ["0", "1", "2"])
+        traces = wait(driver, lambda d: js(
+            d, "const p = document.querySelector('.eq-card[data-id=\"spearman-scatter\"] .js-plotly-plot');"
+               "return p && p.data.filter(t => t.meta === 'group-points').map(t => t.name)"), message="grouped scatter")
+        assert traces == ["0 (3 runs)", "1 (2 runs)", "no group (2 runs)"], traces
+        note = driver.find_element(By.CSS_SELECTOR, ".eq-marker-note").text
+        assert "colour = run group" in note and "symbol = part" in note
+        # An invalid pattern is named, not a crash.
+        js(driver, "const f = document.querySelector('.eq-group-pattern'); f.value = '(';"
+                   "f.dispatchEvent(new Event('change'))")
+        err = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".eq-group-error"), message="pattern error")
+        assert "invalid run-group pattern" in err[0].text
+        Select(driver.find_element(By.CSS_SELECTOR, ".eq-group-by")).select_by_value("none")
+        wait(driver, lambda d: js(d, "return document.querySelectorAll('.eq-group-entry').length") == 0)
+        wait(driver, lambda d: js(d, "const n = document.querySelector('.eq-marker-note');"
+                                     "return n && n.textContent.includes('colour = part (legend)')"),
+             message="ungrouped scatter note")
+
+
+def test_tab_polish(own_driver, tmp_path):
+    # Issue 13's tab points: singular/plural wording, no stale tooltip after the
+    # selection changes, a shared y-range option, whole-epoch ticks, the Spearman
+    # scatter explaining its markers.
+    driver = own_driver
+    tb_helpers.write_group_logdir(tmp_path)
+    with tb_helpers.TensorBoardProcess(tmp_path) as tb:
+        driver.switch_to.default_content()
+        driver.get(tb.url + "/data/plugin_entry.html?name=equivariance")
+        wait(driver, lambda d: js(d, "return document.body.dataset.renderCount"))
+        Select(driver.find_element(By.CSS_SELECTOR, ".eq-group-by")).select_by_value("none")
+        wait(driver, lambda d: all_drawn(d, set(tb_helpers.GROUP_RUNS)), message="every run drawn")
+        # "1 epoch" (lone_run has one), "4 epochs"
+        subs = js(driver, "return Object.fromEntries([...document.querySelectorAll('.eq-heatmap')]"
+                          ".map(c => [c.dataset.run, c.querySelector('.eq-card-sub').textContent]))")
+        assert "· 1 epoch" in subs["lone_run"] and "epochs" not in subs["lone_run"], subs
+        assert "· 4 epochs" in subs["cnn_seed0"] and "6 layers" in subs["cnn_seed0"]
+        # A tooltip up, then the selection changes: it does not stay with the old data.
+        canvas = canvas_of(driver, "cnn_seed0")
+        assert hover_cell_js(driver, canvas, 0, 0).split("\n")[0] == "cnn_seed0"
+        set_run_visible(driver, "lone_run", False)
+        assert js(driver, "return arguments[0].eqHeatmap.tip.hidden", canvas_of(driver, "cnn_seed0")) is True
+        set_run_visible(driver, "lone_run", True)
+
+        # Curves: whole-epoch ticks; the shared y-range option.
+        click_view(driver, "curves")
+        ticks = wait(driver, lambda d: js(d, "return [...document.querySelectorAll('.eq-card[data-id=\"curves-parts\"] .xtick text')].map(t => t.textContent)"))
+        assert ticks and all(t.isdigit() for t in ticks) and len(set(ticks)) == len(ticks), ticks
+        # A single point (lone_run has one epoch): one tick, the point in the middle.
+        before = render_count(driver)
+        driver.find_element(By.XPATH, "//div[@class='eq-run-tools']/button[text()='none']").click()
+        wait(driver, lambda d: render_count(d) > before)
+        set_run_visible(driver, "lone_run", True)
+        single = js(driver, "const l = document.querySelector('.eq-card[data-id=\"curves-parts\"] .js-plotly-plot')._fullLayout;"
+                            "return [l.xaxis.range, [...document.querySelectorAll('.eq-card[data-id=\"curves-parts\"] .xtick text')]"
+                            ".map(t => t.textContent)]")
+        assert single[0] == [-0.5, 0.5] and set(single[1]) == {"0"}, single
+        before = render_count(driver)
+        driver.find_element(By.XPATH, "//div[@class='eq-run-tools']/button[text()='all']").click()
+        wait(driver, lambda d: render_count(d) > before)
+        layout = "return document.querySelector('.eq-card[data-id=\"curves-layers\"] .js-plotly-plot').layout"
+        assert js(driver, layout + ".yaxis2.matches || null") is None
+        before = render_count(driver)
+        driver.find_element(By.CSS_SELECTOR, ".eq-shared-y").click()
+        wait(driver, lambda d: render_count(d) > before)
+        assert js(driver, layout + ".yaxis2.matches") == "y"
+        ranges = js(driver, "const l = document.querySelector('.eq-card[data-id=\"curves-layers\"] .js-plotly-plot')._fullLayout;"
+                            "return [l.yaxis.range, l.yaxis2.range, l.yaxis3.range]")
+        assert ranges[0] == ranges[1] == ranges[2], ranges
+        assert "one y-range for all panels" in driver.find_element(By.CSS_SELECTOR, '.eq-card[data-id="curves-parts"] .eq-card-sub').text
+
+        # Profile at epoch 0: "at epoch 0", and the slider's label.
+        click_view(driver, "profile")
+        before = render_count(driver)
+        js(driver, "const s = document.querySelector('.eq-epoch'); s.value = '0';"
+                   "s.dispatchEvent(new Event('input')); s.dispatchEvent(new Event('change'))")
+        wait(driver, lambda d: render_count(d) > before)
+        title = driver.find_element(By.CSS_SELECTOR, '.eq-card[data-id="profile"] .eq-card-title').text
+        assert title.startswith("Layer profile at epoch 0"), title
+
+        # Spearman: the scatter says what its markers mean.
+        click_view(driver, "spearman")
+        note = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".eq-marker-note"))[0].text
+        assert note == "One marker per run and depth part: colour = part (legend); ● run, ◇ baseline run."

@@ -213,3 +213,121 @@ def test_uninformative_reason_and_heatmap_sizes():
     assert ticks[0] == 0.13 and ticks[-1] == 0.987 and texts[0] == "0.13" and texts[-1] == "0.987"
     assert len(ticks) == len(texts) >= 3
     assert out["fixed"] == [[0, 1], [0, 1], None]
+
+
+GROUP_JS = SERIES_JS + """
+const rows = (...r) => r.map((v) => Float64Array.from(v));
+const g = {
+  name: "seeds<1>", runs: ["a", "b", "c"], baseline: false, xs: [0, 1, 2],
+  layers: ["c0", "<i>c1</i>"], parts: ["Early", "Late"], part_names: ["Early", "Late"],
+  mean: rows([0.5, 0.6, 0.7], [0.2, 0.3, NaN]), low: rows([0.4, 0.5, NaN], [0.1, 0.2, NaN]),
+  high: rows([0.6, 0.7, NaN], [0.3, 0.4, NaN]), n: rows([3, 2, 1], [3, 3, 0]),
+  part_mean: rows([0.5, 0.6, 0.7], [0.2, 0.3, NaN]), part_low: rows([0.4, 0.5, NaN], [0.1, 0.2, NaN]),
+  part_high: rows([0.6, 0.7, NaN], [0.3, 0.4, NaN]), part_n: rows([3, 2, 1], [3, 3, 0]),
+};
+const gstyle = (gr) => ({ color: "#2ca02c", width: 2.5, dash: gr.baseline ? "dash" : "solid" });
+const interval = "95% Student-t interval over runs";
+"""
+
+
+def test_group_curves_mean_and_band():
+    out = run_js(
+        GROUP_JS + """
+        const f = m.curvesFigures([x], ["c0"], ["Early", "Late"], "eq", style, {groups: [g], groupStyle: gstyle, interval});
+        const base = Object.assign({}, g, {baseline: true});
+        const dashed = m.curvesFigures([], ["c0"], ["Early"], "eq", style, {groups: [base], groupStyle: gstyle, interval});
+        out = {
+          part: f.perPart.traces.filter((t) => t.xaxis === "x").map((t) => [t.meta || "run", t.name, t.fill || null]),
+          band: f.perLayer.traces.find((t) => t.meta === "group-band"),
+          mean: f.perLayer.traces.find((t) => t.meta === "group-mean"),
+          dash: dashed.perLayer.traces.find((t) => t.meta === "group-mean").line.dash,
+        };"""
+    )
+    # bands under the lines; the group's mean line; then the run drawn on its own
+    assert out["part"] == [
+        ["group-band", "95% Student-t interval over runs · seeds&lt;1&gt;", "toself"],
+        ["group-mean", "seeds&lt;1&gt; · mean of 3 runs", None],
+        ["run", "run&lt;1&gt;", None],
+    ]
+    assert out["band"]["x"] == [0, 1, 1, 0] and out["band"]["y"] == pytest.approx([0.6, 0.7, 0.5, 0.4])
+    assert out["mean"]["customdata"] == [
+        "95% Student-t interval over runs: 0.4000 to 0.6000 · 3 runs of 3",
+        "95% Student-t interval over runs: 0.5000 to 0.7000 · 2 runs of 3",
+        "no interval (one run) · 1 run of 3",
+    ]
+    assert "seeds&lt;1&gt; (group mean)" in out["mean"]["hovertemplate"]
+    assert out["dash"] == "dash"
+
+
+def test_group_profile_band_is_a_shape():
+    out = run_js(GROUP_JS + """
+        const f = m.profileFigure([x], 1, "eq", style, {groups: [g], groupStyle: gstyle, interval});
+        out = {traces: f.traces.map((t) => [t.meta || "run", t.name, t.hovertext]), shapes: f.layout.shapes.map((s) => [s.name, s.path])};""")
+    assert out["traces"][0][:2] == ["group-mean", "seeds&lt;1&gt; · mean of 3 runs · epoch 1"]
+    assert out["traces"][0][2] == [
+        "95% Student-t interval over runs: 0.5000 to 0.7000 · 2 runs of 3",
+        "95% Student-t interval over runs: 0.2000 to 0.4000 · 3 runs of 3",
+    ]
+    assert out["traces"][1][0] == "run"
+    assert out["shapes"] == [["group-band", "M0,0.7 L1,0.4 L1,0.2 L0,0.5 Z"]]
+
+
+def test_spearman_scatter_explains_markers_and_colours_groups():
+    out = run_js(
+        """
+        const known = ["Early", "Middle", "Late", "Pool", "Final"];
+        const body = {
+          parts: [{part: "Early", rho: 0.5}, {part: "Pool", rho: 0.1}],
+          points: [
+            {run: "a", baseline: false, scalar: 0.5, parts: {Early: 0.1, Pool: 0.2}},
+            {run: "b", baseline: true, scalar: 0.6, parts: {Early: 0.3, Pool: 0.4}},
+            {run: "c<1>", baseline: false, scalar: 0.7, parts: {Early: 0.5, Pool: 0.6}},
+          ],
+        };
+        const groupOf = (run) => (run === "c<1>" ? null : {name: "g<1>", color: "#123456"});
+        const plain = m.spearmanFigures(body, known, "acc", "eq");
+        const grouped = m.spearmanFigures(body, known, "acc", "eq", {groupOf});
+        out = {
+          plain: plain.note,
+          note: grouped.note,
+          traces: grouped.scatter.traces.map((t) => [t.name, t.marker.color, t.marker.symbol, t.customdata]),
+          bars: grouped.bar.traces[0].y,
+        };"""
+    )
+    assert out["plain"] == "One marker per run and depth part: colour = part (legend); ● run, ◇ baseline run."
+    assert out["note"] == (
+        "One marker per run and depth part: colour = run group (legend), symbol = part "
+        "(● Early, ▲ Pool); open symbols: baseline runs."
+    )
+    assert out["traces"] == [
+        ["g&lt;1&gt; (2 runs)", "#123456", ["circle", "triangle-up", "circle-open", "triangle-up-open"],
+         ["a<br>Early", "a<br>Pool", "b<br>Early", "b<br>Pool"]],
+        ["no group (1 run)", "#212121", ["circle", "triangle-up"], ["c&lt;1&gt;<br>Early", "c&lt;1&gt;<br>Pool"]],
+    ]
+    assert out["bars"] == [0.5, 0.1]  # rho over all runs, grouped or not
+
+
+def test_integer_epoch_ticks_single_point_and_shared_y():
+    out = run_js(
+        SERIES_JS + """
+        const one = Object.assign({}, x, {steps: [0], values: [Float32Array.from([0.5]), Float32Array.from([0.2])],
+          part_values: [Float32Array.from([0.5]), Float32Array.from([0.2])]});
+        const f = m.curvesFigures([x], ["c0", "<i>c1</i>"], ["Early"], "eq", style, {sharedY: true});
+        const single = m.curvesFigures([one], ["c0"], ["Early"], "eq", style);
+        out = {
+          axes: [m.integerAxis([0, 1, 2]), m.integerAxis([0, 120]), m.integerAxis([3])],
+          xaxis: f.perLayer.layout.xaxis,
+          matches: [f.perLayer.layout.yaxis.matches || null, f.perLayer.layout.yaxis2.matches],
+          unshared: m.curvesFigures([x], ["c0", "<i>c1</i>"], ["Early"], "eq", style).perLayer.layout.yaxis2.matches || null,
+          single: single.perLayer.layout.xaxis.range,
+          words: [m.plural(1, "epoch"), m.plural(0, "epoch"), m.plural(2, "run"), m.plural(1, "run")],
+        };"""
+    )
+    assert out["axes"][0] == {"tickmode": "linear", "tick0": 0, "dtick": 1, "tickformat": "d"}
+    assert out["axes"][1]["dtick"] == 20
+    assert out["axes"][2] == {"tickmode": "linear", "tick0": 0, "dtick": 1, "tickformat": "d",
+                              "range": [2.5, 3.5], "autorange": False}
+    assert out["xaxis"]["dtick"] == 1 and out["xaxis"]["tickformat"] == "d"
+    assert out["matches"] == [None, "y"] and out["unshared"] is None
+    assert out["single"] == [-0.5, 0.5]
+    assert out["words"] == ["1 epoch", "0 epochs", "2 runs", "1 run"]

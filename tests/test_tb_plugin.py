@@ -713,3 +713,168 @@ def test_v2_missing_layers_records_and_stats(v2_client):
     stderr = tb_helpers.decode_values(dict(body["stats"]["stderr"]))["values"]
     assert stderr[1] == [pytest.approx(0.02), None, pytest.approx(0.02)] and stderr[4] == [None] * 3
     assert set(body["stats"]) == {"stderr", "non_finite"}
+
+
+# ------------------------------------------------------------------- groups --
+#
+# Issue 15: runs grouped by their recorded run_group or a regex; per layer and
+# part the mean over the group's runs and the 95% Student-t interval over runs,
+# equal to numpy/scipy's over the runs' logged values.
+
+
+@pytest.fixture(scope="module")
+def group_logdir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("group_logdir")
+    return path, tb_helpers.write_group_logdir(path)
+
+
+@pytest.fixture(scope="module")
+def group_client(group_logdir):
+    return make_client(group_logdir[0])
+
+
+def group_matrices(body, prefix=""):
+    out = {}
+    for k in ("mean", "low", "high", "n"):
+        assert body["%s%s_dtype" % (prefix, k)] == "float64"
+        raw = base64.b64decode(body["%s%s_base64" % (prefix, k)])
+        out[k] = np.frombuffer(raw, "<f8").reshape(body["%s%s_shape" % (prefix, k)])
+    return out
+
+
+def t_reference(sample):
+    from scipy import stats
+
+    a = np.asarray(sample, dtype=np.float64)
+    if a.size < 2:
+        return a.mean(), np.nan, np.nan
+    low, high = stats.t.interval(0.95, a.size - 1, loc=a.mean(), scale=a.std(ddof=1) / np.sqrt(a.size))
+    return a.mean(), low, high
+
+
+def check_group(group_body, logged, x_of=lambda epoch: epoch):
+    """Compare one /groups group with numpy/scipy over the logged (float32) values."""
+    runs = group_body["runs"]
+    assert group_body["layers"] == tb_helpers.GROUP_LAYERS
+    xs = group_body["xs"]
+    layers = group_matrices(group_body)
+    parts = group_matrices(group_body, "part_")
+    part_names = group_body["part_names"]
+    assert part_names == ["Early", "Middle", "Late", "Pool", "Final"]
+    checked = 0
+    for j, xv in enumerate(xs):
+        for i in range(len(tb_helpers.GROUP_LAYERS)):
+            sample = [
+                logged[r][e][i] for r in runs for e in range(len(logged[r]))
+                if x_of(e) == xv and np.isfinite(logged[r][e][i])
+            ]
+            mean, low, high = t_reference(sample)
+            assert layers["n"][i, j] == len(sample)
+            np.testing.assert_allclose(layers["mean"][i, j], mean, rtol=0, atol=1e-9)
+            np.testing.assert_allclose(layers["low"][i, j], low, rtol=0, atol=1e-9)
+            np.testing.assert_allclose(layers["high"][i, j], high, rtol=0, atol=1e-9)
+            checked += 1
+        for k, part in enumerate(part_names):
+            rows = [i for i, p in enumerate(tb_helpers.GROUP_PARTS) if p == part]
+            sample = []
+            for r in runs:
+                for e in range(len(logged[r])):
+                    if x_of(e) != xv:
+                        continue
+                    vals = [logged[r][e][i] for i in rows if np.isfinite(logged[r][e][i])]
+                    if vals:
+                        sample.append(np.mean(vals))
+            mean, low, high = t_reference(sample)
+            assert parts["n"][k, j] == len(sample)
+            np.testing.assert_allclose(parts["mean"][k, j], mean, rtol=0, atol=1e-9)
+            np.testing.assert_allclose(parts["low"][k, j], low, rtol=0, atol=1e-9)
+            np.testing.assert_allclose(parts["high"][k, j], high, rtol=0, atol=1e-9)
+    return checked
+
+
+def test_groups_mean_and_t_interval_match_numpy_scipy(group_client, group_logdir):
+    logged = group_logdir[1]
+    body = get(group_client, "/groups", measure="equivariance", group="rot90")
+    assert body["interval"] == "95% Student-t interval over runs" and body["confidence"] == 0.95
+    assert body["x"] == "step" and body["ungrouped"] == ["lone_run"]
+    groups = {g["name"]: g for g in body["groups"]}
+    assert list(groups) == ["cnn", "rotaug", "steerable"]
+    assert groups["cnn"]["runs"] == ["cnn_seed0", "cnn_seed1", "cnn_seed2"]
+    assert groups["steerable"]["baseline"] is True and groups["cnn"]["baseline"] is False
+    assert groups["cnn"]["xs"] == [0, 1, 2, 3]
+    for g in groups.values():
+        assert check_group(g, logged) > 0
+    # cnn: 3 runs at epochs 0 and 2; conv3 is missing in cnn_seed1 at epoch 1, and
+    # cnn_seed2 has no epoch 3: n follows the runs that have a value there.
+    n = group_matrices(groups["cnn"])["n"]
+    assert n[0].tolist() == [3, 3, 3, 2] and n[2].tolist() == [3, 2, 3, 2]
+    # a group of one run: the run's values, no interval
+    single = group_matrices(groups["steerable"])
+    np.testing.assert_allclose(single["mean"], np.array(logged["steerable_seed0"]).T, rtol=0, atol=1e-12)
+    assert np.isnan(single["low"]).all() and np.isnan(single["high"]).all()
+
+
+def test_group_body_matches_numpy_scipy():
+    # The data layer's group of two runs given directly (no event files).
+    md = {"layers": ["a", "b"], "parts": ["Early", "Pool"], "baseline": False, "model": "m",
+          "higher_is_better": True}
+    m1 = np.array([[0.1, 0.2, 0.3], [np.inf, 0.5, np.nan]])
+    m2 = np.array([[0.15, 0.25], [0.4, 0.45]])
+    body = data_module.group_body("g", [("r1", md, [0, 1, 2], m1), ("r2", md, [1, 2], m2)])
+    got = group_matrices(body)
+    assert body["xs"] == [0, 1, 2] and body["runs"] == ["r1", "r2"] and body["models"] == ["m"]
+    assert got["n"].tolist() == [[1, 2, 2], [0, 2, 1]]  # +inf and NaN do not count
+    for (i, j), sample in {(0, 1): [0.2, 0.15], (0, 2): [0.3, 0.25], (1, 1): [0.5, 0.4]}.items():
+        mean, low, high = t_reference(sample)
+        assert abs(got["mean"][i, j] - mean) <= 1e-9
+        assert abs(got["low"][i, j] - low) <= 1e-9 and abs(got["high"][i, j] - high) <= 1e-9
+    assert got["mean"][0, 0] == 0.1 and np.isnan(got["low"][0, 0]) and np.isnan(got["mean"][1, 0])
+
+
+def test_groups_follow_the_selection_and_a_pattern(group_client, group_logdir):
+    logged = group_logdir[1]
+    # a run toggled out of its group changes the group
+    body = get(group_client, "/groups", measure="equivariance", group="rot90",
+               run=["cnn_seed0", "cnn_seed2", "rotaug_seed0"])
+    groups = {g["name"]: g for g in body["groups"]}
+    assert groups["cnn"]["runs"] == ["cnn_seed0", "cnn_seed2"]
+    assert groups["rotaug"]["runs"] == ["rotaug_seed0"]
+    check_group(groups["cnn"], logged)
+    # a regex: the first capture group names the group; a run not matching is ungrouped
+    body = get(group_client, "/groups", measure="equivariance", group="rot90", pattern=r"^([a-z]+)_seed\d$")
+    groups = {g["name"]: g["runs"] for g in body["groups"]}
+    assert groups == {
+        "cnn": ["cnn_seed0", "cnn_seed1", "cnn_seed2"],
+        "rotaug": ["rotaug_seed0", "rotaug_seed1"],
+        "steerable": ["steerable_seed0"],
+    }
+    assert body["ungrouped"] == ["lone_run"] and body["pattern"] == r"^([a-z]+)_seed\d$"
+    body = get(group_client, "/groups", measure="equivariance", group="rot90", pattern=r"seed(\d)")
+    assert {g["name"]: len(g["runs"]) for g in body["groups"]} == {"0": 3, "1": 2, "2": 1}
+    # x = the recorded global step (10 * (epoch + 1))
+    body = get(group_client, "/groups", measure="equivariance", group="rot90", x="global_step")
+    cnn = next(g for g in body["groups"] if g["name"] == "cnn")
+    assert cnn["xs"] == [10, 20, 30, 40]
+    check_group(cnn, logged, x_of=lambda epoch: 10 * (epoch + 1))
+
+
+@pytest.mark.parametrize(
+    "params, code, message",
+    [
+        (dict(measure="equivariance", group="rot90", pattern="("), 400, "invalid run-group pattern"),
+        (dict(measure="equivariance", group="rot90", x="wall"), 400, "x must be one of"),
+        (dict(measure="equivariance"), 400, "missing query parameter 'group'"),
+        (dict(measure="nope", group="rot90"), 404, "no run has data"),
+    ],
+)
+def test_groups_errors(group_client, params, code, message):
+    assert message in get(group_client, "/groups", expect=code, **params)["error"]
+
+
+def test_groups_of_runs_without_run_group(client):
+    # The fake logdir records no run_group: no group, every run ungrouped.
+    body = get(client, "/groups", measure="equivariance", group="rot90")
+    assert body["groups"] == [] and "resnet_a" in body["ungrouped"]
+    body = get(client, "/groups", measure="equivariance", group="rot90", pattern=r"^(resnet)_")
+    (g,) = body["groups"]
+    assert g["name"] == "resnet" and g["runs"] == ["resnet_a", "resnet_b", "resnet_c"]

@@ -1,7 +1,7 @@
 """The plugin's data layer: runs read through TensorBoard's data provider, validated.
 
-Torch-free (numpy, TensorBoard; scipy for the rank correlation, imported when first
-needed). The routes of :mod:`lightning_equivariance_tb.plugin` are thin wrappers
+Torch-free (numpy, TensorBoard; scipy for the rank correlation and the intervals of
+run groups, :mod:`lightning_equivariance_tb.run_groups`, imported when first needed). The routes of :mod:`lightning_equivariance_tb.plugin` are thin wrappers
 around :class:`Reader`, whose methods return JSON-ready ``dict`` bodies or raise
 ``tensorboard.errors`` (404 for unknown or unreadable data), never anything else
 for what an event file holds: every field read from an event file is checked
@@ -10,7 +10,8 @@ for what an event file holds: every field read from an event file is checked
 JSON numbers: infinities stay floats (TensorBoard's ``http_util.Respond`` sends
 them as the strings ``"Infinity"``/``"-Infinity"``); a missing value (NaN) is
 ``None``. Matrices travel as base64 of little-endian float32 (``values_base64``
-with ``values_shape``), where NaN is missing and infinities are themselves.
+with ``values_shape``), where NaN is missing and infinities are themselves; the
+group statistics of ``/groups`` as float64 (``*_dtype: "float64"``).
 """
 
 import base64
@@ -23,6 +24,7 @@ from tensorboard import errors
 from tensorboard.data import provider
 
 from lightning_equivariance_tb import metadata
+from lightning_equivariance_tb import run_groups
 
 logger = logging.getLogger(__name__)
 
@@ -46,14 +48,20 @@ def json_number(value):
     return None if math.isnan(value) else value
 
 
-def encode_matrix(matrix, prefix="values"):
-    """``{prefix_base64, prefix_shape}``: little-endian float32 bytes, row-major."""
+def encode_matrix(matrix, prefix="values", dtype="float32"):
+    """``{prefix_base64, prefix_shape}``: little-endian float32 bytes, row-major.
+
+    ``dtype="float64"``: little-endian float64 bytes instead, and
+    ``prefix_dtype: "float64"`` says so (the group statistics, exact to 1e-9)."""
     a = np.asarray(matrix, dtype=np.float64)
-    data = np.ascontiguousarray(a, dtype="<f4").tobytes()
-    return {
+    data = np.ascontiguousarray(a, dtype="<f8" if dtype == "float64" else "<f4").tobytes()
+    out = {
         prefix + "_base64": base64.b64encode(data).decode("ascii"),
         prefix + "_shape": list(a.shape),
     }
+    if dtype == "float64":
+        out[prefix + "_dtype"] = "float64"
+    return out
 
 
 def ordered_parts(parts):
@@ -129,6 +137,76 @@ def spearman(x, y):
     return max(-1.0, min(1.0, float(rho))), float(p), None
 
 
+GROUP_X = ("step", "epoch", "global_step")
+"""The x axes of ``/groups``: the event's step, or the epoch / global step recorded."""
+
+
+def merged_layers(layer_lists):
+    """Layer names of several runs merged in depth order: a layer only some runs
+    have goes right after its predecessor in its own run (as the tab merges them)."""
+    names = []
+    for layers in layer_lists:
+        at = -1
+        for name in layers:
+            if name in names:
+                at = names.index(name)
+            else:
+                at += 1
+                names.insert(at, name)
+    return names
+
+
+def _stat_matrices(stack, confidence):
+    """Mean, low, high, n matrices (row x x) over the runs of a runs x rows x xs
+    stack (:func:`run_groups.stack_statistics`; NaN where undefined, n 0 where no
+    run has a value)."""
+    mean, low, high, n = run_groups.stack_statistics(stack, confidence)
+    return {"mean": mean, "low": low, "high": high, "n": n.astype(np.float64)}
+
+
+def group_body(name, runs, confidence=run_groups.CONFIDENCE):
+    """One group of ``/groups``: ``runs`` is ``[(run, metadata, xs, layer x point
+    matrix)]``. Per layer (by name, merged over the runs) and per depth part (each
+    run's part means), at every x some run has: mean, interval ends and the number
+    of runs with a finite value (:func:`run_groups.stack_statistics`, the vectorised
+    :func:`run_groups.group_statistics`)."""
+    layers = merged_layers([md["layers"] for _, md, _, _ in runs])
+    part_of = {}
+    for _, md, _, _ in runs:
+        for layer, part in zip(md["layers"], md["parts"]):
+            part_of.setdefault(layer, part)
+    xs = sorted({int(v) for _, _, run_xs, _ in runs for v in run_xs if v is not None})
+    col = {v: j for j, v in enumerate(xs)}
+    part_names = ordered_parts([p for _, md, _, _ in runs for p in md["parts"]])
+    layer_stack = np.full((len(runs), len(layers), len(xs)), np.nan)
+    part_stack = np.full((len(runs), len(part_names), len(xs)), np.nan)
+    for k, (run, md, run_xs, matrix) in enumerate(runs):
+        names, part_matrix = part_mean_matrix(matrix, md["parts"])
+        for rows, row_names, stack, target_names in (
+            (matrix, md["layers"], layer_stack, layers),
+            (part_matrix, names, part_stack, part_names),
+        ):
+            at = [target_names.index(name) for name in row_names]
+            for j, xv in enumerate(run_xs):  # in step order: the run's last point at an x wins
+                if xv is not None:
+                    stack[k, at, col[int(xv)]] = rows[:, j]
+    body = {
+        "name": name,
+        "runs": [run for run, _, _, _ in runs],
+        "baseline": all(md["baseline"] for _, md, _, _ in runs),
+        "models": sorted({md["model"] for _, md, _, _ in runs if md["model"]}),
+        "higher_is_better": runs[0][1]["higher_is_better"],
+        "layers": layers,
+        "parts": [part_of[layer] for layer in layers],
+        "xs": xs,
+        "part_names": part_names,
+    }
+    for prefix, stack in (("", layer_stack), ("part_", part_stack)):
+        for k, matrix in _stat_matrices(stack, confidence).items():
+            body.update(encode_matrix(matrix, prefix + k, dtype="float64"))
+    return body
+
+
 def is_downsampled(steps, sample_limit):
     """Whether TensorBoard dropped points of a series with these steps.
 
@@ -198,6 +276,18 @@ def _record(datum, layers):
             return None, "'missing'[%r] is not {status, reason}" % name
         out[layers.index(name)] = (entry["status"], entry["reason"])
     return {"epoch": record.get("epoch"), "global_step": record.get("global_step"), "missing": out}, None
+
+
+def _runs_with(index, key, wanted=()):
+    """The runs of ``index`` (sorted) that have series ``key = (kind, measure, group)``, restricted
+    to ``wanted`` when given; ``NotFoundError`` when none has."""
+    wanted = set(wanted)
+    runs = sorted(r for r, e in index.items() if key in e and (not wanted or r in wanted))
+    if not runs:
+        raise errors.NotFoundError(
+            "no run%s has data for measure %r, group %r" % (" of those selected" if wanted else "", key[1], key[2])
+        )
+    return runs
 
 
 class _Entry:
@@ -364,7 +454,11 @@ class Reader:
             for run in runs
         ]
 
-    def _series_body(self, run, measure, group, entries, data):
+    @staticmethod
+    def _parse_run(run, measure, group, entries, data):
+        """The readable points of one run's series: ``(steps, wall_times, matrix
+        (layer x point), epochs, global_steps, missing {(i, j): (status, reason)},
+        problems, skipped_records)``; a 404 when no point can be read."""
         entry = entries[(metadata.KIND_LAYERS, measure, group)]
         md = entry.md
         n_layers = len(md["layers"])
@@ -398,6 +492,15 @@ class Reader:
                 missing[(i, j)] = (status, reason)
         for i, j in zip(*np.nonzero(np.isnan(matrix))):
             missing.setdefault((int(i), int(j)), ("refused", "no value (no reason recorded)"))
+        return steps, wall_times, matrix, epochs, global_steps, missing, problems, skipped_records
+
+    def _series_body(self, run, measure, group, entries, data):
+        md = entries[(metadata.KIND_LAYERS, measure, group)].md
+        n_layers = len(md["layers"])
+        steps, wall_times, matrix, epochs, global_steps, missing, problems, skipped_records = (
+            self._parse_run(run, measure, group, entries, data)
+        )
+        point_of = {step: j for j, step in enumerate(steps)}
         names, part_matrix = part_mean_matrix(matrix, md["parts"])
         body = {
             "run": run,
@@ -446,6 +549,67 @@ class Reader:
             field: encode_matrix(out[f])
             for f, field in enumerate(fields)
             if field in metadata.STAT_FIELDS
+        }
+
+    # ------------------------------------------------------------ /groups --
+
+    def groups(self, ctx, experiment, runs, measure, group, pattern=None, x="step",
+               confidence=run_groups.CONFIDENCE):
+        """Groups of ``runs`` (all runs with this series when empty): per layer and per
+        depth part, the mean over the group's runs and a Student-t interval over runs
+        at each x, with the number of runs there (:mod:`run_groups`).
+
+        A run's group is its recorded ``run_group``, or with ``pattern`` the first
+        capture group of ``re.search(pattern, run)``. ``x``: ``"step"`` (the event's
+        step), ``"epoch"`` or ``"global_step"`` (from the step records; a point
+        without a record keeps its event step, by convention the epoch). A run's part means are those of
+        ``/series`` (:func:`part_mean_matrix`); its value at an x is its last point
+        there. Non-finite values (missing, +-inf) do not count.
+        """
+        if x not in GROUP_X:
+            raise errors.InvalidArgumentError("x must be one of %s, got %r" % (", ".join(GROUP_X), x))
+        key = (metadata.KIND_LAYERS, measure, group)
+        index, _ = self.index(ctx, experiment, runs=list(runs) or None)
+        names = _runs_with(index, key, runs)
+        recorded = {run: index[run][key].md["run_group"] for run in names}
+        try:
+            assignment = run_groups.assign_groups(recorded, pattern or None)
+        except ValueError as e:
+            raise errors.InvalidArgumentError(str(e)) from None
+        members = sorted({run for rs in assignment.values() for run in rs})
+        tags = [
+            index[run][(kind, measure, group)].tag
+            for run in members
+            for kind in (metadata.KIND_LAYERS, metadata.KIND_RECORD)
+            if (kind, measure, group) in index[run]
+        ]
+        data = self._read(ctx, experiment, members, tags) if members else {}
+        parsed, unreadable = {}, {}
+        for run in members:
+            try:
+                steps, _, matrix, epochs, global_steps = self._parse_run(
+                    run, measure, group, index[run], data.get(run, {}))[:5]
+            except errors.NotFoundError as e:
+                unreadable[run] = str(e)
+                continue
+            recorded = {"step": [None] * len(steps), "epoch": epochs, "global_step": global_steps}[x]
+            xs = [r if r is not None else s for r, s in zip(recorded, steps)]
+            parsed[run] = (index[run][key].md, xs, matrix)
+        bodies = []
+        for name, group_runs in assignment.items():
+            group_runs = [r for r in group_runs if r in parsed]
+            if group_runs:
+                bodies.append(group_body(name, [(r,) + parsed[r] for r in group_runs], confidence))
+        return {
+            "measure": measure,
+            "group": group,
+            "x": x,
+            "pattern": pattern or "",
+            "confidence": confidence,
+            "interval": run_groups.interval_label(confidence),
+            "groups": bodies,
+            "ungrouped": [r for r in names if r not in members],
+            "unreadable": [{"run": r, "why": why} for r, why in sorted(unreadable.items())],
         }
 
     # ---------------------------------------------------------- /channels --
@@ -533,13 +697,7 @@ class Reader:
         (Bruintjes et al. 2023, Fig. 4). ``wanted`` restricts the runs."""
         key = (metadata.KIND_LAYERS, measure, group)
         index, _ = self.index(ctx, experiment)
-        wanted = set(wanted)
-        runs = sorted(r for r, e in index.items() if key in e and (not wanted or r in wanted))
-        if not runs:
-            raise errors.NotFoundError(
-                "no run%s has data for measure %r, group %r"
-                % (" of those selected" if wanted else "", measure, group)
-            )
+        runs = _runs_with(index, key, wanted)
         scalars = self._provider.read_scalars(
             ctx,
             experiment_id=experiment,

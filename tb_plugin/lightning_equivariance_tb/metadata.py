@@ -45,7 +45,9 @@ For one measure (e.g. ``"equivariance"``) and one transformation group (e.g.
     layer's hook never fired in the forward pass). A step without a record has no
     missing layer and no epoch/global step beyond the event's own step.
 
-The event's ``step`` is the x axis of the tab (the callback logs the epoch).
+The event's ``step`` orders a run's points (the callback logs at the global step).
+The tab's x axis is the recorded ``epoch`` or ``global_step`` (the user's choice); a
+point without a record is at its event step, by convention the epoch.
 
 Metadata
 --------

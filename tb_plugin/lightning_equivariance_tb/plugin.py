@@ -35,6 +35,14 @@ the strings ``"Infinity"``/``"-Infinity"``, a missing one ``null``.
     value at the run's last step and the last value of a scalar tag (Bruintjes et al.
     2023, Fig. 4); runs whose part mean is undefined (+inf with -inf) or whose scalar
     is NaN are left out of that part and named in ``excluded``.
+``/groups?measure=&group=[&run=...][&pattern=][&x=step|epoch|global_step]``
+    groups of the runs (all, or the repeated ``run=``: the tab's selection) by their
+    recorded ``run_group`` or by the first capture group of ``pattern`` (a Python
+    regular expression searched in the run name): per group its runs, layers, parts,
+    x values and, per layer (``mean``/``low``/``high``/``n`` matrices) and per part
+    (``part_mean``...), the mean over its runs and the 95% Student-t interval over
+    runs at each x (:mod:`lightning_equivariance_tb.run_groups`, scipy); the runs in
+    no group. An invalid pattern is a 400.
 ``/index.js``, ``/app.js``, ``/views.js``, ``/charts.js``, ``/heatmap.js``, ``/util.js``, ``/style.css``
     the frontend (``static/``): entry point, application state and controls, the views,
     plotly figures, canvas heatmap, helpers.
@@ -130,6 +138,7 @@ class EquivariancePlugin(base_plugin.TBPlugin):
                 "/channels": self.channels_route,
                 "/scalar_tags": self.scalar_tags_route,
                 "/spearman": self.spearman_route,
+                "/groups": self.groups_route,
             }
         )
         return apps
@@ -233,6 +242,17 @@ class EquivariancePlugin(base_plugin.TBPlugin):
         scalar = _require(request, "scalar")
         return self._reader.spearman(
             *self._context(request), measure, group, scalar, request.args.getlist("run")
+        )
+
+    @_json_route
+    def groups_route(self, request):
+        """Run groups: mean and Student-t interval over runs per layer and part."""
+        measure = _require(request, "measure")
+        group = _require(request, "group")
+        _check_encoding(request)
+        return self._reader.groups(
+            *self._context(request), request.args.getlist("run"), measure, group,
+            pattern=request.args.get("pattern") or None, x=request.args.get("x") or "step",
         )
 
 

@@ -5,10 +5,15 @@
 // Spearman correlation of each part with a scalar across runs (plotly figures from
 // charts.js). The app polls for new epochs and keeps the user's selection.
 //
+// Run groups (issue 15): the sidebar groups the selected runs by their recorded
+// run_group or by a regular expression on the run name (first capture group); the
+// plugin computes each group's mean and 95% Student-t interval over runs
+// (/groups, scipy), which the views draw for groups of two or more runs.
+//
 // Safety: names from the logs reach the DOM through el(..., {text}) only, canvases
 // through fillText, plotly through the escaping figure builders of charts.js.
 
-import { FIXED_RANGES, PALETTE, decodeMatrix, el, getJSON, textWithCode } from "./util.js";
+import { FIXED_RANGES, PALETTE, decodeMatrix, el, getJSON, plural, textWithCode } from "./util.js";
 import { Views } from "./views.js";
 
 export const POLL_MS = 4000;
@@ -47,7 +52,14 @@ export class App {
       scalar: null,
       heatColor: "value", // heatmap cells: "value" | "above_chance"
       heatScale: "data", // heatmap colour scale: "data" (the runs' range) | "fixed"
+      sharedY: false, // curves: one y-range for every panel
+      xAxis: null, // "epoch" | "global_step"; null = epoch when every run has one point per epoch
+      groupBy: null, // "none" | "recorded" | "pattern"; null = recorded when runs have a run_group
+      groupPattern: "", // regular expression (Python syntax) whose first capture group names the group
     };
+    this.groups = null; // /groups body (decoded) while grouping is on
+    this.groupsKey = null;
+    this.groupsError = null;
     this.index = null; // /runs
     this.series = new Map(); // run -> /series body for state.measure/group
     this.seriesKey = new Map(); // run -> signature of what is in this.series
@@ -62,18 +74,27 @@ export class App {
   build() {
     this.measureSelect = el("select", { onchange: () => this.onMeasure() });
     this.groupSelect = el("select", { onchange: () => this.onGroup() });
+    this.xAxisSelect = el("select", {
+      class: "eq-x-axis",
+      onchange: () => {
+        this.state.xAxis = this.xAxisSelect.value;
+        this.reloadAndRender();
+      },
+    });
     this.tabs = el("div", { class: "eq-tabs" }, VIEWS.map(([id, label]) =>
       el("button", { text: label, "data-view": id, onclick: () => this.setView(id) })));
     this.status = el("span", { class: "eq-status", text: "loading…" });
     const toolbar = el("div", { class: "eq-toolbar" }, [
       el("label", {}, ["Measure", this.measureSelect]),
       el("label", {}, ["Group", this.groupSelect]),
+      el("label", {}, ["X axis", this.xAxisSelect]),
       this.tabs,
       this.status,
     ]);
     this.banner = el("div", { class: "eq-banner", hidden: true });
     this.runList = el("div", { class: "eq-runs" });
     this.viewControls = el("div", { class: "eq-view-controls" });
+    this.groupControls = el("div", { class: "eq-group-controls" });
     const sidebar = el("div", { class: "eq-sidebar" }, [
       el("h3", { text: "Runs" }),
       el("div", { class: "eq-run-tools" }, [
@@ -81,6 +102,7 @@ export class App {
         el("button", { text: "none", onclick: () => this.setAllRuns(false) }),
       ]),
       this.runList,
+      this.groupControls,
       this.viewControls,
     ]);
     this.main = el("div", { class: "eq-main" });
@@ -118,8 +140,9 @@ export class App {
   async fetchData() {
     const changedIndex = this.setIndex(await getJSON("./runs"));
     const changedSeries = await this.loadSeries();
+    const changedGroups = await this.loadGroups();
     this.setStatus(`updated ${new Date().toLocaleTimeString()}`);
-    return changedIndex || changedSeries;
+    return changedIndex || changedSeries || changedGroups;
   }
 
   /** Poll step: re-render only when the data changed. */
@@ -196,6 +219,174 @@ export class App {
     return true;
   }
 
+  // ---- x axis ------------------------------------------------------------
+  //
+  // The callback logs at the global step with the epoch in each point's record;
+  // runs written without records use the event step, by convention the epoch.
+
+  /** "epoch" or "global_step": the user's choice, else epoch when every loaded run
+   * has at most one point per epoch. */
+  xAxisMode() {
+    if (this.state.xAxis) return this.state.xAxis;
+    const distinct = (x) => {
+      const xs = this.xValues(x, "epoch");
+      return xs.every((v, i) => i === 0 || v > xs[i - 1]);
+    };
+    return this.loadedSeries().every(distinct) ? "epoch" : "global_step";
+  }
+
+  xLabel() {
+    return this.xAxisMode() === "epoch" ? "epoch" : "global step";
+  }
+
+  /** "1 epoch", "3 global steps": a count of points in the x axis's words. */
+  xCount(n) {
+    return plural(n, this.xLabel());
+  }
+
+  /** The x value of each point of a /series body (recorded epoch or global step; the
+   * event step where a point has no record). */
+  xValues(x, mode = this.xAxisMode()) {
+    const recorded = mode === "epoch" ? x.epochs : x.global_steps;
+    return x.steps.map((step, j) => (recorded && recorded[j] != null ? recorded[j] : step));
+  }
+
+  /** The x value of an event step (from the first loaded run that has it). */
+  xAtStep(step) {
+    for (const x of this.loadedSeries()) {
+      const j = x.steps.indexOf(step);
+      if (j >= 0) return this.xValues(x)[j];
+    }
+    return step;
+  }
+
+  // ---- run groups -------------------------------------------------------
+
+  /** How runs are grouped now: "none", "recorded" or "pattern". */
+  groupMode() {
+    const by = this.state.groupBy;
+    if (by) return by;
+    return this.index && this.index.runs.some((r) => r.run_group) ? "recorded" : "none";
+  }
+
+  /**
+   * Fetch the groups of the visible runs (/groups) when grouping is on and the
+   * selection, the data or the grouping changed; true when they changed. An
+   * invalid pattern is kept as groupsError (shown under the pattern field).
+   */
+  async loadGroups() {
+    const s = this.state;
+    const mode = this.groupMode();
+    const runs = this.index ? this.visibleRuns().map((r) => r.run) : [];
+    const pattern = mode === "pattern" ? s.groupPattern.trim() : "";
+    const x = this.xAxisMode();
+    const key = JSON.stringify([mode, pattern, x, s.measure, s.group, runs, runs.map((r) => this.seriesKey.get(r) || "")]);
+    if (key === this.groupsKey) return false;
+    this.groupsKey = key;
+    this.groupsError = null;
+    if (mode === "none" || !s.measure || !runs.length || (mode === "pattern" && !pattern)) {
+      const had = this.groups != null;
+      this.groups = null;
+      return had;
+    }
+    const params = { run: runs, measure: s.measure, group: s.group, x };
+    if (pattern) params.pattern = pattern;
+    try {
+      const body = await getJSON("./groups", params);
+      if (key !== this.groupsKey) return false; // superseded
+      for (const g of body.groups) {
+        for (const prefix of ["mean", "low", "high", "n", "part_mean", "part_low", "part_high", "part_n"]) decodeMatrix(g, prefix);
+      }
+      this.groups = body;
+    } catch (e) {
+      if (key !== this.groupsKey) return false;
+      this.groups = null;
+      this.groupsError = e.message;
+    }
+    return true;
+  }
+
+  /** Groups drawn as groups (two or more runs) and the loaded runs drawn on their
+   * own (in no group, or alone in theirs: a group of one run is shown as the run). */
+  groupedView() {
+    const groups = this.groups ? this.groups.groups.filter((g) => g.runs.length > 1) : [];
+    const members = new Set(groups.flatMap((g) => g.runs));
+    return { groups, runs: this.loadedSeries().filter((x) => !members.has(x.run)), members };
+  }
+
+  /** The group (of two or more runs) a run is drawn in, or null. */
+  groupOf(run) {
+    const { groups } = this.groupedView();
+    const g = groups.find((x) => x.runs.includes(run));
+    return g ? { name: g.name, color: this.groupColor(g) } : null;
+  }
+
+  /** A group's colour: that of its first run (which is not drawn on its own). */
+  groupColor(g) {
+    return this.runColor(g.runs[0]);
+  }
+
+  groupStyle(g, width = 2.5) {
+    return { color: this.groupColor(g), width, dash: g.baseline ? "dash" : "solid" };
+  }
+
+  get intervalLabel() {
+    return (this.groups && this.groups.interval) || "95% Student-t interval over runs";
+  }
+
+  /** The sidebar's "Run groups" section: how to group, the pattern, the groups. */
+  updateGroupControls() {
+    const s = this.state;
+    const mode = this.groupMode();
+    const by = el("select", {
+      class: "eq-group-by",
+      onchange: () => {
+        s.groupBy = by.value;
+        this.updateGroupControls();
+        this.reloadAndRender();
+      },
+    }, [
+      el("option", { value: "none", text: "no grouping" }),
+      el("option", { value: "recorded", text: "recorded run group" }),
+      el("option", { value: "pattern", text: "regex on run name" }),
+    ]);
+    by.value = mode;
+    const children = [el("h3", { text: "Run groups" }), by];
+    if (mode === "pattern") {
+      // One field, kept across updates: a live update never drops what is being typed.
+      if (!this.patternInput) {
+        const input = this.patternInput = el("input", {
+          type: "text", class: "eq-group-pattern", value: s.groupPattern, spellcheck: false,
+          placeholder: "e.g. ^(.*)_seed\\d+$", title: "Python regular expression; its first capture group names the group",
+          onchange: () => {
+            s.groupPattern = input.value;
+            this.reloadAndRender();
+          },
+        });
+      }
+      const input = this.patternInput;
+      if (document.activeElement !== input) input.value = s.groupPattern;
+      children.push(input, el("div", { class: "eq-hint", text: "The first capture group of the match names the group; runs that do not match stay ungrouped." }));
+    }
+    if (this.groupsError) children.push(el("div", { class: "eq-hint eq-error eq-group-error", text: this.groupsError }));
+    if (mode !== "none" && this.groups) {
+      const list = this.groups.groups.map((g) => el("div", { class: "eq-group-entry", "data-group": g.name }, [
+        el("span", {
+          class: "eq-swatch" + (g.baseline ? " eq-dashed" : ""),
+          style: g.baseline ? `border-color:${this.groupColor(g)}` : `background:${this.groupColor(g)}`,
+        }),
+        el("span", { class: "eq-run-name", text: g.name }),
+        el("span", { class: "eq-tag", text: g.runs.length > 1 ? plural(g.runs.length, "run") : "1 run (shown as the run)" }),
+      ]));
+      if (!list.length) list.push(el("div", { class: "eq-hint", text: "No selected run is in a group." }));
+      children.push(...list, el("div", {
+        class: "eq-hint eq-interval-note",
+        text: `Groups: mean over their runs, band = ${this.intervalLabel} (computed by the plugin with scipy); a group of one run is shown as the run; dashed: baseline groups.`,
+      }));
+    }
+    this.groupControls.replaceChildren(...children);
+  }
+
   runColor(name) {
     const i = this.index.runs.findIndex((r) => r.run === name);
     return PALETTE[(i < 0 ? 0 : i) % PALETTE.length];
@@ -241,6 +432,7 @@ export class App {
   async reloadAndRender() {
     await this.safely(async () => {
       await this.loadSeries();
+      await this.loadGroups();
       this.updateControls();
       await this.renderView();
     });
@@ -291,11 +483,13 @@ export class App {
     this.fillSelect(this.measureSelect, Object.keys(this.index.measures), s.measure);
     this.fillSelect(this.groupSelect, s.measure ? this.index.measures[s.measure] : [], s.group);
     this.measureSelect.disabled = this.groupSelect.disabled = !s.measure;
+    this.fillSelect(this.xAxisSelect, ["epoch", "global_step"], this.xAxisMode(), (v) => v.replace("_", " "));
     const runs = this.runsWithSeries();
     this.runList.replaceChildren(...runs.map((run) => this.runEntry(run)));
     if (!runs.length) {
       this.runList.replaceChildren(el("div", { class: "eq-hint", text: "No runs yet." }));
     }
+    this.updateGroupControls();
     this.updateViewControls();
     this.updateBanner();
   }
@@ -316,6 +510,9 @@ export class App {
     const tags = [];
     if (run.baseline) tags.push(el("span", { class: "eq-tag", text: "baseline" }));
     if (run.run_group) tags.push(el("span", { class: "eq-tag eq-group", text: run.run_group, title: "run group" }));
+    const grouped = this.groupMode() === "pattern" && this.groups &&
+      this.groups.groups.find((g) => g.runs.includes(run.run));
+    if (grouped) tags.push(el("span", { class: "eq-tag eq-group", text: `≈ ${grouped.name}`, title: "group from the pattern" }));
     if (loaded && loaded.downsampled) {
       tags.push(el("span", { class: "eq-tag eq-warn", text: "sampled", title: "TensorBoard kept only some epochs of this run" }));
     }
@@ -433,8 +630,17 @@ export class App {
         this.safely(() => this.renderView());
       },
     }, layers.map((name) => el("option", { value: name, text: name, selected: selected.has(name) })));
+    const shared = el("input", {
+      type: "checkbox", class: "eq-shared-y", checked: this.state.sharedY,
+      onchange: () => {
+        this.state.sharedY = shared.checked;
+        this.safely(() => this.renderView());
+      },
+    });
     return [el("h3", { text: "Layers" }), select,
-      el("div", { class: "eq-hint", text: `Ctrl/Shift-click to pick up to ${MAX_LAYER_PANELS} layers.` })];
+      el("div", { class: "eq-hint", text: `Ctrl/Shift-click to pick up to ${MAX_LAYER_PANELS} layers.` }),
+      el("h3", { text: "Y axis" }),
+      el("label", { class: "eq-check" }, [shared, "same y-range on every panel"])];
   }
 
   epochControls() {
@@ -444,11 +650,12 @@ export class App {
     const slider = el("input", { type: "range", class: "eq-epoch", min: 0, max: Math.max(steps.length - 1, 0), step: 1 });
     const current = s.epoch == null ? steps.length - 1 : Math.max(0, steps.findIndex((x) => x >= s.epoch));
     slider.value = String(current);
+    const word = this.xLabel();
     const describe = () => {
       const i = Number(slider.value);
       label.textContent = steps.length
-        ? `epoch ${steps[i]}${i === steps.length - 1 ? " (latest, follows new epochs)" : ""}`
-        : "no epochs";
+        ? `${word} ${this.xAtStep(steps[i])}${i === steps.length - 1 ? ` (latest, follows new ${word}s)` : ""}`
+        : `no ${word}s`;
     };
     describe();
     slider.addEventListener("input", describe);
@@ -457,7 +664,7 @@ export class App {
       s.epoch = i === steps.length - 1 ? null : steps[i];
       this.safely(() => this.renderView());
     });
-    return [el("h3", { text: "Epoch" }), slider, label];
+    return [el("h3", { text: word }), slider, label];
   }
 
   channelControls() {

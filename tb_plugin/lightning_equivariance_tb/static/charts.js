@@ -13,11 +13,17 @@
 // "stderr"), shapes on the layer profile (whose traces stay one per run) - and
 // the hover reads value, chance and stderr.
 //
+// Run groups (issue 15, the /groups route): a group of two or more runs is drawn
+// as its mean over runs (a line of the group's colour, dashed for baseline groups,
+// meta "group-mean") with the interval over runs as a band (meta "group-band" on
+// the curves, a shape named "group-band" on the profile); the hover gives the
+// interval and the number of runs at that point. A group of one run is the run.
+//
 // Infinite values sit on a dotted "+∞"/"-∞" line at the y-axis ends of line and bar
 // plots, drawn as triangles, and read "∞" in the hover (placeInfinities).
 
 import {
-  esc, fmt, layerNames, niceStride, orderParts, partColor, partStatRow, statRows, statsText,
+  esc, fmt, layerNames, niceStride, orderParts, partColor, partStatRow, partSymbol, plural, statRows, statsText,
 } from "./util.js";
 
 const FONT = { family: "Roboto, Helvetica Neue, Arial, sans-serif", size: 12, color: "#212121" };
@@ -119,9 +125,23 @@ export function placeInfinities(traces, layout, axis = "") {
   return true;
 }
 
+/**
+ * An x axis of whole epochs/steps over `xs`: linear ticks at a whole stride of
+ * 1, 2, 5 x 10^k (at most about 8 ticks), never between two epochs; a single
+ * point gets the range [x - 0.5, x + 0.5] (one tick, the point in the middle).
+ */
+export function integerAxis(xs) {
+  const finite = Array.from(xs).filter(Number.isFinite);
+  if (!finite.length) return { tickformat: "d" };
+  const lo = Math.min(...finite), hi = Math.max(...finite);
+  const axis = { tickmode: "linear", tick0: 0, dtick: niceStride(Math.max(1, Math.ceil((hi - lo) / 8))), tickformat: "d" };
+  if (hi === lo) Object.assign(axis, { range: [lo - 0.5, hi + 0.5], autorange: false });
+  return axis;
+}
+
 /** Small multiples: one panel per key, one line per run. `title(key)` is plain
  * text (escaped here); `lines(key)` gives {group, trace} with escaped strings. */
-export function panelsFigure(keys, title, lines, yTitle) {
+export function panelsFigure(keys, title, lines, yTitle, options = {}) {
   const n = keys.length;
   const columns = n <= 3 ? Math.max(n, 1) : 3;
   const rowsN = Math.max(1, Math.ceil(n / columns));
@@ -141,8 +161,10 @@ export function panelsFigure(keys, title, lines, yTitle) {
     const w = (1 - gap * (columns - 1)) / columns;
     const h = (1 - 0.12 * (rowsN - 1)) / rowsN;
     const x0 = col * (w + gap), y1 = 1 - row * (h + 0.12);
-    layout[`xaxis${axis}`] = { domain: [x0, x0 + w], anchor: `y${axis}`, title: { text: "epoch", standoff: 2 }, zeroline: false };
+    layout[`xaxis${axis}`] = Object.assign({ domain: [x0, x0 + w], anchor: `y${axis}`, title: { text: esc(options.xTitle || "epoch"), standoff: 2 }, zeroline: false },
+      integerAxis(options.xs || []));
     layout[`yaxis${axis}`] = { domain: [y1 - h, y1], anchor: `x${axis}`, zeroline: false, title: col === 0 ? { text: esc(yTitle) } : undefined };
+    if (options.sharedY && k > 0) layout[`yaxis${axis}`].matches = "y";
     annotations.push({
       text: `<b>${esc(title(key))}</b>`, xref: "paper", yref: "paper", x: x0 + w / 2, y: y1,
       xanchor: "center", yanchor: "bottom", showarrow: false, font: { size: 12 },
@@ -183,6 +205,30 @@ export function finiteRuns(n, ...arrays) {
     if (!ok && start >= 0) { runs.push([start, i]); start = -1; }
   }
   return runs;
+}
+
+/** Polygon coordinates of the band between `low` and `high`, one closed piece per
+ * run of points where both are finite, pieces separated by null. */
+export function boundsPolygons(xs, low, high) {
+  const x = [], y = [];
+  for (const [a, b] of finiteRuns(xs.length, low, high)) {
+    if (x.length) { x.push(null); y.push(null); }
+    for (let i = a; i < b; i++) { x.push(xs[i]); y.push(high[i]); }
+    for (let i = b - 1; i >= a; i--) { x.push(xs[i]); y.push(low[i]); }
+  }
+  return { x, y };
+}
+
+/** A polygon of boundsPolygons/bandPolygons as an SVG path for a layout shape. */
+function polygonPath(band) {
+  const pieces = [];
+  band.x.forEach((v, i) => {
+    if (v == null) return;
+    const first = i === 0 || band.x[i - 1] == null;
+    const last = i === band.x.length - 1 || band.x[i + 1] == null;
+    pieces.push(`${first ? "M" : "L"}${v},${band.y[i]}${last ? " Z" : ""}`);
+  });
+  return pieces.join(" ");
 }
 
 /** Polygon coordinates of value ± stderr, one closed piece per run of finite
@@ -229,36 +275,84 @@ function statsHover(n, chance, stderr) {
   });
 }
 
-function runTrace(x, ys, name, lineStyle, chance = null, stderr = null) {
+/** One run on a panel; `xs`: its x values (default: the event steps), `xTitle`
+ * the x axis's name for the hover. */
+function runTrace(x, ys, name, lineStyle, chance = null, stderr = null, xs = x.steps, xTitle = "epoch") {
   const style = lineStyle(x.run);
   const hasStats = Boolean(chance || stderr);
   const trace = {
-    x: Array.from(x.steps), y: Array.from(ys), name: esc(x.run), line: style,
-    hovertemplate: `${esc(x.run)}<br>${esc(name)}<br>epoch %{x}<br>%{text}${hasStats ? "%{hovertext}" : ""}<extra></extra>`,
+    x: Array.from(xs), y: Array.from(ys), name: esc(x.run), line: style,
+    hovertemplate: `${esc(x.run)}<br>${esc(name)}<br>${esc(xTitle)} %{x}<br>%{text}${hasStats ? "%{hovertext}" : ""}<extra></extra>`,
   };
   if (hasStats) trace.hovertext = statsHover(x.steps.length, chance, stderr);
   return {
     group: x.run,
     trace,
-    extras: hasStats ? statTraces(x.steps, ys, chance, stderr, style.color, x.run) : [],
+    extras: hasStats ? statTraces(Array.from(xs), ys, chance, stderr, style.color, x.run) : [],
+  };
+}
+
+/** Hover text of a group's points: the interval and how many runs have a value. */
+function groupHover(g, low, high, n, interval) {
+  return Array.from({ length: g.xs.length }, (_, j) => esc(
+    `${Number.isFinite(low[j]) ? `${interval}: ${fmt(low[j])} to ${fmt(high[j])}` : "no interval (one run)"}` +
+    ` · ${plural(n[j], "run")} of ${g.runs.length}`));
+}
+
+/** A group's mean over runs on one panel, its interval band as an extra trace. */
+export function groupLine(g, k, prefix, name, style, interval, xTitle = "epoch") {
+  const mean = Array.from(g[`${prefix}mean`][k]);
+  const low = Array.from(g[`${prefix}low`][k]), high = Array.from(g[`${prefix}high`][k]);
+  const n = Array.from(g[`${prefix}n`][k]);
+  const extras = [];
+  const band = boundsPolygons(g.xs, low, high);
+  if (band.x.length) {
+    extras.push({
+      type: "scatter", mode: "lines", meta: "group-band", name: esc(`${interval} · ${g.name}`),
+      x: band.x, y: band.y, fill: "toself", fillcolor: rgba(style.color, 0.22),
+      line: { width: 0, color: rgba(style.color, 0) }, hoverinfo: "skip",
+    });
+  }
+  return {
+    group: `group\u0000${g.name}`,
+    trace: {
+      x: Array.from(g.xs), y: mean, meta: "group-mean", line: style,
+      name: esc(`${g.name} · mean of ${plural(g.runs.length, "run")}`),
+      customdata: groupHover(g, low, high, n, interval),
+      hovertemplate: `${esc(g.name)} (group mean)<br>${esc(name)}<br>${esc(xTitle)} %{x}<br>mean %{text}<br>%{customdata}<extra></extra>`,
+    },
+    extras,
   };
 }
 
 /** Curves over epochs: per depth part (the server's part means) and per layer,
  * with each run's chance level (dashed) and ± stderr band where it has them. */
-export function curvesFigures(series, layers, knownParts, measure, lineStyle) {
-  const parts = orderParts(series.flatMap((x) => x.part_names), knownParts);
-  const perPart = panelsFigure(parts, (p) => p, (part) => series
-    .filter((x) => x.part_names.includes(part))
-    .map((x) => runTrace(x, x.part_values[x.part_names.indexOf(part)], part, lineStyle,
-      partStatRow(x, "chance", part), partStatRow(x, "stderr", part))), measure);
-  const perLayer = panelsFigure(layers, (l) => l, (layer) => series
-    .filter((x) => x.layers.includes(layer))
-    .map((x) => {
-      const i = x.layers.indexOf(layer);
-      const chance = statRows(x, "chance"), stderr = statRows(x, "stderr");
-      return runTrace(x, x.values[i], layer, lineStyle, chance && chance[i], stderr && stderr[i]);
-    }), measure);
+export function curvesFigures(series, layers, knownParts, measure, lineStyle, options = {}) {
+  const groups = options.groups || [];
+  const groupStyle = options.groupStyle;
+  const interval = options.interval || "interval over runs";
+  const xOf = options.xOf || ((x) => x.steps);
+  const xTitle = options.xTitle || "epoch";
+  const xs = series.flatMap((x) => Array.from(xOf(x))).concat(groups.flatMap((g) => g.xs));
+  const panel = { xs, sharedY: Boolean(options.sharedY), xTitle };
+  const parts = orderParts(series.flatMap((x) => x.part_names).concat(groups.flatMap((g) => g.part_names)), knownParts);
+  const perPart = panelsFigure(parts, (p) => p, (part) => groups
+    .filter((g) => g.part_names.includes(part))
+    .map((g) => groupLine(g, g.part_names.indexOf(part), "part_", part, groupStyle(g), interval, xTitle))
+    .concat(series
+      .filter((x) => x.part_names.includes(part))
+      .map((x) => runTrace(x, x.part_values[x.part_names.indexOf(part)], part, lineStyle,
+        partStatRow(x, "chance", part), partStatRow(x, "stderr", part), xOf(x), xTitle))), measure, panel);
+  const perLayer = panelsFigure(layers, (l) => l, (layer) => groups
+    .filter((g) => g.layers.includes(layer))
+    .map((g) => groupLine(g, g.layers.indexOf(layer), "", layer, groupStyle(g), interval, xTitle))
+    .concat(series
+      .filter((x) => x.layers.includes(layer))
+      .map((x) => {
+        const i = x.layers.indexOf(layer);
+        const chance = statRows(x, "chance"), stderr = statRows(x, "stderr");
+        return runTrace(x, x.values[i], layer, lineStyle, chance && chance[i], stderr && stderr[i], xOf(x), xTitle);
+      })), measure, panel);
   return { perPart, perLayer };
 }
 
@@ -277,11 +371,50 @@ function linePath(xs, ys) {
     .join(" ");
 }
 
+/** Index of the point of a group at `step` (its last x at or before it). */
+function groupPointAt(g, step) {
+  return pointAt({ steps: g.xs }, step);
+}
+
 /** Layer profile at one epoch: relative depth on x, one line per run; each
- * run's chance level (dashed) and ± stderr band are layout shapes. */
-export function profileFigure(series, step, measure, lineStyle) {
+ * run's chance level (dashed) and ± stderr band are layout shapes. With
+ * `options.groups` (two or more runs each) a group's mean over runs is a line
+ * (meta "group-mean") and its interval over runs a shape named "group-band". */
+export function profileFigure(series, step, measure, lineStyle, options = {}) {
   const traces = [];
   const shapes = [];
+  const interval = options.interval || "interval over runs";
+  const xOf = options.xOf || ((x) => x.steps);
+  const xTitle = options.xTitle || "epoch";
+  for (const g of options.groups || []) {
+    // the group's x values are in the axis's units: groupX is the chosen step's
+    const t = groupPointAt(g, step == null ? null : (options.groupX == null ? step : options.groupX));
+    if (t < 0) continue;
+    const L = g.layers.length;
+    const style = options.groupStyle(g);
+    const xs = g.layers.map((_, i) => (L > 1 ? i / (L - 1) : 0));
+    const low = g.low.map((row) => row[t]), high = g.high.map((row) => row[t]);
+    const n = g.n.map((row) => row[t]);
+    const names = layerNames(g.layers);
+    traces.push({
+      type: "scatter", mode: "lines+markers", meta: "group-mean",
+      x: xs, y: g.mean.map((row) => row[t]),
+      name: esc(`${g.name} · mean of ${plural(g.runs.length, "run")} · ${xTitle} ${g.xs[t]}`),
+      line: style, marker: { size: 6, symbol: g.baseline ? "diamond" : "circle" },
+      customdata: names.map((name, i) => esc(`${name} (${g.parts[i]})`)),
+      hovertext: names.map((_, i) => esc(Number.isFinite(low[i])
+        ? `${interval}: ${fmt(low[i])} to ${fmt(high[i])} · ${plural(n[i], "run")} of ${g.runs.length}`
+        : `no interval · ${plural(n[i], "run")} of ${g.runs.length}`)),
+      hovertemplate: `${esc(g.name)} (group mean)<br>%{customdata}<br>depth %{x:.2f}<br>mean %{text}<br>%{hovertext}<extra></extra>`,
+    });
+    const path = polygonPath(boundsPolygons(xs, low, high));
+    if (path) {
+      shapes.push({
+        type: "path", name: "group-band", xref: "x", yref: "y", layer: "below", path,
+        fillcolor: rgba(style.color, 0.22), line: { width: 0 },
+      });
+    }
+  }
   for (const x of series) {
     const t = pointAt(x, step);
     if (t < 0) continue;
@@ -299,7 +432,7 @@ export function profileFigure(series, step, measure, lineStyle) {
       x: xs,
       y: ys,
       customdata: names.map((name, i) => esc(`${name} (${x.parts[i]})`)),
-      name: esc(`${x.run} · epoch ${x.steps[t]}`),
+      name: esc(`${x.run} · ${xTitle} ${xOf(x)[t]}`),
       line: style,
       marker: { size: 5, symbol: x.baseline ? "diamond" : "circle" },
       hovertemplate: `${esc(x.run)}<br>%{customdata}<br>depth %{x:.2f}<br>%{text}${hasStats ? "%{hovertext}" : ""}<extra></extra>`,
@@ -307,17 +440,10 @@ export function profileFigure(series, step, measure, lineStyle) {
     if (hasStats) trace.hovertext = statsHover(L, chance, stderr);
     traces.push(trace);
     if (stderr) {
-      const band = bandPolygons(xs, ys, stderr);
-      const pieces = [];
-      band.x.forEach((v, i) => {
-        if (v == null) return;
-        const first = i === 0 || band.x[i - 1] == null;
-        const last = i === band.x.length - 1 || band.x[i + 1] == null;
-        pieces.push(`${first ? "M" : "L"}${v},${band.y[i]}${last ? " Z" : ""}`);
-      });
-      if (pieces.length) {
+      const path = polygonPath(bandPolygons(xs, ys, stderr));
+      if (path) {
         shapes.push({
-          type: "path", name: "stderr", xref: "x", yref: "y", layer: "below", path: pieces.join(" "),
+          type: "path", name: "stderr", xref: "x", yref: "y", layer: "below", path,
           fillcolor: rgba(style.color, 0.18), line: { width: 0 },
         });
       }
@@ -366,9 +492,20 @@ export function channelBarsFigure(body, t, range, measure) {
   return { traces: [bar], layout };
 }
 
+/** What the Spearman scatter's markers mean (plain text), with or without groups. */
+export function spearmanMarkerNote(parts, knownParts, grouped) {
+  if (!grouped) {
+    return "One marker per run and depth part: colour = part (legend); ● run, ◇ baseline run.";
+  }
+  const symbols = parts.map((p) => `${partSymbol(p, knownParts, true)} ${p}`).join(", ");
+  return `One marker per run and depth part: colour = run group (legend), symbol = part (${symbols}); open symbols: baseline runs.`;
+}
+
 /** Spearman's rho per part (bars) and the per-run values (scatter). Part means
- * and scalars in `body.points` are numbers (±Infinity, NaN) already. */
-export function spearmanFigures(body, knownParts, scalar, measure) {
+ * and scalars in `body.points` are numbers (±Infinity, NaN) already. With
+ * `groups` ({groupOf(run) -> {name, color} or null}) the scatter's colours are
+ * the runs' groups and its symbols the parts; rho stays over all runs. */
+export function spearmanFigures(body, knownParts, scalar, measure, groups = null) {
   const bar = {
     traces: [{
       type: "bar", x: body.parts.map((p) => esc(p.part)), y: body.parts.map((p) => p.rho),
@@ -382,21 +519,48 @@ export function spearmanFigures(body, knownParts, scalar, measure) {
     }),
   };
   const parts = orderParts(body.points.flatMap((pt) => Object.keys(pt.parts)), knownParts);
-  const traces = parts.map((part) => {
-    const pts = body.points.filter((pt) => part in pt.parts);
-    return {
-      type: "scatter", mode: "markers", name: esc(part),
-      x: pts.map((pt) => pt.scalar), y: pts.map((pt) => pt.parts[part]),
-      customdata: pts.map((pt) => esc(pt.run)),
-      marker: { size: 9, color: partColor(part, knownParts), symbol: pts.map((pt) => (pt.baseline ? "diamond-open" : "circle")) },
-      hovertemplate: `%{customdata}<br>${esc(part)}<br>${esc(scalar)} %{x:.4f}<br>${esc(measure)} %{text}<extra></extra>`,
-    };
-  });
+  let traces;
+  if (groups) {
+    const byGroup = new Map();
+    for (const pt of body.points) {
+      const g = groups.groupOf(pt.run);
+      const key = g ? g.name : "";
+      if (!byGroup.has(key)) byGroup.set(key, { g, pts: [] });
+      byGroup.get(key).pts.push(pt);
+    }
+    const keys = [...byGroup.keys()].sort((a, b) => (a === "") - (b === "") || (a < b ? -1 : a > b ? 1 : 0));
+    traces = keys.map((key) => {
+      const { g, pts } = byGroup.get(key);
+      const flat = pts.flatMap((pt) => parts.filter((p) => p in pt.parts).map((p) => [pt, p]));
+      return {
+        type: "scatter", mode: "markers", meta: "group-points",
+        name: esc(g ? `${g.name} (${plural(pts.length, "run")})` : `no group (${plural(pts.length, "run")})`),
+        x: flat.map(([pt]) => pt.scalar), y: flat.map(([pt, p]) => pt.parts[p]),
+        customdata: flat.map(([pt, p]) => `${esc(pt.run)}<br>${esc(p)}`),
+        marker: {
+          size: 9, color: g ? g.color : "#212121",
+          symbol: flat.map(([pt, p]) => partSymbol(p, knownParts) + (pt.baseline ? "-open" : "")),
+        },
+        hovertemplate: `%{customdata}<br>${esc(scalar)} %{x:.4f}<br>${esc(measure)} %{text}<extra></extra>`,
+      };
+    });
+  } else {
+    traces = parts.map((part) => {
+      const pts = body.points.filter((pt) => part in pt.parts);
+      return {
+        type: "scatter", mode: "markers", name: esc(part),
+        x: pts.map((pt) => pt.scalar), y: pts.map((pt) => pt.parts[part]),
+        customdata: pts.map((pt) => esc(pt.run)),
+        marker: { size: 9, color: partColor(part, knownParts), symbol: pts.map((pt) => (pt.baseline ? "diamond-open" : "circle")) },
+        hovertemplate: `%{customdata}<br>${esc(part)}<br>${esc(scalar)} %{x:.4f}<br>${esc(measure)} %{text}<extra></extra>`,
+      };
+    });
+  }
   const layout = baseLayout({
     height: 340,
     xaxis: { title: { text: esc(scalar) }, zeroline: false },
     yaxis: { title: { text: esc(measure) }, zeroline: false },
   });
   placeInfinities(traces, layout);
-  return { bar, scatter: { traces, layout } };
+  return { bar, scatter: { traces, layout }, note: spearmanMarkerNote(parts, knownParts, Boolean(groups)) };
 }

@@ -177,6 +177,7 @@ export class CanvasHeatmap {
    */
   draw(spec, width) {
     this.spec = spec;
+    this.tip.hidden = true; // new data: no tooltip of the old one stays up
     this.width = Math.max(320, Math.floor(width || 800));
     this.redraw();
   }
@@ -480,7 +481,7 @@ export class CanvasHeatmap {
     if (s.title) lines.push(s.title);
     if (s.rowKind === "channel") lines.push(`channel ${s.rowLabels[r]}`);
     else lines.push(`layer ${s.rowLabels[r]}${s.parts ? ` (${s.parts[r]})` : ""}`);
-    lines.push(`epoch ${s.cols[c]}`);
+    lines.push(`${s.xTitle || "epoch"} ${s.cols[c]}`);
     lines.push(`${s.valueLabel || "value"} ${fmt(this.valueAt(r, c))}`);
     if (s.notes) lines.push(...s.notes(r, c));
     return lines.join("\n");

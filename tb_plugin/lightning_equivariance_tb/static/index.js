@@ -23,10 +23,12 @@ import { App } from "./app.js";
 import { el, getJSON } from "./util.js";
 
 export {
-  FIXED_RANGES, directionHint, esc, fmt, num, orderParts, partColor, partStatRow, statsText, uninformativeReason,
+  FIXED_RANGES, directionHint, esc, fmt, num, orderParts, partColor, partStatRow, partSymbol, plural, statsText,
+  uninformativeReason,
 } from "./util.js";
 export {
-  bandPolygons, channelBarsFigure, curvesFigures, finiteRuns, profileFigure, spearmanFigures, statTraces,
+  bandPolygons, boundsPolygons, channelBarsFigure, curvesFigures, finiteRuns, groupLine, integerAxis, profileFigure,
+  spearmanFigures, spearmanMarkerNote, statTraces,
 } from "./charts.js";
 export { barTicksWithEnds, heatmapHeight } from "./heatmap.js";
 
@@ -49,7 +51,7 @@ export async function render() {
   // plotly view is opened, or when the browser is idle afterwards.
   const data = getJSON("./runs").then((index) => {
     app.setIndex(index);
-    return app.loadSeries();
+    return app.loadSeries().then(() => app.loadGroups());
   });
   data.then(() => performance.mark("eq-data"), () => {});
   await style;

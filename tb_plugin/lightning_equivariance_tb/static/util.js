@@ -61,28 +61,30 @@ export async function getJSON(route, params = {}) {
 
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
-/** Float32 values of a `{prefix}_base64` (little-endian) field. */
-function decodeFloats(b64, count) {
+/** Float32 (or, with `double`, float64) values of a `{prefix}_base64` (little-endian) field. */
+function decodeFloats(b64, count, double = false) {
   const bin = atob(b64);
   const bytes = new Uint8Array(bin.length);
   for (let i = 0; i < bin.length; i++) bytes[i] = bin.charCodeAt(i);
-  if (LITTLE_ENDIAN) return new Float32Array(bytes.buffer);
+  const Type = double ? Float64Array : Float32Array;
+  if (LITTLE_ENDIAN) return new Type(bytes.buffer);
   const view = new DataView(bytes.buffer);
-  const all = new Float32Array(count);
-  for (let i = 0; i < count; i++) all[i] = view.getFloat32(4 * i, true);
+  const all = new Type(count);
+  for (let i = 0; i < count; i++) all[i] = double ? view.getFloat64(8 * i, true) : view.getFloat32(4 * i, true);
   return all;
 }
 
 /**
  * Turn `{prefix}_base64` + `{prefix}_shape` of `body` into `body[prefix]`: rows
- * (Float32Array each) of a 2-D matrix, or a Float32Array of a vector.
+ * (Float32Array each) of a 2-D matrix, or a Float32Array of a vector
+ * (Float64Array when `{prefix}_dtype` is "float64").
  */
 export function decodeMatrix(body, prefix = "values") {
   const b64 = body[`${prefix}_base64`];
   if (b64 == null) return body;
   const shape = body[`${prefix}_shape`];
   const count = shape.reduce((a, b) => a * b, 1);
-  const all = decodeFloats(b64, count);
+  const all = decodeFloats(b64, count, body[`${prefix}_dtype`] === "float64");
   if (shape.length === 1) {
     body[prefix] = all;
   } else {
@@ -219,4 +221,20 @@ export function niceStride(k) {
   const p = 10 ** Math.floor(Math.log10(k));
   for (const m of [1, 2, 5, 10]) if (m * p >= k) return m * p;
   return 10 * p;
+}
+
+/** "1 epoch", "3 epochs", "0 runs": a count with its noun, singular or plural. */
+export function plural(n, word, many = `${word}s`) {
+  return `${n} ${n === 1 ? word : many}`;
+}
+
+/** Symbols of the depth parts (Spearman with groups: colour = group, symbol = part). */
+export const PART_SYMBOLS = ["circle", "square", "diamond", "triangle-up", "x"];
+const PART_GLYPHS = ["●", "■", "◆", "▲", "✕"];
+
+/** Marker symbol of a part (known parts by position; others "star"). */
+export function partSymbol(part, knownParts, glyph = false) {
+  const i = knownParts.indexOf(part);
+  if (glyph) return i >= 0 ? PART_GLYPHS[i % PART_GLYPHS.length] : "★";
+  return i >= 0 ? PART_SYMBOLS[i % PART_SYMBOLS.length] : "star";
 }

@@ -6,7 +6,7 @@
 // id across live updates, so zoom and hover survive new epochs.
 
 import {
-  FIXED_RANGES, decodeMatrix, directionHint, el, fmt, getJSON, layerNames, num, statRows, textWithCode,
+  FIXED_RANGES, decodeMatrix, directionHint, el, fmt, getJSON, layerNames, num, plural, statRows, textWithCode,
   uninformativeReason,
 } from "./util.js";
 import { CanvasHeatmap, heatmapHeight, valueRange } from "./heatmap.js";
@@ -42,6 +42,25 @@ function cellNotes(x, showsAboveChance) {
     }
     return lines;
   };
+}
+
+/** Extra tooltip lines of a group heatmap cell: the interval and the run count. */
+function groupCellNotes(g, interval) {
+  return (r, c) => {
+    const n = g.n[r][c], low = g.low[r][c], high = g.high[r][c];
+    if (!n) return ["no run of the group has a value here"];
+    return [
+      Number.isFinite(low) ? `${interval}: ${fmt(low)} to ${fmt(high)}` : "no interval (one run has a value here)",
+      `${plural(n, "run")} of ${g.runs.length}`,
+    ];
+  };
+}
+
+/** Draw a plotly figure, first hiding any hover label of the previous data (no
+ * stale tooltip after the selection changes). */
+function react(div, figure, config) {
+  if (window.Plotly.Fx && div.classList.contains("js-plotly-plot")) window.Plotly.Fx.unhover(div);
+  return window.Plotly.react(div, figure.traces, figure.layout, config);
 }
 
 /** The views of an App (its state, series and run styles) in its main area. */
@@ -170,31 +189,57 @@ export class Views {
   }
 
   renderHeatmaps(generation) {
-    const all = this.app.loadedSeries();
-    const mode = this.heatmapMode(all);
+    const loaded = this.app.loadedSeries();
+    const mode = this.heatmapMode(loaded);
+    // Groups of two or more runs: one card of the group mean each (value colouring;
+    // with "above chance" every run is drawn on its own).
+    const grouped = mode.aboveChance ? { groups: [], runs: loaded } : this.app.groupedView();
+    const all = grouped.runs;
+    const groups = grouped.groups;
+    if (groups.length) {
+      const both = valueRange(all.map(mode.matrix).concat(groups.map((g) => g.mean)));
+      mode.range = mode.fixed ? Object.assign(both, { lo: mode.range.lo, hi: mode.range.hi }) : both;
+    }
     const range = mode.range;
-    const direction = mode.aboveChance ? true : all.length ? all[0].higher_is_better : true;
+    const direction = mode.aboveChance ? true : loaded.length ? loaded[0].higher_is_better : true;
     const anyUninformative = all.some((x) => (statRows(x, "informative") || []).some((row) => row.includes(0)));
     const plots = [];
+    const word = this.app.xLabel();
     this.withCards((container) => {
       container.append(el("div", {
         class: "eq-hint",
-        text: `Rows: layers in depth order (top = input side). Columns: epochs. ` +
+        text: `Rows: layers in depth order (top = input side). Columns: ${word}s. ` +
           (mode.aboveChance
             ? "Colour: how far above chance the value is ((v - c) / (best - c): 1 = perfect, 0 = chance); "
             : "") +
           `One colour scale for all runs${mode.fixed ? ` (fixed: ${range.lo} to ${range.hi})` : ""}; ${directionHint(direction, this.app.state.measure)}.` +
           (anyUninformative ? " Greyed, hatched cells: uninformative layers (the chance level leaves no room, hover for it)." : "") +
           (range.pos + range.neg ? " Hatched cells are +∞ / -∞ (e.g. nv = x/0), coloured as the scale's end." : "") +
-          (all.some((x) => x.missing.length) ? " Grey cells: layer not measured at that epoch (hover for why)." : ""),
+          (all.some((x) => x.missing.length) ? ` Grey cells: layer not measured at that ${word} (hover for why).` : "") +
+          (groups.length ? ` Group cards: the mean over the group's runs (hover: ${this.app.intervalLabel}, number of runs).` : ""),
       }));
-      return all.map((x) => {
+      const groupIds = groups.map((g) => {
+        const id = `heatmap-group\u0000${g.name}`;
+        const sub = [g.models.join(", "), `mean of ${plural(g.runs.length, "run")}`, plural(g.layers.length, "layer"),
+          plural(g.xs.length, word), g.baseline ? "baseline" : ""].filter(Boolean).join(" · ");
+        const card = this.card(container, id, `${g.name} (group mean)`, sub);
+        card.classList.add("eq-heatmap-group");
+        card.dataset.group = g.name;
+        card.dataset.runs = String(g.runs.length);
+        card.plot.style.minHeight = `${Math.min(heatmapHeight(g.layers.length), 640)}px`;
+        card.plot.classList.add("eq-scroll");
+        plots.push([card, null, g]);
+        return id;
+      });
+      return groupIds.concat(all.map((x) => {
         const id = `heatmap\u0000${x.run}`;
         const last = x.steps.length ? x.steps[x.steps.length - 1] : 0;
-        const epochs = x.downsampled
-          ? `${x.steps.length} of ${last + 1} epochs kept by TensorBoard (down-sampled)`
-          : `${x.steps.length} epochs`;
-        const sub = [x.model, x.run_group, `${x.layers.length} layers`, epochs, x.baseline ? "baseline" : ""]
+        // Down-sampled: without records the steps are epochs (0, 1, ...), so the count is known.
+        const recorded = x.epochs && x.epochs.some((e) => e != null);
+        const epochs = !x.downsampled ? plural(x.steps.length, word)
+          : recorded ? `${plural(x.steps.length, word)} kept by TensorBoard (down-sampled)`
+            : `${x.steps.length} of ${plural(last + 1, "epoch")} kept by TensorBoard (down-sampled)`;
+        const sub = [x.model, x.run_group, plural(x.layers.length, "layer"), epochs, x.baseline ? "baseline" : ""]
           .filter(Boolean).join(" · ");
         const card = this.card(container, id, x.run, sub);
         card.classList.add("eq-heatmap");
@@ -205,12 +250,34 @@ export class Views {
         card.plot.classList.add("eq-scroll");
         plots.push([card, x]);
         return id;
-      });
+      }));
     });
-    const draw = ([card, x]) => {
+    const interval = this.app.intervalLabel;
+    const draw = ([card, x, g]) => {
+      if (g) {
+        this.heatmapOf(card).draw({
+          values: g.mean,
+          cols: g.xs,
+          rowLabels: layerNames(g.layers),
+          parts: g.parts,
+          knownParts: this.app.knownParts,
+          zmin: range.lo,
+          zmax: range.hi,
+          reverse: g.higher_is_better === false,
+          height: heatmapHeight(g.layers.length),
+          title: `${g.name} (group mean of ${plural(g.runs.length, "run")})`,
+          rowKind: "layer",
+          xTitle: word,
+          notes: groupCellNotes(g, interval),
+          barTitle: this.app.state.measure, // the card title says "group mean"
+          valueLabel: "mean",
+        }, this.plotWidth(card));
+        card.dataset.drawn = "1";
+        return;
+      }
       this.heatmapOf(card).draw({
         values: mode.matrix(x),
-        cols: x.steps,
+        cols: this.app.xValues(x),
         rowLabels: layerNames(x.layers),
         parts: x.parts,
         knownParts: this.app.knownParts,
@@ -220,7 +287,7 @@ export class Views {
         height: heatmapHeight(x.layers.length),
         title: x.run,
         rowKind: "layer",
-        xTitle: "epoch",
+        xTitle: word,
         notes: cellNotes(x, mode.aboveChance),
         barTitle: mode.title,
         valueLabel: mode.aboveChance ? "above chance" : "value",
@@ -256,32 +323,52 @@ export class Views {
     }
   }
 
+  /** Subtitle words about the groups drawn ("" when none). */
+  groupsNote(groups) {
+    if (!groups.length) return "";
+    return `; thick lines: group means (${groups.map((g) => `${g.name}: ${plural(g.runs.length, "run")}`).join(", ")}), ` +
+      `shaded: ${this.app.intervalLabel}, dashed: baseline groups`;
+  }
+
   renderCurves() {
     const layers = this.app.selectedLayers(this.app.allLayers());
+    const { groups, runs } = this.app.groupedView();
     const { perPart, perLayer } = curvesFigures(
-      this.app.loadedSeries(), layers, this.app.knownParts, this.app.state.measure, (run) => this.app.lineStyle(run));
+      runs, layers, this.app.knownParts, this.app.state.measure, (run) => this.app.lineStyle(run), {
+        groups, groupStyle: (g) => this.app.groupStyle(g), interval: this.app.intervalLabel, sharedY: this.app.state.sharedY,
+        xOf: (x) => this.app.xValues(x), xTitle: this.app.xLabel(),
+      });
     let partDiv, layerDiv;
+    const shared = this.app.state.sharedY ? "; one y-range for all panels" : "";
     this.withCards((container) => {
       partDiv = this.card(container, "curves-parts", "Per part",
-        "mean over the part's measured layers (Early / Middle / Late split the feature maps before pooling); thin dashed: chance level, band: ± stderr").plot;
-      layerDiv = this.card(container, "curves-layers", "Selected layers", layers.length ? "" : "no layer selected").plot;
+        "mean over the part's measured layers (Early / Middle / Late split the feature maps before pooling); thin dashed: chance level, band: ± stderr" +
+        this.groupsNote(groups) + shared).plot;
+      layerDiv = this.card(container, "curves-layers", "Selected layers",
+        (layers.length ? "" : "no layer selected") + this.groupsNote(groups).replace(/^; /, layers.length ? "" : "; ") + shared).plot;
       return ["curves-parts", "curves-layers"];
     });
-    window.Plotly.react(partDiv, perPart.traces, perPart.layout, PLOT_CONFIG);
-    window.Plotly.react(layerDiv, perLayer.traces, perLayer.layout, PLOT_CONFIG);
+    react(partDiv, perPart, PLOT_CONFIG);
+    react(layerDiv, perLayer, PLOT_CONFIG);
   }
 
   renderProfile() {
     const step = this.app.state.epoch;
-    const figure = profileFigure(this.app.loadedSeries(), step, this.app.state.measure, (run) => this.app.lineStyle(run));
+    const { groups, runs } = this.app.groupedView();
+    const word = this.app.xLabel();
+    const figure = profileFigure(runs, step, this.app.state.measure, (run) => this.app.lineStyle(run), {
+      groups, groupStyle: (g) => this.app.groupStyle(g), interval: this.app.intervalLabel,
+      xOf: (x) => this.app.xValues(x), xTitle: word, groupX: step == null ? null : this.app.xAtStep(step),
+    });
     let div;
-    const title = step == null ? "latest epoch" : `epoch ${step}`;
+    const title = step == null ? `at the latest ${word}` : `at ${word} ${this.app.xAtStep(step)}`;
     this.withCards((container) => {
-      div = this.card(container, "profile", `Layer profile at the ${title}`,
-        "x: relative depth (0 = first measured layer, 1 = last); dashed: baseline runs; thin dashed: chance level, band: ± stderr").plot;
+      div = this.card(container, "profile", `Layer profile ${title}`,
+        "x: relative depth (0 = first measured layer, 1 = last); dashed: baseline runs; thin dashed: chance level, band: ± stderr" +
+        this.groupsNote(groups)).plot;
       return ["profile"];
     });
-    window.Plotly.react(div, figure.traces, figure.layout, PLOT_CONFIG);
+    react(div, figure, PLOT_CONFIG);
   }
 
   async renderChannels() {
@@ -297,19 +384,25 @@ export class Views {
     }));
     const C = body.channels;
     const t = pointAt(body, s.epoch);
+    const word = this.app.xLabel();
+    const run = this.app.series.get(body.run);
+    const cols = run ? body.steps.map((step) => {
+      const j = run.steps.indexOf(step);
+      return j >= 0 ? this.app.xValues(run)[j] : step;
+    }) : body.steps;
     let heatCard, barDiv;
     this.withCards((container) => {
       heatCard = this.card(container, "channels-heat", `${body.run} — ${body.layer}`,
-        `${body.part} · ${C} channels · ${body.steps.length} epochs`);
+        `${body.part} · ${plural(C, "channel")} · ${plural(body.steps.length, word)}`);
       heatCard.dataset.rows = String(C);
       heatCard.dataset.cols = String(body.steps.length);
-      barDiv = this.card(container, "channels-bar", t >= 0 ? `Channels at epoch ${body.steps[t]}` : "Channels", "").plot;
+      barDiv = this.card(container, "channels-bar", t >= 0 ? `Channels at ${word} ${cols[t]}` : "Channels", "").plot;
       return ["channels-heat", "channels-bar"];
     });
     const range = valueRange([body.values]);
     this.heatmapOf(heatCard).draw({
       values: body.values,
-      cols: body.steps,
+      cols,
       rowLabels: Array.from({ length: C }, (_, c) => String(c)),
       parts: null,
       zmin: range.lo,
@@ -318,11 +411,11 @@ export class Views {
       height: Math.min(520, Math.max(220, 6 * C + 80)),
       title: `${body.run} — ${body.layer}`,
       rowKind: "channel",
-      xTitle: "epoch",
+      xTitle: word,
     }, this.plotWidth(heatCard));
     heatCard.dataset.drawn = "1";
     const figure = channelBarsFigure(body, t, range, s.measure);
-    window.Plotly.react(barDiv, figure.traces, figure.layout, PLOT_CONFIG);
+    react(barDiv, figure, PLOT_CONFIG);
   }
 
   async renderSpearman() {
@@ -352,19 +445,27 @@ export class Views {
       for (const part of Object.keys(pt.parts)) pt.parts[part] = num(pt.parts[part]);
     }
     const infParts = body.points.some((pt) => Object.values(pt.parts).some((v) => v === Infinity || v === -Infinity));
-    const figures = spearmanFigures(body, this.app.knownParts, s.scalar, s.measure);
+    const grouped = this.app.groupedView().groups.length > 0;
+    const figures = spearmanFigures(body, this.app.knownParts, s.scalar, s.measure,
+      grouped ? { groupOf: (run) => this.app.groupOf(run) } : null);
     let barDiv, scatterDiv;
     this.withCards((container) => {
-      const a = this.card(container, "spearman-bar", `Spearman ρ across ${body.points.length} runs`,
+      const a = this.card(container, "spearman-bar", `Spearman ρ across ${plural(body.points.length, "run")}`,
         `${s.measure} / ${s.group} at each run's last epoch vs. last ${s.scalar}`);
+      for (const stale of a.querySelectorAll(".eq-table")) stale.remove();
       a.insertBefore(this.spearmanTable(body), a.plot);
       barDiv = a.plot;
-      scatterDiv = this.card(container, "spearman-scatter", "Per-run values",
-        "one point per run and part" + (infParts ? "; ±∞ part means (ranked above/below every number) sit on the dotted lines" : "")).plot;
+      const b = this.card(container, "spearman-scatter", "Per-run values",
+        "one point per run and part" + (grouped ? "; ρ is over all runs, colours are the runs' groups" : "") +
+        (infParts ? "; ±∞ part means (ranked above/below every number) sit on the dotted lines" : ""));
+      const note = b.querySelector(".eq-marker-note") || el("div", { class: "eq-hint eq-marker-note" });
+      note.textContent = figures.note;
+      b.insertBefore(note, b.plot);
+      scatterDiv = b.plot;
       return ["spearman-bar", "spearman-scatter"];
     });
-    window.Plotly.react(barDiv, figures.bar.traces, figures.bar.layout, PLOT_CONFIG);
-    window.Plotly.react(scatterDiv, figures.scatter.traces, figures.scatter.layout, PLOT_CONFIG);
+    react(barDiv, figures.bar, PLOT_CONFIG);
+    react(scatterDiv, figures.scatter, PLOT_CONFIG);
   }
 
   spearmanTable(body) {
