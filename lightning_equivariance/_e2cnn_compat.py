@@ -39,6 +39,7 @@ bit-for-bit those of NumPy 1.26 with e2cnn unpatched. Left alone, as not NumPy 2
 from __future__ import annotations
 
 import functools
+import importlib
 import inspect
 import sys
 import warnings
@@ -84,7 +85,7 @@ def _call_with_arrays(name: str, args, kwargs):
     ``np.atleast_1d`` keeps the shapes the functions build (``reshape(-1, 1)`` of a scalar and
     of a one-element array are the same).
     """
-    own = original(sys.modules["e2cnn.kernels.utils"], name)
+    own = original(importlib.import_module("e2cnn.kernels.utils"), name)  # imported on first use, not only found
     bound = inspect.signature(own).bind(*args, **kwargs)
     bound.apply_defaults()
     for argument in ("s", "k", "gamma"):
@@ -158,7 +159,6 @@ def apply(force: bool = False) -> bool:
     """
     if not (force or needs_patch()) or is_applied():
         return is_applied()
-    import importlib
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # e2cnn's import-time deprecations are not ours
