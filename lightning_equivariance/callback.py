@@ -32,6 +32,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from .callback_args import UNSET, check_callback_args, naming, schedule_problems
 from .engine import Measurement, MeasureReport
 from .groups import Group, Rotation90
+from .logger_figures import log_figures
 from .probe import LayerSpec, display_name, qualified_names, select_layers, wrapped_child_prefix
 from .probe_set import ProbeSet, dataset_of
 from .run_log import History, cut_tidy_csv, fit_summary, publish
@@ -434,6 +435,7 @@ class EquivarianceCallback(Callback):
                     warn=self._warn, model=self.model_name or type(self._module(pl_module)).__name__,
                     baseline=self.baseline, run_group=self.run_group, per_channel=self.per_channel,
                 )
+                log_figures(trainer.loggers, self._runs, report, step)  # W&B and MLflow: the tab's views as figures
         except Exception as e:  # noqa: BLE001 - logging never stops training
             self._warn(f"epoch {epoch}, step {step}: logging failed ({type(e).__name__}: {e})")
 

@@ -5,7 +5,14 @@
         --groups rotation90 translation --logdir lightning_logs --run resnet18_imported
 
 writes a TensorBoard run ``{logdir}/{run}`` that the Equivariance tab shows beside trained
-runs (``--baseline`` draws it dashed) and a CSV of ``report.to_dataframe()``.
+runs (``--baseline`` draws it dashed, ``--run-group NAME`` puts it in a group of runs) and a
+CSV of ``report.to_dataframe()``.
+
+    python -m lightning_equivariance report lightning_logs [more_logs ...] -o report.html
+
+turns one or more log directories (the callback's or ``measure``'s runs) into one
+self-contained HTML file with the tab's main views, groups included, that opens offline in
+any browser (:mod:`lightning_equivariance.html_report`; docs/compare.md).
 
 Models: ``--arch`` is a torchvision architecture name (``resnet18``, ``vit_b_16``...) or a
 baseline of :mod:`lightning_equivariance.baselines` (``steerable-c4``, ``steerable-d4``,
@@ -184,12 +191,33 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--run", help="run directory name under --logdir (default: the arch or checkpoint name)")
     m.add_argument("--step", type=int, default=0, help="step (epoch) to log at")
     m.add_argument("--baseline", action="store_true", help="mark the run as a baseline (drawn dashed)")
+    m.add_argument(
+        "--run-group", default="", metavar="NAME",
+        help="record the run in the group NAME (e.g. a model type measured over several seeds); "
+        "the tab and the HTML report show a group's mean and interval over its runs",
+    )
     m.add_argument("--per-channel", action="store_true", help="also log per-channel values")
     m.add_argument("--csv", help="CSV path (default: {logdir}/{run}/equivariance.csv)")
     m.add_argument(
         "--progress", action=argparse.BooleanOptionalAction, default=None,
         help="show a progress bar over the probe images (default: when stderr is a terminal)",
     )
+    r = sub.add_parser(
+        "report", help="write one self-contained HTML report of the runs in log directories",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Read every run of the LOGDIRs (written by EquivarianceCallback with a TensorBoardLogger, "
+        "by 'measure' or by lightning_equivariance_tb.summary) and write one HTML file with the heatmap, "
+        "curves and layer profile, groups with their mean and interval; it opens offline, no server needed.",
+    )
+    r.add_argument("logdirs", nargs="+", metavar="LOGDIR", help="log directory, as given to tensorboard --logdir")
+    r.add_argument("-o", "--output", default="equivariance_report.html", help="the HTML file to write")
+    r.add_argument(
+        "--group-regex", metavar="RE",
+        help="group runs by this regular expression's first capture group on the run name, e.g. "
+        "'^(.*)_seed[0-9]+$' (default: the run_group recorded with each run)",
+    )
+    r.add_argument("--title", default="Equivariance report", help="the report's title")
+    r.add_argument("--confidence", type=float, default=0.95, help="confidence level of the groups' Student-t intervals")
     return parser
 
 
@@ -209,7 +237,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     args = _parser().parse_args(argv)
     try:
-        return _measure(args)
+        return _report(args) if args.command == "report" else _measure(args)
     except (CLIError, MeasureError, GroupActionError, ValueError) as e:
         # user errors (and on-error=raise failures): one line, exit 2
         print(f"error: {str(e).splitlines()[0] if str(e) else type(e).__name__}", file=sys.stderr)
@@ -232,10 +260,22 @@ def _measure(args) -> int:
     run_dir = Path(args.logdir) / run
     run_dir.mkdir(parents=True, exist_ok=True)
     model_name = args.arch or type(model).__name__
-    n = write_report(str(run_dir), report, args.step, model=model_name, baseline=args.baseline, per_channel=args.per_channel)
+    n = write_report(str(run_dir), report, args.step, model=model_name, baseline=args.baseline, per_channel=args.per_channel,
+                     run_group=args.run_group)
     csv = Path(args.csv) if args.csv else run_dir / "equivariance.csv"
     report.to_dataframe(per_element=True).to_csv(csv, index=False)
     left_out = f"; {len(report.errors)} (layer, measure, group) left out, see the warning" if report.errors else ""
     print(f"measured {report.num_samples} images x {len(args.groups)} group(s) on {len({r.layer for r in report.results})} layers "
           f"in {report.seconds:.1f}s; wrote {n} summaries to {run_dir} and {csv}{left_out}")
+    return 0
+
+
+def _report(args) -> int:
+    from .html_report import human_size, write_logdir_report
+
+    if args.group_regex is not None and not args.group_regex:
+        raise CLIError("--group-regex must not be empty; leave it out to group by the recorded run_group")
+    size = write_logdir_report(args.logdirs, args.output, group_regex=args.group_regex, title=args.title,
+                               confidence=args.confidence)
+    print(f"wrote {args.output} ({human_size(size)}, {size} bytes): self-contained, opens offline in any browser")
     return 0

@@ -129,3 +129,33 @@ def test_progress_bar_on_request(tmp_path, capsys):
     torch.save(torch.rand(3, 1, 9, 9), images)
     assert main(["measure", "--arch", "plain", "--images", str(images), "--logdir", str(tmp_path), "--progress"]) == 0
     assert "measuring" in capsys.readouterr().err  # tqdm's bar, on stderr
+
+
+def test_run_group_is_recorded_and_the_report_groups_the_runs(tmp_path, capsys):
+    """measure --run-group NAME records the group (metadata v2); report draws the group of both runs."""
+    import json
+    import re
+
+    from lightning_equivariance_tb.metadata import parse_plugin_metadata
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    images = tmp_path / "x.pt"
+    torch.save(torch.rand(4, 1, 9, 9), images)
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = tmp_path / f"plain{seed}.pt"
+        torch.save(PlainCNN(in_channels=1, num_classes=10).state_dict(), model)
+        assert main(["measure", "--arch", "plain", "--checkpoint", str(model), "--images", str(images),
+                     "--logdir", str(tmp_path / "logs"), "--run", f"plain_seed{seed}", "--run-group", "plain"]) == 0
+    acc = EventAccumulator(str(tmp_path / "logs" / "plain_seed0"), size_guidance={"tensors": 0})
+    acc.Reload()
+    content = acc.SummaryMetadata("equivariance_layers/invariance/rotation90").plugin_data.content
+    assert parse_plugin_metadata(content)["run_group"] == "plain"
+    capsys.readouterr()
+    out = tmp_path / "report.html"
+    assert main(["report", str(tmp_path / "logs"), "-o", str(out)]) == 0
+    assert re.search(r"wrote .*report\.html \(\d+\.\d MB, \d+ bytes\)", capsys.readouterr().out)
+    text = out.read_text(encoding="utf-8")
+    data = json.loads(re.search(r'id="report-data">(.*?)</script>', text, re.S).group(1))
+    assert [g["name"] for s in data["series"] for g in s["groups"]] == ["plain", "plain"]  # invariance, equivariance
+    assert [g["runs"] for g in data["series"][0]["groups"]] == [["plain_seed0", "plain_seed1"]]
