@@ -30,7 +30,7 @@ from .groups import ChannelAction, Group, GroupActionError
 from .lie import layer_lie_context, lie_pass, primal_of
 from .metrics import DEFAULT_MEASURES, MEASURES, LayerContext, LayerMetric
 from .metrics.base import FORWARD_MODE
-from .metrics.base import ImagesLeftOut
+from .metrics.base import ImagesLeftOut, all_finite
 from .steerable import e2cnn_channel_action, field_type_of, patch_e2cnn
 from .probe_set import iter_images
 from .probe import LayerSpec, Probe, as_activation, check_layout_overrides, is_pooling, select_layers
@@ -299,10 +299,12 @@ class Measurement:
         t = act.tensor
         stacked = t.reshape(self.num_elements, b, *t.shape[1:])
         # docs/measures.md §1.7: an image whose input or any view's activation holds
-        # NaN/Inf is left out of this layer; masks stay on the device (no host sync).
-        ok = torch.isfinite(stacked).flatten(2).all(-1).all(0) & chunk["finite"]
+        # NaN/Inf is left out of this layer; masks stay on the device (no host sync). The
+        # activations are handed on as they are: every measure leaves the masked images out
+        # with torch.where wherever it sums (LayerContext.sample_mask), so zeroing them here
+        # first would only copy every layer's output once more (a pass as large as the output).
+        ok = all_finite(stacked.flatten(2)).all(0) & chunk["finite"]
         self._track_left_out(name, ok, chunk)
-        stacked = torch.where(ok.view(1, b, *([1] * (stacked.dim() - 2))), stacked, torch.zeros((), dtype=stacked.dtype, device=stacked.device))
         previous_shared = self._previous_shared(previous, inputs)
         shared = {}
         start = 1
@@ -368,8 +370,7 @@ class Measurement:
             return self._failure(e, name, output, keys)
         ok = ctx.sample_mask & chunk["finite"]
         self._track_left_out(name, ok, chunk)
-        ctx.sample_mask = ok
-        ctx.lie = torch.where(ok.view(-1, 1, 1), ctx.lie, torch.zeros((), dtype=ctx.lie.dtype, device=ctx.lie.device))
+        ctx.sample_mask = ok  # the measures leave these images out with torch.where (see _on_output)
         for key in keys:
             if key in self.errors:
                 continue
@@ -478,7 +479,7 @@ class Measurement:
                     g.check_input(x)
                 b = x.shape[0]
                 pos = torch.as_tensor(positions, dtype=torch.long, device=x.device)
-                finite = torch.isfinite(x).flatten(1).all(1)
+                finite = all_finite(x.flatten(1))
                 partner = _partners(pos) if self.chance else None
                 if self._stacked_measures and not self.infos:
                     # One image first, only to create every layer's metric: all states then exist

@@ -62,7 +62,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .metrics.base import LieContext
+from .metrics.base import LieContext, all_finite
 from .probe import Layouts, LayerSpec, _first_tensor, as_activation, discover_layouts, eval_mode, is_pooling, select_layers
 from .report import assign_parts
 from .transforms import TRANSFORMS, LieTransform, is_transform, resolve_transform
@@ -180,7 +180,7 @@ def layer_lie_context(layer: str, output, transform: LieTransform, layout: Optio
     primal, tangent = _unpack(raw)
     kind, _ = _layout(primal, layer, layout)
     lie = lie_like(tangent, primal, transform, layer, layout)
-    finite = torch.isfinite(primal).flatten(1).all(1) & torch.isfinite(tangent).flatten(1).all(1)
+    finite = all_finite(primal.flatten(1)) & all_finite(tangent.flatten(1))
     return LieContext(layer=layer, kind="vector" if kind == "vector" else "map", transform=transform,
                       lie=_channels_first(lie, kind), sample_mask=finite)
 

@@ -38,6 +38,7 @@ import math
 import warnings
 from typing import Any, Dict, Tuple
 
+import numpy as np
 import torch
 
 from . import _e2cnn_compat
@@ -104,31 +105,40 @@ def e2cnn_channel_action(field_type) -> ChannelAction:
     """
     if type(field_type).__module__.split(".")[0] == "e2cnn":
         _e2cnn_compat.apply()  # e2cnn is imported already; its representations may build bases
+    kinds: Dict[str, Tuple[str, np.ndarray]] = {}  # per element, on the host (NumPy: no tensor read)
     cache: Dict[Tuple[str, torch.dtype, torch.device], Tuple[str, torch.Tensor]] = {}
+
+    def kind_of(element: GroupElement) -> Tuple[str, np.ndarray]:
+        """``("gather", source channel of each channel)`` for a permutation ``rho(g)``, else ``("matmul", rho)``."""
+        if element.name not in kinds:
+            g = e2cnn_element(field_type.gspace.fibergroup, element)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)  # e2cnn's own, not ours
+                rho = np.asarray(field_type.representation(g), dtype=np.float64)
+            ones = np.abs(rho - 1) < 1e-9
+            is_perm = bool(((np.abs(rho) < 1e-9) | ones).all()) and bool((ones.sum(1) == 1).all())
+            # out[c] = sum_d rho[c, d] in[d] = in[argmax_d rho[c, d]]
+            kinds[element.name] = ("gather", rho.argmax(1)) if is_perm else ("matmul", rho)
+        return kinds[element.name]
 
     def action(a: torch.Tensor, element: GroupElement) -> torch.Tensor:
         if element.is_identity:
             return a
         key = (element.name, a.dtype, a.device)
         if key not in cache:
-            g = e2cnn_element(field_type.gspace.fibergroup, element)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)  # e2cnn's own, not ours
-                rho = torch.as_tensor(field_type.representation(g), dtype=torch.float64)
-            if rho.shape != (a.shape[-3], a.shape[-3]):
+            how, op = kind_of(element)
+            if how == "matmul" and op.shape != (a.shape[-3], a.shape[-3]) or how == "gather" and op.shape[0] != a.shape[-3]:
                 raise GroupActionError(
-                    f"field type of size {rho.shape[0]} does not match a map with {a.shape[-3]} channels"
+                    f"field type of size {op.shape[0]} does not match a map with {a.shape[-3]} channels"
                 )
-            is_perm = bool(((rho.abs() < 1e-9) | ((rho - 1).abs() < 1e-9)).all()) and bool(
-                ((rho - 1).abs() < 1e-9).sum(1).eq(1).all()
-            )
-            if is_perm:  # out[c] = sum_d rho[c, d] in[d] = in[argmax_d rho[c, d]]
-                cache[key] = ("gather", rho.argmax(1).to(a.device))
-            else:
-                cache[key] = ("matmul", rho.to(dtype=a.dtype, device=a.device))
+            op = torch.as_tensor(op, dtype=torch.long if how == "gather" else a.dtype).to(a.device)
+            cache[key] = (how, op)
         how, op = cache[key]
         if how == "gather":
             return a.index_select(-3, op)
         return torch.einsum("cd,...dhw->...chw", op, a)
 
+    # Read by the correlation measures: a channel permutation commutes with standardising
+    # each channel, so a(x) is standardised once and only moved per element.
+    action.permutes_channels = lambda element: element.is_identity or kind_of(element)[0] == "gather"  # type: ignore[attr-defined]
     return action

@@ -36,6 +36,7 @@ live channels.
 """
 from __future__ import annotations
 
+import threading
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
@@ -74,7 +75,7 @@ def _centre(u: torch.Tensor, weight: Optional[torch.Tensor], centre: bool) -> Tu
     # times slower than a sum there).
     rtol = _DEAD_RTOL.get(u.dtype, 1e-5)
     if weight is not None:
-        u = u * weight
+        u = u * weight  # our own copy from here on: centred and re-masked in place (no new tensors)
         n_valid = weight.sum(-1, keepdim=True).clamp_min(1)
     else:
         n_valid = u.shape[-1]
@@ -82,9 +83,10 @@ def _centre(u: torch.Tensor, weight: Optional[torch.Tensor], centre: bool) -> Tu
         norm = torch.linalg.vector_norm(u, dim=-1)
         return u, norm, norm > rtol * norm
     mean = u.sum(-1, keepdim=True) / n_valid
-    u = u - mean
-    if weight is not None:
-        u = u * weight
+    if weight is None:
+        u = u - mean
+    else:
+        u.sub_(mean).mul_(weight)
     norm = torch.linalg.vector_norm(u, dim=-1)
     # |a|^2 = |a - mean|^2 + n * mean^2: the raw norm without another pass over the data.
     n = n_valid if weight is None else n_valid.squeeze(-1)
@@ -109,9 +111,27 @@ def _safe_norm(norm: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
     return torch.where(alive, norm, torch.full_like(norm, float("inf")))
 
 
-# Bytes of C x C similarities computed at once: small enough to stay in cache, so the
-# matrix is reduced right after the matmul instead of round-tripping through memory.
+# Bytes of C x C similarities computed at once: small enough to stay in the cores' L2 caches,
+# so the block is reduced (diagonal, row max) right after the matmul instead of round-tripping
+# through memory, and large enough that a layer takes few blocks (every op is a parallel
+# region: on a busy CPU each one waits for its threads). On CPU the blocks are written into
+# one buffer kept per thread: a fresh 1-4 MiB tensor per block costs page faults that, at
+# P = 4 positions (ResNet layer4), took 4x the matmul itself.
 _SIMILARITY_BLOCK_BYTES = 4 * 2**20
+_SCRATCH = threading.local()
+
+
+def _block_buffer(numel: int, like: torch.Tensor) -> torch.Tensor:
+    """A flat tensor of ``numel`` entries of ``like``'s dtype, reused across calls on CPU (per thread)."""
+    if like.device.type != "cpu" or numel * like.element_size() > 2 * _SIMILARITY_BLOCK_BYTES:
+        return like.new_empty(numel)  # GPU: the caching allocator reuses blocks already
+    buffers = getattr(_SCRATCH, "buffers", None)
+    if buffers is None:
+        buffers = _SCRATCH.buffers = {}
+    buf = buffers.get(like.dtype)
+    if buf is None or buf.numel() < numel:
+        buf = buffers[like.dtype] = like.new_empty(numel)
+    return buf[:numel]
 
 
 def _diagonal_and_max(
@@ -124,28 +144,45 @@ def _diagonal_and_max(
 
     ``rows``: for the chance level (docs/measures.md §7), one index per row of the flattened
     leading axes of ``v``: row ``r`` of ``u`` is also compared with row ``rows[r]`` of ``v`` (its
-    partner), one more ``C x C`` block per row, gathered block by block. Then four tensors are
-    returned: the diagonal and the max, and the same against the partner.
+    partner). Both products of a row come from one ``C x 2C`` matmul against its own and its
+    partner's maps, gathered block by block (one op each instead of two). Then four tensors
+    are returned: the diagonal and the max, and the same against the partner.
     """
     shape = u.shape[:-1]
     c, p = u.shape[-2:]
     u, v = u.reshape(-1, c, p), v.reshape(-1, c, p)
-    vt = v.transpose(-1, -2)
-    step = max(1, _SIMILARITY_BLOCK_BYTES // (c * c * u.element_size()))
-    diag, top = u.new_empty(u.shape[0], c), u.new_empty(u.shape[0], c)
-    if rows is not None:
-        cdiag, ctop = u.new_empty(u.shape[0], c), u.new_empty(u.shape[0], c)
-    for i in range(0, u.shape[0], step):
-        block = torch.matmul(u[i : i + step], vt[i : i + step])
-        diag[i : i + step] = torch.diagonal(block, dim1=-2, dim2=-1)
-        torch.amax(block, -1, out=top[i : i + step])
-        if rows is not None:
-            block = torch.matmul(u[i : i + step], v.index_select(0, rows[i : i + step]).transpose(-1, -2))
-            cdiag[i : i + step] = torch.diagonal(block, dim1=-2, dim2=-1)
-            torch.amax(block, -1, out=ctop[i : i + step])
+    n = u.shape[0]
+    # With the partner and few positions (P < C), one C x 2C product per row against its own
+    # and its partner's maps gathered together (one op instead of two; the gather copies maps
+    # of P entries, small next to the C x C block); with many positions the own maps are used
+    # in place and the partner's gathered alone (copying every map would cost more than an op).
+    paired = rows is not None and p < c
+    halves = 2 if paired else 1
+    width = halves * c
+    # the block's maps stay cache-sized too (P > C: a block of all images would stream them)
+    step = min(n, max(1, _SIMILARITY_BLOCK_BYTES // (c * max(width, p) * u.element_size())))
+    buf = _block_buffer(step * c * width, u)
+    if paired:
+        # own and partner rows interleaved: a gathered block k x 2 x C x P is k x 2C x P
+        both = torch.stack([torch.arange(n, device=rows.device), rows.to(torch.long)], 1).reshape(-1)
+    diag = u.new_empty(n, 2 if rows is not None else 1, c)
+    top = u.new_empty(n, c, 2 if rows is not None else 1)
+    for i in range(0, n, step):
+        k = min(step, n - i)
+        vb = v.index_select(0, both[2 * i : 2 * (i + k)]).view(k, width, p) if paired else v[i : i + k]
+        block = torch.matmul(u[i : i + k], vb.transpose(-1, -2), out=buf[: k * c * width].view(k, c, width))
+        quarters = block.view(k, c, halves, c)
+        diag[i : i + k, :halves] = torch.diagonal(quarters, dim1=1, dim2=3)
+        top[i : i + k, :, :halves] = torch.amax(quarters, -1)
+        if rows is not None and not paired:
+            vb = v.index_select(0, rows[i : i + k])
+            block = torch.matmul(u[i : i + k], vb.transpose(-1, -2), out=buf[: k * c * c].view(k, c, c))
+            diag[i : i + k, 1] = torch.diagonal(block, dim1=-2, dim2=-1)
+            top[i : i + k, :, 1] = torch.amax(block, -1)
+    out = (diag[:, 0].reshape(shape), top[..., 0].reshape(shape))
     if rows is None:
-        return diag.reshape(shape), top.reshape(shape)
-    return diag.reshape(shape), top.reshape(shape), cdiag.reshape(shape), ctop.reshape(shape)
+        return out
+    return out + (diag[:, 1].reshape(shape), top[..., 1].reshape(shape))
 
 
 def _scores_from_products(
@@ -187,17 +224,23 @@ def permuted_scores(
     permute: Callable[[torch.Tensor, int], torch.Tensor],
     similarity: str = "pearson",
     partner: Optional[torch.Tensor] = None,
+    permute_channels: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None,
 ) -> Dict[str, torch.Tensor]:
-    """Scores when every ``T'_g`` permutes positions (rot90, flips, circular shifts; no mask).
+    """Scores when every ``T'_g`` permutes positions (rot90, flips, circular shifts; no mask),
+    and possibly channels (a steerable layer's regular fields).
 
     Args:
         a_gx: ``a(T_g x)``, ``m x b x C x h x w``.
         a_x: ``a(x)``, ``b x C x h x w``.
         permute: ``permute(maps, g)`` is ``T'_g`` (element ``g`` of ``a_gx``'s first axis) on
-            ``b x C x h x w`` maps; it must only move positions.
+            ``b x C x h x w`` maps; it must only move entries (positions, and channels when
+            ``permute_channels`` is given).
+        permute_channels: when ``T'_g`` also permutes channels, its channel part alone (on
+            ``b x C x 1 x 1``): the live channels of ``T'_g a(x)`` are those of ``a(x)`` moved.
 
-    Centring and norms do not change under a permutation, so ``a(x)`` is standardised once
-    and only its unit maps are permuted, one element at a time; the result equals
+    Centring and norms do not change under a permutation of positions, and a permutation of
+    channels only moves them, so ``a(x)`` is standardised once and only its unit maps are
+    permuted, one element at a time; the result equals
     :func:`correlation_scores` with ``ta_x = T'_g a(x)``, ``partner`` included.
     """
     _check_similarity(similarity)
@@ -209,6 +252,9 @@ def permuted_scores(
     v, alive_v = _standardise(a_x.reshape(b, c, h * w), None, centre)
     v = v.reshape(a_x.shape)
     u, norm_u, alive_u = _centre(a_gx.reshape(m, b, c, h * w), None, centre)
+    if permute_channels is not None:  # the live channels of T'_g a(x), per element: m x b x C
+        live = alive_v.to(v.dtype).reshape(b, c, 1, 1)
+        alive_v = torch.stack([permute_channels(live, g).reshape(b, c) for g in range(m)]) > 0
     diag, top = u.new_empty(m, b, c), u.new_empty(m, b, c)
     if index is None:
         for g in range(m):
@@ -219,7 +265,7 @@ def permuted_scores(
     for g in range(m):
         diag[g], top[g], cdiag[g], ctop[g] = _diagonal_and_max(u[g], permute(v, g).reshape(b, c, h * w), index)
     scores = _scores_from_products(diag, top, norm_u, alive_u, alive_v)
-    chance = _scores_from_products(cdiag, ctop, norm_u, alive_u, alive_v.index_select(0, index))
+    chance = _scores_from_products(cdiag, ctop, norm_u, alive_u, alive_v.index_select(-2, index))
     return _with_chance(scores, chance, has_partner)
 
 

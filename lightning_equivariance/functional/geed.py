@@ -139,7 +139,9 @@ def geed_channel_scores(
 def _cosines(u: torch.Tensor, v: torch.Tensor, nu: torch.Tensor, nv: torch.Tensor) -> Dict[str, torch.Tensor]:
     """``cos(u, v)`` of ``... x P`` rows with norms ``nu``, ``nv``; 0 and not valid where a row is zero."""
     valid = (nu > 0) & (nv > 0)
-    dot = torch.matmul(u.unsqueeze(-2), v.unsqueeze(-1))[..., 0, 0]  # batched dot products, no u*v temporary
+    # linalg.vecdot: one fused reduction; a batched 1 x P @ P x 1 matmul per row was 2-5x slower
+    # on CPU at P >= 1024 (a GEMM call per row), and u * v would write a full-size temporary
+    dot = torch.linalg.vecdot(u, v)
     cos = dot / torch.where(valid, nu * nv, torch.ones_like(nu))
     return {"cosine": (cos * valid).clamp(-1.0, 1.0), "valid": valid}
 

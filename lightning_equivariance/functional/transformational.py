@@ -232,11 +232,21 @@ def _tv_update_columns(columns: Sequence[torch.Tensor], mask: Optional[torch.Ten
         x0 = columns[0][:, block].to(torch.float64)
         s = torch.sub(columns[1][:, block], x0)  # promotes to float64 without a separate copy of c
         q = s * s
-        for c in columns[2:]:
-            d = torch.sub(c[:, block], x0)
-            s += d
-            q.addcmul_(d, d)
-        var = (q - s * s / k).clamp_min(0) / (k - 1)
+        if s.requires_grad:  # autograd (the functional API on tensors that need gradients): no out=
+            for c in columns[2:]:
+                d = torch.sub(c[:, block], x0)
+                s += d
+                q.addcmul_(d, d)
+            var = (q - s * s / k).clamp_min(0) / (k - 1)
+        else:
+            d = torch.empty_like(s) if k > 2 else None  # one float64 buffer for every further column
+            for c in columns[2:]:
+                torch.sub(c[:, block], x0, out=d)
+                s += d
+                q.addcmul_(d, d)
+            # (q - s * s / k).clamp_min(0) / (k - 1), in place: the same operations in the same
+            # order, without five more float64 temporaries of the block's size
+            var = q.sub_(s.mul_(s).div_(k)).clamp_min_(0).div_(k - 1)
         out[block] = (var if w is None else torch.where(w, var, 0.0)).sum(0)
     return out
 
@@ -257,7 +267,9 @@ def _columns_update_columns(columns: Sequence[torch.Tensor], mask: Optional[torc
             cb = c[:, block]
             c64 = cb.to(torch.float64) if w is None else torch.where(w, cb, 0.0).to(torch.float64)
             out["s1"][j, block] = c64.sum(0)
-            out["s2"][j, block] = (c64 * c64).sum(0)
+            # squared in place when c64 is our own copy (not the float64 activations themselves)
+            own = c64.data_ptr() != cb.data_ptr() and not c64.requires_grad
+            out["s2"][j, block] = (c64.mul_(c64) if own else c64 * c64).sum(0)
             # exact in the input dtype; amin + amax over the batch axis is ~8x faster than
             # aminmax there on CPU (torch 2.x)
             out["cmin"][j, block] = (cb if w is None else torch.where(w, cb, math.inf)).amin(0)

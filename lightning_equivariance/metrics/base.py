@@ -55,11 +55,14 @@ class LayerContext:
             a measure decides itself whether it may reuse something from it.
         sample_mask: ``b`` booleans on the activations' device, ``True`` for the images that
             count, or ``None`` when all do. An image whose input or activation at this layer
-            (any view) holds NaN or Inf is left out of the layer (docs/measures.md §1.7); the engine has already replaced its activations (``a_x`` and every
-            ``a_gx``) by zeros, so nothing non-finite reaches a measure. A measure leaves the
-            masked images out of every sum and count exactly - the result equals measuring
-            only the unmasked images - using masks on the device (``torch.where``, multiplying
-            by the mask), never compacting the batch or synchronising with the host.
+            (any view) holds NaN or Inf is left out of the layer (docs/measures.md §1.7). The engine
+            hands the activations on as they are (zeroing them would copy every output once
+            more), so the masked images' ``a_x`` and ``a_gx`` may hold anything, NaN and Inf
+            included. A measure leaves the masked images out of every sum and count exactly -
+            the result equals measuring only the unmasked images - with ``torch.where`` on the
+            device (never a product with the mask: ``NaN * 0`` is NaN), keeping its per-image
+            work per image (so a masked image cannot reach another's terms), never compacting
+            the batch or synchronising with the host.
         partner: ``b`` int64 indices on the activations' device: the local index (in this chunk)
             of each image's chance-level partner (global probe positions ``2k`` and ``2k + 1``,
             docs/measures.md §7), ``-1`` where the partner is not in the chunk; ``None``: no
@@ -123,7 +126,7 @@ class LieContext:
             the tokens of a token layer, class tokens included); a vector is ``b x 1 x D``.
         sample_mask: ``b`` booleans, ``True`` for the images that count, or ``None`` (all):
             an image whose primal or tangent holds NaN or Inf at this layer is left out
-            (its ``lie`` rows are already zeros), as for :class:`LayerContext`.
+            (its ``lie`` rows may hold anything), as for :class:`LayerContext`.
     """
 
     layer: str
@@ -135,6 +138,19 @@ class LieContext:
     @property
     def num_channels(self) -> int:
         return int(self.lie.shape[1])
+
+
+def all_finite(t: torch.Tensor) -> torch.Tensor:
+    """Whether each row of ``t`` (``... x N``) holds only finite values, on the device (no host sync).
+
+    Exactly ``isfinite(t).all(-1)``: the max and min of a row propagate NaN, ``+inf`` only
+    shows in the max and ``-inf`` only in the min. Two reductions without a temporary are
+    20-30x faster on CPU than ``isfinite`` (a full-size boolean tensor, then a reduction),
+    which cost the engine as much as the convolutions of the forward it checks.
+    """
+    if not t.is_floating_point() or t.shape[-1] == 0:
+        return torch.isfinite(t).all(-1)
+    return torch.isfinite(t.amax(-1)) & torch.isfinite(t.amin(-1))
 
 
 class LayerMetric(Metric):

@@ -1,0 +1,97 @@
+"""The performance work of issue 16 is exact: each fast path equals the plain computation it replaces."""
+import pytest
+import torch
+
+from lightning_equivariance.functional import correlation as corr
+from lightning_equivariance.functional.correlation import correlation_scores, permuted_scores
+from lightning_equivariance.metrics.base import all_finite
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_all_finite_is_isfinite_all(dtype):
+    torch.manual_seed(0)
+    t = torch.randn(6, 5, 7).to(dtype)
+    t[0, 1, 2] = float("nan")
+    t[1, 0, 0] = float("inf")
+    t[2, 4, 6] = -float("inf")
+    t[3, 2, :] = float("nan")
+    t[4, 3, 1], t[4, 3, 2] = float("inf"), -float("inf")
+    torch.testing.assert_close(all_finite(t), torch.isfinite(t).all(-1), rtol=0, atol=0)
+    empty = torch.zeros(3, 0, dtype=dtype)
+    assert all_finite(empty).tolist() == [True] * 3
+
+
+def test_all_finite_of_integers():
+    assert all_finite(torch.arange(6).reshape(2, 3)).tolist() == [True, True]
+
+
+def _dense(u, v, rows=None):
+    """The C x C matrices in one product, as before the blocks."""
+    c, p = u.shape[-2:]
+    uu, vv = u.reshape(-1, c, p), v.reshape(-1, c, p)
+    full = uu @ vv.transpose(-1, -2)
+    out = [full.diagonal(dim1=-2, dim2=-1), full.amax(-1)]
+    if rows is not None:
+        chance = uu @ vv[rows].transpose(-1, -2)
+        out += [chance.diagonal(dim1=-2, dim2=-1), chance.amax(-1)]
+    return [t.reshape(u.shape[:-1]) for t in out]
+
+
+@pytest.mark.parametrize("c,p", [(8, 3), (5, 40), (16, 16)])  # P < C (one C x 2C product), P > C, P = C
+@pytest.mark.parametrize("block_bytes", [1, 600, 2**22])  # one row per block, a few rows, all at once
+@pytest.mark.parametrize("chance", [False, True])
+def test_blocks_equal_one_dense_product(monkeypatch, c, p, block_bytes, chance):
+    monkeypatch.setattr(corr, "_SIMILARITY_BLOCK_BYTES", block_bytes)
+    torch.manual_seed(1)
+    u, v = torch.randn(3, 7, c, p, dtype=torch.float64), torch.randn(3, 7, c, p, dtype=torch.float64)
+    rows = torch.randperm(21) if chance else None
+    got = corr._diagonal_and_max(u, v, rows)
+    for g, w in zip(got, _dense(u, v, rows)):
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+    assert bool((got[1] >= got[0]).all())  # the max comes from the same block as the diagonal
+    if chance:
+        assert bool((got[3] >= got[2]).all())
+
+
+def test_block_buffer_is_reused_and_never_shared_between_shapes():
+    u = torch.randn(4, 6, 3)
+    a = corr._block_buffer(10, u)
+    b = corr._block_buffer(8, u)
+    assert a.data_ptr() == b.data_ptr()  # one buffer per thread and dtype, no page faults per block
+    big = corr._block_buffer(3 * corr._SIMILARITY_BLOCK_BYTES, u)  # too large to keep: a fresh tensor
+    assert big.data_ptr() != a.data_ptr()
+
+
+@pytest.mark.parametrize("similarity", ["pearson", "cosine"])
+@pytest.mark.parametrize("partner", [None, torch.tensor([1, 0, 3, 2, -1])])
+def test_permuted_scores_with_a_channel_permutation(similarity, partner):
+    """Positions and channels moved (a steerable layer's regular fields) = scores of the moved maps."""
+    torch.manual_seed(0)
+    b, c, s = 5, 8, 6
+    perms = [torch.randperm(c) for _ in range(3)]
+    a_x = torch.randn(b, c, s, s, dtype=torch.float64)
+    a_x[1, 2] = 3.0  # a dead channel of a(x): its place moves with the permutation
+    a_x[0, 5] = 0.0
+
+    def act(maps, g):
+        return maps.rot90(g + 1, (-2, -1)).index_select(-3, perms[g])
+
+    ta_x = torch.stack([act(a_x, g) for g in range(3)])
+    a_gx = torch.randn(3, b, c, s, s, dtype=torch.float64) + 0.5 * ta_x
+    a_gx[2, 3, 4] = -1.0  # and one of a(gx)
+    expected = correlation_scores(a_gx, ta_x, similarity=similarity, partner=partner)
+    got = permuted_scores(a_gx, a_x, act, similarity=similarity, partner=partner,
+                          permute_channels=lambda maps, g: maps.index_select(-3, perms[g]))
+    assert set(got) == set(expected)
+    for key in expected:
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-12, atol=1e-12)
+
+
+def test_transformational_functionals_take_tensors_that_require_grad():
+    """The out= and in-place fast paths of nv's helpers are taken only where no gradient is tracked
+    (out= refuses tensors that require grad), so the functionals still take such tensors."""
+    from lightning_equivariance.functional.transformational import normalized_variance, transformation_variance
+
+    a = torch.randn(3, 4, 5, 6, 6, dtype=torch.float64, requires_grad=True)
+    for f in (transformation_variance, normalized_variance):
+        torch.testing.assert_close(f(a).detach(), f(a.detach()), rtol=0, atol=0)
