@@ -16,7 +16,6 @@ is the user's guide. Example::
 """
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -34,8 +33,8 @@ from .engine import Measurement, MeasureReport
 from .groups import Group, Rotation90
 from .logger_figures import log_figures
 from .probe import LayerSpec, display_name, qualified_names, select_layers, wrapped_child_prefix
-from .probe_set import ProbeSet, dataset_of
-from .run_log import History, cut_tidy_csv, fit_summary, publish
+from .probe_set import ProbeSet, dataset_of, first_loader
+from .run_log import History, cut_tidy_csv, fit_summary, publish, tidy_csv_path
 from .snapshot import Snapshot, rngs_restored
 
 __all__ = ["EquivarianceCallback"]
@@ -402,10 +401,7 @@ class EquivarianceCallback(Callback):
                 loaders = trainer.val_dataloaders
             except Exception:  # noqa: BLE001 - reported below as "no validation dataloader"
                 loaders = None
-        if isinstance(loaders, Mapping):
-            loaders = next(iter(loaders.values()), None)
-        elif isinstance(loaders, (list, tuple)):
-            loaders = loaders[0] if loaders else None
+        loaders = first_loader(loaders)
         if loaders is None and required:
             which = "validation" if self.stage == "validation" else "training"
             raise RuntimeError(f"no {which} dataloader to draw probe images from; pass inputs=...")
@@ -441,11 +437,7 @@ class EquivarianceCallback(Callback):
 
     def csv_path(self, trainer: "pl.Trainer") -> Optional[str]:
         """Where the tidy CSV goes: ``csv_file`` in the first logger's directory (``None``: no CSV)."""
-        if self.csv_file is None or not trainer.loggers:
-            return None
-        logger = trainer.loggers[0]
-        folder = getattr(logger, "log_dir", None) or getattr(logger, "save_dir", None)
-        return os.path.join(str(folder), self.csv_file) if folder else None
+        return tidy_csv_path(trainer.loggers, self.csv_file)
 
     def _cut_csv(self, trainer: "pl.Trainer") -> None:
         """On resume, drop the tidy CSV's rows after the resumed global step (they will be measured again)."""

@@ -94,6 +94,15 @@ def dataset_of(source):
     return None
 
 
+def first_loader(loaders):
+    """The first of a trainer's dataloaders (one, a list or a mapping of them), ``None`` if none."""
+    if isinstance(loaders, Mapping):
+        return next(iter(loaders.values()), None)
+    if isinstance(loaders, (list, tuple)):
+        return loaders[0] if loaders else None
+    return loaders
+
+
 def item_seed(seed: int, index: int) -> int:
     """The global RNGs' seed for reading dataset item ``index``: one per (seed, index), so a random
     transform draws the same for an image on any rank, in any shard, at any epoch."""

@@ -11,7 +11,7 @@ import csv
 import os
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Union
 
-__all__ = ["History", "CSV_COLUMNS", "append_tidy_csv", "cut_tidy_csv", "fit_summary", "publish", "select_scalars"]
+__all__ = ["History", "CSV_COLUMNS", "append_tidy_csv", "cut_tidy_csv", "fit_summary", "publish", "select_scalars", "tidy_csv_path"]
 
 #: Version of the ``state_dict`` layout: 2 = history keyed by global step (1 had no field: by epoch).
 STATE_VERSION = 2
@@ -82,6 +82,15 @@ def select_scalars(scalars: Mapping[str, float], which: Union[str, Sequence[str]
         return {k: v for k, v in scalars.items() if "/part/" in k}
     names = set(which)
     return {k: v for k, v in scalars.items() if k in names}
+
+
+def tidy_csv_path(loggers: Sequence[Any], file_name: Optional[str]) -> Optional[str]:
+    """``file_name`` in the first logger's directory (its ``log_dir``, else ``save_dir``); ``None``
+    without a file name, a logger or a directory."""
+    if file_name is None or not loggers:
+        return None
+    folder = getattr(loggers[0], "log_dir", None) or getattr(loggers[0], "save_dir", None)
+    return os.path.join(str(folder), file_name) if folder else None
 
 
 def append_tidy_csv(path: str, step: int, epoch: int, results: Iterable) -> None:
