@@ -165,9 +165,7 @@ class EquivarianceCallback(Callback):
         summary: bool = True,
     ):
         super().__init__()
-        args = check_callback_args({k: v for k, v in locals().items() if k not in ("self", "__class__")})
-        for name, value in args.items():
-            setattr(self, "_group_names" if name == "group_names" else name, value)
+        vars(self).update(check_callback_args({k: v for k, v in locals().items() if k not in ("self", "__class__")}))
         # state (state_dict): the probe set's indices and the measured history
         self._probes = ProbeSet(self.num_samples, self.seed, input_fn, owner="EquivarianceCallback")
         self._runs = History()  # {global step: scalars}, the epochs, a previous version's entries

@@ -42,7 +42,8 @@ def naming(argument: str, catch: type = Exception) -> Iterator[None]:
 
 
 def check_callback_args(a: Dict[str, Any]) -> Dict[str, Any]:
-    """The callback's arguments ``a`` (its ``__init__``'s names) checked and normalised; raises
+    """The callback's arguments ``a`` (its ``__init__``'s names) checked and normalised, plus
+    ``_group_names`` (the groups' names, for the state key); raises
     ``ValueError``/``TypeError`` naming the first bad argument."""
     a = dict(a)
     if a["every_n_epochs"] is UNSET:
@@ -101,7 +102,7 @@ def check_callback_args(a: Dict[str, Any]) -> Dict[str, Any]:
         )
     return dict(
         a,
-        measures=tuple(measures), groups=tuple(groups), group_names=tuple(names), log_scalars=log_scalars,
+        measures=tuple(measures), groups=tuple(groups), _group_names=tuple(names), log_scalars=log_scalars,
         num_samples=int(a["num_samples"]), batch_size=int(a["batch_size"]), seed=int(a["seed"]),
         every_n_epochs=None if a["every_n_epochs"] is None else int(a["every_n_epochs"]),
         every_n_train_steps=None if a["every_n_train_steps"] is None else int(a["every_n_train_steps"]),

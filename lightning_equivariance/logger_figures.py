@@ -38,20 +38,19 @@ FIGURE_PREFIX = "equivariance_figures"
 
 
 def _logger_classes() -> Tuple[tuple, tuple]:
-    """``(W&B logger classes, MLflow logger classes)`` of Lightning."""
-    wandb, mlflow = [], []
-    # Not pytorch_lightning: the callback is a lightning.pytorch one, and importing the old
-    # package re-routes Lightning's rank-zero log records to its own logger.
-    for module in ("lightning.pytorch.loggers",):
-        try:
-            loggers = __import__(module, fromlist=["WandbLogger", "MLFlowLogger"])
-        except Exception:  # noqa: BLE001 - not installed, or broken: then no such logger exists
-            continue
-        for name, out in (("WandbLogger", wandb), ("MLFlowLogger", mlflow)):
-            cls = getattr(loggers, name, None)
-            if isinstance(cls, type):
-                out.append(cls)
-    return tuple(wandb), tuple(mlflow)
+    """``(W&B logger classes, MLflow logger classes)`` of Lightning (empty where unavailable).
+
+    Not pytorch_lightning's: the callback is a lightning.pytorch one, and importing the old
+    package re-routes Lightning's rank-zero log records to its own logger.
+    """
+    try:
+        from lightning.pytorch import loggers
+    except Exception:  # noqa: BLE001 - not installed, or broken: then no such logger exists
+        return (), ()
+    return tuple(
+        tuple(cls for cls in (getattr(loggers, name, None),) if isinstance(cls, type))
+        for name in ("WandbLogger", "MLFlowLogger")
+    )
 
 
 def figure_loggers(loggers: Any) -> List[Tuple[str, Any]]:

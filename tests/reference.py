@@ -125,3 +125,20 @@ def correlation_brute(model, images, elements, centre=True):
         for layer, (si, se, n) in sums.items():
             per_elem.setdefault(layer, []).append((si / n, se / n))
     return {layer: tuple(np.mean(v, axis=0)) for layer, v in per_elem.items()}
+
+
+def assert_same_details(got, want, rtol, atol):
+    """Two ``compute_details()`` dicts equal: same keys, tensors and floats within ``rtol``/``atol``,
+    everything else exactly."""
+    import pytest
+    import torch
+
+    assert set(got) == set(want)
+    for key, w in want.items():
+        g = got[key]
+        if isinstance(w, torch.Tensor):
+            torch.testing.assert_close(g, w, rtol=rtol, atol=atol, msg=key)
+        elif isinstance(w, float):
+            assert g == pytest.approx(w, rel=rtol, abs=atol), key
+        else:
+            assert g == w, key

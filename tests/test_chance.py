@@ -41,7 +41,7 @@ from lightning_equivariance.metrics import (
     LieDerivativeError,
 )
 
-from reference import shift_mask_np, shift_np
+from reference import assert_same_details, shift_mask_np, shift_np
 
 S = 6  # map size = input size (translations act unscaled)
 SHIFTS = [(2, -1), (1, 1), (-3, 0)]
@@ -377,15 +377,7 @@ STREAM = [
 
 
 def _same(got: Dict, want: Dict) -> None:
-    assert set(got) == set(want)
-    for key, w in want.items():
-        g = got[key]
-        if isinstance(w, torch.Tensor):
-            torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-14, msg=key)
-        elif isinstance(w, float):
-            assert g == pytest.approx(w, rel=1e-10, abs=1e-14), key
-        else:
-            assert g == w, key
+    assert_same_details(got, want, rtol=1e-10, atol=1e-14)
 
 
 def _fake_gather(other):

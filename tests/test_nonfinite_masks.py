@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from host_sync import NoHostRead
+from reference import assert_same_details
 
 from lightning_equivariance.functional import (
     correlation_equivariance,
@@ -87,15 +88,7 @@ def _ctx(group, kind, a_x, a_gx, sample_mask=None, **kw) -> LayerContext:
 
 
 def _same(got: Dict, want: Dict) -> None:
-    assert set(got) == set(want)
-    for key, w in want.items():
-        g = got[key]
-        if isinstance(w, torch.Tensor):
-            torch.testing.assert_close(g, w, rtol=1e-6, atol=1e-12, msg=key)
-        elif isinstance(w, float):
-            assert g == pytest.approx(w, rel=1e-6, abs=1e-12), key
-        else:
-            assert g == w, key
+    assert_same_details(got, want, rtol=1e-6, atol=1e-12)
 
 
 # ------------------------------------------------------------------ stacked measures
