@@ -37,11 +37,11 @@ live channels.
 from __future__ import annotations
 
 import threading
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
-from .moments import moments_of, partner_pairs, per_image_scores, sample_keep
+from .moments import image_moments, partner_pairs, sample_keep
 
 __all__ = [
     "correlation_scores",
@@ -240,7 +240,7 @@ def permuted_scores(
 
     Centring and norms do not change under a permutation of positions, and a permutation of
     channels only moves them, so ``a(x)`` is standardised once and only its unit maps are
-    permuted, one element at a time; the result equals
+    moved, for all elements into one tensor (one blocked pass of products); the result equals
     :func:`correlation_scores` with ``ta_x = T'_g a(x)``, ``partner`` included.
     """
     _check_similarity(similarity)
@@ -255,15 +255,15 @@ def permuted_scores(
     if permute_channels is not None:  # the live channels of T'_g a(x), per element: m x b x C
         live = alive_v.to(v.dtype).reshape(b, c, 1, 1)
         alive_v = torch.stack([permute_channels(live, g).reshape(b, c) for g in range(m)]) > 0
-    diag, top = u.new_empty(m, b, c), u.new_empty(m, b, c)
+    # Every element's moved unit maps in one tensor (the size of a(T_g x)), so that the C x C
+    # products of all elements run as one blocked pass: a loop over elements multiplies the
+    # number of (small) ops, each a parallel region that waits for every thread.
+    moved = torch.stack([permute(v, g) for g in range(m)]).reshape(m, b, c, h * w)
     if index is None:
-        for g in range(m):
-            diag[g], top[g] = _diagonal_and_max(u[g], permute(v, g).reshape(b, c, h * w))
-        return _scores_from_products(diag, top, norm_u, alive_u, alive_v)
-    # chance: T'_g a(x_partner(i)) is row partner(i) of the same permuted unit maps
-    cdiag, ctop = u.new_empty(m, b, c), u.new_empty(m, b, c)
-    for g in range(m):
-        diag[g], top[g], cdiag[g], ctop[g] = _diagonal_and_max(u[g], permute(v, g).reshape(b, c, h * w), index)
+        return _scores_from_products(*_diagonal_and_max(u, moved), norm_u, alive_u, alive_v)
+    # chance: T'_g a(x_partner(i)) is row g*b + partner(i) of the same moved unit maps
+    rows = (torch.arange(m, device=index.device).unsqueeze(1) * b + index).reshape(-1)
+    diag, top, cdiag, ctop = _diagonal_and_max(u, moved, rows)
     scores = _scores_from_products(diag, top, norm_u, alive_u, alive_v)
     chance = _scores_from_products(cdiag, ctop, norm_u, alive_u, alive_v.index_select(-2, index))
     return _with_chance(scores, chance, has_partner)
@@ -360,29 +360,59 @@ def _correlation_update(
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Sum over samples: per-(element, channel) score sums and valid counts, per-element dead pairs (float64).
 
-    ``scores`` and ``valid`` are ``m x b x C``; ``sample_mask`` (``b`` booleans, True = the image
-    counts) leaves images out of all three (``torch.where``: a score of a left-out image may be
-    anything, NaN included).
+    ``scores`` and ``valid`` are ``m x b x C`` (``scores`` may have leading axes: several
+    measures' scores stacked, ``k x m x b x C`` giving ``k x m x C`` sums); ``sample_mask``
+    (``b`` booleans, True = the image counts) leaves images out of all three (``torch.where``:
+    a score of a left-out image may be anything, NaN included).
     """
     keep = sample_keep(sample_mask, valid)
     if keep is None:
-        dead = (~valid).sum((1, 2), dtype=torch.float64)
+        dead = (~valid).sum((-2, -1), dtype=torch.float64)
     else:
-        dead = (keep & ~valid).sum((1, 2), dtype=torch.float64)
+        dead = (keep & ~valid).sum((-2, -1), dtype=torch.float64)
         valid = valid & keep
         scores = torch.where(valid, scores, torch.zeros((), dtype=scores.dtype, device=scores.device))
-    return scores.sum(1, dtype=torch.float64), valid.sum(1, dtype=torch.float64), dead
+    return scores.sum(-2, dtype=torch.float64), valid.sum(-2, dtype=torch.float64), dead
 
 
-def _image_moments(score: torch.Tensor, valid: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Mergeable ``(n, mean, M2)`` of the images' own scores ``s_i`` (``m x b x C`` scores; docs/measures.md §7).
+def _correlation_sums(
+    scores: Dict[str, torch.Tensor],
+    names: Tuple[str, ...],
+    sample_mask: Optional[torch.Tensor] = None,
+    partner: Optional[torch.Tensor] = None,
+) -> Dict[str, Any]:
+    """What a chunk adds to the states of the measures ``names`` (``"invariance"``, ``"equivariance"``).
 
-    ``s_i``: the mean over elements of image ``i``'s mean over its valid channels (elements
-    without one skipped); images with no valid pair, or with ``sample_mask`` False, not counted.
+    Computed once for all of them, their scores stacked: the two measures of a layer share the
+    valid pairs, the partners and the counts (one op each instead of one per measure).
+
+    Returns ``count`` and ``left_out`` (valid pairs ``m x C``, dead pairs ``m``), ``kept`` (the
+    counted images), ``chance_count`` (``m x C``, ``None`` without ``partner`` or chance scores)
+    and ``chance_left_out`` (the kept images without a chance term), and per name a dict with
+    ``score_sum`` (``m x C``), ``image_moments`` (``3``) and ``chance_sum`` (``m x C`` or ``None``).
     """
-    keep = sample_keep(sample_mask, valid)
-    s, counted = per_image_scores(score, valid if keep is None else valid & keep)
-    return moments_of(s, counted)
+    stacked = torch.stack([scores[n] for n in names])
+    valid = scores["valid"]
+    score_sum, count, dead = _correlation_update(stacked, valid, sample_mask)
+    moments = image_moments(stacked, valid, sample_mask)
+    b = valid.shape[1]
+    kept = (
+        torch.full((), float(b), dtype=torch.float64, device=valid.device)
+        if sample_mask is None
+        else sample_mask.to(device=valid.device, dtype=torch.bool).sum(dtype=torch.float64)
+    )
+    out: Dict[str, Any] = {"count": count, "left_out": dead, "kept": kept, "chance_count": None, "chance_left_out": kept}
+    chance_sum = [None] * len(names)
+    if partner is not None and "chance_valid" in scores:
+        # an image has a chance term when it counts, has a partner here, and the partner counts
+        _, paired = partner_pairs(partner.to(valid.device), b, sample_mask)
+        chance = torch.stack([scores["chance_" + n] for n in names])
+        sums, out["chance_count"], _ = _correlation_update(chance, scores["chance_valid"], paired)
+        out["chance_left_out"] = kept - paired.sum(dtype=torch.float64)
+        chance_sum = list(sums)
+    for k, name in enumerate(names):
+        out[name] = {"score_sum": score_sum[k], "image_moments": moments[k], "chance_sum": chance_sum[k]}
+    return out
 
 
 def _correlation_compute(score_sum: torch.Tensor, count: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

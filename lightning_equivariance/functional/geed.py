@@ -54,7 +54,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from .moments import moments_of, partner_pairs, per_image_scores, sample_keep
+from .moments import image_moments, partner_pairs, sample_keep
 
 __all__ = [
     "orbit_average",
@@ -273,16 +273,7 @@ def _scores_update(
     return score.sum(1, dtype=torch.float64), valid.sum(1, dtype=torch.float64), invalid
 
 
-def _image_moments(score: torch.Tensor, valid: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Mergeable ``(n, mean, M2)`` of the images' own scores (docs/measures.md §7).
-
-    ``score``/``valid``: ``m x b [x C]``. Image ``i``'s score is the mean over elements of its
-    mean over valid channels (elements without one skipped); images with no valid term, or
-    with ``sample_mask`` False, are not counted.
-    """
-    keep = sample_keep(sample_mask, valid)
-    s, counted = per_image_scores(score, valid if keep is None else valid & keep)
-    return moments_of(s, counted)
+_image_moments = image_moments  # the mergeable (n, mean, M2) of the images' own scores
 
 
 def _per_element(score_sum: torch.Tensor, count: torch.Tensor, what: str) -> torch.Tensor:

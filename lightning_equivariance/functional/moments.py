@@ -33,6 +33,7 @@ import torch
 
 __all__ = [
     "per_image_scores",
+    "image_moments",
     "moments_of",
     "combine_moments",
     "merge_moments",
@@ -57,24 +58,37 @@ def per_image_scores(score: torch.Tensor, valid: torch.Tensor) -> Tuple[torch.Te
 
     Args:
         score: ``m x b x C`` (or ``m x b``) per (element, image, channel) scores; entries where
-            ``valid`` is False are ignored (they may hold anything, NaN included).
-        valid: booleans of ``score``'s shape: the pairs that count (live channels of kept images).
+            ``valid`` is False are ignored (they may hold anything, NaN included). Leading axes
+            (``k x m x b x C``: several measures' scores stacked) give ``k x b`` scores.
+        valid: booleans of the last three (two) axes of ``score``: the pairs that count (live
+            channels of kept images).
 
     Returns:
-        ``(s, counted)``, both ``b``: ``s_i = mean_g mean_{c live} score[g, i, c]`` over the
+        ``(s, counted)``: ``s`` (``[k x] b``), ``s_i = mean_g mean_{c live} score[g, i, c]`` over the
         elements ``g`` where image ``i`` has a live channel (float64, 0 where not counted), and
-        ``counted_i`` = image ``i`` has a live pair for at least one element.
+        ``counted`` (``b``): image ``i`` has a live pair for at least one element.
     """
-    if score.dim() == 2:
+    if valid.dim() == 2:
         score, valid = score.unsqueeze(-1), valid.unsqueeze(-1)
     zero = torch.zeros((), dtype=torch.float64, device=score.device)
-    per_sum = torch.where(valid, score.to(torch.float64), zero).sum(-1)  # m x b
+    per_sum = torch.where(valid, score.to(torch.float64), zero).sum(-1)  # [k x] m x b
     per_n = valid.sum(-1)
     has = per_n > 0
     per_mean = per_sum / per_n.clamp_min(1)
     elements = has.sum(0)
-    s = per_mean.sum(0) / elements.clamp_min(1)
+    s = per_mean.sum(-2) / elements.clamp_min(1)
     return s, elements > 0
+
+
+def image_moments(score: torch.Tensor, valid: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Mergeable ``(n, mean, M2)`` of the images' own scores ``s_i`` (:func:`per_image_scores`).
+
+    ``score``: ``[k x] m x b [x C]``, ``valid``: ``m x b [x C]``; images with no valid pair, or
+    with ``sample_mask`` False, are not counted. Returns ``[k x] 3``.
+    """
+    keep = sample_keep(sample_mask, valid)
+    s, counted = per_image_scores(score, valid if keep is None else valid & keep)
+    return moments_of(s, counted)
 
 
 def moments_of(values: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -82,21 +96,25 @@ def moments_of(values: torch.Tensor, weight: Optional[torch.Tensor] = None) -> t
 
     Two passes in float64 with the compensation term of the corrected two-pass algorithm
     (``M2 = sum d^2 - (sum d)^2 / n``, ``d = x - mean``): exact to round-off even when the
-    values agree to many digits. No host read: an empty batch gives ``(0, 0, 0)``.
+    values agree to many digits. No host read: an empty batch gives ``(0, 0, 0)``. Leading
+    axes of ``values`` (``k x b``: several measures at once) give ``k x 3``.
     """
-    x = values.to(torch.float64).reshape(-1)
+    x = values.to(torch.float64)
     zero = torch.zeros((), dtype=torch.float64, device=x.device)
     if weight is None:
-        n = torch.full((), float(x.numel()), dtype=torch.float64, device=x.device)
+        n = torch.full(x.shape[:-1], float(x.shape[-1]), dtype=torch.float64, device=x.device)
     else:
-        w = weight.to(device=x.device, dtype=torch.bool).reshape(-1)
+        w = weight.to(device=x.device, dtype=torch.bool).reshape(x.shape[-1])
         x = torch.where(w, x, zero)  # also drops NaN/Inf of left-out entries
-        n = w.sum(dtype=torch.float64)
-    mean = x.sum() / n.clamp_min(1)
-    d = x - mean if weight is None else torch.where(w, x - mean, zero)
-    sd = d.sum()
-    m2 = (d.square().sum() - sd.square() / n.clamp_min(1)).clamp_min(0)
-    return torch.stack([n, mean + sd / n.clamp_min(1), m2])
+        n = w.sum(dtype=torch.float64).expand(x.shape[:-1])
+    safe = n.clamp_min(1)
+    mean = x.sum(-1) / safe
+    d = x - mean.unsqueeze(-1)
+    if weight is not None:
+        d = torch.where(w, d, zero)
+    sd = d.sum(-1)
+    m2 = (d.square().sum(-1) - sd.square() / safe).clamp_min(0)
+    return torch.stack([n, mean + sd / safe, m2], -1)
 
 
 def combine_moments(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

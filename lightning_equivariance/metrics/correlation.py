@@ -46,8 +46,7 @@ from torch import nn
 from ..functional.correlation import (
     _check_similarity,
     _correlation_compute,
-    _correlation_update,
-    _image_moments,
+    _correlation_sums,
     check_position_mask,
     correlation_scores,
     permuted_scores,
@@ -57,7 +56,6 @@ from ..functional.moments import (
     chance_per_element,
     combine_moments,
     merge_moments,
-    partner_pairs,
     stderr_from_moments,
 )
 from .base import LayerContext, LayerMetric
@@ -106,38 +104,22 @@ class _CorrelationMeasure(LayerMetric):
         metric._reuses_previous = similarity == "pearson" and ctx.kind == "map" and _positive_channel_affine(ctx.module)
         return metric
 
-    def _add(
-        self,
-        scores: Dict[str, torch.Tensor],
-        sample_mask: Optional[torch.Tensor] = None,
-        partner: Optional[torch.Tensor] = None,
-    ) -> None:
-        score = scores[self.measure_name]
-        if score.shape[0] != self.score_sum.shape[0] or score.shape[-1] != self.score_sum.shape[1]:
+    def _add(self, sums: Dict[str, Any]) -> None:
+        """Add a chunk's :func:`~lightning_equivariance.functional.correlation._correlation_sums`."""
+        mine = sums[self.measure_name]
+        if mine["score_sum"].shape != self.score_sum.shape:
             raise ValueError(
                 f"{type(self).__name__} was created for {self.score_sum.shape[0]} elements x "
-                f"{self.score_sum.shape[1]} channels, got scores of shape {tuple(score.shape)}"
+                f"{self.score_sum.shape[1]} channels, got scores for {tuple(mine['score_sum'].shape)}"
             )
-        s, n, dead = _correlation_update(score, scores["valid"], sample_mask)
-        self.score_sum += s
-        self.count += n
-        self.left_out += dead
-        self.image_moments.copy_(combine_moments(self.image_moments, _image_moments(score, scores["valid"], sample_mask)))
-        b = score.shape[1]
-        kept = (
-            torch.full((), float(b), dtype=torch.float64, device=score.device)
-            if sample_mask is None
-            else sample_mask.to(device=score.device, dtype=torch.bool).sum(dtype=torch.float64)
-        )
-        if partner is None or "chance_valid" not in scores:
-            self.chance_left_out += kept  # no partner tensor: no image has a chance term
-            return
-        # an image has a chance term when it counts, has a partner here, and the partner counts
-        _, paired = partner_pairs(partner.to(score.device), b, sample_mask)
-        cs, cn, _ = _correlation_update(scores["chance_" + self.measure_name], scores["chance_valid"], paired)
-        self.chance_sum += cs
-        self.chance_count += cn
-        self.chance_left_out += kept - paired.sum(dtype=torch.float64)
+        self.score_sum += mine["score_sum"]
+        self.count += sums["count"]
+        self.left_out += sums["left_out"]
+        self.image_moments.copy_(combine_moments(self.image_moments, mine["image_moments"]))
+        self.chance_left_out += sums["chance_left_out"]  # without a partner tensor, every kept image
+        if mine["chance_sum"] is not None:
+            self.chance_sum += mine["chance_sum"]
+            self.chance_count += sums["chance_count"]
 
     def _update_tensors(
         self,
@@ -159,7 +141,7 @@ class _CorrelationMeasure(LayerMetric):
                 this batch or ``-1`` (docs/measures.md §7); without it no chance level is added.
         """
         scores = correlation_scores(a_gx, ta_x, mask=mask, similarity=self.similarity, partner=partner)
-        self._add(scores, sample_mask, partner)
+        self._add(_correlation_sums(scores, (self.measure_name,), sample_mask, partner))
 
     def _update_context(self, ctx: LayerContext) -> None:
         """Add one chunk of a layer; images with ``ctx.sample_mask`` False are left out."""
@@ -188,8 +170,14 @@ class _CorrelationMeasure(LayerMetric):
             if self.similarity == "pearson":  # offered to the next layer (see _positive_channel_affine)
                 ctx.shared[key] = ctx.cache[key]
                 ctx.shared["channel_action"] = ctx.channel_action
-        # Scores are per sample and unmasked: the mask of *this* layer is applied here.
-        self._add(ctx.cache[key], ctx.sample_mask, partner)
+        # Scores are per sample and unmasked: the mask of *this* layer is applied here, once for
+        # both measures (they share the valid pairs and the counts).
+        sums_key = ("correlation sums", self.similarity)
+        if sums_key not in ctx.cache:
+            scores = ctx.cache[key]
+            names = tuple(n for n in ("invariance", "equivariance") if n in scores)
+            ctx.cache[sums_key] = _correlation_sums(scores, names, ctx.sample_mask, partner)
+        self._add(ctx.cache[sums_key])
 
     def compute(self) -> torch.Tensor:
         """The layer value: mean over elements of the per-element mean over valid (sample, channel) pairs."""
