@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .groups import ChannelAction, Group, GroupActionError
-from .lie import layer_lie_context, lie_pass, primal_of
+from .lie import layer_lie_context, lie_pass, outside_torch_function_modes, primal_of
 from .metrics import DEFAULT_MEASURES, MEASURES, LayerContext, LayerMetric
 from .metrics.base import FORWARD_MODE
 from .metrics.base import ImagesLeftOut, all_finite
@@ -288,7 +288,8 @@ class Measurement:
         transform = chunk.get("transform")
         b = chunk["b"]
         if transform is not None:
-            return self._on_forward_output(name, output, transform, chunk)
+            with outside_torch_function_modes():
+                return self._on_forward_output(name, output, transform, chunk)
         keys = self._keys(name, self.groups, self._stacked_measures)
         if all(k in self.errors or k in self.notes for k in keys):
             return
