@@ -95,3 +95,51 @@ def test_transformational_functionals_take_tensors_that_require_grad():
     a = torch.randn(3, 4, 5, 6, 6, dtype=torch.float64, requires_grad=True)
     for f in (transformation_variance, normalized_variance):
         torch.testing.assert_close(f(a).detach(), f(a.detach()), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_moved_maps_equal_the_stacked_moves(dtype):
+    """One gather per element (indices moved with the action) = moving the maps and stacking them."""
+    from lightning_equivariance.functional.moves import moved_maps
+
+    torch.manual_seed(0)
+    perm = torch.randperm(5)
+    moves = [
+        lambda a: a.rot90(1, (-2, -1)),
+        lambda a: a.rot90(2, (-2, -1)).index_select(-3, perm),
+        lambda a: a.flip(-1),
+        lambda a: a.roll((2, -3), (-2, -1)).index_select(-3, perm),
+    ]
+    square = torch.randn(3, 5, 6, 6).to(dtype)
+    for x in (square, square.transpose(-2, -1)):  # also a non-contiguous input
+        want = torch.stack([mv(x) for mv in moves])
+        torch.testing.assert_close(moved_maps(x, lambda a, g: moves[g](a), len(moves)), want, rtol=0, atol=0)
+    wide = torch.randn(2, 5, 4, 7).to(dtype)  # a quarter turn of a non-square map changes its shape
+    torch.testing.assert_close(moved_maps(wide, lambda a, g: moves[0](a), 1)[0], moves[0](wide), rtol=0, atol=0)
+
+
+def test_transformed_x_of_a_permuting_group_equals_the_generic_path():
+    """LayerContext.transformed_x through moved_maps = the stacked act_feature of every element."""
+    from lightning_equivariance import Flip, Rotation90, Translation
+    from lightning_equivariance.metrics import LayerContext
+
+    torch.manual_seed(0)
+    a_x = torch.randn(4, 3, 8, 8, dtype=torch.float64)
+    perm = torch.tensor([2, 0, 1])
+
+    def action(a, element):
+        return a if element.is_identity else a.index_select(-3, perm)
+
+    action.permutes_channels = lambda element: True
+    for group, act in [(Rotation90(), None), (Flip(("horizontal", "vertical")), None),
+                       (Translation(max_shift=2, circular=True), None), (Rotation90(), action)]:
+        m = len(group.elements)
+        ctx = LayerContext(layer="x", kind="map", group=group, elements=group.elements, a_x=a_x,
+                           a_gx=torch.zeros(m, *a_x.shape, dtype=a_x.dtype), input_size=(32, 32), channel_action=act)
+        assert ctx.moves_entries()
+        want = torch.stack([group.act_feature(a_x, g, (32, 32), act) for g in group.elements])
+        torch.testing.assert_close(ctx.transformed_x(), want, rtol=0, atol=0)
+    masked = Translation(max_shift=2)  # zero-filled shifts with a mask: not a permutation
+    ctx = LayerContext(layer="x", kind="map", group=masked, elements=masked.elements, a_x=a_x,
+                       a_gx=torch.zeros(len(masked.elements), *a_x.shape, dtype=a_x.dtype), input_size=(32, 32))
+    assert not ctx.moves_entries()

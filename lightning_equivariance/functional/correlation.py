@@ -42,6 +42,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 
 from .moments import image_moments, partner_pairs, sample_keep
+from .moves import moved_maps
 
 __all__ = [
     "correlation_scores",
@@ -257,19 +258,10 @@ def permuted_scores(
     if permute_channels is not None:  # the live channels of T'_g a(x), per element: m x b x C
         live = alive_v.to(v.dtype).reshape(b, c, 1, 1)
         alive_v = torch.stack([permute_channels(live, g).reshape(b, c) for g in range(m)]) > 0
-    # Every element's moved unit maps in one tensor (the size of a(T_g x)), so that the C x C
-    # products of all elements run as one blocked pass: a loop over elements multiplies the
-    # number of (small) ops, each a parallel region that waits for every thread. T'_g only
-    # moves entries, so where each entry comes from is found by moving the entries' own
-    # indices (one small map, exact in float64), and the maps are gathered straight into
-    # their slot: one copy per element (rot90, a channel gather and a stack copied them up to
-    # three times, 2-8x slower).
-    moved = v.new_empty(m, b, c * h * w)
-    flat = v.reshape(b, c * h * w)
-    origin = torch.arange(c * h * w, dtype=torch.float64, device=v.device).reshape(1, c, h, w)
-    for g in range(m):
-        torch.index_select(flat, 1, permute(origin, g).reshape(-1).to(torch.long), out=moved[g])
-    moved = moved.view(m, b, c, h * w)
+    # Every element's moved unit maps in one tensor (the size of a(T_g x)), one gather each,
+    # so that the C x C products of all elements run as one blocked pass: a loop over elements
+    # multiplies the number of (small) ops, each a parallel region that waits for every thread.
+    moved = moved_maps(v, permute, m).reshape(m, b, c, h * w)
     if index is None:
         return _scores_from_products(*_diagonal_and_max(u, moved), norm_u, alive_u, alive_v)
     # chance: T'_g a(x_partner(i)) is row g*b + partner(i) of the same moved unit maps

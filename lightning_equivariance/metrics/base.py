@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 from torchmetrics import Metric
 
+from ..functional.moves import moved_maps
 from ..groups import ChannelAction, Group, GroupElement
 
 __all__ = ["LayerContext", "LieContext", "LayerMetric", "ImagesLeftOut", "STACKED", "FORWARD_MODE"]
@@ -93,12 +94,27 @@ class LayerContext:
         if "transformed_x" not in self.cache:
             if self.kind == "vector":
                 out = self.a_x.unsqueeze(0).expand(len(self.elements), *self.a_x.shape)
+            elif self.moves_entries():
+                out = moved_maps(self.a_x, self.transform, len(self.elements))  # one gather per element
             else:
-                out = torch.stack(
-                    [self.group.act_feature(self.a_x, g, self.input_size, self.channel_action) for g in self.elements]
-                )
+                out = torch.stack([self.transform(self.a_x, g) for g in range(len(self.elements))])
             self.cache["transformed_x"] = out
         return self.cache["transformed_x"]
+
+    def transform(self, maps: torch.Tensor, g: int) -> torch.Tensor:
+        """``T'_g`` (element ``g`` of :attr:`elements`) on ``... x C x h x w`` maps of this layer."""
+        return self.group.act_feature(maps, self.elements[g], self.input_size, self.channel_action)
+
+    def moves_entries(self) -> bool:
+        """Whether every ``T'_g`` only moves a map's entries: the group permutes positions with
+        no mask (rot90, flips, circular shifts) and the channel action, if any, permutes
+        channels (it says so through ``permutes_channels(element)``, as e2cnn's regular and
+        quotient fields do). Then centring and norms per channel commute with ``T'_g``."""
+        if self.kind != "map" or not getattr(self.group, "permutes_positions", False):
+            return False
+        action = self.channel_action
+        says = getattr(action, "permutes_channels", None)
+        return action is None or (says is not None and all(says(e) for e in self.elements))
 
     def mask(self) -> Optional[torch.Tensor]:
         """Boolean ``m x h x w`` validity mask, or ``None`` when every position is valid."""

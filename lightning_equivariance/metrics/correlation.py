@@ -200,25 +200,17 @@ class _CorrelationMeasure(LayerMetric):
 
 def _layer_scores(ctx: LayerContext, similarity: str) -> Dict[str, torch.Tensor]:
     """The layer's scores, with the chance scores when ``ctx.partner`` is given."""
-    partner = ctx.partner
-    action = ctx.channel_action
-    moves_channels = action is not None and _permutes_channels(action, ctx.elements)
-    if (
-        ctx.kind == "map"
-        and (action is None or moves_channels)
-        and getattr(ctx.group, "permutes_positions", False)
-    ):
+    if ctx.moves_entries():
         # A permutation of positions (rot90, flips, circular shifts), and of channels (the
         # regular fields of a steerable layer), commutes with the per-channel standardisation:
-        # standardise a(x) once, then permute it per element (no standardised copy per element).
-        def permute(maps: torch.Tensor, g: int) -> torch.Tensor:
-            return ctx.group.act_feature(maps, ctx.elements[g], ctx.input_size, action)
+        # standardise a(x) once, then move it per element (no standardised copy per element).
+        action = ctx.channel_action
 
         def permute_channels(maps: torch.Tensor, g: int) -> torch.Tensor:
             return action(maps, ctx.elements[g])
 
-        return permuted_scores(ctx.a_gx, ctx.a_x, permute, similarity=similarity, partner=partner,
-                               permute_channels=permute_channels if moves_channels else None)
+        return permuted_scores(ctx.a_gx, ctx.a_x, ctx.transform, similarity=similarity, partner=ctx.partner,
+                               permute_channels=None if action is None else permute_channels)
     return correlation_scores(
         ctx.a_gx,
         ctx.transformed_x(),
@@ -226,7 +218,7 @@ def _layer_scores(ctx: LayerContext, similarity: str) -> Dict[str, torch.Tensor]
         similarity=similarity,
         vector=ctx.kind == "vector",
         check_mask=False,  # checked by the metric on its first update
-        partner=partner,
+        partner=ctx.partner,
     )
 
 
@@ -254,13 +246,6 @@ class CorrelationEquivariance(_CorrelationMeasure):
     """
 
     measure_name = "equivariance"
-
-
-def _permutes_channels(action, elements) -> bool:
-    """Whether a channel action only permutes channels for every element: it says so through a
-    ``permutes_channels(element)`` attribute (e2cnn's regular and quotient fields do)."""
-    says = getattr(action, "permutes_channels", None)
-    return says is not None and all(says(e) for e in elements)
 
 
 def _positive_channel_affine(module) -> bool:
