@@ -34,7 +34,7 @@ Project decisions (docs/measures.md §3), also in the README:
 * **chance level** of ``geed_channel`` (docs/measures.md §7): the same cosines with the second
   argument taken from the image's partner, ``T'_g a(x_partner(i))`` (vectors: the partner's orbit
   average); :func:`geed_channel_scores` with ``partner=`` returns them.
-* **standard error**: ``_image_moments`` summarises each image's own score (the mean over
+* **standard error**: ``moments.image_moments`` summarises each image's own score (the mean over
   elements of its mean over valid channels) as mergeable moments
   (:mod:`~lightning_equivariance.functional.moments`).
 
@@ -54,7 +54,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from .moments import image_moments, partner_pairs, sample_keep
+from .moments import partner_pairs, sample_keep
 
 __all__ = [
     "orbit_average",
@@ -271,9 +271,6 @@ def _scores_update(
         valid = valid & keep
     score = torch.where(valid, score, torch.zeros((), dtype=score.dtype, device=score.device))
     return score.sum(1, dtype=torch.float64), valid.sum(1, dtype=torch.float64), invalid
-
-
-_image_moments = image_moments  # the mergeable (n, mean, M2) of the images' own scores
 
 
 def _per_element(score_sum: torch.Tensor, count: torch.Tensor, what: str) -> torch.Tensor:

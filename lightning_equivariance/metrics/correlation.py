@@ -174,9 +174,7 @@ class _CorrelationMeasure(LayerMetric):
         # both measures (they share the valid pairs and the counts).
         sums_key = ("correlation sums", self.similarity)
         if sums_key not in ctx.cache:
-            scores = ctx.cache[key]
-            names = tuple(n for n in ("invariance", "equivariance") if n in scores)
-            ctx.cache[sums_key] = _correlation_sums(scores, names, ctx.sample_mask, partner)
+            ctx.cache[sums_key] = _correlation_sums(ctx.cache[key], ("invariance", "equivariance"), ctx.sample_mask, partner)
         self._add(ctx.cache[sums_key])
 
     def compute(self) -> torch.Tensor:

@@ -44,7 +44,6 @@ from ..functional.geed import (
     _check_normaliser,
     _cosine_normaliser_compute,
     _cosine_normaliser_update,
-    _image_moments,
     _per_element,
     _scores_update,
     _SOFTMAX_INPUTS,
@@ -56,6 +55,7 @@ from ..functional.geed import (
     orbit_average,
 )
 from ..functional.moments import (
+    image_moments,
     chance_details,
     chance_per_element,
     combine_moments,
@@ -111,7 +111,7 @@ class _GEED(LayerMetric):
 
     def _add_image_moments(self, score: torch.Tensor, valid: torch.Tensor, sample_mask: Optional[torch.Tensor]) -> None:
         """Merge the chunk's per-image scores (``m x b [x C]``, only where ``valid``) into ``image_moments``."""
-        self.image_moments.copy_(combine_moments(self.image_moments, _image_moments(score, valid, sample_mask)))
+        self.image_moments.copy_(combine_moments(self.image_moments, image_moments(score, valid, sample_mask)))
 
 
 def _scaled_stderr(moments: torch.Tensor, M: torch.Tensor) -> Optional[float]:
