@@ -77,11 +77,12 @@ def test_matches_brute_force(group, elements, include_identity, distance, brute_
 
 
 def test_unit_blocks_match_brute_force(monkeypatch, brute_cache):
-    """The streaming helpers work in blocks of units; one channel per block gives the same results."""
+    """The streaming helpers work in blocks of units (of the stacked ``k x b x C x ...`` ST); one channel per
+    block gives the same results."""
     import lightning_equivariance.functional.transformational as functional
 
     monkeypatch.setattr(functional, "_BLOCK_BYTES", 1)
-    assert len(functional._unit_blocks(torch.zeros(6, 8, 12, 12))) == 8
+    assert len(functional._st_blocks(torch.zeros(4, 6, 8, 12, 12))) == 8
     _check_against_brute_force(*GROUPS[0], True, "euclidean", brute_cache)
     _check_against_brute_force(*GROUPS[2], False, "squared", brute_cache)
 

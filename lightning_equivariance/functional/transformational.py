@@ -108,10 +108,15 @@ def _batch_mask(mask: Optional[torch.Tensor], like: torch.Tensor, axis: int = 0)
     if mask is None:
         return None
     b = like.shape[axis]
+    mask = _checked_mask(mask, b, like.device)
+    return mask.reshape(*([1] * axis), b, *([1] * (like.dim() - axis - 1)))
+
+
+def _checked_mask(mask: torch.Tensor, b: int, device: torch.device) -> torch.Tensor:
+    """``mask`` checked to hold one boolean per image (``(b,)``), as bool on ``device``."""
     if tuple(mask.shape) != (b,):
         raise ValueError(f"sample_mask must hold one boolean per image, shape ({b},), got {tuple(mask.shape)}")
-    mask = mask.to(device=like.device, dtype=torch.bool)
-    return mask.reshape(*([1] * axis), b, *([1] * (like.dim() - axis - 1)))
+    return mask.to(device=device, dtype=torch.bool)
 
 
 # ---------------------------------------------------------------------- per-axis statistics
@@ -212,68 +217,73 @@ def st_columns(a_x: torch.Tensor, a_gx: torch.Tensor, include_identity: bool = T
 _BLOCK_BYTES = 1 << 23
 
 
-def _unit_blocks(column: torch.Tensor) -> List[slice]:
-    """Slices of the first unit axis (``column`` is ``b x U0 x ...``) with float64 temporaries of at most ``_BLOCK_BYTES``."""
-    size = column.shape[1] if column.dim() > 1 else 1
-    per_unit = 8 * max(1, column.numel() // max(1, size))
-    step = max(1, _BLOCK_BYTES // per_unit)
-    return [slice(i, min(i + step, size)) for i in range(0, size, step)]
+def _blocks_of(shape: Sequence[int], axis: int, scale: int) -> List[slice]:
+    """Slices of ``axis`` with float64 temporaries of at most ``scale x _BLOCK_BYTES``; one slice when it fits."""
+    size = shape[axis] if len(shape) > axis else 1
+    per_unit = 8 * max(1, math.prod(shape) // max(1, size))
+    step = max(1, (scale * _BLOCK_BYTES) // per_unit)
+    return [slice(None)] if step >= size else [slice(i, min(i + step, size)) for i in range(0, size, step)]
 
 
-def _tv_update_columns(columns: Sequence[torch.Tensor], mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Sum over the batch of the row variances ``Var_j ST[i, j]`` (shifted by column 0; exact 0 for constant rows).
+def _st_blocks(st: torch.Tensor) -> List[slice]:
+    """Slices of the first unit axis of ``st`` (``k x b x U0 x ...``) whose float64 copy is at most ``4 x _BLOCK_BYTES``.
 
-    ``mask``: ``b`` booleans, the rows (images) that count (module docstring), or ``None`` (all).
+    Most layers of a chunk fit in one block, which is then the whole tensor (no slicing: the
+    op count per layer stays small, and every op is one kernel launch on a GPU).
     """
-    k = len(columns)
-    w = _batch_mask(mask, columns[0])
-    out = torch.empty(columns[0].shape[1:], dtype=torch.float64, device=columns[0].device)
-    for block in _unit_blocks(columns[0]):
-        x0 = columns[0][:, block].to(torch.float64)
-        s = torch.sub(columns[1][:, block], x0)  # promotes to float64 without a separate copy of c
-        q = s * s
-        if s.requires_grad:  # autograd (the functional API on tensors that need gradients): no out=
-            for c in columns[2:]:
-                d = torch.sub(c[:, block], x0)
-                s += d
-                q.addcmul_(d, d)
-            var = (q - s * s / k).clamp_min(0) / (k - 1)
-        else:
-            d = torch.empty_like(s) if k > 2 else None  # one float64 buffer for every further column
-            for c in columns[2:]:
-                torch.sub(c[:, block], x0, out=d)
-                s += d
-                q.addcmul_(d, d)
-            # (q - s * s / k).clamp_min(0) / (k - 1), in place: the same operations in the same
-            # order, without five more float64 temporaries of the block's size
-            var = q.sub_(s.mul_(s).div_(k)).clamp_min_(0).div_(k - 1)
-        out[block] = (var if w is None else torch.where(w, var, 0.0)).sum(0)
-    return out
+    return _blocks_of(st.shape, 2, 4)
 
 
-def _columns_update_columns(columns: Sequence[torch.Tensor], mask: Optional[torch.Tensor] = None) -> Dict[str, torch.Tensor]:
-    """Per-column sums, sums of squares (float64), minima and maxima over the batch: ``k x ...units``.
+def _st_update(
+    st: torch.Tensor, mask: Optional[torch.Tensor] = None, tv: bool = True, columns: bool = True
+) -> Dict[str, torch.Tensor]:
+    """What one batch of ST ``k x b x ...units`` adds to the streaming states, in one pass over ST.
 
-    ``mask``: ``b`` booleans, the images that count, or ``None`` (all). Masked images add 0 to
-    the sums and ``+inf``/``-inf`` to the minima/maxima (a batch with no image leaves them as
-    the states' initial values).
+    ``tv``: the sum over the batch of the row variances ``Var_j ST[i, j]`` (shifted by column 0,
+    so a constant row gives exactly 0), ``...units``. ``columns``: per-column sums ``s1``, sums of
+    squares ``s2`` (float64), minima ``cmin`` and maxima ``cmax`` over the batch, ``k x ...units`` (the
+    minima and maxima in ``st``'s dtype when ``st`` fits one block: exact, and promoted by the states).
+
+    ``mask``: ``b`` booleans, the images that count (module docstring), or ``None`` (all). A masked
+    image's row is zeroed in the float64 copy (``masked_fill``, never a product: NaN x 0 is NaN),
+    so it adds exactly 0 to every sum and its row variance is exactly 0; its minima and maxima are
+    ``+inf`` / ``-inf``. The columns are processed together, a few whole-tensor operations per
+    block (:func:`_st_blocks`), not a handful per column.
     """
-    shape = (len(columns), *columns[0].shape[1:])
-    out = {key: torch.empty(shape, dtype=torch.float64, device=columns[0].device) for key in ("s1", "s2", "cmin", "cmax")}
-    blocks = _unit_blocks(columns[0])
-    w = _batch_mask(mask, columns[0])
-    for j, c in enumerate(columns):
-        for block in blocks:
-            cb = c[:, block]
-            c64 = cb.to(torch.float64) if w is None else torch.where(w, cb, 0.0).to(torch.float64)
-            out["s1"][j, block] = c64.sum(0)
-            # squared in place when c64 is our own copy (not the float64 activations themselves)
-            own = c64.data_ptr() != cb.data_ptr() and not c64.requires_grad
-            out["s2"][j, block] = (c64.mul_(c64) if own else c64 * c64).sum(0)
-            # exact in the input dtype; amin + amax over the batch axis is ~8x faster than
-            # aminmax there on CPU (torch 2.x)
-            out["cmin"][j, block] = (cb if w is None else torch.where(w, cb, math.inf)).amin(0)
-            out["cmax"][j, block] = (cb if w is None else torch.where(w, cb, -math.inf)).amax(0)
+    k = st.shape[0]
+    drop = None if mask is None else ~_batch_mask(mask, st, axis=1)
+    blocks = _st_blocks(st)
+    whole = len(blocks) == 1
+    out: Dict[str, torch.Tensor] = {}
+    if not whole:
+        dev = st.device
+        if tv:
+            out["tv"] = torch.empty(st.shape[2:], dtype=torch.float64, device=dev)
+        if columns:
+            for key in ("s1", "s2", "cmin", "cmax"):
+                out[key] = torch.empty((k, *st.shape[2:]), dtype=torch.float64, device=dev)
+    for block in blocks:
+        sb = st if whole else st[:, :, block]
+        x = sb.to(torch.float64)
+        if drop is not None:
+            x = x.masked_fill(drop, 0.0)
+        part: Dict[str, torch.Tensor] = {}
+        if columns:
+            part["s1"] = x.sum(1)
+            part["s2"] = (x * x).sum(1)
+            # exact in the input dtype; amin + amax are ~8x faster than aminmax on CPU (torch 2.x)
+            part["cmin"] = (sb if drop is None else sb.masked_fill(drop, math.inf)).amin(1)
+            part["cmax"] = (sb if drop is None else sb.masked_fill(drop, -math.inf)).amax(1)
+        if tv:
+            d = x - x[:1]
+            s = d.sum(0)
+            q = (d * d).sum(0)
+            # sum_i (q - s^2 / k).clamp_min(0) / (k - 1): the division after the sum over images
+            part["tv"] = torch.addcmul(q, s, s, value=-1.0 / k).clamp_min_(0).sum(0).div_(k - 1)
+        if whole:
+            return part
+        for key, value in part.items():
+            (out[key][block] if key == "tv" else out[key][:, block]).copy_(value)
     return out
 
 
@@ -282,7 +292,7 @@ def _tv_update(st: torch.Tensor, mask: Optional[torch.Tensor] = None) -> torch.T
 
     ``mask``: ``b`` booleans, the images (rows) that count, or ``None`` (all).
     """
-    return _tv_update_columns(list(st.unbind(0)), mask)
+    return _st_update(st, mask, tv=True, columns=False)["tv"]
 
 
 def _td_update(st: torch.Tensor, distance: Distance, mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -298,7 +308,7 @@ def _columns_update(st: torch.Tensor, mask: Optional[torch.Tensor] = None) -> Di
 
     ``mask``: ``b`` booleans, the images that count, or ``None`` (all).
     """
-    return _columns_update_columns(list(st.unbind(0)), mask)
+    return _st_update(st, mask, tv=False, columns=True)
 
 
 def _sd_block_update(

@@ -163,10 +163,14 @@ def all_finite(t: torch.Tensor) -> torch.Tensor:
     shows in the max and ``-inf`` only in the min. Two reductions without a temporary are
     20-30x faster on CPU than ``isfinite`` (a full-size boolean tensor, then a reduction),
     which cost the engine as much as the convolutions of the forward it checks.
+    ``(max - max + min) - min == 0`` holds exactly when both are finite (``x - x`` is exactly
+    0 for a finite ``x`` and NaN for ``±inf`` or NaN, and NaN propagates): four element-wise
+    operations on the row results, where two ``isfinite`` and an ``&`` are nine ATen calls.
     """
     if not t.is_floating_point() or t.shape[-1] == 0:
         return torch.isfinite(t).all(-1)
-    return torch.isfinite(t.amax(-1)) & torch.isfinite(t.amin(-1))
+    mx, mn = t.amax(-1), t.amin(-1)
+    return (mx - mx + mn - mn) == 0
 
 
 class LayerMetric(Metric):

@@ -45,18 +45,16 @@ import torch
 
 from ..functional.transformational import (
     Distance,
-    _batch_mask,
+    _checked_mask,
     _anova_compute,
-    _columns_update_columns,
     _column_variances,
     _goodfellow_compute,
     _sd_block_update,
+    _st_update,
     _td_update,
     _tv_compute,
-    _tv_update_columns,
     check_distance,
     safe_ratio,
-    st_columns,
     unit_norm_maps,
 )
 from .base import LayerContext, LayerMetric
@@ -80,6 +78,28 @@ def _cached(ctx: Optional[LayerContext], key, fn: Callable[[], Any]):
     if key not in ctx.cache:
         ctx.cache[key] = fn()
     return ctx.cache[key]
+
+
+def _st_of(ctx: LayerContext, include_identity: bool) -> torch.Tensor:
+    """ST of the context's chunk (Eq. 1), ``k x b x ...units``: ``[a(x), a(t_1 x), ...]`` (without ``a(x)``
+    when ``include_identity`` is false), in the activations' dtype.
+
+    In the engine's stacked output ``a(x)`` is directly followed by the first group's ``a(T_g x)``
+    in memory; ST is then a view of it (no copy of the layer's output), otherwise one ``cat``.
+    """
+    a_x, a_gx = ctx.a_x, ctx.a_gx
+    if not include_identity:
+        return a_gx
+    step = a_x.numel()
+    if (
+        a_x.is_contiguous()
+        and a_gx.is_contiguous()
+        and a_gx.dtype == a_x.dtype
+        and a_gx.device == a_x.device
+        and a_gx.data_ptr() == a_x.data_ptr() + step * a_x.element_size()
+    ):
+        return a_x.as_strided((1 + a_gx.shape[0], *a_x.shape), (step, *a_x.stride()))
+    return torch.cat([a_x.unsqueeze(0), a_gx])
 
 
 def _distance_key(distance: Distance):
@@ -158,45 +178,46 @@ class _Transformational(LayerMetric):
 
     def _add(
         self,
-        columns: List[torch.Tensor],
+        st: torch.Tensor,
         ctx: Optional[LayerContext] = None,
         key=None,
         sample_mask: Optional[torch.Tensor] = None,
     ) -> None:
-        """Add the ST columns (``k`` tensors ``b x ...units``); work shared by measures is cached in ``ctx``.
+        """Add a batch of ST (``k x b x ...units``); work shared by measures is cached in ``ctx``.
 
         ``sample_mask``: ``b`` booleans, the images that count, or ``None`` (all). Cached work is
         keyed by ``ctx``, whose images share one mask (``ctx.sample_mask``).
         """
-        if len(columns) != self.k or tuple(columns[0].shape[1:]) != self.unit_shape:
+        if st.shape[0] != self.k or tuple(st.shape[2:]) != self.unit_shape:
             raise ValueError(
                 f"{type(self).__name__} was created for {self.k} transformations x units {self.unit_shape}, "
-                f"got {len(columns)} ST columns of shape {tuple(columns[0].shape)} (b x ...units)"
+                f"got ST of shape {tuple(st.shape)} (k x b x ...units)"
             )
         mask = sample_mask
         if mask is None:
-            self.n += columns[0].shape[0]
+            self.n += st.shape[1]
         else:
-            mask = _batch_mask(mask, columns[0]).reshape(-1)  # checked, bool, on the activations' device
+            mask = _checked_mask(mask, st.shape[1], st.device)
             self.n += mask.sum()
-        # Row statistics and column moments stream over the columns (b x units temporaries);
-        # only the pairwise distances need the stacked float64 ST.
-        stacked = lambda: _cached(ctx, ("st", key), lambda: torch.stack([c.to(torch.float64) for c in columns]))  # noqa: E731
-        if "tv" in self.parts:
-            self.tv_sum += _cached(ctx, ("tv", key), lambda: _tv_update_columns(columns, mask))
+        if "tv" in self.parts or self._has_cols:
+            # TV and the column moments of every measure of the layer from one pass over ST
+            c = _cached(ctx, ("st_update", key), lambda: _st_update(st, mask))
+            if "tv" in self.parts:
+                self.tv_sum += c["tv"]
+            if self._has_cols:
+                self.s1 += c["s1"]
+                self.s2 += c["s2"]
+                torch.minimum(self.cmin, c["cmin"], out=self.cmin)
+                torch.maximum(self.cmax, c["cmax"], out=self.cmax)
+        # only the pairwise distances need the whole ST in float64
+        st64 = lambda: _cached(ctx, ("st64", key), lambda: st.to(torch.float64))  # noqa: E731
         if "td" in self.parts:
             self.td_sum += _cached(
-                ctx, ("td", key, _distance_key(self.distance)), lambda: _td_update(stacked(), self.distance, mask)
+                ctx, ("td", key, _distance_key(self.distance)), lambda: _td_update(st64(), self.distance, mask)
             )
-        if self._has_cols:
-            c = _cached(ctx, ("cols", key), lambda: _columns_update_columns(columns, mask))
-            self.s1 += c["s1"]
-            self.s2 += c["s2"]
-            torch.minimum(self.cmin, c["cmin"], out=self.cmin)
-            torch.maximum(self.cmax, c["cmax"], out=self.cmax)
         if hasattr(self, "sd_pair_sum"):
             s, p = _cached(
-                ctx, ("sd", key, _distance_key(self.distance)), lambda: _sd_block_update(stacked(), self.distance, mask)
+                ctx, ("sd", key, _distance_key(self.distance)), lambda: _sd_block_update(st64(), self.distance, mask)
             )
             self.sd_pair_sum += s
             self.sd_pairs += p
@@ -210,11 +231,11 @@ class _Transformational(LayerMetric):
                 count: the others are left out of every state exactly, as if ``st`` held only the
                 kept images (their values may be anything finite or not). ``None``: all count.
         """
-        self._add(list(st.unbind(0)), sample_mask=sample_mask)
+        self._add(st, sample_mask=sample_mask)
 
     def _update_context(self, ctx: LayerContext) -> None:
         include = self.k == len(ctx.elements) + 1
-        self._add(st_columns(ctx.a_x, ctx.a_gx, include_identity=include), ctx, key=include, sample_mask=ctx.sample_mask)
+        self._add(_cached(ctx, ("st", include), lambda: _st_of(ctx, include)), ctx, key=include, sample_mask=ctx.sample_mask)
 
     # ------------------------------------------------------------------ compute
     def _columns(self) -> Dict[str, torch.Tensor]:
@@ -554,13 +575,13 @@ class SameEquivariance(_Transformational):
         ``sample_mask``: optional ``b`` booleans, ``True`` for the images that count (the others
         are left out exactly); ``None``: all count.
         """
-        self._add(list(st_inv.unbind(0)), sample_mask=sample_mask)
+        self._add(st_inv, sample_mask=sample_mask)
 
     def _update_context(self, ctx: LayerContext) -> None:
         maps = [ctx.group.act_feature_inverse(unit_norm_maps(ctx.a_gx[j]), e, ctx.input_size) for j, e in enumerate(ctx.elements)]
         if self.k == len(ctx.elements) + 1:
             maps.insert(0, unit_norm_maps(ctx.a_x))
-        self._add(maps, sample_mask=ctx.sample_mask)
+        self._add(torch.stack(maps), sample_mask=ctx.sample_mask)
 
     def _per_unit(self):
         return self._tv() * self.valid.to(self.tv_sum.device)
