@@ -33,7 +33,7 @@ from .metrics.base import FORWARD_MODE
 from .metrics.base import ImagesLeftOut, all_finite
 from .steerable import e2cnn_channel_action, field_type_of, patch_e2cnn
 from .probe_set import iter_images
-from .probe import LayerSpec, Probe, as_activation, check_layout_overrides, is_pooling, select_layers
+from .probe import CallNames, LayerSpec, Probe, as_activation, check_layout_overrides, is_pooling, select_layers
 from .report import PARTS, LayerResult, MeasureReport, assign_parts
 from .transforms import LieTransform, split_groups
 
@@ -140,8 +140,9 @@ class Measurement:
         self.model = model
         self.measures = list(measures)
         self.layers = select_layers(model, layers)
-        self.layout_overrides = check_layout_overrides(layouts, [n for n, _ in self.layers])
+        self.layout_overrides = check_layout_overrides(layouts, [n for n, _ in self.layers], model)
         self._modules_by_name = dict(self.layers)
+        self._call_names = CallNames([n for n, _ in self.layers], model)  # what Probe names each call
         self.batch_size = int(batch_size)
         self.options = dict(measure_options or {})
         if similarity is not None:  # a documented alias of measure_options={"similarity": ...}
@@ -277,7 +278,7 @@ class Measurement:
                 "heads folded into the batch axis are not maps of the image grid)"
             )
         if name not in self.infos:
-            module = self._modules_by_name[name.split(":")[0]]
+            module = self._modules_by_name[self._call_names.layer(name)]
             is_pool = is_pooling(module)
             self.infos[name] = LayerInfo(name, len(self.infos), act.kind, tuple(t.shape[1:]), is_pool, layout=act.layout)
         return act
@@ -329,7 +330,7 @@ class Measurement:
                     channel_action=self._channel_action(name, output),
                     sample_mask=ok,
                     partner=chunk.get("partner"),
-                    module=self._modules_by_name[name.split(":")[0]],
+                    module=self._modules_by_name[self._call_names.layer(name)],
                     previous=previous_shared.get(group.name),
                 )
             except Exception as e:  # noqa: BLE001 - this group's action is undefined on the layer
