@@ -157,6 +157,7 @@ class Measurement:
         self.device = torch.device(device) if device is not None else None
         self.num_elements = 1 + sum(len(g) for g in self.groups)
         self.chance = bool(chance)
+        _warn_batch_cost(self.batch_size, self.num_elements, self.samples_per_forward, stacklevel=2)
         #: ``{layer: layout or refusal reason}`` of the 4-D outputs, decided at the first update.
         self.layouts: Optional[Dict[str, str]] = None
         self.reset()
@@ -462,6 +463,7 @@ class Measurement:
         device, dtype = _model_device_dtype(self.model)
         device = self.device or device
         total = inputs.shape[0] if isinstance(inputs, torch.Tensor) else (len(inputs) if hasattr(inputs, "__len__") else None)
+        _warn_batch_cost(self.batch_size, self.num_elements, self.samples_per_forward, total, stacklevel=3)
         if self.progress:
             from tqdm.auto import tqdm
 
@@ -608,6 +610,33 @@ class Measurement:
         )
         report.warn_summary()
         return report
+
+
+#: More forwards than this over one set of probe images draw a warning (:func:`_warn_batch_cost`).
+MAX_CHUNKS = 1000
+
+
+def _warn_batch_cost(batch_size: int, views: int, per_forward: int, images: Optional[int] = None,
+                     stacklevel: int = 2) -> None:
+    """Warn when ``batch_size`` makes the measurement slow: without ``images``, when it holds fewer than
+    two images' stacked views (``views = 1 +`` the groups' elements); with ``images``, when they take
+    more than :data:`MAX_CHUNKS` forwards. Each chunk pays a fixed cost (a forward of the model, every
+    layer's measure updates) whatever its size, so tiny chunks multiply it."""
+    if images is None and batch_size < 2 * views:
+        why = (f"batch_size={batch_size} is smaller than twice the {views} stacked views of one image (the image "
+               f"and each group element's transformed copy), so each forward carries only {per_forward} image(s)")
+    elif images is not None and math.ceil(images / per_forward) > MAX_CHUNKS:
+        why = (f"{images} probe images at batch_size={batch_size} ({per_forward} image(s) x {views} stacked views "
+               f"per forward) take {math.ceil(images / per_forward)} forwards")
+    else:
+        return
+    warnings.warn(
+        f"lightning_equivariance: {why}; the fixed cost of every forward (the model's, and every layer's measure "
+        f"updates) is paid per chunk, so the measurement takes many times longer than it needs to. Raise batch_size "
+        f"(e.g. to {max(256, 2 * views)} or as large as memory allows; it counts the transformed copies too)",
+        RuntimeWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 def _partners(positions: torch.Tensor) -> torch.Tensor:

@@ -161,3 +161,54 @@ def test_lie_derivative_names_a_shared_module_call_like_the_probe():
         warnings.simplefilter("ignore")
         report = measure(stem, x, layers=["relu", "relu:1"], measures=["lee"], groups=["rotation"], batch_size=64)
     assert [r.layer for r in report.results] == ["relu", "relu:1", "relu::1"]
+
+
+# ------------------------------------------------------------------- tiny batch_size --
+#
+# Every forward pays a fixed cost (the model's, every layer's measure updates): 4096 images at
+# batch_size=2 took 612 s. A batch_size below two images' stacked views (1 + the groups'
+# elements), or more than 1,000 forwards over the probe set, draws a warning with the fix.
+
+
+def _tiny_model():
+    return nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+
+
+def test_a_batch_size_below_two_images_views_warns_with_the_cost_and_the_fix():
+    from lightning_equivariance import Measurement, Rotation90, Translation
+
+    # rotation90: the image and its 3 rotations = 4 stacked views; Translation(2): 2 shifts more
+    with pytest.warns(RuntimeWarning, match=r"batch_size=7 is smaller than twice the 4 stacked views") as caught:
+        Measurement(_tiny_model(), groups=[Rotation90()], batch_size=7, chance=False)
+    (warned,) = [w for w in caught if "batch_size" in str(w.message)]
+    assert warned.filename == __file__  # points at the line that chose the batch_size
+    message = str(warned.message)
+    assert "1 image(s)" in message and "fixed cost" in message and "Raise batch_size" in message
+    assert len(Translation(2)) == 2
+    with pytest.warns(RuntimeWarning, match=r"batch_size=11 is smaller than twice the 6 stacked views"):
+        Measurement(_tiny_model(), groups=[Rotation90(), Translation(2)], batch_size=11)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # two images' views and more: no warning
+        Measurement(_tiny_model(), groups=[Rotation90()], batch_size=8)
+        Measurement(_tiny_model(), groups=[Rotation90(), Translation(2)], batch_size=12)
+
+
+def test_more_than_a_thousand_forwards_warn_before_measuring():
+    from lightning_equivariance import Measurement
+    from lightning_equivariance.engine import _warn_batch_cost
+
+    images = torch.rand(2002, 1, 4, 4)
+    m = Measurement(_tiny_model(), groups=["rotation90"], batch_size=8)  # 2 images per forward
+    for inputs in (images, torch.utils.data.TensorDataset(images)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # stops at the warning: nothing is measured yet
+            with pytest.raises(RuntimeWarning, match=r"2002 probe images at batch_size=8 .* take 1001 forwards") as e:
+                m.update(inputs)
+        assert "fixed cost" in str(e.value) and "Raise batch_size" in str(e.value) and m.num_samples == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _warn_batch_cost(8, 4, 2, images=2000)  # 1000 forwards: no warning
+        _warn_batch_cost(8, 4, 2)
+    with pytest.warns(RuntimeWarning, match="take 1001 forwards") as caught:
+        _warn_batch_cost(8, 4, 2, images=2001, stacklevel=1)
+    assert caught[0].filename == __file__  # stacklevel=1: the caller of the checking function
