@@ -44,7 +44,8 @@ every point) and asked ``/groups?x=global_step`` for all of them::
 
 ``seconds`` is the request's wall time (best of ``--repeat``); ``peak_mib`` the peak of
 the memory Python allocated during the request (``tracemalloc``, numpy's arrays
-included) above what was allocated before it. The union of the runs' x values grows
+included) above what was allocated before it, from another request (``tracemalloc``
+slows allocations, so it is off while timing). The union of the runs' x values grows
 with the runs, so a cost per run that stays flat from 10 to 100 runs is linear in
 runs x points (it was quadratic: 16 s and ~1 GiB at 100 runs). A last line gives the
 ratios of 100 runs' per-run figures to 10 runs'.
@@ -230,20 +231,21 @@ def measure_groups(runs, repeat=3):
         client.get("/data/plugin/equivariance/runs")  # index warm: the request alone is timed
         seconds, peak, size = [], [], 0
         for _ in range(repeat):
-            tracemalloc.start()
-            base = tracemalloc.get_traced_memory()[0]
-            t = time.perf_counter()
+            t = time.perf_counter()  # timed without tracemalloc, which slows every allocation
             response = client.get("/data/plugin/equivariance/groups", query_string=params)
             body = response.get_data()
             seconds.append(time.perf_counter() - t)
-            peak.append(tracemalloc.get_traced_memory()[1] - base)
-            tracemalloc.stop()
             if response.status_code != 200:
                 raise AssertionError(body[:500])
             size = len(body)
             group = json.loads(body)["groups"][0]
             assert len(group["runs"]) == runs and len(group["xs"]) == runs * GROUP_POINTS
             del response, body, group
+            tracemalloc.start()
+            base = tracemalloc.get_traced_memory()[0]
+            client.get("/data/plugin/equivariance/groups", query_string=params).get_data()
+            peak.append(tracemalloc.get_traced_memory()[1] - base)
+            tracemalloc.stop()
     best, mib = min(seconds), min(peak) / 2**20
     return {
         "route": "/groups", "runs": runs, "layers": GROUP_LAYERS, "points": GROUP_POINTS, "x": "global_step",
