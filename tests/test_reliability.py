@@ -107,6 +107,23 @@ def test_call_names_never_collide():
     assert CallNames(["x"]).call("x", 1) == "x:1"
 
 
+def test_layout_overrides_name_calls_exactly_with_the_model():
+    from lightning_equivariance.probe import check_layout_overrides
+
+    stem = _Stem()
+    names = ["relu", "relu:1"]
+    ok = {"relu": "channels_first", "relu:1": "channels_last", "relu::1": "channels_first", "relu::7": "channels_first",
+          "relu:1:1": "channels_first"}  # the last: a second call of the module named relu:1
+    assert check_layout_overrides(ok, names, stem) == ok
+    for wrong in ("relu:::1", "relu:1::1", "relu:x", "conv:1"):  # no call of a selected layer in this model
+        with pytest.raises(ValueError, match="not among the selected layers"):
+            check_layout_overrides({wrong: "channels_first"}, names, stem)
+    # without the model (discover_layouts' own check): any number of colons before the count
+    assert check_layout_overrides({"relu:::1": "channels_first"}, names) == {"relu:::1": "channels_first"}
+    with pytest.raises(ValueError, match="not among the selected layers"):
+        check_layout_overrides({"relu:x": "channels_first"}, names)
+
+
 class _Refused(nn.Module):
     """Layers refused for different reasons, named with ``:`` and shared."""
 
