@@ -81,13 +81,15 @@ def test_a_module_named_like_a_shared_call_measures_five_distinct_layers():
 
 
 def test_call_names_stay_plain_where_nothing_collides():
-    names = CallNames(["layer1.0.relu", "conv"], torchvision_like := nn.Module())
-    del torchvision_like
+    import torchvision
+
+    model = torchvision.models.resnet18()  # test_engine: its layers keep the names layer1.0.relu:1 ...
+    names = CallNames(["layer1.0.relu", "conv1"], model)
     assert names.call("layer1.0.relu", 0) == "layer1.0.relu" and names.call("layer1.0.relu", 1) == "layer1.0.relu:1"
     assert names.call("layer1.0.relu", 12) == "layer1.0.relu:12"
-    assert names.layer("layer1.0.relu:12") == "layer1.0.relu" and names.layer("conv") == "conv"
+    assert names.layer("layer1.0.relu:12") == "layer1.0.relu" and names.layer("conv1") == "conv1"
     with pytest.raises(KeyError):
-        names.layer("conv:x")
+        names.layer("conv1:x")
 
 
 def test_call_names_never_collide():
