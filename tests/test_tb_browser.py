@@ -855,7 +855,8 @@ def test_run_groups(own_driver, tmp_path):
         assert "invalid run-group pattern" in text and "RE2 syntax" in text and "backreferences" in text, text
         group_requests = lambda d: [u for u in js(d, "return window.eqFetched") if "/groups?" in u]  # noqa: E731
         sent = group_requests(driver)
-        assert len(sent) == 1 and urllib.parse.parse_qs(urllib.parse.urlsplit(sent[0]).query)["pattern"] == [refused], sent
+        assert len(sent) == 1, sent
+        assert urllib.parse.parse_qs(urllib.parse.urlsplit(sent[0]).query)["pattern"] == [refused], sent
         set_run_visible(driver, "cnn_seed0", False)  # the selection changes: still not sent
         set_run_visible(driver, "cnn_seed0", True)
         time.sleep(tb_helpers_poll_seconds(driver) + 1)  # a poll passes
@@ -865,8 +866,8 @@ def test_run_groups(own_driver, tmp_path):
         # a pattern it accepts is sent once typing rests, and groups again
         field.clear()
         field.send_keys(r"^([a-z]+)_seed")
-        wait(driver, lambda d: js(d, "return [...document.querySelectorAll('.eq-group-entry')].map(e => e.dataset.group)")
-             == ["cnn", "rotaug", "steerable"], message="groups again")
+        entries = "return [...document.querySelectorAll('.eq-group-entry')].map(e => e.dataset.group)"
+        wait(driver, lambda d: js(d, entries) == ["cnn", "rotaug", "steerable"], message="groups again")
         assert not driver.find_elements(By.CSS_SELECTOR, ".eq-group-error")
         assert len(group_requests(driver)) == len(sent) + 1, group_requests(driver)
         Select(driver.find_element(By.CSS_SELECTOR, ".eq-group-by")).select_by_value("none")

@@ -19,7 +19,8 @@ from typing import Dict, List, Mapping, Optional
 import numpy as np
 
 __all__ = [
-    "assign_groups", "compile_pattern", "PATTERN_SYNTAX", "group_statistics", "stack_statistics", "cell_statistics", "t_interval", "interval_label",
+    "assign_groups", "compile_pattern", "PATTERN_SYNTAX", "group_statistics", "stack_statistics",
+    "cell_statistics", "t_interval", "interval_label",
     "CONFIDENCE", "INTERVAL_LABEL",
 ]
 

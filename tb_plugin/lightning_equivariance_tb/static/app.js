@@ -379,7 +379,8 @@ export class App {
         const input = this.patternInput = el("input", {
           type: "text", class: "eq-group-pattern", value: s.groupPattern, spellcheck: false,
           placeholder: "e.g. ^(.*)_seed\\d+$",
-          title: "Regular expression (RE2 syntax: no backreferences or lookaround); its first capture group names the group",
+          title: "Regular expression (RE2 syntax: no backreferences or lookaround); "
+            + "its first capture group names the group",
           // Typing asks /groups once the field rests (PATTERN_DEBOUNCE_MS); Enter or leaving the field at once.
           oninput: () => {
             clearTimeout(this.patternTimer);
