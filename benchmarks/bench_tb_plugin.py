@@ -32,9 +32,28 @@ the Equivariance tab is opened. Times are seconds from that click:
     ``render_seconds``'s run as timed by the test driver (all drawn).
 
 Needs /usr/bin/chromium and /usr/bin/chromedriver (Debian ``chromium``,
-``chromium-driver``) and selenium. Usage::
+``chromium-driver``) and selenium.
+
+``/groups`` rows (issue 25), one JSON line per run count, no browser: runs of 40
+layers x 100 points, every run at its own global steps (run ``r`` at ``100 k + r``),
+all in one recorded group, served in-process (TensorBoard's Python loader keeping
+every point) and asked ``/groups?x=global_step`` for all of them::
+
+    {"route": "/groups", "runs": 100, "layers": 40, "points": 100, "seconds": ...,
+     "seconds_per_run": ..., "peak_mib": ..., "peak_mib_per_run": ..., "response_mib": ...}
+
+``seconds`` is the request's wall time (best of ``--repeat``); ``peak_mib`` the peak of
+the memory Python allocated during the request (``tracemalloc``, numpy's arrays
+included) above what was allocated before it, from another request (``tracemalloc``
+slows allocations, so it is off while timing). The union of the runs' x values grows
+with the runs, so a cost per run that stays flat from 10 to 100 runs is linear in
+runs x points (it was quadratic: 16 s and ~1 GiB at 100 runs). A last line gives the
+ratios of 100 runs' per-run figures to 10 runs'.
+
+Usage::
 
     python benchmarks/bench_tb_plugin.py [--runs 10 --layers 200 --epochs 300]
+    python benchmarks/bench_tb_plugin.py --only groups [--group-runs 10 100]
 """
 
 import argparse
@@ -43,6 +62,7 @@ import os
 import sys
 import tempfile
 import time
+import tracemalloc
 import urllib.request
 
 import numpy as np
@@ -162,23 +182,111 @@ def measure(url, runs, timeout=90):
     }
 
 
+GROUP_LAYERS, GROUP_POINTS = 40, 100
+
+
+def write_group_runs(logdir, runs, layers=GROUP_LAYERS, points=GROUP_POINTS):
+    """``runs`` runs of ``layers`` x ``points``, run ``r`` at global steps ``100 k + r``."""
+    from lightning_equivariance_tb.summary import Series, write_series
+
+    names = ["block%d.conv%d" % (i // 2, i % 2) for i in range(layers - 2)] + ["pool", "fc"]
+    parts = tb_helpers.default_parts(layers)
+    rng = np.random.default_rng(0)
+    for r in range(runs):
+        writer = tb_helpers.EventWriter(os.path.join(logdir, "run_%03d" % r))
+        for k in range(points):
+            values = np.clip(0.3 + 0.5 * np.linspace(0, 1, layers) + rng.normal(0, 0.02, layers), 0, 1)
+            series = Series(measure="equivariance", group="rot90", layers=names, parts=parts,
+                            values=values, higher_is_better=True)
+            write_series(writer, [series], k, model="bench", run_group="all", epoch=k,
+                         global_step=100 * k + r, walltime=1000.0 + k)
+        writer.close()
+
+
+def groups_client(logdir):
+    """The plugin in-process over TensorBoard's Python loader (every point kept)."""
+    from tensorboard.backend import application
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from werkzeug import test as werkzeug_test
+    from werkzeug import wrappers
+
+    from lightning_equivariance_tb.plugin import EquivariancePlugin
+
+    multiplexer = plugin_event_multiplexer.EventMultiplexer(tensor_size_guidance={"equivariance": 0})
+    multiplexer.AddRunsFromDirectory(logdir)
+    multiplexer.Reload()
+    provider = data_provider.MultiplexerDataProvider(multiplexer, logdir)
+    context = base_plugin.TBContext(logdir=logdir, data_provider=provider, sampling_hints={"equivariance": 0})
+    app = application.TensorBoardWSGI([EquivariancePlugin(context)], data_provider=provider)
+    return werkzeug_test.Client(app, wrappers.Response)
+
+
+def measure_groups(runs, repeat=3):
+    """One ``/groups`` row: the request's time and the memory it allocates, for ``runs`` runs."""
+    with tempfile.TemporaryDirectory(prefix="eq-bench-groups-") as logdir:
+        write_group_runs(logdir, runs)
+        client = groups_client(logdir)
+        params = {"measure": "equivariance", "group": "rot90", "x": "global_step"}
+        client.get("/data/plugin/equivariance/runs")  # index warm: the request alone is timed
+        seconds, peak, size = [], [], 0
+        for _ in range(repeat):
+            t = time.perf_counter()  # timed without tracemalloc, which slows every allocation
+            response = client.get("/data/plugin/equivariance/groups", query_string=params)
+            body = response.get_data()
+            seconds.append(time.perf_counter() - t)
+            if response.status_code != 200:
+                raise AssertionError(body[:500])
+            size = len(body)
+            group = json.loads(body)["groups"][0]
+            assert len(group["runs"]) == runs and len(group["xs"]) == runs * GROUP_POINTS
+            del response, body, group
+            tracemalloc.start()
+            base = tracemalloc.get_traced_memory()[0]
+            client.get("/data/plugin/equivariance/groups", query_string=params).get_data()
+            peak.append(tracemalloc.get_traced_memory()[1] - base)
+            tracemalloc.stop()
+    best, mib = min(seconds), min(peak) / 2**20
+    return {
+        "route": "/groups", "runs": runs, "layers": GROUP_LAYERS, "points": GROUP_POINTS, "x": "global_step",
+        "seconds": round(best, 4), "seconds_per_run": round(best / runs, 5),
+        "peak_mib": round(mib, 2), "peak_mib_per_run": round(mib / runs, 4), "response_mib": round(size / 2**20, 2),
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--layers", type=int, default=200)
     parser.add_argument("--epochs", type=int, default=300)
+    parser.add_argument("--only", choices=("render", "groups"), default=None,
+                        help="only the time-to-render row, or only the /groups rows (default: both)")
+    parser.add_argument("--group-runs", type=int, nargs="+", default=[10, 100])
+    parser.add_argument("--repeat", type=int, default=3, help="/groups requests per row (the best is kept)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="eq-bench-") as logdir:
-        t = time.monotonic()
-        write_logdir(logdir, args.runs, args.layers, args.epochs)
-        write_seconds = time.monotonic() - t
-        with tb_helpers.TensorBoardProcess(logdir) as tb:
-            wait_loaded(tb.url, args.runs, args.epochs)
-            result = measure(tb.url, args.runs)
-    out = {"runs": args.runs, "layers": args.layers, "epochs": args.epochs}
-    out.update(result)
-    out["write_seconds"] = round(write_seconds, 3)
-    print(json.dumps(out))
+    if args.only != "groups":
+        with tempfile.TemporaryDirectory(prefix="eq-bench-") as logdir:
+            t = time.monotonic()
+            write_logdir(logdir, args.runs, args.layers, args.epochs)
+            write_seconds = time.monotonic() - t
+            with tb_helpers.TensorBoardProcess(logdir) as tb:
+                wait_loaded(tb.url, args.runs, args.epochs)
+                result = measure(tb.url, args.runs)
+        out = {"runs": args.runs, "layers": args.layers, "epochs": args.epochs}
+        out.update(result)
+        out["write_seconds"] = round(write_seconds, 3)
+        print(json.dumps(out))
+    if args.only != "render":
+        rows = [measure_groups(n, args.repeat) for n in args.group_runs]
+        for row in rows:
+            print(json.dumps(row))
+        if len(rows) >= 2:
+            first, last = rows[0], rows[-1]
+            print(json.dumps({
+                "route": "/groups", "runs": [first["runs"], last["runs"]],
+                "seconds_per_run_ratio": round(last["seconds_per_run"] / first["seconds_per_run"], 3),
+                "peak_mib_per_run_ratio": round(last["peak_mib_per_run"] / first["peak_mib_per_run"], 3),
+            }))
 
 
 if __name__ == "__main__":

@@ -214,7 +214,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--group-regex", metavar="RE",
         help="group runs by this regular expression's first capture group on the run name, e.g. "
-        "'^(.*)_seed[0-9]+$' (default: the run_group recorded with each run)",
+        "'^(.*)_seed[0-9]+$' (RE2 syntax: no backreferences or lookaround; default: the run_group recorded "
+        "with each run)",
     )
     r.add_argument("--title", default="Equivariance report", help="the report's title")
     r.add_argument("--confidence", type=float, default=0.95, help="confidence level of the groups' Student-t intervals")

@@ -33,7 +33,7 @@ from .metrics.base import FORWARD_MODE
 from .metrics.base import ImagesLeftOut, all_finite
 from .steerable import e2cnn_channel_action, field_type_of, patch_e2cnn
 from .probe_set import iter_images
-from .probe import LayerSpec, Probe, as_activation, check_layout_overrides, is_pooling, select_layers
+from .probe import CallNames, LayerSpec, Probe, as_activation, check_layout_overrides, is_pooling, select_layers
 from .report import PARTS, LayerResult, MeasureReport, assign_parts
 from .transforms import LieTransform, split_groups
 
@@ -140,8 +140,9 @@ class Measurement:
         self.model = model
         self.measures = list(measures)
         self.layers = select_layers(model, layers)
-        self.layout_overrides = check_layout_overrides(layouts, [n for n, _ in self.layers])
+        self.layout_overrides = check_layout_overrides(layouts, [n for n, _ in self.layers], model)
         self._modules_by_name = dict(self.layers)
+        self._call_names = CallNames([n for n, _ in self.layers], model)  # what Probe names each call
         self.batch_size = int(batch_size)
         self.options = dict(measure_options or {})
         if similarity is not None:  # a documented alias of measure_options={"similarity": ...}
@@ -156,6 +157,7 @@ class Measurement:
         self.device = torch.device(device) if device is not None else None
         self.num_elements = 1 + sum(len(g) for g in self.groups)
         self.chance = bool(chance)
+        _warn_batch_cost(self.batch_size, self.num_elements, self.samples_per_forward, stacklevel=2)
         #: ``{layer: layout or refusal reason}`` of the 4-D outputs, decided at the first update.
         self.layouts: Optional[Dict[str, str]] = None
         self.reset()
@@ -277,7 +279,7 @@ class Measurement:
                 "heads folded into the batch axis are not maps of the image grid)"
             )
         if name not in self.infos:
-            module = self._modules_by_name[name.split(":")[0]]
+            module = self._modules_by_name[self._call_names.layer(name)]
             is_pool = is_pooling(module)
             self.infos[name] = LayerInfo(name, len(self.infos), act.kind, tuple(t.shape[1:]), is_pool, layout=act.layout)
         return act
@@ -329,7 +331,7 @@ class Measurement:
                     channel_action=self._channel_action(name, output),
                     sample_mask=ok,
                     partner=chunk.get("partner"),
-                    module=self._modules_by_name[name.split(":")[0]],
+                    module=self._modules_by_name[self._call_names.layer(name)],
                     previous=previous_shared.get(group.name),
                 )
             except Exception as e:  # noqa: BLE001 - this group's action is undefined on the layer
@@ -461,6 +463,7 @@ class Measurement:
         device, dtype = _model_device_dtype(self.model)
         device = self.device or device
         total = inputs.shape[0] if isinstance(inputs, torch.Tensor) else (len(inputs) if hasattr(inputs, "__len__") else None)
+        _warn_batch_cost(self.batch_size, self.num_elements, self.samples_per_forward, total, stacklevel=3)
         if self.progress:
             from tqdm.auto import tqdm
 
@@ -607,6 +610,33 @@ class Measurement:
         )
         report.warn_summary()
         return report
+
+
+#: More forwards than this over one set of probe images draw a warning (:func:`_warn_batch_cost`).
+MAX_CHUNKS = 1000
+
+
+def _warn_batch_cost(batch_size: int, views: int, per_forward: int, images: Optional[int] = None,
+                     stacklevel: int = 2) -> None:
+    """Warn when ``batch_size`` makes the measurement slow: without ``images``, when it holds fewer than
+    two images' stacked views (``views = 1 +`` the groups' elements); with ``images``, when they take
+    more than :data:`MAX_CHUNKS` forwards. Each chunk pays a fixed cost (a forward of the model, every
+    layer's measure updates) whatever its size, so tiny chunks multiply it."""
+    if images is None and batch_size < 2 * views:
+        why = (f"batch_size={batch_size} is smaller than twice the {views} stacked views of one image (the image "
+               f"and each group element's transformed copy), so each forward carries only {per_forward} image(s)")
+    elif images is not None and math.ceil(images / per_forward) > MAX_CHUNKS:
+        why = (f"{images} probe images at batch_size={batch_size} ({per_forward} image(s) x {views} stacked views "
+               f"per forward) take {math.ceil(images / per_forward)} forwards")
+    else:
+        return
+    warnings.warn(
+        f"lightning_equivariance: {why}; the fixed cost of every forward (the model's, and every layer's measure "
+        f"updates) is paid per chunk, so the measurement takes many times longer than it needs to. Raise batch_size "
+        f"(e.g. to {max(256, 2 * views)} or as large as memory allows; it counts the transformed copies too)",
+        RuntimeWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 def _partners(positions: torch.Tensor) -> torch.Tensor:

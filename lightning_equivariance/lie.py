@@ -63,7 +63,10 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .metrics.base import LieContext, all_finite
-from .probe import Layouts, LayerSpec, _first_tensor, as_activation, discover_layouts, eval_mode, is_pooling, select_layers
+from .probe import (
+    CallNames, Layouts, LayerSpec, _first_tensor, as_activation, discover_layouts, eval_mode, is_pooling,
+    select_layers,
+)
 from .report import assign_parts
 from .transforms import TRANSFORMS, LieTransform, is_transform, resolve_transform
 
@@ -360,8 +363,10 @@ class _ContributionHooks:
     """Pre-hook: the layer's own Lie derivative ``L_X f_i`` (a jvp of the module alone at its input).
     Forward hook: adds a zero leaf to the output, whose gradient is the rest of the network's vjp."""
 
-    def __init__(self, layers, transform: LieTransform, layouts: Optional[Layouts] = None):
+    def __init__(self, layers, transform: LieTransform, layouts: Optional[Layouts] = None,
+                 model: Optional[nn.Module] = None):
         self.layers = layers
+        self.call_names = CallNames([n for n, _ in layers], model)  # as discover_layouts names the calls
         self.transform = transform
         self.layouts = layouts if layouts is not None else Layouts({}, {}, [])
         self.records: List[_Record] = []
@@ -389,7 +394,7 @@ class _ContributionHooks:
             if self.busy:
                 return None
             k = self.calls.get(name, 0)
-            call = name if k == 0 else f"{name}:{k}"
+            call = self.call_names.call(name, k)
             duals = []
             _load_jvp_decompositions()
             with torch.no_grad(), fwAD.dual_level():
@@ -397,7 +402,7 @@ class _ContributionHooks:
                     if isinstance(a, torch.Tensor) and a.is_floating_point():
                         a = a.detach()
                         layout = self.layouts.inputs.get(call) if i == 0 else None
-                        a = fwAD.make_dual(a.clone(), generator_like(a, self.transform, f"{name} (input {i})", layout))
+                        a = fwAD.make_dual(a.clone(), generator_like(a, self.transform, f"{call} (input {i})", layout))
                     duals.append(a)
                 self.busy = True
                 try:
@@ -406,9 +411,9 @@ class _ContributionHooks:
                     self.busy = False
                 raw = _first_tensor(out)
                 if raw is None:
-                    raise ValueError(f"layer {name!r}: output of type {type(out).__name__} holds no tensor")
+                    raise ValueError(f"layer {call!r}: output of type {type(out).__name__} holds no tensor")
                 primal, tangent = _unpack(raw)
-                self.pending.append(lie_like(tangent, primal, self.transform, name, self.layouts.outputs.get(call)))
+                self.pending.append(lie_like(tangent, primal, self.transform, call, self.layouts.outputs.get(call)))
             return None
 
         return hook
@@ -422,8 +427,9 @@ class _ContributionHooks:
             self.calls[name] = k + 1
             raw = _first_tensor(output)
             eps = torch.zeros_like(raw, requires_grad=True)
-            kind, _ = _layout(raw.detach(), name, self.layouts.outputs.get(name if k == 0 else f"{name}:{k}"))
-            self.records.append(_Record(name if k == 0 else f"{name}:{k}", type(module).__name__, kind, lie, eps))
+            call = self.call_names.call(name, k)
+            kind, _ = _layout(raw.detach(), call, self.layouts.outputs.get(call))
+            self.records.append(_Record(call, type(module).__name__, kind, lie, eps))
             return _replace_first_tensor(output, raw + eps)
 
         return hook
@@ -466,7 +472,7 @@ def _contribution_projections(
     image (exact, ``b``) and the output dim.
     """
     run = (lambda z: model(z)) if output_fn is None else (lambda z: output_fn(model(z)))
-    hooks = _ContributionHooks(layers, transform, layouts)
+    hooks = _ContributionHooks(layers, transform, layouts, model)
     with eval_mode(model), forward_mode_friendly(), hooks:
         hooks.busy = True
         lie_out = lie_derivative(model, x, transform, output_fn)  # exact, forward mode
@@ -609,7 +615,8 @@ def lie_derivative_contributions(
     rows = []
     layers_only = [o for o in order if o[0] != "(unattributed)"]
     kinds = [k if k not in ("tokens", "channels_last") else "map" for _, _, k in layers_only]
-    is_pool = [is_pooling(modules[nm.split(":")[0]]) for nm, _, _ in layers_only]
+    call_names = CallNames([n for n, _ in selected], model)
+    is_pool = [is_pooling(modules[call_names.layer(nm)]) for nm, _, _ in layers_only]
     parts = assign_parts(kinds, is_pool) if layers_only else []
     per_image = {nm: torch.cat(v) for nm, v in sums.items()}
     total = sum(float(per_image[nm].mean()) for nm, _, _ in layers_only) or 1.0

@@ -57,6 +57,7 @@ __all__ = [
     "select_layers",
     "as_activation",
     "Probe",
+    "CallNames",
     "LayerSelectionError",
     "LayerSpec",
     "LAYOUTS",
@@ -121,6 +122,71 @@ def eval_mode(model: nn.Module):
         yield model
     finally:
         restore_modes(modes)
+
+
+class CallNames:
+    """The layer name of every call of a hooked module within one forward.
+
+    A module's first call is its layer name; its ``k``-th repeated call (a ReLU reused inside a
+    ResNet block) is ``f"{name}:{k}"``, unless that could be mistaken for another name: PyTorch
+    accepts ``:`` in module names, so a module literally named ``relu:1`` may sit next to a
+    shared ``relu``. Each layer's calls are then numbered after more colons (``relu::1``): the
+    *stem* ``name + ":" * s`` with the fewest colons such that no name of a module of the model
+    or of a selected layer continues the stem with a digit, and no other layer has that stem. A
+    call name is thus never a module's name nor another layer's call, whatever the user's names
+    are, and a model without such names keeps the plain ``name:k``. :meth:`layer` maps a call
+    back to its layer.
+
+    Args:
+        names: the selected layer names.
+        model: the model; its module names are kept clear of too (names stay the same whatever
+            subset of layers is selected).
+    """
+
+    def __init__(self, names: Sequence[str], model: Optional[nn.Module] = None):
+        taken = set(names) | ({n for n, _ in model.named_modules()} if model is not None else set())
+        # ``prefix`` is unavailable as a stem when some name is ``prefix`` followed by digits there
+        blocked = {m[: i + 1] for m in taken for i in range(len(m) - 1) if m[i] == ":" and m[i + 1].isdigit()}
+        self.stems: Dict[str, str] = {}
+        used: Dict[str, str] = {}
+        for name in sorted(set(names)):  # sorted: the same stems whatever the order of the layers
+            stem = name + ":"
+            while stem in blocked or stem in used:
+                stem += ":"
+            self.stems[name] = stem
+            used[stem] = name
+        self._layer_of_stem = used
+
+    def call(self, name: str, k: int) -> str:
+        """The name of call ``k`` (0 = the first) of layer ``name``."""
+        return name if k == 0 else f"{self.stems[name]}{k}"
+
+    def layer(self, call: str) -> str:
+        """The layer name of a call name (a name :meth:`call` gave); ``KeyError`` for any other."""
+        if call in self.stems:
+            return call
+        stem = call.rstrip("0123456789")
+        if stem != call and stem in self._layer_of_stem:
+            return self._layer_of_stem[stem]
+        raise KeyError(f"{call!r} is no call of the layers {sorted(self.stems)}")
+
+
+def _is_call_of(key: str, known, call_names: Optional[CallNames]) -> bool:
+    """Whether ``key`` names a selected layer or one of its calls (exactly with ``call_names``; else any
+    ``name``, colons, digits)."""
+    if key in known:
+        return True
+    if call_names is not None:
+        try:
+            return call_names.layer(key) in known
+        except KeyError:
+            return False
+    stem = key.rstrip("0123456789")
+    while stem != key and stem.endswith(":"):
+        stem = stem[:-1]
+        if stem in known:
+            return True
+    return False
 
 
 def wrapped_child_prefix(module: nn.Module) -> str:
@@ -342,14 +408,17 @@ _CHANNELS_FIRST = _POOLS + (
 _CHANNEL_AXIS = {"channels_first": 1, "channels_last": 3}
 
 
-def check_layout_overrides(layouts: Optional[Mapping[str, str]], names: Sequence[str]) -> Dict[str, str]:
-    """Validate ``layouts={layer: "channels_first" | "channels_last"}`` against the selected layer names."""
+def check_layout_overrides(layouts: Optional[Mapping[str, str]], names: Sequence[str],
+                           model: Optional[nn.Module] = None) -> Dict[str, str]:
+    """Validate ``layouts={layer: "channels_first" | "channels_last"}`` against the selected layer names
+    and their calls' names (:class:`CallNames`; those of ``model`` exactly when it is given)."""
     layouts = dict(layouts or {})
     bad = {k: v for k, v in layouts.items() if v not in LAYOUTS}
     if bad:
         raise ValueError(f"layouts= values must be one of {LAYOUTS}, got {bad}")
     known = set(names)
-    unknown = [k for k in layouts if k.split(":")[0] not in known]
+    call_names = CallNames(names, model) if model is not None else None
+    unknown = [k for k in layouts if not _is_call_of(k, known, call_names)]
     if unknown:
         close = difflib.get_close_matches(unknown[0], list(known), n=5, cutoff=0.5)
         hint = f" Close names: {close}." if close else ""
@@ -422,6 +491,7 @@ class _LayoutTracker:
         self.inputs: Dict[str, str] = {}
         self.undecided: List[str] = []
         self.calls: Dict[str, int] = {}
+        self.call_names = CallNames([n for ns in names.values() for n in ns], model)
         self.size: Tuple[int, int] = (1, 1)
         self.handles: List = []
 
@@ -442,7 +512,7 @@ class _LayoutTracker:
         for name in self.names.get(module, ()):
             k = self.calls.get(name, 0)
             self.calls[name] = k + 1
-            call = name if k == 0 else f"{name}:{k}"
+            call = self.call_names.call(name, k)
             override = self.overrides.get(call, self.overrides.get(name))
             if override is not None:
                 layout, undecided = override, False
@@ -511,7 +581,8 @@ class Probe:
     the module's positional arguments);
     ``name`` is the qualified module name with ``":k"`` appended for the k-th repeated
     call of the same module within one forward (a ReLU module reused inside a ResNet
-    block measures as two layers). Use ``start_forward()`` before each forward.
+    block measures as two layers; more colons where a module's own name would collide,
+    :class:`CallNames`). Use ``start_forward()`` before each forward.
     :meth:`discovering` follows the layers' layouts through a forward.
     """
 
@@ -523,6 +594,8 @@ class Probe:
         self._handles = []
         self._mode = contextlib.nullcontext()
         self._calls: Dict[str, int] = {}
+        #: the names of repeated calls (``name:k``, unambiguous: :class:`CallNames`)
+        self.call_names = CallNames([n for n, _ in layers], model)
 
     def start_forward(self) -> None:
         self._calls = {}
@@ -535,7 +608,9 @@ class Probe:
         names: Dict[nn.Module, List[str]] = {}
         for name, module in self.layers:
             names.setdefault(module, []).append(name)
-        tracker = _LayoutTracker(self.model, names, check_layout_overrides(overrides, [n for n, _ in self.layers]))
+        tracker = _LayoutTracker(
+            self.model, names, check_layout_overrides(overrides, [n for n, _ in self.layers], self.model)
+        )
         if into is not None:
             tracker.layouts = into
         found = Layouts(tracker.layouts, tracker.inputs, tracker.undecided)
@@ -546,7 +621,7 @@ class Probe:
         def hook(module, args, output):
             k = self._calls.get(name, 0)
             self._calls[name] = k + 1
-            self.callback(name if k == 0 else f"{name}:{k}", output, args)
+            self.callback(self.call_names.call(name, k), output, args)
 
         return hook
 

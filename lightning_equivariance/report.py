@@ -241,7 +241,11 @@ class MeasureReport:
         placed = [(n, self.depth[n][1]) for n in order]
         for name in self.not_called:
             before = [n for n in self.selected[: self.selected.index(name)] if n in self.depth] if name in self.selected else []
-            at = max((i for i, (n, _) in enumerate(placed) if n.split(":")[0] in before), default=len(placed) - 1)
+            # a call ``name:k`` (or ``name::k``, probe.CallNames) sits with its layer ``name``
+            at = max(
+                (i for i, (n, _) in enumerate(placed) if n in before or n.rstrip("0123456789").rstrip(":") in before),
+                default=len(placed) - 1,
+            )
             part = placed[at][1] if placed else PARTS[0]
             placed.insert(at + 1, (name, part))
         return placed

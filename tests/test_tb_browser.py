@@ -320,6 +320,11 @@ def test_heatmaps_match_the_data(tensorboard, driver):
     wait(driver, lambda d: render_count(d) > before)
 
 
+def tb_helpers_poll_seconds(driver):
+    """The tab's polling interval (app.js POLL_MS), in seconds."""
+    return js(driver, "return import('./app.js').then(m => m.POLL_MS / 1000)")
+
+
 def set_run_visible(driver, run, visible):
     box = driver.find_element(By.CSS_SELECTOR, '.eq-run[data-run="%s"] input' % run)
     js(driver, "arguments[0].scrollIntoView({block: 'center'})", box)
@@ -834,6 +839,37 @@ def test_run_groups(own_driver, tmp_path):
                    "f.dispatchEvent(new Event('change'))")
         err = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".eq-group-error"), message="pattern error")
         assert "invalid run-group pattern" in err[0].text
+
+        # Issue 25: the field waits for typing to rest; a pattern the plugin refuses (RE2 has no
+        # backreferences) is named under the field and never sent again - not on a poll, not
+        # when the selection changes, not when it is entered again.
+        js(driver, "const f = window.fetch; window.eqFetched = [];"
+                   "window.fetch = (u, ...a) => { window.eqFetched.push(String(u)); return f(u, ...a); };"
+                   "document.querySelector('.eq-group-pattern').value = '';")
+        refused = r"^(\w+)_seed\d_\1$"
+        field = driver.find_element(By.CSS_SELECTOR, ".eq-group-pattern")
+        field.send_keys(refused)  # one keystroke at a time: one request once typing rests
+        err = wait(driver, lambda d: (lambda e: e if e and "_seed" in e[0].text else False)(
+            d.find_elements(By.CSS_SELECTOR, ".eq-group-error")), message="refused pattern named")
+        text = err[0].text
+        assert "invalid run-group pattern" in text and "RE2 syntax" in text and "backreferences" in text, text
+        group_requests = lambda d: [u for u in js(d, "return window.eqFetched") if "/groups?" in u]  # noqa: E731
+        sent = group_requests(driver)
+        assert len(sent) == 1, sent
+        assert urllib.parse.parse_qs(urllib.parse.urlsplit(sent[0]).query)["pattern"] == [refused], sent
+        set_run_visible(driver, "cnn_seed0", False)  # the selection changes: still not sent
+        set_run_visible(driver, "cnn_seed0", True)
+        time.sleep(tb_helpers_poll_seconds(driver) + 1)  # a poll passes
+        js(driver, "const f = document.querySelector('.eq-group-pattern'); f.dispatchEvent(new Event('change'))")
+        assert group_requests(driver) == sent
+        assert "invalid run-group pattern" in driver.find_element(By.CSS_SELECTOR, ".eq-group-error").text
+        # a pattern it accepts is sent once typing rests, and groups again
+        field.clear()
+        field.send_keys(r"^([a-z]+)_seed")
+        entries = "return [...document.querySelectorAll('.eq-group-entry')].map(e => e.dataset.group)"
+        wait(driver, lambda d: js(d, entries) == ["cnn", "rotaug", "steerable"], message="groups again")
+        assert not driver.find_elements(By.CSS_SELECTOR, ".eq-group-error")
+        assert len(group_requests(driver)) == len(sent) + 1, group_requests(driver)
         Select(driver.find_element(By.CSS_SELECTOR, ".eq-group-by")).select_by_value("none")
         wait(driver, lambda d: js(d, "return document.querySelectorAll('.eq-group-entry').length") == 0)
         wait(driver, lambda d: js(d, "const n = document.querySelector('.eq-marker-note');"

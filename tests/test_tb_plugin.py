@@ -878,3 +878,145 @@ def test_groups_of_runs_without_run_group(client):
     body = get(client, "/groups", measure="equivariance", group="rot90", pattern=r"^(resnet)_")
     (g,) = body["groups"]
     assert g["name"] == "resnet" and g["runs"] == ["resnet_a", "resnet_b", "resnet_c"]
+
+
+# ------------------------------------------------------------ issue 25 --
+# No run-group pattern can stall TensorBoard; /groups is linear in runs x points
+# and bounded.
+
+LONG_RUNS = {
+    # run: (run_group, baseline, offset, epochs) as in tb_helpers.GROUP_RUNS; none matches the
+    # pattern below as written with a nested quantifier, save the last three
+    "cnn_rotaug_seed0_lr0.001_bs64_wd0.0005": ("", False, 0.0, 2),
+    "cnn_rotaug_seed1_lr0.001_bs64_wd0.0005": ("", False, 0.02, 2),
+    "cnn_rotaug_seed2_lr0.001_bs64_wd0.0005_cosine_warmup5_ema0.999_fp16_grad_clip1.0": ("", False, 0.04, 2),
+    "resnet18_rotaug_mixup0.2_cutmix1.0_label_smoothing0.1_lr0.1_bs256_wd0.0001": ("", False, 0.1, 2),
+    "cnn_rotaug_lr0.001_bs64_wd0.0005_seed0": ("", False, 0.05, 2),
+    "cnn_rotaug_lr0.001_bs64_wd0.0005_seed1": ("", False, 0.06, 2),
+    "steerable_c8_lr0.0003_bs128_wd0.0001_seed12": ("", True, 0.3, 2),
+}
+
+
+def _url(tb, route, **params):
+    import urllib.parse
+
+    return tb.url + PREFIX + route + "?" + urllib.parse.urlencode(params, doseq=True)
+
+
+def _fetch(tb, route, **params):
+    """``(status, JSON body)``; a request timeout of 10 s only catches a hang."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(_url(tb, route, **params), timeout=10) as r:
+            return r.status, strict_json(r.read().decode("utf-8"))
+    except urllib.error.HTTPError as e:
+        return e.code, strict_json(e.read().decode("utf-8"))
+
+
+def test_a_catastrophic_pattern_neither_hangs_nor_blocks_tensorboard(tmp_path):
+    # ^(.*)*_seed\d+$ is one character away from the documented ^(.*)_seed\d+$; Python's re
+    # backtracks on it for hours on these names and every other route hung behind it.
+    tb_helpers.write_group_logdir(tmp_path, runs=LONG_RUNS)
+    expected = {}
+    for run in sorted(LONG_RUNS):
+        match = re.search(r"^(.*)_seed\d+$", run)
+        if match:
+            expected.setdefault(match.group(1), []).append(run)
+    assert len(expected) == 2 and sum(map(len, expected.values())) == 3
+    with tb_helpers.TensorBoardProcess(tmp_path) as tb:
+        status, body = _fetch(tb, "/runs")
+        assert status == 200 and len(body["runs"]) == len(LONG_RUNS)
+        for pattern in (r"^(.*)*_seed\d+$", r"^(.*)*_seed\d+$", r"^((.*)*)*_seed\d+$", r"(a|aa)*_seed\d+$"):
+            status, body = _fetch(tb, "/groups", measure="equivariance", group="rot90", pattern=pattern)
+            if status == 400:  # a refusal is fine too, if it says why
+                assert "run-group pattern" in body["error"] and body["argument"] == "pattern"
+            else:
+                assert status == 200
+                if pattern.startswith("^"):
+                    assert {g["name"]: g["runs"] for g in body["groups"]} == expected
+                    assert body["ungrouped"] == sorted(set(LONG_RUNS) - {r for rs in expected.values() for r in rs})
+            # every other route still answers right after
+            status, body = _fetch(tb, "/runs")
+            assert status == 200 and len(body["runs"]) == len(LONG_RUNS)
+        # a pattern RE2 does not have: a 400 naming it, the reason and the syntax
+        status, body = _fetch(tb, "/groups", measure="equivariance", group="rot90", pattern=r"(\w+)_seed\d+_\1")
+        assert status == 400 and body["argument"] == "pattern"
+        assert "invalid run-group pattern" in body["error"] and "RE2" in body["error"] and r"\\1" in body["error"]
+        assert _fetch(tb, "/runs")[0] == 200
+
+
+@pytest.mark.parametrize("pattern, why", [
+    (r"^(?=cnn)(\w+)_seed", "(?="),
+    (r"(\w+)_seed\d\1", r"\1"),
+    ("(", "missing )"),
+])
+def test_groups_refused_pattern_is_a_400_naming_the_argument(group_client, pattern, why):
+    body = get(group_client, "/groups", expect=400, measure="equivariance", group="rot90", pattern=pattern)
+    assert body["argument"] == "pattern"
+    assert "invalid run-group pattern %r" % pattern in body["error"] and why in body["error"]
+    assert "RE2 syntax" in body["error"]
+    # other 400s name no argument the tab should stop sending
+    body = get(group_client, "/groups", expect=400, measure="equivariance", group="rot90", x="wall")
+    assert "argument" not in body
+
+
+def test_group_body_of_runs_at_their_own_steps_matches_group_statistics():
+    # Every run at its own x values, a run with two points at one x (its last one counts),
+    # layers only some runs have: the same as run_groups.group_statistics per layer and x.
+    from lightning_equivariance_tb import run_groups
+
+    rng = np.random.default_rng(5)
+    md = lambda layers, parts: {"layers": layers, "parts": parts, "baseline": False, "model": "m",  # noqa: E731
+                                "higher_is_better": True}
+    runs = [
+        ("r0", md(["a", "b", "c"], ["Early", "Late", "Final"]), [0, 10, 20, 30], rng.normal(size=(3, 4))),
+        ("r1", md(["a", "b", "c"], ["Early", "Late", "Final"]), [5, 10, 10, 25, None], rng.normal(size=(3, 5))),
+        ("r2", md(["a", "x", "c"], ["Early", "Middle", "Final"]), [1, 20, 30], rng.normal(size=(3, 3))),
+    ]
+    runs[1][3][1, 2] = np.nan  # r1's last point at x=10 is missing for b: b has no r1 value at 10
+    runs[2][3][0, 0] = np.inf
+    body = data_module.group_body("g", runs)
+    assert body["xs"] == [0, 1, 5, 10, 20, 25, 30] and body["layers"] == ["a", "x", "b", "c"]
+    got = group_matrices(body)
+    for i, layer in enumerate(body["layers"]):
+        by_run = {}
+        for run, m, xs, matrix in runs:
+            if layer in m["layers"]:
+                row = matrix[m["layers"].index(layer)]
+                values = {}
+                for j, xv in enumerate(xs):
+                    if xv is not None:
+                        values[xv] = row[j]  # the last point at an x wins
+                by_run[run] = values
+        ref = run_groups.group_statistics(by_run)
+        for j, xv in enumerate(body["xs"]):
+            if xv not in ref:
+                assert got["n"][i, j] == 0 and np.isnan(got["mean"][i, j])
+                continue
+            assert got["n"][i, j] == ref[xv]["n"]
+            assert abs(got["mean"][i, j] - ref[xv]["mean"]) <= 1e-12
+            for k in ("low", "high"):
+                if ref[xv][k] is None:
+                    assert np.isnan(got[k][i, j])
+                else:
+                    assert abs(got[k][i, j] - ref[xv][k]) <= 1e-12
+    assert got["n"][body["layers"].index("b"), body["xs"].index(10)] == 1  # r0 only: r1's last point is NaN
+    assert got["n"][body["layers"].index("a"), body["xs"].index(10)] == 2
+
+
+def test_groups_answer_is_bounded(group_client, monkeypatch):
+    # The bound admits 100 runs x 40 layers x 100 points, every run at its own steps (one group:
+    # 40 layers + 5 parts, by 10,000 distinct x values).
+    assert (40 + 5) * 100 * 100 <= data_module.MAX_GROUP_CELLS
+    body = get(group_client, "/groups", measure="equivariance", group="rot90")
+    # the group logdir: cnn, rotaug, steerable groups of 6 layers + 5 parts at 4 epochs
+    cells = sum((len(g["layers"]) + len(g["part_names"])) * len(g["xs"]) for g in body["groups"])
+    assert cells == 3 * 11 * 4
+    monkeypatch.setattr(data_module, "MAX_GROUP_CELLS", cells)
+    assert get(group_client, "/groups", measure="equivariance", group="rot90")["groups"]
+    monkeypatch.setattr(data_module, "MAX_GROUP_CELLS", cells - 1)
+    body = get(group_client, "/groups", expect=400, measure="equivariance", group="rot90")
+    assert "would hold %d (layer or part) x step cells, more than the %d" % (cells, cells - 1) in body["error"]
+    assert "Select fewer runs" in body["error"] and "argument" not in body

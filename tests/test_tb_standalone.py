@@ -2,7 +2,7 @@
 the callback wrote.
 
 CI (``.ci/run``) makes a second, small virtualenv with only ``pip install ./tb_plugin``
-(tensorboard, numpy, plotly, scipy - no torch) and names it in
+(tensorboard, numpy, plotly, scipy, google-re2 - no torch) and names it in
 ``EQUIVARIANCE_TB_STANDALONE_VENV``. This test trains a run with
 ``EquivarianceCallback`` here (the main venv) and serves it with that venv's
 ``tensorboard``. Without the variable it is skipped.

@@ -1,7 +1,7 @@
 """TensorBoard tab "Equivariance": per-layer learned equivariance over training.
 
 The distribution ``tensorboard-plugin-equivariance``; it needs tensorboard, numpy,
-plotly and scipy, never torch or Lightning.
+plotly, scipy and google-re2, never torch or Lightning.
 
 * :mod:`lightning_equivariance_tb.metadata` - the event format (version 2, reads 1)
   and its constants (``PARTS``, ``MISSING_STATUSES``, ``STAT_FIELDS``).

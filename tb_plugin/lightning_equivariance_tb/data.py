@@ -140,6 +140,20 @@ def spearman(x, y):
 GROUP_X = ("step", "epoch", "global_step")
 """The x axes of ``/groups``: the event's step, or the epoch / global step recorded."""
 
+MAX_GROUP_CELLS = 1_000_000
+"""The most (layer or part) x (x value) cells one ``/groups`` answer holds, summed over its
+groups: 100 runs x 40 layers x 100 points, every run at its own steps, are 450,000 (about
+20 MB of JSON); beyond the limit the answer is a 400 that says what to narrow."""
+
+
+class RefusedArgument(errors.InvalidArgumentError):
+    """A 400 that names the query parameter at fault: its JSON body carries ``argument``, so
+    that the tab does not send that value again (a refused run-group pattern)."""
+
+    def __init__(self, argument, details):
+        super().__init__(details)
+        self.argument = argument
+
 
 def merged_layers(layer_lists):
     """Layer names of several runs merged in depth order: a layer only some runs
@@ -156,40 +170,49 @@ def merged_layers(layer_lists):
     return names
 
 
-def _stat_matrices(stack, confidence):
-    """Mean, low, high, n matrices (row x x) over the runs of a runs x rows x xs
-    stack (:func:`run_groups.stack_statistics`; NaN where undefined, n 0 where no
-    run has a value)."""
-    mean, low, high, n = run_groups.stack_statistics(stack, confidence)
-    return {"mean": mean, "low": low, "high": high, "n": n.astype(np.float64)}
+def _last_point_at_each_x(xs):
+    """``(points, x values)``: per distinct x of a run's points (None = no x), its last point."""
+    known = [j for j, v in enumerate(xs) if v is not None]
+    values = np.array([int(xs[j]) for j in known], dtype=np.int64)
+    if not known:
+        return np.zeros(0, dtype=np.intp), values
+    distinct, last = np.unique(values[::-1], return_index=True)  # first in reverse = last in step order
+    return np.asarray(known, dtype=np.intp)[len(known) - 1 - last], distinct
 
 
 def group_body(name, runs, confidence=run_groups.CONFIDENCE):
     """One group of ``/groups``: ``runs`` is ``[(run, metadata, xs, layer x point
     matrix)]``. Per layer (by name, merged over the runs) and per depth part (each
     run's part means), at every x some run has: mean, interval ends and the number
-    of runs with a finite value (:func:`run_groups.stack_statistics`, the vectorised
-    :func:`run_groups.group_statistics`)."""
+    of runs with a finite value (:func:`run_groups.cell_statistics`, the
+    :func:`run_groups.group_statistics` of every cell at once). A run's value at an x
+    is its last point there.
+
+    The x values are aligned once, on the union of the runs' x values, and every run
+    adds only the cells it has: the cost is linear in runs x points, also when every
+    run was measured at its own steps (the union then grows with the runs)."""
     layers = merged_layers([md["layers"] for _, md, _, _ in runs])
     part_of = {}
     for _, md, _, _ in runs:
         for layer, part in zip(md["layers"], md["parts"]):
             part_of.setdefault(layer, part)
-    xs = sorted({int(v) for _, _, run_xs, _ in runs for v in run_xs if v is not None})
-    col = {v: j for j, v in enumerate(xs)}
+    picked = [_last_point_at_each_x(run_xs) for _, _, run_xs, _ in runs]
+    xs = np.unique(np.concatenate([x for _, x in picked])) if picked else np.zeros(0, dtype=np.int64)
     part_names = ordered_parts([p for _, md, _, _ in runs for p in md["parts"]])
-    layer_stack = np.full((len(runs), len(layers), len(xs)), np.nan)
-    part_stack = np.full((len(runs), len(part_names), len(xs)), np.nan)
-    for k, (run, md, run_xs, matrix) in enumerate(runs):
+    layer_row = {layer: i for i, layer in enumerate(layers)}
+    part_row = {part: i for i, part in enumerate(part_names)}
+    cells = {"": [], "part_": []}
+    values = {"": [], "part_": []}
+    for (run, md, run_xs, matrix), (points, run_x) in zip(runs, picked):
         names, part_matrix = part_mean_matrix(matrix, md["parts"])
-        for rows, row_names, stack, target_names in (
-            (matrix, md["layers"], layer_stack, layers),
-            (part_matrix, names, part_stack, part_names),
+        cols = np.searchsorted(xs, run_x)
+        for prefix, rows, row_names, row_of in (
+            ("", matrix, md["layers"], layer_row),
+            ("part_", part_matrix, names, part_row),
         ):
-            at = [target_names.index(name) for name in row_names]
-            for j, xv in enumerate(run_xs):  # in step order: the run's last point at an x wins
-                if xv is not None:
-                    stack[k, at, col[int(xv)]] = rows[:, j]
+            at = np.array([row_of[n] for n in row_names], dtype=np.intp)
+            cells[prefix].append((at[:, None] * len(xs) + cols[None, :]).reshape(-1))
+            values[prefix].append(np.asarray(rows, dtype=np.float64)[:, points].reshape(-1))
     body = {
         "name": name,
         "runs": [run for run, _, _, _ in runs],
@@ -198,13 +221,37 @@ def group_body(name, runs, confidence=run_groups.CONFIDENCE):
         "higher_is_better": runs[0][1]["higher_is_better"],
         "layers": layers,
         "parts": [part_of[layer] for layer in layers],
-        "xs": xs,
+        "xs": [int(v) for v in xs],
         "part_names": part_names,
     }
-    for prefix, stack in (("", layer_stack), ("part_", part_stack)):
-        for k, matrix in _stat_matrices(stack, confidence).items():
-            body.update(encode_matrix(matrix, prefix + k, dtype="float64"))
+    for prefix, n_rows in (("", len(layers)), ("part_", len(part_names))):
+        shape = (n_rows, len(xs))
+        stats = run_groups.cell_statistics(
+            np.concatenate(cells[prefix]) if cells[prefix] else np.zeros(0, dtype=np.intp),
+            np.concatenate(values[prefix]) if values[prefix] else np.zeros(0),
+            n_rows * len(xs), confidence,
+        )
+        for k, matrix in zip(("mean", "low", "high", "n"), stats):
+            body.update(encode_matrix(np.asarray(matrix, dtype=np.float64).reshape(shape), prefix + k, dtype="float64"))
     return body
+
+
+def _check_group_size(grouped, x):
+    """A 400 when the groups' statistics would exceed :data:`MAX_GROUP_CELLS` cells: per group,
+    (its layers + its parts) x the union of its runs' x values."""
+    cells = 0
+    for runs in grouped.values():
+        layers = {layer for _, md, _, _ in runs for layer in md["layers"]}
+        parts = {part for _, md, _, _ in runs for part in md["parts"]}
+        xs = {v for _, _, run_xs, _ in runs for v in run_xs if v is not None}
+        cells += (len(layers) + len(parts)) * len(xs)
+    if cells > MAX_GROUP_CELLS:
+        raise errors.InvalidArgumentError(
+            "the run groups' statistics would hold %d (layer or part) x %s cells, more than the %d one answer "
+            "sends: the runs' %s values differ, so each adds its own columns. Select fewer runs, group them "
+            "into smaller groups, or use x=step or x=epoch where the runs share steps"
+            % (cells, x, MAX_GROUP_CELLS, x)
+        )
 
 
 def is_downsampled(steps, sample_limit):
@@ -559,8 +606,10 @@ class Reader:
         depth part, the mean over the group's runs and a Student-t interval over runs
         at each x, with the number of runs there (:mod:`run_groups`).
 
-        A run's group is its recorded ``run_group``, or with ``pattern`` the first
-        capture group of ``re.search(pattern, run)``. ``x``: ``"step"`` (the event's
+        A run's group is its recorded ``run_group``, or with ``pattern`` (RE2 syntax,
+        :func:`run_groups.compile_pattern`; a refused one is a :class:`RefusedArgument`)
+        the first capture group of its leftmost match in the run name. More than
+        :data:`MAX_GROUP_CELLS` cells of statistics are a 400. ``x``: ``"step"`` (the event's
         step), ``"epoch"`` or ``"global_step"`` (from the step records; a point
         without a record keeps its event step, by convention the epoch). A run's part means are those of
         ``/series`` (:func:`part_mean_matrix`); its value at an x is its last point
@@ -575,7 +624,7 @@ class Reader:
         try:
             assignment = run_groups.assign_groups(recorded, pattern or None)
         except ValueError as e:
-            raise errors.InvalidArgumentError(str(e)) from None
+            raise RefusedArgument("pattern", str(e)) from None
         members = sorted({run for rs in assignment.values() for run in rs})
         tags = [
             index[run][(kind, measure, group)].tag
@@ -595,11 +644,14 @@ class Reader:
             recorded = {"step": [None] * len(steps), "epoch": epochs, "global_step": global_steps}[x]
             xs = [r if r is not None else s for r, s in zip(recorded, steps)]
             parsed[run] = (index[run][key].md, xs, matrix)
-        bodies = []
+        grouped = {}
         for name, group_runs in assignment.items():
             group_runs = [r for r in group_runs if r in parsed]
             if group_runs:
-                bodies.append(group_body(name, [(r,) + parsed[r] for r in group_runs], confidence))
+                grouped[name] = [(r,) + parsed[r] for r in group_runs]
+        _check_group_size(grouped, x)
+        bodies = [group_body(name, group_runs, confidence) for name, group_runs in grouped.items()]
+        in_group = set(members)
         return {
             "measure": measure,
             "group": group,
@@ -608,7 +660,7 @@ class Reader:
             "confidence": confidence,
             "interval": run_groups.interval_label(confidence),
             "groups": bodies,
-            "ungrouped": [r for r in names if r not in members],
+            "ungrouped": [r for r in names if r not in in_group],
             "unreadable": [{"run": r, "why": why} for r, why in sorted(unreadable.items())],
         }
 

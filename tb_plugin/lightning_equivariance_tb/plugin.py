@@ -37,12 +37,14 @@ the strings ``"Infinity"``/``"-Infinity"``, a missing one ``null``.
     is NaN are left out of that part and named in ``excluded``.
 ``/groups?measure=&group=[&run=...][&pattern=][&x=step|epoch|global_step]``
     groups of the runs (all, or the repeated ``run=``: the tab's selection) by their
-    recorded ``run_group`` or by the first capture group of ``pattern`` (a Python
-    regular expression searched in the run name): per group its runs, layers, parts,
-    x values and, per layer (``mean``/``low``/``high``/``n`` matrices) and per part
-    (``part_mean``...), the mean over its runs and the 95% Student-t interval over
-    runs at each x (:mod:`lightning_equivariance_tb.run_groups`, scipy); the runs in
-    no group. An invalid pattern is a 400.
+    recorded ``run_group`` or by the first capture group of ``pattern`` (a regular
+    expression in RE2 syntax searched in the run name, in time linear in the name):
+    per group its runs, layers, parts, x values and, per layer (``mean``/``low``/
+    ``high``/``n`` matrices) and per part (``part_mean``...), the mean over its runs
+    and the 95% Student-t interval over runs at each x
+    (:mod:`lightning_equivariance_tb.run_groups`, scipy); the runs in no group. A
+    pattern RE2 refuses is a 400 whose body also has ``"argument": "pattern"``; so are
+    statistics of more than ``data.MAX_GROUP_CELLS`` cells (without ``argument``).
 ``/index.js``, ``/app.js``, ``/views.js``, ``/charts.js``, ``/heatmap.js``, ``/util.js``, ``/style.css``
     the frontend (``static/``): entry point, application state and controls, the views,
     plotly figures, canvas heatmap, helpers.
@@ -91,6 +93,8 @@ def _json_route(handler):
             body, code = handler(self, request), 200
         except errors.PublicError as e:
             body, code = {"error": str(e)}, e.http_code
+            if getattr(e, "argument", None):  # data.RefusedArgument: the parameter at fault
+                body["argument"] = e.argument
         return http_util.Respond(request, body, "application/json", code=code)
 
     route.__name__ = handler.__name__

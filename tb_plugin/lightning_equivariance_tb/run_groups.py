@@ -7,19 +7,20 @@ A *group* is a set of runs compared as one: papers plot each model type's mean
 over seeds with a confidence interval (Kvinge et al. 2022, Fig. 4). A run's group
 is either the ``run_group`` recorded in its event files (metadata v2, ``""`` =
 none) or the first capture group of a regular expression matched against the run
-name (:func:`assign_groups`). :func:`group_statistics` gives, at each x (global
+name (:func:`assign_groups`; RE2 syntax, matched in time linear in the run name, so
+no pattern can stall the server). :func:`group_statistics` gives, at each x (global
 step or epoch), the mean over the group's runs that have a finite value there and
 a Student-t confidence interval for it.
 """
 
 import math
-import re
 from typing import Dict, List, Mapping, Optional
 
 import numpy as np
 
 __all__ = [
-    "assign_groups", "group_statistics", "stack_statistics", "t_interval", "interval_label",
+    "assign_groups", "compile_pattern", "PATTERN_SYNTAX", "group_statistics", "stack_statistics",
+    "cell_statistics", "t_interval", "interval_label",
     "CONFIDENCE", "INTERVAL_LABEL",
 ]
 
@@ -36,31 +37,57 @@ INTERVAL_LABEL = interval_label()
 """How the tab and the report name the default interval."""
 
 
+PATTERN_SYNTAX = (
+    "run-group patterns use RE2 syntax, which matches in time linear in the run name: no backreferences (\\1) "
+    "or lookaround ((?=...), (?<=...)); write \\z for Python's \\Z"
+)
+"""What a refused run-group pattern's message adds (docs/compare.md, "Run groups")."""
+
+
+def compile_pattern(pattern: str):
+    """A run-group pattern compiled with RE2 (``google-re2``): its matching takes time linear
+    in the run name whatever the pattern (``^(.*)*_seed\\d+$`` included), unlike Python's
+    ``re``, whose backtracking a pattern can make exponential.
+
+    Raises:
+      ValueError: naming the pattern and why RE2 refuses it (invalid, a construct RE2 does not
+        have, such as a backreference or a lookaround, or a program larger than RE2's memory
+        budget), with :data:`PATTERN_SYNTAX`.
+    """
+    import re2  # lazy: TensorBoard starts without it
+
+    options = re2.Options()
+    options.log_errors = False  # the reason goes to the user, not to TensorBoard's stderr
+    try:
+        return re2.compile(pattern, options)
+    except re2.error as e:
+        why = e.args[0] if e.args else e
+        why = why.decode("utf-8", "replace") if isinstance(why, bytes) else str(why)
+        raise ValueError("invalid run-group pattern %r: %s (%s)" % (pattern, why, PATTERN_SYNTAX)) from None
+
+
 def assign_groups(recorded: Mapping[str, str], pattern: Optional[str] = None) -> Dict[str, List[str]]:
     """Group runs by their recorded ``run_group`` or by a regular expression.
 
     Args:
       recorded: run name -> the ``run_group`` recorded for it (``""`` or ``None`` =
         none). Every run to group must be a key.
-      pattern: optional regular expression. When given, it replaces the recorded
-        names: a run's group is the first capture group of
-        ``re.search(pattern, run)`` (the whole match when the pattern has no
-        group). A run that does not match, or whose capture is empty or did not
-        participate in the match, stays ungrouped.
+      pattern: optional regular expression in RE2 syntax (:func:`compile_pattern`). When
+        given, it replaces the recorded names: a run's group is the first capture group
+        of the pattern's leftmost match in the run name (``search``; the whole match when
+        the pattern has no group). A run that does not match, or whose capture is empty
+        or did not participate in the match, stays ungrouped.
 
     Returns:
       group name -> sorted run names, groups in sorted order; ungrouped runs appear
       in no group.
 
     Raises:
-      ValueError: if ``pattern`` is not a valid regular expression.
+      ValueError: if ``pattern`` is not a valid RE2 regular expression.
     """
     groups: Dict[str, List[str]] = {}
     if pattern is not None and pattern != "":
-        try:
-            regex = re.compile(pattern)
-        except re.error as e:
-            raise ValueError("invalid run-group pattern %r: %s" % (pattern, e)) from None
+        regex = compile_pattern(pattern)
         for run in recorded:
             match = regex.search(run)
             if match is None:
@@ -173,5 +200,44 @@ def stack_statistics(stack, confidence: float = CONFIDENCE):
             tq = stats.t.ppf((1.0 + confidence) / 2.0, np.maximum(n - 1, 1))
         else:
             tq = np.full(n.shape, np.nan)
+        half = np.where(n >= 2, tq * std / np.sqrt(np.maximum(n, 1)), np.nan)
+    return mean, mean - half, mean + half, n
+
+
+def cell_statistics(cells, values, size: int, confidence: float = CONFIDENCE):
+    """:func:`stack_statistics` of values scattered over ``size`` cells, in time linear in the values.
+
+    Args:
+      cells: int array, the cell (``0 .. size - 1``) of each value, e.g. ``layer * len(xs) + x_index``.
+      values: array of the same length; NaN or an infinity = does not count.
+      size: the number of cells.
+      confidence: the interval's level, in (0, 1).
+
+    Returns:
+      ``(mean, low, high, n)``, arrays of length ``size``, with :func:`stack_statistics`'s formulas
+      over each cell's finite values (``mean`` NaN where ``n == 0``, ``low``/``high`` where
+      ``n < 2``). Unlike a dense runs x cells stack, the cost does not grow with the cells that
+      a run has no value in (runs measured at different steps).
+    """
+    if not 0.0 < confidence < 1.0:
+        raise ValueError("confidence must be in (0, 1), got %r" % (confidence,))
+    cells = np.asarray(cells, dtype=np.intp).reshape(-1)
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    if cells.shape != values.shape:
+        raise ValueError("cells and values differ in length: %d and %d" % (cells.size, values.size))
+    finite = np.isfinite(values)
+    cells, values = cells[finite], values[finite]
+    n = np.bincount(cells, minlength=size)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(n > 0, np.bincount(cells, weights=values, minlength=size) / np.maximum(n, 1), np.nan)
+        dev = values - mean[cells]
+        std = np.sqrt(np.bincount(cells, weights=dev * dev, minlength=size) / (n - 1))
+        tq = np.full(n.shape, np.nan)
+        counts = np.unique(n[n >= 2])
+        if counts.size:
+            from scipy import stats
+
+            # one quantile per distinct run count, not per cell
+            tq[n >= 2] = stats.t.ppf((1.0 + confidence) / 2.0, counts - 1)[np.searchsorted(counts, n[n >= 2])]
         half = np.where(n >= 2, tq * std / np.sqrt(np.maximum(n, 1)), np.nan)
     return mean, mean - half, mean + half, n

@@ -17,6 +17,8 @@ import { FIXED_RANGES, PALETTE, decodeMatrix, el, getJSON, plural, textWithCode 
 import { Views } from "./views.js";
 
 export const POLL_MS = 4000;
+/** The run-group pattern field waits this long after the last keystroke before asking /groups. */
+export const PATTERN_DEBOUNCE_MS = 600;
 const VIEWS = [
   ["heatmap", "Heatmap"],
   ["curves", "Curves"],
@@ -55,11 +57,14 @@ export class App {
       sharedY: false, // curves: one y-range for every panel
       xAxis: null, // "epoch" | "global_step"; null = epoch when every run has one point per epoch
       groupBy: null, // "none" | "recorded" | "pattern"; null = recorded when runs have a run_group
-      groupPattern: "", // regular expression (Python syntax) whose first capture group names the group
+      groupPattern: "", // regular expression (RE2 syntax) whose first capture group names the group
     };
     this.groups = null; // /groups body (decoded) while grouping is on
     this.groupsKey = null;
     this.groupsError = null;
+    // pattern -> why /groups refused it: never sent again (a poll, a toggled run, the same text retyped)
+    this.refusedPatterns = new Map();
+    this.patternTimer = null;
     this.index = null; // /runs
     this.series = new Map(); // run -> /series body for state.measure/group
     this.seriesKey = new Map(); // run -> signature of what is in this.series
@@ -272,7 +277,8 @@ export class App {
   /**
    * Fetch the groups of the visible runs (/groups) when grouping is on and the
    * selection, the data or the grouping changed; true when they changed. An
-   * invalid pattern is kept as groupsError (shown under the pattern field).
+   * invalid pattern is kept as groupsError (shown under the pattern field); a
+   * pattern the plugin refused is remembered and not sent again.
    */
   async loadGroups() {
     const s = this.state;
@@ -289,6 +295,11 @@ export class App {
       this.groups = null;
       return had;
     }
+    if (pattern && this.refusedPatterns.has(pattern)) {
+      this.groups = null;
+      this.groupsError = this.refusedPatterns.get(pattern);
+      return true;
+    }
     const params = { run: runs, measure: s.measure, group: s.group, x };
     if (pattern) params.pattern = pattern;
     try {
@@ -299,11 +310,21 @@ export class App {
       }
       this.groups = body;
     } catch (e) {
+      if (pattern && e.argument === "pattern") this.refusedPatterns.set(pattern, e.message);
       if (key !== this.groupsKey) return false;
       this.groups = null;
       this.groupsError = e.message;
     }
     return true;
+  }
+
+  /** Take the pattern field's text (debounced typing, Enter, leaving the field). */
+  setPattern(text) {
+    clearTimeout(this.patternTimer);
+    this.patternTimer = null;
+    if (text === this.state.groupPattern) return;
+    this.state.groupPattern = text;
+    this.reloadAndRender();
   }
 
   /** Groups drawn as groups (two or more runs) and the loaded runs drawn on their
@@ -357,11 +378,15 @@ export class App {
       if (!this.patternInput) {
         const input = this.patternInput = el("input", {
           type: "text", class: "eq-group-pattern", value: s.groupPattern, spellcheck: false,
-          placeholder: "e.g. ^(.*)_seed\\d+$", title: "Python regular expression; its first capture group names the group",
-          onchange: () => {
-            s.groupPattern = input.value;
-            this.reloadAndRender();
+          placeholder: "e.g. ^(.*)_seed\\d+$",
+          title: "Regular expression (RE2 syntax: no backreferences or lookaround); "
+            + "its first capture group names the group",
+          // Typing asks /groups once the field rests (PATTERN_DEBOUNCE_MS); Enter or leaving the field at once.
+          oninput: () => {
+            clearTimeout(this.patternTimer);
+            this.patternTimer = setTimeout(() => this.setPattern(input.value), PATTERN_DEBOUNCE_MS);
           },
+          onchange: () => this.setPattern(input.value),
         });
       }
       const input = this.patternInput;

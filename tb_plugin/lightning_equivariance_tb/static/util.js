@@ -41,7 +41,8 @@ export function textWithCode(tag, cls, parts) {
     typeof p === "string" ? document.createTextNode(p) : el("code", { text: p.code })));
 }
 
-/** GET a JSON route; a non-2xx answer throws its `error` text. */
+/** GET a JSON route; a non-2xx answer throws its `error` text (the error's `status` is the HTTP
+ * status, its `argument` the query parameter the route refused, where it names one). */
 export async function getJSON(route, params = {}) {
   const search = new URLSearchParams();
   for (const [key, value] of Object.entries(params)) {
@@ -55,7 +56,12 @@ export async function getJSON(route, params = {}) {
   } catch (e) {
     throw new Error(`${route}: HTTP ${response.status}`);
   }
-  if (!response.ok) throw new Error(body.error || `${route}: HTTP ${response.status}`);
+  if (!response.ok) {
+    const error = new Error(body.error || `${route}: HTTP ${response.status}`);
+    error.status = response.status;
+    error.argument = body.argument || null;
+    throw error;
+  }
   return body;
 }
 
