@@ -34,7 +34,6 @@ from .groups import Group, Rotation90
 from .logger_figures import log_figures
 from .probe import LayerSpec, display_name, qualified_names, select_layers, wrapped_child_prefix
 from .probe_set import ProbeSet, dataset_of, first_loader
-from .progress import stderr_is_terminal
 from .run_log import History, cut_tidy_csv, fit_summary, model_display_name, publish, tidy_csv_path
 from .snapshot import Snapshot, rngs_restored
 
@@ -113,9 +112,10 @@ class EquivarianceCallback(Callback):
         on_error: ``"warn"`` (default): a (layer, measure, group) that cannot be measured is left
             out and named in one warning; ``"raise"``: the measurement fails at the first such
             error (a warning; training goes on either way).
-        progress: show the measurement's progress: in a terminal a bar, only when the trainer shows
-            one; where stderr is no terminal (CI logs, notebooks) one line per measurement, what and
-            how long. Lightning's own bar stays as the Trainer is told (``enable_progress_bar``).
+        progress: show the measurement's progress when the trainer shows its bar: a bar where stderr
+            is a terminal, else one line per measurement, what and how long (CI logs, notebooks).
+            Lightning's own bar stays as the Trainer is told (``enable_progress_bar``); every
+            measurement is also logged in one line at INFO level.
         every_n_train_steps: measure after optimizer steps ``N, 2N, ...``; ``None`` (default): no step trigger.
         measure_on_fit_start: also measure before the first optimizer step (global step 0).
         measure_on_fit_end: also measure at the end of fit unless the last measurement was at
@@ -367,9 +367,7 @@ class EquivarianceCallback(Callback):
                     buf.data.copy_(zero)
             images = self._probe_images(trainer)
             bar = trainer.progress_bar_callback
-            # A bar beside the trainer's in a terminal; elsewhere (CI, a notebook) one line per measurement.
-            shown = bar is not None and not bar.is_disabled
-            show = self.progress and trainer.is_global_zero and (shown or not stderr_is_terminal())
+            show = self.progress and trainer.is_global_zero and bar is not None and not bar.is_disabled
             measurement = self._measurement(module, progress=show, device=pl_module.device)
             # global probe positions of this process's shard (names non-finite images)
             measurement.update(images, positions=self._probes.positions(int(trainer.global_rank), int(trainer.world_size)))

@@ -3,7 +3,6 @@ import glob
 import logging
 import os
 import random
-import re
 import types
 import warnings
 
@@ -341,11 +340,7 @@ def test_mid_epoch_validation_runs_are_not_measured(tmp_path):
 
 
 @pytest.mark.parametrize("bar", [True, False])
-def test_progress_bar_follows_the_trainers(tmp_path, bar, monkeypatch):
-    """In a terminal the callback's bar is shown beside the trainer's only."""
-    import lightning_equivariance.callback as callback_module
-
-    monkeypatch.setattr(callback_module, "stderr_is_terminal", lambda: True)
+def test_progress_bar_follows_the_trainers(tmp_path, bar):
     seen = []
 
     class Spy(EquivarianceCallback):
@@ -357,20 +352,6 @@ def test_progress_bar_follows_the_trainers(tmp_path, bar, monkeypatch):
     kw = trainer_kwargs(tmp_path, max_epochs=1, enable_progress_bar=bar, limit_train_batches=1)
     pl.Trainer(callbacks=[Spy(num_samples=8)], logger=False, **kw).fit(LitCNN())
     assert seen[-1] == (bar, torch.device("cpu"))  # seen[0]: the check in setup
-
-
-def test_outside_a_terminal_each_measurement_is_one_line(tmp_path, capfd):
-    """Where stderr is no terminal (CI, a notebook, ``| tee``) no bar is drawn, even beside the
-    trainer's; each measurement prints one line saying what was measured and how long it took."""
-    pl.seed_everything(0, verbose=False)
-    kw = trainer_kwargs(tmp_path, max_epochs=2, enable_progress_bar=False, limit_train_batches=1)
-    pl.Trainer(callbacks=[EquivarianceCallback(num_samples=8)], logger=False, **kw).fit(LitCNN())
-    err = capfd.readouterr().err
-    lines = [line for line in err.splitlines() if line.startswith("lightning_equivariance: measuring")]
-    assert len(lines) == 2, err  # one per epoch end
-    assert all(re.fullmatch(r"lightning_equivariance: measuring \d+ layers x 2 measures x 1 groups: 8 images in "
-                            r"\d+\.\ds", line) for line in lines), lines
-    assert "\r" not in err and "\x1b[" not in err
 
 
 # ---------------------------------------------------------------------------- failures

@@ -176,7 +176,8 @@ export class CanvasHeatmap {
     this.topAxis = el("canvas", { class: "eq-heat-axis eq-heat-axis-top" });
     this.bottomAxis = el("canvas", { class: "eq-heat-axis eq-heat-axis-bottom" });
     this.bar = el("canvas", { class: "eq-heat-bar" });
-    this.node = el("div", { class: "eq-heat" }, [this.topAxis, this.rowsBox, this.bottomAxis, this.bar]);
+    // the rows canvas first in the document (the grid places the axes around it)
+    this.node = el("div", { class: "eq-heat" }, [this.rowsBox, this.topAxis, this.bottomAxis, this.bar]);
     this.canvas.eqHeatmap = this;
     this.spec = null;
     this.canvas.addEventListener("mousemove", (e) => this.hover(e));
