@@ -33,7 +33,8 @@ def _subparsers():
 @pytest.mark.parametrize("argv", [["--help"], ["measure", "--help"], ["report", "--help"], ["--version"]])
 def test_help_answers_where_torch_cannot_be_imported(tmp_path, argv):
     env = _poisoned_env(tmp_path)
-    check = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True, cwd=tmp_path)
+    check = subprocess.run([sys.executable, "-c", "import torch"], env=env, capture_output=True, text=True,
+                           cwd=tmp_path)
     assert "torch imported by --help" in check.stderr  # the poison works
     out = subprocess.run([sys.executable, "-m", "lightning_equivariance", *argv], env=env, capture_output=True,
                          text=True, timeout=120, cwd=tmp_path)
@@ -93,8 +94,8 @@ def test_measure_ends_with_the_part_table(tmp_path, capsys):
     assert main(["measure", "--checkpoint", str(ckpt), "--images", str(images), "--logdir", str(tmp_path / "logs"),
                  "--run", "r"]) == 0
     lines = capsys.readouterr().out.splitlines()
-    head = next(i for i, line in enumerate(lines) if line.split() == ["measure", "group", "part", "mean", "chance", "above",
-                                                                       "chance"])
+    columns = ["measure", "group", "part", "mean", "chance", "above", "chance"]
+    head = next(i for i, line in enumerate(lines) if line.split() == columns)
     rows = [line.split() for line in lines[head + 1:] if not line.startswith("refused")]
     import pandas as pd
 

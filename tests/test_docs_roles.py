@@ -35,7 +35,8 @@ def test_roles_become_optional_autorefs():
         '</autoref>, <autoref identifier="measure" optional><code>measure()</code></autoref>, '
         '<autoref identifier="MeasureReport.parts" optional><code>MeasureReport.parts()</code></autoref>, '
         '<autoref identifier="TRANSFORMS" optional><code>TRANSFORMS</code></autoref> and '
-        '<autoref identifier="lightning_equivariance.report.MeasureReport" optional><code>MeasureReport</code></autoref>.'
+        '<autoref identifier="lightning_equivariance.report.MeasureReport" optional><code>MeasureReport</code>'
+        '</autoref>.'
     )
     assert roles.convert("no roles, `code` and :not-a-role:`x`") == "no roles, `code` and :not-a-role:`x`"
     titled = roles.convert(":meth:`MeasureReport.plot() <lightning_equivariance.report.MeasureReport.plot>`")
@@ -69,7 +70,8 @@ def test_check_site_fails_on_a_raw_role(tmp_path, capsys):
         "api/index.html": "<p>Returns a :class:<code>~lightning_equivariance.report.MeasureReport</code>.</p>",
         "ok/index.html": '<p><a class="autorefs" href="#x"><code>MeasureReport</code></a></p>',
     })
-    assert check_site.raw_roles(site) == {"api/index.html": [":class:<code>~lightning_equivariance.report.MeasureReport</code>"]}
+    shown = ":class:<code>~lightning_equivariance.report.MeasureReport</code>"
+    assert check_site.raw_roles(site) == {"api/index.html": [shown]}
     assert check_site.main([site]) == 1
     err = capsys.readouterr().err
     assert "1 raw Sphinx role(s) on 1 page(s)" in err and "api/index.html" in err

@@ -51,7 +51,8 @@ def _write_group_runs(path):
             values = np.full(len(GROUP_LAYERS), top - 0.01 * (2 - epoch))
             chance = np.full(len(GROUP_LAYERS), GROUP_CHANCE[run])
             series = Series(measure="equivariance", group="rot90", layers=GROUP_LAYERS, parts=GROUP_PARTS,
-                            values=values, higher_is_better=True, chance=chance, stderr=np.full(len(GROUP_LAYERS), 0.02))
+                            values=values, higher_is_better=True, chance=chance,
+                            stderr=np.full(len(GROUP_LAYERS), 0.02))
             tb_helpers.write_series(writer, [series], epoch, model="tiny CNN", run_group="wide", epoch=epoch,
                                     walltime=1000.0 + epoch)
         writer.close()
@@ -106,7 +107,8 @@ def _train_unnamed_run(path):
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        trainer.fit(module, DataLoader(TensorDataset(x, y), batch_size=16), DataLoader(TensorDataset(x, y), batch_size=32))
+        data = TensorDataset(x, y)
+        trainer.fit(module, DataLoader(data, batch_size=16), DataLoader(data, batch_size=32))
     return sum(p.numel() for p in module.net.parameters())
 
 
@@ -202,8 +204,9 @@ def test_group_band_stays_in_the_measures_range_and_draws_its_chance(driver, log
     with tb_helpers.TensorBoardProcess(logdir["groups"]) as tb:
         _open(driver, tb)
         driver.find_element(By.CSS_SELECTOR, '.eq-tabs button[data-view="curves"]').click()
-        wait(driver, lambda d: js(d, "const p = document.querySelector('.eq-card[data-id=\"curves-parts\"] .js-plotly-plot');"
-                                     "return p && p.data && p.data.some((t) => t.meta === 'group-band')"), "group band drawn")
+        parts_plot = "const p = document.querySelector('.eq-card[data-id=\"curves-parts\"] .js-plotly-plot');"
+        wait(driver, lambda d: js(d, parts_plot + "return p && p.data && p.data.some((t) => t.meta === 'group-band')"),
+             "group band drawn")
         data = js(driver, """
             const p = document.querySelector('.eq-card[data-id="curves-parts"] .js-plotly-plot');
             const pick = (meta) => p.data.filter((t) => t.meta === meta);
@@ -234,8 +237,7 @@ def test_group_band_stays_in_the_measures_range_and_draws_its_chance(driver, log
         assert lo <= 0 and hi >= 1 and hi - lo < 1.2, data["yRange"]
         # ... and "fit to data" as the option.
         driver.find_element(By.CSS_SELECTOR, ".eq-fit-y").click()
-        wait(driver, lambda d: js(d, "const p = document.querySelector('.eq-card[data-id=\"curves-parts\"] .js-plotly-plot');"
-                                     "return p.layout.yaxis.autorange !== false"), "fitted y axis")
+        wait(driver, lambda d: js(d, parts_plot + "return p.layout.yaxis.autorange !== false"), "fitted y axis")
 
 
 def test_model_is_named_by_its_network(driver, logdir):
@@ -259,7 +261,8 @@ def test_clipping_and_group_chance_without_a_browser():
           steps, layers: ["a", "b"], parts: ["Early", "Early"], part_names: ["Early"],
           stats: {chance: {values: chance.map((row) => Float64Array.from(row))}},
         });
-        const gc = m.groupChance(g, [member([[0.2, 0.4], [0.6, NaN]], [0, 1]), member([[0.4, 0.6], [0.8, 0.8]], [0, 1])]);
+        const gc = m.groupChance(g, [member([[0.2, 0.4], [0.6, NaN]], [0, 1]),
+                                     member([[0.4, 0.6], [0.8, 0.8]], [0, 1])]);
         out = {
           c, none,
           layer: gc.layer.map((row) => Array.from(row)), part: gc.part.map((row) => Array.from(row)),

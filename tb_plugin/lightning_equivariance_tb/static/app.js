@@ -580,7 +580,9 @@ export class App {
     if (view === "heatmap") controls.push(...this.heatmapControls());
     if (view === "curves") controls.push(...this.layerControls());
     if (view === "profile" || view === "channels") controls.push(...this.epochControls());
-    if (view === "profile" && FIXED_RANGES[this.state.measure]) controls.push(el("h3", { text: "Y axis" }), this.fitYControl());
+    if (view === "profile" && FIXED_RANGES[this.state.measure]) {
+      controls.push(el("h3", { text: "Y axis" }), this.fitYControl());
+    }
     if (view === "channels") controls.push(...this.channelControls());
     if (view === "spearman") controls.push(...this.scalarControls());
     this.viewControls.replaceChildren(...controls);
@@ -632,7 +634,9 @@ export class App {
       el("div", { class: "eq-hint", text: hasAbove ? "above chance: (v - c) / (best - c), 1 = perfect, 0 = chance." : "No chance level logged for this measure." }),
       el("h3", { text: "Scale" }), scale,
       el("h3", { text: "Height" }), height,
-      el("div", { class: "eq-hint", text: "Taller heatmaps scroll their rows; the step axis and the colour bar stay in view." }),
+      el("div", {
+        class: "eq-hint", text: "Taller heatmaps scroll their rows; the step axis and the colour bar stay in view.",
+      }),
     ];
   }
 

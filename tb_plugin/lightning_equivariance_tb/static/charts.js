@@ -100,7 +100,8 @@ export function groupChance(g, members, xOf = (x) => x.steps) {
       const i = m.layers.indexOf(name);
       return i >= 0 ? statRows(m, "chance")[i] : null;
     })),
-    part: g.part_names.map((part) => mean((m) => (m.part_names.includes(part) ? partStatRow(m, "chance", part) : null))),
+    part: g.part_names.map((part) => mean((m) => (
+      m.part_names.includes(part) ? partStatRow(m, "chance", part) : null))),
   };
 }
 
@@ -256,9 +257,11 @@ export function panelsFigure(keys, title, lines, yTitle, options = {}) {
       legendSeen.add(line.group);
       for (const extra of line.extras || []) {
         // chance lines have a legend entry of their own (once), beside their run's
-        const entry = extra.meta === "chance" || extra.meta === "group-chance" ? `${line.group}\u0000${extra.meta}` : null;
+        const charted = extra.meta === "chance" || extra.meta === "group-chance";
+        const entry = charted ? `${line.group}\u0000${extra.meta}` : null;
         extras.push(Object.assign(extra, {
-          xaxis: `x${axis}`, yaxis: `y${axis}`, legendgroup: line.group, showlegend: Boolean(entry) && !legendSeen.has(entry),
+          xaxis: `x${axis}`, yaxis: `y${axis}`, legendgroup: line.group,
+          showlegend: Boolean(entry) && !legendSeen.has(entry),
         }));
         if (entry) legendSeen.add(entry);
       }
@@ -468,7 +471,8 @@ export function curvesFigures(series, layers, knownParts, measure, lineStyle, op
       .map((x) => {
         const i = x.layers.indexOf(layer);
         const chance = statRows(x, "chance"), stderr = statRows(x, "stderr");
-        return runTrace(x, x.values[i], layer, lineStyle, chance && chance[i], stderr && stderr[i], xOf(x), xTitle, range);
+        return runTrace(x, x.values[i], layer, lineStyle, chance && chance[i], stderr && stderr[i], xOf(x), xTitle,
+          range);
       })), measure, panel);
   return { perPart, perLayer };
 }

@@ -344,7 +344,8 @@ export class Views {
   groupsNote(groups) {
     if (!groups.length) return "";
     return `; thick lines: group means (${groups.map((g) => `${g.name}: ${plural(g.runs.length, "run")}`).join(", ")}), ` +
-      `shaded: ${this.app.intervalLabel}, dotted in the group's colour: its runs' mean chance level, dashed: baseline groups`;
+      `shaded: ${this.app.intervalLabel}, dotted in the group's colour: its runs' mean chance level, ` +
+      "dashed: baseline groups";
   }
 
   /** The loaded series of a group's runs (its mean chance level is theirs). */
