@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build the documentation site with `mkdocs build --strict` (every warning is an error:
-# broken links and anchors, pages outside the nav, griffe's docstring warnings).
+# broken links and anchors, pages outside the nav, griffe's docstring warnings), then
+# fail when a page still shows a raw Sphinx role such as :class:`X` (docs/check_site.py).
 #
 #   docs/build.sh [SITE_DIR]
 #
@@ -43,4 +44,6 @@ fi
 
 export NO_MKDOCS_2_WARNING=1  # mkdocs-material's notice about its successor, not a build warning
 "$DOCS_VENV/bin/mkdocs" build --strict --config-file mkdocs.yml --site-dir "$SITE_DIR"
+# No page may show a raw Sphinx role (:class:`X`): docs/sphinx_roles.py makes them links.
+"$PYTHON" docs/check_site.py "$SITE_DIR"
 echo "docs: built $SITE_DIR/index.html"

@@ -103,6 +103,9 @@ def main(argv=None):
             accelerator="auto",
             devices=1,
             log_every_n_steps=5,
+            # Lightning's bar redraws with carriage returns: a terminal only (piped or in CI
+            # each measurement prints one line instead, lightning_equivariance/progress.py).
+            enable_progress_bar=sys.stdout.isatty(),
         )
         t0 = time.time()
         trainer.fit(

@@ -12,27 +12,49 @@ Quick start::
 During training, add ``EquivarianceCallback()`` to a Lightning ``Trainer`` (imported lazily
 so that the engine needs no Lightning).
 """
+from importlib import import_module as _import_module
 from importlib import metadata as _metadata
+from typing import TYPE_CHECKING
 
-from .engine import Measurement, MeasureError, measure
-from .report import PARTS, MeasureReport
-from .groups import (
-    Dihedral,
-    Flip,
-    Group,
-    GroupElement,
-    Rotation,
-    Rotation90,
-    Scale,
-    Translation,
-    quiroga_rotations,
-    quiroga_scales,
-    quiroga_translations,
-)
-from .lie import lie_derivative, lie_derivative_contributions
-from .transforms import TRANSFORMS, LieTransform
-from .metrics import MEASURES, CorrelationEquivariance, CorrelationInvariance, LieDerivativeError
-from .probe import LayerSelectionError, select_layers
+# Public names and the module that defines each. They are imported on first use (PEP 562) so
+# that ``import lightning_equivariance`` -- and the command line's ``--help`` -- need no torch.
+_PUBLIC = {
+    ".engine": ("Measurement", "MeasureError", "measure"),
+    ".report": ("PARTS", "MeasureReport"),
+    ".groups": (
+        "Dihedral", "Flip", "Group", "GroupElement", "Rotation", "Rotation90", "Scale", "Translation",
+        "quiroga_rotations", "quiroga_scales", "quiroga_translations",
+    ),
+    ".lie": ("lie_derivative", "lie_derivative_contributions"),
+    ".transforms": ("TRANSFORMS", "LieTransform"),
+    ".metrics": ("MEASURES", "CorrelationInvariance", "CorrelationEquivariance", "LieDerivativeError"),
+    ".probe": ("LayerSelectionError", "select_layers"),
+    # Only the callback needs Lightning (README, "Layout").
+    ".callback": ("EquivarianceCallback",),
+}
+_MODULE_OF = {name: module for module, names in _PUBLIC.items() for name in names}
+
+if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run time
+    from .callback import EquivarianceCallback
+    from .engine import Measurement, MeasureError, measure
+    from .groups import (
+        Dihedral,
+        Flip,
+        Group,
+        GroupElement,
+        Rotation,
+        Rotation90,
+        Scale,
+        Translation,
+        quiroga_rotations,
+        quiroga_scales,
+        quiroga_translations,
+    )
+    from .lie import lie_derivative, lie_derivative_contributions
+    from .metrics import MEASURES, CorrelationEquivariance, CorrelationInvariance, LieDerivativeError
+    from .probe import LayerSelectionError, select_layers
+    from .report import PARTS, MeasureReport
+    from .transforms import TRANSFORMS, LieTransform
 
 try:
     __version__ = _metadata.version("lightning-equivariance")
@@ -71,9 +93,13 @@ __all__ = [
 
 
 def __getattr__(name):
-    # Only the callback needs Lightning; import it on first use (README, "Layout").
-    if name == "EquivarianceCallback":
-        from .callback import EquivarianceCallback
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'lightning_equivariance' has no attribute {name!r}")
+    value = getattr(_import_module(module, __name__), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
 
-        return EquivarianceCallback
-    raise AttributeError(f"module 'lightning_equivariance' has no attribute {name!r}")
+
+def __dir__():
+    return sorted(set(globals()) | set(_MODULE_OF))

@@ -34,7 +34,7 @@ from .groups import Group, Rotation90
 from .logger_figures import log_figures
 from .probe import LayerSpec, display_name, qualified_names, select_layers, wrapped_child_prefix
 from .probe_set import ProbeSet, dataset_of, first_loader
-from .run_log import History, cut_tidy_csv, fit_summary, publish, tidy_csv_path
+from .run_log import History, cut_tidy_csv, fit_summary, model_display_name, publish, tidy_csv_path
 from .snapshot import Snapshot, rngs_restored
 
 __all__ = ["EquivarianceCallback"]
@@ -98,7 +98,9 @@ class EquivarianceCallback(Callback):
         seed: seed of the probe-set choice and of the probe images' random transforms.
         inputs: probe images: tensor ``N x C x H x W``, map-style ``Dataset`` or ``DataLoader``.
         input_fn: ``input_fn(batch) -> tensor B x C x H x W``, overriding the input rule.
-        model_name: model name shown in the TensorBoard tab (default: the module's class name).
+        model_name: model name shown in the TensorBoard tab (default: the measured network's class and
+            parameter count, ``"ResNet (11,181,642 params)"``; the network is the LightningModule's single
+            child with parameters, as in the layer names, else the module measured).
         baseline: flag the run as a reference model (drawn dashed in the tab).
         submodule: dotted attribute path of the module to measure inside ``pl_module``; layer
             names are then relative to it.
@@ -110,7 +112,10 @@ class EquivarianceCallback(Callback):
         on_error: ``"warn"`` (default): a (layer, measure, group) that cannot be measured is left
             out and named in one warning; ``"raise"``: the measurement fails at the first such
             error (a warning; training goes on either way).
-        progress: show a progress bar over the measurement (only when the trainer shows one).
+        progress: show the measurement's progress when the trainer shows its bar: a bar where stderr
+            is a terminal, else one line per measurement, what and how long (CI logs, notebooks).
+            Lightning's own bar stays as the Trainer is told (``enable_progress_bar``); every
+            measurement is also logged in one line at INFO level.
         every_n_train_steps: measure after optimizer steps ``N, 2N, ...``; ``None`` (default): no step trigger.
         measure_on_fit_start: also measure before the first optimizer step (global step 0).
         measure_on_fit_end: also measure at the end of fit unless the last measurement was at
@@ -426,7 +431,7 @@ class EquivarianceCallback(Callback):
                 publish(
                     report, scalars, step, epoch, loggers=trainer.loggers, log_scalars=self.log_scalars,
                     csv_path=self.csv_path(trainer), tb_loggers=[lg for lg in trainer.loggers if _is_tensorboard_logger(lg)],
-                    warn=self._warn, model=self.model_name or type(self._module(pl_module)).__name__,
+                    warn=self._warn, model=self.model_name or model_display_name(self._module(pl_module), self._prefix),
                     baseline=self.baseline, run_group=self.run_group, per_channel=self.per_channel,
                 )
                 log_figures(trainer.loggers, self._runs, report, step)  # W&B and MLflow: the tab's views as figures

@@ -30,10 +30,11 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported where it is used: ``--help`` answers without it
+    import torch
+    from torch import nn
 
 __all__ = ["main", "load_images", "load_model"]
 
@@ -46,6 +47,8 @@ class CLIError(Exception):
 
 def load_images(path: str, size: Optional[int] = None, limit: Optional[int] = None, channels: Optional[int] = None) -> torch.Tensor:
     """Images ``N x C x H x W`` in ``[0, 1]`` from a folder of image files or a tensor file."""
+    import torch
+
     p = Path(path)
     if not p.exists():
         raise CLIError(f"--images {path!r} does not exist")
@@ -118,6 +121,9 @@ def _build_arch(arch: str, num_classes: int, in_channels: int) -> nn.Module:
 
 def load_model(arch: Optional[str], checkpoint: Optional[str], num_classes: int = 10, in_channels: int = 3) -> nn.Module:
     """Build ``arch`` and/or load ``checkpoint`` (see module docstring)."""
+    import torch
+    from torch import nn
+
     state = None
     if checkpoint is not None:
         if not os.path.isfile(checkpoint):
@@ -156,6 +162,19 @@ def load_model(arch: Optional[str], checkpoint: Optional[str], num_classes: int 
     return model
 
 
+class _DefaultsHelpFormatter(argparse.HelpFormatter):
+    """Each option's help ends with its default once: a help text that already says its default
+    (``(default: ...)``) keeps its own words; no default, an empty one or an off switch says nothing."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        default = action.default
+        empty = default is None or default is False or default is argparse.SUPPRESS or default == "" or default == []
+        if "(default" in text or "%(default)" in text or action.required or empty:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
 def _parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -164,15 +183,18 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     m = sub.add_parser(
         "measure", help="measure a model on images; write a TensorBoard run and a CSV",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,  # defaults shown in --help
+        formatter_class=_DefaultsHelpFormatter,  # defaults shown once in --help
     )
     m.add_argument("--arch", help="torchvision model name or baseline (steerable-c4, steerable-d4, plain, bruintjes7)")
     m.add_argument("--checkpoint", help="state_dict, Lightning .ckpt, or pickled nn.Module")
     m.add_argument("--num-classes", type=int, default=10, help="classes of the model built from --arch")
     m.add_argument("--images", required=True, help="folder of image files or .pt tensor file")
     m.add_argument("--size", type=int, help="resize images to size x size")
-    m.add_argument("--limit", type=int, default=512, help="at most this many probe images (default 512)")
-    m.add_argument("--measures", nargs="+", default=["invariance", "equivariance"])
+    m.add_argument("--limit", type=int, default=512, help="at most this many probe images")
+    m.add_argument(
+        "--measures", nargs="+", default=["invariance", "equivariance"],
+        help="measure names (docs/measures.md), e.g. invariance equivariance lie_derivative geed",
+    )
     m.add_argument("--groups", nargs="+", default=["rotation90"], help="group names, e.g. rotation90 translation flip c8")
     m.add_argument("--layers", nargs="+", default=["auto"], help="'auto' or qualified module names")
     m.add_argument(
@@ -182,19 +204,19 @@ def _parser() -> argparse.ArgumentParser:
     )
     m.add_argument(
         "--on-error", choices=("warn", "raise"), default="warn",
-        help="warn (default): a (layer, measure, group) that cannot be measured is left out and named; "
+        help="warn: a (layer, measure, group) that cannot be measured is left out and named; "
         "raise: stop at the first one with an error (exit 2)",
     )
-    m.add_argument("--batch-size", type=int, default=256)
-    m.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    m.add_argument("--logdir", default="lightning_logs")
+    m.add_argument("--batch-size", type=int, default=256, help="probe images per forward pass")
+    m.add_argument("--device", help="torch device to measure on, e.g. cpu, cuda, cuda:1 (default: cuda when available)")
+    m.add_argument("--logdir", default="lightning_logs", help="TensorBoard log directory the run is written under")
     m.add_argument("--run", help="run directory name under --logdir (default: the arch or checkpoint name)")
     m.add_argument("--step", type=int, default=0, help="step (epoch) to log at")
     m.add_argument("--baseline", action="store_true", help="mark the run as a baseline (drawn dashed)")
     m.add_argument(
         "--run-group", default="", metavar="NAME",
         help="record the run in the group NAME (e.g. a model type measured over several seeds); "
-        "the tab and the HTML report show a group's mean and interval over its runs",
+        "the tab and the HTML report show a group's mean and interval over its runs (default: no group)",
     )
     m.add_argument("--per-channel", action="store_true", help="also log per-channel values")
     m.add_argument("--csv", help="CSV path (default: {logdir}/{run}/equivariance.csv)")
@@ -204,7 +226,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     r = sub.add_parser(
         "report", help="write one self-contained HTML report of the runs in log directories",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_DefaultsHelpFormatter,
         description="Read every run of the LOGDIRs (written by EquivarianceCallback with a TensorBoardLogger, "
         "by 'measure' or by lightning_equivariance_tb.summary) and write one HTML file with the heatmap, "
         "curves and layer profile, groups with their mean and interval; it opens offline, no server needed.",
@@ -233,10 +255,10 @@ def _layouts(pairs: Sequence[str]) -> dict:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = _parser().parse_args(argv)  # before any torch import: --help and --version need none
     from .engine import MeasureError
     from .groups import GroupActionError
 
-    args = _parser().parse_args(argv)
     try:
         return _report(args) if args.command == "report" else _measure(args)
     except (CLIError, MeasureError, GroupActionError, ValueError) as e:
@@ -245,13 +267,20 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
 
 
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _measure(args) -> int:
     from lightning_equivariance_tb.summary import write_report
 
     from .engine import measure
 
     images = load_images(args.images, size=args.size, limit=args.limit)
-    model = load_model(args.arch, args.checkpoint, args.num_classes, in_channels=images.shape[1]).to(args.device)
+    device = args.device or _default_device()
+    model = load_model(args.arch, args.checkpoint, args.num_classes, in_channels=images.shape[1]).to(device)
     layers = "auto" if args.layers == ["auto"] else args.layers
     report = measure(
         model, images, measures=args.measures, groups=args.groups, layers=layers,
@@ -268,7 +297,32 @@ def _measure(args) -> int:
     left_out = f"; {len(report.errors)} (layer, measure, group) left out, see the warning" if report.errors else ""
     print(f"measured {report.num_samples} images x {len(args.groups)} group(s) on {len({r.layer for r in report.results})} layers "
           f"in {report.seconds:.1f}s; wrote {n} summaries to {run_dir} and {csv}{left_out}")
+    print(summary_table(report))
     return 0
+
+
+def summary_table(report) -> str:
+    """The short table ``measure`` ends with: per (measure, group, part) the mean over the part's
+    layers, the mean chance level, how far above chance (docs/measures.md §7), and what was refused."""
+
+    def number(v) -> str:
+        return "-" if v is None or v != v else f"{v:.3f}"
+
+    parts = report.parts(detail=True)
+    head = ("measure", "group", "part", "mean", "chance", "above chance")
+    rows = [(r.measure, r.group, r.part, number(r.value), number(r.chance), number(r.above_chance))
+            for r in parts.itertuples()]
+    widths = [max(len(str(row[i])) for row in [head] + rows) for i in range(len(head))]
+    lines = ["  ".join(str(c).ljust(w) if i < 3 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in [head] + rows]
+    if report.errors:
+        (layer, measure_name, group), reason = next(iter(report.errors.items()))
+        layers = len({key[0] for key in report.errors})
+        lines.append(f"refused: {layers} layer(s), {len(report.errors)} (layer, measure, group); first: "
+                     f"{layer}/{measure_name}/{group}: {reason.splitlines()[0] if reason else '?'}")
+    else:
+        lines.append("refused: 0 layers")
+    return "\n".join(lines)
 
 
 def _report(args) -> int:

@@ -33,6 +33,7 @@ from .metrics.base import FORWARD_MODE
 from .metrics.base import ImagesLeftOut, all_finite
 from .steerable import e2cnn_channel_action, field_type_of, patch_e2cnn
 from .probe_set import iter_images
+from .progress import progress
 from .probe import CallNames, LayerSpec, Probe, as_activation, check_layout_overrides, is_pooling, select_layers
 from .report import PARTS, LayerResult, MeasureReport, assign_parts
 from .transforms import LieTransform, split_groups
@@ -464,11 +465,12 @@ class Measurement:
         device = self.device or device
         total = inputs.shape[0] if isinstance(inputs, torch.Tensor) else (len(inputs) if hasattr(inputs, "__len__") else None)
         _warn_batch_cost(self.batch_size, self.num_elements, self.samples_per_forward, total, stacklevel=3)
-        if self.progress:
-            from tqdm.auto import tqdm
-
+        if self.progress:  # a bar in a terminal, one line when done elsewhere (progress.py)
             size = self.samples_per_forward
-            chunks = tqdm(chunks, total=None if total is None else math.ceil(total / size), desc="measuring", leave=False)
+            what = (f"lightning_equivariance: measuring {len(self.layers)} layers x {len(self.measures)} measures x "
+                    f"{len(self.groups)} groups")
+            chunks = progress(chunks, None if total is None else math.ceil(total / size), what,
+                              count=lambda chunk: len(chunk[1]), unit="images")
         chunk: Dict[str, Any] = {}
         callback = lambda n, o, i: self._on_output(n, o, i, chunk)  # noqa: E731
         with Probe(self.model, self.layers, callback) as probe:

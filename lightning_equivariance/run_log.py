@@ -11,7 +11,10 @@ import csv
 import os
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence, Union
 
-__all__ = ["History", "CSV_COLUMNS", "append_tidy_csv", "cut_tidy_csv", "fit_summary", "publish", "select_scalars", "tidy_csv_path"]
+__all__ = [
+    "History", "CSV_COLUMNS", "append_tidy_csv", "cut_tidy_csv", "fit_summary", "model_display_name", "publish",
+    "select_scalars", "tidy_csv_path",
+]
 
 #: Version of the ``state_dict`` layout: 2 = history keyed by global step (1 had no field: by epoch).
 STATE_VERSION = 2
@@ -70,6 +73,17 @@ class History:
         for e, scalars in sorted(self.legacy.items()):
             self.add((e + 1) * per_epoch, e, scalars)
         self.legacy = {}
+
+
+def model_display_name(module: Any, prefix: str = "") -> str:
+    """The name a run's model is shown under: the measured network's class and parameter count,
+    ``"ResNet (23,528,522 params)"``. ``prefix`` (``"model."``, from
+    :func:`~lightning_equivariance.probe.wrapped_child_prefix`) names the single child with
+    parameters that a LightningModule wraps: that child is the network, as in the layer names;
+    without one (several children with parameters) the module's own class is the name."""
+    network = module.get_submodule(prefix[:-1]) if prefix else module
+    count = sum(p.numel() for p in network.parameters())
+    return f"{type(network).__name__} ({count:,} params)"
 
 
 def select_scalars(scalars: Mapping[str, float], which: Union[str, Sequence[str]]) -> Dict[str, float]:

@@ -666,7 +666,7 @@ def test_statistics_and_deep_heatmap(driver, tmp_path):
         tip = hover_cell_js(driver, canvas, 0, 2).split("\n")
         assert tip[3].startswith("above chance ") and ("value %.4f" % v) in tip, tip
 
-        # Curves: the chance level dashed, the ± stderr band filled, value/chance/stderr in the hover.
+        # Curves: the chance level dotted, the ± stderr band filled, value/chance/stderr in the hover.
         click_view(driver, "curves")
         traces = js(
             driver,
@@ -675,7 +675,7 @@ def test_statistics_and_deep_heatmap(driver, tmp_path):
         )
         chance = [t for t in traces if t[0] == "chance"]
         bands = [t for t in traces if t[0] == "stderr"]
-        assert chance and all(t[1] == "dash" for t in chance)
+        assert chance and all(t[1] == "dot" for t in chance)  # dotted: baseline runs are the dashed ones
         assert bands and all(t[2] == "toself" for t in bands)
         assert any("chance" in t[3] and "stderr" in t[3] for t in traces), traces
         layer_chance = js(
@@ -685,7 +685,7 @@ def test_statistics_and_deep_heatmap(driver, tmp_path):
         )
         np.testing.assert_allclose(layer_chance[0][-1], expected["chance"][0], rtol=1e-6)
 
-        # Layer profile: the chance level (dashed) and the band as shapes; one trace per run.
+        # Layer profile: the chance level (dotted) and the band as shapes; one trace per run.
         click_view(driver, "profile")
         shapes = js(
             driver,
@@ -693,7 +693,7 @@ def test_statistics_and_deep_heatmap(driver, tmp_path):
             "return [p.data.length, (p.layout.shapes || []).map(s => [s.name, s.line && s.line.dash, s.fillcolor || ''])]",
         )
         assert shapes[0] == 1
-        assert ["chance", "dash", ""] in [[s[0], s[1], s[2]] for s in shapes[1]]
+        assert ["chance", "dot", ""] in [[s[0], s[1], s[2]] for s in shapes[1]]  # dotted: not a baseline's dash
         assert any(s[0] == "stderr" and s[2].startswith("rgba") for s in shapes[1])
         assert js(driver, "return document.querySelector('.js-plotly-plot').data[0].hovertext[0]").startswith("<br>chance")
 

@@ -167,7 +167,7 @@ def test_band_and_chance_traces():
     assert out["band"]["y"] == pytest.approx([0.6, 0.7, 0.5, 0.4, None, 0.9, 0.5])
     band, chance = out["traces"]
     assert band[:3] == ["stderr", "± stderr · r&lt;1&gt;", "toself"]
-    assert chance[:4] == ["chance", "chance · r&lt;1&gt;", None, "dash"]
+    assert chance[:4] == ["chance", "chance · r&lt;1&gt;", None, "dot"]  # dotted: not the baseline runs' dash
     assert chance[4] == [0.2, None]
 
 
@@ -192,7 +192,7 @@ def test_profile_chance_and_band_are_shapes():
     out = run_js(STATS_JS + 'out = m.profileFigure([x], null, "eq", style);')
     assert len(out["traces"]) == 1  # one trace per run
     shapes = {s["name"]: s for s in out["layout"]["shapes"]}
-    assert shapes["chance"]["line"]["dash"] == "dash"
+    assert shapes["chance"]["line"]["dash"] == "dot"  # dotted: not the baseline runs' dash
     assert shapes["chance"]["path"] == "M0,0.30000001192092896 L1,0.5"
     assert shapes["stderr"]["path"].endswith(" Z") and shapes["stderr"]["fillcolor"].startswith("rgba(")
     assert out["traces"][0]["hovertext"][1] == "<br>chance 0.5000 · ± stderr 0.0400"

@@ -55,6 +55,8 @@ export class App {
       heatColor: "value", // heatmap cells: "value" | "above_chance"
       heatScale: "data", // heatmap colour scale: "data" (the runs' range) | "fixed"
       sharedY: false, // curves: one y-range for every panel
+      fitY: false, // curves and profile: a bounded measure's y axis fits the data instead of its range
+      heatHeight: "fit", // heatmap rows box: "fit" (the window's height) | "all" (no scrolling) | CSS px
       xAxis: null, // "epoch" | "global_step"; null = epoch when every run has one point per epoch
       groupBy: null, // "none" | "recorded" | "pattern"; null = recorded when runs have a run_group
       groupPattern: "", // regular expression (RE2 syntax) whose first capture group names the group
@@ -603,6 +605,9 @@ export class App {
     if (view === "heatmap") controls.push(...this.heatmapControls());
     if (view === "curves") controls.push(...this.layerControls());
     if (view === "profile" || view === "channels") controls.push(...this.epochControls());
+    if (view === "profile" && FIXED_RANGES[this.state.measure]) {
+      controls.push(el("h3", { text: "Y axis" }), this.fitYControl());
+    }
     if (view === "channels") controls.push(...this.channelControls());
     if (view === "spearman") controls.push(...this.scalarControls());
     this.viewControls.replaceChildren(...controls);
@@ -637,10 +642,26 @@ export class App {
       el("option", { value: "fixed", text: fixed ? `fixed ${fixed[0]} to ${fixed[1]}` : "fixed (bounded measures)", disabled: !bounded }),
     ]);
     scale.value = bounded ? s.heatScale : "data";
+    const height = el("select", {
+      class: "eq-heat-height",
+      onchange: () => {
+        s.heatHeight = height.value;
+        this.safely(() => this.renderView());
+      },
+    }, [
+      el("option", { value: "fit", text: "fit the window" }),
+      ...[400, 800, 1200].map((px) => el("option", { value: String(px), text: `${px} px` })),
+      el("option", { value: "all", text: "all rows (no scrolling)" }),
+    ]);
+    height.value = s.heatHeight;
     return [
       el("h3", { text: "Colour" }), color,
       el("div", { class: "eq-hint", text: hasAbove ? "above chance: (v - c) / (best - c), 1 = perfect, 0 = chance." : "No chance level logged for this measure." }),
       el("h3", { text: "Scale" }), scale,
+      el("h3", { text: "Height" }), height,
+      el("div", {
+        class: "eq-hint", text: "Taller heatmaps scroll their rows; the step axis and the colour bar stay in view.",
+      }),
     ];
   }
 
@@ -665,7 +686,22 @@ export class App {
     return [el("h3", { text: "Layers" }), select,
       el("div", { class: "eq-hint", text: `Ctrl/Shift-click to pick up to ${MAX_LAYER_PANELS} layers.` }),
       el("h3", { text: "Y axis" }),
-      el("label", { class: "eq-check" }, [shared, "same y-range on every panel"])];
+      el("label", { class: "eq-check" }, [shared, "same y-range on every panel"]),
+      ...(FIXED_RANGES[this.state.measure] ? [this.fitYControl()] : [])];
+  }
+
+  /** A bounded measure's y axes: its natural range (default) or fitted to the data. */
+  fitYControl() {
+    const range = FIXED_RANGES[this.state.measure];
+    const fit = el("input", {
+      type: "checkbox", class: "eq-fit-y", checked: this.state.fitY,
+      onchange: () => {
+        this.state.fitY = fit.checked;
+        this.safely(() => this.renderView());
+      },
+    });
+    return el("label", { class: "eq-check", title: `unchecked: the measure's range ${range[0]} to ${range[1]}` },
+      [fit, "fit to data"]);
   }
 
   epochControls() {

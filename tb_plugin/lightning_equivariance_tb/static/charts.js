@@ -8,23 +8,102 @@
 // the plugin (./plotly.min.js) and loaded on first need.
 //
 // Statistics (docs/measures.md §7, the v2 stats tag): where a run has them, its
-// chance level is a thin dashed line of the run's colour and its ± stderr a
-// translucent band around the value - traces on the curves (meta "chance" and
-// "stderr"), shapes on the layer profile (whose traces stay one per run) - and
-// the hover reads value, chance and stderr.
+// chance level is a thin dotted line of the run's colour without markers, in the
+// legend as "chance · run" (values: solid lines with round markers; baseline runs:
+// dashed with diamonds), and its ± stderr a translucent band around the value -
+// traces on the curves (meta "chance" and "stderr"), shapes on the layer profile
+// (whose traces stay one per run) - and the hover reads value, chance and stderr.
+//
+// A bounded measure (FIXED_RANGES: the metric classes' plot bounds) is drawn on
+// its natural range unless the view asks to fit the data, and every interval
+// (± stderr, a group's interval over runs) is clipped to that range; the hover
+// gives the interval as computed and says that it was clipped.
 //
 // Run groups (issue 15, the /groups route): a group of two or more runs is drawn
 // as its mean over runs (a line of the group's colour, dashed for baseline groups,
 // meta "group-mean") with the interval over runs as a band (meta "group-band" on
 // the curves, a shape named "group-band" on the profile); the hover gives the
 // interval and the number of runs at that point. A group of one run is the run.
+// With the group's member series (options.members) the mean of their chance levels
+// is a dotted line of the group's colour (meta "group-chance").
 //
 // Infinite values sit on a dotted "+∞"/"-∞" line at the y-axis ends of line and bar
 // plots, drawn as triangles, and read "∞" in the hover (placeInfinities).
 
 import {
-  esc, fmt, layerNames, niceStride, orderParts, partColor, partStatRow, partSymbol, plural, statRows, statsText,
+  FIXED_RANGES, esc, fmt, layerNames, niceStride, orderParts, partColor, partStatRow, partSymbol, plural, statRows,
+  statsText,
 } from "./util.js";
+
+/** Line style of chance levels: dotted, thinner and fainter than the values. */
+const CHANCE_LINE = { width: 1.5, dash: "dot" };
+const CHANCE_OPACITY = 0.75;
+
+/** [lo, hi] of a measure's declared range (the metric classes' plot bounds), or null. */
+export function declaredRange(measure) {
+  const r = FIXED_RANGES[measure];
+  return r ? [r[0], r[1]] : null;
+}
+
+/** An interval's ends clipped to `range` ([lo, hi] or null): {low, high, clipped},
+ * clipped[i] true where an end was moved. */
+export function clipInterval(low, high, range) {
+  const lowArr = Array.from(low), highArr = Array.from(high);
+  if (!range) return { low: lowArr, high: highArr, clipped: lowArr.map(() => false) };
+  const [lo, hi] = range;
+  const clip = (v) => (Number.isFinite(v) ? Math.min(hi, Math.max(lo, v)) : v);
+  return {
+    low: lowArr.map(clip),
+    high: highArr.map(clip),
+    clipped: lowArr.map((v, i) => (Number.isFinite(v) && v < lo) || (Number.isFinite(highArr[i]) && highArr[i] > hi)),
+  };
+}
+
+/** Hover words of an interval clipped to the range. */
+function clippedNote(range) {
+  return ` (drawn clipped to [${range[0]}, ${range[1]}])`;
+}
+
+/** A y axis on the measure's range [lo, hi], widened to any value outside it, a
+ * little padding on both ends; null when `range` is null. */
+export function rangeAxis(range, traces) {
+  if (!range) return null;
+  let lo = range[0], hi = range[1];
+  for (const t of traces) {
+    for (const v of t.y || []) if (Number.isFinite(v)) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
+  }
+  const pad = 0.04 * (hi - lo || 1);
+  return { range: [lo - pad, hi + pad], autorange: false };
+}
+
+/** The mean chance level of a group's member runs per layer (or per part, `parts`)
+ * and per x of the group: {layer: rows, part: rows}, NaN where no member has one;
+ * null when no member has chance levels. `xOf(x)`: a run's x values (the group's units). */
+export function groupChance(g, members, xOf = (x) => x.steps) {
+  const withChance = members.filter((m) => statRows(m, "chance"));
+  if (!withChance.length) return null;
+  const mean = (rowOf) => {
+    const sums = new Float64Array(g.xs.length), counts = new Uint32Array(g.xs.length);
+    for (const m of withChance) {
+      const row = rowOf(m);
+      if (!row) continue;
+      const at = new Map(Array.from(xOf(m)).map((v, j) => [v, j]));
+      g.xs.forEach((v, j) => {
+        const k = at.get(v);
+        if (k != null && Number.isFinite(row[k])) { sums[j] += row[k]; counts[j] += 1; }
+      });
+    }
+    return Float64Array.from(sums, (s, j) => (counts[j] ? s / counts[j] : NaN));
+  };
+  return {
+    layer: g.layers.map((name) => mean((m) => {
+      const i = m.layers.indexOf(name);
+      return i >= 0 ? statRows(m, "chance")[i] : null;
+    })),
+    part: g.part_names.map((part) => mean((m) => (
+      m.part_names.includes(part) ? partStatRow(m, "chance", part) : null))),
+  };
+}
 
 const FONT = { family: "Roboto, Helvetica Neue, Arial, sans-serif", size: 12, color: "#212121" };
 export const PLOT_CONFIG = {
@@ -177,9 +256,18 @@ export function panelsFigure(keys, title, lines, yTitle, options = {}) {
       }, line.trace));
       legendSeen.add(line.group);
       for (const extra of line.extras || []) {
-        extras.push(Object.assign(extra, { xaxis: `x${axis}`, yaxis: `y${axis}`, legendgroup: line.group, showlegend: false }));
+        // chance lines have a legend entry of their own (once), beside their run's
+        const charted = extra.meta === "chance" || extra.meta === "group-chance";
+        const entry = charted ? `${line.group}\u0000${extra.meta}` : null;
+        extras.push(Object.assign(extra, {
+          xaxis: `x${axis}`, yaxis: `y${axis}`, legendgroup: line.group,
+          showlegend: Boolean(entry) && !legendSeen.has(entry),
+        }));
+        if (entry) legendSeen.add(entry);
       }
     }
+    const natural = options.fitToData ? null : rangeAxis(options.range, panelTraces.concat(extras));
+    if (natural) Object.assign(layout[`yaxis${axis}`], natural);
     placeInfinities(panelTraces, layout, axis);
     traces.push(...extras, ...panelTraces); // bands and chance lines under the values
   });
@@ -243,12 +331,14 @@ export function bandPolygons(xs, values, stderr) {
   return { x, y };
 }
 
-/** Traces of a run's statistics on one line: the ± stderr band and the dashed
- * chance line (empty when the run has neither). */
-export function statTraces(xs, values, chance, stderr, color, runName) {
+/** Traces of a run's statistics on one line: the ± stderr band (clipped to
+ * `range`, [lo, hi] or null) and the dotted chance line (empty when the run has neither). */
+export function statTraces(xs, values, chance, stderr, color, runName, range = null) {
   const out = [];
   if (stderr && Array.from(stderr).some(Number.isFinite)) {
-    const band = bandPolygons(xs, Array.from(values), Array.from(stderr));
+    const v = Array.from(values), e = Array.from(stderr);
+    const clipped = range && clipInterval(v.map((a, i) => a - e[i]), v.map((a, i) => a + e[i]), range);
+    const band = clipped ? boundsPolygons(xs, clipped.low, clipped.high) : bandPolygons(xs, v, e);
     if (band.x.length) {
       out.push({
         type: "scatter", mode: "lines", meta: "stderr", name: `± stderr · ${esc(runName)}`,
@@ -261,51 +351,62 @@ export function statTraces(xs, values, chance, stderr, color, runName) {
     out.push({
       type: "scatter", mode: "lines", meta: "chance", name: `chance · ${esc(runName)}`,
       x: Array.from(xs), y: Array.from(chance, (v) => (Number.isFinite(v) ? v : null)),
-      line: { color, width: 1.2, dash: "dash" }, opacity: 0.8, hoverinfo: "skip", connectgaps: false,
+      line: Object.assign({ color }, CHANCE_LINE), opacity: CHANCE_OPACITY, hoverinfo: "skip", connectgaps: false,
     });
   }
   return out;
 }
 
-/** Per-point hover lines of the statistics ("<br>chance … · ± stderr …"). */
-function statsHover(n, chance, stderr) {
+/** Per-point hover lines of the statistics ("<br>chance … · ± stderr …"), with
+ * a note where value ± stderr leaves `range` (the band is drawn clipped). */
+function statsHover(n, chance, stderr, values = null, range = null) {
   return Array.from({ length: n }, (_, i) => {
-    const text = statsText(chance ? chance[i] : NaN, stderr ? stderr[i] : NaN);
+    let text = statsText(chance ? chance[i] : NaN, stderr ? stderr[i] : NaN);
+    const e = stderr ? stderr[i] : NaN, v = values ? values[i] : NaN;
+    if (range && Number.isFinite(e) && Number.isFinite(v) && (v - e < range[0] || v + e > range[1])) {
+      text += clippedNote(range);
+    }
     return text ? `<br>${esc(text)}` : "";
   });
 }
 
 /** One run on a panel; `xs`: its x values (default: the event steps), `xTitle`
- * the x axis's name for the hover. */
-function runTrace(x, ys, name, lineStyle, chance = null, stderr = null, xs = x.steps, xTitle = "epoch") {
+ * the x axis's name for the hover, `range` the measure's ([lo, hi] or null).
+ * Baseline runs: dashed (lineStyle), diamond markers, "(baseline)" in the legend. */
+function runTrace(x, ys, name, lineStyle, chance = null, stderr = null, xs = x.steps, xTitle = "epoch", range = null) {
   const style = lineStyle(x.run);
   const hasStats = Boolean(chance || stderr);
   const trace = {
-    x: Array.from(xs), y: Array.from(ys), name: esc(x.run), line: style,
+    x: Array.from(xs), y: Array.from(ys), name: esc(x.baseline ? `${x.run} (baseline)` : x.run), line: style,
     hovertemplate: `${esc(x.run)}<br>${esc(name)}<br>${esc(xTitle)} %{x}<br>%{text}${hasStats ? "%{hovertext}" : ""}<extra></extra>`,
   };
-  if (hasStats) trace.hovertext = statsHover(x.steps.length, chance, stderr);
+  if (x.baseline) trace.marker = { size: 6, symbol: "diamond" };
+  if (hasStats) trace.hovertext = statsHover(x.steps.length, chance, stderr, ys, range);
   return {
     group: x.run,
     trace,
-    extras: hasStats ? statTraces(Array.from(xs), ys, chance, stderr, style.color, x.run) : [],
+    extras: hasStats ? statTraces(Array.from(xs), ys, chance, stderr, style.color, x.run, range) : [],
   };
 }
 
-/** Hover text of a group's points: the interval and how many runs have a value. */
-function groupHover(g, low, high, n, interval) {
+/** Hover text of a group's points: the interval (and whether it was drawn clipped
+ * to the measure's range) and how many runs have a value. */
+function groupHover(g, low, high, n, interval, clipped = null, range = null) {
   return Array.from({ length: g.xs.length }, (_, j) => esc(
     `${Number.isFinite(low[j]) ? `${interval}: ${fmt(low[j])} to ${fmt(high[j])}` : "no interval (one run)"}` +
-    ` · ${plural(n[j], "run")} of ${g.runs.length}`));
+    `${clipped && clipped[j] ? clippedNote(range) : ""} · ${plural(n[j], "run")} of ${g.runs.length}`));
 }
 
-/** A group's mean over runs on one panel, its interval band as an extra trace. */
-export function groupLine(g, k, prefix, name, style, interval, xTitle = "epoch") {
+/** A group's mean over runs on one panel: its interval band (clipped to `range`)
+ * and, given `chance` (the members' mean chance level on this panel), a dotted
+ * chance line as extra traces. */
+export function groupLine(g, k, prefix, name, style, interval, xTitle = "epoch", range = null, chance = null) {
   const mean = Array.from(g[`${prefix}mean`][k]);
   const low = Array.from(g[`${prefix}low`][k]), high = Array.from(g[`${prefix}high`][k]);
   const n = Array.from(g[`${prefix}n`][k]);
   const extras = [];
-  const band = boundsPolygons(g.xs, low, high);
+  const clipped = clipInterval(low, high, range);
+  const band = boundsPolygons(g.xs, clipped.low, clipped.high);
   if (band.x.length) {
     extras.push({
       type: "scatter", mode: "lines", meta: "group-band", name: esc(`${interval} · ${g.name}`),
@@ -313,12 +414,20 @@ export function groupLine(g, k, prefix, name, style, interval, xTitle = "epoch")
       line: { width: 0, color: rgba(style.color, 0) }, hoverinfo: "skip",
     });
   }
+  if (chance && Array.from(chance).some(Number.isFinite)) {
+    extras.push({
+      type: "scatter", mode: "lines", meta: "group-chance", name: esc(`chance · ${g.name} (mean of its runs')`),
+      x: Array.from(g.xs), y: Array.from(chance, (v) => (Number.isFinite(v) ? v : null)),
+      line: Object.assign({ color: style.color }, CHANCE_LINE), opacity: CHANCE_OPACITY, hoverinfo: "skip",
+      connectgaps: false,
+    });
+  }
   return {
     group: `group\u0000${g.name}`,
     trace: {
       x: Array.from(g.xs), y: mean, meta: "group-mean", line: style,
       name: esc(`${g.name} · mean of ${plural(g.runs.length, "run")}`),
-      customdata: groupHover(g, low, high, n, interval),
+      customdata: groupHover(g, low, high, n, interval, clipped.clipped, range),
       hovertemplate: `${esc(g.name)} (group mean)<br>${esc(name)}<br>${esc(xTitle)} %{x}<br>mean %{text}<br>%{customdata}<extra></extra>`,
     },
     extras,
@@ -326,32 +435,44 @@ export function groupLine(g, k, prefix, name, style, interval, xTitle = "epoch")
 }
 
 /** Curves over epochs: per depth part (the server's part means) and per layer,
- * with each run's chance level (dashed) and ± stderr band where it has them. */
+ * with each run's chance level (dotted) and ± stderr band where it has them.
+ * options: groups, groupStyle, interval, xOf, xTitle, sharedY; members(g) (the
+ * group's loaded runs: its mean chance level); fitToData (a bounded measure's
+ * y axes fit the data instead of its natural range). */
 export function curvesFigures(series, layers, knownParts, measure, lineStyle, options = {}) {
   const groups = options.groups || [];
   const groupStyle = options.groupStyle;
   const interval = options.interval || "interval over runs";
   const xOf = options.xOf || ((x) => x.steps);
   const xTitle = options.xTitle || "epoch";
+  const range = declaredRange(measure);
+  const chanceOf = new Map(groups.map((g) => [g, options.members ? groupChance(g, options.members(g), xOf) : null]));
   const xs = series.flatMap((x) => Array.from(xOf(x))).concat(groups.flatMap((g) => g.xs));
-  const panel = { xs, sharedY: Boolean(options.sharedY), xTitle };
+  const panel = { xs, sharedY: Boolean(options.sharedY), xTitle, range, fitToData: Boolean(options.fitToData) };
   const parts = orderParts(series.flatMap((x) => x.part_names).concat(groups.flatMap((g) => g.part_names)), knownParts);
   const perPart = panelsFigure(parts, (p) => p, (part) => groups
     .filter((g) => g.part_names.includes(part))
-    .map((g) => groupLine(g, g.part_names.indexOf(part), "part_", part, groupStyle(g), interval, xTitle))
+    .map((g) => {
+      const k = g.part_names.indexOf(part), chance = chanceOf.get(g);
+      return groupLine(g, k, "part_", part, groupStyle(g), interval, xTitle, range, chance && chance.part[k]);
+    })
     .concat(series
       .filter((x) => x.part_names.includes(part))
       .map((x) => runTrace(x, x.part_values[x.part_names.indexOf(part)], part, lineStyle,
-        partStatRow(x, "chance", part), partStatRow(x, "stderr", part), xOf(x), xTitle))), measure, panel);
+        partStatRow(x, "chance", part), partStatRow(x, "stderr", part), xOf(x), xTitle, range))), measure, panel);
   const perLayer = panelsFigure(layers, (l) => l, (layer) => groups
     .filter((g) => g.layers.includes(layer))
-    .map((g) => groupLine(g, g.layers.indexOf(layer), "", layer, groupStyle(g), interval, xTitle))
+    .map((g) => {
+      const k = g.layers.indexOf(layer), chance = chanceOf.get(g);
+      return groupLine(g, k, "", layer, groupStyle(g), interval, xTitle, range, chance && chance.layer[k]);
+    })
     .concat(series
       .filter((x) => x.layers.includes(layer))
       .map((x) => {
         const i = x.layers.indexOf(layer);
         const chance = statRows(x, "chance"), stderr = statRows(x, "stderr");
-        return runTrace(x, x.values[i], layer, lineStyle, chance && chance[i], stderr && stderr[i], xOf(x), xTitle);
+        return runTrace(x, x.values[i], layer, lineStyle, chance && chance[i], stderr && stderr[i], xOf(x), xTitle,
+          range);
       })), measure, panel);
   return { perPart, perLayer };
 }
@@ -377,15 +498,19 @@ function groupPointAt(g, step) {
 }
 
 /** Layer profile at one epoch: relative depth on x, one line per run; each
- * run's chance level (dashed) and ± stderr band are layout shapes. With
+ * run's chance level (dotted) and ± stderr band are layout shapes. With
  * `options.groups` (two or more runs each) a group's mean over runs is a line
- * (meta "group-mean") and its interval over runs a shape named "group-band". */
+ * (meta "group-mean") and its interval over runs a shape named "group-band";
+ * with `options.members(g)` the members' mean chance level a dotted shape named
+ * "group-chance". Intervals are clipped to a bounded measure's range, on which
+ * the y axis is drawn unless `options.fitToData`. */
 export function profileFigure(series, step, measure, lineStyle, options = {}) {
   const traces = [];
   const shapes = [];
   const interval = options.interval || "interval over runs";
   const xOf = options.xOf || ((x) => x.steps);
   const xTitle = options.xTitle || "epoch";
+  const range = declaredRange(measure);
   for (const g of options.groups || []) {
     // the group's x values are in the axis's units: groupX is the chosen step's
     const t = groupPointAt(g, step == null ? null : (options.groupX == null ? step : options.groupX));
@@ -394,6 +519,7 @@ export function profileFigure(series, step, measure, lineStyle, options = {}) {
     const style = options.groupStyle(g);
     const xs = g.layers.map((_, i) => (L > 1 ? i / (L - 1) : 0));
     const low = g.low.map((row) => row[t]), high = g.high.map((row) => row[t]);
+    const clipped = clipInterval(low, high, range);
     const n = g.n.map((row) => row[t]);
     const names = layerNames(g.layers);
     traces.push({
@@ -403,15 +529,24 @@ export function profileFigure(series, step, measure, lineStyle, options = {}) {
       line: style, marker: { size: 6, symbol: g.baseline ? "diamond" : "circle" },
       customdata: names.map((name, i) => esc(`${name} (${g.parts[i]})`)),
       hovertext: names.map((_, i) => esc(Number.isFinite(low[i])
-        ? `${interval}: ${fmt(low[i])} to ${fmt(high[i])} · ${plural(n[i], "run")} of ${g.runs.length}`
+        ? `${interval}: ${fmt(low[i])} to ${fmt(high[i])}${clipped.clipped[i] ? clippedNote(range) : ""}` +
+          ` · ${plural(n[i], "run")} of ${g.runs.length}`
         : `no interval · ${plural(n[i], "run")} of ${g.runs.length}`)),
       hovertemplate: `${esc(g.name)} (group mean)<br>%{customdata}<br>depth %{x:.2f}<br>mean %{text}<br>%{hovertext}<extra></extra>`,
     });
-    const path = polygonPath(boundsPolygons(xs, low, high));
+    const path = polygonPath(boundsPolygons(xs, clipped.low, clipped.high));
     if (path) {
       shapes.push({
         type: "path", name: "group-band", xref: "x", yref: "y", layer: "below", path,
         fillcolor: rgba(style.color, 0.22), line: { width: 0 },
+      });
+    }
+    const chance = options.members ? groupChance(g, options.members(g), xOf) : null;
+    const chancePath = chance ? linePath(xs, chance.layer.map((row) => row[t])) : "";
+    if (chancePath) {
+      shapes.push({
+        type: "path", name: "group-chance", xref: "x", yref: "y", layer: "below", path: chancePath,
+        line: Object.assign({ color: style.color }, CHANCE_LINE), opacity: CHANCE_OPACITY,
       });
     }
   }
@@ -432,15 +567,16 @@ export function profileFigure(series, step, measure, lineStyle, options = {}) {
       x: xs,
       y: ys,
       customdata: names.map((name, i) => esc(`${name} (${x.parts[i]})`)),
-      name: esc(`${x.run} · ${xTitle} ${xOf(x)[t]}`),
+      name: esc(`${x.run}${x.baseline ? " (baseline)" : ""} · ${xTitle} ${xOf(x)[t]}`),
       line: style,
       marker: { size: 5, symbol: x.baseline ? "diamond" : "circle" },
       hovertemplate: `${esc(x.run)}<br>%{customdata}<br>depth %{x:.2f}<br>%{text}${hasStats ? "%{hovertext}" : ""}<extra></extra>`,
     };
-    if (hasStats) trace.hovertext = statsHover(L, chance, stderr);
+    if (hasStats) trace.hovertext = statsHover(L, chance, stderr, ys, range);
     traces.push(trace);
     if (stderr) {
-      const path = polygonPath(bandPolygons(xs, ys, stderr));
+      const clipped = range && clipInterval(ys.map((v, i) => v - stderr[i]), ys.map((v, i) => v + stderr[i]), range);
+      const path = polygonPath(clipped ? boundsPolygons(xs, clipped.low, clipped.high) : bandPolygons(xs, ys, stderr));
       if (path) {
         shapes.push({
           type: "path", name: "stderr", xref: "x", yref: "y", layer: "below", path,
@@ -452,7 +588,7 @@ export function profileFigure(series, step, measure, lineStyle, options = {}) {
     if (path) {
       shapes.push({
         type: "path", name: "chance", xref: "x", yref: "y", layer: "below", path,
-        line: { color: style.color, width: 1.2, dash: "dash" }, opacity: 0.8,
+        line: Object.assign({ color: style.color }, CHANCE_LINE), opacity: CHANCE_OPACITY,
       });
     }
   }
@@ -464,6 +600,8 @@ export function profileFigure(series, step, measure, lineStyle, options = {}) {
     legend: { orientation: "h", y: -0.18, yanchor: "top" },
   });
   if (shapes.length) layout.shapes = shapes;
+  const natural = options.fitToData ? null : rangeAxis(range, traces);
+  if (natural) Object.assign(layout.yaxis, natural);
   placeInfinities(traces, layout);
   return { traces, layout };
 }

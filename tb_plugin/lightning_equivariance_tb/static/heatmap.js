@@ -5,6 +5,12 @@
 // the scale's end, hatched, with a "+∞"/"-∞" box on the colour bar. Missing values
 // (a layer not measured at a step) are grey. Every label is drawn with fillText and
 // the tooltip is set with textContent: names from the logs stay plain text.
+//
+// Layout: the rows (cells, layer names, parts) are one canvas in a box that
+// scrolls when it is taller than the height it is given (spec.viewHeight: the
+// window's, or the user's); the step axis above and below that box and the colour
+// bar beside it are canvases of their own that do not scroll, so they stay in
+// view at any scroll position, however many layers there are.
 
 import { el, fmt, isMissing, niceStride, partColor, shorten } from "./util.js";
 
@@ -37,11 +43,35 @@ function buildLut(stops) {
 
 const LUT = buildLut(VIRIDIS);
 
+/** Heights (CSS px) of the step axes above and below the rows, and the room
+ * kept for the rows box's scroll bar. */
+const TOP_AXIS_H = 18;
+const BOTTOM_AXIS_H = 36;
+const SCROLLBAR_W = 16;
+/** Top and bottom margins of the rows canvas, and what heatmapHeight() keeps
+ * beyond the rows (the rows' height is spec.height less this). */
+const ROWS_MARGIN = 4;
+const HEIGHT_EXTRA = 46;
+
+function sizeCanvas(canvas, W, H) {
+  const dpr = window.devicePixelRatio || 1;
+  canvas.width = Math.round(W * dpr);
+  canvas.height = Math.round(H * dpr);
+  canvas.style.width = `${W}px`;
+  canvas.style.height = `${H}px`;
+  const ctx = canvas.getContext("2d");
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  ctx.clearRect(0, 0, W, H);
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, W, H);
+  return ctx;
+}
+
 /** Rows of a layer heatmap are never thinner than this (CSS px): every row label fits. */
 export const MIN_ROW_PX = 14;
 
 /** Height in CSS px of a heatmap of `layers` rows: grows with the layer count
- * (the card scrolls past its maximum height), every row at least MIN_ROW_PX. */
+ * (the rows scroll past the height they are given), every row at least MIN_ROW_PX. */
 export function heatmapHeight(layers) {
   return Math.max(180, MIN_ROW_PX * layers + 54);
 }
@@ -134,13 +164,20 @@ function partBands(parts) {
  *
  * The canvas carries data-rows / data-cols (the matrix drawn) and data-infinite
  * (cells that are ±∞); `canvas.eqHeatmap` is this object, whose row(i) /
- * valueAt(r, c) / colorOf(v) read what is drawn (tests use them).
+ * valueAt(r, c) / colorOf(v) read what is drawn (tests use them). The canvas
+ * scrolls in `rowsBox`; `topAxis`, `bottomAxis` (the steps) and `bar` (the colour
+ * bar) are canvases outside it.
  */
 export class CanvasHeatmap {
   constructor() {
     this.canvas = el("canvas", { class: "eq-canvas" });
     this.tip = el("div", { class: "eq-tip", hidden: true });
-    this.node = el("div", { class: "eq-heat" }, [this.canvas, this.tip]);
+    this.rowsBox = el("div", { class: "eq-plot eq-heat-rows" }, [this.canvas, this.tip]);
+    this.topAxis = el("canvas", { class: "eq-heat-axis eq-heat-axis-top" });
+    this.bottomAxis = el("canvas", { class: "eq-heat-axis eq-heat-axis-bottom" });
+    this.bar = el("canvas", { class: "eq-heat-bar" });
+    // the rows canvas first in the document (the grid places the axes around it)
+    this.node = el("div", { class: "eq-heat" }, [this.rowsBox, this.topAxis, this.bottomAxis, this.bar]);
     this.canvas.eqHeatmap = this;
     this.spec = null;
     this.canvas.addEventListener("mousemove", (e) => this.hover(e));
@@ -173,7 +210,8 @@ export class CanvasHeatmap {
    * height (CSS px), title (first tooltip line), rowKind ("layer" | "channel"),
    * xTitle, notes(r, c) (extra tooltip lines, optional), barTitle (colour bar title,
    * optional), valueLabel (what the cells hold, default "value"), uninformative(r, c)
-   * (cells to grey and hatch, optional)}.
+   * (cells to grey and hatch, optional), viewHeight (CSS px the rows may take before
+   * they scroll, or a function giving it; none: every row shows)}.
    */
   draw(spec, width) {
     this.spec = spec;
@@ -184,43 +222,38 @@ export class CanvasHeatmap {
 
   redraw(width) {
     if (width) this.width = Math.max(320, Math.floor(width));
-    const ctx = this.resetCanvas();
-    const plot = this.layout(ctx);
+    const s = this.spec;
+    this.canvas.dataset.rows = String(s.values.length);
+    this.canvas.dataset.cols = String(s.cols.length);
+    const plot = this.layout(this.canvas.getContext("2d"));
     this.plot = plot;
+    const ctx = sizeCanvas(this.canvas, plot.canvasW, plot.canvasH);
+    this.rowsBox.style.maxHeight = plot.boxH < plot.canvasH ? `${plot.boxH}px` : "";
+    this.rowsBox.style.width = `${plot.canvasW + SCROLLBAR_W}px`;
     this.canvas.dataset.infinite = String(this.drawCells(ctx, plot));
     this.canvas.dataset.uninformative = String(this.drawUninformative(ctx, plot));
-    if (this.spec.parts) this.drawParts(ctx, plot);
+    if (s.parts) this.drawParts(ctx, plot);
     this.drawRowAxis(ctx, plot);
-    this.drawColumnAxis(ctx, plot);
-    this.drawColorBar(ctx, plot);
+    const top = sizeCanvas(this.topAxis, plot.canvasW, TOP_AXIS_H);
+    this.drawColumnAxis(top, plot, TOP_AXIS_H - 1, true);
+    const bottom = sizeCanvas(this.bottomAxis, plot.canvasW, BOTTOM_AXIS_H);
+    this.drawColumnAxis(bottom, plot, 1, false);
+    const bar = sizeCanvas(this.bar, plot.barW, TOP_AXIS_H + plot.boxH + BOTTOM_AXIS_H);
+    this.drawColorBar(bar, plot);
   }
 
-  resetCanvas() {
-    const s = this.spec, canvas = this.canvas;
-    const W = this.width, H = s.height;
-    const dpr = window.devicePixelRatio || 1;
-    canvas.width = Math.round(W * dpr);
-    canvas.height = Math.round(H * dpr);
-    canvas.style.width = `${W}px`;
-    canvas.style.height = `${H}px`;
-    canvas.dataset.rows = String(s.values.length);
-    canvas.dataset.cols = String(s.cols.length);
-    const ctx = canvas.getContext("2d");
-    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-    ctx.clearRect(0, 0, W, H);
-    ctx.fillStyle = "#fff";
-    ctx.fillRect(0, 0, W, H);
-    return ctx;
-  }
-
-  /** Layout: y tick labels | plot | part bars+labels | colour bar + ticks. */
+  /** Layout: y tick labels | plot | part bars+labels in the rows canvas; colour
+   * bar + ticks (+ title) in its own canvas on the right. */
   layout(ctx) {
     const s = this.spec;
     const rows = s.values.length, cols = s.cols.length;
     ctx.font = TICK_FONT;
-    const top = 8, bottom = 38;
-    const ph = Math.max(20, s.height - top - bottom);
+    const top = ROWS_MARGIN;
+    const ph = Math.max(20, s.height - HEIGHT_EXTRA);
     const rowH = rows ? ph / rows : ph;
+    const canvasH = top + ph + ROWS_MARGIN;
+    const wanted = typeof s.viewHeight === "function" ? s.viewHeight() : s.viewHeight;
+    const boxH = wanted ? Math.max(120, Math.min(canvasH, Math.floor(wanted))) : canvasH;
     // Layer rows: every label (the height grows with the layer count); channel
     // rows may be thinner than a label and are labelled at a stride.
     const yStride = s.rowKind === "channel" ? Math.max(1, Math.ceil(12 / rowH)) : 1;
@@ -230,13 +263,18 @@ export class CanvasHeatmap {
     const labelW = Math.min(220, Math.max(16, ...yText.map((t) => ctx.measureText(t).width)));
     const left = 22 + labelW + 6;
     const partsW = s.parts ? 52 : 0;
-    const bar = barTicksWithEnds(s.zmin, s.zmax, Math.max(4, Math.floor(Math.min(ph, 400) / 30)));
+    const barPh = boxH - 2 * ROWS_MARGIN;
+    const bar = barTicksWithEnds(s.zmin, s.zmax, Math.max(4, Math.floor(Math.min(barPh, 400) / 30)));
     const barTicks = bar.ticks, barText = bar.texts;
     const barLabelW = Math.max(24, ...barText.map((t) => ctx.measureText(t).width), ctx.measureText("+∞").width);
     const barTitleW = s.barTitle ? 16 : 0;
-    const right = 8 + partsW + 12 + 4 + barLabelW + 6 + barTitleW;
-    const pw = Math.max(40, this.width - left - right);
-    return { left, top, pw, ph, rows, cols, rowH, yTicks, yText, partsW, barTicks, barText, barLabelW };
+    const barW = Math.ceil(8 + 12 + 4 + barLabelW + 6 + barTitleW + 4);
+    const canvasW = Math.max(200, this.width - barW - SCROLLBAR_W);
+    const pw = Math.max(40, canvasW - left - 8 - partsW);
+    return {
+      left, top, pw, ph, rows, cols, rowH, yTicks, yText, partsW, barTicks, barText, barLabelW,
+      canvasW, canvasH, boxH, barW, barTop: TOP_AXIS_H + ROWS_MARGIN, barPh,
+    };
   }
 
   /** Cells: one pixel per cell, scaled up; ±∞ hatched. Returns the ±∞ count. */
@@ -375,16 +413,17 @@ export class CanvasHeatmap {
     ctx.restore();
   }
 
-  /** X ticks (epochs): nice strides, at least 40 px apart, and the title. */
-  drawColumnAxis(ctx, p) {
+  /** X ticks (epochs) on an axis canvas, its line at `y0`: nice strides, at least
+   * 40 px apart; below the line with the title, or above it (`up`, no title). */
+  drawColumnAxis(ctx, p, y0, up) {
     const s = this.spec;
-    const { left, top, pw, ph, cols } = p;
+    const { left, pw, cols } = p;
     ctx.font = TICK_FONT;
     ctx.fillStyle = "#424242";
     ctx.strokeStyle = "#9e9e9e";
     ctx.lineWidth = 1;
     ctx.textAlign = "center";
-    ctx.textBaseline = "top";
+    ctx.textBaseline = up ? "bottom" : "top";
     const colW = cols ? pw / cols : pw;
     const stride = niceStride(Math.max(1, Math.ceil(cols / Math.max(2, Math.floor(pw / 44)))));
     let lastX = -Infinity, lastBucket = null;
@@ -394,24 +433,26 @@ export class CanvasHeatmap {
       const x = left + (c + 0.5) * colW;
       if (bucket !== lastBucket && x - lastX >= 40) {
         ctx.beginPath();
-        ctx.moveTo(x, top + ph);
-        ctx.lineTo(x, top + ph + 4);
+        ctx.moveTo(x, y0);
+        ctx.lineTo(x, up ? y0 - 4 : y0 + 4);
         ctx.stroke();
-        ctx.fillText(String(label), x, top + ph + 5);
+        ctx.fillText(String(label), x, up ? y0 - 5 : y0 + 5);
         lastX = x;
         lastBucket = bucket;
       }
     }
+    if (up) return;
     ctx.font = TITLE_FONT;
     ctx.fillStyle = "#616161";
-    ctx.fillText(s.xTitle || "epoch", left + pw / 2, top + ph + 21);
+    ctx.fillText(s.xTitle || "epoch", left + pw / 2, y0 + 20);
   }
 
-  /** Colour bar; ±∞ get boxes beyond its ends. */
+  /** Colour bar on its own canvas, beside the visible rows; ±∞ get boxes beyond its ends. */
   drawColorBar(ctx, p) {
     const s = this.spec;
-    const { left, top, pw, ph, partsW, barTicks, barText } = p;
-    const bx = left + pw + 8 + partsW;
+    const { barTicks, barText } = p;
+    const top = p.barTop, ph = p.barPh;
+    const bx = 8;
     const posBox = this.hasValue(Infinity), negBox = this.hasValue(-Infinity);
     const boxH = 12, gap = 9;
     const barTop = top + (posBox ? boxH + gap : 0);
@@ -497,9 +538,10 @@ export class CanvasHeatmap {
     this.tip.hidden = false;
     const box = this.canvas.getBoundingClientRect();
     const x = event.clientX - box.left, y = event.clientY - box.top;
-    const flip = x > this.width - 260;
+    const W = this.plot.canvasW;
+    const flip = x > W - 260;
     this.tip.style.left = flip ? "" : `${x + 14}px`;
-    this.tip.style.right = flip ? `${this.width - x + 14}px` : "";
+    this.tip.style.right = flip ? `${W - x + 14}px` : "";
     this.tip.style.top = `${Math.max(0, y - 10)}px`;
   }
 }

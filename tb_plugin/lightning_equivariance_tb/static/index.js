@@ -30,6 +30,7 @@ export {
   bandPolygons, boundsPolygons, channelBarsFigure, curvesFigures, finiteRuns, groupLine, integerAxis, profileFigure,
   spearmanFigures, spearmanMarkerNote, statTraces,
 } from "./charts.js";
+export { clipInterval, declaredRange, groupChance, rangeAxis } from "./charts.js";
 export { barTicksWithEnds, heatmapHeight } from "./heatmap.js";
 
 function loadStyle() {

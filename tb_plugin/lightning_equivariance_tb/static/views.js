@@ -188,6 +188,23 @@ export class Views {
     };
   }
 
+  /** CSS px a heatmap's rows may take before they scroll: the user's choice, or
+   * what the window leaves below the toolbar, the card's title and the step axes
+   * (the whole heatmap in view); null: every row shows ("all rows"). */
+  heatmapViewHeight() {
+    const chosen = this.app.state.heatHeight;
+    if (chosen === "all") return null;
+    if (Number(chosen) > 0) return Number(chosen);
+    return Math.max(200, window.innerHeight - 150);
+  }
+
+  /** Height reserved for a heatmap card's plot before it is drawn (no jumps). */
+  heatmapBoxHeight(layers) {
+    const rows = heatmapHeight(layers) - 38;
+    const view = this.heatmapViewHeight();
+    return (view ? Math.min(rows, view) : rows) + 54;
+  }
+
   renderHeatmaps(generation) {
     const loaded = this.app.loadedSeries();
     const mode = this.heatmapMode(loaded);
@@ -226,8 +243,7 @@ export class Views {
         card.classList.add("eq-heatmap-group");
         card.dataset.group = g.name;
         card.dataset.runs = String(g.runs.length);
-        card.plot.style.minHeight = `${Math.min(heatmapHeight(g.layers.length), 640)}px`;
-        card.plot.classList.add("eq-scroll");
+        card.plot.style.minHeight = `${this.heatmapBoxHeight(g.layers.length)}px`;
         plots.push([card, null, g]);
         return id;
       });
@@ -246,8 +262,7 @@ export class Views {
         card.dataset.run = x.run;
         card.dataset.rows = String(x.layers.length);
         card.dataset.cols = String(x.steps.length);
-        card.plot.style.minHeight = `${Math.min(heatmapHeight(x.layers.length), 640)}px`;
-        card.plot.classList.add("eq-scroll");
+        card.plot.style.minHeight = `${this.heatmapBoxHeight(x.layers.length)}px`;
         plots.push([card, x]);
         return id;
       }));
@@ -265,6 +280,7 @@ export class Views {
           zmax: range.hi,
           reverse: g.higher_is_better === false,
           height: heatmapHeight(g.layers.length),
+          viewHeight: () => this.heatmapViewHeight(),
           title: `${g.name} (group mean of ${plural(g.runs.length, "run")})`,
           rowKind: "layer",
           xTitle: word,
@@ -285,6 +301,7 @@ export class Views {
         zmax: range.hi,
         reverse: mode.reverse(x),
         height: heatmapHeight(x.layers.length),
+        viewHeight: () => this.heatmapViewHeight(),
         title: x.run,
         rowKind: "layer",
         xTitle: word,
@@ -327,7 +344,21 @@ export class Views {
   groupsNote(groups) {
     if (!groups.length) return "";
     return `; thick lines: group means (${groups.map((g) => `${g.name}: ${plural(g.runs.length, "run")}`).join(", ")}), ` +
-      `shaded: ${this.app.intervalLabel}, dashed: baseline groups`;
+      `shaded: ${this.app.intervalLabel}, dotted in the group's colour: its runs' mean chance level, ` +
+      "dashed: baseline groups";
+  }
+
+  /** The loaded series of a group's runs (its mean chance level is theirs). */
+  groupMembers(g) {
+    return g.runs.map((run) => this.app.series.get(run)).filter(Boolean);
+  }
+
+  /** Subtitle words about the y axis of a bounded measure ("" for others). */
+  rangeNote() {
+    const range = FIXED_RANGES[this.app.state.measure];
+    if (!range) return "";
+    return this.app.state.fitY ? "; y axis fitted to the data"
+      : `; y axis: the measure's range ${range[0]} to ${range[1]} (intervals clipped to it)`;
   }
 
   renderCurves() {
@@ -336,13 +367,15 @@ export class Views {
     const { perPart, perLayer } = curvesFigures(
       runs, layers, this.app.knownParts, this.app.state.measure, (run) => this.app.lineStyle(run), {
         groups, groupStyle: (g) => this.app.groupStyle(g), interval: this.app.intervalLabel, sharedY: this.app.state.sharedY,
-        xOf: (x) => this.app.xValues(x), xTitle: this.app.xLabel(),
+        xOf: (x) => this.app.xValues(x), xTitle: this.app.xLabel(), members: (g) => this.groupMembers(g),
+        fitToData: this.app.state.fitY,
       });
     let partDiv, layerDiv;
-    const shared = this.app.state.sharedY ? "; one y-range for all panels" : "";
+    const shared = (this.app.state.sharedY ? "; one y-range for all panels" : "") + this.rangeNote();
     this.withCards((container) => {
       partDiv = this.card(container, "curves-parts", "Per part",
-        "mean over the part's measured layers (Early / Middle / Late split the feature maps before pooling); thin dashed: chance level, band: ± stderr" +
+        "mean over the part's measured layers (Early / Middle / Late split the feature maps before pooling); " +
+        "solid with dots: values, dashed with diamonds: baseline runs, dotted: chance level, band: ± stderr" +
         this.groupsNote(groups) + shared).plot;
       layerDiv = this.card(container, "curves-layers", "Selected layers",
         (layers.length ? "" : "no layer selected") + this.groupsNote(groups).replace(/^; /, layers.length ? "" : "; ") + shared).plot;
@@ -359,13 +392,14 @@ export class Views {
     const figure = profileFigure(runs, step, this.app.state.measure, (run) => this.app.lineStyle(run), {
       groups, groupStyle: (g) => this.app.groupStyle(g), interval: this.app.intervalLabel,
       xOf: (x) => this.app.xValues(x), xTitle: word, groupX: step == null ? null : this.app.xAtStep(step),
+      members: (g) => this.groupMembers(g), fitToData: this.app.state.fitY,
     });
     let div;
     const title = step == null ? `at the latest ${word}` : `at ${word} ${this.app.xAtStep(step)}`;
     this.withCards((container) => {
       div = this.card(container, "profile", `Layer profile ${title}`,
-        "x: relative depth (0 = first measured layer, 1 = last); dashed: baseline runs; thin dashed: chance level, band: ± stderr" +
-        this.groupsNote(groups)).plot;
+        "x: relative depth (0 = first measured layer, 1 = last); dashed with diamonds: baseline runs; " +
+        "dotted: chance level, band: ± stderr" + this.groupsNote(groups) + this.rangeNote()).plot;
       return ["profile"];
     });
     react(div, figure, PLOT_CONFIG);
