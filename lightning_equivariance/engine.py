@@ -588,6 +588,12 @@ class Measurement:
                             informative=d.get("informative"),
                             stderr=d.get("stderr"),
                             best=_best_value(MEASURES[measure_name]),
+                            margin=d.get("margin"),
+                            margin_stderr=d.get("margin_stderr"),
+                            margin_low=d.get("margin_low"),
+                            significant=d.get("significant"),
+                            margin_pairs=int(d.get("margin_pairs") or 0),
+                            significance_reason=d.get("significance_reason"),
                         )
                     )
         selected = [n for n, _ in self.layers]
@@ -693,7 +699,8 @@ def measure(
 
     Returns:
         MeasureReport: ``report.to_dataframe()`` has columns ``layer, index, part, kind, layout,
-            measure, group, value, left_out, non_finite, chance, above_chance, informative, stderr``.
+            measure, group, value, left_out, non_finite, chance, above_chance, informative, stderr,
+            margin, margin_stderr, margin_low, significant``.
 
     Example::
 

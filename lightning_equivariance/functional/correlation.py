@@ -41,7 +41,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
-from .moments import image_moments, partner_pairs, sample_keep
+from .moments import kept_image_scores, margin_moments, moments_of, partner_pairs, sample_keep
 from .moves import moved_maps
 
 __all__ = [
@@ -392,12 +392,14 @@ def _correlation_sums(
     Returns ``count`` and ``left_out`` (valid pairs ``m x C``, dead pairs ``m``), ``kept`` (the
     counted images), ``chance_count`` (``m x C``, ``None`` without ``partner`` or chance scores)
     and ``chance_left_out`` (the kept images without a chance term), and per name a dict with
-    ``score_sum`` (``m x C``), ``image_moments`` (``3``) and ``chance_sum`` (``m x C`` or ``None``).
+    ``score_sum`` (``m x C``), ``image_moments`` (``3``), ``chance_sum`` (``m x C`` or ``None``) and
+    ``pair_moments`` (``3`` or ``None``: the pair margins' ``(n, mean, M2)``, docs/measures.md §7).
     """
     stacked = torch.stack([scores[n] for n in names])
     valid = scores["valid"]
     score_sum, count, dead = _correlation_update(stacked, valid, sample_mask)
-    moments = image_moments(stacked, valid, sample_mask)
+    own, own_counted = kept_image_scores(stacked, valid, sample_mask)
+    moments = moments_of(own, own_counted)
     b = valid.shape[1]
     kept = (
         torch.full((), float(b), dtype=torch.float64, device=valid.device)
@@ -405,16 +407,19 @@ def _correlation_sums(
         else sample_mask.to(device=valid.device, dtype=torch.bool).sum(dtype=torch.float64)
     )
     out: Dict[str, Any] = {"count": count, "left_out": dead, "kept": kept, "chance_count": None, "chance_left_out": kept}
-    chance_sum = [None] * len(names)
+    chance_sum = pair_moments = [None] * len(names)
     if partner is not None and "chance_valid" in scores:
         # an image has a chance term when it counts, has a partner here, and the partner counts
-        _, paired = partner_pairs(partner.to(valid.device), b, sample_mask)
+        index, paired = partner_pairs(partner.to(valid.device), b, sample_mask)
         chance = torch.stack([scores["chance_" + n] for n in names])
         sums, out["chance_count"], _ = _correlation_update(chance, scores["chance_valid"], paired)
         out["chance_left_out"] = kept - paired.sum(dtype=torch.float64)
         chance_sum = list(sums)
+        # the margin's interval (docs/measures.md §7): c_i pooled as s_i, then D_k per scored pair
+        pair_moments = list(margin_moments(own, own_counted, *kept_image_scores(chance, scores["chance_valid"], paired), index))
     for k, name in enumerate(names):
-        out[name] = {"score_sum": score_sum[k], "image_moments": moments[k], "chance_sum": chance_sum[k]}
+        out[name] = {"score_sum": score_sum[k], "image_moments": moments[k], "chance_sum": chance_sum[k],
+                     "pair_moments": pair_moments[k]}
     return out
 
 

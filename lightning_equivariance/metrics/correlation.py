@@ -19,6 +19,11 @@ Honest numbers (docs/measures.md §7):
   chunks and, through a callable ``dist_reduce_fx``, over processes; ``std(s_i, ddof=1) /
   sqrt(n)``, ``None`` below 2 images. When live-channel counts differ between images the
   value (pooled over valid pairs) is not exactly the mean of the ``s_i``.
+* ``margin`` (``value - chance``) and its one-sided 95% interval: ``pair_moments`` holds
+  ``(n, mean, M2)`` of the pair margins ``D_k = (d_2k + d_2k+1) / 2``, ``d_i = s_i - c_i`` (``c_i``
+  the image's chance score, pooled as ``s_i``), over the pairs with both images scored, merged
+  as ``image_moments``; ``compute_details()`` adds ``margin``, ``margin_stderr``, ``margin_low``,
+  ``significant``, ``margin_pairs`` and ``significance_reason``.
 
 Left-out images (docs/measures.md §1.7): ``update(..., sample_mask=...)`` and
 ``LayerContext.sample_mask`` leave images out of every sum and count. The mask is applied
@@ -75,6 +80,7 @@ class _CorrelationMeasure(LayerMetric):
     chance_count: torch.Tensor
     chance_left_out: torch.Tensor
     image_moments: torch.Tensor
+    pair_moments: torch.Tensor
 
     def __init__(self, num_elements: int, num_channels: int, similarity: str = "pearson", **kwargs: Any):
         super().__init__(**kwargs)
@@ -92,6 +98,8 @@ class _CorrelationMeasure(LayerMetric):
         self.add_state("chance_left_out", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         # (n, mean, M2) of the images' own scores, merged with Chan's update (also across processes)
         self.add_state("image_moments", torch.zeros(3, dtype=torch.float64), dist_reduce_fx=merge_moments)
+        # (n, mean, M2) of the pair margins D_k (the margin's interval), merged the same way
+        self.add_state("pair_moments", torch.zeros(3, dtype=torch.float64), dist_reduce_fx=merge_moments)
         # The validity mask of a layer is fixed by the group and the layer's shape: in
         # update(ctx) its "at least 2 positions" check (a host read) runs on the first chunk only.
         self._position_mask_checked = False
@@ -120,6 +128,7 @@ class _CorrelationMeasure(LayerMetric):
         if mine["chance_sum"] is not None:
             self.chance_sum += mine["chance_sum"]
             self.chance_count += sums["chance_count"]
+            self.pair_moments.copy_(combine_moments(self.pair_moments, mine["pair_moments"]))
 
     def _update_tensors(
         self,
@@ -192,7 +201,7 @@ class _CorrelationMeasure(LayerMetric):
             "stderr": stderr_from_moments(self.image_moments),
         }
         chance = chance_per_element(self.chance_sum, self.chance_count)
-        out.update(chance_details(out["value"], chance, True, self.chance_left_out))
+        out.update(chance_details(out["value"], chance, True, self.chance_left_out, self.pair_moments))
         return out
 
 

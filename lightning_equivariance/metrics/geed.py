@@ -16,7 +16,10 @@ the same cosine sums against the partner's ``T'_g a`` (``LayerContext.partner``,
 ``update(..., partner=)``; on vectors the partner's orbit average), with
 ``chance``, ``chance_per_element``, ``above_chance = (c - v) / (1 + c)`` (``None`` and
 ``informative`` False when ``c < -0.95``) and ``chance_left_out`` (images without a partner) in
-``compute_details()``. The other variants report those keys as missing.
+``compute_details()``, and the margin ``chance - value`` with its one-sided 95% interval
+(``pair_moments``: the pair margins ``D_k`` with ``d_i = c_i - s_i``, merged as ``image_moments``;
+``margin``, ``margin_stderr``, ``margin_low``, ``significant``). The other variants report those
+keys as missing.
 
 Left-out images (docs/measures.md §1.7): every ``update`` takes an optional
 ``sample_mask`` (``b`` booleans on the activations' device, True = the image counts) and
@@ -56,6 +59,9 @@ from ..functional.geed import (
 )
 from ..functional.moments import (
     image_moments,
+    kept_image_scores,
+    margin_moments,
+    moments_of,
     chance_details,
     chance_per_element,
     combine_moments,
@@ -145,6 +151,7 @@ class GEEDChannel(_GEED):
     chance_count: torch.Tensor
     chance_left_out: torch.Tensor
     image_moments: torch.Tensor
+    pair_moments: torch.Tensor
 
     def __init__(self, num_elements: int, num_channels: int, **kwargs: Any):
         super().__init__(**kwargs)
@@ -158,6 +165,8 @@ class GEEDChannel(_GEED):
         self.add_state("chance_count", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("chance_left_out", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
         self._add_moments_state()
+        # (n, mean, M2) of the pair margins D_k (the margin's interval), merged as image_moments
+        self.add_state("pair_moments", torch.zeros(3, dtype=torch.float64), dist_reduce_fx=merge_moments)
 
     @classmethod
     def for_layer(cls, ctx: LayerContext, **_: Any) -> "GEEDChannel":
@@ -190,7 +199,8 @@ class GEEDChannel(_GEED):
         self.score_sum += s
         self.count += n
         self.left_out += dead.sum(1)
-        self._add_image_moments(-cosine, valid, sample_mask)
+        own, own_counted = kept_image_scores(-cosine, valid, sample_mask)  # G-EED per image: -cos
+        self.image_moments.copy_(combine_moments(self.image_moments, moments_of(own, own_counted)))
         b = cosine.shape[1]
         kept = (
             torch.full((), float(b), dtype=torch.float64, device=cosine.device)
@@ -201,11 +211,15 @@ class GEEDChannel(_GEED):
             self.chance_left_out += kept  # no partner tensor: no image has a chance term
             return
         # an image has a chance term when it counts, has a partner here, and the partner counts
-        _, paired = partner_pairs(partner.to(cosine.device), b, sample_mask)
+        index, paired = partner_pairs(partner.to(cosine.device), b, sample_mask)
         cs, cn, _ = _scores_update(out["chance_cosine"], out["chance_valid"], paired)
         self.chance_sum += cs
         self.chance_count += cn
         self.chance_left_out += kept - paired.sum(dtype=torch.float64)
+        # the margin's interval (docs/measures.md §7): lower is better, so d_i = c_i - s_i
+        chance = kept_image_scores(-out["chance_cosine"], out["chance_valid"], paired)
+        pairs = margin_moments(own, own_counted, *chance, index, higher_is_better=False)
+        self.pair_moments.copy_(combine_moments(self.pair_moments, pairs))
 
     def _update_context(self, ctx: LayerContext) -> None:
         partner = ctx.partner
@@ -234,7 +248,8 @@ class GEEDChannel(_GEED):
             "stderr": stderr_from_moments(self.image_moments),
         }
         chance = chance_per_element(self.chance_sum, self.chance_count)
-        out.update(chance_details(out["value"], None if chance is None else -chance, False, self.chance_left_out))
+        out.update(chance_details(out["value"], None if chance is None else -chance, False, self.chance_left_out,
+                                  self.pair_moments))
         return out
 
 
