@@ -326,8 +326,9 @@ class MeasureReport:
         Readable at real sizes (60-70 layers): the figure grows with the layer count, every
         layer is labelled (smaller labels for many layers), and the legend sits outside the
         axes, to their right. ``chance``: each series' chance level (docs/measures.md §7),
-        where it has one, as a dashed line of the series' colour, and its standard errors as
-        a band.
+        where it has one, as a dashed line of the series' colour, its standard errors as
+        a band, and the layers not significantly above chance (``significant`` False) as
+        hollow markers.
         """
         try:
             import matplotlib.pyplot as plt
@@ -339,6 +340,7 @@ class MeasureReport:
             fig, ax = plt.subplots(figsize=(max(8.0, 3.0 + 0.2 * n_layers), 4.5 if n_layers <= 30 else 5.5))
         else:
             fig = ax.figure
+        not_significant_labelled = False
         for s in series:
             x = np.arange(len(s.layers))
             values = np.asarray(s.values, dtype=np.float64)
@@ -346,6 +348,13 @@ class MeasureReport:
                               label=f"{s.measure} / {s.group}")
             if not chance:
                 continue
+            if s.significant is not None:  # layers not significantly above chance: hollow markers
+                weak = np.asarray(s.significant, dtype=np.float64) == 0
+                if weak.any():
+                    ax.plot(x[weak], values[weak], linestyle="none", marker="o", markersize=7 if n_layers <= 30 else 5,
+                            markerfacecolor="white", markeredgecolor=line.get_color(), zorder=line.get_zorder() + 0.1,
+                            label=None if not_significant_labelled else "not significantly above chance")
+                    not_significant_labelled = True
             if s.stderr is not None:
                 err = np.asarray(s.stderr, dtype=np.float64)
                 ok = np.isfinite(values) & np.isfinite(err)

@@ -41,7 +41,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
-from .moments import kept_image_scores, margin_moments, moments_of, partner_pairs, sample_keep
+from .moments import kept_image_scores, moments_of, pair_margins, partner_pairs, sample_keep
 from .moves import moved_maps
 
 __all__ = [
@@ -392,14 +392,13 @@ def _correlation_sums(
     Returns ``count`` and ``left_out`` (valid pairs ``m x C``, dead pairs ``m``), ``kept`` (the
     counted images), ``chance_count`` (``m x C``, ``None`` without ``partner`` or chance scores)
     and ``chance_left_out`` (the kept images without a chance term), and per name a dict with
-    ``score_sum`` (``m x C``), ``image_moments`` (``3``), ``chance_sum`` (``m x C`` or ``None``) and
-    ``pair_moments`` (``3`` or ``None``: the pair margins' ``(n, mean, M2)``, docs/measures.md §7).
+    ``score_sum`` (``m x C``), ``moments`` (``2 x 3``: the ``(n, mean, M2)`` of the images' own
+    scores and of the pair margins ``D_k``, docs/measures.md §7; the second ``(0, 0, 0)`` without
+    a chance level) and ``chance_sum`` (``m x C`` or ``None``).
     """
     stacked = torch.stack([scores[n] for n in names])
     valid = scores["valid"]
     score_sum, count, dead = _correlation_update(stacked, valid, sample_mask)
-    own, own_counted = kept_image_scores(stacked, valid, sample_mask)
-    moments = moments_of(own, own_counted)
     b = valid.shape[1]
     kept = (
         torch.full((), float(b), dtype=torch.float64, device=valid.device)
@@ -407,19 +406,25 @@ def _correlation_sums(
         else sample_mask.to(device=valid.device, dtype=torch.bool).sum(dtype=torch.float64)
     )
     out: Dict[str, Any] = {"count": count, "left_out": dead, "kept": kept, "chance_count": None, "chance_left_out": kept}
-    chance_sum = pair_moments = [None] * len(names)
+    chance_sum = [None] * len(names)
     if partner is not None and "chance_valid" in scores:
         # an image has a chance term when it counts, has a partner here, and the partner counts
         index, paired = partner_pairs(partner.to(valid.device), b, sample_mask)
         chance = torch.stack([scores["chance_" + n] for n in names])
-        sums, out["chance_count"], _ = _correlation_update(chance, scores["chance_valid"], paired)
+        chance_valid = scores["chance_valid"]
+        sums, out["chance_count"], _ = _correlation_update(chance, chance_valid, paired)
         out["chance_left_out"] = kept - paired.sum(dtype=torch.float64)
         chance_sum = list(sums)
-        # the margin's interval (docs/measures.md §7): c_i pooled as s_i, then D_k per scored pair
-        pair_moments = list(margin_moments(own, own_counted, *kept_image_scores(chance, scores["chance_valid"], paired), index))
+        # the margin's interval (docs/measures.md §7): c_i pooled as s_i, then D_k per scored pair;
+        # the moments of s_i and of D_k in one pass (k x 2 x 3)
+        own, own_counted = kept_image_scores(stacked, valid, sample_mask)
+        margins, first = pair_margins(own, own_counted, *kept_image_scores(chance, chance_valid, paired), index)
+        moments = moments_of(torch.stack([own, margins], -2), torch.stack([own_counted, first]))
+    else:
+        moments = moments_of(*kept_image_scores(stacked, valid, sample_mask))
+        moments = torch.stack([moments, torch.zeros_like(moments)], -2)  # no pair: (0, 0, 0)
     for k, name in enumerate(names):
-        out[name] = {"score_sum": score_sum[k], "image_moments": moments[k], "chance_sum": chance_sum[k],
-                     "pair_moments": pair_moments[k]}
+        out[name] = {"score_sum": score_sum[k], "moments": moments[k], "chance_sum": chance_sum[k]}
     return out
 
 

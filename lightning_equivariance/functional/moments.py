@@ -45,6 +45,7 @@ __all__ = [
     "chance_per_element",
     "chance_details",
     "margin_moments",
+    "pair_margins",
     "margin_details",
     "no_chance",
     "MIN_ROOM",
@@ -100,15 +101,15 @@ def kept_image_scores(
     return per_image_scores(score, valid if keep is None else valid & keep)
 
 
-def margin_moments(
+def pair_margins(
     own: torch.Tensor,
     own_counted: torch.Tensor,
     chance: torch.Tensor,
     chance_counted: torch.Tensor,
     index: torch.Tensor,
     higher_is_better: bool = True,
-) -> torch.Tensor:
-    """Mergeable ``(n, mean, M2)`` of the pair margins ``D_k`` of a chunk (docs/measures.md §7).
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The pair margins ``D_k`` of a chunk and which of them count (docs/measures.md §7).
 
     Args:
         own: ``[k x] b`` images' own scores ``s_i`` (:func:`per_image_scores`).
@@ -119,16 +120,29 @@ def margin_moments(
             :func:`partner_pairs` returns it.
         higher_is_better: ``d_i = s_i - c_i`` when True, ``c_i - s_i`` when False.
 
-    ``D_k = (d_i + d_j) / 2`` for each pair ``i < j`` of mutual partners that are both scored
-    (``s`` and ``c`` exist for both); each pair counts once. Returns ``[k x] 3`` (float64), no host read.
+    Returns:
+        ``(D, first)``: ``D`` (``[k x] b``) is ``(d_i + d_partner(i)) / 2`` for every image, and
+        ``first`` (``b`` booleans) marks one image of each pair ``i < j`` of mutual partners that
+        are both scored (``s`` and ``c`` exist for both), so that each pair counts once:
+        ``moments_of(D, first)`` summarises the chunk's ``D_k``. No host read.
     """
     d = own - chance if higher_is_better else chance - own
     scored = own_counted & chance_counted
-    b = scored.shape[-1]
-    here = torch.arange(b, device=index.device)
-    # the first image of every pair whose two images are scored, pairs read only once
+    here = torch.arange(scored.shape[-1], device=index.device)
     first = scored & scored.index_select(0, index) & (here < index) & (index.index_select(0, index) == here)
-    return moments_of((d + d.index_select(-1, index)) * 0.5, first)
+    return (d + d.index_select(-1, index)) * 0.5, first
+
+
+def margin_moments(
+    own: torch.Tensor,
+    own_counted: torch.Tensor,
+    chance: torch.Tensor,
+    chance_counted: torch.Tensor,
+    index: torch.Tensor,
+    higher_is_better: bool = True,
+) -> torch.Tensor:
+    """Mergeable ``(n, mean, M2)`` (``[k x] 3``) of the chunk's pair margins :func:`pair_margins`."""
+    return moments_of(*pair_margins(own, own_counted, chance, chance_counted, index, higher_is_better))
 
 
 def moments_of(values: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -137,16 +151,19 @@ def moments_of(values: torch.Tensor, weight: Optional[torch.Tensor] = None) -> t
     Two passes in float64 with the compensation term of the corrected two-pass algorithm
     (``M2 = sum d^2 - (sum d)^2 / n``, ``d = x - mean``): exact to round-off even when the
     values agree to many digits. No host read: an empty batch gives ``(0, 0, 0)``. Leading
-    axes of ``values`` (``k x b``: several measures at once) give ``k x 3``.
+    axes of ``values`` (``k x b``: several measures at once) give ``k x 3``; ``weight`` may
+    have leading axes too (``j x b``: a weight per row, broadcasting against ``values``).
     """
     x = values.to(torch.float64)
     zero = torch.zeros((), dtype=torch.float64, device=x.device)
     if weight is None:
         n = torch.full(x.shape[:-1], float(x.shape[-1]), dtype=torch.float64, device=x.device)
     else:
-        w = weight.to(device=x.device, dtype=torch.bool).reshape(x.shape[-1])
+        w = weight.to(device=x.device, dtype=torch.bool)
+        if w.dim() == 0 or w.shape[-1] != x.shape[-1]:
+            w = w.reshape(x.shape[-1])
         x = torch.where(w, x, zero)  # also drops NaN/Inf of left-out entries
-        n = w.sum(dtype=torch.float64).expand(x.shape[:-1])
+        n = w.sum(-1, dtype=torch.float64).expand(x.shape[:-1])
     safe = n.clamp_min(1)
     mean = x.sum(-1) / safe
     d = x - mean.unsqueeze(-1)
@@ -288,8 +305,9 @@ def margin_details(margin: Optional[float], pair_moments: Optional[torch.Tensor]
            "margin_pairs": 0, "significance_reason": None}
     if margin is None:
         return out
-    pairs = 0 if pair_moments is None else int(round(float(merge_moments(pair_moments)[0]) if pair_moments.dim() > 1
-                                                     else float(pair_moments[0])))
+    if pair_moments is not None and pair_moments.dim() > 1:  # gathered but not yet reduced: merge first
+        pair_moments = merge_moments(pair_moments)
+    pairs = 0 if pair_moments is None else int(round(float(pair_moments[0])))
     out.update(margin=float(margin), margin_pairs=pairs, significant=False)
     se = None if pair_moments is None else stderr_from_moments(pair_moments)
     if se is None:

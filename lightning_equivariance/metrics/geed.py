@@ -6,7 +6,8 @@ of :class:`GEEDLatentL2` (see there) and ``image_moments``. Larger values mean *
 equivariant (``higher_is_better = False``). ``value`` is the mean over the group's
 non-identity elements of the per-element G-EED (docs/measures.md §3); ``per_element`` holds those.
 
-Honest numbers (docs/measures.md §7). Every variant keeps ``image_moments``, the
+Honest numbers (docs/measures.md §7). Every variant keeps ``image_moments`` (``moments[0]`` in
+:class:`GEEDChannel`), the
 ``(n, mean, M2)`` of the images' own scores ``s_i`` (the mean over elements of image ``i``'s
 mean over its valid channels), merged with Chan's parallel update over chunks and, through a
 callable ``dist_reduce_fx``, over processes; ``compute_details()["stderr"]`` is
@@ -17,7 +18,7 @@ the same cosine sums against the partner's ``T'_g a`` (``LayerContext.partner``,
 ``chance``, ``chance_per_element``, ``above_chance = (c - v) / (1 + c)`` (``None`` and
 ``informative`` False when ``c < -0.95``) and ``chance_left_out`` (images without a partner) in
 ``compute_details()``, and the margin ``chance - value`` with its one-sided 95% interval
-(``pair_moments``: the pair margins ``D_k`` with ``d_i = c_i - s_i``, merged as ``image_moments``;
+(``moments[1]``: the pair margins ``D_k`` with ``d_i = c_i - s_i``, merged as ``image_moments``;
 ``margin``, ``margin_stderr``, ``margin_low``, ``significant``). The other variants report those
 keys as missing.
 
@@ -60,8 +61,8 @@ from ..functional.geed import (
 from ..functional.moments import (
     image_moments,
     kept_image_scores,
-    margin_moments,
     moments_of,
+    pair_margins,
     chance_details,
     chance_per_element,
     combine_moments,
@@ -150,8 +151,7 @@ class GEEDChannel(_GEED):
     chance_sum: torch.Tensor
     chance_count: torch.Tensor
     chance_left_out: torch.Tensor
-    image_moments: torch.Tensor
-    pair_moments: torch.Tensor
+    moments: torch.Tensor
 
     def __init__(self, num_elements: int, num_channels: int, **kwargs: Any):
         super().__init__(**kwargs)
@@ -164,9 +164,9 @@ class GEEDChannel(_GEED):
         self.add_state("chance_sum", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("chance_count", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("chance_left_out", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self._add_moments_state()
-        # (n, mean, M2) of the pair margins D_k (the margin's interval), merged as image_moments
-        self.add_state("pair_moments", torch.zeros(3, dtype=torch.float64), dist_reduce_fx=merge_moments)
+        # (n, mean, M2) of the images' own scores (row 0, the stderr) and of the pair margins D_k
+        # (row 1, the margin's interval), merged with Chan's update (also across processes)
+        self.add_state("moments", torch.zeros(2, 3, dtype=torch.float64), dist_reduce_fx=merge_moments)
 
     @classmethod
     def for_layer(cls, ctx: LayerContext, **_: Any) -> "GEEDChannel":
@@ -200,7 +200,6 @@ class GEEDChannel(_GEED):
         self.count += n
         self.left_out += dead.sum(1)
         own, own_counted = kept_image_scores(-cosine, valid, sample_mask)  # G-EED per image: -cos
-        self.image_moments.copy_(combine_moments(self.image_moments, moments_of(own, own_counted)))
         b = cosine.shape[1]
         kept = (
             torch.full((), float(b), dtype=torch.float64, device=cosine.device)
@@ -209,6 +208,8 @@ class GEEDChannel(_GEED):
         )
         if partner is None:
             self.chance_left_out += kept  # no partner tensor: no image has a chance term
+            own_moments = moments_of(own, own_counted)
+            self.moments.copy_(combine_moments(self.moments, torch.stack([own_moments, torch.zeros_like(own_moments)])))
             return
         # an image has a chance term when it counts, has a partner here, and the partner counts
         index, paired = partner_pairs(partner.to(cosine.device), b, sample_mask)
@@ -218,8 +219,9 @@ class GEEDChannel(_GEED):
         self.chance_left_out += kept - paired.sum(dtype=torch.float64)
         # the margin's interval (docs/measures.md §7): lower is better, so d_i = c_i - s_i
         chance = kept_image_scores(-out["chance_cosine"], out["chance_valid"], paired)
-        pairs = margin_moments(own, own_counted, *chance, index, higher_is_better=False)
-        self.pair_moments.copy_(combine_moments(self.pair_moments, pairs))
+        margins, first = pair_margins(own, own_counted, *chance, index, higher_is_better=False)
+        both = moments_of(torch.stack([own, margins]), torch.stack([own_counted, first]))
+        self.moments.copy_(combine_moments(self.moments, both))
 
     def _update_context(self, ctx: LayerContext) -> None:
         partner = ctx.partner
@@ -245,11 +247,11 @@ class GEEDChannel(_GEED):
             "per_element": per_element,
             "per_channel": per_channel if self.score_sum.shape[1] > 1 else None,
             "left_out": int(self.left_out.sum()),
-            "stderr": stderr_from_moments(self.image_moments),
+            "stderr": stderr_from_moments(self.moments[0]),
         }
         chance = chance_per_element(self.chance_sum, self.chance_count)
         out.update(chance_details(out["value"], None if chance is None else -chance, False, self.chance_left_out,
-                                  self.pair_moments))
+                                  self.moments[1]))
         return out
 
 
