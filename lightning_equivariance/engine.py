@@ -369,6 +369,7 @@ class Measurement:
             ctx = layer_lie_context(name, output, transform, (self.layouts or {}).get(name))
         except Exception as e:  # noqa: BLE001
             return self._failure(e, name, output, keys)
+        ctx.input_size = chunk["size"]
         ok = ctx.sample_mask & chunk["finite"]
         self._track_left_out(name, ok, chunk)
         ctx.sample_mask = ok  # the measures leave these images out with torch.where (see _on_output)

@@ -223,6 +223,7 @@ def _layer_scores(ctx: LayerContext, similarity: str) -> Dict[str, torch.Tensor]
         vector=ctx.kind == "vector",
         check_mask=False,  # checked by the metric on its first update
         partner=ctx.partner,
+        mixed_channels=ctx.mixes_channels(),
     )
 
 

@@ -180,6 +180,7 @@ class GEEDChannel(_GEED):
         vector: Optional[bool] = None,
         sample_mask: Optional[torch.Tensor] = None,
         partner: Optional[torch.Tensor] = None,
+        mixed_channels: bool = False,
     ) -> None:
         """Add ``a(gx)`` and ``g a_hat(x)`` (``m x b x C x h x w`` or ``m x b x D``), optional ``m x h x w`` mask.
 
@@ -187,8 +188,10 @@ class GEEDChannel(_GEED):
         left out of every sum and count (their activations may hold anything).
         ``partner``: optional ``b`` integers on the activations' device, each image's partner in
         this batch or ``-1`` (docs/measures.md §7); without it no chance level is added.
+        ``mixed_channels``: ``ta_x`` comes from a channel action applied as a float matrix
+        (:func:`~lightning_equivariance.functional.geed.geed_channel_scores`).
         """
-        out = geed_channel_scores(a_gx, ta_x, mask=mask, vector=vector, partner=partner)
+        out = geed_channel_scores(a_gx, ta_x, mask=mask, vector=vector, partner=partner, mixed_channels=mixed_channels)
         if out["cosine"].shape[0] != self.score_sum.shape[0] or out["cosine"].shape[-1] != self.score_sum.shape[1]:
             raise ValueError(
                 f"{type(self).__name__} was created for {self.score_sum.shape[0]} elements x {self.score_sum.shape[1]} "
@@ -232,8 +235,11 @@ class GEEDChannel(_GEED):
                 ctx.a_gx, f_hat.expand(len(ctx.elements), *f_hat.shape), vector=True, sample_mask=ctx.sample_mask, partner=partner
             )
         else:
+            # a channel action that is not a permutation mixes channels with a float matrix (its round-off must
+            # not make a zero channel count)
             self._update_tensors(
-                ctx.a_gx, ctx.transformed_x(), mask=ctx.mask(), vector=False, sample_mask=ctx.sample_mask, partner=partner
+                ctx.a_gx, ctx.transformed_x(), mask=ctx.mask(), vector=False, sample_mask=ctx.sample_mask, partner=partner,
+                mixed_channels=ctx.mixes_channels(),
             )
 
     def compute(self) -> torch.Tensor:
