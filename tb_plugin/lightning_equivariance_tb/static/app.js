@@ -52,6 +52,7 @@ export class App {
       scalar: null,
       heatColor: "value", // heatmap cells: "value" | "above_chance"
       heatScale: "data", // heatmap colour scale: "data" (the runs' range) | "fixed"
+      significantOnly: false, // heatmap: colour only the layers significantly above chance
       sharedY: false, // curves: one y-range for every panel
       xAxis: null, // "epoch" | "global_step"; null = epoch when every run has one point per epoch
       groupBy: null, // "none" | "recorded" | "pattern"; null = recorded when runs have a run_group
@@ -612,9 +613,18 @@ export class App {
       el("option", { value: "fixed", text: fixed ? `fixed ${fixed[0]} to ${fixed[1]}` : "fixed (bounded measures)", disabled: !bounded }),
     ]);
     scale.value = bounded ? s.heatScale : "data";
+    const hasSignificance = this.loadedSeries().some((x) => x.stats && x.stats.significant);
+    const significantOnly = el("input", {
+      type: "checkbox", class: "eq-significant-only", checked: s.significantOnly && hasSignificance, disabled: !hasSignificance,
+      onchange: () => {
+        s.significantOnly = significantOnly.checked;
+        this.safely(() => this.renderView());
+      },
+    });
     return [
       el("h3", { text: "Colour" }), color,
       el("div", { class: "eq-hint", text: hasAbove ? "above chance: (v - c) / (best - c), 1 = perfect, 0 = chance." : "No chance level logged for this measure." }),
+      el("label", { class: "eq-check" }, [significantOnly, "significant only"]),
       el("h3", { text: "Scale" }), scale,
     ];
   }

@@ -24,6 +24,7 @@
 
 import {
   esc, fmt, layerNames, niceStride, orderParts, partColor, partStatRow, partSymbol, plural, statRows, statsText,
+  marginText,
 } from "./util.js";
 
 const FONT = { family: "Roboto, Helvetica Neue, Arial, sans-serif", size: 12, color: "#212121" };
@@ -292,6 +293,17 @@ function runTrace(x, ys, name, lineStyle, chance = null, stderr = null, xs = x.s
   };
 }
 
+/** A run's line with its margin above chance and interval added to the hover (docs/measures.md
+ * §7; a part's: the mean of its layers'); the line as it was without a margin. */
+function withMargin(line, margin, low) {
+  if (!margin || !line.trace.hovertext) return line;
+  line.trace.hovertext = line.trace.hovertext.map((h, j) => {
+    const text = marginText(margin[j], low ? low[j] : NaN);
+    return text ? `${h}<br>${esc(text)}` : h;
+  });
+  return line;
+}
+
 /** Hover text of a group's points: the interval and how many runs have a value. */
 function groupHover(g, low, high, n, interval) {
   return Array.from({ length: g.xs.length }, (_, j) => esc(
@@ -341,8 +353,9 @@ export function curvesFigures(series, layers, knownParts, measure, lineStyle, op
     .map((g) => groupLine(g, g.part_names.indexOf(part), "part_", part, groupStyle(g), interval, xTitle))
     .concat(series
       .filter((x) => x.part_names.includes(part))
-      .map((x) => runTrace(x, x.part_values[x.part_names.indexOf(part)], part, lineStyle,
-        partStatRow(x, "chance", part), partStatRow(x, "stderr", part), xOf(x), xTitle))), measure, panel);
+      .map((x) => withMargin(runTrace(x, x.part_values[x.part_names.indexOf(part)], part, lineStyle,
+        partStatRow(x, "chance", part), partStatRow(x, "stderr", part), xOf(x), xTitle),
+      partStatRow(x, "margin", part), partStatRow(x, "margin_low", part)))), measure, panel);
   const perLayer = panelsFigure(layers, (l) => l, (layer) => groups
     .filter((g) => g.layers.includes(layer))
     .map((g) => groupLine(g, g.layers.indexOf(layer), "", layer, groupStyle(g), interval, xTitle))
@@ -351,7 +364,9 @@ export function curvesFigures(series, layers, knownParts, measure, lineStyle, op
       .map((x) => {
         const i = x.layers.indexOf(layer);
         const chance = statRows(x, "chance"), stderr = statRows(x, "stderr");
-        return runTrace(x, x.values[i], layer, lineStyle, chance && chance[i], stderr && stderr[i], xOf(x), xTitle);
+        const margin = statRows(x, "margin"), low = statRows(x, "margin_low");
+        return withMargin(runTrace(x, x.values[i], layer, lineStyle, chance && chance[i], stderr && stderr[i], xOf(x), xTitle),
+          margin && margin[i], low && low[i]);
       })), measure, panel);
   return { perPart, perLayer };
 }
