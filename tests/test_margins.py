@@ -329,3 +329,22 @@ def test_update_with_partner_stays_on_the_device():
         for metric in metrics:
             metric.update(ctx)
     assert metrics[0].compute_details()["margin_pairs"] == 2
+
+
+def test_report_plot_marks_layers_not_significantly_above_chance():
+    matplotlib = pytest.importorskip("matplotlib")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    torch.manual_seed(7)
+    report = measure(SmallCNN().double().eval(), torch.rand(10, 1, 12, 12, dtype=torch.float64),
+                     measures=("equivariance",), groups=[Rotation90()])
+    weak = [r.layer for r in report.results if r.significant is False]
+    assert weak and len(weak) < len(report.results)
+    fig, ax = report.plot()
+    try:
+        hollow = [line for line in ax.get_lines() if line.get_linestyle() == "None" and line.get_markerfacecolor() == "white"]
+        assert len(hollow) == 1 and len(hollow[0].get_xdata()) == len(weak)
+        assert "not significantly above chance" in [t.get_text() for t in ax.get_legend().get_texts()]
+    finally:
+        plt.close(fig)
