@@ -91,7 +91,9 @@ class RunSeries:
         self.chance = None if chance is None else np.asarray(chance, dtype=np.float64).reshape(shape)
         self.stderr = None if stderr is None else np.asarray(stderr, dtype=np.float64).reshape(shape)
         self.margin = None if margin is None else np.asarray(margin, dtype=np.float64).reshape(shape)
-        self.margin_stderr = None if margin_stderr is None else np.asarray(margin_stderr, dtype=np.float64).reshape(shape)
+        self.margin_stderr = (
+            None if margin_stderr is None else np.asarray(margin_stderr, dtype=np.float64).reshape(shape)
+        )
         self.margin_low = None if margin_low is None else np.asarray(margin_low, dtype=np.float64).reshape(shape)
         self.significant = None if significant is None else np.asarray(significant, dtype=np.float64).reshape(shape)
 

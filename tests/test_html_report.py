@@ -211,10 +211,12 @@ def test_report_margins_in_chromium(tmp_path):
         from selenium.webdriver.support.ui import WebDriverWait
 
         driver.get(out.as_uri())
-        WebDriverWait(driver, 30, poll_frequency=0.2).until(lambda d: d.execute_script("return document.body.dataset.rendered"))
+        WebDriverWait(driver, 30, poll_frequency=0.2).until(
+            lambda d: d.execute_script("return document.body.dataset.rendered"))
         js = driver.execute_script
         # the profile: hollow markers on the layers not significantly above chance, the margin in the hover
-        line = js("return document.getElementById('profile').data.filter(function (t) { return t.mode === 'lines+markers'; })"
+        line = js("return document.getElementById('profile').data"
+                  ".filter(function (t) { return t.mode === 'lines+markers'; })"
                   ".map(function (t) { return [t.marker.symbol, t.text]; })[0]")
         assert line[0] == ["circle", "circle", "circle-open", "circle", "circle-open"]
         assert "margin 0.0100 (95% lower bound -0.0200)" in line[1][2] and "not significantly" in line[1][2]

@@ -21,7 +21,7 @@ import torch
 from scipy.stats import t as student_t
 from torch import nn
 
-from lightning_equivariance import Measurement, Rotation90, Translation, measure
+from lightning_equivariance import Rotation90, Translation, measure
 from lightning_equivariance.functional.moments import margin_details
 from lightning_equivariance.metrics import CorrelationEquivariance, GEEDChannel, LayerContext
 from lightning_equivariance.run_log import CSV_COLUMNS, append_tidy_csv
@@ -234,7 +234,8 @@ def test_tensor_update_partner_pairs_with_a_left_out_image():
         return float((u * v).sum() / (np.linalg.norm(u) * np.linalg.norm(v)))
 
     def per_image(i, j):  # -cos pooled over channels, then elements: image i against image j's moved maps
-        return np.mean([np.mean([-cos_np(a_gx[g, i, k].numpy(), moved[g, j, k].numpy()) for k in range(c)]) for g in range(3)])
+        return np.mean([np.mean([-cos_np(a_gx[g, i, k].numpy(), moved[g, j, k].numpy()) for k in range(c)])
+                        for g in range(3)])
 
     # lower is better: d_i = c_i - s_i; image 3 is left out, so pair (2, 3) does not count
     dd = {i: per_image(i, i ^ 1) - per_image(i, i) for i in (0, 1, 4, 5, 6, 7)}
@@ -304,7 +305,8 @@ def test_parts_dataframe_and_csv_carry_the_margin(tmp_path):
         rows = list(csv.DictReader(f))
     assert tuple(rows[0]) == CSV_COLUMNS
     r0 = report.results[0]
-    assert float(rows[0]["margin_low"]) == pytest.approx(r0.margin_low) and rows[0]["significant"] == str(r0.significant)
+    assert float(rows[0]["margin_low"]) == pytest.approx(r0.margin_low)
+    assert rows[0]["significant"] == str(r0.significant)
     # a CSV begun by an earlier version (no margin columns) keeps its columns
     old = tmp_path / "old.csv"
     old.write_text(",".join(CSV_COLUMNS[:10]) + "\n")
@@ -343,7 +345,8 @@ def test_report_plot_marks_layers_not_significantly_above_chance():
     assert weak and len(weak) < len(report.results)
     fig, ax = report.plot()
     try:
-        hollow = [line for line in ax.get_lines() if line.get_linestyle() == "None" and line.get_markerfacecolor() == "white"]
+        hollow = [line for line in ax.get_lines()
+                  if line.get_linestyle() == "None" and line.get_markerfacecolor() == "white"]
         assert len(hollow) == 1 and len(hollow[0].get_xdata()) == len(weak)
         assert "not significantly above chance" in [t.get_text() for t in ax.get_legend().get_texts()]
     finally:

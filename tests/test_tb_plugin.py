@@ -693,7 +693,8 @@ def test_logs_without_margins_are_served(tmp_path):
     old = get(client, "/series", run="pre_margin", **EQ)
     assert set(old["stats"]) == {"stderr", "chance", "above_chance", "informative", "non_finite"}
     assert old["steps"] == [0, 1] and old["global_steps"] == [0, 10]
-    np.testing.assert_allclose([row[1] for row in old["values"]], np.round(np.linspace(0.3, 0.7, 5) + 0.05, 3), rtol=1e-6)
+    np.testing.assert_allclose([row[1] for row in old["values"]], np.round(np.linspace(0.3, 0.7, 5) + 0.05, 3),
+                               rtol=1e-6)
     stat = lambda body, field: tb_helpers.decode_values(dict(body["stats"][field]))["values"]  # noqa: E731
     np.testing.assert_allclose([row[0] for row in stat(old, "chance")], [0.25] * 5, rtol=1e-6)
     new = get(client, "/series", run="with_margin", **EQ)

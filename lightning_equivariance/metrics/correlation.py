@@ -22,8 +22,8 @@ Honest numbers (docs/measures.md §7):
 * ``margin`` (``value - chance``) and its one-sided 95% interval: ``moments[1]`` holds
   ``(n, mean, M2)`` of the pair margins ``D_k = (d_2k + d_2k+1) / 2``, ``d_i = s_i - c_i`` (``c_i``
   the image's chance score, pooled as ``s_i``), over the pairs with both images scored, merged
-  the same way (one state, one merge per chunk for both); ``compute_details()`` adds ``margin``, ``margin_stderr``, ``margin_low``,
-  ``significant``, ``margin_pairs`` and ``significance_reason``.
+  the same way (one state, one merge per chunk for both); ``compute_details()`` adds ``margin``,
+  ``margin_stderr``, ``margin_low``, ``significant``, ``margin_pairs`` and ``significance_reason``.
 
 Left-out images (docs/measures.md §1.7): ``update(..., sample_mask=...)`` and
 ``LayerContext.sample_mask`` leave images out of every sum and count. The mask is applied

@@ -238,8 +238,8 @@ class GEEDChannel(_GEED):
             # a channel action that is not a permutation mixes channels with a float matrix (its round-off must
             # not make a zero channel count)
             self._update_tensors(
-                ctx.a_gx, ctx.transformed_x(), mask=ctx.mask(), vector=False, sample_mask=ctx.sample_mask, partner=partner,
-                mixed_channels=ctx.mixes_channels(),
+                ctx.a_gx, ctx.transformed_x(), mask=ctx.mask(), vector=False, sample_mask=ctx.sample_mask,
+                partner=partner, mixed_channels=ctx.mixes_channels(),
             )
 
     def compute(self) -> torch.Tensor:

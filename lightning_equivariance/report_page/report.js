@@ -44,8 +44,9 @@
   function marginText(r, i, j) {
     if (!r.margin || r.margin[i][j] === null) return "";
     var low = r.margin_low ? r.margin_low[i][j] : null, sig = r.significant ? r.significant[i][j] : null;
+    var verdict = sig === 1 ? "<br>significantly above chance" : sig === 0 ? "<br>not significantly above chance" : "";
     return "<br>margin " + fmt(r.margin[i][j]) + (low === null ? " (no interval: fewer than 2 scored probe pairs)"
-      : " (95% lower bound " + fmt(low) + ")") + (sig === 1 ? "<br>significantly above chance" : sig === 0 ? "<br>not significantly above chance" : "");
+      : " (95% lower bound " + fmt(low) + ")") + verdict;
   }
 
   function band(x, low, high, colour, name, group) {
@@ -206,7 +207,8 @@
       var notSig = r.significant ? r.significant.map(function (row) { return row[last] === 0; }) : null;
       traces.push({x: x, y: v, mode: "lines+markers", name: esc(r.run) + " @ " + r.steps[last], legendgroup: "r:" + r.run,
         line: {color: c, width: grouped ? 1 : 2, dash: r.baseline ? "dash" : "solid"}, opacity: grouped ? 0.45 : 1,
-        marker: {size: notSig ? 6 : 4, symbol: notSig ? notSig.map(function (n) { return n ? "circle-open" : "circle"; }) : "circle"},
+        marker: {size: notSig ? 6 : 4,
+          symbol: notSig ? notSig.map(function (n) { return n ? "circle-open" : "circle"; }) : "circle"},
         text: r.layers.map(function (_, i) { return marginText(r, i, last); }),
         hovertemplate: "%{y:.4f}%{text}<extra>" + esc(r.run) + "</extra>"});
       if (r.chance && !grouped) {
@@ -237,7 +239,8 @@
     if (t.groups.length) notes.push("Groups: mean over the runs that have a value, band = " + DATA.interval_label + " (n runs shown on hover).");
     notes.push("Baselines dashed. Missing values are gaps (grey in the heatmap); infinite values are drawn at the colour scale's ends.");
     if (t.runs.some(function (r) { return r.significant; })) {
-      notes.push("Profile: hollow markers are layers not significantly above chance (the margin's one-sided 95% lower bound is not above 0); hover for the margin and its interval.");
+      notes.push("Profile: hollow markers are layers not significantly above chance (the margin's one-sided 95% " +
+        "lower bound is not above 0); hover for the margin and its interval.");
     }
     $("notes").textContent = notes.join(" ");
   }

@@ -615,7 +615,8 @@ export class App {
     scale.value = bounded ? s.heatScale : "data";
     const hasSignificance = this.loadedSeries().some((x) => x.stats && x.stats.significant);
     const significantOnly = el("input", {
-      type: "checkbox", class: "eq-significant-only", checked: s.significantOnly && hasSignificance, disabled: !hasSignificance,
+      type: "checkbox", class: "eq-significant-only",
+      checked: s.significantOnly && hasSignificance, disabled: !hasSignificance,
       onchange: () => {
         s.significantOnly = significantOnly.checked;
         this.safely(() => this.renderView());

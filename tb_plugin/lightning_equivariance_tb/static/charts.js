@@ -365,8 +365,9 @@ export function curvesFigures(series, layers, knownParts, measure, lineStyle, op
         const i = x.layers.indexOf(layer);
         const chance = statRows(x, "chance"), stderr = statRows(x, "stderr");
         const margin = statRows(x, "margin"), low = statRows(x, "margin_low");
-        return withMargin(runTrace(x, x.values[i], layer, lineStyle, chance && chance[i], stderr && stderr[i], xOf(x), xTitle),
-          margin && margin[i], low && low[i]);
+        const line = runTrace(x, x.values[i], layer, lineStyle, chance && chance[i], stderr && stderr[i], xOf(x),
+          xTitle);
+        return withMargin(line, margin && margin[i], low && low[i]);
       })), measure, panel);
   return { perPart, perLayer };
 }

@@ -187,7 +187,8 @@ export class Views {
     const aboveChance = s.heatColor === "above_chance" && all.some((x) => statRows(x, "above_chance"));
     // "significant only": the cells of layers not significantly above chance are left uncoloured
     const significantOnly = Boolean(s.significantOnly) && all.some((x) => statRows(x, "significant"));
-    const shown = (x) => (aboveChance ? statRows(x, "above_chance") || x.values.map((row) => row.map(() => NaN)) : x.values);
+    const shown = (x) => (aboveChance
+      ? statRows(x, "above_chance") || x.values.map((row) => row.map(() => NaN)) : x.values);
     const matrix = !significantOnly ? shown : (x) => {
       const significant = statRows(x, "significant");
       return shown(x).map((row, r) => row.map((v, c) => (significant && significant[r][c] === 1 ? v : NaN)));
@@ -234,7 +235,9 @@ export class Views {
             : "") +
           `One colour scale for all runs${mode.fixed ? ` (fixed: ${range.lo} to ${range.hi})` : ""}; ${directionHint(direction, this.app.state.measure)}.` +
           (anyUninformative ? " Greyed, hatched cells: uninformative layers (the chance level leaves no room, hover for it)." : "") +
-          (anyNotSignificant ? " Hatched cells: layers not significantly above chance (the margin's one-sided 95% interval reaches 0; hover for it)." : "") +
+          (anyNotSignificant
+            ? " Hatched cells: layers not significantly above chance (the margin's one-sided 95% interval reaches 0;" +
+              " hover for it)." : "") +
           (mode.significantOnly ? " Only layers significantly above chance are coloured." : "") +
           (range.pos + range.neg ? " Hatched cells are +∞ / -∞ (e.g. nv = x/0), coloured as the scale's end." : "") +
           (all.some((x) => x.missing.length) ? ` Grey cells: layer not measured at that ${word} (hover for why).` : "") +
