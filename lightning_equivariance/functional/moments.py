@@ -21,6 +21,10 @@ Pure torch. Small pieces shared by the measures that are means over probe images
   and the partner counts). At compute, :func:`chance_per_element` and :func:`chance_details`
   turn the chance sums into ``chance``, ``chance_per_element``, ``above_chance``,
   ``informative`` and ``chance_left_out``.
+* The margin's interval: :func:`pair_margins` gives each scored pair's ``D_k`` (the mean of its
+  two images' ``s_i - c_i``, sign flipped where lower is better) for :func:`moments_of`;
+  :func:`margin_details` turns the merged moments into ``margin``, ``margin_stderr``,
+  ``margin_low`` (one-sided 95%, Student's t) and ``significant``.
 
 Every update-side function works on the device with masks (``torch.where``), without a host
 read, a compaction or a Python loop over samples.
@@ -44,7 +48,6 @@ __all__ = [
     "sample_keep",
     "chance_per_element",
     "chance_details",
-    "margin_moments",
     "pair_margins",
     "margin_details",
     "no_chance",
@@ -131,18 +134,6 @@ def pair_margins(
     here = torch.arange(scored.shape[-1], device=index.device)
     first = scored & scored.index_select(0, index) & (here < index) & (index.index_select(0, index) == here)
     return (d + d.index_select(-1, index)) * 0.5, first
-
-
-def margin_moments(
-    own: torch.Tensor,
-    own_counted: torch.Tensor,
-    chance: torch.Tensor,
-    chance_counted: torch.Tensor,
-    index: torch.Tensor,
-    higher_is_better: bool = True,
-) -> torch.Tensor:
-    """Mergeable ``(n, mean, M2)`` (``[k x] 3``) of the chunk's pair margins :func:`pair_margins`."""
-    return moments_of(*pair_margins(own, own_counted, chance, chance_counted, index, higher_is_better))
 
 
 def moments_of(values: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -268,7 +259,7 @@ def chance_details(
     layer is uninformative: ``above_chance`` is ``None`` and ``informative`` False
     (``informative`` is ``None`` when there is no chance level). ``chance_left_out``: the images
     without a chance term (no partner, or a partner left out). ``pair_moments``: the merged
-    ``(n, mean, M2)`` of the pair margins (:func:`margin_moments`), for the keys of
+    ``(n, mean, M2)`` of the pair margins (``moments_of`` of :func:`pair_margins`), for the keys of
     :func:`margin_details`.
     """
     out = {"chance": None, "chance_per_element": None, "above_chance": None, "informative": None}
