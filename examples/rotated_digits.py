@@ -58,6 +58,14 @@ def start_tensorboard(logdir: str, port: int):
     return proc
 
 
+def _margin_text(part, margin, low, significant) -> str:
+    """``Part=margin [low, inf)`` (``*`` when significant); ``-`` without a margin, no interval below 2 pairs."""
+    if margin is None or margin != margin:
+        return f"{part}=-"
+    interval = f"[{low:+.3f}, inf)" if low is not None and low == low else "(no interval)"
+    return f"{part}={margin:+.3f} {interval}{'*' if significant else ''}"
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=("digits", "mnist"), default="digits")
@@ -81,7 +89,7 @@ def main(argv=None):
     train, val = split(x, y, seed=args.seed)
     tb = start_tensorboard(args.logdir, args.port) if args.tensorboard else None
 
-    summary, above = {}, {}
+    summary, above, margins, probes = {}, {}, {}, 0
     for run in args.runs:
         pl.seed_everything(args.seed, workers=True)
         net, augment = build(run, classes)
@@ -117,6 +125,8 @@ def main(argv=None):
         detail = callback.last_report.parts(detail=True)
         rotation = detail[detail.group == "rotation90"]
         above[run] = {f"{r.measure[:3]}.{r.part}": r.above_chance for r in rotation.itertuples()}
+        margins[run] = {(r.measure, r.part): (r.margin, r.margin_low, r.significant) for r in rotation.itertuples()}
+        probes = callback.last_report.num_samples
         summary[run] = {
             "minutes": (time.time() - t0) / 60,
             "val_acc": float(trainer.callback_metrics.get("val_acc", float("nan"))),
@@ -131,6 +141,14 @@ def main(argv=None):
     for run, levels in above.items():
         shown = "  ".join(f"{k}={'-' if v is None or v != v else f'{v:.2f}'}" for k, v in levels.items())
         print(f"  {run:14s} {shown}")
+    print(f"Margin above chance with its one-sided 95% interval ({probes} probe images, {probes // 2} pairs; "
+          "docs/measures.md §7; part = mean of its layers'; * = every layer of the part significantly above chance):")
+    for run, rows in margins.items():
+        for measure in dict.fromkeys(m for m, _ in rows):
+            shown = "  ".join(_margin_text(part, *rows[(measure, part)]) for m, part in rows if m == measure)
+            print(f"  {run:14s} {measure[:3]}  {shown}")
+        significant = [f"{m[:3]}.{p}" for (m, p), (_, _, sig) in rows.items() if sig]
+        print(f"  {'':14s} significant: {', '.join(significant) if significant else 'none'}")
     print(f"\nTensorBoard logs in {os.path.abspath(args.logdir)}: "
           f"tensorboard --logdir {args.logdir} --samples_per_plugin equivariance=0")
     if tb is not None:

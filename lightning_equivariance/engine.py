@@ -372,6 +372,7 @@ class Measurement:
             ctx = layer_lie_context(name, output, transform, (self.layouts or {}).get(name))
         except Exception as e:  # noqa: BLE001
             return self._failure(e, name, output, keys)
+        ctx.input_size = chunk["size"]
         ok = ctx.sample_mask & chunk["finite"]
         self._track_left_out(name, ok, chunk)
         ctx.sample_mask = ok  # the measures leave these images out with torch.where (see _on_output)
@@ -593,6 +594,12 @@ class Measurement:
                             informative=d.get("informative"),
                             stderr=d.get("stderr"),
                             best=_best_value(MEASURES[measure_name]),
+                            margin=d.get("margin"),
+                            margin_stderr=d.get("margin_stderr"),
+                            margin_low=d.get("margin_low"),
+                            significant=d.get("significant"),
+                            margin_pairs=int(d.get("margin_pairs") or 0),
+                            significance_reason=d.get("significance_reason"),
                         )
                     )
         selected = [n for n, _ in self.layers]
@@ -725,7 +732,8 @@ def measure(
 
     Returns:
         MeasureReport: ``report.to_dataframe()`` has columns ``layer, index, part, kind, layout,
-            measure, group, value, left_out, non_finite, chance, above_chance, informative, stderr``.
+            measure, group, value, left_out, non_finite, chance, above_chance, informative, stderr,
+            margin, margin_stderr, margin_low, significant``.
 
     Example::
 

@@ -54,6 +54,10 @@ class ReportError(ValueError):
     """A user error in making a report (a missing log directory, no data, a bad pattern)."""
 
 
+#: The per-layer statistics a report carries besides the values (docs/measures.md §7).
+_STATS = ("chance", "stderr", "margin", "margin_stderr", "margin_low", "significant")
+
+
 class RunSeries:
     """One run's data for one (measure, group): what a report draws.
 
@@ -65,13 +69,17 @@ class RunSeries:
         epochs: the epoch recorded at each step (``None`` where unknown).
         values: ``L x T`` float array (NaN: not measured; infinities are values).
         chance, stderr: ``L x T`` arrays or ``None`` when not logged.
+        margin, margin_stderr, margin_low, significant: ``L x T`` arrays or ``None`` when not
+            logged (docs/measures.md §7; ``significant`` 0/1, NaN where undecided).
     """
 
     __slots__ = ("run", "model", "baseline", "run_group", "measure", "group", "higher_is_better",
-                 "layers", "parts", "steps", "epochs", "values", "chance", "stderr")
+                 "layers", "parts", "steps", "epochs", "values", "chance", "stderr",
+                 "margin", "margin_stderr", "margin_low", "significant")
 
     def __init__(self, run, measure, group, layers, parts, steps, values, *, model="", baseline=False,
-                 run_group="", higher_is_better=True, epochs=None, chance=None, stderr=None):
+                 run_group="", higher_is_better=True, epochs=None, chance=None, stderr=None,
+                 margin=None, margin_stderr=None, margin_low=None, significant=None):
         self.run, self.measure, self.group = str(run), str(measure), str(group)
         self.model, self.baseline, self.run_group = str(model or ""), bool(baseline), str(run_group or "")
         self.higher_is_better = higher_is_better
@@ -82,6 +90,12 @@ class RunSeries:
         self.values = np.asarray(values, dtype=np.float64).reshape(shape)
         self.chance = None if chance is None else np.asarray(chance, dtype=np.float64).reshape(shape)
         self.stderr = None if stderr is None else np.asarray(stderr, dtype=np.float64).reshape(shape)
+        self.margin = None if margin is None else np.asarray(margin, dtype=np.float64).reshape(shape)
+        self.margin_stderr = (
+            None if margin_stderr is None else np.asarray(margin_stderr, dtype=np.float64).reshape(shape)
+        )
+        self.margin_low = None if margin_low is None else np.asarray(margin_low, dtype=np.float64).reshape(shape)
+        self.significant = None if significant is None else np.asarray(significant, dtype=np.float64).reshape(shape)
 
 
 # ------------------------------------------------------------------ reading logs --
@@ -152,8 +166,7 @@ def collect_logdirs(logdirs: Sequence[str]) -> List[RunSeries]:
                         model=body.get("model", ""), baseline=body.get("baseline", False),
                         run_group=body.get("run_group", ""), higher_is_better=body.get("higher_is_better", True),
                         epochs=body.get("epochs"),
-                        chance=_decode(stats["chance"], "values") if "chance" in stats else None,
-                        stderr=_decode(stats["stderr"], "values") if "stderr" in stats else None,
+                        **{f: _decode(stats[f], "values") if f in stats else None for f in _STATS},
                     ))
     return out
 
@@ -169,7 +182,7 @@ def runs_from_report(report: Any, run: str = "report", step: int = 0, *, model: 
         out.append(RunSeries(
             run, s.measure, s.group, s.layers, s.parts, [step], column(s.values), model=model, baseline=baseline,
             run_group=run_group, higher_is_better=s.higher_is_better, epochs=[epoch],
-            chance=column(s.chance), stderr=column(s.stderr),
+            **{f: column(getattr(s, f, None)) for f in _STATS},
         ))
     return out
 
@@ -319,7 +332,7 @@ def build_data(runs: Sequence[RunSeries], *, group_regex: Optional[str] = None, 
                 "run": r.run, "model": r.model, "baseline": r.baseline, "run_group": group_of.get(r.run, ""),
                 "recorded_group": r.run_group, "layers": r.layers, "parts": r.parts,
                 "steps": r.steps, "epochs": [None if e is None else int(e) for e in r.epochs],
-                "values": _rows(r.values), "chance": _rows(r.chance), "stderr": _rows(r.stderr),
+                "values": _rows(r.values), **{f: _rows(getattr(r, f)) for f in _STATS},
                 "part_names": names, "part_values": _rows(pm),
             })
         group_entries = []

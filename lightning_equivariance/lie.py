@@ -181,11 +181,23 @@ def layer_lie_context(layer: str, output, transform: LieTransform, layout: Optio
     if raw is None:
         raise ValueError(f"layer {layer!r}: output of type {type(output).__name__} holds no tensor to measure")
     primal, tangent = _unpack(raw)
-    kind, _ = _layout(primal, layer, layout)
+    kind, k = _layout(primal, layer, layout)
     lie = lie_like(tangent, primal, transform, layer, layout)
     finite = all_finite(primal.flatten(1)) & all_finite(tangent.flatten(1))
     return LieContext(layer=layer, kind="vector" if kind == "vector" else "map", transform=transform,
-                      lie=_channels_first(lie, kind), sample_mask=finite)
+                      lie=_channels_first(lie, kind), sample_mask=finite, grid=_grid(primal, kind, k))
+
+
+def _grid(t: torch.Tensor, kind: str, k: int) -> Optional[Tuple[int, int]]:
+    """``(h, w)`` of the grid the generator acts on in a layer output of layout ``kind`` (``None``: vectors)."""
+    if kind == "map":
+        return tuple(t.shape[-2:])
+    if kind == "channels_last":
+        return tuple(t.shape[1:3])
+    if kind == "tokens":
+        s = math.isqrt(t.shape[1] - k)
+        return (s, s)
+    return None
 
 
 # ---------------------------------------------------------------------- forward-mode pass

@@ -18,7 +18,11 @@ from lightning_equivariance_tb.metadata import PARTS
 __all__ = ["PARTS", "LayerResult", "MeasureReport", "assign_parts", "above_chance", "INFORMATIVE_ROOM"]
 
 #: The per-layer columns of ``MeasureReport.to_dataframe()`` after the identifying ones.
-_RESULT_COLUMNS = ("value", "left_out", "non_finite", "chance", "above_chance", "informative", "stderr")
+_RESULT_COLUMNS = ("value", "left_out", "non_finite", "chance", "above_chance", "informative", "stderr",
+                   "margin", "margin_stderr", "margin_low", "significant")
+#: The columns of ``MeasureReport.parts(detail=True)``.
+_PART_COLUMNS = ("measure", "group", "part", "value", "chance", "above_chance", "informative", "stderr",
+                 "margin", "margin_stderr", "margin_low", "significant")
 
 
 def _mean_or_none(values) -> Optional[float]:
@@ -26,6 +30,11 @@ def _mean_or_none(values) -> Optional[float]:
     present = [float(v) for v in values if v is not None and not (isinstance(v, float) and np.isnan(v))]
     return float(np.mean(present)) if present else None
 
+
+def _all_or_none(flags, margins) -> Optional[bool]:
+    """Whether every layer with a margin is significant; ``None`` when no layer has a margin."""
+    decided = [bool(f) for f, m in zip(flags, margins) if m is not None and not (isinstance(m, float) and np.isnan(m))]
+    return all(decided) if decided else None
 
 
 @dataclass
@@ -53,6 +62,15 @@ class LayerResult:
     stderr: Optional[float] = None
     #: the measure's best possible value (1 for the correlation measures, -1 for channelwise G-EED)
     best: Optional[float] = None
+    #: the margin above chance in the measure's better direction, its standard error over the
+    #: ``margin_pairs`` scored probe pairs, its one-sided 95% lower bound, whether that bound is
+    #: above 0, and why not (docs/measures.md §7); ``None`` without a chance level
+    margin: Optional[float] = None
+    margin_stderr: Optional[float] = None
+    margin_low: Optional[float] = None
+    significant: Optional[bool] = None
+    margin_pairs: int = 0
+    significance_reason: Optional[str] = None
 
 
 #: Below this room above the chance level a layer is uninformative (docs/measures.md §7).
@@ -166,8 +184,9 @@ class MeasureReport:
         per element with an ``element`` column instead. ``layout`` says how the layer was read
         (``channels_last`` for ``B x h x w x C`` outputs), ``left_out`` counts dead channels
         left out, ``non_finite`` the images left out of the layer for NaN/Inf values;
-        ``chance``, ``above_chance``, ``informative`` and ``stderr`` (docs/measures.md §7) are
-        missing (``None``) where a measure has none or they are undefined.
+        ``chance``, ``above_chance``, ``informative``, ``stderr``, ``margin``, ``margin_stderr``,
+        ``margin_low`` and ``significant`` (docs/measures.md §7) are missing (``None``) where a
+        measure has none or they are undefined.
         """
         import pandas as pd
 
@@ -175,7 +194,8 @@ class MeasureReport:
         for r in self.results:
             base = dict(layer=r.layer, index=r.index, part=r.part, kind=r.kind, layout=r.layout, measure=r.measure, group=r.group)
             extra = dict(left_out=r.left_out, non_finite=r.non_finite, chance=r.chance, above_chance=r.above_chance,
-                         informative=r.informative, stderr=r.stderr)
+                         informative=r.informative, stderr=r.stderr, margin=r.margin, margin_stderr=r.margin_stderr,
+                         margin_low=r.margin_low, significant=r.significant)
             if per_element:
                 rows += [dict(base, element=e, value=v, **extra) for e, v in r.per_element.items()]
             else:
@@ -191,6 +211,9 @@ class MeasureReport:
         and chance are the means of its layers', its above-chance level follows from those,
         and its ``stderr`` is the mean of its layers' - an upper bound on the standard error of
         the part mean, since the layers share their images. Missing values are ``None``.
+        ``margin``, ``margin_stderr`` and ``margin_low`` are the means of its layers' (a layer
+        without one left out); significance is decided per layer, so a part's ``significant``
+        is True when every layer of it with a margin is significant (``None``: no layer has one).
         """
         import pandas as pd
 
@@ -207,8 +230,11 @@ class MeasureReport:
                 chance = _mean_or_none(layers.chance)
                 above, informative = above_chance(value, chance, best[(measure, group)])
                 rows.append(dict(measure=measure, group=group, part=part, value=value, chance=chance,
-                                 above_chance=above, informative=informative, stderr=_mean_or_none(layers.stderr)))
-        return pd.DataFrame(rows, columns=["measure", "group", "part", "value", "chance", "above_chance", "informative", "stderr"])
+                                 above_chance=above, informative=informative, stderr=_mean_or_none(layers.stderr),
+                                 margin=_mean_or_none(layers.margin), margin_stderr=_mean_or_none(layers.margin_stderr),
+                                 margin_low=_mean_or_none(layers.margin_low),
+                                 significant=_all_or_none(layers.significant, layers.margin)))
+        return pd.DataFrame(rows, columns=list(_PART_COLUMNS))
 
     def scalars(self, prefix: str = "equivariance") -> Dict[str, float]:
         """Flat scalars as the callback logs them: ``{prefix}/{measure}/{group}/{layer}`` and
@@ -256,7 +282,8 @@ class MeasureReport:
         Each is a ``lightning_equivariance_tb.summary.Series`` (the plugin owns the format): every
         layer the measurement met or selected, a missing entry with its status and reason for the
         ones without a value (``"refused"``: in ``report.errors``; ``"not_called"``), and the
-        per-layer ``stderr``, ``chance``, ``above_chance``, ``informative`` and ``non_finite``.
+        per-layer ``stderr``, ``chance``, ``above_chance``, ``informative``, ``non_finite``,
+        ``margin``, ``margin_stderr``, ``margin_low`` and ``significant``.
         Layers where a measure is undefined by design (``report.notes``) are not listed.
         """
         from lightning_equivariance_tb.summary import Series
@@ -292,6 +319,8 @@ class MeasureReport:
                 higher_is_better=first.higher_is_better,
                 stderr=column("stderr"), chance=column("chance"), above_chance=column("above_chance"),
                 informative=column("informative"), non_finite=column("non_finite"), missing=missing,
+                margin=column("margin"), margin_stderr=column("margin_stderr"), margin_low=column("margin_low"),
+                significant=column("significant"),
             ))
         return out
 
@@ -301,8 +330,9 @@ class MeasureReport:
         Readable at real sizes (60-70 layers): the figure grows with the layer count, every
         layer is labelled (smaller labels for many layers), and the legend sits outside the
         axes, to their right. ``chance``: each series' chance level (docs/measures.md §7),
-        where it has one, as a dashed line of the series' colour, and its standard errors as
-        a band.
+        where it has one, as a dashed line of the series' colour, its standard errors as
+        a band, and the layers not significantly above chance (``significant`` False) as
+        hollow markers.
         """
         try:
             import matplotlib.pyplot as plt
@@ -314,6 +344,7 @@ class MeasureReport:
             fig, ax = plt.subplots(figsize=(max(8.0, 3.0 + 0.2 * n_layers), 4.5 if n_layers <= 30 else 5.5))
         else:
             fig = ax.figure
+        not_significant_labelled = False
         for s in series:
             x = np.arange(len(s.layers))
             values = np.asarray(s.values, dtype=np.float64)
@@ -321,6 +352,13 @@ class MeasureReport:
                               label=f"{s.measure} / {s.group}")
             if not chance:
                 continue
+            if s.significant is not None:  # layers not significantly above chance: hollow markers
+                weak = np.asarray(s.significant, dtype=np.float64) == 0
+                if weak.any():
+                    ax.plot(x[weak], values[weak], linestyle="none", marker="o", markersize=7 if n_layers <= 30 else 5,
+                            markerfacecolor="white", markeredgecolor=line.get_color(), zorder=line.get_zorder() + 0.1,
+                            label=None if not_significant_labelled else "not significantly above chance")
+                    not_significant_labelled = True
             if s.stderr is not None:
                 err = np.asarray(s.stderr, dtype=np.float64)
                 ok = np.isfinite(values) & np.isfinite(err)

@@ -21,7 +21,8 @@ STATE_VERSION = 2
 
 #: The tidy CSV's columns (empty where undefined); ``pandas.read_csv(path, dtype={"layer": str})``
 #: reads it in one line (the dtype keeps layer names such as ``0`` strings).
-CSV_COLUMNS = ("global_step", "epoch", "layer", "part", "measure", "group", "value", "chance", "above_chance", "stderr")
+CSV_COLUMNS = ("global_step", "epoch", "layer", "part", "measure", "group", "value", "chance", "above_chance", "stderr",
+               "margin", "margin_stderr", "margin_low", "significant")
 
 
 class History:
@@ -111,14 +112,22 @@ def append_tidy_csv(path: str, step: int, epoch: int, results: Iterable) -> None
     """Append one row per result (``LayerResult``) at ``step``/``epoch``; the header on a new file."""
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     new = not os.path.exists(path) or os.path.getsize(path) == 0
+    columns = CSV_COLUMNS
+    if not new:  # a file begun by an earlier version (fewer columns, e.g. no margin): keep its columns
+        with open(path, newline="") as f:
+            header = next(csv.reader(f), [])
+        if header and tuple(header) == CSV_COLUMNS[: len(header)]:
+            columns = tuple(header)
     with open(path, "a", newline="") as f:
         writer = csv.writer(f)
         if new:
             writer.writerow(CSV_COLUMNS)
         for r in results:
             row = dict(global_step=step, epoch=epoch, layer=r.layer, part=r.part, measure=r.measure, group=r.group,
-                       value=r.value, chance=r.chance, above_chance=r.above_chance, stderr=r.stderr)
-            writer.writerow(["" if row[c] is None else row[c] for c in CSV_COLUMNS])
+                       value=r.value, chance=r.chance, above_chance=r.above_chance, stderr=r.stderr,
+                       margin=getattr(r, "margin", None), margin_stderr=getattr(r, "margin_stderr", None),
+                       margin_low=getattr(r, "margin_low", None), significant=getattr(r, "significant", None))
+            writer.writerow(["" if row[c] is None else row[c] for c in columns])
 
 
 def cut_tidy_csv(path: str, up_to: int, keep: Iterable[int]) -> None:
@@ -128,7 +137,7 @@ def cut_tidy_csv(path: str, up_to: int, keep: Iterable[int]) -> None:
     keep = set(keep)
     with open(path, newline="") as f:
         rows = list(csv.reader(f))
-    if not rows or rows[0] != list(CSV_COLUMNS):
+    if not rows or tuple(rows[0]) != CSV_COLUMNS[: len(rows[0])]:
         return
     kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= up_to and int(r[0]) in keep]
     if len(kept) != len(rows):

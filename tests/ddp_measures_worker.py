@@ -56,7 +56,9 @@ def rows(report):
     return [
         dict(layer=r.layer, measure=r.measure, group=r.group, value=r.value, per_element=r.per_element,
              per_channel=None if r.per_channel is None else r.per_channel.tolist(),
-             chance=r.chance, above_chance=r.above_chance, informative=r.informative, stderr=r.stderr)
+             chance=r.chance, above_chance=r.above_chance, informative=r.informative, stderr=r.stderr,
+             margin=r.margin, margin_stderr=r.margin_stderr, margin_low=r.margin_low, significant=r.significant,
+             margin_pairs=r.margin_pairs)
         for r in report.results
     ]
 

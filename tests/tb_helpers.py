@@ -772,6 +772,40 @@ def write_stats_run(run_dir, *, n_layers=60, epochs=3, uninformative=(57, 58, 59
     return {"layers": names, "chance": chance, "stderr": stderr, "values": values}
 
 
+MARGIN_RUN = "margins"
+
+
+def write_margin_run(run_dir, *, epochs=2):
+    """One run with margins above chance (docs/measures.md §7, issue 24): six layers, chance 0.3;
+    layer 2 is not significantly above chance (margin 0.01, lower bound -0.02), layer 4 has no
+    interval (margin 0.05, fewer than 2 scored pairs), the others are significant (margin 0.2,
+    lower bound 0.15). Returns ``{"layers", "margin", "margin_low", "significant"}``."""
+    from lightning_equivariance_tb.summary import Series
+
+    n = 6
+    names = ["layer%d" % i for i in range(n)]
+    parts = default_parts(n)
+    chance = np.full(n, 0.3)
+    margin = np.full(n, 0.2)
+    margin_low = np.full(n, 0.15)
+    significant = np.ones(n)
+    margin[2], margin_low[2], significant[2] = 0.01, -0.02, 0
+    margin[4], margin_low[4], significant[4] = 0.05, np.nan, 0
+    margin_stderr = np.where(np.isnan(margin_low), np.nan, 0.01)
+    values = chance + margin
+    writer = EventWriter(run_dir)
+    for epoch in range(epochs):
+        series = Series(
+            measure="equivariance", group="rot90", layers=names, parts=parts, values=values,
+            higher_is_better=True, stderr=np.full(n, 0.02), chance=chance, above_chance=margin / (1 - chance),
+            informative=np.ones(n), margin=margin, margin_stderr=margin_stderr, margin_low=margin_low,
+            significant=significant,
+        )
+        write_report(writer, FakeReport([series]), epoch, model="net", walltime=1000.0 + epoch)
+    writer.close()
+    return {"layers": names, "margin": margin, "margin_low": margin_low, "significant": significant}
+
+
 # ------------------------------------------------------------------ groups --
 
 GROUP_RUNS = {

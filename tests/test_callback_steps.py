@@ -199,7 +199,8 @@ def test_default_scalars_are_the_part_means_and_the_tidy_csv_has_every_layer(tmp
     path = os.path.join(csv_logger.log_dir, "equivariance.csv")
     assert cb.csv_path(trainer) == path
     tidy = pd.read_csv(path, dtype={"layer": str})  # layer names such as "0" stay strings
-    assert list(tidy.columns) == ["global_step", "epoch", "layer", "part", "measure", "group", "value", "chance", "above_chance", "stderr"]
+    assert list(tidy.columns) == ["global_step", "epoch", "layer", "part", "measure", "group", "value", "chance",
+                                  "above_chance", "stderr", "margin", "margin_stderr", "margin_low", "significant"]
     assert len(tidy) == 2 * len(LAYERS) * len(MEASURES)
     assert sorted(set(zip(tidy.global_step, tidy.epoch))) == [(4, 0), (8, 1)]
     for (step, m), rows in tidy.groupby(["global_step", "measure"]):

@@ -88,7 +88,8 @@ def test_chance_is_off_on_request_and_parts_carry_it():
     assert [r.value for r in on.results] == pytest.approx([r.value for r in off.results], rel=1e-6)
     assert all(r.chance is not None for r in on.results if r.measure in ("invariance", "equivariance"))
     parts = on.parts(detail=True)
-    assert list(parts.columns) == ["measure", "group", "part", "value", "chance", "above_chance", "informative", "stderr"]
+    assert list(parts.columns) == ["measure", "group", "part", "value", "chance", "above_chance", "informative",
+                                   "stderr", "margin", "margin_stderr", "margin_low", "significant"]
     df = on.to_dataframe()
     for _, p in parts.iterrows():
         layers = df[(df.measure == p.measure) & (df.group == p.group) & (df.part == p.part)]

@@ -181,6 +181,53 @@ def test_measure_report_to_html(tmp_path):
         MeasureReport(results=[]).to_html(str(tmp_path / "empty.html"))
 
 
+def _margin_report():
+    """fake_report's layers with margins (issue 24): layer 2 not significant, layer 4 without an interval."""
+    report = fake_report()
+    for i, r in enumerate(report.results):
+        r.margin, r.margin_stderr, r.margin_low, r.significant = 0.2, 0.01, 0.18, True
+    report.results[2].margin, report.results[2].margin_low, report.results[2].significant = 0.01, -0.02, False
+    report.results[4].margin_stderr, report.results[4].margin_low, report.results[4].significant = None, None, False
+    return report
+
+
+def test_measure_report_to_html_carries_the_margins(tmp_path):
+    out = tmp_path / "margins.html"
+    _margin_report().to_html(str(out))
+    text, data = page_data(out)
+    (run,) = data["series"][0]["runs"]
+    assert [row[0] for row in run["significant"]] == [1, 1, 0, 1, 0]
+    assert [row[0] for row in run["margin_low"]] == [0.18, 0.18, -0.02, 0.18, None]
+    assert [row[0] for row in run["margin"]] == [0.2, 0.2, 0.01, 0.2, 0.2]
+    assert "95% lower bound" in text  # the page's hover text
+
+
+@pytest.mark.browser
+def test_report_margins_in_chromium(tmp_path):
+    out = tmp_path / "margins.html"
+    _margin_report().to_html(str(out))
+    driver = offline_driver()
+    try:
+        from selenium.webdriver.support.ui import WebDriverWait
+
+        driver.get(out.as_uri())
+        WebDriverWait(driver, 30, poll_frequency=0.2).until(
+            lambda d: d.execute_script("return document.body.dataset.rendered"))
+        js = driver.execute_script
+        # the profile: hollow markers on the layers not significantly above chance, the margin in the hover
+        line = js("return document.getElementById('profile').data"
+                  ".filter(function (t) { return t.mode === 'lines+markers'; })"
+                  ".map(function (t) { return [t.marker.symbol, t.text]; })[0]")
+        assert line[0] == ["circle", "circle", "circle-open", "circle", "circle-open"]
+        assert "margin 0.0100 (95% lower bound -0.0200)" in line[1][2] and "not significantly" in line[1][2]
+        assert "no interval" in line[1][4]
+        heat = js("return document.getElementById('heatmap').data[0].text")
+        assert "95% lower bound" in heat[0][0]
+        assert "Profile: hollow markers" in js("return document.getElementById('notes').textContent")
+    finally:
+        driver.quit()
+
+
 def test_cli_report_prints_the_size(logdir, tmp_path, capsys):
     path, _ = logdir
     out = tmp_path / "cli.html"

@@ -21,7 +21,8 @@ from lightning_equivariance.probe import select_layers
 from models import SmallCNN
 
 SPATIAL = ["translation_x", "translation_y", "rotation", "scale", "shear", "hyperbolic_rotation"]
-COLUMNS = ["layer", "index", "part", "kind", "layout", "measure", "group", "value", "left_out", "non_finite", "chance", "above_chance", "informative", "stderr"]
+COLUMNS = ["layer", "index", "part", "kind", "layout", "measure", "group", "value", "left_out", "non_finite", "chance",
+           "above_chance", "informative", "stderr", "margin", "margin_stderr", "margin_low", "significant"]
 
 
 # ---------------------------------------------------------------------- independent references

@@ -58,13 +58,16 @@ def test_two_processes_give_the_one_process_values(ddp_results, run):
             if e["per_channel"] is not None:
                 _same(g["per_channel"], e["per_channel"], f"rank {rank} {key} per channel")
             if run == "chance":  # docs/measures.md §7: the same chance level and stderr as one process
-                for field in ("chance", "above_chance", "stderr"):
+                for field in ("chance", "above_chance", "stderr", "margin", "margin_stderr", "margin_low"):
                     assert (g[field] is None) == (e[field] is None), (rank, key, field)
                     if e[field] is not None:
                         _same(g[field], e[field], f"rank {rank} {key} {field}")
                 assert g["informative"] == e["informative"]
+                # issue 24: the pair margins merge exactly across processes (Chan's update)
+                assert g["significant"] == e["significant"] and g["margin_pairs"] == e["margin_pairs"], (rank, key)
     measures = {k[1] for k in expected}
     assert measures == set(kwargs["measures"])
     if run == "chance":
         assert any(e["chance"] is not None for e in expected.values()) and any(e["stderr"] is not None for e in expected.values())
+        assert any(e["margin_stderr"] is not None and e["margin_pairs"] == 4 for e in expected.values())
     assert all(math.isfinite(e["value"]) or e["measure"] in ("nv", "nd") for e in expected.values())

@@ -698,6 +698,68 @@ def test_statistics_and_deep_heatmap(driver, tmp_path):
         assert js(driver, "return document.querySelector('.js-plotly-plot').data[0].hovertext[0]").startswith("<br>chance")
 
 
+def test_not_significant_layers_are_hatched_with_their_interval(driver, tmp_path):
+    # Issue 24: a layer not significantly above chance is drawn like an uninformative one
+    # (hatched corner flag, the reason on hover); the hover shows the margin with its interval;
+    # "significant only" colours only the significant cells.
+    tb_helpers.write_margin_run(tmp_path / tb_helpers.MARGIN_RUN)
+    run = tb_helpers.MARGIN_RUN
+    with tb_helpers.TensorBoardProcess(tmp_path) as tb:
+        driver.switch_to.default_content()
+        driver.get(tb.url + "/data/plugin_entry.html?name=equivariance")
+        wait(driver, lambda d: js(d, "return document.body.dataset.renderCount"))
+        wait(driver, lambda d: all_drawn(d, {run}), message="margin heatmap drawn")
+        canvas = canvas_of(driver, run)
+        assert int(canvas.get_attribute("data-uninformative")) == 2 * 2  # layers 2 and 4, both epochs
+        hint = js(driver, "return document.querySelector('.eq-main .eq-hint').textContent")
+        assert "not significantly above chance" in hint
+        # the hatched flag in the cell's top-left corner, the cell's own colour at its centre
+        corner, centre, own = js(
+            driver,
+            """
+            const [canvas, r, c] = arguments;
+            const h = canvas.eqHeatmap, p = h.plot, dpr = window.devicePixelRatio || 1;
+            const x0 = p.left + c * p.pw / p.cols, y0 = p.top + r * p.ph / p.rows;
+            const at = (x, y) => Array.from(
+              canvas.getContext('2d').getImageData(Math.floor(x * dpr), Math.floor(y * dpr), 1, 1).data.slice(0, 3));
+            const centre = at(x0 + 0.5 * p.pw / p.cols, y0 + 0.5 * p.ph / p.rows);
+            return [at(x0 + 2, y0 + 2), centre, h.colorOf(h.valueAt(r, c))];
+            """,
+            canvas, 2, 1,
+        )
+        assert centre == own and corner != own, (corner, centre, own)
+        tip = hover_cell(driver, canvas, 2, 1).split("\n")
+        assert "not significantly above chance: 95% lower bound -0.020 ≤ 0" in tip, tip
+        assert "margin 0.0100, 95% interval [-0.0200, ∞)" in tip, tip
+        tip = hover_cell(driver, canvas, 0, 1).split("\n")
+        assert "margin 0.2000, 95% interval [0.1500, ∞)" in tip, tip
+        assert not any("not significantly" in t for t in tip), tip
+        tip = hover_cell(driver, canvas, 4, 1).split("\n")
+        assert "margin 0.0500, no interval (fewer than 2 scored probe pairs)" in tip, tip
+
+        # "significant only": the not-significant cells lose their colour, the others keep it
+        box = driver.find_element(By.CSS_SELECTOR, ".eq-significant-only")
+        assert box.is_enabled() and not box.is_selected()
+        before = render_count(driver)
+        box.click()
+        wait(driver, lambda d: render_count(d) > before)
+        canvas = canvas_of(driver, run)
+        row2, row0 = js(driver, "const h = arguments[0].eqHeatmap; return [h.row(2), h.row(0)]", canvas)
+        assert all(v is None or v != v for v in row2), row2  # NaN (JSON null): uncoloured
+        np.testing.assert_allclose(row0, [0.5, 0.5], rtol=1e-6)
+        tip = hover_cell(driver, canvas, 2, 1).split("\n")
+        assert "value 0.3100" in tip, tip
+
+        # curves: a part's hover carries the mean of its layers' margins with the interval
+        click_view(driver, "curves")
+        hovers = js(
+            driver,
+            "const p = document.querySelectorAll('.js-plotly-plot')[0];"
+            "return p.data.filter(t => t.hovertext).map(t => t.hovertext[0])",
+        )
+        assert any("margin" in h and "95% interval" in h for h in hovers), hovers
+
+
 def group_band_area(driver):
     """{group name: [band trace count, mean y of the first panel's band]} of the curves."""
     return js(

@@ -331,3 +331,28 @@ def test_integer_epoch_ticks_single_point_and_shared_y():
     assert out["matches"] == [None, "y"] and out["unshared"] is None
     assert out["single"] == [-0.5, 0.5]
     assert out["words"] == ["1 epoch", "0 epochs", "2 runs", "1 run"]
+
+
+def test_margin_text_and_curves_carry_the_margin():
+    # Issue 24: the margin with its one-sided 95% interval, why a layer is not significant, and
+    # the curves' hover (a part: the mean of its layers' margins and lower bounds).
+    out = run_js(
+        STATS_JS + """
+        x.stats.margin = { values: [Float32Array.from([0.2, 0.01]), Float32Array.from([NaN, 0.1])] };
+        x.stats.margin_low = { values: [Float32Array.from([0.15, -0.02]), Float32Array.from([NaN, NaN])] };
+        const f = m.curvesFigures([x], ["c0"], ["Early", "Middle", "Late", "Pool", "Final"], "eq", style);
+        out = {
+          texts: [m.marginText(0.2, 0.15), m.marginText(0.05, NaN), m.marginText(NaN, 0.1)],
+          reasons: [m.notSignificantReason(-0.02), m.notSignificantReason(NaN)],
+          layer: f.perLayer.traces.find((t) => !t.meta).hovertext,
+          part: f.perPart.traces.filter((t) => !t.meta).map((t) => t.hovertext),
+        };"""
+    )
+    assert out["texts"] == ["margin 0.2000, 95% interval [0.1500, ∞)",
+                            "margin 0.0500, no interval (fewer than 2 scored probe pairs)", ""]
+    assert out["reasons"] == ["not significantly above chance: 95% lower bound -0.020 ≤ 0",
+                              "not significantly above chance: fewer than 2 scored probe pairs, no interval"]
+    assert out["layer"][0].endswith("<br>margin 0.2000, 95% interval [0.1500, ∞)")
+    assert out["layer"][1].endswith("<br>margin 0.0100, 95% interval [-0.0200, ∞)")
+    assert "margin" not in out["part"][1][0]
+    assert out["part"][1][1].endswith("margin 0.1000, no interval (fewer than 2 scored probe pairs)")

@@ -671,6 +671,39 @@ def test_v1_logs_are_served():
     assert {p["run"] for p in spearman["points"]} == {"v1_resnet", "v1_steerable"}
 
 
+# ------------------------------------------------- margins (issue 24) ----
+
+NO_MARGIN_LOGDIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "tb_v2_no_margin")
+
+
+def test_logs_without_margins_are_served(tmp_path):
+    """A log written before the margin fields (tests/data/tb_v2_no_margin) next to one with them:
+    both are served, each with the statistics it holds."""
+    import shutil
+
+    shutil.copytree(os.path.join(NO_MARGIN_LOGDIR, "pre_margin"), tmp_path / "pre_margin")
+    layers, parts = ["conv1", "conv2", "relu", "pool", "fc"], ["Early", "Middle", "Late", "Pool", "Final"]
+    series = summary.Series(
+        "equivariance", "rot90", layers, parts, values=[0.5] * 5, chance=[0.3] * 5, stderr=[0.02] * 5,
+        margin=[0.2, 0.2, 0.01, 0.2, 0.05], margin_stderr=[0.01, 0.01, 0.015, 0.01, np.nan],
+        margin_low=[0.18, 0.18, -0.015, 0.18, np.nan], significant=[True, True, False, True, False],
+    )
+    summary.write_series(tmp_path / "with_margin", [series], 0, model="m", walltime=1000.0)
+    client = make_client(tmp_path)
+    old = get(client, "/series", run="pre_margin", **EQ)
+    assert set(old["stats"]) == {"stderr", "chance", "above_chance", "informative", "non_finite"}
+    assert old["steps"] == [0, 1] and old["global_steps"] == [0, 10]
+    np.testing.assert_allclose([row[1] for row in old["values"]], np.round(np.linspace(0.3, 0.7, 5) + 0.05, 3),
+                               rtol=1e-6)
+    stat = lambda body, field: tb_helpers.decode_values(dict(body["stats"][field]))["values"]  # noqa: E731
+    np.testing.assert_allclose([row[0] for row in stat(old, "chance")], [0.25] * 5, rtol=1e-6)
+    new = get(client, "/series", run="with_margin", **EQ)
+    assert {"margin", "margin_stderr", "margin_low", "significant"} <= set(new["stats"])
+    assert [row[0] for row in stat(new, "significant")] == [1, 1, 0, 1, 0]
+    low = [row[0] for row in stat(new, "margin_low")]
+    assert low[4] is None and low[2] == pytest.approx(-0.015, rel=1e-6)
+
+
 # ------------------------------------------------------------- format v2 ----
 
 

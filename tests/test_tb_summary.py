@@ -376,6 +376,32 @@ def test_missing_layers_stats_and_record(tmp_path):
     }
 
 
+def test_stats_without_margin_fields_are_read_and_margins_written(tmp_path):
+    # Issue 24: the margin fields are optional stats rows; a file written before them
+    # (tests/data/tb_v2_no_margin, the previous writer) has none and reads as it is.
+    old = load(os.path.join(os.path.dirname(V1_FIXTURE), "tb_v2_no_margin", "pre_margin"))
+    stats_tag = "equivariance_stats/equivariance/rot90"
+    md = metadata.parse_plugin_metadata(old.SummaryMetadata(stats_tag).plugin_data.content)
+    assert md["fields"] == ["stderr", "chance", "above_chance", "informative", "non_finite"]
+    (_, stats), _ = values_of(old, stats_tag)
+    assert stats.shape == (5, 5)
+    series = summary.Series(
+        "equivariance", "rot90", ["a", "b", "c"], ["Early", "Middle", "Late"], values=[0.5, 0.4, 0.3],
+        chance=[0.3, 0.3, 0.3], margin=[0.2, 0.1, 0.0], margin_stderr=[0.01, 0.08, np.nan],
+        margin_low=[0.18, -0.03, np.nan], significant=[True, False, False],
+    )
+    summary.write_series(tmp_path, [series], 0)
+    acc = load(tmp_path)
+    md = metadata.parse_plugin_metadata(acc.SummaryMetadata(stats_tag).plugin_data.content)
+    assert md["fields"] == ["chance", "margin", "margin_stderr", "margin_low", "significant"]
+    (_, stats), = values_of(acc, stats_tag)
+    np.testing.assert_array_equal(stats[4], [1, 0, 0])
+    np.testing.assert_allclose(stats[3], [0.18, -0.03, np.nan], rtol=1e-6)
+    with pytest.raises(ValueError, match="significant must be booleans"):
+        summary.write_series(tmp_path / "bad", [summary.Series(
+            "equivariance", "rot90", ["a"], ["Early"], values=[0.5], significant=[0.5])], 0)
+
+
 def test_series_from_a_library_object():
     # What lightning_equivariance's report yields today: no missing, no statistics.
     class LayerSeries:

@@ -41,7 +41,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
-from .moments import image_moments, partner_pairs, sample_keep
+from .moments import kept_image_scores, moments_of, pair_margins, partner_pairs, sample_keep
 from .moves import moved_maps
 
 __all__ = [
@@ -66,10 +66,15 @@ def _as_elements(a: torch.Tensor, vector: bool) -> torch.Tensor:
     return a.unsqueeze(0) if a.dim() == (2 if vector else 4) else a
 
 
-def _centre(u: torch.Tensor, weight: Optional[torch.Tensor], centre: bool) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _centre(
+    u: torch.Tensor, weight: Optional[torch.Tensor], centre: bool, map_scale: bool = False
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rows of ``u`` (``... x P``) centred over the positions where ``weight`` is 1 (Pearson), their norms, and "alive".
 
-    A row is dead (left out) when its centred norm is below ``_DEAD_RTOL`` of its raw norm.
+    A row is dead (left out) when its centred norm is below ``_DEAD_RTOL`` of its raw norm, or
+    with ``map_scale`` (rows ``... x C x P``: the channels of one map) of the largest raw norm
+    among the channels of its map: the scale a channel action applied as a float matrix cannot
+    cross with its round-off (see :func:`correlation_scores`).
     The returned rows are a new tensor when centred or weighted, else ``u`` itself.
     """
     # Centre, then vector_norm: on CPU this beats fused moment kernels (var_mean is many
@@ -82,7 +87,7 @@ def _centre(u: torch.Tensor, weight: Optional[torch.Tensor], centre: bool) -> Tu
         n_valid = u.shape[-1]
     if not centre:
         norm = torch.linalg.vector_norm(u, dim=-1)
-        return u, norm, norm > rtol * norm
+        return u, norm, norm > rtol * (norm.amax(-1, keepdim=True) if map_scale else norm)
     mean = u.sum(-1, keepdim=True) / n_valid
     if weight is None:
         u = u - mean
@@ -92,15 +97,18 @@ def _centre(u: torch.Tensor, weight: Optional[torch.Tensor], centre: bool) -> Tu
     # |a|^2 = |a - mean|^2 + n * mean^2: the raw norm without another pass over the data.
     n = n_valid if weight is None else n_valid.squeeze(-1)
     raw = torch.sqrt(norm.square() + n * mean.squeeze(-1).square())
-    return u, norm, norm > rtol * raw
+    return u, norm, norm > rtol * (raw.amax(-1, keepdim=True) if map_scale else raw)
 
 
-def _standardise(u: torch.Tensor, weight: Optional[torch.Tensor], centre: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+def _standardise(
+    u: torch.Tensor, weight: Optional[torch.Tensor], centre: bool, map_scale: bool = False
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Unit-norm (optionally centred) rows of ``u`` (``... x P``) over the positions where ``weight`` is 1.
 
-    Returns the standardised rows (dead rows set to 0) and the boolean "alive" mask.
+    Returns the standardised rows (dead rows set to 0) and the boolean "alive" mask
+    (``map_scale`` as in :func:`_centre`).
     """
-    rows, norm, alive = _centre(u, weight, centre)
+    rows, norm, alive = _centre(u, weight, centre, map_scale)
     rows = rows.clone() if rows is u else rows
     # Dividing dead rows by +inf zeroes them in the same pass.
     rows.div_(_safe_norm(norm, alive).unsqueeze(-1))
@@ -289,6 +297,7 @@ def correlation_scores(
     vector: Optional[bool] = None,
     check_mask: bool = True,
     partner: Optional[torch.Tensor] = None,
+    mixed_channels: bool = False,
 ) -> Dict[str, torch.Tensor]:
     """Per-(element, sample, channel) invariance and equivariance scores, and their chance level.
 
@@ -303,6 +312,12 @@ def correlation_scores(
         partner: optional ``b`` integers, the index of each image's partner in this batch or
             ``-1`` (docs/measures.md §7): also score ``a(T_g x_i)`` against ``T'_g a(x_partner(i))``,
             reusing the standardised maps (one more ``C x C`` product per image and element).
+        mixed_channels: ``ta_x`` comes from a channel action applied as a float matrix (a
+            representation that is not a permutation): its round-off leaks about ``1e-17`` of
+            the other channels into a channel that is exactly 0, which, judged on its own
+            scale, would look live. A channel of ``ta_x`` is then dead when its centred norm is
+            below ``_DEAD_RTOL`` of the largest raw norm among the channels of its map (a
+            scale the leak cannot cross).
 
     Returns:
         ``{"invariance", "equivariance", "valid"}``, each ``m x b x C`` (``m x b x 1`` for
@@ -347,7 +362,7 @@ def correlation_scores(
             check_position_mask(mask, h, w)
         weight = mask.reshape(m, 1, 1, h * w).to(a_gx.dtype)
     u, norm_u, alive_u = _centre(a_gx.reshape(m, b, c, h * w), weight, centre)
-    v, alive_v = _standardise(ta_x.reshape(m, b, c, h * w), weight, centre)
+    v, alive_v = _standardise(ta_x.reshape(m, b, c, h * w), weight, centre, map_scale=mixed_channels)
     if index is None:
         return _scores_from_products(*_diagonal_and_max(u, v), norm_u, alive_u, alive_v)
     # chance: row g*b + i of u against row g*b + partner(i) of v (same element, partner's map)
@@ -392,12 +407,13 @@ def _correlation_sums(
     Returns ``count`` and ``left_out`` (valid pairs ``m x C``, dead pairs ``m``), ``kept`` (the
     counted images), ``chance_count`` (``m x C``, ``None`` without ``partner`` or chance scores)
     and ``chance_left_out`` (the kept images without a chance term), and per name a dict with
-    ``score_sum`` (``m x C``), ``image_moments`` (``3``) and ``chance_sum`` (``m x C`` or ``None``).
+    ``score_sum`` (``m x C``), ``moments`` (``2 x 3``: the ``(n, mean, M2)`` of the images' own
+    scores and of the pair margins ``D_k``, docs/measures.md §7; the second ``(0, 0, 0)`` without
+    a chance level) and ``chance_sum`` (``m x C`` or ``None``).
     """
     stacked = torch.stack([scores[n] for n in names])
     valid = scores["valid"]
     score_sum, count, dead = _correlation_update(stacked, valid, sample_mask)
-    moments = image_moments(stacked, valid, sample_mask)
     b = valid.shape[1]
     kept = (
         torch.full((), float(b), dtype=torch.float64, device=valid.device)
@@ -408,13 +424,22 @@ def _correlation_sums(
     chance_sum = [None] * len(names)
     if partner is not None and "chance_valid" in scores:
         # an image has a chance term when it counts, has a partner here, and the partner counts
-        _, paired = partner_pairs(partner.to(valid.device), b, sample_mask)
+        index, paired = partner_pairs(partner.to(valid.device), b, sample_mask)
         chance = torch.stack([scores["chance_" + n] for n in names])
-        sums, out["chance_count"], _ = _correlation_update(chance, scores["chance_valid"], paired)
+        chance_valid = scores["chance_valid"]
+        sums, out["chance_count"], _ = _correlation_update(chance, chance_valid, paired)
         out["chance_left_out"] = kept - paired.sum(dtype=torch.float64)
         chance_sum = list(sums)
+        # the margin's interval (docs/measures.md §7): c_i pooled as s_i, then D_k per scored pair;
+        # the moments of s_i and of D_k in one pass (k x 2 x 3)
+        own, own_counted = kept_image_scores(stacked, valid, sample_mask)
+        margins, first = pair_margins(own, own_counted, *kept_image_scores(chance, chance_valid, paired), index)
+        moments = moments_of(torch.stack([own, margins], -2), torch.stack([own_counted, first]))
+    else:
+        moments = moments_of(*kept_image_scores(stacked, valid, sample_mask))
+        moments = torch.stack([moments, torch.zeros_like(moments)], -2)  # no pair: (0, 0, 0)
     for k, name in enumerate(names):
-        out[name] = {"score_sum": score_sum[k], "image_moments": moments[k], "chance_sum": chance_sum[k]}
+        out[name] = {"score_sum": score_sum[k], "moments": moments[k], "chance_sum": chance_sum[k]}
     return out
 
 

@@ -83,6 +83,7 @@ def geed_channel_scores(
     mask: Optional[torch.Tensor] = None,
     vector: Optional[bool] = None,
     partner: Optional[torch.Tensor] = None,
+    mixed_channels: bool = False,
 ) -> Dict[str, torch.Tensor]:
     """Channelwise cosine similarities ``cos(a(gx)_c, g a_hat(x)_c)`` (Kvinge et al. Eq. 5), not negated.
 
@@ -94,6 +95,10 @@ def geed_channel_scores(
         partner: optional ``b`` integers, each image's partner in this batch or ``-1``
             (docs/measures.md §7): also the cosines against the partner's ``g a_hat``
             (``T'_g a(x_partner(i))``; on vectors the partner's orbit average).
+        mixed_channels: ``ta_x`` comes from a channel action applied as a float matrix: a channel
+            of it is zero when its norm is below the dtype's dead tolerance of the largest norm
+            among the channels of its map, so that round-off leaking into a channel that is
+            exactly 0 does not make it count (see :func:`~.correlation.correlation_scores`).
 
     Returns:
         ``{"cosine", "valid"}``, each ``m x b x C`` (``m x b x 1`` for vectors); ``cosine`` is
@@ -125,20 +130,29 @@ def geed_channel_scores(
             weight = mask.reshape(m, 1, 1, h * w).to(u.dtype)
             u, v = u * weight, v * weight
     nu, nv = u.norm(dim=-1), v.norm(dim=-1)
-    out = _cosines(u, v, nu, nv)
+    floor = None
+    if mixed_channels and not vector:
+        from .correlation import _DEAD_RTOL  # one tolerance for "numerically nothing" in both families
+
+        floor = _DEAD_RTOL.get(v.dtype, 1e-5) * nv.amax(-1, keepdim=True)
+    out = _cosines(u, v, nu, nv, floor)
     if partner is None:
         return out
     index, has_partner = partner_pairs(partner.to(u.device), u.shape[1])
-    chance = _cosines(u, v.index_select(1, index), nu, nv.index_select(1, index))
+    chance = _cosines(u, v.index_select(1, index), nu, nv.index_select(1, index),
+                      None if floor is None else floor.index_select(1, index))
     valid = chance["valid"] & has_partner.reshape(1, -1, 1)
     out["chance_cosine"] = chance["cosine"] * valid
     out["chance_valid"] = valid
     return out
 
 
-def _cosines(u: torch.Tensor, v: torch.Tensor, nu: torch.Tensor, nv: torch.Tensor) -> Dict[str, torch.Tensor]:
-    """``cos(u, v)`` of ``... x P`` rows with norms ``nu``, ``nv``; 0 and not valid where a row is zero."""
-    valid = (nu > 0) & (nv > 0)
+def _cosines(
+    u: torch.Tensor, v: torch.Tensor, nu: torch.Tensor, nv: torch.Tensor, floor: Optional[torch.Tensor] = None
+) -> Dict[str, torch.Tensor]:
+    """``cos(u, v)`` of ``... x P`` rows with norms ``nu``, ``nv``; 0 and not valid where a row is zero
+    (for ``v``: its norm at most ``floor``, when given)."""
+    valid = (nu > 0) & (nv > (0 if floor is None else floor))
     # linalg.vecdot: one fused reduction; a batched 1 x P @ P x 1 matmul per row was 2-5x slower
     # on CPU at P >= 1024 (a GEMM call per row), and u * v would write a full-size temporary
     dot = torch.linalg.vecdot(u, v)

@@ -58,6 +58,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import torch
 
 __all__ = [
+    "stencil_too_small",
     "VELOCITY_MATRICES",
     "INTENSITY_TRANSFORMS",
     "PADDINGS",
@@ -142,6 +143,34 @@ def _velocity_matrix(velocity: Velocity) -> Optional[Tuple[Tuple[float, ...], Tu
     if len(v) != 2 or any(len(r) != 3 for r in v):
         raise ValueError(f"a velocity matrix is 2 x 3 (d theta / dt of affine_grid's theta), got {velocity!r}")
     return v
+
+
+#: Pixels an axis needs for the central difference ``a[j+1] - a[j-1]`` to see anything: with 1 or
+#: 2 pixels every pixel is a (mirrored or wrapped) border and the sampled generator is 0 there.
+MIN_STENCIL_PIXELS = 3
+
+
+def stencil_too_small(size: Tuple[int, int], velocity: Velocity, what: str = "map") -> Optional[str]:
+    """Why the sampled generator of ``velocity`` is degenerate on an ``h x w`` grid, or ``None``.
+
+    An axis the velocity field moves along (its row of the velocity matrix is not zero) with fewer
+    than :data:`MIN_STENCIL_PIXELS` pixels has a zero central difference everywhere: the generator
+    there is exactly 0, and a Lie derivative built on it reads as perfectly equivariant when it is
+    only blind. Intensity transforms (no velocity field) need no stencil.
+    """
+    v = _velocity_matrix(velocity)
+    if v is None:
+        return None
+    h, w = (int(n) for n in size)
+    small = [f"{axis} ({n} pixel{'s' if n != 1 else ''})" for (row, axis, n) in zip(v, ("width", "height"), (w, h))
+             if any(c != 0 for c in row) and n < MIN_STENCIL_PIXELS]
+    if not small:
+        return None
+    return (
+        f"the {what} ({h}x{w}) is too small for lee's central-difference stencil along its {' and '.join(small)}: "
+        f"at least {MIN_STENCIL_PIXELS} pixels are needed, with fewer the sampled generator is exactly 0 and the "
+        "value would read as perfect equivariance; use larger probe images or leave the layer out"
+    )
 
 
 def velocity_field(

@@ -21,6 +21,10 @@ Pure torch. Small pieces shared by the measures that are means over probe images
   and the partner counts). At compute, :func:`chance_per_element` and :func:`chance_details`
   turn the chance sums into ``chance``, ``chance_per_element``, ``above_chance``,
   ``informative`` and ``chance_left_out``.
+* The margin's interval: :func:`pair_margins` gives each scored pair's ``D_k`` (the mean of its
+  two images' ``s_i - c_i``, sign flipped where lower is better) for :func:`moments_of`;
+  :func:`margin_details` turns the merged moments into ``margin``, ``margin_stderr``,
+  ``margin_low`` (one-sided 95%, Student's t) and ``significant``.
 
 Every update-side function works on the device with masks (``torch.where``), without a host
 read, a compaction or a Python loop over samples.
@@ -39,10 +43,13 @@ __all__ = [
     "merge_moments",
     "stderr_from_moments",
     "empty_moments",
+    "kept_image_scores",
     "partner_pairs",
     "sample_keep",
     "chance_per_element",
     "chance_details",
+    "pair_margins",
+    "margin_details",
     "no_chance",
     "MIN_ROOM",
 ]
@@ -86,9 +93,47 @@ def image_moments(score: torch.Tensor, valid: torch.Tensor, sample_mask: Optiona
     ``score``: ``[k x] m x b [x C]``, ``valid``: ``m x b [x C]``; images with no valid pair, or
     with ``sample_mask`` False, are not counted. Returns ``[k x] 3``.
     """
+    return moments_of(*kept_image_scores(score, valid, sample_mask))
+
+
+def kept_image_scores(
+    score: torch.Tensor, valid: torch.Tensor, sample_mask: Optional[torch.Tensor] = None
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """:func:`per_image_scores` of the images with ``sample_mask`` True (the others are not counted)."""
     keep = sample_keep(sample_mask, valid)
-    s, counted = per_image_scores(score, valid if keep is None else valid & keep)
-    return moments_of(s, counted)
+    return per_image_scores(score, valid if keep is None else valid & keep)
+
+
+def pair_margins(
+    own: torch.Tensor,
+    own_counted: torch.Tensor,
+    chance: torch.Tensor,
+    chance_counted: torch.Tensor,
+    index: torch.Tensor,
+    higher_is_better: bool = True,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The pair margins ``D_k`` of a chunk and which of them count (docs/measures.md §7).
+
+    Args:
+        own: ``[k x] b`` images' own scores ``s_i`` (:func:`per_image_scores`).
+        own_counted: ``b`` booleans: ``s_i`` exists.
+        chance: ``[k x] b`` images' chance scores ``c_i``, pooled as ``s_i`` over the chance pairs.
+        chance_counted: ``b`` booleans: ``c_i`` exists (the image, its partner and a chance pair count).
+        index: ``b`` int64, each image's partner (the image itself where it has none), as
+            :func:`partner_pairs` returns it.
+        higher_is_better: ``d_i = s_i - c_i`` when True, ``c_i - s_i`` when False.
+
+    Returns:
+        ``(D, first)``: ``D`` (``[k x] b``) is ``(d_i + d_partner(i)) / 2`` for every image, and
+        ``first`` (``b`` booleans) marks one image of each pair ``i < j`` of mutual partners that
+        are both scored (``s`` and ``c`` exist for both), so that each pair counts once:
+        ``moments_of(D, first)`` summarises the chunk's ``D_k``. No host read.
+    """
+    d = own - chance if higher_is_better else chance - own
+    scored = own_counted & chance_counted
+    here = torch.arange(scored.shape[-1], device=index.device)
+    first = scored & scored.index_select(0, index) & (here < index) & (index.index_select(0, index) == here)
+    return (d + d.index_select(-1, index)) * 0.5, first
 
 
 def moments_of(values: torch.Tensor, weight: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -97,16 +142,19 @@ def moments_of(values: torch.Tensor, weight: Optional[torch.Tensor] = None) -> t
     Two passes in float64 with the compensation term of the corrected two-pass algorithm
     (``M2 = sum d^2 - (sum d)^2 / n``, ``d = x - mean``): exact to round-off even when the
     values agree to many digits. No host read: an empty batch gives ``(0, 0, 0)``. Leading
-    axes of ``values`` (``k x b``: several measures at once) give ``k x 3``.
+    axes of ``values`` (``k x b``: several measures at once) give ``k x 3``; ``weight`` may
+    have leading axes too (``j x b``: a weight per row, broadcasting against ``values``).
     """
     x = values.to(torch.float64)
     zero = torch.zeros((), dtype=torch.float64, device=x.device)
     if weight is None:
         n = torch.full(x.shape[:-1], float(x.shape[-1]), dtype=torch.float64, device=x.device)
     else:
-        w = weight.to(device=x.device, dtype=torch.bool).reshape(x.shape[-1])
+        w = weight.to(device=x.device, dtype=torch.bool)
+        if w.dim() == 0 or w.shape[-1] != x.shape[-1]:
+            w = w.reshape(x.shape[-1])
         x = torch.where(w, x, zero)  # also drops NaN/Inf of left-out entries
-        n = w.sum(dtype=torch.float64).expand(x.shape[:-1])
+        n = w.sum(-1, dtype=torch.float64).expand(x.shape[:-1])
     safe = n.clamp_min(1)
     mean = x.sum(-1) / safe
     d = x - mean.unsqueeze(-1)
@@ -197,7 +245,11 @@ def chance_per_element(chance_sum: torch.Tensor, chance_count: torch.Tensor) -> 
 
 
 def chance_details(
-    value: float, per_element: Optional[torch.Tensor], higher_is_better: bool, left_out: torch.Tensor
+    value: float,
+    per_element: Optional[torch.Tensor],
+    higher_is_better: bool,
+    left_out: torch.Tensor,
+    pair_moments: Optional[torch.Tensor] = None,
 ) -> dict:
     """The ``compute_details()`` keys of the chance level (docs/measures.md §7).
 
@@ -206,23 +258,70 @@ def chance_details(
     ``(c - v) / (1 + c)`` (values at least -1); when that room is below :data:`MIN_ROOM` the
     layer is uninformative: ``above_chance`` is ``None`` and ``informative`` False
     (``informative`` is ``None`` when there is no chance level). ``chance_left_out``: the images
-    without a chance term (no partner, or a partner left out).
+    without a chance term (no partner, or a partner left out). ``pair_moments``: the merged
+    ``(n, mean, M2)`` of the pair margins (``moments_of`` of :func:`pair_margins`), for the keys of
+    :func:`margin_details`.
     """
     out = {"chance": None, "chance_per_element": None, "above_chance": None, "informative": None}
     out["chance_left_out"] = int(round(float(left_out)))
     if per_element is None:
+        out.update(margin_details(None, None))
         return out
     c = float(per_element.mean())
     room = 1.0 - c if higher_is_better else 1.0 + c
     out.update(chance=c, chance_per_element=per_element, informative=bool(room >= MIN_ROOM))
+    margin = (value - c) if higher_is_better else (c - value)
     if out["informative"]:
-        out["above_chance"] = ((value - c) if higher_is_better else (c - value)) / room
+        out["above_chance"] = margin / room
+    out.update(margin_details(margin, pair_moments))
+    return out
+
+
+#: One-sided confidence level of ``margin_low`` (docs/measures.md §7).
+MARGIN_CONFIDENCE = 0.95
+
+
+def margin_details(margin: Optional[float], pair_moments: Optional[torch.Tensor]) -> dict:
+    """``margin``, ``margin_stderr``, ``margin_low``, ``significant``, ``margin_pairs`` and
+    ``significance_reason`` (docs/measures.md §7); reads on the host.
+
+    ``margin`` is how far the value is from its chance level in the better direction (``None``:
+    no chance level, then every key is missing). ``margin_stderr = std(D_k, ddof=1) / sqrt(K)``
+    over the ``K`` scored pairs summarised in ``pair_moments``; ``margin_low = margin -
+    t(0.95, K - 1) * margin_stderr`` (Student's t, one-sided) and ``significant = margin_low > 0``.
+    Below 2 pairs there is no interval and ``significant`` is False; ``significance_reason``
+    says why a layer is not significant (``None`` when it is).
+    """
+    out = {"margin": None, "margin_stderr": None, "margin_low": None, "significant": None,
+           "margin_pairs": 0, "significance_reason": None}
+    if margin is None:
+        return out
+    if pair_moments is not None and pair_moments.dim() > 1:  # gathered but not yet reduced: merge first
+        pair_moments = merge_moments(pair_moments)
+    pairs = 0 if pair_moments is None else int(round(float(pair_moments[0])))
+    out.update(margin=float(margin), margin_pairs=pairs, significant=False)
+    se = None if pair_moments is None else stderr_from_moments(pair_moments)
+    if se is None:
+        out["significance_reason"] = (
+            f"no interval: {pairs} probe pair{'' if pairs == 1 else 's'} with both images scored (at least 2 needed)"
+        )
+        return out
+    from scipy.stats import t as student_t
+
+    low = float(margin) - float(student_t.ppf(MARGIN_CONFIDENCE, pairs - 1)) * se
+    out.update(margin_stderr=se, margin_low=low, significant=bool(low > 0))
+    if not out["significant"]:
+        out["significance_reason"] = (
+            f"not significantly above chance: margin {margin:.3g}, one-sided 95% lower bound {low:.3g} <= 0 "
+            f"({pairs} probe pairs)"
+        )
     return out
 
 
 def no_chance(left_out: int = 0) -> dict:
     """The chance keys of a measure without a chance level (every one missing)."""
-    return {"chance": None, "chance_per_element": None, "above_chance": None, "informative": None, "chance_left_out": int(left_out)}
+    return {"chance": None, "chance_per_element": None, "above_chance": None, "informative": None,
+            "chance_left_out": int(left_out), **margin_details(None, None)}
 
 
 def sample_keep(sample_mask: Optional[torch.Tensor], like: torch.Tensor) -> Optional[torch.Tensor]:

@@ -116,6 +116,16 @@ class LayerContext:
         says = getattr(action, "permutes_channels", None)
         return action is None or (says is not None and all(says(e) for e in self.elements))
 
+    def mixes_channels(self) -> bool:
+        """Whether the channel action may mix channels with a float matrix: there is one on a map
+        layer and it does not say it permutes channels for every element. Its round-off can then
+        leak into a channel that is exactly 0 (docs/measures.md §1.5)."""
+        action = self.channel_action
+        if action is None or self.kind != "map":
+            return False
+        says = getattr(action, "permutes_channels", None)
+        return not (says is not None and all(says(e) for e in self.elements))
+
     def mask(self) -> Optional[torch.Tensor]:
         """Boolean ``m x h x w`` validity mask, or ``None`` when every position is valid."""
         if "mask" not in self.cache:
@@ -143,6 +153,9 @@ class LieContext:
         sample_mask: ``b`` booleans, ``True`` for the images that count, or ``None`` (all):
             an image whose primal or tangent holds NaN or Inf at this layer is left out
             (its ``lie`` rows may hold anything), as for :class:`LayerContext`.
+        grid: ``(h, w)`` of the grid the layer's generator acts on (a map's size, a token
+            layer's token grid), ``None`` for vectors or when unknown.
+        input_size: ``(H, W)`` of the probe images, or ``None`` when unknown.
     """
 
     layer: str
@@ -150,6 +163,8 @@ class LieContext:
     transform: Any
     lie: torch.Tensor
     sample_mask: Optional[torch.Tensor] = None
+    grid: Optional[Tuple[int, int]] = None
+    input_size: Optional[Tuple[int, int]] = None
 
     @property
     def num_channels(self) -> int:

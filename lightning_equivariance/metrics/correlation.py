@@ -14,11 +14,16 @@ Honest numbers (docs/measures.md §7):
   term are counted in ``chance_left_out``. ``compute_details()`` adds ``chance``,
   ``chance_per_element``, ``above_chance = (v - c) / (1 - c)`` (``None`` and ``informative``
   False when ``c > 0.95``; ``informative`` ``None`` without a chance level) and ``chance_left_out``.
-* ``stderr``: ``image_moments`` holds ``(n, mean, M2)`` of each image's own score (the mean
+* ``stderr``: ``moments[0]`` holds ``(n, mean, M2)`` of each image's own score (the mean
   over elements of its mean over live channels), merged with Chan's parallel update over
   chunks and, through a callable ``dist_reduce_fx``, over processes; ``std(s_i, ddof=1) /
   sqrt(n)``, ``None`` below 2 images. When live-channel counts differ between images the
   value (pooled over valid pairs) is not exactly the mean of the ``s_i``.
+* ``margin`` (``value - chance``) and its one-sided 95% interval: ``moments[1]`` holds
+  ``(n, mean, M2)`` of the pair margins ``D_k = (d_2k + d_2k+1) / 2``, ``d_i = s_i - c_i`` (``c_i``
+  the image's chance score, pooled as ``s_i``), over the pairs with both images scored, merged
+  the same way (one state, one merge per chunk for both); ``compute_details()`` adds ``margin``,
+  ``margin_stderr``, ``margin_low``, ``significant``, ``margin_pairs`` and ``significance_reason``.
 
 Left-out images (docs/measures.md §1.7): ``update(..., sample_mask=...)`` and
 ``LayerContext.sample_mask`` leave images out of every sum and count. The mask is applied
@@ -74,7 +79,7 @@ class _CorrelationMeasure(LayerMetric):
     chance_sum: torch.Tensor
     chance_count: torch.Tensor
     chance_left_out: torch.Tensor
-    image_moments: torch.Tensor
+    moments: torch.Tensor
 
     def __init__(self, num_elements: int, num_channels: int, similarity: str = "pearson", **kwargs: Any):
         super().__init__(**kwargs)
@@ -90,8 +95,9 @@ class _CorrelationMeasure(LayerMetric):
         self.add_state("chance_sum", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("chance_count", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("chance_left_out", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        # (n, mean, M2) of the images' own scores, merged with Chan's update (also across processes)
-        self.add_state("image_moments", torch.zeros(3, dtype=torch.float64), dist_reduce_fx=merge_moments)
+        # (n, mean, M2) of the images' own scores (row 0, the stderr) and of the pair margins D_k
+        # (row 1, the margin's interval), merged with Chan's update (also across processes)
+        self.add_state("moments", torch.zeros(2, 3, dtype=torch.float64), dist_reduce_fx=merge_moments)
         # The validity mask of a layer is fixed by the group and the layer's shape: in
         # update(ctx) its "at least 2 positions" check (a host read) runs on the first chunk only.
         self._position_mask_checked = False
@@ -115,7 +121,7 @@ class _CorrelationMeasure(LayerMetric):
         self.score_sum += mine["score_sum"]
         self.count += sums["count"]
         self.left_out += sums["left_out"]
-        self.image_moments.copy_(combine_moments(self.image_moments, mine["image_moments"]))
+        self.moments.copy_(combine_moments(self.moments, mine["moments"]))
         self.chance_left_out += sums["chance_left_out"]  # without a partner tensor, every kept image
         if mine["chance_sum"] is not None:
             self.chance_sum += mine["chance_sum"]
@@ -189,10 +195,10 @@ class _CorrelationMeasure(LayerMetric):
             "per_element": per_element,
             "per_channel": per_channel if self.score_sum.shape[1] > 1 else None,
             "left_out": int(self.left_out.sum()),
-            "stderr": stderr_from_moments(self.image_moments),
+            "stderr": stderr_from_moments(self.moments[0]),
         }
         chance = chance_per_element(self.chance_sum, self.chance_count)
-        out.update(chance_details(out["value"], chance, True, self.chance_left_out))
+        out.update(chance_details(out["value"], chance, True, self.chance_left_out, self.moments[1]))
         return out
 
 
@@ -217,6 +223,7 @@ def _layer_scores(ctx: LayerContext, similarity: str) -> Dict[str, torch.Tensor]
         vector=ctx.kind == "vector",
         check_mask=False,  # checked by the metric on its first update
         partner=ctx.partner,
+        mixed_channels=ctx.mixes_channels(),
     )
 
 

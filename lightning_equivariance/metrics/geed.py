@@ -6,7 +6,8 @@ of :class:`GEEDLatentL2` (see there) and ``image_moments``. Larger values mean *
 equivariant (``higher_is_better = False``). ``value`` is the mean over the group's
 non-identity elements of the per-element G-EED (docs/measures.md §3); ``per_element`` holds those.
 
-Honest numbers (docs/measures.md §7). Every variant keeps ``image_moments``, the
+Honest numbers (docs/measures.md §7). Every variant keeps ``image_moments`` (``moments[0]`` in
+:class:`GEEDChannel`), the
 ``(n, mean, M2)`` of the images' own scores ``s_i`` (the mean over elements of image ``i``'s
 mean over its valid channels), merged with Chan's parallel update over chunks and, through a
 callable ``dist_reduce_fx``, over processes; ``compute_details()["stderr"]`` is
@@ -16,7 +17,10 @@ the same cosine sums against the partner's ``T'_g a`` (``LayerContext.partner``,
 ``update(..., partner=)``; on vectors the partner's orbit average), with
 ``chance``, ``chance_per_element``, ``above_chance = (c - v) / (1 + c)`` (``None`` and
 ``informative`` False when ``c < -0.95``) and ``chance_left_out`` (images without a partner) in
-``compute_details()``. The other variants report those keys as missing.
+``compute_details()``, and the margin ``chance - value`` with its one-sided 95% interval
+(``moments[1]``: the pair margins ``D_k`` with ``d_i = c_i - s_i``, merged as ``image_moments``;
+``margin``, ``margin_stderr``, ``margin_low``, ``significant``). The other variants report those
+keys as missing.
 
 Left-out images (docs/measures.md §1.7): every ``update`` takes an optional
 ``sample_mask`` (``b`` booleans on the activations' device, True = the image counts) and
@@ -56,6 +60,9 @@ from ..functional.geed import (
 )
 from ..functional.moments import (
     image_moments,
+    kept_image_scores,
+    moments_of,
+    pair_margins,
     chance_details,
     chance_per_element,
     combine_moments,
@@ -144,7 +151,7 @@ class GEEDChannel(_GEED):
     chance_sum: torch.Tensor
     chance_count: torch.Tensor
     chance_left_out: torch.Tensor
-    image_moments: torch.Tensor
+    moments: torch.Tensor
 
     def __init__(self, num_elements: int, num_channels: int, **kwargs: Any):
         super().__init__(**kwargs)
@@ -157,7 +164,9 @@ class GEEDChannel(_GEED):
         self.add_state("chance_sum", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("chance_count", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("chance_left_out", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self._add_moments_state()
+        # (n, mean, M2) of the images' own scores (row 0, the stderr) and of the pair margins D_k
+        # (row 1, the margin's interval), merged with Chan's update (also across processes)
+        self.add_state("moments", torch.zeros(2, 3, dtype=torch.float64), dist_reduce_fx=merge_moments)
 
     @classmethod
     def for_layer(cls, ctx: LayerContext, **_: Any) -> "GEEDChannel":
@@ -171,6 +180,7 @@ class GEEDChannel(_GEED):
         vector: Optional[bool] = None,
         sample_mask: Optional[torch.Tensor] = None,
         partner: Optional[torch.Tensor] = None,
+        mixed_channels: bool = False,
     ) -> None:
         """Add ``a(gx)`` and ``g a_hat(x)`` (``m x b x C x h x w`` or ``m x b x D``), optional ``m x h x w`` mask.
 
@@ -178,8 +188,10 @@ class GEEDChannel(_GEED):
         left out of every sum and count (their activations may hold anything).
         ``partner``: optional ``b`` integers on the activations' device, each image's partner in
         this batch or ``-1`` (docs/measures.md §7); without it no chance level is added.
+        ``mixed_channels``: ``ta_x`` comes from a channel action applied as a float matrix
+        (:func:`~lightning_equivariance.functional.geed.geed_channel_scores`).
         """
-        out = geed_channel_scores(a_gx, ta_x, mask=mask, vector=vector, partner=partner)
+        out = geed_channel_scores(a_gx, ta_x, mask=mask, vector=vector, partner=partner, mixed_channels=mixed_channels)
         if out["cosine"].shape[0] != self.score_sum.shape[0] or out["cosine"].shape[-1] != self.score_sum.shape[1]:
             raise ValueError(
                 f"{type(self).__name__} was created for {self.score_sum.shape[0]} elements x {self.score_sum.shape[1]} "
@@ -190,7 +202,7 @@ class GEEDChannel(_GEED):
         self.score_sum += s
         self.count += n
         self.left_out += dead.sum(1)
-        self._add_image_moments(-cosine, valid, sample_mask)
+        own, own_counted = kept_image_scores(-cosine, valid, sample_mask)  # G-EED per image: -cos
         b = cosine.shape[1]
         kept = (
             torch.full((), float(b), dtype=torch.float64, device=cosine.device)
@@ -199,13 +211,20 @@ class GEEDChannel(_GEED):
         )
         if partner is None:
             self.chance_left_out += kept  # no partner tensor: no image has a chance term
+            own_moments = moments_of(own, own_counted)
+            self.moments.copy_(combine_moments(self.moments, torch.stack([own_moments, torch.zeros_like(own_moments)])))
             return
         # an image has a chance term when it counts, has a partner here, and the partner counts
-        _, paired = partner_pairs(partner.to(cosine.device), b, sample_mask)
+        index, paired = partner_pairs(partner.to(cosine.device), b, sample_mask)
         cs, cn, _ = _scores_update(out["chance_cosine"], out["chance_valid"], paired)
         self.chance_sum += cs
         self.chance_count += cn
         self.chance_left_out += kept - paired.sum(dtype=torch.float64)
+        # the margin's interval (docs/measures.md §7): lower is better, so d_i = c_i - s_i
+        chance = kept_image_scores(-out["chance_cosine"], out["chance_valid"], paired)
+        margins, first = pair_margins(own, own_counted, *chance, index, higher_is_better=False)
+        both = moments_of(torch.stack([own, margins]), torch.stack([own_counted, first]))
+        self.moments.copy_(combine_moments(self.moments, both))
 
     def _update_context(self, ctx: LayerContext) -> None:
         partner = ctx.partner
@@ -216,8 +235,11 @@ class GEEDChannel(_GEED):
                 ctx.a_gx, f_hat.expand(len(ctx.elements), *f_hat.shape), vector=True, sample_mask=ctx.sample_mask, partner=partner
             )
         else:
+            # a channel action that is not a permutation mixes channels with a float matrix (its round-off must
+            # not make a zero channel count)
             self._update_tensors(
-                ctx.a_gx, ctx.transformed_x(), mask=ctx.mask(), vector=False, sample_mask=ctx.sample_mask, partner=partner
+                ctx.a_gx, ctx.transformed_x(), mask=ctx.mask(), vector=False, sample_mask=ctx.sample_mask,
+                partner=partner, mixed_channels=ctx.mixes_channels(),
             )
 
     def compute(self) -> torch.Tensor:
@@ -231,10 +253,11 @@ class GEEDChannel(_GEED):
             "per_element": per_element,
             "per_channel": per_channel if self.score_sum.shape[1] > 1 else None,
             "left_out": int(self.left_out.sum()),
-            "stderr": stderr_from_moments(self.image_moments),
+            "stderr": stderr_from_moments(self.moments[0]),
         }
         chance = chance_per_element(self.chance_sum, self.chance_count)
-        out.update(chance_details(out["value"], None if chance is None else -chance, False, self.chance_left_out))
+        out.update(chance_details(out["value"], None if chance is None else -chance, False, self.chance_left_out,
+                                  self.moments[1]))
         return out
 
 

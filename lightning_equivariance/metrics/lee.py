@@ -25,7 +25,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
-from ..functional.lie import _lee_compute, _lee_update
+from ..functional.lie import _lee_compute, _lee_update, stencil_too_small
 from ..functional.moments import combine_moments, merge_moments, moments_of, no_chance, stderr_from_moments
 from .base import FORWARD_MODE, LayerMetric, LieContext
 
@@ -65,7 +65,30 @@ class LieDerivativeError(LayerMetric):
 
     @classmethod
     def for_layer(cls, ctx: LieContext, **_: Any) -> "LieDerivativeError":
+        """A metric for ``ctx``'s layer; refused (``ValueError`` with the reason) where the transform's
+        difference stencil does not fit the probe images or the layer's grid (the LEE would be a
+        blind 0 there, not a measurement)."""
+        reason = cls.degenerate(ctx)
+        if reason:
+            raise ValueError(reason)
         return cls(ctx.num_channels).to(ctx.lie.device)
+
+    @staticmethod
+    def degenerate(ctx: LieContext) -> Optional[str]:
+        """Why lee cannot measure ``ctx``'s layer (probe images or the layer's grid too small for the
+        generator's central differences, :func:`~lightning_equivariance.functional.lie.stencil_too_small`)."""
+        velocity = getattr(ctx.transform, "velocity", None)
+        if velocity is None:  # an intensity transform, or no transform (the tensor form)
+            return None
+        if ctx.input_size is not None:
+            reason = stencil_too_small(ctx.input_size, velocity, "probe image")
+            if reason:
+                return f"layer {ctx.layer!r}: {reason}"
+        if ctx.grid is not None:
+            reason = stencil_too_small(ctx.grid, velocity, "layer's map")
+            if reason:
+                return f"layer {ctx.layer!r}: {reason}"
+        return None
 
     def _update_tensors(self, lie: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> None:
         """Add Lie derivatives of a batch: ``b x C x h x w`` maps, ``b x C x P`` or ``b x D`` vectors.

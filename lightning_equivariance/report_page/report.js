@@ -40,6 +40,15 @@
   function hasEpochs() { return series().runs.some(function (r) { return r.epochs.some(function (e) { return e !== null; }); }); }
   function axisTitle() { return state.axis === "step" ? "global step" : "epoch"; }
 
+  // the margin above chance and its one-sided 95% interval (docs/measures.md §7), "" when not logged
+  function marginText(r, i, j) {
+    if (!r.margin || r.margin[i][j] === null) return "";
+    var low = r.margin_low ? r.margin_low[i][j] : null, sig = r.significant ? r.significant[i][j] : null;
+    var verdict = sig === 1 ? "<br>significantly above chance" : sig === 0 ? "<br>not significantly above chance" : "";
+    return "<br>margin " + fmt(r.margin[i][j]) + (low === null ? " (no interval: fewer than 2 scored probe pairs)"
+      : " (95% lower bound " + fmt(low) + ")") + verdict;
+  }
+
   function band(x, low, high, colour, name, group) {
     return [
       {x: x, y: high.map(shown), mode: "lines", line: {width: 0, color: colour}, hoverinfo: "skip", showlegend: false, legendgroup: group},
@@ -110,6 +119,7 @@
           var s = "value " + fmt(row[j]);
           if (r.chance && r.chance[i][j] !== null) s += "<br>chance " + fmt(r.chance[i][j]);
           if (r.stderr && r.stderr[i][j] !== null) s += "<br>stderr " + fmt(r.stderr[i][j]);
+          s += marginText(r, i, j);
           return s;
         });
       });
@@ -193,9 +203,14 @@
         traces = traces.concat(band(x, v.map(function (a, i) { return a === null || isNaN(se[i]) ? null : a - se[i]; }),
           v.map(function (a, i) { return a === null || isNaN(se[i]) ? null : a + se[i]; }), c, r.run, "r:" + r.run));
       }
+      // layers not significantly above chance: hollow markers; the hover gives the margin and its interval
+      var notSig = r.significant ? r.significant.map(function (row) { return row[last] === 0; }) : null;
       traces.push({x: x, y: v, mode: "lines+markers", name: esc(r.run) + " @ " + r.steps[last], legendgroup: "r:" + r.run,
-        line: {color: c, width: grouped ? 1 : 2, dash: r.baseline ? "dash" : "solid"}, opacity: grouped ? 0.45 : 1, marker: {size: 4},
-        hovertemplate: "%{y:.4f}<extra>" + esc(r.run) + "</extra>"});
+        line: {color: c, width: grouped ? 1 : 2, dash: r.baseline ? "dash" : "solid"}, opacity: grouped ? 0.45 : 1,
+        marker: {size: notSig ? 6 : 4,
+          symbol: notSig ? notSig.map(function (n) { return n ? "circle-open" : "circle"; }) : "circle"},
+        text: r.layers.map(function (_, i) { return marginText(r, i, last); }),
+        hovertemplate: "%{y:.4f}%{text}<extra>" + esc(r.run) + "</extra>"});
       if (r.chance && !grouped) {
         traces.push({x: x, y: r.chance.map(function (row) { return shown(row[last]); }), mode: "lines", name: esc(r.run) + ": chance",
           legendgroup: "r:" + r.run, line: {color: c, width: 1, dash: "dot"}, hovertemplate: "chance %{y:.4f}<extra>" + esc(r.run) + "</extra>"});
@@ -223,6 +238,10 @@
     var notes = [];
     if (t.groups.length) notes.push("Groups: mean over the runs that have a value, band = " + DATA.interval_label + " (n runs shown on hover).");
     notes.push("Baselines dashed. Missing values are gaps (grey in the heatmap); infinite values are drawn at the colour scale's ends.");
+    if (t.runs.some(function (r) { return r.significant; })) {
+      notes.push("Profile: hollow markers are layers not significantly above chance (the margin's one-sided 95% " +
+        "lower bound is not above 0); hover for the margin and its interval.");
+    }
     $("notes").textContent = notes.join(" ");
   }
 

@@ -30,7 +30,13 @@ For one measure (e.g. ``"equivariance"``) and one transformation group (e.g.
     value expected by chance), ``above_chance`` (``(v - c) / (best - c)``: 1 perfect,
     0 at chance, negative below; NaN where uninformative), ``informative`` (0 or 1),
     ``non_finite`` (how many probe images were left out of the layer for NaN/Inf, a
-    count).
+    count), and - added later, optional like every field, so a log written before
+    them is read as it is - ``margin`` (how far the value is from chance in the
+    measure's better direction), ``margin_stderr`` (its standard error over the
+    probe pairs), ``margin_low`` (its one-sided 95% lower bound) and ``significant``
+    (0 or 1: ``margin_low > 0``; 0 with ``margin_low`` NaN: fewer than 2 scored
+    pairs). A reader takes the rows named in the tag's ``fields`` and ignores names
+    it does not know.
 
 ``equivariance_record/{measure}/{group}`` (kind ``"record"``, version 2, optional)
     a string scalar holding UTF-8 JSON, one per step::
@@ -118,7 +124,10 @@ PARTS = ("Early", "Middle", "Late", "Pool", "Final")
 MISSING_STATUSES = ("refused", "not_called")
 """Why a layer has no value at a step: refused by the measure, or never called."""
 
-STAT_FIELDS = ("stderr", "chance", "above_chance", "informative", "non_finite")
+STAT_FIELDS = (
+    "stderr", "chance", "above_chance", "informative", "non_finite",
+    "margin", "margin_stderr", "margin_low", "significant",
+)
 """The optional per-layer statistics of the ``stats`` tag, in the writer's order."""
 
 

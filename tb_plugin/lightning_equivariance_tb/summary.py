@@ -77,6 +77,10 @@ class Series:
         chance the value is (``(v - c) / (best - c)``: 1 perfect, 0 at chance; NaN
         where uninformative), whether the layer is informative (booleans or 0/1),
         and the number of probe images left out for NaN/Inf (a count).
+      margin, margin_stderr, margin_low, significant: Optional per-layer statistics
+        as above: the distance from chance in the better direction, its standard
+        error over the probe pairs, its one-sided 95% lower bound and whether that
+        bound is above 0 (booleans or 0/1).
       missing: ``{layer: (status, reason)}`` for the layers without a value at this
         step; ``status`` is one of :data:`metadata.MISSING_STATUSES`
         (``"refused"``, ``"not_called"``). A plain string is a reason with status
@@ -96,6 +100,10 @@ class Series:
     informative: Optional[Any] = None
     non_finite: Optional[Any] = None
     missing: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    margin: Optional[Any] = None
+    margin_stderr: Optional[Any] = None
+    margin_low: Optional[Any] = None
+    significant: Optional[Any] = None
 
     @classmethod
     def from_object(cls, obj):
@@ -350,7 +358,8 @@ def stats_pb(
       stats: ``{field: one value per layer}`` for some fields of
         :data:`metadata.STAT_FIELDS`; NaN = not available. ``above_chance`` is a number
         (``(v - c) / (best - c)``: 1 perfect, 0 at chance, negative below), ``informative`` a
-        boolean (or 0/1), ``non_finite`` a count >= 0.
+        boolean (or 0/1), ``non_finite`` a count >= 0, ``margin``, ``margin_stderr`` and
+        ``margin_low`` numbers, ``significant`` a boolean (or 0/1).
       The others: as for :func:`layers_pb`; layers in ``missing`` are stored as NaN.
 
     Raises:
@@ -370,7 +379,7 @@ def stats_pb(
     for field in fields:
         row = _numbers(field, measure, group, stats[field], len(layers)).copy()
         known = row[~np.isnan(row)]
-        if field == "informative" and not np.isin(known, (0.0, 1.0)).all():
+        if field in ("informative", "significant") and not np.isin(known, (0.0, 1.0)).all():
             raise ValueError("%s must be booleans (or 0/1) (%s)" % (field, _where(measure, group)))
         if field == "non_finite" and not (
             np.isfinite(known).all() and (known >= 0).all() and (known == np.round(known)).all()

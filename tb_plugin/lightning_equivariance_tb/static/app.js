@@ -54,6 +54,7 @@ export class App {
       scalar: null,
       heatColor: "value", // heatmap cells: "value" | "above_chance"
       heatScale: "data", // heatmap colour scale: "data" (the runs' range) | "fixed"
+      significantOnly: false, // heatmap: colour only the layers significantly above chance
       sharedY: false, // curves: one y-range for every panel
       fitY: false, // curves and profile: a bounded measure's y axis fits the data instead of its range
       heatHeight: "fit", // heatmap rows box: "fit" (the window's height) | "all" (no scrolling) | CSS px
@@ -654,9 +655,19 @@ export class App {
       el("option", { value: "all", text: "all rows (no scrolling)" }),
     ]);
     height.value = s.heatHeight;
+    const hasSignificance = this.loadedSeries().some((x) => x.stats && x.stats.significant);
+    const significantOnly = el("input", {
+      type: "checkbox", class: "eq-significant-only",
+      checked: s.significantOnly && hasSignificance, disabled: !hasSignificance,
+      onchange: () => {
+        s.significantOnly = significantOnly.checked;
+        this.safely(() => this.renderView());
+      },
+    });
     return [
       el("h3", { text: "Colour" }), color,
       el("div", { class: "eq-hint", text: hasAbove ? "above chance: (v - c) / (best - c), 1 = perfect, 0 = chance." : "No chance level logged for this measure." }),
+      el("label", { class: "eq-check" }, [significantOnly, "significant only"]),
       el("h3", { text: "Scale" }), scale,
       el("h3", { text: "Height" }), height,
       el("div", {

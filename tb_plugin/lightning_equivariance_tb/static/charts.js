@@ -32,7 +32,7 @@
 
 import {
   FIXED_RANGES, esc, fmt, layerNames, niceStride, orderParts, partColor, partStatRow, partSymbol, plural, statRows,
-  statsText,
+  statsText, marginText,
 } from "./util.js";
 
 /** Line style of chance levels: dotted, thinner and fainter than the values. */
@@ -389,6 +389,17 @@ function runTrace(x, ys, name, lineStyle, chance = null, stderr = null, xs = x.s
   };
 }
 
+/** A run's line with its margin above chance and interval added to the hover (docs/measures.md
+ * §7; a part's: the mean of its layers'); the line as it was without a margin. */
+function withMargin(line, margin, low) {
+  if (!margin || !line.trace.hovertext) return line;
+  line.trace.hovertext = line.trace.hovertext.map((h, j) => {
+    const text = marginText(margin[j], low ? low[j] : NaN);
+    return text ? `${h}<br>${esc(text)}` : h;
+  });
+  return line;
+}
+
 /** Hover text of a group's points: the interval (and whether it was drawn clipped
  * to the measure's range) and how many runs have a value. */
 function groupHover(g, low, high, n, interval, clipped = null, range = null) {
@@ -458,8 +469,9 @@ export function curvesFigures(series, layers, knownParts, measure, lineStyle, op
     })
     .concat(series
       .filter((x) => x.part_names.includes(part))
-      .map((x) => runTrace(x, x.part_values[x.part_names.indexOf(part)], part, lineStyle,
-        partStatRow(x, "chance", part), partStatRow(x, "stderr", part), xOf(x), xTitle, range))), measure, panel);
+      .map((x) => withMargin(runTrace(x, x.part_values[x.part_names.indexOf(part)], part, lineStyle,
+        partStatRow(x, "chance", part), partStatRow(x, "stderr", part), xOf(x), xTitle, range),
+      partStatRow(x, "margin", part), partStatRow(x, "margin_low", part)))), measure, panel);
   const perLayer = panelsFigure(layers, (l) => l, (layer) => groups
     .filter((g) => g.layers.includes(layer))
     .map((g) => {
@@ -471,8 +483,10 @@ export function curvesFigures(series, layers, knownParts, measure, lineStyle, op
       .map((x) => {
         const i = x.layers.indexOf(layer);
         const chance = statRows(x, "chance"), stderr = statRows(x, "stderr");
-        return runTrace(x, x.values[i], layer, lineStyle, chance && chance[i], stderr && stderr[i], xOf(x), xTitle,
-          range);
+        const margin = statRows(x, "margin"), low = statRows(x, "margin_low");
+        const line = runTrace(x, x.values[i], layer, lineStyle, chance && chance[i], stderr && stderr[i], xOf(x),
+          xTitle, range);
+        return withMargin(line, margin && margin[i], low && low[i]);
       })), measure, panel);
   return { perPart, perLayer };
 }

@@ -25,6 +25,7 @@ import { el, getJSON } from "./util.js";
 export {
   FIXED_RANGES, directionHint, esc, fmt, num, orderParts, partColor, partStatRow, partSymbol, plural, statsText,
   uninformativeReason,
+  marginText, notSignificantReason,
 } from "./util.js";
 export {
   bandPolygons, boundsPolygons, channelBarsFigure, curvesFigures, finiteRuns, groupLine, integerAxis, profileFigure,

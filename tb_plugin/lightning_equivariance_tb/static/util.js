@@ -187,6 +187,22 @@ export function uninformativeReason(chance, higherIsBetter) {
     : `uninformative: chance ${fmt(chance, 3)} > ${bound}`;
 }
 
+/** The margin above chance with its one-sided 95% interval (docs/measures.md §7),
+ * plain text; "" without a margin. */
+export function marginText(margin, low) {
+  if (!Number.isFinite(margin)) return "";
+  return Number.isFinite(low)
+    ? `margin ${fmt(margin)}, 95% interval [${fmt(low)}, ∞)`
+    : `margin ${fmt(margin)}, no interval (fewer than 2 scored probe pairs)`;
+}
+
+/** Why a layer is not significantly above chance (plain text), from its lower bound. */
+export function notSignificantReason(low) {
+  return Number.isFinite(low)
+    ? `not significantly above chance: 95% lower bound ${fmt(low, 3)} ≤ 0`
+    : "not significantly above chance: fewer than 2 scored probe pairs, no interval";
+}
+
 /** One statistic (stderr, chance, ...) of a /series body as rows per layer, or
  * null when the run has none. */
 export function statRows(x, field) {

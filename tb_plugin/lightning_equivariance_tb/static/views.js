@@ -8,6 +8,7 @@
 import {
   FIXED_RANGES, decodeMatrix, directionHint, el, fmt, getJSON, layerNames, num, plural, statRows, textWithCode,
   uninformativeReason,
+  marginText, notSignificantReason,
 } from "./util.js";
 import { CanvasHeatmap, heatmapHeight, valueRange } from "./heatmap.js";
 import {
@@ -16,24 +17,35 @@ import {
 
 const PLOTLY_VIEWS = new Set(["curves", "profile", "channels", "spearman"]);
 
-/** Whether a layer is uninformative at a point (stats field informative = 0). */
+/** Whether a layer is drawn as uninformative at a point: stats field informative = 0,
+ * or significant = 0 (not significantly above chance, docs/measures.md §7). */
 function uninformativeAt(x) {
-  const rows = statRows(x, "informative");
-  return rows ? (r, c) => rows[r][c] === 0 : null;
+  const rows = statRows(x, "informative"), significant = statRows(x, "significant");
+  if (!rows && !significant) return null;
+  return (r, c) => (rows !== null && rows[r][c] === 0) || (significant !== null && significant[r][c] === 0);
 }
 
 /** Extra tooltip lines of a heatmap cell: why it has no value, its statistics
- * (the value itself first when the cells show how far above chance it is). */
-function cellNotes(x, showsAboveChance) {
+ * (the value itself first when the cells show how far above chance it is, or
+ * when "significant only" leaves the cell uncoloured). */
+function cellNotes(x, showsAboveChance, significantOnly = false) {
   const informative = statRows(x, "informative");
   const chanceRows = statRows(x, "chance");
+  const significant = statRows(x, "significant");
+  const margin = statRows(x, "margin"), marginLow = statRows(x, "margin_low");
   return (r, c) => {
     const lines = [];
-    if (showsAboveChance) lines.push(`value ${fmt(x.values[r][c])}`);
+    const hidden = significantOnly && !(significant && significant[r][c] === 1);
+    if (showsAboveChance || hidden) lines.push(`value ${fmt(x.values[r][c])}`);
     const m = x.missingAt.get(`${r},${c}`);
     if (m) lines.push(`not measured (${m.status.replace("_", " ")}): ${m.reason}`);
     if (informative && informative[r][c] === 0) {
       lines.push(uninformativeReason(chanceRows ? chanceRows[r][c] : NaN, x.higher_is_better));
+    }
+    if (significant && significant[r][c] === 0) lines.push(notSignificantReason(marginLow ? marginLow[r][c] : NaN));
+    if (margin) {
+      const text = marginText(margin[r][c], marginLow ? marginLow[r][c] : NaN);
+      if (text) lines.push(text);
     }
     const stats = x.stats || {};
     for (const [field, label] of [["stderr", "± stderr"], ["chance", "chance"], ["non_finite", "non-finite images"]]) {
@@ -169,17 +181,25 @@ export class Views {
     return card.heatmap;
   }
 
-  /** What the heatmap cells show: {aboveChance, matrix(x), range, reverse(x), title}. */
+  /** What the heatmap cells show: {aboveChance, significantOnly, matrix(x), range, reverse(x), title}. */
   heatmapMode(all) {
     const s = this.app.state;
     const aboveChance = s.heatColor === "above_chance" && all.some((x) => statRows(x, "above_chance"));
-    const matrix = (x) => (aboveChance ? statRows(x, "above_chance") || x.values.map((row) => row.map(() => NaN)) : x.values);
+    // "significant only": the cells of layers not significantly above chance are left uncoloured
+    const significantOnly = Boolean(s.significantOnly) && all.some((x) => statRows(x, "significant"));
+    const shown = (x) => (aboveChance
+      ? statRows(x, "above_chance") || x.values.map((row) => row.map(() => NaN)) : x.values);
+    const matrix = !significantOnly ? shown : (x) => {
+      const significant = statRows(x, "significant");
+      return shown(x).map((row, r) => row.map((v, c) => (significant && significant[r][c] === 1 ? v : NaN)));
+    };
     const fixed = FIXED_RANGES[aboveChance ? "above_chance" : s.measure];
     const range = s.heatScale === "fixed" && fixed
       ? Object.assign(valueRange(all.map(matrix)), { lo: fixed[0], hi: fixed[1] })
       : valueRange(all.map(matrix));
     return {
       aboveChance,
+      significantOnly,
       matrix,
       range,
       fixed: Boolean(s.heatScale === "fixed" && fixed),
@@ -220,6 +240,7 @@ export class Views {
     const range = mode.range;
     const direction = mode.aboveChance ? true : loaded.length ? loaded[0].higher_is_better : true;
     const anyUninformative = all.some((x) => (statRows(x, "informative") || []).some((row) => row.includes(0)));
+    const anyNotSignificant = all.some((x) => (statRows(x, "significant") || []).some((row) => row.includes(0)));
     const plots = [];
     const word = this.app.xLabel();
     this.withCards((container) => {
@@ -231,6 +252,10 @@ export class Views {
             : "") +
           `One colour scale for all runs${mode.fixed ? ` (fixed: ${range.lo} to ${range.hi})` : ""}; ${directionHint(direction, this.app.state.measure)}.` +
           (anyUninformative ? " Greyed, hatched cells: uninformative layers (the chance level leaves no room, hover for it)." : "") +
+          (anyNotSignificant
+            ? " Hatched cells: layers not significantly above chance (the margin's one-sided 95% interval reaches 0;" +
+              " hover for it)." : "") +
+          (mode.significantOnly ? " Only layers significantly above chance are coloured." : "") +
           (range.pos + range.neg ? " Hatched cells are +∞ / -∞ (e.g. nv = x/0), coloured as the scale's end." : "") +
           (all.some((x) => x.missing.length) ? ` Grey cells: layer not measured at that ${word} (hover for why).` : "") +
           (groups.length ? ` Group cards: the mean over the group's runs (hover: ${this.app.intervalLabel}, number of runs).` : ""),
@@ -305,7 +330,7 @@ export class Views {
         title: x.run,
         rowKind: "layer",
         xTitle: word,
-        notes: cellNotes(x, mode.aboveChance),
+        notes: cellNotes(x, mode.aboveChance, mode.significantOnly),
         barTitle: mode.title,
         valueLabel: mode.aboveChance ? "above chance" : "value",
         uninformative: uninformativeAt(x),
