@@ -570,6 +570,35 @@ def discover_layouts(
     return Layouts(tracker.layouts, tracker.inputs, tracker.undecided)
 
 
+def _version(t: torch.Tensor) -> Optional[int]:
+    """The in-place version counter (``None`` for inference tensors, which have none)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
+
+
+def _same_values(t: torch.Tensor, r: Optional[torch.Tensor], version: Optional[int]) -> bool:
+    """``t`` holds what a hooked layer returned as ``r`` (its version then ``version``), read the same way.
+
+    Evidence, not equal numbers: ``t`` is ``r`` itself, or a view of it (``_base`` links them; a
+    live tensor, so no reused memory can pass) over the same elements in the same order that
+    only adds or drops axes of size 1 (a flatten of ``B x C x 1 x 1``, a squeeze); and neither was
+    changed in place since the layer's hook saw it.
+    """
+    if r is None or _version(t) != version:
+        return False
+    if t is r:
+        return True
+    base = t._base
+    if base is None or not (base is r or (r._base is not None and base is r._base)):
+        return False
+    if t.dtype != r.dtype or t.numel() != r.numel() or t.data_ptr() != r.data_ptr():
+        return False
+    kept = lambda x: [(n, st) for n, st in zip(x.shape, x.stride()) if n != 1]  # noqa: E731
+    return kept(t) == kept(r)
+
+
 class Probe:
     """Context manager: eval mode, forward hooks on ``layers``, everything restored on exit.
 
@@ -582,7 +611,8 @@ class Probe:
 
     With ``output=True`` the model's own output (its first tensor) is handed on as the layer
     ``"(output)"`` after every forward, unless it is the very tensor a hooked layer returned in
-    that forward (a classifier's last ``Linear``): then :attr:`output_produced_by` names that layer.
+    that forward (a classifier's last ``Linear``), or a view of it that only drops or adds axes of
+    size 1: then :attr:`output_produced_by` names that layer.
     """
 
     def __init__(self, model: nn.Module, layers: List[Tuple[str, nn.Module]], callback, eval_mode: bool = True,
@@ -597,8 +627,8 @@ class Probe:
         self._handles = []
         self._mode = contextlib.nullcontext()
         self._calls: Dict[str, int] = {}
-        # (layer call, weak reference to its output tensor) of this forward, for the output's identity
-        self._produced: List[Tuple[str, weakref.ref]] = []
+        # (layer call, weak reference to its output tensor, its version) of this forward, for the output's identity
+        self._produced: List[Tuple[str, weakref.ref, Optional[int]]] = []
 
     def _hooked(self) -> List[Tuple[str, nn.Module]]:
         """The hooked (name, module) pairs: the layers, then the model itself for its output."""
@@ -631,16 +661,15 @@ class Probe:
             if self.output:
                 t = first_tensor(output)
                 if t is not None:
-                    self._produced.append((call, weakref.ref(t)))
+                    self._produced.append((call, weakref.ref(t), _version(t)))
             self.callback(call, output, args)
 
         return hook
 
     def _output_hook(self, module, args, output):
         t = first_tensor(output)
-        # Identity, not equal values: the same tensor object a hooked layer returned (alive, so its
-        # id cannot have been reused), which that layer's measures have already seen.
-        producer = next((call for call, ref in reversed(self._produced) if t is not None and ref() is t), None)
+        producer = next((call for call, ref, version in reversed(self._produced)
+                         if t is not None and _same_values(t, ref(), version)), None)
         self._produced = []
         if producer is not None:
             self.output_produced_by = producer
