@@ -1,6 +1,6 @@
 """Dense prediction: how equivariant does a small segmentation network's *output* become while it trains?
 
-    python examples/segmentation.py            # 1-2 minutes on 2 CPU cores, no download
+    python examples/segmentation.py            # about a minute on 2 CPU cores, no download
     python examples/segmentation.py --quick    # a few seconds (the test's mode)
 
 A small encoder-decoder learns to label every pixel of generated images (background, squares,
@@ -120,23 +120,23 @@ class Segmenter(pl.LightningModule):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a few steps on few images (seconds; the test's mode)")
-    parser.add_argument("--epochs", type=int, default=None, help="default 4 (1 with --quick)")
-    parser.add_argument("--train-images", type=int, default=None, help="default 512 (64 with --quick)")
+    parser.add_argument("--epochs", type=int, default=None, help="default 8 (1 with --quick)")
+    parser.add_argument("--train-images", type=int, default=None, help="default 768 (64 with --quick)")
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--num-samples", type=int, default=None,
-                        help="probe images for the callback (default 32; 16 with --quick)")
+                        help="probe images for the callback (default 64; 16 with --quick)")
     parser.add_argument("--every-n-steps", type=int, default=None,
-                        help="measure every n optimizer steps (default 8; 2 with --quick)")
+                        help="measure every n optimizer steps (default 12; 2 with --quick)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (default 1: on a network this small more threads mostly wait on each other)")
     parser.add_argument("--logdir", default="lightning_logs")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     quick = args.quick
-    epochs = args.epochs or (1 if quick else 4)
-    n_train = args.train_images or (64 if quick else 512)
-    num_samples = args.num_samples or (16 if quick else 32)
-    every = args.every_n_steps or (2 if quick else 8)
+    epochs = args.epochs or (1 if quick else 8)
+    n_train = args.train_images or (64 if quick else 768)
+    num_samples = args.num_samples or (16 if quick else 64)
+    every = args.every_n_steps or (2 if quick else 12)
     warnings.filterwarnings("ignore", message=".*(does not have many workers|number of training batches).*")
 
     torch.set_num_threads(args.threads)

@@ -70,9 +70,9 @@ __all__ = [
     "is_activation",
 ]
 
-#: The name under which the model's own output is measured (docs/layers.md): parentheses and no
-#: dot, so that no module of ``model.named_modules()`` can have it.
 OUTPUT = "(output)"
+"""The layer name of the model's own output (docs/layers.md): parentheses and no dot, so that no
+module of ``model.named_modules()`` can have it."""
 
 #: The layouts a 4-D layer output can be read in (``layouts={name: ...}`` overrides).
 LAYOUTS = ("channels_first", "channels_last")
