@@ -14,8 +14,9 @@ and logs it to TensorBoard; then
 
     tensorboard --logdir lightning_logs --samples_per_plugin equivariance=0
 
-and open the "Equivariance" tab: choose the layer ``(output)`` in the Curves view to see its
-equivariance by step. The tidy CSV ``equivariance.csv`` beside the logs has the same rows.
+and open the "Equivariance" tab: the Curves view's Final part is the output alone (or choose the
+layer ``(output)``), its equivariance by step; the heatmap has it as the last row. The tidy CSV
+``equivariance.csv`` beside the logs has the same values.
 """
 from __future__ import annotations
 
@@ -59,8 +60,8 @@ def shapes(n: int, size: int = 32, seed: int = 0):
                 inside = (ys - cy) ** 2 + (xs - cx) ** 2 <= r * r
             else:  # triangle: inside all three half-planes of its edges
                 turn = float(torch.rand((), generator=g)) * 2 * math.pi
-                corners = [(cy + r * math.sin(turn + k * 2 * math.pi / 3), cx + r * math.cos(turn + k * 2 * math.pi / 3))
-                           for k in range(3)]
+                angles = [turn + k * 2 * math.pi / 3 for k in range(3)]
+                corners = [(cy + r * math.sin(a), cx + r * math.cos(a)) for a in angles]
                 sides = []
                 for (y0, x0), (y1, x1) in zip(corners, corners[1:] + corners[:1]):
                     sides.append((x1 - x0) * (ys - y0) - (y1 - y0) * (xs - x0))
@@ -128,7 +129,7 @@ def main(argv=None):
     parser.add_argument("--every-n-steps", type=int, default=None,
                         help="measure every n optimizer steps (default 12; 2 with --quick)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (default 1: on a network this small more threads mostly wait on each other)")
+                        help="torch threads (default 1: on a network this small, more threads mostly wait)")
     parser.add_argument("--logdir", default="lightning_logs")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)

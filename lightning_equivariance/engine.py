@@ -33,7 +33,9 @@ from .metrics.base import FORWARD_MODE
 from .metrics.base import ImagesLeftOut, all_finite
 from .steerable import e2cnn_channel_action, field_type_of, patch_e2cnn
 from .probe_set import iter_images
-from .probe import OUTPUT, LayerSpec, Probe, as_activation, check_layout_overrides, is_pooling, select_layers, selects_output
+from .probe import (
+    OUTPUT, LayerSpec, Probe, as_activation, check_layout_overrides, is_pooling, select_layers, selects_output,
+)
 from .report import PARTS, LayerResult, MeasureReport, assign_parts
 from .transforms import LieTransform, split_groups
 
@@ -68,7 +70,9 @@ class Measurement:
         measures: names from :data:`lightning_equivariance.metrics.MEASURES` (default
             :data:`~lightning_equivariance.metrics.DEFAULT_MEASURES`; see ``docs/measures.md``).
         groups: :class:`~lightning_equivariance.groups.Group` instances or names.
-        layers: see :func:`~lightning_equivariance.probe.select_layers` (default ``"auto"``).
+        layers: see :func:`~lightning_equivariance.probe.select_layers` (default ``"auto"``); ``"auto"``
+            and the name ``"(output)"`` also measure the model's own output as the layer ``"(output)"``
+            where no selected module returns it (docs/layers.md).
         batch_size: images per forward, transformed copies included (bounds memory).
         similarity: ``"pearson"`` (default) or ``"cosine"`` for the correlation measures: an alias
             of ``measure_options={"similarity": ...}``.

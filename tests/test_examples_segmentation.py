@@ -1,4 +1,4 @@
-"""examples/segmentation.py --quick: a small segmentation net trained on generated shapes, its output measured by step."""
+"""examples/segmentation.py --quick: a small segmentation net trained on generated shapes, its output by step."""
 import os
 import re
 import subprocess

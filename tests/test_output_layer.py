@@ -153,7 +153,8 @@ def test_a_function_after_the_last_module_is_measured_as_the_output_vector_in_fi
     report = measure(model, images, groups=[Rotation90()], chance=False)
     df = report.to_dataframe()
     assert list(dict.fromkeys(df.layer)) == ["conv", "relu", "pool", "fc", OUTPUT]
-    assert dict(zip(df.layer, df.part)) == {"conv": "Early", "relu": "Middle", "pool": "Pool", "fc": "Final", OUTPUT: "Final"}
+    parts = dict(zip(df.layer, df.part))
+    assert parts == {"conv": "Early", "relu": "Middle", "pool": "Pool", "fc": "Final", OUTPUT: "Final"}
     inv, eq = output_correlation_brute(model, images, ROT)
     assert values(report, OUTPUT) == pytest.approx({"invariance": inv, "equivariance": eq}, abs=1e-6)
     assert df[df.layer == OUTPUT].kind.iloc[0] == "vector"
@@ -161,7 +162,7 @@ def test_a_function_after_the_last_module_is_measured_as_the_output_vector_in_fi
 
 def test_the_output_is_selected_by_auto_or_by_name_never_by_type_or_predicate():
     model = SmallClassifier(head=lambda z: z * 2)
-    assert selects_output("auto") and selects_output([OUTPUT]) and selects_output(["conv", OUTPUT]) and selects_output(OUTPUT)
+    assert all(selects_output(s) for s in ("auto", [OUTPUT], ["conv", OUTPUT], OUTPUT))
     assert not any(selects_output(s) for s in (nn.Conv2d, [nn.Conv2d, nn.Linear], ["conv"], lambda n, m: True))
     assert select_layers(model, [OUTPUT]) == [] and [n for n, _ in select_layers(model, ["conv", OUTPUT])] == ["conv"]
     images = torch.rand(2, 3, 8, 8)
@@ -276,7 +277,8 @@ def test_the_callback_logs_the_output_to_the_tidy_csv_and_the_tensorboard_tab(tm
         assert rows.layer.tolist() == layers
         out = rows[rows.layer == OUTPUT].iloc[0]
         assert out.part == "Final"
-        assert out.value == pytest.approx(cb.step_history[step][f"equivariance/equivariance/rotation90/{OUTPUT}"], abs=1e-9)
+        logged = cb.step_history[step][f"equivariance/equivariance/rotation90/{OUTPUT}"]
+        assert out.value == pytest.approx(logged, abs=1e-9)
     assert sorted(set(tidy.global_step)) == [1, 2] and cb.last_report.layouts[OUTPUT] == "channels_first"
 
     # the tab's data path: the plugin's /series route reads the event file written by the callback
@@ -299,7 +301,8 @@ def test_the_callback_logs_the_output_to_the_tidy_csv_and_the_tensorboard_tab(tm
     client = werkzeug_test.Client(application.TensorBoardWSGI([EquivariancePlugin(context)], data_provider=provider),
                                   wrappers.Response)
     prefix = "/data/plugin/equivariance"
-    response = client.get(prefix + "/series", query_string=dict(run="version_0", measure="equivariance", group="rotation90"))
+    series = dict(run="version_0", measure="equivariance", group="rotation90")
+    response = client.get(prefix + "/series", query_string=series)
     assert response.status_code == 200, response.get_data(as_text=True)
     body = tb_helpers.decode_values(response.get_json())
     assert body["layers"] == layers and body["parts"][-1] == "Final"
