@@ -668,8 +668,10 @@ class Probe:
 
     def _output_hook(self, module, args, output):
         t = first_tensor(output)
-        producer = next((call for call, ref, version in reversed(self._produced)
-                         if t is not None and _same_values(t, ref(), version)), None)
+        if t is None:  # nothing to measure: "(output)" stays not called
+            self._produced = []
+            return
+        producer = next((call for call, ref, version in reversed(self._produced) if _same_values(t, ref(), version)), None)
         self._produced = []
         if producer is not None:
             self.output_produced_by = producer
