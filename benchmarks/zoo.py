@@ -2,9 +2,11 @@
 
     python benchmarks/zoo.py [--families resnet,vit] [--images 4] [--threads 1] [--json zoo.json]
 
-Each family (builders in ``tests/zoo_models.py``, shared with ``tests/test_zoo.py``): random
-weights, ``num_classes=10``, the smallest square input it accepts (at least 32 px),
-``Rotation90`` and ``Translation(max_shift=2)``, both correlation measures, default layers.
+Each family (builders in ``tests/zoo_models.py``, shared with ``tests/test_zoo.py``; since issue 21
+also torchvision's segmentation networks ``fcn``, ``deeplabv3``, ``lraspp``, whose up-sampled
+output is the layer ``(output)``): random weights, ``num_classes=10``, the smallest square input it
+accepts (at least 32 px), ``Rotation90`` and ``Translation(max_shift=2)``, both correlation measures,
+default layers.
 Prints one JSON line per family, then a markdown table: family, model, input size, layers
 selected / measured (at least one result) / refused (by reason) / not called, NaN values
 (must be 0), uncovered (a called layer's (measure, group) with no result, error or note;

@@ -86,7 +86,8 @@ class EquivarianceCallback(Callback):
         groups: :class:`~lightning_equivariance.groups.Group` instances or names (and, for
             measure ``"lee"``, its continuous transforms), as for :func:`~lightning_equivariance.measure`.
         layers: ``"auto"``, qualified names, module types or a predicate (see
-            :func:`~lightning_equivariance.select_layers`).
+            :func:`~lightning_equivariance.select_layers`); ``"auto"`` and the name ``"(output)"``
+            also measure the model's own output where no selected module returns it (docs/layers.md).
         num_samples: probe-set size (all of the source if it has fewer).
         every_n_epochs: measure at the end of epochs ``e`` with ``(e + 1) % every_n_epochs == 0``;
             ``None``: never at epoch ends. Default: 1, or ``None`` when ``every_n_train_steps`` is given.

@@ -196,7 +196,8 @@ def _parser() -> argparse.ArgumentParser:
         help="measure names (docs/measures.md), e.g. invariance equivariance lie_derivative geed",
     )
     m.add_argument("--groups", nargs="+", default=["rotation90"], help="group names, e.g. rotation90 translation flip c8")
-    m.add_argument("--layers", nargs="+", default=["auto"], help="'auto' or qualified module names")
+    m.add_argument("--layers", nargs="+", default=["auto"],
+                   help="'auto' or qualified module names; '(output)' names the model's own output")
     m.add_argument(
         "--layout", action="append", default=[], metavar="LAYER=LAYOUT",
         help="how a layer's 4-D output is stored, channels_first or channels_last, overriding what is inferred "

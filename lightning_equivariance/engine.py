@@ -34,7 +34,17 @@ from .metrics.base import ImagesLeftOut, all_finite
 from .steerable import e2cnn_channel_action, field_type_of, patch_e2cnn
 from .probe_set import iter_images
 from .progress import progress
-from .probe import CallNames, LayerSpec, Probe, as_activation, check_layout_overrides, is_pooling, select_layers
+from .probe import (
+    OUTPUT,
+    CallNames,
+    LayerSpec,
+    Probe,
+    as_activation,
+    check_layout_overrides,
+    is_pooling,
+    select_layers,
+    selects_output,
+)
 from .report import PARTS, LayerResult, MeasureReport, assign_parts
 from .transforms import LieTransform, split_groups
 
@@ -69,7 +79,9 @@ class Measurement:
         measures: names from :data:`lightning_equivariance.metrics.MEASURES` (default
             :data:`~lightning_equivariance.metrics.DEFAULT_MEASURES`; see ``docs/measures.md``).
         groups: :class:`~lightning_equivariance.groups.Group` instances or names.
-        layers: see :func:`~lightning_equivariance.probe.select_layers` (default ``"auto"``).
+        layers: see :func:`~lightning_equivariance.probe.select_layers` (default ``"auto"``); ``"auto"``
+            and the name ``"(output)"`` also measure the model's own output as the layer ``"(output)"``
+            where no selected module returns it (docs/layers.md).
         batch_size: images per forward, transformed copies included (bounds memory).
         similarity: ``"pearson"`` (default) or ``"cosine"`` for the correlation measures: an alias
             of ``measure_options={"similarity": ...}``.
@@ -141,7 +153,11 @@ class Measurement:
         self.model = model
         self.measures = list(measures)
         self.layers = select_layers(model, layers)
-        self.layout_overrides = check_layout_overrides(layouts, [n for n, _ in self.layers], model)
+        #: measure the model's own output as the layer "(output)" (docs/layers.md)
+        self.measure_output = selects_output(layers)
+        self.layout_overrides = check_layout_overrides(
+            layouts, [n for n, _ in self.layers] + ([OUTPUT] if self.measure_output else []), model
+        )
         self._modules_by_name = dict(self.layers)
         self._call_names = CallNames([n for n, _ in self.layers], model)  # what Probe names each call
         self.batch_size = int(batch_size)
@@ -176,6 +192,7 @@ class Measurement:
         self.seconds = 0.0
         self._next_position = 0  # the default global position of the next image fed
         self._called: set = set()
+        self._output_produced_by: Optional[str] = None  # the layer whose output is the model's output
         self._allocating = False
         # (output, its version, {group: shared results}) of the last layer measured in the
         # current forward: the next layer's measures may reuse them (LayerContext.previous).
@@ -280,10 +297,14 @@ class Measurement:
                 "heads folded into the batch axis are not maps of the image grid)"
             )
         if name not in self.infos:
-            module = self._modules_by_name[self._call_names.layer(name)]
-            is_pool = is_pooling(module)
+            module = self._module_of(name)
+            is_pool = module is not None and is_pooling(module)
             self.infos[name] = LayerInfo(name, len(self.infos), act.kind, tuple(t.shape[1:]), is_pool, layout=act.layout)
         return act
+
+    def _module_of(self, name: str) -> Optional[nn.Module]:
+        """The module of a layer call name; ``None`` for the model's output, which no module computes alone."""
+        return None if name == OUTPUT else self._modules_by_name[self._call_names.layer(name)]
 
     def _on_output(self, name: str, output, inputs, chunk: Dict[str, Any]) -> None:
         self._called.add(name)
@@ -332,7 +353,7 @@ class Measurement:
                     channel_action=self._channel_action(name, output),
                     sample_mask=ok,
                     partner=chunk.get("partner"),
-                    module=self._modules_by_name[self._call_names.layer(name)],
+                    module=self._module_of(name),
                     previous=previous_shared.get(group.name),
                 )
             except Exception as e:  # noqa: BLE001 - this group's action is undefined on the layer
@@ -474,7 +495,7 @@ class Measurement:
                               count=lambda chunk: len(chunk[1]), unit="images")
         chunk: Dict[str, Any] = {}
         callback = lambda n, o, i: self._on_output(n, o, i, chunk)  # noqa: E731
-        with Probe(self.model, self.layers, callback) as probe:
+        with Probe(self.model, self.layers, callback, output=self.measure_output) as probe:
             for x, positions in chunks:
                 if not x.is_floating_point():
                     raise ValueError(
@@ -520,6 +541,7 @@ class Measurement:
                     finally:
                         chunk["transform"] = None
                 self.num_samples += b
+                self._output_produced_by = probe.output_produced_by
         self.seconds += time.perf_counter() - t0
 
     def _left_out_images(self) -> Tuple[List[int], Dict[str, List[int]]]:
@@ -551,9 +573,12 @@ class Measurement:
             )
         bad_inputs, left_out = self._left_out_images()
         infos = sorted(self.infos.values(), key=lambda i: i.index)
-        parts = assign_parts(["map" if i.kind == "refused" else i.kind for i in infos], [i.is_pool for i in infos])
-        for info, part in zip(infos, parts):
+        modules = [i for i in infos if i.name != OUTPUT]  # the model's output is Final, whatever its kind
+        parts = assign_parts(["map" if i.kind == "refused" else i.kind for i in modules], [i.is_pool for i in modules])
+        for info, part in zip(modules, parts):
             info.part = part
+        if OUTPUT in self.infos:
+            self.infos[OUTPUT].part = "Final"
         results = []
         for info in infos:
             for group in self.groups + self.transforms:
@@ -603,6 +628,8 @@ class Measurement:
                         )
                     )
         selected = [n for n, _ in self.layers]
+        if self.measure_output and (self._output_produced_by is None or OUTPUT in self._called):
+            selected.append(OUTPUT)  # not when a selected layer's output is the model's output
         not_called = [n for n in selected if n not in self._called]
         report = MeasureReport(
             results,
@@ -615,7 +642,7 @@ class Measurement:
             non_finite=left_out,
             non_finite_inputs=bad_inputs,
             depth={i.name: (i.index, i.part) for i in infos},
-            selected=[n for n, _ in self.layers],
+            selected=selected,
         )
         report.warn_summary()
         return report

@@ -66,7 +66,14 @@ __all__ = [
     "discover_layouts",
     "Layouts",
     "first_tensor",
+    "OUTPUT",
+    "selects_output",
+    "is_activation",
 ]
+
+OUTPUT = "(output)"
+"""The layer name of the model's own output (docs/layers.md): parentheses and no dot, so that no
+module of ``model.named_modules()`` can have it."""
 
 #: The layouts a 4-D layer output can be read in (``layouts={name: ...}`` overrides).
 LAYOUTS = ("channels_first", "channels_last")
@@ -239,8 +246,51 @@ def _is_block(module: nn.Module) -> bool:
     return isinstance(module, _BLOCKS) or type(module).__name__ in _BLOCK_NAMES
 
 
-def _is_activation(module: nn.Module) -> bool:
-    return type(module).__module__ == "torch.nn.modules.activation" and not _is_block(module)
+# What an activation is (docs/layers.md), wherever its class lives: torch.nn's activation classes
+# and their subclasses; and any leaf module (no children) that is one by its class name (timm's
+# ``GELU``, ``Swish``, ``HardSwishMe``, ``QuickGELU``, ``GELUTanh``, ``StarReLU``) or, having no
+# parameters, by the activation function its own ``forward`` calls (a thin wrapper of ``F.gelu``).
+_TORCH_ACTIVATIONS = tuple(
+    c for c in vars(nn.modules.activation).values()
+    if isinstance(c, type) and issubclass(c, nn.Module) and c.__module__ == nn.modules.activation.__name__
+    and c is not nn.MultiheadAttention
+)
+# Activation names, lower case without "_": torch's classes and functions and the usual others.
+_ACTIVATION_NAMES = frozenset(c.__name__.lower() for c in _TORCH_ACTIVATIONS) | frozenset((
+    "swish", "hardmish", "quickgelu", "gelutanh", "geluerf", "starrelu", "squaredrelu", "logsigmoid",
+    "leakyrelu", "hardsigmoid", "hardswish", "relu6", "silu", "gelu", "mish", "sigmoid", "tanh",
+))
+# Names a longer class name may start or end with (long enough not to match inside other words).
+_ACTIVATION_STEMS = tuple(n for n in _ACTIVATION_NAMES if len(n) >= 4 and n not in ("threshold", "softmax2d"))
+
+
+def _activation_name(name: str) -> bool:
+    """``name`` (a class or function name) names an activation: ``GELU``, ``hard_swish``, ``SwishMe``, ``QuickGELU``."""
+    key = name.lower().replace("_", "")
+    for suffix in ("me", "jit", "module", "layer"):
+        if key.endswith(suffix) and key[: -len(suffix)] in _ACTIVATION_NAMES:
+            return True
+    return key in _ACTIVATION_NAMES or key.startswith(_ACTIVATION_STEMS) or key.endswith(_ACTIVATION_STEMS)
+
+
+def _calls_activation(module: nn.Module) -> bool:
+    """The module's own ``forward`` calls an activation function by name (``F.gelu(x)``, ``swish(x)``)."""
+    code = getattr(getattr(type(module), "forward", None), "__code__", None)
+    return code is not None and any(_activation_name(n) for n in code.co_names)
+
+
+def is_activation(module: nn.Module) -> bool:
+    """``module`` is an activation (what ``layers="auto"`` selects as one; docs/layers.md)."""
+    if isinstance(module, _TORCH_ACTIVATIONS):
+        return True
+    if _is_block(module) or _is_e2cnn_module(module) or any(True for _ in module.children()):
+        return False
+    if _activation_name(type(module).__name__):
+        return True
+    return next(module.parameters(), None) is None and _calls_activation(module)
+
+
+_is_activation = is_activation
 
 
 def _is_e2cnn_module(module: nn.Module) -> bool:
@@ -278,6 +328,10 @@ def select_layers(model: nn.Module, layers: LayerSpec = "auto") -> List[Tuple[st
             flatten or containers), a list of qualified module names (``"layer1.0.conv1"``),
             a module type or list of types, or a predicate ``f(name, module) -> bool``.
 
+    The model's own output is no module: it is measured as the layer ``"(output)"``
+    (:data:`OUTPUT`) with ``"auto"`` or when that name is listed (:func:`selects_output`), and is
+    not in the list returned here.
+
     Raises:
         LayerSelectionError: a name that does not exist (with close names), or nothing selected.
     """
@@ -300,7 +354,9 @@ def select_layers(model: nn.Module, layers: LayerSpec = "auto") -> List[Tuple[st
         elif all(isinstance(t, str) for t in layers):
             by_name = dict(named)
             chosen = []
-            for name in layers:
+            if OUTPUT in layers and len(layers) == 1:
+                return []  # only the model's output
+            for name in (n for n in layers if n != OUTPUT):
                 if name not in by_name:
                     close = difflib.get_close_matches(name, list(by_name), n=5, cutoff=0.5)
                     hint = f" Close names: {close}." if close else ""
@@ -319,6 +375,14 @@ def select_layers(model: nn.Module, layers: LayerSpec = "auto") -> List[Tuple[st
             "from model.named_modules() or module types."
         )
     return chosen
+
+
+def selects_output(layers: LayerSpec) -> bool:
+    """Whether ``layers=`` measures the model's own output as the layer ``"(output)"``: with ``"auto"``
+    or when the name is listed, never with a type or predicate (docs/layers.md)."""
+    if isinstance(layers, str):
+        return layers in ("auto", OUTPUT)
+    return isinstance(layers, (list, tuple)) and OUTPUT in layers
 
 
 def first_tensor(out):
@@ -509,6 +573,8 @@ class _LayoutTracker:
         inp = inp if inp is not None and inp.dim() == 4 else None
         in_layout = self._lookup(inp)
         layout, undecided = _decide_layout(module, inp, in_layout, out, self.size)
+        if module is self.model and self._lookup(out) is not None:  # "(output)": a tensor a module already made
+            layout, undecided = self._lookup(out), False
         for name in self.names.get(module, ()):
             k = self.calls.get(name, 0)
             self.calls[name] = k + 1
@@ -574,6 +640,35 @@ def discover_layouts(
     return Layouts(tracker.layouts, tracker.inputs, tracker.undecided)
 
 
+def _version(t: torch.Tensor) -> Optional[int]:
+    """The in-place version counter (``None`` for inference tensors, which have none)."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
+
+
+def _same_values(t: torch.Tensor, r: Optional[torch.Tensor], version: Optional[int]) -> bool:
+    """``t`` holds what a hooked layer returned as ``r`` (its version then ``version``), read the same way.
+
+    Evidence, not equal numbers: ``t`` is ``r`` itself, or a view of it (``_base`` links them; a
+    live tensor, so no reused memory can pass) over the same elements in the same order that
+    only adds or drops axes of size 1 (a flatten of ``B x C x 1 x 1``, a squeeze); and neither was
+    changed in place since the layer's hook saw it.
+    """
+    if r is None or _version(t) != version:
+        return False
+    if t is r:
+        return True
+    base = t._base
+    if base is None or not (base is r or (r._base is not None and base is r._base)):
+        return False
+    if t.dtype != r.dtype or t.numel() != r.numel() or t.data_ptr() != r.data_ptr():
+        return False
+    kept = lambda x: [(n, st) for n, st in zip(x.shape, x.stride()) if n != 1]  # noqa: E731
+    return kept(t) == kept(r)
+
+
 class Probe:
     """Context manager: eval mode, forward hooks on ``layers``, everything restored on exit.
 
@@ -584,21 +679,37 @@ class Probe:
     block measures as two layers; more colons where a module's own name would collide,
     :class:`CallNames`). Use ``start_forward()`` before each forward.
     :meth:`discovering` follows the layers' layouts through a forward.
+
+    With ``output=True`` the model's own output (its first tensor) is handed on as the layer
+    ``"(output)"`` after every forward, unless it is the very tensor a hooked layer returned in
+    that forward (a classifier's last ``Linear``), or a view of it that only drops or adds axes of
+    size 1: then :attr:`output_produced_by` names that layer.
     """
 
-    def __init__(self, model: nn.Module, layers: List[Tuple[str, nn.Module]], callback, eval_mode: bool = True):
+    def __init__(self, model: nn.Module, layers: List[Tuple[str, nn.Module]], callback, eval_mode: bool = True,
+                 output: bool = False):
         self.model = model
         self.layers = layers
         self.callback = callback
         self.eval_mode = eval_mode
+        self.output = output
+        #: the hooked layer whose output is the model's output (then ``"(output)"`` is not handed on)
+        self.output_produced_by: Optional[str] = None
         self._handles = []
         self._mode = contextlib.nullcontext()
         self._calls: Dict[str, int] = {}
         #: the names of repeated calls (``name:k``, unambiguous: :class:`CallNames`)
         self.call_names = CallNames([n for n, _ in layers], model)
+        # (layer call, weak reference to its output tensor, its version) of this forward, for the output's identity
+        self._produced: List[Tuple[str, weakref.ref, Optional[int]]] = []
+
+    def _hooked(self) -> List[Tuple[str, nn.Module]]:
+        """The hooked (name, module) pairs: the layers, then the model itself for its output."""
+        return list(self.layers) + ([(OUTPUT, self.model)] if self.output else [])
 
     def start_forward(self) -> None:
         self._calls = {}
+        self._produced = []
 
     @contextlib.contextmanager
     def discovering(self, x: torch.Tensor, overrides: Optional[Mapping[str, str]] = None,
@@ -606,10 +717,10 @@ class Probe:
         """Follow layouts through the forward run inside this block (:func:`discover_layouts`); yields the
         :class:`Layouts`, whose ``outputs`` dict (``into`` if given) fills while the forward runs."""
         names: Dict[nn.Module, List[str]] = {}
-        for name, module in self.layers:
+        for name, module in self._hooked():
             names.setdefault(module, []).append(name)
         tracker = _LayoutTracker(
-            self.model, names, check_layout_overrides(overrides, [n for n, _ in self.layers], self.model)
+            self.model, names, check_layout_overrides(overrides, [n for n, _ in self._hooked()], self.model)
         )
         if into is not None:
             tracker.layouts = into
@@ -621,9 +732,27 @@ class Probe:
         def hook(module, args, output):
             k = self._calls.get(name, 0)
             self._calls[name] = k + 1
-            self.callback(self.call_names.call(name, k), output, args)
+            call = self.call_names.call(name, k)
+            if self.output:
+                t = first_tensor(output)
+                if t is not None:
+                    self._produced.append((call, weakref.ref(t), _version(t)))
+            self.callback(call, output, args)
 
         return hook
+
+    def _output_hook(self, module, args, output):
+        t = first_tensor(output)
+        if t is None:  # nothing to measure: "(output)" stays not called
+            self._produced = []
+            return
+        producer = next((call for call, ref, version in reversed(self._produced) if _same_values(t, ref(), version)), None)
+        self._produced = []
+        if producer is not None:
+            self.output_produced_by = producer
+            return
+        self.output_produced_by = None
+        self.callback(OUTPUT, output, args)
 
     def __enter__(self) -> "Probe":
         self._mode = eval_mode(self.model) if self.eval_mode else contextlib.nullcontext()
@@ -631,6 +760,8 @@ class Probe:
         try:
             for name, module in self.layers:
                 self._handles.append(module.register_forward_hook(self._hook(name)))
+            if self.output:  # after the layers' hooks: the model's own hook fires last in a forward
+                self._handles.append(self.model.register_forward_hook(self._output_hook))
         except BaseException:
             self.__exit__(None, None, None)
             raise

@@ -97,15 +97,20 @@ def assign_parts(kinds: Sequence[str], is_pool: Optional[Sequence[bool]] = None)
     """Depth parts of Bruintjes et al. 2023 §4.2 for layers in depth order.
 
     *Pool* is the output of global pooling: the last pooling module whose output is a
-    vector (``B x D`` or ``B x C x 1 x 1``). Everything before it (feature maps, and maps
-    already down-sampled to ``1 x 1``) is split uniformly into Early / Middle / Late;
-    everything after it (the classifier head, ending in the output before softmax) is
-    *Final*. Without a global pooling layer (a ViT's class token, a flatten-based head)
-    there is no Pool part: the trailing vector layers are Final.
+    vector (``B x D`` or ``B x C x 1 x 1``) and after which no feature map follows. Everything
+    before it (feature maps, and maps already down-sampled to ``1 x 1``) is split uniformly
+    into Early / Middle / Late; everything after it (the classifier head, ending in the output
+    before softmax) is *Final*. A global pool followed by feature maps is a branch whose result
+    is broadcast back onto a map (ASPP's image pooling, LRASPP's attention, squeeze-excitation):
+    it is no Pool part, and a dense-prediction net's decoder stays in Early / Middle / Late.
+    Without a global pooling layer (a ViT's class token, a flatten-based head, a segmentation
+    net) there is no Pool part: the trailing vector layers are Final. The engine puts the
+    model's own output, ``"(output)"``, in Final after the parts of the other layers.
     """
     n = len(kinds)
     is_pool = list(is_pool) if is_pool is not None else [False] * n
-    pools = [i for i in range(n) if is_pool[i] and kinds[i] == "vector"]
+    last_map = max((i for i in range(n) if kinds[i] == "map"), default=-1)
+    pools = [i for i in range(n) if is_pool[i] and kinds[i] == "vector" and i > last_map]
     if pools:
         head_start, pool = pools[-1] + 1, pools[-1]
     else:

@@ -1,5 +1,7 @@
 """The zoo (issue 11): every torchvision classification family, random weights, Rotation90 and Translation.
 
+Issue 21 adds torchvision's segmentation networks (their up-sampled output is the layer "(output)").
+
 The whole zoo is marked ``zoo`` (deselected by default): ``python -m pytest -m zoo tests/test_zoo.py``.
 A few fast families run by default. Builders and the analysis are in ``zoo_models.py``,
 shared with ``benchmarks/zoo.py`` (which prints the table).
@@ -41,6 +43,25 @@ def test_zoo_fast_family(family):
     """Fast members (well under 15 s each) in the default run."""
     s = _check(family)
     assert s["not_called"] == []
+
+
+# ---- dense prediction (issue 21)
+@pytest.mark.zoo
+@pytest.mark.parametrize("family", zoo_models.SEGMENTATION)
+def test_zoo_segmentation_measures_the_output_map_in_final(family):
+    """The up-sampled ``out`` map is the layer "(output)": a full-size map, last, in Final, the decoder not in Final."""
+    model, report, info = zoo_models.run(family)
+    assert report.selected[-1] == "(output)" and "(output)" not in report.not_called
+    index, part = report.depth["(output)"]
+    assert part == "Final" and index == max(i for i, _ in report.depth.values())
+    assert [n for n, (_, p) in report.depth.items() if p == "Final"] == ["(output)"]
+    rows = report.to_dataframe().query("layer == '(output)'")
+    errors = {k: v for k, v in report.errors.items() if k[0] == "(output)"}
+    # each (measure, group): a value or a reason
+    assert len(rows) + len(errors) == len(zoo_models.MEASURES) * len(zoo_models.zoo_groups()), errors
+    assert set(rows.kind) <= {"map"} and all(r.shape == (10, info["size"], info["size"]) for r in report.results
+                                             if r.layer == "(output)")
+# ---- end of dense prediction
 
 
 def test_zoo_script_reports_a_failing_family_and_goes_on(capsys):

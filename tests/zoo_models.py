@@ -1,7 +1,8 @@
-"""The zoo (issue 11): the smallest member of every classification family of ``torchvision.models``.
+"""The zoo (issue 11): the smallest member of every classification family of ``torchvision.models``,
+and torchvision's three segmentation networks (issue 21).
 
 Shared by ``tests/test_zoo.py`` and ``benchmarks/zoo.py`` (which puts this folder on
-``sys.path``). Every member is built with random weights and ``num_classes=10``; each
+``sys.path``). Every member is built with random weights (and no pretrained backbone) and ``num_classes=10``; each
 records the smallest square input its forward accepts (``min_size``, found by trying
 every size from 1 px up) and is measured at ``max(min_size, MIN_SIZE)``: below 32 px
 Rotation90 and Translation act on maps of a pixel or two in most of the network.
@@ -28,7 +29,7 @@ from torch import nn
 
 import lightning_equivariance as le
 from lightning_equivariance import Rotation90, Translation, measure
-from lightning_equivariance.probe import select_layers
+from lightning_equivariance.probe import OUTPUT, select_layers
 
 MIN_SIZE = 32
 MEASURES = ("invariance", "equivariance")
@@ -96,6 +97,26 @@ _ZOO = [
     # vit_b_16 takes its image size: 32 px is a 2 x 2 patch grid (plus the class token).
     ZooMember("vit", "vit_b_16(image_size=32)", 32, _tv("vit_b_16", image_size=32)),
 ]
+
+
+# ---- dense prediction (issue 21): torchvision's segmentation networks. They return
+# {"out": logits up-sampled by F.interpolate}: no module computes that map, so the library
+# measures it as the layer "(output)" (docs/layers.md). weights_backbone=None: no download.
+def _segmentation(name: str) -> Callable[[], nn.Module]:
+    return lambda: getattr(torchvision.models.segmentation, name)(weights=None, weights_backbone=None, num_classes=10)
+
+
+_SEGMENTATION = [
+    ZooMember("fcn", "segmentation.fcn_resnet50(weights_backbone=None)", 1, _segmentation("fcn_resnet50")),
+    ZooMember("deeplabv3", "segmentation.deeplabv3_mobilenet_v3_large(weights_backbone=None)", 1,
+              _segmentation("deeplabv3_mobilenet_v3_large")),
+    ZooMember("lraspp", "segmentation.lraspp_mobilenet_v3_large(weights_backbone=None)", 1,
+              _segmentation("lraspp_mobilenet_v3_large")),
+]
+SEGMENTATION = [m.family for m in _SEGMENTATION]
+_ZOO += _SEGMENTATION
+# ---- end of dense prediction
+
 ZOO: Dict[str, ZooMember] = {m.family: m for m in _ZOO}
 # Measured only when named (benchmarks/zoo.py --families maxvit_t): the real member, at 224 px.
 EXTRA: Dict[str, ZooMember] = {"maxvit_t": ZooMember("maxvit_t", "maxvit_t()", 224, _tv("maxvit_t"))}
@@ -188,6 +209,7 @@ def summarize(model: nn.Module, report, groups: Optional[List[str]] = None, meas
     known; ``non_square``: ``(layer, shape)`` of results on a non-square map).
     """
     selected = [n for n, _ in select_layers(model)]
+    selected += [n for n in getattr(report, "selected", []) if n == OUTPUT]  # the model's output, when measured apart
     groups = groups or sorted({r.group for r in report.results} | {k[2] for k in report.notes})
     if not groups:
         groups = [g.name for g in zoo_groups()]
