@@ -32,6 +32,7 @@ import html
 import json
 import math
 import os
+import re
 from importlib import resources
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
@@ -306,6 +307,7 @@ def build_data(runs: Sequence[RunSeries], *, group_regex: Optional[str] = None, 
     Raises:
         ReportError: for no runs, or a ``group_regex`` that is not a regular expression.
     """
+    from lightning_equivariance_tb import metadata
     from lightning_equivariance_tb.run_groups import assign_groups, interval_label
 
     if not runs:
@@ -351,6 +353,7 @@ def build_data(runs: Sequence[RunSeries], *, group_regex: Optional[str] = None, 
         "confidence": float(confidence),
         "interval_label": interval_label(confidence),
         "group_regex": group_regex or "",
+        "known_parts": list(metadata.PARTS),
         "series": series,
     }
 
@@ -375,26 +378,77 @@ def _plotly_js() -> str:
 
 
 def _page(name: str) -> str:
-    """A file of the page (``report.css``, ``report.js``: the drawing code, ``report.html``: the body)
+    """A file of the page (``report.css``, ``report.js``: the glue, ``report.html``: the body)
     from ``lightning_equivariance/report_page/``."""
     return resources.files("lightning_equivariance").joinpath("report_page", name).read_text(encoding="utf-8")
 
 
+def _tab_file(name: str) -> str:
+    """A file of the TensorBoard tab's frontend (``lightning_equivariance_tb/static/``, shipped by the
+    plugin distribution this library depends on)."""
+    return resources.files("lightning_equivariance_tb").joinpath("static", name).read_text(encoding="utf-8")
+
+
+#: The prefix of the bare specifiers under which the page's import map offers the tab's modules.
+MODULE_PREFIX = "lightning-equivariance-tb/"
+#: A module's relative imports (``from "./util.js"``, ``import "./x.js"``): the tab's modules are
+#: siblings, so every specifier names one file of ``static/``.
+_RELATIVE_IMPORT = re.compile(r"""(\b(?:from|import)\s*)(["'])\./([\w.-]+\.js)\2""")
+
+
+def _bare_imports(source: str) -> Tuple[str, List[str]]:
+    """``source`` with its relative imports turned into the import map's bare specifiers, and the
+    files it imports. A module in a ``data:`` URL has no base to resolve ``./util.js`` against, so
+    the specifiers are the only text that changes; the code is the tab's, character for character."""
+    imported = [m.group(3) for m in _RELATIVE_IMPORT.finditer(source)]
+    return _RELATIVE_IMPORT.sub(lambda m: f"{m.group(1)}{m.group(2)}{MODULE_PREFIX}{m.group(3)}{m.group(2)}",
+                                source), imported
+
+
+def view_modules(entry: str) -> Dict[str, str]:
+    """``{file: source}`` of the tab's ES modules that ``entry`` (a module's source) needs,
+    directly or through each other, with bare specifiers (:func:`_bare_imports`)."""
+    _, wanted = _bare_imports(entry)
+    modules: Dict[str, str] = {}
+    while wanted:
+        name = wanted.pop()
+        if name in modules:
+            continue
+        modules[name], imported = _bare_imports(_tab_file(name))
+        wanted.extend(imported)
+    return modules
+
+
+def _import_map(modules: Mapping[str, str]) -> str:
+    """An import map offering each module under :data:`MODULE_PREFIX` as a ``data:`` URL (base64,
+    so nothing in the code can end the ``<script>`` element)."""
+    imports = {
+        MODULE_PREFIX + name: "data:text/javascript;base64," + base64.b64encode(code.encode("utf-8")).decode("ascii")
+        for name, code in sorted(modules.items())
+    }
+    return json.dumps({"imports": imports}, separators=(",", ":"))
+
+
 def render_html(data: Mapping[str, Any]) -> str:
-    """The page of :func:`build_data`'s ``data``: one HTML string with plotly.js, the data and the
-    drawing code inlined (nothing is loaded from anywhere)."""
+    """The page of :func:`build_data`'s ``data``: one HTML string with plotly.js, the data, the
+    tab's own view modules (``heatmap.js``, ``charts.js``, ``views.js``, ``util.js`` of
+    :mod:`lightning_equivariance_tb`, through an import map of ``data:`` URLs) and the page's glue
+    inlined (nothing is loaded from anywhere): the report draws as the tab draws."""
     title = html.escape(str(data.get("title", "Equivariance report")))
+    glue, _ = _bare_imports(_page("report.js"))
     return (
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         f"<title>{title}</title>\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        f"<style>{_tab_file('style.css')}</style>\n"
         f"<style>{_page('report.css')}</style>\n"
         # plotly.js from the installed plotly package, inlined (never committed to this repository)
         f"<script>{_plotly_js()}</script>\n"
+        f"<script type=\"importmap\">{_import_map(view_modules(_page('report.js')))}</script>\n"
         "</head>\n<body>\n"
         f"{_page('report.html')}\n"
         f"<script type=\"application/json\" id=\"report-data\">{_script_json(data)}</script>\n"
-        f"<script>{_page('report.js')}</script>\n"
+        f"<script type=\"module\">{glue}</script>\n"
         "</body>\n</html>\n"
     )
 

@@ -1,265 +1,234 @@
-(function () {
-  "use strict";
-  var DATA = JSON.parse(document.getElementById("report-data").textContent);
-  var PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"];
-  var CONFIG = {displaylogo: false, responsive: true, showLink: false, showSendToCloud: false, showEditInChartStudio: false};
-  var state = {series: 0, axis: "step", heat: null, curve: "part:0", mode: "both"};
+// The shareable HTML report's glue (lightning_equivariance.html_report): it reads the
+// data embedded in the page, turns each run into the shape of the tab's /series body
+// and each group into that of a /groups body, and draws with the TensorBoard tab's own
+// modules (heatmap.js, charts.js, views.js, util.js of lightning_equivariance_tb),
+// which the page inlines through an import map of data: URLs. So the report and the
+// tab draw each view once: the canvas heatmap, the curves per part and per layer, and
+// the layer profile on relative depth (runs with different layer lists line up by
+// depth, never by layer name). plotly.js is inlined from the installed package.
+//
+// Safety: names from the logs reach the DOM through textContent and the canvases'
+// fillText; plotly gets them through the tab's escaping figure builders.
 
-  function $(id) { return document.getElementById(id); }
-  function num(v) { return v === "inf" ? Infinity : v === "-inf" ? -Infinity : v === null || v === undefined ? NaN : v; }
-  function shown(v) { v = num(v); return isFinite(v) ? v : null; }  // lines: gaps for NaN and infinities
-  function esc(s) { return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;"); }
-  function fmt(v) { v = num(v); return isNaN(v) ? "no value" : !isFinite(v) ? (v > 0 ? "+inf" : "-inf") : v.toFixed(4); }
-  function rgba(hex, a) {
-    var n = parseInt(hex.slice(1), 16);
-    return "rgba(" + (n >> 16 & 255) + "," + (n >> 8 & 255) + "," + (n & 255) + "," + a + ")";
-  }
-  function option(select, value, text) {
-    var o = document.createElement("option"); o.value = value; o.textContent = text; select.appendChild(o); return o;
-  }
-  function series() { return DATA.series[state.series]; }
-  function groupsOn() { return state.mode !== "runs" && series().groups.length > 0; }
-  function runsOn(run) { return state.mode !== "groups" || !run.run_group || !series().groups.length; }
+import { FIXED_RANGES, PALETTE, directionHint, layerNames, num, plural } from "./util.js";
+import { CanvasHeatmap, heatmapHeight, valueRange } from "./heatmap.js";
+import { PLOT_CONFIG, curvesFigures, profileFigure } from "./charts.js";
+import { cellNotes, groupCellNotes, uninformativeAt } from "./views.js";
 
-  function colours() {
-    var s = series(), out = {}, k = 0;
-    s.groups.forEach(function (g) { out["g:" + g.name] = PALETTE[k++ % PALETTE.length]; });
-    s.runs.forEach(function (r) {
-      out["r:" + r.run] = r.run_group ? out["g:" + r.run_group] : PALETTE[k++ % PALETTE.length];
-    });
+const DATA = JSON.parse(document.getElementById("report-data").textContent);
+const STATS = ["chance", "stderr", "margin", "margin_stderr", "margin_low", "significant"];
+const state = { series: 0, axis: "step", heat: null, layer: null, mode: "both" };
+const heatmap = new CanvasHeatmap();
+
+const $ = (id) => document.getElementById(id);
+const rows = (matrix) => matrix.map((row) => Float64Array.from(row, num));
+
+function option(select, value, text) {
+  const o = document.createElement("option");
+  o.value = value;
+  o.textContent = text;
+  select.append(o);
+}
+
+function current() { return DATA.series[state.series]; }
+function axisTitle() { return state.axis === "step" ? "global step" : "epoch"; }
+function hasEpochs(t) { return t.runs.some((r) => r.epochs.some((e) => e !== null)); }
+
+/** [x values, columns] of a run along the chosen axis: every step, or the last
+ * measurement of each recorded epoch. */
+function columnsOf(r) {
+  if (state.axis === "step") return [r.steps, r.steps.map((_, j) => j)];
+  const last = new Map();
+  r.epochs.forEach((e, j) => { if (e !== null) last.set(e, j); });
+  const epochs = [...last.keys()].sort((a, b) => a - b);
+  return [epochs, epochs.map((e) => last.get(e))];
+}
+
+/** A run of the data as the tab's decoded /series body, on the chosen axis. */
+function seriesBody(r, t) {
+  const [xs, cols] = columnsOf(r);
+  const pick = (matrix) => rows(matrix).map((row) => Float64Array.from(cols, (j) => row[j]));
+  const stats = {};
+  for (const field of STATS) if (r[field]) stats[field] = { values: pick(r[field]) };
+  return {
+    run: r.run, model: r.model, baseline: r.baseline, run_group: r.run_group, higher_is_better: t.higher_is_better,
+    layers: r.layers, parts: r.parts, steps: xs, epochs: cols.map((j) => r.epochs[j]),
+    values: pick(r.values), part_names: r.part_names, part_values: pick(r.part_values),
+    stats, missing: [], missingAt: new Map(),
+  };
+}
+
+/** A group of the data (statistics per layer and part, each on its own x values) as
+ * the tab's decoded /groups body on the chosen axis (one x list, NaN where no run has a value). */
+function groupBody(g, t) {
+  const ax = g.axes[state.axis];
+  const blocks = ax ? ax.layers : [];
+  const xs = [...new Set(blocks.flatMap((b) => b.x))].sort((a, b) => a - b);
+  const table = (list) => {
+    const out = { mean: [], low: [], high: [], n: [] };
+    for (const b of list) {
+      const at = new Map(b.x.map((x, k) => [x, k]));
+      for (const key of ["mean", "low", "high"]) {
+        out[key].push(Float64Array.from(xs, (x) => (at.has(x) ? num(b[key][at.get(x)]) : NaN)));
+      }
+      out.n.push(Float64Array.from(xs, (x) => (at.has(x) ? b.n[at.get(x)] : 0)));
+    }
     return out;
-  }
+  };
+  const partNames = ax ? Object.keys(ax.parts) : [];
+  const layers = table(blocks), parts = table(partNames.map((p) => ax.parts[p]));
+  return {
+    name: g.name, runs: g.runs, baseline: g.baseline, models: [], higher_is_better: t.higher_is_better,
+    layers: g.layers, parts: g.parts, xs, part_names: partNames,
+    mean: layers.mean, low: layers.low, high: layers.high, n: layers.n,
+    part_mean: parts.mean, part_low: parts.low, part_high: parts.high, part_n: parts.n,
+  };
+}
 
-  function xsOf(run) {  // [x values, columns] along the chosen axis
-    if (state.axis === "step") return [run.steps, run.steps.map(function (_, j) { return j; })];
-    var last = {};
-    run.epochs.forEach(function (e, j) { if (e !== null) last[e] = j; });
-    var es = Object.keys(last).map(Number).sort(function (a, b) { return a - b; });
-    return [es, es.map(function (e) { return last[e]; })];
-  }
-  function hasEpochs() { return series().runs.some(function (r) { return r.epochs.some(function (e) { return e !== null; }); }); }
-  function axisTitle() { return state.axis === "step" ? "global step" : "epoch"; }
+/** What is drawn now: the runs and groups of the chosen series, styled as the tab styles them. */
+function view() {
+  const t = current();
+  const series = t.runs.map((r) => seriesBody(r, t));
+  const groups = state.mode === "runs" ? [] : t.groups.map((g) => groupBody(g, t));
+  const members = new Set(groups.flatMap((g) => g.runs));
+  const runColor = (run) => PALETTE[Math.max(0, t.runs.findIndex((r) => r.run === run)) % PALETTE.length];
+  const baseline = (run) => t.runs.some((r) => r.run === run && r.baseline);
+  return {
+    t, series, groups,
+    shown: series.filter((x) => state.mode !== "groups" || !members.has(x.run)),
+    lineStyle: (run, width = 2) => ({
+      color: runColor(run), width: baseline(run) ? width + 0.5 : width, dash: baseline(run) ? "dash" : "solid",
+    }),
+    groupStyle: (g) => ({ color: runColor(g.runs[0]), width: 2.5, dash: g.baseline ? "dash" : "solid" }),
+    members: (g) => series.filter((x) => g.runs.includes(x.run)),
+  };
+}
 
-  // the margin above chance and its one-sided 95% interval (docs/measures.md §7), "" when not logged
-  function marginText(r, i, j) {
-    if (!r.margin || r.margin[i][j] === null) return "";
-    var low = r.margin_low ? r.margin_low[i][j] : null, sig = r.significant ? r.significant[i][j] : null;
-    var verdict = sig === 1 ? "<br>significantly above chance" : sig === 0 ? "<br>not significantly above chance" : "";
-    return "<br>margin " + fmt(r.margin[i][j]) + (low === null ? " (no interval: fewer than 2 scored probe pairs)"
-      : " (95% lower bound " + fmt(low) + ")") + verdict;
-  }
+function fillControls(t) {
+  const s = $("series");
+  s.replaceChildren();
+  DATA.series.forEach((x, i) => option(s, i, `${x.measure} / ${x.group}`));
+  s.value = state.series;
+  const a = $("axis");
+  a.replaceChildren();
+  option(a, "step", "global step");
+  if (hasEpochs(t)) option(a, "epoch", "epoch");
+  else state.axis = "step";
+  a.value = state.axis;
+  const h = $("heat");
+  h.replaceChildren();
+  t.groups.forEach((g) => option(h, `g:${g.name}`, `group ${g.name} (mean of ${plural(g.runs.length, "run")})`));
+  t.runs.forEach((r) => option(h, `r:${r.run}`, `run ${r.run}`));
+  if (![...h.options].some((o) => o.value === state.heat)) state.heat = h.options[0].value;
+  h.value = state.heat;
+  const c = $("curve");
+  c.replaceChildren();
+  const layers = [...new Set(t.runs.flatMap((r) => r.layers))];
+  layers.forEach((l) => option(c, l, l));
+  if (!layers.includes(state.layer)) state.layer = layers[0];
+  c.value = state.layer;
+  $("mode-box").style.display = t.groups.length ? "" : "none";
+  $("mode").value = state.mode;
+}
 
-  function band(x, low, high, colour, name, group) {
-    return [
-      {x: x, y: high.map(shown), mode: "lines", line: {width: 0, color: colour}, hoverinfo: "skip", showlegend: false, legendgroup: group},
-      {x: x, y: low.map(shown), mode: "lines", line: {width: 0, color: colour}, fill: "tonexty", fillcolor: rgba(colour, 0.2),
-       hoverinfo: "skip", name: name, showlegend: false, legendgroup: group}
-    ];
+/** The chosen run's or group's heatmap on the tab's canvas, on one colour scale for all. */
+function drawHeatmap(v) {
+  const groups = v.t.groups.length ? v.t.groups.map((g) => groupBody(g, v.t)) : [];
+  const range = valueRange(v.series.map((x) => x.values).concat(groups.map((g) => g.mean)));
+  const common = {
+    knownParts: DATA.known_parts, zmin: range.lo, zmax: range.hi, rowKind: "layer", xTitle: axisTitle(),
+    barTitle: v.t.measure,
+  };
+  let spec;
+  if (state.heat.startsWith("g:")) {
+    const g = groups.find((x) => `g:${x.name}` === state.heat);
+    spec = Object.assign({
+      values: g.mean, cols: g.xs, rowLabels: layerNames(g.layers), parts: g.parts,
+      reverse: v.t.higher_is_better === false, height: heatmapHeight(g.layers.length),
+      title: `${g.name} (group mean of ${plural(g.runs.length, "run")})`,
+      notes: groupCellNotes(g, DATA.interval_label), valueLabel: "mean",
+    }, common);
+  } else {
+    const x = v.series.find((s) => `r:${s.run}` === state.heat);
+    spec = Object.assign({
+      values: x.values, cols: x.steps, rowLabels: layerNames(x.layers), parts: x.parts,
+      reverse: v.t.higher_is_better === false, height: heatmapHeight(x.layers.length), title: x.run,
+      notes: cellNotes(x, false), valueLabel: "value", uninformative: uninformativeAt(x),
+    }, common);
   }
+  const box = $("heatmap");
+  if (heatmap.node.parentNode !== box) box.replaceChildren(heatmap.node);
+  heatmap.draw(spec, box.clientWidth || 900);
+  box.dataset.drawn = state.heat;
+  $("heat-note").textContent = `Rows: layers in depth order (top = input side). Columns: ${axisTitle()}s. ` +
+    `One colour scale for every run and group; ${directionHint(v.t.higher_is_better, v.t.measure)}. ` +
+    "Hatched cells: layers not significantly above chance or ±∞ values; grey: no value.";
+}
 
-  // ---------------------------------------------------------------- controls
-  function fillControls() {
-    var s = $("series"); s.innerHTML = "";
-    DATA.series.forEach(function (t, i) { option(s, i, t.measure + " / " + t.group); });
-    s.value = state.series;
-    var a = $("axis"); a.innerHTML = "";
-    option(a, "step", "global step");
-    if (hasEpochs()) option(a, "epoch", "epoch");
-    if (!hasEpochs()) state.axis = "step";
-    a.value = state.axis;
-    var t = series();
-    var h = $("heat"); h.innerHTML = "";
-    t.groups.forEach(function (g) { option(h, "g:" + g.name, "group " + g.name + " (mean of " + g.runs.length + " runs)"); });
-    t.runs.forEach(function (r) { option(h, "r:" + r.run, "run " + r.run); });
-    if (!state.heat || !Array.prototype.some.call(h.options, function (o) { return o.value === state.heat; })) state.heat = h.options[0].value;
-    h.value = state.heat;
-    var c = $("curve"); c.innerHTML = "";
-    var parts = [], layers = [];
-    t.runs.forEach(function (r) {
-      r.part_names.forEach(function (p) { if (parts.indexOf(p) < 0) parts.push(p); });
-      r.layers.forEach(function (l) { if (layers.indexOf(l) < 0) layers.push(l); });
+function react(id, figure) {
+  return window.Plotly.react($(id), figure.traces, figure.layout, PLOT_CONFIG);
+}
+
+function drawCurves(v) {
+  const { perPart, perLayer } = curvesFigures(v.shown, [state.layer], DATA.known_parts, v.t.measure, v.lineStyle, {
+    groups: v.groups, groupStyle: v.groupStyle, interval: DATA.interval_label, xTitle: axisTitle(),
+    members: v.members,
+  });
+  react("curves", perPart);
+  react("curves-layer", perLayer);
+}
+
+function drawProfile(v) {
+  react("profile", profileFigure(v.shown, null, v.t.measure, v.lineStyle, {
+    groups: v.groups, groupStyle: v.groupStyle, interval: DATA.interval_label, xTitle: axisTitle(),
+    members: v.members,
+  }));
+}
+
+function drawTable(t) {
+  const body = $("runs-body");
+  body.replaceChildren();
+  for (const r of t.runs) {
+    const tr = document.createElement("tr");
+    [r.run, r.model, r.run_group || "", r.baseline ? "yes" : "", r.layers.length, r.steps.length,
+      r.steps.length ? r.steps[r.steps.length - 1] : "", r.chance ? "yes" : "", r.stderr ? "yes" : ""].forEach((x) => {
+      const td = document.createElement("td");
+      td.textContent = String(x);
+      tr.append(td);
     });
-    parts.forEach(function (p) { option(c, "part:" + p, "part " + p + " (mean of its layers)"); });
-    layers.forEach(function (l) { option(c, "layer:" + l, "layer " + l); });
-    if (!Array.prototype.some.call(c.options, function (o) { return o.value === state.curve; })) state.curve = c.options[0].value;
-    c.value = state.curve;
-    $("mode-box").style.display = t.groups.length ? "" : "none";
-    $("mode").value = state.mode;
+    body.append(tr);
   }
-
-  // ---------------------------------------------------------------- heatmap
-  function drawHeatmap() {
-    var t = series(), key = state.heat, layers, xs, z, text, title;
-    if (key.slice(0, 2) === "g:") {
-      var g = t.groups.filter(function (g) { return "g:" + g.name === key; })[0];
-      var ax = g.axes[state.axis];
-      layers = g.layers;
-      var all = {};
-      (ax ? ax.layers : []).forEach(function (b) { b.x.forEach(function (x) { all[x] = 1; }); });
-      xs = Object.keys(all).map(Number).sort(function (a, b) { return a - b; });
-      z = []; text = [];
-      layers.forEach(function (l, i) {
-        var b = ax ? ax.layers[i] : {x: [], mean: [], low: [], high: [], n: []};
-        var at = {}; b.x.forEach(function (x, k) { at[x] = k; });
-        z.push(xs.map(function (x) { return x in at ? num(b.mean[at[x]]) : NaN; }));
-        text.push(xs.map(function (x) {
-          if (!(x in at)) return "no run has a value";
-          var k = at[x];
-          return "mean " + fmt(b.mean[k]) + " over " + b.n[k] + " run(s)" + (b.low[k] === null ? "" : "<br>interval " + fmt(b.low[k]) + " .. " + fmt(b.high[k]));
-        }));
-      });
-      title = "group " + esc(g.name) + ": mean over " + g.runs.length + " runs";
-    } else {
-      var r = t.runs.filter(function (r) { return "r:" + r.run === key; })[0];
-      var xc = xsOf(r); xs = xc[0];
-      layers = r.layers;
-      z = r.values.map(function (row) { return xc[1].map(function (j) { return num(row[j]); }); });
-      text = r.values.map(function (row, i) {
-        return xc[1].map(function (j) {
-          var s = "value " + fmt(row[j]);
-          if (r.chance && r.chance[i][j] !== null) s += "<br>chance " + fmt(r.chance[i][j]);
-          if (r.stderr && r.stderr[i][j] !== null) s += "<br>stderr " + fmt(r.stderr[i][j]);
-          s += marginText(r, i, j);
-          return s;
-        });
-      });
-      title = "run " + esc(r.run);
-    }
-    var finite = [];
-    z.forEach(function (row) { row.forEach(function (v) { if (isFinite(v)) finite.push(v); }); });
-    var lo = finite.length ? Math.min.apply(null, finite) : 0, hi = finite.length ? Math.max.apply(null, finite) : 1;
-    var zz = z.map(function (row) { return row.map(function (v) { return isNaN(v) ? null : v === Infinity ? hi : v === -Infinity ? lo : v; }); });
-    var trace = {
-      type: "heatmap", z: zz, x: xs.map(String), y: layers.map(esc), text: text, hoverongaps: false,
-      hovertemplate: "%{y} @ " + axisTitle() + " %{x}<br>%{text}<extra></extra>",
-      colorscale: "Viridis", reversescale: t.higher_is_better === false, zmin: lo, zmax: hi,
-      colorbar: {title: {text: esc(t.measure), side: "right"}}
-    };
-    var height = Math.min(1400, Math.max(320, 120 + 16 * layers.length));
-    Plotly.react("heatmap", [trace], {
-      title: {text: title + " (" + esc(t.measure) + " / " + esc(t.group) + ")", font: {size: 14}},
-      height: height, margin: {l: 180, r: 30, t: 40, b: 60},
-      xaxis: {title: {text: axisTitle()}, type: "category"},
-      yaxis: {autorange: "reversed", automargin: true, type: "category"},
-      plot_bgcolor: "#d0d0d0"
-    }, CONFIG);
+  const notes = [];
+  if (t.groups.length) {
+    notes.push(`Groups: thick lines are the mean over the group's runs, shaded: ${DATA.interval_label}.`);
   }
+  notes.push("Baselines dashed with diamonds; dotted: chance level; band: ± stderr. Profile: x is the relative " +
+    "depth (0 = first measured layer, 1 = last) at each run's last measurement.");
+  if (FIXED_RANGES[t.measure]) notes.push(`y axes: the measure's range ${FIXED_RANGES[t.measure].join(" to ")}.`);
+  $("notes").textContent = notes.join(" ");
+}
 
-  // ---------------------------------------------------------------- curves
-  function drawCurves() {
-    var t = series(), col = colours(), traces = [];
-    var what = state.curve.slice(0, state.curve.indexOf(":")), name = state.curve.slice(state.curve.indexOf(":") + 1);
-    if (groupsOn()) {
-      t.groups.forEach(function (g) {
-        var ax = g.axes[state.axis]; if (!ax) return;
-        var b = what === "part" ? ax.parts[name] : ax.layers[g.layers.indexOf(name)];
-        if (!b) return;
-        var c = col["g:" + g.name];
-        traces = traces.concat(band(b.x, b.low, b.high, c, g.name, "g:" + g.name));
-        traces.push({x: b.x, y: b.mean.map(shown), mode: "lines+markers", name: esc(g.name) + " (mean, n=" + g.runs.length + ")",
-          legendgroup: "g:" + g.name, line: {color: c, width: 3, dash: g.baseline ? "dash" : "solid"},
-          customdata: b.n, hovertemplate: "%{y:.4f} over %{customdata} run(s)<extra>" + esc(g.name) + "</extra>"});
-      });
-    }
-    t.runs.forEach(function (r) {
-      if (!runsOn(r)) return;
-      var xc = xsOf(r), row;
-      if (what === "part") { var k = r.part_names.indexOf(name); if (k < 0) return; row = r.part_values[k]; }
-      else { var i = r.layers.indexOf(name); if (i < 0) return; row = r.values[i]; }
-      var grouped = r.run_group && groupsOn();
-      traces.push({x: xc[0], y: xc[1].map(function (j) { return shown(row[j]); }), mode: "lines+markers", name: esc(r.run),
-        line: {color: col["r:" + r.run], width: grouped ? 1 : 2, dash: r.baseline ? "dash" : "solid"}, opacity: grouped ? 0.45 : 1,
-        marker: {size: 4}, hovertemplate: "%{y:.4f}<extra>" + esc(r.run) + "</extra>"});
-    });
-    Plotly.react("curves", traces, {
-      title: {text: (what === "part" ? "part " : "layer ") + esc(name) + ": " + esc(t.measure) + " / " + esc(t.group), font: {size: 14}},
-      height: 420, margin: {l: 60, r: 30, t: 40, b: 50}, xaxis: {title: {text: axisTitle()}}, yaxis: {title: {text: esc(t.measure)}},
-      legend: {orientation: "v"}
-    }, CONFIG);
-  }
+function render() {
+  const t = current();
+  fillControls(t);
+  const v = view();
+  // one measurement per run (MeasureReport.to_html): no curves to draw
+  const over = t.runs.some((r) => r.steps.length > 1);
+  $("curves-view").style.display = over ? "" : "none";
+  drawHeatmap(v);
+  if (over) drawCurves(v);
+  drawProfile(v);
+  drawTable(t);
+  document.body.dataset.rendered = String(Number(document.body.dataset.rendered || 0) + 1);
+}
 
-  // ---------------------------------------------------------------- profile
-  function drawProfile() {
-    var t = series(), col = colours(), traces = [], layers = [];
-    t.runs.forEach(function (r) { r.layers.forEach(function (l) { if (layers.indexOf(l) < 0) layers.push(l); }); });
-    var y = function (l) { return esc(l); };
-    if (groupsOn()) {
-      t.groups.forEach(function (g) {
-        var b = g.profile, c = col["g:" + g.name];
-        var x = b.x.map(function (i) { return y(g.layers[i]); });
-        traces = traces.concat(band(x, b.low, b.high, c, g.name, "g:" + g.name));
-        traces.push({x: x, y: b.mean.map(shown), mode: "lines+markers", name: esc(g.name) + " (mean, n=" + g.runs.length + ")",
-          legendgroup: "g:" + g.name, line: {color: c, width: 3, dash: g.baseline ? "dash" : "solid"},
-          customdata: b.n, hovertemplate: "%{y:.4f} over %{customdata} run(s)<extra>" + esc(g.name) + "</extra>"});
-      });
-    }
-    t.runs.forEach(function (r) {
-      if (!runsOn(r)) return;
-      var last = r.steps.length - 1, c = col["r:" + r.run], grouped = r.run_group && groupsOn();
-      var x = r.layers.map(y);
-      var v = r.values.map(function (row) { return shown(row[last]); });
-      if (r.stderr && !grouped) {
-        var se = r.stderr.map(function (row) { return num(row[last]); });
-        traces = traces.concat(band(x, v.map(function (a, i) { return a === null || isNaN(se[i]) ? null : a - se[i]; }),
-          v.map(function (a, i) { return a === null || isNaN(se[i]) ? null : a + se[i]; }), c, r.run, "r:" + r.run));
-      }
-      // layers not significantly above chance: hollow markers; the hover gives the margin and its interval
-      var notSig = r.significant ? r.significant.map(function (row) { return row[last] === 0; }) : null;
-      traces.push({x: x, y: v, mode: "lines+markers", name: esc(r.run) + " @ " + r.steps[last], legendgroup: "r:" + r.run,
-        line: {color: c, width: grouped ? 1 : 2, dash: r.baseline ? "dash" : "solid"}, opacity: grouped ? 0.45 : 1,
-        marker: {size: notSig ? 6 : 4,
-          symbol: notSig ? notSig.map(function (n) { return n ? "circle-open" : "circle"; }) : "circle"},
-        text: r.layers.map(function (_, i) { return marginText(r, i, last); }),
-        hovertemplate: "%{y:.4f}%{text}<extra>" + esc(r.run) + "</extra>"});
-      if (r.chance && !grouped) {
-        traces.push({x: x, y: r.chance.map(function (row) { return shown(row[last]); }), mode: "lines", name: esc(r.run) + ": chance",
-          legendgroup: "r:" + r.run, line: {color: c, width: 1, dash: "dot"}, hovertemplate: "chance %{y:.4f}<extra>" + esc(r.run) + "</extra>"});
-      }
-    });
-    Plotly.react("profile", traces, {
-      title: {text: "layer profile at each run's last measurement: " + esc(t.measure) + " / " + esc(t.group), font: {size: 14}},
-      height: 460, margin: {l: 60, r: 30, t: 40, b: 140},
-      xaxis: {type: "category", categoryorder: "array", categoryarray: layers.map(y), tickangle: -60, automargin: true},
-      yaxis: {title: {text: esc(t.measure)}}
-    }, CONFIG);
-  }
-
-  // ---------------------------------------------------------------- runs table
-  function drawTable() {
-    var t = series(), body = $("runs-body"); body.innerHTML = "";
-    t.runs.forEach(function (r) {
-      var tr = document.createElement("tr");
-      [r.run, r.model, r.run_group || "", r.baseline ? "yes" : "", r.layers.length, r.steps.length,
-       r.steps.length ? r.steps[r.steps.length - 1] : "", r.chance ? "yes" : "", r.stderr ? "yes" : ""].forEach(function (v) {
-        var td = document.createElement("td"); td.textContent = String(v); tr.appendChild(td);
-      });
-      body.appendChild(tr);
-    });
-    var notes = [];
-    if (t.groups.length) notes.push("Groups: mean over the runs that have a value, band = " + DATA.interval_label + " (n runs shown on hover).");
-    notes.push("Baselines dashed. Missing values are gaps (grey in the heatmap); infinite values are drawn at the colour scale's ends.");
-    if (t.runs.some(function (r) { return r.significant; })) {
-      notes.push("Profile: hollow markers are layers not significantly above chance (the margin's one-sided 95% " +
-        "lower bound is not above 0); hover for the margin and its interval.");
-    }
-    $("notes").textContent = notes.join(" ");
-  }
-
-  function render() {
-    // one measurement per run (MeasureReport.to_html): no curves to draw
-    var over = series().runs.some(function (r) { return r.steps.length > 1; });
-    $("curves-view").style.display = over ? "" : "none";
-    fillControls(); drawHeatmap(); if (over) drawCurves(); drawProfile(); drawTable();
-    document.body.dataset.rendered = String(Number(document.body.dataset.rendered || 0) + 1);
-  }
-
-  $("title").textContent = DATA.title;
-  $("meta").textContent = "Generated " + DATA.generated + (DATA.sources.length ? " from " + DATA.sources.join(", ") : "") +
-    (DATA.group_regex ? "; groups by the pattern " + DATA.group_regex : "") + ". Self-contained: no network needed.";
-  $("series").onchange = function () { state.series = Number(this.value); state.heat = null; render(); };
-  $("axis").onchange = function () { state.axis = this.value; render(); };
-  $("heat").onchange = function () { state.heat = this.value; drawHeatmap(); };
-  $("curve").onchange = function () { state.curve = this.value; drawCurves(); };
-  $("mode").onchange = function () { state.mode = this.value; render(); };
-  render();
-})();
+$("title").textContent = DATA.title;
+$("meta").textContent = `Generated ${DATA.generated}${DATA.sources.length ? ` from ${DATA.sources.join(", ")}` : ""}` +
+  `${DATA.group_regex ? `; groups by the pattern ${DATA.group_regex}` : ""}. Self-contained: no network needed.`;
+$("series").onchange = (e) => { state.series = Number(e.target.value); state.heat = null; render(); };
+$("axis").onchange = (e) => { state.axis = e.target.value; render(); };
+$("heat").onchange = (e) => { state.heat = e.target.value; render(); };
+$("curve").onchange = (e) => { state.layer = e.target.value; render(); };
+$("mode").onchange = (e) => { state.mode = e.target.value; render(); };
+window.addEventListener("resize", () => heatmap.spec && heatmap.redraw($("heatmap").clientWidth || 900));
+render();

@@ -4,6 +4,9 @@
 // charts.js and drawn with the plotly.js bundle of the installed plotly package,
 // loaded on first need or prefetched when the browser is idle. Cards are reused by
 // id across live updates, so zoom and hover survive new epochs.
+//
+// The shareable HTML report (lightning_equivariance/report_page/report.js) draws
+// with these modules too (inlined into its file): what it needs from here is exported.
 
 import {
   FIXED_RANGES, decodeMatrix, directionHint, el, fmt, getJSON, layerNames, num, plural, statRows, textWithCode,
@@ -19,7 +22,7 @@ const PLOTLY_VIEWS = new Set(["curves", "profile", "channels", "spearman"]);
 
 /** Whether a layer is drawn as uninformative at a point: stats field informative = 0,
  * or significant = 0 (not significantly above chance, docs/measures.md §7). */
-function uninformativeAt(x) {
+export function uninformativeAt(x) {
   const rows = statRows(x, "informative"), significant = statRows(x, "significant");
   if (!rows && !significant) return null;
   return (r, c) => (rows !== null && rows[r][c] === 0) || (significant !== null && significant[r][c] === 0);
@@ -28,7 +31,7 @@ function uninformativeAt(x) {
 /** Extra tooltip lines of a heatmap cell: why it has no value, its statistics
  * (the value itself first when the cells show how far above chance it is, or
  * when "significant only" leaves the cell uncoloured). */
-function cellNotes(x, showsAboveChance, significantOnly = false) {
+export function cellNotes(x, showsAboveChance, significantOnly = false) {
   const informative = statRows(x, "informative");
   const chanceRows = statRows(x, "chance");
   const significant = statRows(x, "significant");
@@ -57,7 +60,7 @@ function cellNotes(x, showsAboveChance, significantOnly = false) {
 }
 
 /** Extra tooltip lines of a group heatmap cell: the interval and the run count. */
-function groupCellNotes(g, interval) {
+export function groupCellNotes(g, interval) {
   return (r, c) => {
     const n = g.n[r][c], low = g.low[r][c], high = g.high[r][c];
     if (!n) return ["no run of the group has a value here"];
