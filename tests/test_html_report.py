@@ -7,6 +7,7 @@ Chromium with the network switched off and finds the heatmap drawn, the groups' 
 the chance level; it needs Debian's ``chromium`` and ``chromium-driver`` and is skipped
 with a reason without them.
 """
+import base64
 import json
 import math
 import os
@@ -61,6 +62,15 @@ def page_data(path):
     text = open(path, encoding="utf-8").read()
     m = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', text, re.S)
     return text, json.loads(m.group(1))
+
+
+def page_modules(text):
+    """``{specifier: code}`` of the page's import map (each module a base64 ``data:`` URL)."""
+    m = re.search(r'<script type="importmap">(.*?)</script>', text, re.S)
+    prefix = "data:text/javascript;base64,"
+    imports = json.loads(m.group(1))["imports"]
+    assert all(url.startswith(prefix) for url in imports.values())
+    return {name: base64.b64decode(url[len(prefix):]).decode("utf-8") for name, url in imports.items()}
 
 
 def assert_offline(text):
@@ -199,7 +209,8 @@ def test_measure_report_to_html_carries_the_margins(tmp_path):
     assert [row[0] for row in run["significant"]] == [1, 1, 0, 1, 0]
     assert [row[0] for row in run["margin_low"]] == [0.18, 0.18, -0.02, 0.18, None]
     assert [row[0] for row in run["margin"]] == [0.2, 0.2, 0.01, 0.2, 0.2]
-    assert "95% lower bound" in text  # the page's hover text
+    # the hover text of the margins is the tab's (util.js marginText), inlined in the page
+    assert "95% interval [" in page_modules(text)["lightning-equivariance-tb/util.js"]
 
 
 @pytest.mark.browser
@@ -214,16 +225,18 @@ def test_report_margins_in_chromium(tmp_path):
         WebDriverWait(driver, 30, poll_frequency=0.2).until(
             lambda d: d.execute_script("return document.body.dataset.rendered"))
         js = driver.execute_script
-        # the profile: hollow markers on the layers not significantly above chance, the margin in the hover
-        line = js("return document.getElementById('profile').data"
-                  ".filter(function (t) { return t.mode === 'lines+markers'; })"
-                  ".map(function (t) { return [t.marker.symbol, t.text]; })[0]")
-        assert line[0] == ["circle", "circle", "circle-open", "circle", "circle-open"]
-        assert "margin 0.0100 (95% lower bound -0.0200)" in line[1][2] and "not significantly" in line[1][2]
-        assert "no interval" in line[1][4]
-        heat = js("return document.getElementById('heatmap').data[0].text")
-        assert "95% lower bound" in heat[0][0]
-        assert "Profile: hollow markers" in js("return document.getElementById('notes').textContent")
+        # the tab's heatmap: the layers not significantly above chance are hatched, the tooltip gives
+        # the margin and its interval (views.js cellNotes, util.js marginText)
+        heat = "var h = document.querySelector('#heatmap canvas.eq-canvas').eqHeatmap; "
+        assert js("return document.querySelector('#heatmap canvas.eq-canvas').dataset.uninformative") == "2"
+        notes = js(heat + "return [0, 2, 4].map(function (r) { return h.spec.notes(r, 0); });")
+        assert "margin 0.2000, 95% interval [0.1800, ∞)" in notes[0]
+        assert "margin 0.0100, 95% interval [-0.0200, ∞)" in notes[1]
+        assert any("not significantly above chance" in line for line in notes[1])
+        assert "margin 0.2000, no interval (fewer than 2 scored probe pairs)" in notes[2]
+        # the profile (charts.js profileFigure): relative depth, the chance level in the hover
+        line = js("var t = document.getElementById('profile').data[0]; return [t.x, t.hovertext];")
+        assert line[0] == [0, 0.25, 0.5, 0.75, 1] and "chance 0.2000" in line[1][0]
     finally:
         driver.quit()
 
@@ -269,7 +282,7 @@ def offline_driver():
 def test_report_draws_offline_in_chromium(logdir, tmp_path):
     from selenium.webdriver.support.ui import Select, WebDriverWait
 
-    path, _ = logdir
+    path, written = logdir
     out = tmp_path / "report.html"
     write_logdir_report([path], str(out))
     driver = offline_driver()
@@ -281,32 +294,109 @@ def test_report_draws_offline_in_chromium(logdir, tmp_path):
         # nothing was fetched from the network: every resource the page loaded is a file or data URL
         resources = js("return performance.getEntriesByType('resource').map(function (e) { return e.name; })")
         assert not [r for r in resources if r.startswith(("http:", "https:"))], resources
-        # the heatmap is drawn: a plotly heatmap image with the group's 5 layers x 3 steps
-        wait.until(lambda d: js("return document.querySelectorAll('#heatmap .hm image').length") > 0)
-        trace = js("var t = document.getElementById('heatmap').data[0]; return {type: t.type, rows: t.z.length, cols: t.z[0].length};")
-        assert trace == {"type": "heatmap", "rows": 5, "cols": 3}
-        href = js("var i = document.querySelector('#heatmap .hm image'); return i.getAttribute('href') || i.getAttribute('xlink:href');")
-        assert href.startswith("data:image/png") and len(href) > 200
-        # curves and profile: each group's band (a filled trace) and mean line
-        for chart in ("curves", "profile"):
-            names = js("return document.getElementById(arguments[0]).data.filter(function (t) { return t.fill === 'tonexty'; }).length", chart)
-            assert names >= 3, chart
-            assert js("return document.querySelectorAll('#' + arguments[0] + ' .scatterlayer .trace').length", chart) > 0
+        # the heatmap is the tab's canvas (heatmap.js): the first group's mean, 5 layers x 3 steps
+        heat = "var h = document.querySelector('#heatmap canvas.eq-canvas').eqHeatmap; "
+        assert js(heat + "return [h.canvas.dataset.rows, h.canvas.dataset.cols, h.spec.cols, h.spec.title];") == [
+            "5", "3", STEPS, "cnn (group mean of 3 runs)"]
+        mean = float(np.mean([np.float32(written[r][20][2]) for r in ("cnn_seed0", "cnn_seed1", "cnn_seed2")]))
+        assert math.isclose(js(heat + "return h.valueAt(2, 1);"), mean, rel_tol=1e-6)
+        # curves and profile (charts.js): each group's band and mean line
+        for chart in ("curves", "curves-layer"):
+            metas = js("return document.getElementById(arguments[0]).data.map(function (t) { return t.meta; })", chart)
+            assert metas.count("group-band") >= 3 and metas.count("group-mean") >= 3, chart
+        shapes = js("return document.getElementById('profile').layout.shapes.map(function (s) { return s.name; })")
+        assert shapes.count("group-band") == 3
         # by epoch, one layer's curves, groups only: the bands follow, no run line is left
         before = int(js("return document.body.dataset.rendered"))
         Select(driver.find_element("id", "axis")).select_by_value("epoch")
         Select(driver.find_element("id", "mode")).select_by_value("groups")
         wait.until(lambda d: int(js("return document.body.dataset.rendered")) >= before + 2)
-        Select(driver.find_element("id", "curve")).select_by_value("layer:features.2")
-        curves = js("return document.getElementById('curves').data.map(function (t) { return [t.name, t.x]; })")
-        assert [x for name, x in curves if name and name.startswith("cnn (mean")] == [[0, 1, 2]]
-        assert not [name for name, _ in curves if name and "_seed" in name]
-        # the chance level of a run in the profile, and the runs only
+        Select(driver.find_element("id", "curve")).select_by_value("features.2")
+        curves = js("return document.getElementById('curves-layer').data"
+                    ".filter(function (t) { return t.meta === 'group-mean' || !t.meta; })"
+                    ".map(function (t) { return [t.name, t.x]; })")
+        assert [x for name, x in curves if name.startswith("cnn · mean")] == [[0, 1, 2]]
+        assert not [name for name, _ in curves if "_seed" in name]
+        # the runs only: each run's chance level in the profile (a dotted shape per run)
         Select(driver.find_element("id", "mode")).select_by_value("runs")
-        wait.until(lambda d: js("return document.getElementById('profile').data.some(function (t) { return / chance$/.test(t.name); })"))
-        # a run's own heatmap (run selected): its values, 5 layers x 3 steps
+        wait.until(lambda d: js("return document.getElementById('profile').layout.shapes"
+                                ".filter(function (s) { return s.name === 'chance'; }).length") == 9)
+        # a run's own heatmap (run selected): its values, 5 layers x 3 epochs
         Select(driver.find_element("id", "heat")).select_by_value("r:cnn_seed0")
-        wait.until(lambda d: js("return document.getElementById('heatmap').layout.title.text.indexOf('run cnn_seed0') === 0"))
+        wait.until(lambda d: js(heat + "return h.spec.title;") == "cnn_seed0")
+        assert math.isclose(js(heat + "return h.valueAt(2, 1);"), float(np.float32(written["cnn_seed0"][20][2])),
+                            rel_tol=1e-6)
+        logs = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
+        assert not logs, logs
+    finally:
+        driver.quit()
+
+
+# ---------------------------------------------------------------------------- one drawing of each view
+def test_report_inlines_the_tabs_own_modules(logdir, tmp_path):
+    """The page draws with the TensorBoard tab's modules: each one in the import map is the plugin's
+    file with only its relative specifiers made bare (issue 22, one drawing of each view)."""
+    from importlib import resources
+
+    path, _ = logdir
+    out = tmp_path / "report.html"
+    write_logdir_report([path], str(out))
+    text, _ = page_data(out)
+    modules = page_modules(text)
+    names = ("charts.js", "heatmap.js", "util.js", "views.js")
+    assert sorted(modules) == ["lightning-equivariance-tb/" + n for n in names]
+    static = resources.files("lightning_equivariance_tb").joinpath("static")
+    for name, code in modules.items():
+        original = static.joinpath(name.split("/")[1]).read_text(encoding="utf-8")
+        assert code == re.sub(r'(from\s*)"\./(\w+\.js)"', r'\1"lightning-equivariance-tb/\2"', original), name
+        assert not re.search(r'(from\s*|import\s*)"\./', code)  # no relative import is left
+    assert "export class CanvasHeatmap" in modules["lightning-equivariance-tb/heatmap.js"]
+    assert "export function profileFigure" in modules["lightning-equivariance-tb/charts.js"]
+    # the page's own script is glue: it imports the tab's figure builders and draws nothing itself
+    glue = re.search(r'<script type="module">(.*?)</script>', text, re.S).group(1)
+    assert 'from "lightning-equivariance-tb/charts.js"' in glue and "profileFigure(" in glue
+    assert "PALETTE = [" not in glue and 'type: "heatmap"' not in glue
+
+
+def write_two_architectures(path):
+    """A small CNN and a ResNet-like run whose layer lists differ but share the name ``fc``."""
+    small = ["body.0", "body.1", "body.2", "fc"]
+    resnet = ["conv1", "layer1.0", "layer2.0", "layer3.0", "layer4.0", "avgpool", "fc"]
+    for run, layers in (("small_cnn", small), ("resnet18", resnet)):
+        parts = [PARTS[min(4, (5 * i) // len(layers))] for i in range(len(layers))]
+        for epoch, step in enumerate(STEPS):
+            s = Series(measure="equivariance", group="rotation90", layers=layers, parts=parts,
+                       values=np.linspace(0.2, 0.9, len(layers)) + 0.01 * epoch)
+            write_series(os.path.join(path, run), [s], step, model=run, epoch=epoch, global_step=step)
+    return {"small_cnn": small, "resnet18": resnet}
+
+
+@pytest.mark.browser
+@browser
+def test_report_profile_is_on_relative_depth(tmp_path):
+    """Runs with different layer lists line up by relative depth as in the tab: the small CNN's
+    ``fc`` is at depth 1 like ResNet-18's, and each run's line runs left to right (issue 22)."""
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    layers = write_two_architectures(str(tmp_path / "logs"))
+    out = tmp_path / "report.html"
+    write_logdir_report([str(tmp_path / "logs")], str(out))
+    driver = offline_driver()
+    try:
+        driver.get(out.as_uri())
+        WebDriverWait(driver, 30, poll_frequency=0.2).until(
+            lambda d: d.execute_script("return document.body.dataset.rendered"))
+        lines = driver.execute_script(
+            "return document.getElementById('profile').data.map(function (t) { return [t.name, t.x, t.customdata]; })")
+        assert sorted(name.split(" ")[0] for name, _, _ in lines) == ["resnet18", "small_cnn"]
+        for name, xs, hover in lines:
+            n = len(layers[name.split(" ")[0]])
+            assert len(xs) == n and all(0 <= x <= 1 for x in xs)
+            assert all(a < b for a, b in zip(xs, xs[1:]))  # monotone in depth: no line runs back
+            assert xs == pytest.approx([i / (n - 1) for i in range(n)])
+            assert hover[-1].startswith("fc (")  # fc is the last layer, at depth 1, for both runs
+        title = driver.execute_script("return document.getElementById('profile').layout.xaxis.title.text")
+        assert title == "relative depth"
         logs = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
         assert not logs, logs
     finally:
