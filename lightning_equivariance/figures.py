@@ -8,8 +8,14 @@ the TensorBoard tab is not available. Both figures follow the tab's main views:
   (:class:`~lightning_equivariance.run_log.History`); part boundaries are marked, missing
   values are grey.
 * :func:`profile_figure`: value against layer depth at the latest measurement, one line per
-  (measure, group), with the chance level (dashed) and the standard errors (band): this is
+  (measure, group), with the chance level (dashed) and the standard errors (band), drawn by
+  :func:`plot_profile`, which is also
   :meth:`MeasureReport.plot() <lightning_equivariance.report.MeasureReport.plot>`.
+
+The one matplotlib module of the library: :meth:`MeasureReport.plot()
+<lightning_equivariance.report.MeasureReport.plot>`, the metric classes' ``plot()``
+(:func:`plot_metric`) and the W&B / MLflow figures all draw here, so the figure size and the
+drawing are written once.
 
 Needs matplotlib (``pip install matplotlib``, in the ``examples``, ``loggers`` and ``test``
 extras). The figures are made outside pyplot (``matplotlib.figure.Figure``): no window opens,
@@ -21,7 +27,10 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
-__all__ = ["history_steps", "layer_matrix", "heatmap_figure", "profile_figure", "close_figures"]
+__all__ = [
+    "history_steps", "layer_matrix", "heatmap_figure", "profile_size", "plot_profile", "profile_figure",
+    "plot_metric", "close_figures",
+]
 
 
 def history_steps(history: Any) -> Dict[int, Dict[str, float]]:
@@ -162,18 +171,86 @@ def heatmap_figure(
     return fig
 
 
+def profile_size(n_layers: int) -> Tuple[float, float]:
+    """``(width, height)`` in inches of a layer profile of ``n_layers`` layers: it grows with the
+    layer count so that every layer keeps a readable label (60-70 layers at real sizes)."""
+    return max(8.0, 3.0 + 0.2 * n_layers), 4.5 if n_layers <= 30 else 5.5
+
+
+def plot_profile(report: Any, ax: Any = None, chance: bool = True):
+    """Draw a report's layer profile: value against layer depth, one line per (measure, group);
+    returns ``(fig, ax)``. This is :meth:`MeasureReport.plot()
+    <lightning_equivariance.report.MeasureReport.plot>`.
+
+    Without ``ax`` a pyplot figure of :func:`profile_size` is made. ``chance``: each series'
+    chance level (docs/measures.md §7), where it has one, as a dashed line of the series'
+    colour, its standard errors as a band, and the layers not significantly above chance
+    (``significant`` False) as hollow markers. The legend sits outside the axes, to their right.
+    """
+    series = report.series() if report.results else []
+    n_layers = max((len(s.layers) for s in series), default=0)
+    if ax is None:
+        try:
+            import matplotlib.pyplot as plt
+        except ImportError as e:  # pragma: no cover - depends on the environment
+            raise ImportError("MeasureReport.plot() needs matplotlib: pip install matplotlib") from e
+        fig, ax = plt.subplots(figsize=profile_size(n_layers))
+    else:
+        fig = ax.figure
+    not_significant_labelled = False
+    for s in series:
+        x = np.arange(len(s.layers))
+        values = np.asarray(s.values, dtype=np.float64)
+        (line,) = ax.plot(x, values, marker="o", markersize=3 if n_layers > 30 else 5, label=f"{s.measure} / {s.group}")
+        if not chance:
+            continue
+        if s.significant is not None:  # layers not significantly above chance: hollow markers
+            weak = np.asarray(s.significant, dtype=np.float64) == 0
+            if weak.any():
+                ax.plot(x[weak], values[weak], linestyle="none", marker="o", markersize=7 if n_layers <= 30 else 5,
+                        markerfacecolor="white", markeredgecolor=line.get_color(), zorder=line.get_zorder() + 0.1,
+                        label=None if not_significant_labelled else "not significantly above chance")
+                not_significant_labelled = True
+        if s.stderr is not None:
+            err = np.asarray(s.stderr, dtype=np.float64)
+            ok = np.isfinite(values) & np.isfinite(err)
+            if ok.any():
+                ax.fill_between(x, np.where(ok, values - err, np.nan), np.where(ok, values + err, np.nan),
+                                color=line.get_color(), alpha=0.2, linewidth=0)
+        if s.chance is not None and np.isfinite(np.asarray(s.chance, dtype=np.float64)).any():
+            ax.plot(x, np.asarray(s.chance, dtype=np.float64), linestyle="--", linewidth=1.2,
+                    color=line.get_color(), alpha=0.8, label=f"{s.measure} / {s.group}: chance")
+    if series:
+        s = max(series, key=lambda t: len(t.layers))
+        ax.set_xticks(range(len(s.layers)))
+        ax.set_xticklabels(s.layers, rotation=90, fontsize=7 if n_layers <= 30 else 6)
+        ax.set_xlim(-0.5, len(s.layers) - 0.5)
+    ax.set_xlabel("layer (depth order)")
+    ax.set_ylabel("value")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8, frameon=False)
+    fig.tight_layout()
+    return fig, ax
+
+
 def profile_figure(report: Any, chance: bool = True, title: Optional[str] = None):
-    """The layer profile of a report: value against layer depth, one line per (measure, group),
-    the chance level dashed and the standard errors as a band (``chance=True``); a new
-    ``Figure``, drawn by :meth:`MeasureReport.plot() <lightning_equivariance.report.MeasureReport.plot>`."""
+    """The layer profile of a report (:func:`plot_profile`) on a new ``Figure`` outside pyplot,
+    of :func:`profile_size`: what the W&B / MLflow loggers get."""
     n_layers = max((len(s.layers) for s in report.series()), default=0) if report.results else 0
-    # the size MeasureReport.plot() gives its own figure
-    fig = _figure((max(8.0, 3.0 + 0.2 * n_layers), 4.5 if n_layers <= 30 else 5.5))
-    fig, ax = report.plot(ax=fig.add_subplot(), chance=chance)
+    fig = _figure(profile_size(n_layers))
+    fig, ax = plot_profile(report, ax=fig.add_subplot(), chance=chance)
     if title:
         ax.set_title(title, fontsize=10)
         fig.tight_layout()
     return fig
+
+
+def plot_metric(metric: Any, val: Any = None, ax: Any = None):
+    """A measure's values as torchmetrics plots its own metrics (``Metric._plot``: one value, or a
+    line of several, e.g. one per epoch), on the measure's ``plot_lower_bound`` /
+    ``plot_upper_bound`` where it has them; returns ``(fig, ax)``. This is the metric classes'
+    ``plot()``."""
+    return metric._plot(val, ax)
 
 
 def close_figures(figures) -> None:

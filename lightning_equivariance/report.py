@@ -337,53 +337,12 @@ class MeasureReport:
         axes, to their right. ``chance``: each series' chance level (docs/measures.md §7),
         where it has one, as a dashed line of the series' colour, its standard errors as
         a band, and the layers not significantly above chance (``significant`` False) as
-        hollow markers.
+        hollow markers. Drawn by :func:`lightning_equivariance.figures.plot_profile`, with the
+        W&B / MLflow figures.
         """
-        try:
-            import matplotlib.pyplot as plt
-        except ImportError as e:  # pragma: no cover - depends on the environment
-            raise ImportError("MeasureReport.plot() needs matplotlib: pip install matplotlib") from e
-        series = self.series() if self.results else []
-        n_layers = max((len(s.layers) for s in series), default=0)
-        if ax is None:
-            fig, ax = plt.subplots(figsize=(max(8.0, 3.0 + 0.2 * n_layers), 4.5 if n_layers <= 30 else 5.5))
-        else:
-            fig = ax.figure
-        not_significant_labelled = False
-        for s in series:
-            x = np.arange(len(s.layers))
-            values = np.asarray(s.values, dtype=np.float64)
-            (line,) = ax.plot(x, values, marker="o", markersize=3 if n_layers > 30 else 5,
-                              label=f"{s.measure} / {s.group}")
-            if not chance:
-                continue
-            if s.significant is not None:  # layers not significantly above chance: hollow markers
-                weak = np.asarray(s.significant, dtype=np.float64) == 0
-                if weak.any():
-                    ax.plot(x[weak], values[weak], linestyle="none", marker="o", markersize=7 if n_layers <= 30 else 5,
-                            markerfacecolor="white", markeredgecolor=line.get_color(), zorder=line.get_zorder() + 0.1,
-                            label=None if not_significant_labelled else "not significantly above chance")
-                    not_significant_labelled = True
-            if s.stderr is not None:
-                err = np.asarray(s.stderr, dtype=np.float64)
-                ok = np.isfinite(values) & np.isfinite(err)
-                if ok.any():
-                    ax.fill_between(x, np.where(ok, values - err, np.nan), np.where(ok, values + err, np.nan),
-                                    color=line.get_color(), alpha=0.2, linewidth=0)
-            if s.chance is not None and np.isfinite(np.asarray(s.chance, dtype=np.float64)).any():
-                ax.plot(x, np.asarray(s.chance, dtype=np.float64), linestyle="--", linewidth=1.2,
-                        color=line.get_color(), alpha=0.8, label=f"{s.measure} / {s.group}: chance")
-        if series:
-            s = max(series, key=lambda t: len(t.layers))
-            ax.set_xticks(range(len(s.layers)))
-            ax.set_xticklabels(s.layers, rotation=90, fontsize=7 if n_layers <= 30 else 6)
-            ax.set_xlim(-0.5, len(s.layers) - 0.5)
-        ax.set_xlabel("layer (depth order)")
-        ax.set_ylabel("value")
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, fontsize=8, frameon=False)
-        fig.tight_layout()
-        return fig, ax
+        from .figures import plot_profile
+
+        return plot_profile(self, ax=ax, chance=chance)
 
     def to_html(self, path: str, *, title: str = "Equivariance report", run: str = "report", step: int = 0,
                 model: str = "", run_group: str = "") -> int:

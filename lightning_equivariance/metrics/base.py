@@ -259,8 +259,11 @@ class LayerMetric(Metric):
     def plot(self, val: Any = None, ax: Any = None) -> Any:
         """Plot ``compute()`` (or ``val``: one result or a list of results, e.g. one per epoch) as
         torchmetrics' own metrics do; returns ``(fig, ax)``. Needs matplotlib. The axis bounds
-        are the measure's ``plot_lower_bound`` / ``plot_upper_bound`` where it has them."""
-        return self._plot(val, ax)
+        are the measure's ``plot_lower_bound`` / ``plot_upper_bound`` where it has them
+        (:func:`lightning_equivariance.figures.plot_metric`)."""
+        from ..figures import plot_metric
+
+        return plot_metric(self, val, ax)
 
     def compute_details(self) -> Dict[str, Any]:
         """Synced results: ``value`` (float), ``per_element`` (tensor ``m``), ``per_channel``
