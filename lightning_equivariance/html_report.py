@@ -213,85 +213,29 @@ def _part_matrix(values: np.ndarray, parts: Sequence[str]) -> Tuple[List[str], n
     return part_mean_matrix(values, parts)
 
 
-def _epoch_axis(r: RunSeries) -> Tuple[List[int], List[int]]:
-    """``(epochs, columns)``: the last measurement of every recorded epoch, in epoch order."""
-    last: Dict[int, int] = {}
-    for j, e in enumerate(r.epochs):
-        if e is not None:
-            last[int(e)] = j
-    epochs = sorted(last)
-    return epochs, [last[e] for e in epochs]
-
-
-def _stats_block(values_by_run: Mapping[str, Mapping[int, float]], confidence: float) -> Dict[str, list]:
-    """``{x, mean, low, high, n}`` lists from :func:`run_groups.group_statistics`."""
-    from lightning_equivariance_tb.run_groups import group_statistics
-
-    stats = group_statistics(values_by_run, confidence)
-    xs = sorted(stats)
-    return {
-        "x": xs,
-        "mean": [_json_value(stats[x]["mean"]) for x in xs],
-        "low": [None if stats[x]["low"] is None else _json_value(stats[x]["low"]) for x in xs],
-        "high": [None if stats[x]["high"] is None else _json_value(stats[x]["high"]) for x in xs],
-        "n": [int(stats[x]["n"]) for x in xs],
-    }
-
-
 def _group_entry(name: str, members: List[RunSeries], confidence: float) -> Dict[str, Any]:
-    """A group's statistics over its runs: per layer and per part along each x axis, and the
-    profile at each run's last measurement (per layer)."""
-    layers: List[str] = []
-    part_of: Dict[str, str] = {}
-    for r in members:  # layers merged by name, in the first run's depth order
-        for layer, part in zip(r.layers, r.parts):
-            if layer not in part_of:
-                layers.append(layer)
-                part_of[layer] = part
-    parts = [part_of[layer] for layer in layers]
-    from lightning_equivariance_tb.data import ordered_parts
+    """A group of two or more runs: per x axis (``"step"``, ``"epoch"``; ``None`` where no run
+    recorded an epoch) the tab's own ``/groups`` body of its runs
+    (:func:`lightning_equivariance_tb.data.group_body`: per layer and per part, the mean over runs,
+    the interval ends and the number of runs at each x, each run's last point at an x)."""
+    from lightning_equivariance_tb.data import group_body
 
-    part_names = ordered_parts(parts)
+    def metadata_of(r: RunSeries) -> Dict[str, Any]:
+        return {"layers": r.layers, "parts": r.parts, "baseline": r.baseline, "model": r.model,
+                "higher_is_better": r.higher_is_better}
+
     axes: Dict[str, Any] = {}
     for axis in ("step", "epoch"):
-        by_layer: List[Dict[str, Dict[int, float]]] = [{} for _ in layers]
-        by_part: List[Dict[str, Dict[int, float]]] = [{} for _ in part_names]
-        for r in members:
-            if axis == "step":
-                xs, cols = r.steps, list(range(len(r.steps)))
-            else:
-                xs, cols = _epoch_axis(r)
-            if not xs:
-                continue
-            for i, layer in enumerate(r.layers):
-                by_layer[layers.index(layer)][r.run] = {int(x): float(r.values[i, j]) for x, j in zip(xs, cols)}
-            names, pm = _part_matrix(r.values, r.parts)
-            for k, part in enumerate(names):
-                if part in part_names:
-                    by_part[part_names.index(part)][r.run] = {int(x): float(pm[k, j]) for x, j in zip(xs, cols)}
-        if not any(by_layer):
-            axes[axis] = None
-            continue
-        axes[axis] = {
-            "layers": [_stats_block(v, confidence) for v in by_layer],
-            "parts": {p: _stats_block(v, confidence) for p, v in zip(part_names, by_part)},
-        }
-    profile = {}
-    for r in members:
-        last = {}
-        for i, layer in enumerate(r.layers):
-            finite = np.flatnonzero(~np.isnan(r.values[i]))
-            if finite.size:
-                last[layers.index(layer)] = float(r.values[i, finite[-1]])
-        profile[r.run] = last
+        runs = [(r.run, metadata_of(r), r.steps if axis == "step" else r.epochs, r.values) for r in members]
+        recorded = any(x is not None for _, _, xs, _ in runs for x in xs)
+        axes[axis] = group_body(name, runs, confidence) if recorded else None
     return {
         "name": name,
         "runs": [r.run for r in members],
         "baseline": all(r.baseline for r in members),
-        "layers": layers,
-        "parts": parts,
+        "layers": axes["step"]["layers"],
+        "parts": axes["step"]["parts"],
         "axes": axes,
-        "profile": _stats_block(profile, confidence),
     }
 
 
@@ -300,8 +244,8 @@ def build_data(runs: Sequence[RunSeries], *, group_regex: Optional[str] = None, 
     """The JSON the report's page draws: per (measure, group), every run and every group.
 
     Groups come from :func:`lightning_equivariance_tb.run_groups.assign_groups` (the recorded
-    ``run_group`` names, or ``group_regex``'s first capture group); their statistics from
-    :func:`~lightning_equivariance_tb.run_groups.group_statistics` at ``confidence``. A group of
+    ``run_group`` names, or ``group_regex``'s first capture group); their statistics are the
+    tab's (:func:`lightning_equivariance_tb.data.group_body`) at ``confidence``. A group of
     one run is not a group (the run is shown as itself).
 
     Raises:

@@ -103,7 +103,8 @@ def test_logdir_runs_are_read_as_the_tab_reads_them(logdir):
 
 
 def test_group_statistics_are_run_groups(logdir):
-    """The report's group mean and interval are run_groups.group_statistics over the runs' values."""
+    """The report's group mean and interval are run_groups.group_statistics over the runs' values
+    (computed by the tab's own data.group_body)."""
     path, written = logdir
     data = build_data(collect_logdirs([path]))
     (series,) = data["series"]
@@ -113,17 +114,24 @@ def test_group_statistics_are_run_groups(logdir):
     assert series["groups"][2]["baseline"]
     layer = 2
     expected = group_statistics({run: {s: float(np.float32(v[layer])) for s, v in written[run].items()} for run in g["runs"]})
-    block = g["axes"]["step"]["layers"][layer]
-    assert block["x"] == STEPS and block["n"] == [3, 3, 3]
+    body = g["axes"]["step"]  # the tab's own /groups body (data.group_body)
+    assert body["xs"] == STEPS and body["layers"] == LAYERS and g["layers"] == LAYERS
+    block = {key: matrix(body, key)[layer] for key in ("mean", "low", "high", "n")}
+    assert list(block["n"]) == [3, 3, 3]
     for k, step in enumerate(STEPS):
         for key in ("mean", "low", "high"):
             assert math.isclose(block[key][k], expected[step][key], rel_tol=1e-6, abs_tol=1e-6)
         values = [float(np.float32(written[run][step][layer])) for run in g["runs"]]
         assert math.isclose(block["mean"][k], np.mean(values), abs_tol=1e-6)
     # by epoch: the same points (one measurement per epoch)
-    assert g["axes"]["epoch"]["layers"][layer]["x"] == [0, 1, 2]
-    # profile: each run's last measurement, per layer (x = layer index)
-    assert g["profile"]["x"] == list(range(len(LAYERS))) and g["profile"]["n"] == [3] * len(LAYERS)
+    assert g["axes"]["epoch"]["xs"] == [0, 1, 2]
+    np.testing.assert_allclose(matrix(g["axes"]["epoch"], "mean"), matrix(body, "mean"))
+
+
+def matrix(body, prefix):
+    """A base64 matrix of a /groups body (lightning_equivariance_tb.data.encode_matrix)."""
+    dtype = "<f8" if body[prefix + "_dtype"] == "float64" else "<f4"
+    return np.frombuffer(base64.b64decode(body[prefix + "_base64"]), dtype=dtype).reshape(body[prefix + "_shape"])
 
 
 def test_groups_by_regex_and_single_runs(tmp_path):

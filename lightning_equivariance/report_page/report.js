@@ -1,6 +1,6 @@
 // The shareable HTML report's glue (lightning_equivariance.html_report): it reads the
-// data embedded in the page, turns each run into the shape of the tab's /series body
-// and each group into that of a /groups body, and draws with the TensorBoard tab's own
+// data embedded in the page (each group as the tab's own /groups body), turns each run
+// into the shape of the tab's decoded /series body, and draws with the TensorBoard tab's own
 // modules (heatmap.js, charts.js, views.js, util.js of lightning_equivariance_tb),
 // which the page inlines through an import map of data: URLs. So the report and the
 // tab draw each view once: the canvas heatmap, the curves per part and per layer, and
@@ -10,12 +10,18 @@
 // Safety: names from the logs reach the DOM through textContent and the canvases'
 // fillText; plotly gets them through the tab's escaping figure builders.
 
-import { FIXED_RANGES, PALETTE, directionHint, layerNames, num, plural } from "./util.js";
+import { FIXED_RANGES, PALETTE, decodeMatrix, directionHint, layerNames, num, plural } from "./util.js";
 import { CanvasHeatmap, heatmapHeight, valueRange } from "./heatmap.js";
 import { PLOT_CONFIG, curvesFigures, profileFigure } from "./charts.js";
 import { cellNotes, groupCellNotes, uninformativeAt } from "./views.js";
 
 const DATA = JSON.parse(document.getElementById("report-data").textContent);
+const GROUP_MATRICES = ["mean", "low", "high", "n", "part_mean", "part_low", "part_high", "part_n"];
+for (const t of DATA.series) {
+  for (const g of t.groups) {
+    for (const body of Object.values(g.axes)) if (body) for (const prefix of GROUP_MATRICES) decodeMatrix(body, prefix);
+  }
+}
 const STATS = ["chance", "stderr", "margin", "margin_stderr", "margin_low", "significant"];
 const state = { series: 0, axis: "step", heat: null, layer: null, mode: "both" };
 const heatmap = new CanvasHeatmap();
@@ -58,38 +64,17 @@ function seriesBody(r, t) {
   };
 }
 
-/** A group of the data (statistics per layer and part, each on its own x values) as
- * the tab's decoded /groups body on the chosen axis (one x list, NaN where no run has a value). */
-function groupBody(g, t) {
-  const ax = g.axes[state.axis];
-  const blocks = ax ? ax.layers : [];
-  const xs = [...new Set(blocks.flatMap((b) => b.x))].sort((a, b) => a - b);
-  const table = (list) => {
-    const out = { mean: [], low: [], high: [], n: [] };
-    for (const b of list) {
-      const at = new Map(b.x.map((x, k) => [x, k]));
-      for (const key of ["mean", "low", "high"]) {
-        out[key].push(Float64Array.from(xs, (x) => (at.has(x) ? num(b[key][at.get(x)]) : NaN)));
-      }
-      out.n.push(Float64Array.from(xs, (x) => (at.has(x) ? b.n[at.get(x)] : 0)));
-    }
-    return out;
-  };
-  const partNames = ax ? Object.keys(ax.parts) : [];
-  const layers = table(blocks), parts = table(partNames.map((p) => ax.parts[p]));
-  return {
-    name: g.name, runs: g.runs, baseline: g.baseline, models: [], higher_is_better: t.higher_is_better,
-    layers: g.layers, parts: g.parts, xs, part_names: partNames,
-    mean: layers.mean, low: layers.low, high: layers.high, n: layers.n,
-    part_mean: parts.mean, part_low: parts.low, part_high: parts.high, part_n: parts.n,
-  };
+/** The tab's /groups body of a group on the chosen axis (decoded once, as the tab decodes it),
+ * or null where its runs recorded no such x. */
+function groupBody(g) {
+  return g.axes[state.axis];
 }
 
 /** What is drawn now: the runs and groups of the chosen series, styled as the tab styles them. */
 function view() {
   const t = current();
   const series = t.runs.map((r) => seriesBody(r, t));
-  const groups = state.mode === "runs" ? [] : t.groups.map((g) => groupBody(g, t));
+  const groups = state.mode === "runs" ? [] : t.groups.map(groupBody).filter(Boolean);
   const members = new Set(groups.flatMap((g) => g.runs));
   const runColor = (run) => PALETTE[Math.max(0, t.runs.findIndex((r) => r.run === run)) % PALETTE.length];
   const baseline = (run) => t.runs.some((r) => r.run === run && r.baseline);
@@ -117,7 +102,8 @@ function fillControls(t) {
   a.value = state.axis;
   const h = $("heat");
   h.replaceChildren();
-  t.groups.forEach((g) => option(h, `g:${g.name}`, `group ${g.name} (mean of ${plural(g.runs.length, "run")})`));
+  t.groups.filter(groupBody).forEach((g) => option(h, `g:${g.name}`,
+    `group ${g.name} (mean of ${plural(g.runs.length, "run")})`));
   t.runs.forEach((r) => option(h, `r:${r.run}`, `run ${r.run}`));
   if (![...h.options].some((o) => o.value === state.heat)) state.heat = h.options[0].value;
   h.value = state.heat;
@@ -133,7 +119,7 @@ function fillControls(t) {
 
 /** The chosen run's or group's heatmap on the tab's canvas, on one colour scale for all. */
 function drawHeatmap(v) {
-  const groups = v.t.groups.length ? v.t.groups.map((g) => groupBody(g, v.t)) : [];
+  const groups = v.t.groups.map(groupBody).filter(Boolean);
   const range = valueRange(v.series.map((x) => x.values).concat(groups.map((g) => g.mean)));
   const common = {
     knownParts: DATA.known_parts, zmin: range.lo, zmax: range.hi, rowKind: "layer", xTitle: axisTitle(),
