@@ -1,17 +1,24 @@
 """A shareable report: one self-contained HTML file with the tab's main views.
 
 For whoever has no TensorBoard at hand: the file opens offline in any browser, needs no
-server and loads nothing from the network. The charting code, plotly.js, is read from the
-installed ``plotly`` package when the file is written (never kept in this repository) and
-inlined; the data travel inside the file as JSON.
+server and loads nothing from the network. plotly.js is read from the installed ``plotly``
+package when the file is written (never kept in this repository) and inlined; the data travel
+inside the file as JSON.
+
+One drawing of each view: the page draws with the TensorBoard tab's own ES modules
+(``heatmap.js``, ``charts.js``, ``views.js``, ``util.js`` of ``lightning_equivariance_tb/static``,
+read through :mod:`importlib.resources` from the plugin distribution this library depends on),
+inlined through an import map of ``data:`` URLs (:func:`view_modules`); the page's own script,
+``report_page/report.js``, is glue that turns the embedded data into the tab's route bodies.
 
 Views, as in the TensorBoard tab: the **layer x step heatmap** of a run or of a group's mean,
-the **curves** of a depth part or a layer over the x axis (global step or epoch), the **layer
-profile** at each run's last measurement (the chance level dotted and the standard errors as
-a band where they were logged), and a table of the runs. **Groups** of runs (the ``run_group``
-recorded by the callback, the CLI or the summary writer, or a regular expression whose first
-capture group names the group) are drawn as their mean with a Student-t interval over runs
-(:mod:`lightning_equivariance_tb.run_groups`); a group of one run is shown as the run.
+the **curves** of every depth part and of a chosen layer over the x axis (global step or
+epoch), the **layer profile** on relative depth at each run's last measurement (the chance
+level dotted and the standard errors as a band where they were logged), and a table of the
+runs. **Groups** of runs (the ``run_group`` recorded by the callback, the CLI or the summary
+writer, or a regular expression whose first capture group names the group) are drawn as their
+mean with a Student-t interval over runs (the tab's ``/groups`` bodies,
+:func:`lightning_equivariance_tb.data.group_body`); a group of one run is shown as the run.
 
 Three ways in:
 
