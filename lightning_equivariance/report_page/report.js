@@ -2,7 +2,8 @@
 // data embedded in the page (each group as the tab's own /groups body), turns each run
 // into the shape of the tab's decoded /series body, and draws with the TensorBoard tab's own
 // modules (heatmap.js, charts.js, views.js, util.js of lightning_equivariance_tb),
-// which the page inlines through an import map of data: URLs. So the report and the
+// which the page inlines through an import map of data: URLs (the "./x.js" specifiers
+// below name those files; html_report makes them bare when it writes the page). So the report and the
 // tab draw each view once: the canvas heatmap, the curves per part and per layer, and
 // the layer profile on relative depth (runs with different layer lists line up by
 // depth, never by layer name). plotly.js is inlined from the installed package.
