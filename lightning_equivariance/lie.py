@@ -63,7 +63,8 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .metrics.base import LieContext, all_finite
-from .probe import Layouts, LayerSpec, _first_tensor, as_activation, discover_layouts, eval_mode, is_pooling, select_layers
+from .layouts import Reading
+from .probe import Layouts, LayerSpec, _first_tensor, discover_layouts, eval_mode, is_pooling, reading_of, select_layers
 from .report import assign_parts
 from .transforms import TRANSFORMS, LieTransform, is_transform, resolve_transform
 
@@ -81,78 +82,48 @@ __all__ = [
 ]
 
 # ---------------------------------------------------------------------- generators on layer outputs
-def _layout(t: torch.Tensor, layer: str, layout: Optional[str] = None) -> Tuple[str, int]:
-    """``("map", 0)``, ``("channels_last", 0)``, ``("tokens", k)`` or ``("vector", 0)``: how the generator
-    acts on ``t``, by the engine's rule (:func:`~lightning_equivariance.probe.as_activation`; ``layout``
-    is the probe's decision for a 4-D ``t``)."""
-    act = as_activation(t[:1].detach(), layer, layout)  # one image: the token reshape costs nothing
-    if act.kind == "map" and t.dim() == 3:
-        return "tokens", act.tokens_removed
-    if act.kind == "map" and act.layout == "channels_last":
-        return "channels_last", 0
-    return act.kind, 0
+def _layout(t: torch.Tensor, layer: str, layout=None) -> Tuple[str, Optional[Reading]]:
+    """``("map", reading)`` or ``("vector", None)``: how the generator acts on ``t``, by the engine's rule
+    (:func:`~lightning_equivariance.probe.reading_of`; ``layout`` is the probe's decision for ``t``)."""
+    if isinstance(layout, Reading) and not layout.is_map:
+        return "vector", layout  # a vector folded out of a partition (its batch axis holds more than images)
+    reading = reading_of(t, layer, layout)
+    return ("vector", None) if reading is None else ("map", reading)
 
 
-def _to_first(t: torch.Tensor) -> torch.Tensor:
-    return t.permute(0, 3, 1, 2)
-
-
-def _to_last(t: torch.Tensor) -> torch.Tensor:
-    return t.permute(0, 2, 3, 1)
-
-
-def _token_grid(t: torch.Tensor, k: int) -> torch.Tensor:
-    b, n, d = t.shape
-    s = math.isqrt(n - k)
-    return t[:, k:, :].transpose(1, 2).reshape(b, d, s, s)
-
-
-def _from_token_grid(g: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
-    b, d = g.shape[:2]
-    g = g.reshape(b, d, -1).transpose(1, 2)
-    return torch.cat([head, g], dim=1) if head.shape[1] else g.contiguous()
-
-
-def generator_like(t: torch.Tensor, transform: LieTransform, layer: str = "tensor", layout: Optional[str] = None) -> torch.Tensor:
+def generator_like(t: torch.Tensor, transform: LieTransform, layer: str = "tensor", layout=None) -> torch.Tensor:
     """The transform's generator on a layer output in its own layout, a tensor like ``t``.
 
-    Feature maps ``B x C x h x w``: the generator at their resolution; channels-last maps
-    ``B x h x w x C`` (``layout="channels_last"``) the same on their spatial axes. Tokens
-    ``B x N x D``: the generator on the ``N - k`` grid tokens (row-major ``s x s``), zero on
-    the ``k`` class tokens. Vectors (``B x D``, ``B x C x 1 x 1``): zero.
+    The output is folded into its ``B x C x h x w`` map by its reading (channels-first or -last maps,
+    tokens, transposed tokens, windows, patches: :class:`~lightning_equivariance.layouts.Reading`),
+    the generator taken at that resolution and unfolded back; zero on class tokens (they index no
+    position) and on vectors (``B x D``, ``B x C x 1 x 1``).
     """
-    kind, k = _layout(t, layer, layout)
+    kind, reading = _layout(t, layer, layout)
     if kind == "vector":
         return torch.zeros_like(t)
-    if kind == "map":
-        return transform.generator(t)
-    if kind == "channels_last":
-        return _to_last(transform.generator(_to_first(t)))
-    return _from_token_grid(transform.generator(_token_grid(t, k)), torch.zeros_like(t[:, :k, :]))
+    return reading.from_map(transform.generator(reading.to_map(t)), t)
 
 
 def lie_like(tangent: torch.Tensor, t: torch.Tensor, transform: LieTransform, layer: str = "tensor",
-             layout: Optional[str] = None) -> torch.Tensor:
+             layout=None) -> torch.Tensor:
     """``tangent - generator_like(t)``: the Lie derivative at a layer output ``t`` with forward-mode tangent ``tangent``."""
-    kind, k = _layout(t, layer, layout)
+    kind, reading = _layout(t, layer, layout)
     if kind == "vector":
         return tangent
-    if kind == "map":
-        return transform.residual(tangent, t)
-    if kind == "channels_last":
-        return _to_last(transform.residual(_to_first(tangent), _to_first(t)))
-    return _from_token_grid(transform.residual(_token_grid(tangent, k), _token_grid(t, k)), tangent[:, :k, :])
+    lie = transform.residual(reading.to_map(tangent), reading.to_map(t))
+    return reading.from_map(lie, t, reading.prefix_part(tangent))
 
 
-def _channels_first(lie: torch.Tensor, kind: str) -> torch.Tensor:
-    """``b x C x P`` layout for :class:`~lightning_equivariance.metrics.lee.LieDerivativeError`."""
-    if kind == "map":
-        return lie.flatten(2)
-    if kind == "channels_last":
-        return _to_first(lie).flatten(2)
-    if kind == "tokens":
-        return lie.transpose(1, 2)
-    return lie.reshape(lie.shape[0], 1, -1)
+def _channels_first(lie: torch.Tensor, kind: str, reading: Optional[Reading]) -> torch.Tensor:
+    """``b x C x P`` layout for :class:`~lightning_equivariance.metrics.lee.LieDerivativeError` (class tokens
+    count as positions)."""
+    if kind == "vector":
+        lie = reading.to_map(lie) if reading is not None else lie
+        return lie.reshape(lie.shape[0], 1, -1)
+    m = reading.to_map(lie).flatten(2)
+    prefix = reading.prefix_part(lie)
+    return m if prefix is None else torch.cat([m, prefix], dim=2)
 
 
 def _unpack(t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -178,11 +149,12 @@ def layer_lie_context(layer: str, output, transform: LieTransform, layout: Optio
     if raw is None:
         raise ValueError(f"layer {layer!r}: output of type {type(output).__name__} holds no tensor to measure")
     primal, tangent = _unpack(raw)
-    kind, _ = _layout(primal, layer, layout)
+    kind, reading = _layout(primal, layer, layout)
     lie = lie_like(tangent, primal, transform, layer, layout)
-    finite = all_finite(primal.flatten(1)) & all_finite(tangent.flatten(1))
-    return LieContext(layer=layer, kind="vector" if kind == "vector" else "map", transform=transform,
-                      lie=_channels_first(lie, kind), sample_mask=finite)
+    lie = _channels_first(lie, kind, reading)
+    per_image = lambda a: (reading.to_map(a) if reading is not None else a).flatten(1)  # noqa: E731
+    finite = all_finite(per_image(primal)) & all_finite(per_image(tangent))
+    return LieContext(layer=layer, kind=kind, transform=transform, lie=lie, sample_mask=finite)
 
 
 # ---------------------------------------------------------------------- forward-mode pass
@@ -608,7 +580,7 @@ def lie_derivative_contributions(
         n += x.shape[0]
     rows = []
     layers_only = [o for o in order if o[0] != "(unattributed)"]
-    kinds = [k if k not in ("tokens", "channels_last") else "map" for _, _, k in layers_only]
+    kinds = [k for _, _, k in layers_only]
     is_pool = [is_pooling(modules[nm.split(":")[0]]) for nm, _, _ in layers_only]
     parts = assign_parts(kinds, is_pool) if layers_only else []
     per_image = {nm: torch.cat(v) for nm, v in sums.items()}
@@ -626,7 +598,7 @@ def lie_derivative_contributions(
                 index=i if attributed else -1,
                 part=parts[i] if attributed else "",
                 module=mod,
-                kind=("map" if kind in ("tokens", "channels_last") else kind) if attributed else "",
+                kind=kind if attributed else "",
                 transform=transform.name,
                 contribution=mean,
                 stderr=math.sqrt(var / n),
