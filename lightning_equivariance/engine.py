@@ -79,9 +79,9 @@ class Measurement:
         steerable_actions: use the field type's representation of e2cnn ``GeometricTensor``
             outputs as their channel action (see :mod:`lightning_equivariance.steerable`);
             ``False`` measures them like plain maps.
-        layouts: ``{layer_name: "channels_first" | "channels_last"}``: how a layer's 4-D output
-            is stored, overriding what :func:`~lightning_equivariance.probe.discover_layouts`
-            infers (module evidence, then spatial sizes).
+        layouts: ``{layer_name: "channels_first" | "channels_last" | "tokens" | "tokens_transposed"}``:
+            how to read a layer, overriding what :func:`~lightning_equivariance.probe.discover_layouts`
+            finds on evidence (the provenance of its output, docs/measures.md §1.3).
         chance: compute the chance level of the measures that have one (docs/measures.md §7): each
             image at global probe position ``2k`` is paired with ``2k + 1``; ``False`` saves that cost.
         on_error: ``"warn"`` (default): a (layer, measure, group) that cannot be measured is

@@ -7,39 +7,23 @@ model raises. ``as_activation`` normalises a layer output (docs/measures.md §1.
 
 * a tuple/list -> its first tensor (e.g. ``nn.MultiheadAttention`` returns ``(out, weights)``);
 * an e2cnn ``GeometricTensor`` -> its ``.tensor`` (``B x C x h x w``);
-* a 4-D output stored channels-last (``B x h x w x C``: ConvNeXt's LayerNorm/Linear/GELU
-  inside a block, Swin's stages) -> the channels-first view ``B x C x h x w`` of it, so that
-  every measure sees the layer's true channels (see "Layouts" below);
-* ViT/Mixer tokens ``B x N x D`` -> a ``B x D x s x s`` map after removing the 0-2 leading
-  class/distillation tokens so that ``N - k = s * s`` (row-major token order, as
-  torchvision's ``VisionTransformer`` flattens its patch grid);
+* then its layout's reading (:class:`~lightning_equivariance.layouts.Reading`) folds it into
+  ``B x C x h x w``: channels-last maps, tokens ``B x N x D`` (class tokens apart), transposed
+  tokens ``B x D x N``, unfolded patches, windows folded into the batch axis;
 * ``B x C x 1 x 1`` maps and ``B x D`` tensors -> vectors ``B x D``.
 
-Layouts (docs/measures.md §1.3). A 4-D output is ``B x C x h x w`` unless the layer stores
-it channels-last. :func:`discover_layouts` decides it for every selected layer with one
-one-image forward, with the evidence in this order (strongest first):
-
-1. the user's override, ``layouts={"features.1.0.block.2": "channels_last"}``;
-2. what the module does: convolutions, batch/group/instance norms, local response norm and
-   2-D pooling act on ``B x C x h x w`` (channels-first); an ``nn.Linear`` on a 4-D tensor
-   acts on its last axis, and so does an ``nn.LayerNorm`` *of exactly that type* whose
-   ``normalized_shape`` is the last axis (channels-last; torchvision's channels-first
-   ``LayerNorm2d`` subclasses ``nn.LayerNorm``, hence the exact type); torchvision's
-   ``Permute`` moves the channel axis of its input; a module whose output has its input's
-   shape (activations, ``LayerNorm2d``, attention blocks, layer scale) keeps its input's
-   layout. The layouts of all modules' outputs are followed through the forward, so an
-   unselected ``Permute`` still tells the ``LayerNorm`` after it;
-3. the spatial sizes the input image implies: ``(h, w)`` must have the image's aspect ratio
-   (``|h W - w H| < max(H, W)``; square images give square maps), so ``B x 16 x 16 x 96``
-   is channels-last and ``B x 96 x 16 x 16`` channels-first;
-4. otherwise channels-first; a layer that this cannot settle (``C == h == w`` with no
-   module evidence) is measured channels-first and named in one warning.
-
-Memory strides are no evidence: the ``channels_last`` memory format is still logically
-``B x C x h x w``. A 4-D tensor that is no map of the image grid under either layout
-(MaxViT's window partitions ``B x G x P x C``) is refused for that layer with the reason,
-and so is every layer computed from it (a ``LayerNorm`` or ``Linear`` on the partitions);
-windows folded into the batch axis are refused by the engine (batch size mismatch).
+Layouts (docs/measures.md §1.3) are decided on evidence or refused, never guessed from a
+shape. :func:`discover_layouts` runs one forward of two images under a
+:class:`~lightning_equivariance.layouts.ProvenanceMode`, which follows every tensor's
+provenance (batch, channel and grid factors) through the modules *and* the operations the
+model calls - convolutions, reshapes, permutes and transposes, ``F.unfold``/``F.fold``,
+``torch.roll``, slices, ``cat``/``split``, linear maps and attention products. The user's
+override ``layouts={"layer": "channels_first" | "channels_last" | "tokens" |
+"tokens_transposed"}`` comes first. A layer whose provenance is lost (an operation that is
+not followed) or was never seen is refused with the ambiguity named and the override
+suggested; for a 4-D output nothing was seen making, what the module computes (a
+convolution, norm or pooling gives channels-first) still counts as evidence. Memory strides
+are no evidence: the ``channels_last`` memory format is still logically ``B x C x h x w``.
 """
 from __future__ import annotations
 

@@ -68,7 +68,7 @@ def _warp(a, name, t):
     return F.grid_sample(a, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
 
 
-def _lee_reference(model, name, x, to_map, transform, t=1e-4):
+def _lee_reference(model, name, x, to_map, transform, t=1e-6):
     """LEE from a Richardson-extrapolated central difference of rho(-t) f(rho(t) x) on hand-rearranged maps."""
 
     def central(step):
@@ -194,7 +194,7 @@ CASES = {
     "mobilevit-transformer": (_mobilevit, "stages.3.1.transformer.0.mlp.fc2", "windows", _mobilevit_patches, 64),
     "swin-proj-shifted": (_swin, "layers.0.blocks.1.attn.proj", "windows", lambda b: _swin_windows(b, 14, 14, 7, 3), 56),
     "swin-proj": (_swin, "layers.0.blocks.0.attn.proj", "windows", lambda b: _swin_windows(b, 14, 14, 7, 0), 56),
-    "levit-bn": (_levit, "stages.0.blocks.0.mlp.ln2.bn", "windows", _levit_rows, 64),
+    "levit-bn": (_levit, "stages.0.blocks.0.mlp.ln1.bn", "windows", _levit_rows, 64),  # ln2.bn starts at zero
     "vit-width-256": (_vit_width_256, "encoder.layers.encoder_layer_0.mlp.3", "tokens", lambda b: _tokens(1), 64),
     "vit-square-tokens": (_vit_square_tokens, "blocks.0.mlp.fc2", "tokens", lambda b: _tokens(0), 64),
 }
