@@ -384,8 +384,8 @@ class Measurement:
 
     @contextlib.contextmanager
     def _discovering(self, probe: Probe, x: torch.Tensor):
-        """Decide every layer's layout during the first forward (the probe's hooks fill
-        :attr:`layouts` before the engine's hook on the same layer reads it), once."""
+        """Decide every layer's layout once, before the first forward: the probe runs one forward of two
+        images with the provenance followed (docs/measures.md §1.3) and fills :attr:`layouts`."""
         if self.layouts is not None:
             yield
             return

@@ -24,6 +24,7 @@ atoms hold the batch once and every factor of the grid is a rearrangement of a
 batch axis: Swin's windows, MobileViT's ``(B*P) x N x C``, LeViT's ``(B*N) x C``) and
 unfolds a map into it again (the Lie generator's inverse). The shape only ever confirms.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -92,7 +93,13 @@ def _normalise(axes) -> Tuple[Axis, ...]:
             if a.size == 1 and a.role != "b":
                 continue
             p = merged[-1] if merged else None
-            if p is not None and p.role == a.role and p.key == a.key and a.role != "b" and p.stride == a.stride * a.size:
+            if (
+                p is not None
+                and p.role == a.role
+                and p.key == a.key
+                and a.role != "b"
+                and p.stride == a.stride * a.size
+            ):
                 merged[-1] = Atom(a.role, a.key, a.stride, p.size * a.size)
             else:
                 merged.append(a)
@@ -150,8 +157,18 @@ def _pad(p: Provenance, pad: Sequence[int]) -> Result:
         ends[atoms[0].role] = after
     key = next((a.key for a in p.atoms() if a.role in "hw"), (1, 1))
     padded = ("pad", key, (key[0] + ends.get("h", 0), key[1] + ends.get("w", 0)))
-    axes = [(k, tuple(Atom(a.role, padded, a.stride, a.size + ends.get(a.role, 0) if _whole(a) else a.size)
-                      if a.role in "hw" else a for a in atoms)) for k, atoms in p.axes]
+    axes = [
+        (
+            k,
+            tuple(
+                Atom(a.role, padded, a.stride, a.size + ends.get(a.role, 0) if _whole(a) else a.size)
+                if a.role in "hw"
+                else a
+                for a in atoms
+            ),
+        )
+        for k, atoms in p.axes
+    ]
     for d, role in empty.items():
         axes[d] = (0, (Atom(role, padded, 1, 1 + ends[role]),))
     return _prov(axes, p.shift)
@@ -208,7 +225,13 @@ def _reshape(p: Provenance, out_shape: Sequence[int]) -> Result:
                 return "reshapes it in a way that splits the batch or mixes factors unevenly"
         if taken is None:
             continue
-        while i < len(items) and not isinstance(items[i], tuple) and items[i].size == 1 and items[i].role == "b" and d == 1:
+        while (
+            i < len(items)
+            and not isinstance(items[i], tuple)
+            and items[i].size == 1
+            and items[i].role == "b"
+            and d == 1
+        ):
             taken.append(items[i])  # a batch of one lands on the first axis of size 1 it meets
             i += 1
         if r != 1:
@@ -268,10 +291,13 @@ def _contract(a: Optional[Provenance], out_last: int, b_last: Optional[Axis] = N
         last = mixed[0].key  # the token MLP's output layer maps its hidden units back to the positions it mixed
     elif spatial and any(x.role in "hw" for _, at in a.axes[:-1] for x in at):
         return _merge_patches(a, out_last)
-    elif spatial:
+    elif spatial and len(spatial) == len(atoms) and any(x.role == "c" for _, at in a.axes[:-1] for x in at):
+        # a linear map over the positions alone, one per channel (MLP-Mixer's token MLP): hidden units
         last = (Atom("m", atoms, 1, int(out_last)),) if out_last != 1 else ()
         if out_last == 1:
             return "maps the grid's positions to one value"
+    elif spatial:
+        last = _channel(out_last)  # a read-out of the whole map (a classifier on flattened maps): features
     else:
         last = _channel(out_last)
     return _prov(list(a.axes[:-1]) + [(0, tuple(last))], a.shift)
@@ -297,8 +323,10 @@ def _merge_patches(a: Provenance, out_last: int) -> Result:
     if key[0] == "pad" or key[0] % factor["h"] or key[1] % factor["w"]:
         return "mixes part of the grid's positions with a linear map"
     new = (key[0] // factor["h"], key[1] // factor["w"])
-    axes = [(k, tuple(Atom(x.role, new, x.stride // factor[x.role], x.size) if x.role in "hw" else x for x in at))
-            for k, at in a.axes[:-1]]
+    axes = [
+        (k, tuple(Atom(x.role, new, x.stride // factor[x.role], x.size) if x.role in "hw" else x for x in at))
+        for k, at in a.axes[:-1]
+    ]
     return _prov(axes + [(0, _channel(out_last))], a.shift)
 
 
@@ -341,7 +369,7 @@ def _getitem(p: Provenance, shape, index) -> Result:
     n_real = sum(1 for i in index if i is not None and i is not Ellipsis)
     if Ellipsis in index:
         e = index.index(Ellipsis)
-        index = index[:e] + (slice(None),) * (len(shape) - n_real) + index[e + 1:]
+        index = index[:e] + (slice(None),) * (len(shape) - n_real) + index[e + 1 :]
     index = index + (slice(None),) * (len(shape) - sum(1 for i in index if i is not None))
     axes, d, regrid = [], 0, {}
     for i in index:
@@ -377,8 +405,10 @@ def _getitem(p: Provenance, shape, index) -> Result:
         new = (regrid.get("h", key[0]), regrid.get("w", key[1]))
         if any(x.role in "hw" and (not _whole(x) or x.key[0] == "pad") for x in p.atoms()):
             return "subsamples a grid that is split into factors"
-        axes = [(k, tuple(Atom(x.role, new, 1, new["hw".index(x.role)]) if x.role in "hw" else x for x in atoms))
-                for k, atoms in axes]
+        axes = [
+            (k, tuple(Atom(x.role, new, 1, new["hw".index(x.role)]) if x.role in "hw" else x for x in atoms))
+            for k, atoms in axes
+        ]
     return _prov(_unpad(axes), p.shift)
 
 
@@ -387,7 +417,8 @@ def _structure(p: Provenance, skip: Optional[int] = None):
     return (
         tuple(
             (k, tuple(x for x in atoms if x.role != "c"), math.prod(x.size for x in atoms if x.role == "c"))
-            for d, (k, atoms) in enumerate(p.axes) if d != skip
+            for d, (k, atoms) in enumerate(p.axes)
+            if d != skip
         ),
         p.shift,
     )
@@ -459,7 +490,12 @@ def _roll(p: Provenance, shifts, dims) -> Result:
 def _unfold(p: Provenance, in_shape, kernel, stride, padding, dilation) -> Result:
     """``F.unfold`` with a kernel equal to its stride (non-overlapping patches): a rearrangement."""
     pair = lambda v: (int(v), int(v)) if isinstance(v, int) else tuple(int(x) for x in v)  # noqa: E731
-    (kh, kw), (sh, sw), pad, dil = pair(kernel), pair(stride if stride is not None else 1), pair(padding), pair(dilation)
+    (kh, kw), (sh, sw), pad, dil = (
+        pair(kernel),
+        pair(stride if stride is not None else 1),
+        pair(padding),
+        pair(dilation),
+    )
     b, c, h, w = (int(s) for s in in_shape)
     if (kh, kw) != (sh, sw) or pad != (0, 0) or dil != (1, 1) or h % kh or w % kw:
         return "goes through F.unfold with overlapping or padded patches (not a partition)"
@@ -470,7 +506,12 @@ def _unfold(p: Provenance, in_shape, kernel, stride, padding, dilation) -> Resul
 
 def _fold(p: Provenance, in_shape, output_size, kernel, stride, padding, dilation) -> Result:
     pair = lambda v: (int(v), int(v)) if isinstance(v, int) else tuple(int(x) for x in v)  # noqa: E731
-    (kh, kw), (sh, sw), pad, dil = pair(kernel), pair(stride if stride is not None else 1), pair(padding), pair(dilation)
+    (kh, kw), (sh, sw), pad, dil = (
+        pair(kernel),
+        pair(stride if stride is not None else 1),
+        pair(padding),
+        pair(dilation),
+    )
     (h, w), b = pair(output_size), int(in_shape[0])
     if (kh, kw) != (sh, sw) or pad != (0, 0) or dil != (1, 1) or h % kh or w % kw:
         return "goes through F.fold with overlapping or padded patches"
@@ -589,8 +630,9 @@ class Reading(str):
         if not with_prefix:
             shift = dict(self.provenance.shift)
             if shift:
-                m = torch.roll(m.reshape(b, self.channels, *self.grid), shifts=(shift.get("h", 0), shift.get("w", 0)),
-                               dims=(2, 3))
+                m = torch.roll(
+                    m.reshape(b, self.channels, *self.grid), shifts=(shift.get("h", 0), shift.get("w", 0)), dims=(2, 3)
+                )
         canonical = [b if atoms[i].role == "b" else atoms[i].size for i in order]
         inverse = [0] * len(order)
         for j, i in enumerate(order):
@@ -606,8 +648,11 @@ class Reading(str):
         body[self.prefix_axis] -= self.prefix
         head = list(shape)
         head[self.prefix_axis] = self.prefix
-        pre = prefix if prefix is not None else torch.zeros(m.shape[0], self.channels, self.prefix, dtype=m.dtype,
-                                                            device=m.device)
+        pre = (
+            prefix
+            if prefix is not None
+            else torch.zeros(m.shape[0], self.channels, self.prefix, dtype=m.dtype, device=m.device)
+        )
         return torch.cat([self._from(pre, True, head), self._from(m, False, body)], dim=self.prefix_axis)
 
     @classmethod
@@ -621,7 +666,9 @@ class Reading(str):
             h, w = (shape[2], shape[3]) if name == "channels_first" else (shape[1], shape[2])
             hh, ww = _grid(h, w)
             c = _channel(shape[1] if name == "channels_first" else shape[3])
-            axes = ((0, b), (0, c), (0, hh), (0, ww)) if name == "channels_first" else ((0, b), (0, hh), (0, ww), (0, c))
+            axes = (
+                ((0, b), (0, c), (0, hh), (0, ww)) if name == "channels_first" else ((0, b), (0, hh), (0, ww), (0, c))
+            )
             return cls(name, _prov(axes))
         if name in ("tokens", "tokens_transposed"):
             if len(shape) != 3:
@@ -687,7 +734,9 @@ def read(p: Result, shape: Sequence[int]) -> Union[Reading, str]:
             return "holds only part of the grid's positions (pooled or selected over part of them)"
     if spatial and len(spatial) and {a.role for a in spatial} != {"h", "w"}:
         key = spatial[0].key
-        if (key[0] > 1 and not any(a.role == "h" for a in spatial)) or (key[1] > 1 and not any(a.role == "w" for a in spatial)):
+        if (key[0] > 1 and not any(a.role == "h" for a in spatial)) or (
+            key[1] > 1 and not any(a.role == "w" for a in spatial)
+        ):
             return "holds only part of the grid's positions (pooled or selected over part of them)"
     prefixed = [(k, atoms) for k, atoms in p.axes if k]
     if len(prefixed) > 1 or any(any(a.role not in "hw" for a in atoms) or not atoms for _, atoms in prefixed):
@@ -696,23 +745,111 @@ def read(p: Result, shape: Sequence[int]) -> Union[Reading, str]:
 
 
 # ---------------------------------------------------------------------- following the forward
-_VIEWS = {"view", "reshape", "flatten", "unflatten", "view_as", "reshape_as", "squeeze", "unsqueeze", "ravel",
-          "_unsafe_view", "contiguous"}
-_REDUCTIONS = {"mean", "sum", "amax", "amin", "max", "min", "std", "var", "logsumexp", "norm", "prod", "nansum",
-               "nanmean", "median"}
-_POSITIONS_2D = {"conv2d", "conv_transpose2d", "max_pool2d", "avg_pool2d", "max_pool2d_with_indices",
-                 "adaptive_avg_pool2d", "adaptive_max_pool2d", "adaptive_max_pool2d_with_indices", "lp_pool2d",
-                 "interpolate", "upsample", "upsample_bilinear", "upsample_nearest", "pixel_shuffle",
-                 "pixel_unshuffle", "fractional_max_pool2d", "grid_sample"}
-_POSITIONS_OTHER = {"conv1d", "conv3d", "conv_transpose1d", "conv_transpose3d", "max_pool1d", "avg_pool1d",
-                    "adaptive_avg_pool1d", "adaptive_max_pool1d", "max_pool3d", "avg_pool3d", "adaptive_avg_pool3d"}
+_VIEWS = {
+    "view",
+    "reshape",
+    "flatten",
+    "unflatten",
+    "view_as",
+    "reshape_as",
+    "squeeze",
+    "unsqueeze",
+    "ravel",
+    "_unsafe_view",
+    "contiguous",
+}
+_REDUCTIONS = {
+    "mean",
+    "sum",
+    "amax",
+    "amin",
+    "max",
+    "min",
+    "std",
+    "var",
+    "logsumexp",
+    "norm",
+    "prod",
+    "nansum",
+    "nanmean",
+    "median",
+}
+_POSITIONS_2D = {
+    "conv2d",
+    "conv_transpose2d",
+    "max_pool2d",
+    "avg_pool2d",
+    "max_pool2d_with_indices",
+    "adaptive_avg_pool2d",
+    "adaptive_max_pool2d",
+    "adaptive_max_pool2d_with_indices",
+    "lp_pool2d",
+    "interpolate",
+    "upsample",
+    "upsample_bilinear",
+    "upsample_nearest",
+    "pixel_shuffle",
+    "pixel_unshuffle",
+    "fractional_max_pool2d",
+    "grid_sample",
+}
+_POSITIONS_OTHER = {
+    "conv1d",
+    "conv3d",
+    "conv_transpose1d",
+    "conv_transpose3d",
+    "max_pool1d",
+    "avg_pool1d",
+    "adaptive_avg_pool1d",
+    "adaptive_max_pool1d",
+    "max_pool3d",
+    "avg_pool3d",
+    "adaptive_avg_pool3d",
+}
 # Shape-keeping ops that move entries: their output is not indexed like their input.
-_REINDEX = {"flip", "fliplr", "flipud", "rot90", "sort", "argsort", "gather", "scatter", "index_select",
-            "take_along_dim", "index_put", "take", "repeat", "repeat_interleave", "tile", "expand", "expand_as",
-            "broadcast_to", "channel_shuffle", "native_channel_shuffle", "diag_embed", "tril", "triu"}
+_REINDEX = {
+    "flip",
+    "fliplr",
+    "flipud",
+    "rot90",
+    "sort",
+    "argsort",
+    "gather",
+    "scatter",
+    "index_select",
+    "take_along_dim",
+    "index_put",
+    "take",
+    "repeat",
+    "repeat_interleave",
+    "tile",
+    "expand",
+    "expand_as",
+    "broadcast_to",
+    "channel_shuffle",
+    "native_channel_shuffle",
+    "diag_embed",
+    "tril",
+    "triu",
+}
 # New tensors that take only a shape, dtype or device from their argument.
-_FRESH = {"new_zeros", "new_ones", "new_full", "new_empty", "new_tensor", "zeros_like", "ones_like", "empty_like",
-          "full_like", "rand_like", "randn_like", "randint_like", "bernoulli", "bernoulli_", "detach_"}
+_FRESH = {
+    "new_zeros",
+    "new_ones",
+    "new_full",
+    "new_empty",
+    "new_tensor",
+    "zeros_like",
+    "ones_like",
+    "empty_like",
+    "full_like",
+    "rand_like",
+    "randn_like",
+    "randint_like",
+    "bernoulli",
+    "bernoulli_",
+    "detach_",
+}
 _PROPERTY_T = {"T": "all", "mT": "last2", "mH": "last2", "H": "all"}
 
 
@@ -769,8 +906,12 @@ class ProvenanceMode(TorchFunctionMode):
                 p = self.get(args[0] if args else None)
                 if isinstance(p, Provenance):
                     n = len(p.axes)
-                    self.set(out, _transpose(p, n - 2, n - 1) if _PROPERTY_T[prop] == "last2" or n == 2
-                             else _permute(p, list(range(n))[::-1]))
+                    self.set(
+                        out,
+                        _transpose(p, n - 2, n - 1)
+                        if _PROPERTY_T[prop] == "last2" or n == 2
+                        else _permute(p, list(range(n))[::-1]),
+                    )
                 elif isinstance(p, str):
                     self.set(out, p)
             return
@@ -846,7 +987,9 @@ class ProvenanceMode(TorchFunctionMode):
             dims = _arg(args, kwargs, 1, "dim")
             if name == "norm" and "dim" not in kwargs and len(args) > 2:
                 dims = args[2]
-            r = _reduce(p, dims, bool(_arg(args, kwargs, 2, "keepdim", False)) if name != "norm" else o.dim() == x.dim())
+            r = _reduce(
+                p, dims, bool(_arg(args, kwargs, 2, "keepdim", False)) if name != "norm" else o.dim() == x.dim()
+            )
             return [r, r] if isinstance(out, tuple) else r
         if name == "__getitem__" and isinstance(p, Provenance):
             return _getitem(p, x.shape, args[1])
@@ -892,7 +1035,12 @@ class ProvenanceMode(TorchFunctionMode):
                 return "untracked"
             b_last = pb.axes[-1] if isinstance(pb, Provenance) and b.dim() >= 2 else None
             r = _contract(pa, out.shape[-1], b_last if isinstance(pb, Provenance) else None)
-            if isinstance(r, Provenance) and isinstance(pb, Provenance) and b_last is not None and not _pure_channel(b_last):
+            if (
+                isinstance(r, Provenance)
+                and isinstance(pb, Provenance)
+                and b_last is not None
+                and not _pure_channel(b_last)
+            ):
                 r = _prov(list(r.axes[:-1]) + [(0, _channel(out.shape[-1]))], r.shift)
             return r
         if name == "scaled_dot_product_attention":
@@ -900,7 +1048,11 @@ class ProvenanceMode(TorchFunctionMode):
             pq, pv = self.get(q), self.get(v)
             if not isinstance(pq, Provenance):
                 return pq if isinstance(pq, str) else "untracked"
-            last = pv.axes[-1] if isinstance(pv, Provenance) and _pure_channel(pv.axes[-1]) else (0, _channel(out.shape[-1]))
+            last = (
+                pv.axes[-1]
+                if isinstance(pv, Provenance) and _pure_channel(pv.axes[-1])
+                else (0, _channel(out.shape[-1]))
+            )
             return _prov(list(pq.axes[:-1]) + [last], pq.shift)
         if name == "einsum":
             eq = args[0]
@@ -915,7 +1067,7 @@ class ProvenanceMode(TorchFunctionMode):
                 stride = _arg(args, kwargs, 3, "stride", 1)
                 padding = _arg(args, kwargs, 4, "padding", 0)
                 ones = lambda v: all(int(s) == 1 for s in ([v] if isinstance(v, int) else v))  # noqa: E731
-                zeros = lambda v: v == "valid" or all(int(s) == 0 for s in ([v] if isinstance(v, int) else v))  # noqa: E731
+                zeros = lambda v: v == "valid" or ones([int(s) + 1 for s in ([v] if isinstance(v, int) else v)])  # noqa: E731
                 pointwise = all(int(s) == 1 for s in w.shape[2:]) and ones(stride) and zeros(padding)
             o = out if isinstance(out, torch.Tensor) else out[0]
             if isinstance(p, str):
@@ -923,15 +1075,26 @@ class ProvenanceMode(TorchFunctionMode):
             r = _on_positions(f"torch {name}", p, x.shape, o.shape, pointwise)
             return [r, r] if isinstance(out, tuple) else r
         if func is F.unfold and isinstance(p, Provenance):
-            return _unfold(p, x.shape, _arg(args, kwargs, 1, "kernel_size"), _arg(args, kwargs, 4, "stride", 1),
-                           _arg(args, kwargs, 3, "padding", 0), _arg(args, kwargs, 2, "dilation", 1))
+            return _unfold(
+                p,
+                x.shape,
+                _arg(args, kwargs, 1, "kernel_size"),
+                _arg(args, kwargs, 4, "stride", 1),
+                _arg(args, kwargs, 3, "padding", 0),
+                _arg(args, kwargs, 2, "dilation", 1),
+            )
         if func is F.fold and isinstance(p, Provenance):
-            return _fold(p, x.shape, _arg(args, kwargs, 1, "output_size"), _arg(args, kwargs, 2, "kernel_size"),
-                         _arg(args, kwargs, 5, "stride", 1), _arg(args, kwargs, 4, "padding", 0),
-                         _arg(args, kwargs, 3, "dilation", 1))
+            return _fold(
+                p,
+                x.shape,
+                _arg(args, kwargs, 1, "output_size"),
+                _arg(args, kwargs, 2, "kernel_size"),
+                _arg(args, kwargs, 5, "stride", 1),
+                _arg(args, kwargs, 4, "padding", 0),
+                _arg(args, kwargs, 3, "dilation", 1),
+            )
         if name == "roll" and isinstance(p, Provenance):
             return _roll(p, _arg(args, kwargs, 1, "shifts"), _arg(args, kwargs, 2, "dims"))
         if name == "pad" and isinstance(p, Provenance):
             return _pad(p, _arg(args, kwargs, 1, "pad"))
         return NotImplemented
-

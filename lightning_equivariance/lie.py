@@ -31,9 +31,10 @@ Conventions (documented decisions):
 
 * transforms and units follow the paper's reference code (normalised ``[-1, 1]``
   coordinates, radians; see :mod:`lightning_equivariance.functional.lie`);
-* tokens ``B x N x D``: the ``N - k`` grid tokens (``k`` = 0-2 class/distillation tokens,
-  the engine's rule) get the spatial generator, the class tokens none (they are
-  invariant, as in the reference); every token counts in ``dim``;
+* every layer output is folded into its ``B x C x h x w`` map by the reading the probe found
+  on evidence (docs/measures.md §1.3: tokens, transposed tokens, windows, patches), the
+  generator taken there and unfolded back into the layer's own layout; class tokens get none
+  (they are invariant, as in the reference); every entry counts in ``dim``;
 * the model runs in eval mode (BatchNorm with running statistics) and every module's
   mode is restored afterwards; ``nn.MultiheadAttention``'s fused fast path and the
   flash/memory-efficient attention kernels have no forward-mode derivative, so they are
@@ -64,7 +65,8 @@ from torch.overrides import TorchFunctionMode
 
 from .metrics.base import LieContext, all_finite
 from .layouts import Reading
-from .probe import Layouts, LayerSpec, _first_tensor, discover_layouts, eval_mode, is_pooling, reading_of, select_layers
+from .probe import (Layouts, LayerSpec, _first_tensor, discover_layouts, eval_mode, is_pooling, output_layout, reading_of,
+                    select_layers)
 from .report import assign_parts
 from .transforms import TRANSFORMS, LieTransform, is_transform, resolve_transform
 
@@ -310,11 +312,14 @@ def lie_derivative(
     to the model's output first (e.g. ``lambda y: y.softmax(-1)``). Eval mode, restored.
     """
     transform = resolve_transform(transform)
+    run = lambda z: model(z) if output_fn is None else output_fn(model(z))  # noqa: E731
+    with eval_mode(model):
+        layout = output_layout(model, run, x)  # the output's layout on evidence (docs/measures.md §1.3)
     with eval_mode(model), fwAD.dual_level():
-        out = forward_lie(lambda z: model(z) if output_fn is None else output_fn(model(z)), x, transform)
+        out = forward_lie(run, x, transform)
         raw = _first_tensor(out)
         primal, tangent = _unpack(raw)
-        lie = lie_like(tangent, primal, transform, "output")
+        lie = lie_like(tangent, primal, transform, "output", layout)
         return lie.clone() if lie is tangent else lie  # outlive the dual level
 
 
@@ -519,7 +524,7 @@ def lie_derivative_contributions(
         output_fn: applied to the model's output, e.g. ``lambda y: y.softmax(-1)`` (the
             reference code measures the softmax).
         seed: seed of the probes (``None``: torch's global generator).
-        layouts: ``{layer: "channels_first" | "channels_last"}`` overrides of the layouts the
+        layouts: ``{layer: "channels_first" | "channels_last" | "tokens" | "tokens_transposed"}`` overrides of the layouts the
             probe infers (:func:`~lightning_equivariance.probe.discover_layouts`).
 
     Returns:

@@ -383,7 +383,7 @@ def _decide(module: nn.Module, t: torch.Tensor, found) -> Union[Reading, str, No
 
 
 class _LayoutTracker:
-    """One forward under a :class:`~lightning_equivariance.layouts.ProvenanceMode`: each selected layer call's layout."""
+    """One forward under a :class:`~lightning_equivariance.layouts.ProvenanceMode`: each selected call's layout."""
 
     def __init__(self, model: nn.Module, names: Mapping[nn.Module, List[str]], overrides: Mapping[str, str]):
         self.model = model
@@ -474,6 +474,17 @@ def discover_layouts(
     tracker = _LayoutTracker(model, names, check_layout_overrides(overrides, [n for n, _ in layers]))
     tracker.run(forward if forward is not None else model, _discovery_batch(x))
     return Layouts(tracker.layouts, tracker.inputs, tracker.undecided)
+
+
+def output_layout(model: nn.Module, forward: Callable[[torch.Tensor], object], x: torch.Tensor):
+    """The layout of what ``forward(x)`` returns (its first tensor), on the same evidence as a layer's."""
+    mode = ProvenanceMode()
+    xs = _discovery_batch(x)
+    mode.set(xs, image_provenance(tuple(xs.shape)))
+    with torch.no_grad(), mode:
+        out = first_tensor(forward(xs))
+    mode.paused = True
+    return None if out is None else _decide(model, out, mode.get(out))
 
 
 class Probe:

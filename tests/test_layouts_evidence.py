@@ -6,6 +6,7 @@ patches or windows back (written out below, not taken from the library), then co
 measures from their equations (``reference.py``'s Pearson and transforms, loops over images,
 elements and channels; a Richardson finite difference through ``grid_sample`` for ``lee``).
 """
+
 import math
 import warnings
 
@@ -46,7 +47,9 @@ def _correlation_reference(model, name, x, to_map, elements=ROT):
     in_size = tuple(x.shape[-2:])
     per_elem = []
     for e in elements:
-        xt = torch.stack([torch.from_numpy(ref.transform_np(x[i].numpy(), e, in_size)[0].copy()) for i in range(x.shape[0])])
+        xt = torch.stack(
+            [torch.from_numpy(ref.transform_np(x[i].numpy(), e, in_size)[0].copy()) for i in range(x.shape[0])]
+        )
         ax, agx = to_map(_hooked(model, [name], x)[name]).numpy(), to_map(_hooked(model, [name], xt)[name]).numpy()
         inv = eqv = count = 0.0
         for i in range(x.shape[0]):
@@ -62,7 +65,10 @@ def _correlation_reference(model, name, x, to_map, elements=ROT):
 
 
 def _warp(a, name, t):
-    theta = {"rotation": [[math.cos(t), math.sin(t), 0], [-math.sin(t), math.cos(t), 0]], "translation_x": [[1, 0, t], [0, 1, 0]]}[name]
+    theta = {
+        "rotation": [[math.cos(t), math.sin(t), 0], [-math.sin(t), math.cos(t), 0]],
+        "translation_x": [[1, 0, t], [0, 1, 0]],
+    }[name]
     theta = torch.tensor(theta, dtype=a.dtype).expand(a.shape[0], 2, 3)
     grid = F.affine_grid(theta, list(a.shape), align_corners=True)
     return F.grid_sample(a, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
@@ -72,7 +78,10 @@ def _lee_reference(model, name, x, to_map, transform, t=1e-6):
     """LEE from a Richardson-extrapolated central difference of rho(-t) f(rho(t) x) on hand-rearranged maps."""
 
     def central(step):
-        plus, minus = _hooked(model, [name], _warp(x, transform, step)), _hooked(model, [name], _warp(x, transform, -step))
+        plus, minus = (
+            _hooked(model, [name], _warp(x, transform, step)),
+            _hooked(model, [name], _warp(x, transform, -step)),
+        )
         return (_warp(to_map(plus[name]), transform, -step) - _warp(to_map(minus[name]), transform, step)) / (2 * step)
 
     lie = 2 * central(t / 2) - central(t)
@@ -175,24 +184,45 @@ def _levit():
 def _vit_width_256():
     """torchvision ViT whose width is a square (256 = 16^2): tokens B x 17 x 256 read either way by a shape rule."""
     torch.manual_seed(0)
-    return torchvision.models.VisionTransformer(image_size=64, patch_size=16, num_layers=1, num_heads=4, hidden_dim=256,
-                                                mlp_dim=64, num_classes=10)
+    return torchvision.models.VisionTransformer(
+        image_size=64, patch_size=16, num_layers=1, num_heads=4, hidden_dim=256, mlp_dim=64, num_classes=10
+    )
 
 
 def _vit_square_tokens():
     """timm ViT without a class token, width 16: tokens B x 16 x 16, square both ways."""
     torch.manual_seed(0)
-    return timm.models.vision_transformer.VisionTransformer(img_size=64, patch_size=16, embed_dim=16, depth=1, num_heads=2,
-                                                            class_token=False, global_pool="avg", num_classes=10)
+    return timm.models.vision_transformer.VisionTransformer(
+        img_size=64,
+        patch_size=16,
+        embed_dim=16,
+        depth=1,
+        num_heads=2,
+        class_token=False,
+        global_pool="avg",
+        num_classes=10,
+    )
 
 
 # (model, layer, expected layout, hand rearrangement (batch 2), image size)
 CASES = {
     "mixer256-token-mlp": (_mixer256, "blocks.1.mlp_tokens.fc2", "tokens_transposed", lambda b: _transposed_tokens, 64),
     "mixer256-channel-mlp": (_mixer256, "blocks.1.mlp_channels.fc2", "tokens", lambda b: _tokens(0), 64),
-    "mobilevitv2-patches": (_mobilevitv2, "stages.3.1.transformer.1.mlp.fc2", "patches", lambda b: _mobilevitv2_patches(), 64),
+    "mobilevitv2-patches": (
+        _mobilevitv2,
+        "stages.3.1.transformer.1.mlp.fc2",
+        "patches",
+        lambda b: _mobilevitv2_patches(),
+        64,
+    ),
     "mobilevit-transformer": (_mobilevit, "stages.3.1.transformer.0.mlp.fc2", "windows", _mobilevit_patches, 64),
-    "swin-proj-shifted": (_swin, "layers.0.blocks.1.attn.proj", "windows", lambda b: _swin_windows(b, 14, 14, 7, 3), 56),
+    "swin-proj-shifted": (
+        _swin,
+        "layers.0.blocks.1.attn.proj",
+        "windows",
+        lambda b: _swin_windows(b, 14, 14, 7, 3),
+        56,
+    ),
     "swin-proj": (_swin, "layers.0.blocks.0.attn.proj", "windows", lambda b: _swin_windows(b, 14, 14, 7, 0), 56),
     "levit-bn": (_levit, "stages.0.blocks.0.mlp.ln1.bn", "windows", _levit_rows, 64),  # ln2.bn starts at zero
     "vit-width-256": (_vit_width_256, "encoder.layers.encoder_layer_0.mlp.3", "tokens", lambda b: _tokens(1), 64),
@@ -217,16 +247,29 @@ def test_layer_matches_reference_on_hand_rearranged_activations(case):
 def test_lee_on_folded_layouts_matches_finite_difference(case):
     build, layer, layout, rearrange, size = CASES[case]
     model = build().double().eval()
-    x = F.avg_pool2d(torch.rand(2, 3, size + 2, size + 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2)), 3, 1)
-    df = measure(model, x, measures=("lee",), groups=("translation_x",), layers=[layer]).to_dataframe().set_index("layer")
+    x = F.avg_pool2d(
+        torch.rand(2, 3, size + 2, size + 2, dtype=torch.float64, generator=torch.Generator().manual_seed(2)), 3, 1
+    )
+    df = (
+        measure(model, x, measures=("lee",), groups=("translation_x",), layers=[layer])
+        .to_dataframe()
+        .set_index("layer")
+    )
     assert df.loc[layer, "layout"] == layout
-    assert df.loc[layer, "value"] == pytest.approx(_lee_reference(model, layer, x, rearrange(2), "translation_x"), rel=1e-5)
+    assert df.loc[layer, "value"] == pytest.approx(
+        _lee_reference(model, layer, x, rearrange(2), "translation_x"), rel=1e-5
+    )
 
 
 def test_token_mlp_hidden_layers_are_refused_with_the_reason():
     model = _mixer256().eval()
-    report = measure(model, torch.rand(2, 3, 64, 64), measures=("invariance",), groups=[Rotation90()],
-                     layers=["blocks.0.mlp_tokens.fc1", "blocks.0.mlp_tokens.act", "blocks.0.mlp_tokens.fc2"])
+    report = measure(
+        model,
+        torch.rand(2, 3, 64, 64),
+        measures=("invariance",),
+        groups=[Rotation90()],
+        layers=["blocks.0.mlp_tokens.fc1", "blocks.0.mlp_tokens.act", "blocks.0.mlp_tokens.fc2"],
+    )
     assert {r.layer for r in report.results} == {"blocks.0.mlp_tokens.fc2"}
     for layer in ("blocks.0.mlp_tokens.fc1", "blocks.0.mlp_tokens.act"):
         reason = report.errors[(layer, "invariance", "rotation90")]
@@ -266,14 +309,25 @@ def test_a_layer_whose_shape_is_ambiguous_is_refused_and_the_override_measures_i
     assert forced.errors == {} and forced.layouts["3"] == "tokens"
     expected = _correlation_reference(model, "3", x, _tokens(0))
     got = {r.measure: r.value for r in forced.results}
-    assert got["invariance"] == pytest.approx(expected[0], rel=1e-5) and got["equivariance"] == pytest.approx(expected[1], rel=1e-5)
+    assert got["invariance"] == pytest.approx(expected[0], rel=1e-5) and got["equivariance"] == pytest.approx(
+        expected[1], rel=1e-5
+    )
     other = measure(model, x, groups=[Rotation90()], layers=["3"], layouts={"3": "tokens_transposed"})
     assert other.layouts["3"] == "tokens_transposed"
     assert other.to_dataframe().value.tolist() != forced.to_dataframe().value.tolist()
 
 
-@pytest.mark.parametrize("case", ["mixer256-token-mlp", "swin-proj-shifted", "mobilevitv2-patches", "mobilevit-transformer",
-                                  "levit-bn", "vit-width-256"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "mixer256-token-mlp",
+        "swin-proj-shifted",
+        "mobilevitv2-patches",
+        "mobilevit-transformer",
+        "levit-bn",
+        "vit-width-256",
+    ],
+)
 def test_reading_folds_back_and_unfolds_exactly(case):
     """The Lie generator's inverse: from_map(to_map(t)) is t itself, class tokens included."""
     build, layer, layout, rearrange, size = CASES[case]
