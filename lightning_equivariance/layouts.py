@@ -133,12 +133,14 @@ def _whole(a: Atom) -> bool:
 
 
 def _pad(p: Provenance, pad: Sequence[int]) -> Result:
-    """``F.pad`` at the end of whole grid axes (Swin pads to a multiple of its window): a padded grid, whose
-    crop back (``x[:, :H, :W]``) is the grid again; any other padding loses the trail."""
+    """``F.pad`` of whole grid axes (Swin pads to a multiple of its window; ``padding_mode="circular"`` convolutions
+    pad first): a padded grid - a convolution still reads it as the grid's positions, and its crop back
+    (``x[:, :H, :W]``) is the grid again; any other padding loses the trail."""
     pad = [int(v) for v in pad]
     if not any(pad):
         return p
     ends: Dict[str, int] = {}
+    befores: Dict[str, int] = {}
     empty: Dict[int, str] = {}  # padded axes of size 1 (a grid of one row or column): F.pad pads w, then h
     order = iter("wh")
     for j in range(len(pad) // 2):
@@ -148,20 +150,21 @@ def _pad(p: Provenance, pad: Sequence[int]) -> Result:
         d = len(p.axes) - 1 - j
         k, atoms = p.axes[d]
         role = next(order, None)
-        if not atoms and not k and not before and role is not None:
+        if not atoms and not k and role is not None:
             empty[d] = role
-            ends[role] = after
+            ends[role], befores[role] = after, before
             continue
-        if before or k or len(atoms) != 1 or not _whole(atoms[0]) or atoms[0].key[0] == "pad":
+        if before < 0 or after < 0 or k or len(atoms) != 1 or not _whole(atoms[0]) or atoms[0].key[0] == "pad":
             return "is padded"
-        ends[atoms[0].role] = after
+        ends[atoms[0].role], befores[atoms[0].role] = after, before
     key = next((a.key for a in p.atoms() if a.role in "hw"), (1, 1))
-    padded = ("pad", key, (key[0] + ends.get("h", 0), key[1] + ends.get("w", 0)))
+    grow = {r: ends.get(r, 0) + befores.get(r, 0) for r in "hw"}
+    padded = ("pad", key, (key[0] + grow["h"], key[1] + grow["w"]), (befores.get("h", 0), befores.get("w", 0)))
     axes = [
         (
             k,
             tuple(
-                Atom(a.role, padded, a.stride, a.size + ends.get(a.role, 0) if _whole(a) else a.size)
+                Atom(a.role, padded, a.stride, a.size + grow[a.role] if _whole(a) else a.size)
                 if a.role in "hw"
                 else a
                 for a in atoms
@@ -170,7 +173,7 @@ def _pad(p: Provenance, pad: Sequence[int]) -> Result:
         for k, atoms in p.axes
     ]
     for d, role in empty.items():
-        axes[d] = (0, (Atom(role, padded, 1, 1 + ends[role]),))
+        axes[d] = (0, (Atom(role, padded, 1, 1 + grow[role]),))
     return _prov(axes, p.shift)
 
 
@@ -339,7 +342,7 @@ def _is_grid_form(p: Provenance, spatial_dims: int) -> bool:
         return False
     if any(x.role != "h" for x in h) or any(x.role != "w" for x in w) or len(h) > 1 or len(w) > 1:
         return False
-    return all(_whole(x) and x.key[0] != "pad" for x in h + w)
+    return all(_whole(x) for x in h + w)  # a padded grid too: the convolution's output is positions of the grid
 
 
 def _fresh_grid(p: Optional[Provenance], out_shape) -> Provenance:
@@ -392,8 +395,11 @@ def _getitem(p: Provenance, shape, index) -> Result:
             axes.append((stop, ()))  # the class tokens alone
         elif _pure_channel((k, atoms)):
             axes.append((0, _channel(len(range(start, stop, step)))))
-        elif not k and len(atoms) == 1 and _whole(atoms[0]) and atoms[0].key[0] == "pad" and start == 0 and step == 1:
-            axes.append((0, (Atom(atoms[0].role, atoms[0].key, 1, stop),)))  # a crop of the padding
+        elif (
+            not k and len(atoms) == 1 and _whole(atoms[0]) and atoms[0].key[0] == "pad" and step == 1
+            and start == atoms[0].key[3]["hw".index(atoms[0].role)]
+        ):
+            axes.append((0, (Atom(atoms[0].role, atoms[0].key, 1, stop - start),)))  # a crop of the padding
         elif not k and len(atoms) == 1 and _whole(atoms[0]) and start < step and stop == n and n % step == 0:
             # a strided subsampling (LeViT's ::2, Swin's patch merging x[:, 1::2, 0::2]): a coarser grid
             regrid[atoms[0].role] = len(range(start, stop, step))

@@ -373,7 +373,7 @@ class _ContributionHooks:
                 for i, a in enumerate(args):
                     if isinstance(a, torch.Tensor) and a.is_floating_point():
                         a = a.detach()
-                        layout = self.layouts.inputs.get(call) if i == 0 else None
+                        layout = self.layouts.inputs.get(call if i == 0 else f"{call}#{i}")
                         a = fwAD.make_dual(a.clone(), generator_like(a, self.transform, f"{name} (input {i})", layout))
                     duals.append(a)
                 self.busy = True

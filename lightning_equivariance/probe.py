@@ -409,6 +409,8 @@ class _LayoutTracker:
             layout = _decide(module, out, self.mode.get(out))
             inp = first_tensor(args)
             in_layout = _decide(module, inp, self.mode.get(inp)) if inp is not None else None
+            more = {i: _decide(module, a, self.mode.get(a)) for i, a in enumerate(args)
+                    if i and isinstance(a, torch.Tensor) and a.is_floating_point()}
             for name in self.names.get(module, ()):
                 k = self.calls.get(name, 0)
                 self.calls[name] = k + 1
@@ -417,6 +419,9 @@ class _LayoutTracker:
                 self.layouts[call] = layout if override is None else Reading.override(override, tuple(out.shape))
                 if inp is not None and in_layout is not None:
                     self.inputs[call] = in_layout
+                for i, layout_i in more.items():  # the other tensor arguments: "call#i"
+                    if layout_i is not None:
+                        self.inputs[f"{call}#{i}"] = layout_i
         finally:
             self.mode.paused = False
 
@@ -441,7 +446,7 @@ class Layouts:
         outputs: a :class:`~lightning_equivariance.layouts.Reading` (a ``str``: ``"channels_first"``,
             ``"channels_last"``, ``"tokens"``, ``"tokens_transposed"``, ``"windows"``, ``"patches"``,
             ``"heads"``, ``"vector"``) or a refusal reason; absent for plain ``B x D`` vectors.
-        inputs: the same for the layer's first input.
+        inputs: the same for the layer's first input (``"name#i"``: its ``i``-th positional tensor argument).
         undecided: kept for compatibility: always empty (an unsettled layer is refused, not guessed).
     """
 
