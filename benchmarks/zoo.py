@@ -1,6 +1,8 @@
 """The zoo (issue 11): measure the smallest member of every torchvision classification family.
 
-    python benchmarks/zoo.py [--families resnet,vit] [--images 4] [--threads 1] [--json zoo.json]
+    python benchmarks/zoo.py [--families resnet,vit] [--timm] [--images 4] [--threads 1] [--json zoo.json]
+
+``--timm`` measures the timm members instead (``tests/zoo_models.py``'s ``TIMM``; timm must be installed).
 
 Each family (builders in ``tests/zoo_models.py``, shared with ``tests/test_zoo.py``; since issue 21
 also torchvision's segmentation networks ``fcn``, ``deeplabv3``, ``lraspp``, whose up-sampled
@@ -62,15 +64,17 @@ def _reasons(row: dict) -> str:
 
 def table(rows) -> str:
     head = ["family", "model", "input", "selected", "measured", "refused", "refused by reason", "not called",
-            "NaN", "uncovered", "non-square", "measure s", "total s"]
+            "NaN", "uncovered", "non-square", "layouts", "measure s", "total s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         if "exception" in r:
-            cells = [r["family"], "", "", "", "", "", f"**crashed**: {r['exception']}", "", "", "", "", "", f"{r['seconds']:.1f}"]
+            cells = [r["family"], "", "", "", "", "", f"**crashed**: {r['exception']}", "", "", "", "", "", "",
+                     f"{r['seconds']:.1f}"]
         else:
             cells = [
                 r["family"], f"`{r['model']}`", f"{r['size']} (min {r['min_size']})", r["selected"], r["measured"],
                 r["refused"], _reasons(r), r["not_called_count"], r["nan_count"], r["uncovered_count"], r["non_square_count"],
+                ", ".join(f"{n} {k}" for k, n in (r.get("layouts_count") or {}).items()) or "-",
                 f"{r['measure_s']:.1f}", f"{r['seconds']:.1f}",
             ]
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
@@ -81,12 +85,16 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--families", default=",".join(zoo_models.ZOO),
                    help=f"comma-separated, default all: {','.join(zoo_models.ZOO)} (also: {','.join(zoo_models.EXTRA)})")
+    p.add_argument("--timm", action="store_true", help="the timm members (issue 21): " + ",".join(zoo_models.TIMM_FAMILIES))
     p.add_argument("--images", type=int, default=4, help="random probe images per family (default 4)")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     p.add_argument("--json", default=None, help="also write every family's record to this JSON file")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     families = [f.strip() for f in args.families.split(",") if f.strip()]
+    if args.timm:
+        chosen = [f for f in families if f in zoo_models.TIMM]
+        families = chosen if chosen else list(zoo_models.TIMM_FAMILIES)
     print(f"# engine records errors per (layer, measure, group): {zoo_models.engine_records_errors()}", flush=True)
     rows = []
     for family in families:

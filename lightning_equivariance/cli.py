@@ -36,6 +36,8 @@ if TYPE_CHECKING:  # torch is imported where it is used: ``--help`` answers with
     import torch
     from torch import nn
 
+from .probe import LAYOUTS
+
 __all__ = ["main", "load_images", "load_model"]
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -200,8 +202,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="'auto' or qualified module names; '(output)' names the model's own output")
     m.add_argument(
         "--layout", action="append", default=[], metavar="LAYER=LAYOUT",
-        help="how a layer's 4-D output is stored, channels_first or channels_last, overriding what is inferred "
-        "(repeatable), e.g. --layout features.1.0.block.2=channels_last",
+        help="how to read a layer the evidence does not settle: channels_first, channels_last (4-D), tokens or "
+        "tokens_transposed (3-D), overriding what is inferred (repeatable), e.g. --layout features.1.0.block.2=channels_last",
     )
     m.add_argument(
         "--on-error", choices=("warn", "raise"), default="warn",
@@ -250,7 +252,7 @@ def _layouts(pairs: Sequence[str]) -> dict:
     for pair in pairs:
         layer, sep, layout = pair.partition("=")
         if not sep or not layer:
-            raise CLIError(f"--layout {pair!r} must be LAYER=channels_first or LAYER=channels_last")
+            raise CLIError(f"--layout {pair!r} must be " + ", ".join(f"LAYER={v}" for v in LAYOUTS))
         out[layer] = layout
     return out
 

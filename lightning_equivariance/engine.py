@@ -92,9 +92,9 @@ class Measurement:
         steerable_actions: use the field type's representation of e2cnn ``GeometricTensor``
             outputs as their channel action (see :mod:`lightning_equivariance.steerable`);
             ``False`` measures them like plain maps.
-        layouts: ``{layer_name: "channels_first" | "channels_last"}``: how a layer's 4-D output
-            is stored, overriding what :func:`~lightning_equivariance.probe.discover_layouts`
-            infers (module evidence, then spatial sizes).
+        layouts: ``{layer_name: "channels_first" | "channels_last" | "tokens" | "tokens_transposed"}``:
+            how to read a layer, overriding what :func:`~lightning_equivariance.probe.discover_layouts`
+            finds on evidence (the provenance of its output, docs/measures.md §1.3).
         chance: compute the chance level of the measures that have one (docs/measures.md §7): each
             image at global probe position ``2k`` is paired with ``2k + 1``; ``False`` saves that cost.
         on_error: ``"warn"`` (default): a (layer, measure, group) that cannot be measured is
@@ -409,8 +409,8 @@ class Measurement:
 
     @contextlib.contextmanager
     def _discovering(self, probe: Probe, x: torch.Tensor):
-        """Decide every layer's layout during the first forward (the probe's hooks fill
-        :attr:`layouts` before the engine's hook on the same layer reads it), once."""
+        """Decide every layer's layout once, before the first forward: the probe runs one forward of two
+        images with the provenance followed (docs/measures.md §1.3) and fills :attr:`layouts`."""
         if self.layouts is not None:
             yield
             return

@@ -31,9 +31,10 @@ Conventions (documented decisions):
 
 * transforms and units follow the paper's reference code (normalised ``[-1, 1]``
   coordinates, radians; see :mod:`lightning_equivariance.functional.lie`);
-* tokens ``B x N x D``: the ``N - k`` grid tokens (``k`` = 0-2 class/distillation tokens,
-  the engine's rule) get the spatial generator, the class tokens none (they are
-  invariant, as in the reference); every token counts in ``dim``;
+* every layer output is folded into its ``B x C x h x w`` map by the reading the probe found
+  on evidence (docs/measures.md §1.3: tokens, transposed tokens, windows, patches), the
+  generator taken there and unfolded back into the layer's own layout; class tokens get none
+  (they are invariant, as in the reference); every entry counts in ``dim``;
 * the model runs in eval mode (BatchNorm with running statistics) and every module's
   mode is restored afterwards; ``nn.MultiheadAttention``'s fused fast path and the
   flash/memory-efficient attention kernels have no forward-mode derivative, so they are
@@ -63,8 +64,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from .metrics.base import LieContext, all_finite
+from .layouts import Reading
 from .probe import (
-    CallNames, Layouts, LayerSpec, _first_tensor, as_activation, discover_layouts, eval_mode, is_pooling,
+    CallNames, Layouts, LayerSpec, _first_tensor, discover_layouts, eval_mode, is_pooling, output_layout, reading_of,
     select_layers,
 )
 from .report import assign_parts
@@ -84,78 +86,48 @@ __all__ = [
 ]
 
 # ---------------------------------------------------------------------- generators on layer outputs
-def _layout(t: torch.Tensor, layer: str, layout: Optional[str] = None) -> Tuple[str, int]:
-    """``("map", 0)``, ``("channels_last", 0)``, ``("tokens", k)`` or ``("vector", 0)``: how the generator
-    acts on ``t``, by the engine's rule (:func:`~lightning_equivariance.probe.as_activation`; ``layout``
-    is the probe's decision for a 4-D ``t``)."""
-    act = as_activation(t[:1].detach(), layer, layout)  # one image: the token reshape costs nothing
-    if act.kind == "map" and t.dim() == 3:
-        return "tokens", act.tokens_removed
-    if act.kind == "map" and act.layout == "channels_last":
-        return "channels_last", 0
-    return act.kind, 0
+def _layout(t: torch.Tensor, layer: str, layout=None) -> Tuple[str, Optional[Reading]]:
+    """``("map", reading)`` or ``("vector", None)``: how the generator acts on ``t``, by the engine's rule
+    (:func:`~lightning_equivariance.probe.reading_of`; ``layout`` is the probe's decision for ``t``)."""
+    if isinstance(layout, Reading) and not layout.is_map:
+        return "vector", layout  # a vector folded out of a partition (its batch axis holds more than images)
+    reading = reading_of(t, layer, layout)
+    return ("vector", None) if reading is None else ("map", reading)
 
 
-def _to_first(t: torch.Tensor) -> torch.Tensor:
-    return t.permute(0, 3, 1, 2)
-
-
-def _to_last(t: torch.Tensor) -> torch.Tensor:
-    return t.permute(0, 2, 3, 1)
-
-
-def _token_grid(t: torch.Tensor, k: int) -> torch.Tensor:
-    b, n, d = t.shape
-    s = math.isqrt(n - k)
-    return t[:, k:, :].transpose(1, 2).reshape(b, d, s, s)
-
-
-def _from_token_grid(g: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
-    b, d = g.shape[:2]
-    g = g.reshape(b, d, -1).transpose(1, 2)
-    return torch.cat([head, g], dim=1) if head.shape[1] else g.contiguous()
-
-
-def generator_like(t: torch.Tensor, transform: LieTransform, layer: str = "tensor", layout: Optional[str] = None) -> torch.Tensor:
+def generator_like(t: torch.Tensor, transform: LieTransform, layer: str = "tensor", layout=None) -> torch.Tensor:
     """The transform's generator on a layer output in its own layout, a tensor like ``t``.
 
-    Feature maps ``B x C x h x w``: the generator at their resolution; channels-last maps
-    ``B x h x w x C`` (``layout="channels_last"``) the same on their spatial axes. Tokens
-    ``B x N x D``: the generator on the ``N - k`` grid tokens (row-major ``s x s``), zero on
-    the ``k`` class tokens. Vectors (``B x D``, ``B x C x 1 x 1``): zero.
+    The output is folded into its ``B x C x h x w`` map by its reading (channels-first or -last maps,
+    tokens, transposed tokens, windows, patches: :class:`~lightning_equivariance.layouts.Reading`),
+    the generator taken at that resolution and unfolded back; zero on class tokens (they index no
+    position) and on vectors (``B x D``, ``B x C x 1 x 1``).
     """
-    kind, k = _layout(t, layer, layout)
+    kind, reading = _layout(t, layer, layout)
     if kind == "vector":
         return torch.zeros_like(t)
-    if kind == "map":
-        return transform.generator(t)
-    if kind == "channels_last":
-        return _to_last(transform.generator(_to_first(t)))
-    return _from_token_grid(transform.generator(_token_grid(t, k)), torch.zeros_like(t[:, :k, :]))
+    return reading.from_map(transform.generator(reading.to_map(t)), t)
 
 
 def lie_like(tangent: torch.Tensor, t: torch.Tensor, transform: LieTransform, layer: str = "tensor",
-             layout: Optional[str] = None) -> torch.Tensor:
+             layout=None) -> torch.Tensor:
     """``tangent - generator_like(t)``: the Lie derivative at a layer output ``t`` with forward-mode tangent ``tangent``."""
-    kind, k = _layout(t, layer, layout)
+    kind, reading = _layout(t, layer, layout)
     if kind == "vector":
         return tangent
-    if kind == "map":
-        return transform.residual(tangent, t)
-    if kind == "channels_last":
-        return _to_last(transform.residual(_to_first(tangent), _to_first(t)))
-    return _from_token_grid(transform.residual(_token_grid(tangent, k), _token_grid(t, k)), tangent[:, :k, :])
+    lie = transform.residual(reading.to_map(tangent), reading.to_map(t))
+    return reading.from_map(lie, t, reading.prefix_part(tangent))
 
 
-def _channels_first(lie: torch.Tensor, kind: str) -> torch.Tensor:
-    """``b x C x P`` layout for :class:`~lightning_equivariance.metrics.lee.LieDerivativeError`."""
-    if kind == "map":
-        return lie.flatten(2)
-    if kind == "channels_last":
-        return _to_first(lie).flatten(2)
-    if kind == "tokens":
-        return lie.transpose(1, 2)
-    return lie.reshape(lie.shape[0], 1, -1)
+def _channels_first(lie: torch.Tensor, kind: str, reading: Optional[Reading]) -> torch.Tensor:
+    """``b x C x P`` layout for :class:`~lightning_equivariance.metrics.lee.LieDerivativeError` (class tokens
+    count as positions)."""
+    if kind == "vector":
+        lie = reading.to_map(lie) if reading is not None else lie
+        return lie.reshape(lie.shape[0], 1, -1)
+    m = reading.to_map(lie).flatten(2)
+    prefix = reading.prefix_part(lie)
+    return m if prefix is None else torch.cat([m, prefix], dim=2)
 
 
 def _unpack(t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -181,23 +153,15 @@ def layer_lie_context(layer: str, output, transform: LieTransform, layout: Optio
     if raw is None:
         raise ValueError(f"layer {layer!r}: output of type {type(output).__name__} holds no tensor to measure")
     primal, tangent = _unpack(raw)
-    kind, k = _layout(primal, layer, layout)
+    kind, reading = _layout(primal, layer, layout)
     lie = lie_like(tangent, primal, transform, layer, layout)
-    finite = all_finite(primal.flatten(1)) & all_finite(tangent.flatten(1))
-    return LieContext(layer=layer, kind="vector" if kind == "vector" else "map", transform=transform,
-                      lie=_channels_first(lie, kind), sample_mask=finite, grid=_grid(primal, kind, k))
-
-
-def _grid(t: torch.Tensor, kind: str, k: int) -> Optional[Tuple[int, int]]:
-    """``(h, w)`` of the grid the generator acts on in a layer output of layout ``kind`` (``None``: vectors)."""
-    if kind == "map":
-        return tuple(t.shape[-2:])
-    if kind == "channels_last":
-        return tuple(t.shape[1:3])
-    if kind == "tokens":
-        s = math.isqrt(t.shape[1] - k)
-        return (s, s)
-    return None
+    lie = _channels_first(lie, kind, reading)
+    as_map = lambda a: reading.to_map(a) if reading is not None else a  # noqa: E731
+    primal_map = as_map(primal)
+    finite = all_finite(primal_map.flatten(1)) & all_finite(as_map(tangent).flatten(1))
+    # the grid the generator acts on: the folded map's (h, w); None for vectors
+    grid = tuple(primal_map.shape[-2:]) if kind == "map" else None
+    return LieContext(layer=layer, kind=kind, transform=transform, lie=lie, sample_mask=finite, grid=grid)
 
 
 # ---------------------------------------------------------------------- forward-mode pass
@@ -353,11 +317,14 @@ def lie_derivative(
     to the model's output first (e.g. ``lambda y: y.softmax(-1)``). Eval mode, restored.
     """
     transform = resolve_transform(transform)
+    run = lambda z: model(z) if output_fn is None else output_fn(model(z))  # noqa: E731
+    with eval_mode(model):
+        layout = output_layout(model, run, x)  # the output's layout on evidence (docs/measures.md §1.3)
     with eval_mode(model), fwAD.dual_level():
-        out = forward_lie(lambda z: model(z) if output_fn is None else output_fn(model(z)), x, transform)
+        out = forward_lie(run, x, transform)
         raw = _first_tensor(out)
         primal, tangent = _unpack(raw)
-        lie = lie_like(tangent, primal, transform, "output")
+        lie = lie_like(tangent, primal, transform, "output", layout)
         return lie.clone() if lie is tangent else lie  # outlive the dual level
 
 
@@ -413,7 +380,7 @@ class _ContributionHooks:
                 for i, a in enumerate(args):
                     if isinstance(a, torch.Tensor) and a.is_floating_point():
                         a = a.detach()
-                        layout = self.layouts.inputs.get(call) if i == 0 else None
+                        layout = self.layouts.inputs.get(call if i == 0 else f"{call}#{i}")
                         a = fwAD.make_dual(a.clone(), generator_like(a, self.transform, f"{call} (input {i})", layout))
                     duals.append(a)
                 self.busy = True
@@ -565,7 +532,7 @@ def lie_derivative_contributions(
         output_fn: applied to the model's output, e.g. ``lambda y: y.softmax(-1)`` (the
             reference code measures the softmax).
         seed: seed of the probes (``None``: torch's global generator).
-        layouts: ``{layer: "channels_first" | "channels_last"}`` overrides of the layouts the
+        layouts: ``{layer: "channels_first" | "channels_last" | "tokens" | "tokens_transposed"}`` overrides of the layouts the
             probe infers (:func:`~lightning_equivariance.probe.discover_layouts`).
 
     Returns:
@@ -626,7 +593,7 @@ def lie_derivative_contributions(
         n += x.shape[0]
     rows = []
     layers_only = [o for o in order if o[0] != "(unattributed)"]
-    kinds = [k if k not in ("tokens", "channels_last") else "map" for _, _, k in layers_only]
+    kinds = [k for _, _, k in layers_only]
     call_names = CallNames([n for n, _ in selected], model)
     is_pool = [is_pooling(modules[call_names.layer(nm)]) for nm, _, _ in layers_only]
     parts = assign_parts(kinds, is_pool) if layers_only else []
@@ -645,7 +612,7 @@ def lie_derivative_contributions(
                 index=i if attributed else -1,
                 part=parts[i] if attributed else "",
                 module=mod,
-                kind=("map" if kind in ("tokens", "channels_last") else kind) if attributed else "",
+                kind=kind if attributed else "",
                 transform=transform.name,
                 contribution=mean,
                 stderr=math.sqrt(var / n),

@@ -7,51 +7,36 @@ model raises. ``as_activation`` normalises a layer output (docs/measures.md §1.
 
 * a tuple/list -> its first tensor (e.g. ``nn.MultiheadAttention`` returns ``(out, weights)``);
 * an e2cnn ``GeometricTensor`` -> its ``.tensor`` (``B x C x h x w``);
-* a 4-D output stored channels-last (``B x h x w x C``: ConvNeXt's LayerNorm/Linear/GELU
-  inside a block, Swin's stages) -> the channels-first view ``B x C x h x w`` of it, so that
-  every measure sees the layer's true channels (see "Layouts" below);
-* ViT/Mixer tokens ``B x N x D`` -> a ``B x D x s x s`` map after removing the 0-2 leading
-  class/distillation tokens so that ``N - k = s * s`` (row-major token order, as
-  torchvision's ``VisionTransformer`` flattens its patch grid);
+* then its layout's reading (:class:`~lightning_equivariance.layouts.Reading`) folds it into
+  ``B x C x h x w``: channels-last maps, tokens ``B x N x D`` (class tokens apart), transposed
+  tokens ``B x D x N``, unfolded patches, windows folded into the batch axis;
 * ``B x C x 1 x 1`` maps and ``B x D`` tensors -> vectors ``B x D``.
 
-Layouts (docs/measures.md §1.3). A 4-D output is ``B x C x h x w`` unless the layer stores
-it channels-last. :func:`discover_layouts` decides it for every selected layer with one
-one-image forward, with the evidence in this order (strongest first):
-
-1. the user's override, ``layouts={"features.1.0.block.2": "channels_last"}``;
-2. what the module does: convolutions, batch/group/instance norms, local response norm and
-   2-D pooling act on ``B x C x h x w`` (channels-first); an ``nn.Linear`` on a 4-D tensor
-   acts on its last axis, and so does an ``nn.LayerNorm`` *of exactly that type* whose
-   ``normalized_shape`` is the last axis (channels-last; torchvision's channels-first
-   ``LayerNorm2d`` subclasses ``nn.LayerNorm``, hence the exact type); torchvision's
-   ``Permute`` moves the channel axis of its input; a module whose output has its input's
-   shape (activations, ``LayerNorm2d``, attention blocks, layer scale) keeps its input's
-   layout. The layouts of all modules' outputs are followed through the forward, so an
-   unselected ``Permute`` still tells the ``LayerNorm`` after it;
-3. the spatial sizes the input image implies: ``(h, w)`` must have the image's aspect ratio
-   (``|h W - w H| < max(H, W)``; square images give square maps), so ``B x 16 x 16 x 96``
-   is channels-last and ``B x 96 x 16 x 16`` channels-first;
-4. otherwise channels-first; a layer that this cannot settle (``C == h == w`` with no
-   module evidence) is measured channels-first and named in one warning.
-
-Memory strides are no evidence: the ``channels_last`` memory format is still logically
-``B x C x h x w``. A 4-D tensor that is no map of the image grid under either layout
-(MaxViT's window partitions ``B x G x P x C``) is refused for that layer with the reason,
-and so is every layer computed from it (a ``LayerNorm`` or ``Linear`` on the partitions);
-windows folded into the batch axis are refused by the engine (batch size mismatch).
+Layouts (docs/measures.md §1.3) are decided on evidence or refused, never guessed from a
+shape. :func:`discover_layouts` runs one forward of two images under a
+:class:`~lightning_equivariance.layouts.ProvenanceMode`, which follows every tensor's
+provenance (batch, channel and grid factors) through the modules *and* the operations the
+model calls - convolutions, reshapes, permutes and transposes, ``F.unfold``/``F.fold``,
+``torch.roll``, slices, ``cat``/``split``, linear maps and attention products. The user's
+override ``layouts={"layer": "channels_first" | "channels_last" | "tokens" |
+"tokens_transposed"}`` comes first. A layer whose provenance is lost (an operation that is
+not followed) or was never seen is refused with the ambiguity named and the override
+suggested; for a 4-D output nothing was seen making, what the module computes (a
+convolution, norm or pooling gives channels-first) still counts as evidence. Memory strides
+are no evidence: the ``channels_last`` memory format is still logically ``B x C x h x w``.
 """
 from __future__ import annotations
 
 import contextlib
 import difflib
-import math
 import weakref
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Type, Union
 
 import torch
 from torch import nn
+
+from .layouts import MIXED, READABLE_OVERRIDES, ProvenanceMode, Reading, image_provenance, read
 
 __all__ = [
     "select_layers",
@@ -75,8 +60,8 @@ OUTPUT = "(output)"
 """The layer name of the model's own output (docs/layers.md): parentheses and no dot, so that no
 module of ``model.named_modules()`` can have it."""
 
-#: The layouts a 4-D layer output can be read in (``layouts={name: ...}`` overrides).
-LAYOUTS = ("channels_first", "channels_last")
+#: The layouts a layer output can be read in by the user's word (``layouts={name: ...}`` overrides).
+LAYOUTS = READABLE_OVERRIDES
 
 LayerSpec = Union[str, Sequence[str], Sequence[Type[nn.Module]], Type[nn.Module], Callable[[str, nn.Module], bool]]
 
@@ -417,13 +402,54 @@ class Activation:
     layout: str = "channels_first"
 
 
-def as_activation(out, layer: str, layout: Optional[str] = None) -> Activation:
+def _refusal(layer: str, shape, reason: str) -> str:
+    """The message of a refused layer: what the evidence says (or that there is none, and the ambiguity),
+    and the override."""
+    if len(shape) == 3:
+        either, names = "B x N x D tokens, B x D x N transposed tokens", "'tokens' | 'tokens_transposed'"
+    else:
+        either, names = "B x C x h x w, B x h x w x C", "'channels_first' | 'channels_last'"
+    unsettled = reason.startswith(("went through", "has no evidence"))
+    why = f" (the shape alone cannot tell {either} or a partition apart)" if unsettled else ""
+    return (
+        f"layer {layer!r}: output of shape {tuple(shape)} {reason}; it is not measured{why}. "
+        f"If you know it is a map, say how with layouts={{{layer!r}: {names}}}"
+    )
+
+
+NO_EVIDENCE = "has no evidence of its layout (none of the operations that made it was followed)"
+
+
+def reading_of(t: torch.Tensor, layer: str, layout=None) -> Optional[Reading]:
+    """How ``t`` folds into a map (a :class:`~lightning_equivariance.layouts.Reading`), or ``None`` for a vector.
+
+    ``layout``: the discovered reading, an override name (:data:`LAYOUTS`), a refusal reason
+    (raises :class:`LayoutError` with it), or ``None`` (no discovery: ``B x D`` is a vector,
+    ``B x C x h x w`` channels-first, and a 3-D output is refused: no evidence).
+    """
+    if isinstance(layout, Reading):
+        return layout if layout.is_map else None
+    if layout is None:
+        if t.dim() == 2:
+            return None
+        layout = "channels_first" if t.dim() == 4 else NO_EVIDENCE
+    if layout == "vector":
+        return None
+    if layout in LAYOUTS:
+        reading = Reading.override(layout, tuple(t.shape))
+        if isinstance(reading, Reading):
+            return reading if reading.is_map else None
+        layout = reading
+    raise LayoutError(_refusal(layer, tuple(t.shape), layout))
+
+
+def as_activation(out, layer: str, layout=None) -> Activation:
     """Turn a hooked output into a feature map or vector (see module docstring).
 
     Args:
-        layout: how a 4-D output is stored: ``"channels_first"`` (default), ``"channels_last"``
-            (read through a channels-first view), or a refusal reason from
-            :func:`discover_layouts` (raises :class:`LayoutError` with it).
+        layout: how the output is laid out: a :class:`~lightning_equivariance.layouts.Reading` from
+            :func:`discover_layouts`, an override name (:data:`LAYOUTS`), a refusal reason (raises
+            :class:`LayoutError` naming it and the override), or ``None`` (:func:`reading_of`).
 
     Raises:
         ValueError: naming ``layer`` and the shape, for outputs that are neither.
@@ -431,35 +457,22 @@ def as_activation(out, layer: str, layout: Optional[str] = None) -> Activation:
     t = first_tensor(out)
     if t is None:
         raise ValueError(f"layer {layer!r}: output of type {type(out).__name__} holds no tensor to measure")
-    if t.dim() == 2:
-        return Activation(t, "vector", layout="vector")
-    if t.dim() == 4:
-        if layout is not None and layout not in LAYOUTS:
-            raise LayoutError(f"layer {layer!r}: output of shape {tuple(t.shape)} {layout}")
-        if layout == "channels_last":
-            t = t.permute(0, 3, 1, 2)
-        if t.shape[-1] * t.shape[-2] == 1:
-            return Activation(t.flatten(1), "vector", layout="vector")
-        return Activation(t, "map", layout=layout or "channels_first")
-    if t.dim() == 3:
-        b, n, d = t.shape
-        for k in (0, 1, 2):
-            s = math.isqrt(max(n - k, 0))
-            if n - k > 1 and s * s == n - k:
-                grid = t[:, k:, :].transpose(1, 2).reshape(b, d, s, s)
-                return Activation(grid, "map", tokens_removed=k, layout="tokens")
+    if isinstance(layout, Reading) and not layout.is_map:
+        return Activation(layout.to_map(t), "vector", layout="vector")
+    if t.dim() not in (2, 3, 4) and not isinstance(layout, Reading):
         raise ValueError(
-            f"layer {layer!r}: token output of shape {tuple(t.shape)} has N={n} tokens, which is not a "
-            "square plus 0-2 class tokens; exclude the layer with layers=... ."
+            f"layer {layer!r}: output of shape {tuple(t.shape)} is neither a feature map (B x C x h x w), "
+            "tokens (B x N x D) nor a vector (B x D); exclude it with layers=... ."
         )
-    raise ValueError(
-        f"layer {layer!r}: output of shape {tuple(t.shape)} is neither a feature map (B x C x h x w), "
-        "tokens (B x N x D) nor a vector (B x D); exclude it with layers=... ."
-    )
+    reading = reading_of(t, layer, layout)
+    if reading is None:
+        return Activation(t.flatten(1) if t.dim() > 2 else t, "vector", layout="vector")
+    return Activation(reading.to_map(t), "map", tokens_removed=reading.prefix, layout=str(reading))
 
 
 # ---------------------------------------------------------------------- layouts
-# Modules whose 4-D output is B x C x h x w by what they compute.
+# Modules whose 4-D output is B x C x h x w by what they compute: the evidence for an output whose
+# making the provenance could not see (no operation of it was followed).
 _CHANNELS_FIRST = _POOLS + (
     nn.modules.conv._ConvNd,
     nn.modules.batchnorm._NormBase,
@@ -469,13 +482,12 @@ _CHANNELS_FIRST = _POOLS + (
     nn.PixelShuffle,
     nn.PixelUnshuffle,
 )
-_CHANNEL_AXIS = {"channels_first": 1, "channels_last": 3}
 
 
 def check_layout_overrides(layouts: Optional[Mapping[str, str]], names: Sequence[str],
                            model: Optional[nn.Module] = None) -> Dict[str, str]:
-    """Validate ``layouts={layer: "channels_first" | "channels_last"}`` against the selected layer names
-    and their calls' names (:class:`CallNames`; those of ``model`` exactly when it is given)."""
+    """Validate ``layouts={layer: one of LAYOUTS}`` against the selected layer names and their calls'
+    names (:class:`CallNames`; those of ``model`` exactly when it is given)."""
     layouts = dict(layouts or {})
     bad = {k: v for k, v in layouts.items() if v not in LAYOUTS}
     if bad:
@@ -490,117 +502,75 @@ def check_layout_overrides(layouts: Optional[Mapping[str, str]], names: Sequence
     return layouts
 
 
-_NOT_A_GRID = (
-    "is no map of the {h} x {w} image grid as {how} (window partitions or another non-spatial "
-    "layout); it is not measured. If it is a map, say how with layouts={{layer: 'channels_first' | 'channels_last'}}"
-)
-
-
-def _is_grid(h: int, w: int, size: Tuple[int, int]) -> bool:
-    """``(h, w)`` has the aspect ratio of the image ``size`` (up to the rounding of strided layers)."""
-    H, W = size
-    return abs(h * W - w * H) < max(H, W)
-
-
-def _by_sizes(shape: Tuple[int, ...], size: Tuple[int, int]) -> Tuple[str, bool]:
-    """Layout from the spatial sizes the image implies: ``(layout or refusal, undecided)``."""
-    a, b, c = shape[1:]
-    first, last = _is_grid(b, c, size), _is_grid(a, b, size)
-    if first and last:
-        return "channels_first", True
-    if first or last:
-        return ("channels_first" if first else "channels_last"), False
-    return _NOT_A_GRID.format(h=size[0], w=size[1], how="B x C x h x w nor as B x h x w x C"), False
-
-
-def _decide_layout(module: nn.Module, inp: Optional[torch.Tensor], in_layout: Optional[str], out: torch.Tensor,
-                   size: Tuple[int, int]) -> Tuple[str, bool]:
-    """One module's output layout from what it does, its input's layout and the sizes (see module docstring)."""
-    if isinstance(module, _CHANNELS_FIRST) or _is_e2cnn_module(module):
-        return "channels_first", False
-    refused = in_layout is not None and in_layout not in LAYOUTS
-    if isinstance(module, nn.Linear) or (
-        type(module) is nn.LayerNorm and tuple(module.normalized_shape) == (int(out.shape[-1]),)
-    ):
-        # Acts on the last axis: that axis holds the channels - of a map, or of window
-        # partitions (MaxViT's B x G x P x C), which the image grid tells apart.
-        if refused:
-            return in_layout, False
-        if _is_grid(int(out.shape[1]), int(out.shape[2]), size):
-            return "channels_last", False
-        return _NOT_A_GRID.format(h=size[0], w=size[1], how="channels-last (it acts on the last axis)"), False
-    dims = getattr(module, "dims", None)
-    if type(module).__name__ == "Permute" and isinstance(dims, (list, tuple)) and len(dims) == 4:
-        if refused:
-            return in_layout, False
-        source = in_layout if in_layout is not None else ("channels_first" if inp is None else _by_sizes(tuple(inp.shape), size)[0])
-        if source in _CHANNEL_AXIS:
-            axis = list(dims).index(_CHANNEL_AXIS[source])
-            if axis in (1, 3):
-                return ("channels_first" if axis == 1 else "channels_last"), False
-    elif in_layout is not None and inp is not None and tuple(inp.shape) == tuple(out.shape):
-        return in_layout, False  # elementwise or shape-keeping: the input's layout
-    return _by_sizes(tuple(out.shape), size)
+def _decide(module: nn.Module, t: torch.Tensor, found) -> Union[Reading, str, None]:
+    """A layer output's layout from its provenance (``found``): a reading, a refusal reason, or ``None`` (a vector)."""
+    if found is None:  # made by nothing the mode saw: only what the module computes can tell
+        if t.dim() == 2:
+            return None
+        if t.dim() == 4 and (isinstance(module, _CHANNELS_FIRST) or _is_e2cnn_module(module)):
+            return Reading.override("channels_first", tuple(t.shape))
+        return NO_EVIDENCE
+    reading = read(found, tuple(t.shape))
+    if not isinstance(reading, Reading) and t.dim() == 2 and reading != MIXED:
+        return None  # B x D: a vector whatever made it (the engine checks the batch axis)
+    return reading
 
 
 class _LayoutTracker:
-    """Forward hooks on every module for one forward: the layout of each 4-D output, followed through the model."""
+    """One forward under a :class:`~lightning_equivariance.layouts.ProvenanceMode`: each selected call's layout."""
 
     def __init__(self, model: nn.Module, names: Mapping[nn.Module, List[str]], overrides: Mapping[str, str]):
         self.model = model
         self.names = names
         self.overrides = overrides
-        self.known: Dict[int, Tuple[weakref.ref, str]] = {}
-        self.layouts: Dict[str, str] = {}
-        self.inputs: Dict[str, str] = {}
+        self.mode = ProvenanceMode()
+        self.layouts: Dict[str, object] = {}
+        self.inputs: Dict[str, object] = {}
         self.undecided: List[str] = []
         self.calls: Dict[str, int] = {}
         self.call_names = CallNames([n for ns in names.values() for n in ns], model)
-        self.size: Tuple[int, int] = (1, 1)
-        self.handles: List = []
 
-    def _lookup(self, t: Optional[torch.Tensor]) -> Optional[str]:
-        if t is None:
-            return None
-        entry = self.known.get(id(t))
-        return entry[1] if entry is not None and entry[0]() is t else None
+    def _root(self, module, args):
+        t = first_tensor(args)
+        if t is not None and t.dim() == 4 and self.mode.get(t) is None:
+            self.mode.set(t, image_provenance(tuple(t.shape)))
 
     def _hook(self, module, args, output):
         out = first_tensor(output)
-        if out is None or out.dim() != 4:
+        if out is None:
             return
-        inp = first_tensor(args)
-        inp = inp if inp is not None and inp.dim() == 4 else None
-        in_layout = self._lookup(inp)
-        layout, undecided = _decide_layout(module, inp, in_layout, out, self.size)
-        if module is self.model and self._lookup(out) is not None:  # "(output)": a tensor a module already made
-            layout, undecided = self._lookup(out), False
-        for name in self.names.get(module, ()):
-            k = self.calls.get(name, 0)
-            self.calls[name] = k + 1
-            call = self.call_names.call(name, k)
-            override = self.overrides.get(call, self.overrides.get(name))
-            if override is not None:
-                layout, undecided = override, False
-            self.layouts[call] = layout
-            if inp is not None:
-                self.inputs[call] = in_layout if in_layout is not None else _by_sizes(tuple(inp.shape), self.size)[0]
-            if undecided:
-                self.undecided.append(call)
-        self.known[id(out)] = (weakref.ref(out), layout)
-
-    @contextlib.contextmanager
-    def tracking(self, x: torch.Tensor):
-        self.size = (int(x.shape[-2]), int(x.shape[-1]))
-        self.known = {}
-        # prepend: a layer's layout is known before the engine's own hook on it reads it
-        self.handles = [m.register_forward_hook(self._hook, prepend=True) for m in self.model.modules()]
+        self.mode.paused = True
         try:
-            yield self
+            layout = _decide(module, out, self.mode.get(out))
+            inp = first_tensor(args)
+            in_layout = _decide(module, inp, self.mode.get(inp)) if inp is not None else None
+            more = {i: _decide(module, a, self.mode.get(a)) for i, a in enumerate(args)
+                    if i and isinstance(a, torch.Tensor) and a.is_floating_point()}
+            for name in self.names.get(module, ()):
+                k = self.calls.get(name, 0)
+                self.calls[name] = k + 1
+                call = self.call_names.call(name, k)
+                override = self.overrides.get(call, self.overrides.get(name))
+                self.layouts[call] = layout if override is None else Reading.override(override, tuple(out.shape))
+                if inp is not None and in_layout is not None:
+                    self.inputs[call] = in_layout
+                for i, layout_i in more.items():  # the other tensor arguments: "call#i"
+                    if layout_i is not None:
+                        self.inputs[f"{call}#{i}"] = layout_i
         finally:
-            for h in self.handles:
+            self.mode.paused = False
+
+    def run(self, forward: Callable[[torch.Tensor], object], x: torch.Tensor) -> None:
+        """``forward(x)`` once, following every tensor, with hooks on the selected layers."""
+        handles = [self.model.register_forward_pre_hook(self._root, prepend=True)]
+        handles += [m.register_forward_hook(self._hook, prepend=True) for m in self.names]
+        try:
+            with torch.no_grad(), self.mode:
+                forward(x)
+        finally:
+            for h in handles:
                 h.remove()
-            self.handles, self.known = [], {}
+            self.mode.table = {}
 
 
 @dataclass
@@ -608,14 +578,21 @@ class Layouts:
     """What :func:`discover_layouts` found, per layer call name (``"name"``, ``"name:1"``, ...).
 
     Attributes:
-        outputs: ``"channels_first" | "channels_last" |`` a refusal reason, for 4-D outputs.
-        inputs: the same for the layer's first input, where it is 4-D.
-        undecided: layers the evidence could not settle (read channels-first).
+        outputs: a :class:`~lightning_equivariance.layouts.Reading` (a ``str``: ``"channels_first"``,
+            ``"channels_last"``, ``"tokens"``, ``"tokens_transposed"``, ``"windows"``, ``"patches"``,
+            ``"heads"``, ``"vector"``) or a refusal reason; absent for plain ``B x D`` vectors.
+        inputs: the same for the layer's first input (``"name#i"``: its ``i``-th positional tensor argument).
+        undecided: kept for compatibility: always empty (an unsettled layer is refused, not guessed).
     """
 
-    outputs: Dict[str, str]
-    inputs: Dict[str, str]
+    outputs: Dict[str, object]
+    inputs: Dict[str, object]
     undecided: List[str]
+
+
+def _discovery_batch(x: torch.Tensor) -> torch.Tensor:
+    """Two images: a batch of one would let a reshape's batch factor hide among the axes of size 1."""
+    return x[:2] if x.shape[0] >= 2 else torch.cat([x[:1], x[:1]])
 
 
 def discover_layouts(
@@ -625,19 +602,29 @@ def discover_layouts(
     overrides: Optional[Mapping[str, str]] = None,
     forward: Optional[Callable[[torch.Tensor], object]] = None,
 ) -> Layouts:
-    """The layout of every selected layer's 4-D output (and input), from one forward of ``x``.
+    """The layout of every selected layer's output (and input), from one forward of (two images of) ``x``.
 
-    See the module docstring for the evidence. ``forward`` replaces ``model(x)`` (e.g. a
-    stacked or forward-mode call). The caller runs this under ``torch.no_grad()`` and in the
-    mode it measures in.
+    Every tensor's provenance is followed through the forward (:mod:`lightning_equivariance.layouts`,
+    docs/measures.md §1.3); ``overrides`` (``layouts=``) replace it for the layers they name.
+    ``forward`` replaces ``model(x)``. The caller runs this in the mode it measures in.
     """
     names: Dict[nn.Module, List[str]] = {}
     for name, module in layers:
         names.setdefault(module, []).append(name)
-    tracker = _LayoutTracker(model, names, check_layout_overrides(overrides, [n for n, _ in layers]))
-    with tracker.tracking(x):
-        (forward if forward is not None else model)(x)
+    tracker = _LayoutTracker(model, names, check_layout_overrides(overrides, [n for n, _ in layers], model))
+    tracker.run(forward if forward is not None else model, _discovery_batch(x))
     return Layouts(tracker.layouts, tracker.inputs, tracker.undecided)
+
+
+def output_layout(model: nn.Module, forward: Callable[[torch.Tensor], object], x: torch.Tensor):
+    """The layout of what ``forward(x)`` returns (its first tensor), on the same evidence as a layer's."""
+    mode = ProvenanceMode()
+    xs = _discovery_batch(x)
+    mode.set(xs, image_provenance(tuple(xs.shape)))
+    with torch.no_grad(), mode:
+        out = first_tensor(forward(xs))
+    mode.paused = True
+    return None if out is None else _decide(model, out, mode.get(out))
 
 
 def _version(t: torch.Tensor) -> Optional[int]:
@@ -702,6 +689,7 @@ class Probe:
         self.call_names = CallNames([n for n, _ in layers], model)
         # (layer call, weak reference to its output tensor, its version) of this forward, for the output's identity
         self._produced: List[Tuple[str, weakref.ref, Optional[int]]] = []
+        self._silent = False
 
     def _hooked(self) -> List[Tuple[str, nn.Module]]:
         """The hooked (name, module) pairs: the layers, then the model itself for its output."""
@@ -713,23 +701,23 @@ class Probe:
 
     @contextlib.contextmanager
     def discovering(self, x: torch.Tensor, overrides: Optional[Mapping[str, str]] = None,
-                    into: Optional[Dict[str, str]] = None):
-        """Follow layouts through the forward run inside this block (:func:`discover_layouts`); yields the
-        :class:`Layouts`, whose ``outputs`` dict (``into`` if given) fills while the forward runs."""
-        names: Dict[nn.Module, List[str]] = {}
-        for name, module in self._hooked():
-            names.setdefault(module, []).append(name)
-        tracker = _LayoutTracker(
-            self.model, names, check_layout_overrides(overrides, [n for n, _ in self._hooked()], self.model)
-        )
+                    into: Optional[Dict[str, object]] = None):
+        """Decide the layers' layouts (:func:`discover_layouts`) with one forward of two images of ``x``, the
+        probe's callbacks silent, before the block; yields the :class:`Layouts` (``outputs`` is ``into`` if given)."""
+        self._silent = True
+        try:
+            found = discover_layouts(self.model, x, self._hooked(), overrides)
+        finally:
+            self._silent = False
         if into is not None:
-            tracker.layouts = into
-        found = Layouts(tracker.layouts, tracker.inputs, tracker.undecided)
-        with tracker.tracking(x):
-            yield found
+            into.update(found.outputs)
+            found.outputs = into
+        yield found
 
     def _hook(self, name):
         def hook(module, args, output):
+            if self._silent:
+                return
             k = self._calls.get(name, 0)
             self._calls[name] = k + 1
             call = self.call_names.call(name, k)
@@ -742,6 +730,8 @@ class Probe:
         return hook
 
     def _output_hook(self, module, args, output):
+        if self._silent:
+            return
         t = first_tensor(output)
         if t is None:  # nothing to measure: "(output)" stays not called
             self._produced = []

@@ -143,8 +143,8 @@ class MeasureReport:
         not_called: selected layers whose forward hook never fired.
         seconds: wall time of the measurement.
         num_samples: probe images measured (on this process).
-        layouts: ``{layer: "channels_first" | "channels_last" | "tokens" | "vector"}``: how each
-            measured layer's output was read (``channels_last``: ``B x h x w x C``).
+        layouts: ``{layer: "channels_first" | "channels_last" | "tokens" | "tokens_transposed" | "windows" |
+            "patches" | "heads" | "vector"}``: how each measured layer's output was read (docs/measures.md §1.3).
         non_finite: ``{layer: [probe positions]}`` of images left out of a layer because their
             input or activation there held NaN or Inf (docs/measures.md §1.7).
         non_finite_inputs: probe positions of images whose input held NaN or Inf (left out of

@@ -206,17 +206,22 @@ def test_layout_evidence():
     assert found.inputs["fc"] == "channels_last" and found.undecided == []
 
 
-def test_ambiguous_layer_is_read_channels_first_and_named_once():
-    # 6 x 6 x 6 maps from an unknown module: C == h == w, no module evidence
+def test_ambiguous_layer_is_refused_with_the_override_named():
+    # 6 x 6 x 6 maps from an operation the provenance does not follow: C == h == w, no evidence
     class Odd(nn.Module):
         def forward(self, x):
             return x.repeat(1, 2, 1, 1)
 
     model = nn.Sequential(nn.Conv2d(3, 3, 3, padding=1), Odd(), nn.ReLU())
-    with pytest.warns(RuntimeWarning, match=r"ambiguous.*\['1'\]") as record:
+    with pytest.warns(RuntimeWarning, match="could not be measured"):
         report = measure(model, torch.rand(2, 3, 6, 6), groups=[Rotation90()], layers=["0", "1", "2"])
-    assert sum("ambiguous" in str(w.message) for w in record) == 1
-    assert report.layouts["1"] == "channels_first"
+    assert {r.layer for r in report.results} == {"0"}
+    for layer in ("1", "2"):
+        reason = report.errors[(layer, "invariance", "rotation90")]
+        assert "repeat" in reason and "B x C x h x w, B x h x w x C" in reason
+        assert f"layouts={{'{layer}': 'channels_first' | 'channels_last'}}" in reason
+    forced = measure(model, torch.rand(2, 3, 6, 6), groups=[Rotation90()], layers=["1"], layouts={"1": "channels_first"})
+    assert forced.errors == {} and forced.layouts["1"] == "channels_first"
 
 
 def test_layout_override_reaches_the_measure():
@@ -233,23 +238,40 @@ def test_layout_override_reaches_the_measure():
         measure(model, x, layers=["fc"], layouts={"fc": "nhwc"})
 
 
-def test_window_partitions_are_refused_with_a_reason():
-    class Partition(nn.Module):
-        """B x C x 8 x 8 -> B x G x P x C windows (4 windows of 16 positions), as MaxViT's partition layer."""
+class _Partition(nn.Module):
+    """B x C x 8 x 8 -> B x G x P x C windows (4 windows of 16 positions), as MaxViT's partition layer."""
 
-        def forward(self, x):
-            b, c, h, w = x.shape
-            x = x.reshape(b, c, 2, 4, 2, 4).permute(0, 2, 4, 3, 5, 1)
-            return x.reshape(b, 4, 16, c)
+    def forward(self, x):
+        b, c, h, w = x.shape
+        x = x.reshape(b, c, 2, 4, 2, 4).permute(0, 2, 4, 3, 5, 1)
+        return x.reshape(b, 4, 16, c)
 
-    model = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), Partition(), nn.LayerNorm(5), nn.Linear(5, 5))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        report = measure(model, torch.rand(2, 3, 8, 8), groups=[Rotation90(), Translation(2)], layers=["0", "1", "2", "3"])
+
+def test_window_partitions_are_folded_back_into_the_grid():
+    """A reversible partition followed through its reshape and permute is read as the map it holds: the
+    partition layer measures exactly like the map it was made from."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), _Partition(), nn.LayerNorm(5), nn.Linear(5, 5)).double()
+    x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
+    report = measure(model, x, groups=[Rotation90(), Translation(2)], layers=["0", "1", "2", "3"])
+    assert report.errors == {} and report.layouts["1"] == "patches" and report.layouts["3"] == "patches"
+    df = report.to_dataframe().set_index(["layer", "measure", "group"]).value
+    for key in [k for k in df.index if k[0] == "0"]:
+        assert df[("1",) + key[1:]] == pytest.approx(df[key], rel=1e-12)
+
+
+def test_partitions_that_are_not_reversible_are_refused_with_a_reason():
+    class Overlapping(nn.Module):
+        def forward(self, x):  # overlapping 3 x 3 patches: no partition of the grid
+            return F.unfold(x, 3, padding=1).reshape(x.shape[0], x.shape[1], 9, -1)
+
+    model = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1), Overlapping(), nn.ReLU())
+    with pytest.warns(RuntimeWarning, match="could not be measured"):
+        report = measure(model, torch.rand(2, 3, 8, 8), groups=[Rotation90(), Translation(2)], layers=["0", "1", "2"])
     assert {r.layer for r in report.results} == {"0"}
-    for layer in ("1", "2", "3"):
+    for layer in ("1", "2"):
         reason = report.errors[(layer, "invariance", "rotation90")]
-        assert "no map of the 8 x 8 image grid" in reason and f"'{layer}'" in reason
+        assert "overlapping" in reason and f"'{layer}'" in reason
     with pytest.raises(LayoutError):
         as_activation(torch.zeros(1, 4, 16, 5), "x", "is no map of the image grid")
 

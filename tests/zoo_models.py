@@ -123,12 +123,66 @@ EXTRA: Dict[str, ZooMember] = {"maxvit_t": ZooMember("maxvit_t", "maxvit_t()", 2
 FAST = [f for f, m in ZOO.items() if m.fast]
 
 
+# ------------------------------------------------------------------ timm (issue 21; optional: timm is no core dependency)
+def timm_available() -> bool:
+    try:
+        import timm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+TIMM_SKIP_REASON = "timm is not installed: the timm zoo needs it (pip install 'lightning-equivariance[test]')"
+
+
+def _timm(name: str, **kwargs) -> Callable[[], nn.Module]:
+    def build():
+        import timm
+
+        return timm.create_model(name, pretrained=False, num_classes=10, **kwargs)
+
+    return build
+
+
+# (model name, input size, create_model's size arguments): random weights, the smallest size that keeps
+# every stage a map of at least 1 x 1 where the model takes an img_size (ViTs: a 4 x 4 patch grid).
+_TIMM = [
+    ("vit_small_patch16_224", 64, dict(img_size=64)),
+    ("deit_tiny_patch16_224", 64, dict(img_size=64)),
+    ("convnext_nano", 64, {}),
+    ("efficientnet_b0", 64, {}),
+    ("resnet18d", 64, {}),
+    ("regnetx_002", 64, {}),
+    ("mobilevit_xxs", 64, {}),
+    ("mobilevitv2_050", 64, {}),
+    ("coat_lite_tiny", 64, dict(img_size=64)),
+    ("poolformer_s12", 64, {}),
+    # Swin's 7 x 7 windows need maps divisible by 7 in every stage: 224 px (56, 28, 14, 7)
+    ("swin_tiny_patch4_window7_224", 224, {}),
+    ("eva02_tiny_patch14_224", 56, dict(img_size=56)),
+    ("mixer_b16_224", 64, dict(img_size=64)),
+    ("mixer_l16_224", 64, dict(img_size=64)),
+    ("levit_128s", 64, dict(img_size=64)),
+    ("ghostnetv2_100", 64, {}),
+]
+TIMM_FAMILIES = ["timm_" + name for name, _, _ in _TIMM]
+TIMM: Dict[str, ZooMember] = {
+    "timm_" + name: ZooMember("timm_" + name, f"timm.create_model({name!r}{''.join(f', {k}={v!r}' for k, v in kw.items())})",
+                              size, _timm(name, **kw))
+    for name, size, kw in _TIMM
+}
+
+
 def member(family: str) -> ZooMember:
     if family in ZOO:
         return ZOO[family]
     if family in EXTRA:
         return EXTRA[family]
-    raise KeyError(f"unknown zoo family {family!r}; choose from {sorted(ZOO) + sorted(EXTRA)}")
+    if family in TIMM:
+        if not timm_available():
+            raise ImportError(TIMM_SKIP_REASON)
+        return TIMM[family]
+    raise KeyError(f"unknown zoo family {family!r}; choose from {sorted(ZOO) + sorted(EXTRA) + TIMM_FAMILIES}")
 
 
 def engine_records_errors() -> bool:
@@ -256,6 +310,7 @@ def summarize(model: nn.Module, report, groups: Optional[List[str]] = None, meas
     return dict(
         selected=len(selected),
         measured=len(measured),
+        layouts_count={v: sum(1 for x in layouts.values() if x == v) for v in sorted(set(map(str, layouts.values())))},
         refused=len({_base(i) for i in errors}),
         refused_by_reason=refused_by_reason,
         notes=len(notes),
