@@ -64,7 +64,7 @@ from torch.overrides import TorchFunctionMode
 
 from .metrics.base import LieContext, all_finite
 from .probe import (
-    CallNames, Layouts, LayerSpec, _first_tensor, as_activation, discover_layouts, eval_mode, is_pooling,
+    CallNames, Layouts, LayerSpec, first_tensor, as_activation, discover_layouts, eval_mode, is_pooling,
     select_layers,
 )
 from .report import assign_parts
@@ -165,7 +165,7 @@ def _unpack(t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 
 def primal_of(output) -> torch.Tensor:
     """The primal of a hooked layer's (dual) output tensor."""
-    raw = _first_tensor(output)
+    raw = first_tensor(output)
     if raw is None:
         raise ValueError(f"output of type {type(output).__name__} holds no tensor to measure")
     return fwAD.unpack_dual(raw).primal
@@ -177,7 +177,7 @@ def layer_lie_context(layer: str, output, transform: LieTransform, layout: Optio
     ``layout`` is the probe's layout of a 4-D output. The context's ``sample_mask`` is
     ``False`` for images whose primal or tangent holds NaN or Inf (docs/measures.md §1.7).
     """
-    raw = _first_tensor(output)
+    raw = first_tensor(output)
     if raw is None:
         raise ValueError(f"layer {layer!r}: output of type {type(output).__name__} holds no tensor to measure")
     primal, tangent = _unpack(raw)
@@ -355,7 +355,7 @@ def lie_derivative(
     transform = resolve_transform(transform)
     with eval_mode(model), fwAD.dual_level():
         out = forward_lie(lambda z: model(z) if output_fn is None else output_fn(model(z)), x, transform)
-        raw = _first_tensor(out)
+        raw = first_tensor(out)
         primal, tangent = _unpack(raw)
         lie = lie_like(tangent, primal, transform, "output")
         return lie.clone() if lie is tangent else lie  # outlive the dual level
@@ -421,7 +421,7 @@ class _ContributionHooks:
                     out = module(*duals, **kwargs)
                 finally:
                     self.busy = False
-                raw = _first_tensor(out)
+                raw = first_tensor(out)
                 if raw is None:
                     raise ValueError(f"layer {call!r}: output of type {type(out).__name__} holds no tensor")
                 primal, tangent = _unpack(raw)
@@ -437,7 +437,7 @@ class _ContributionHooks:
             lie = self.pending.pop()
             k = self.calls.get(name, 0)
             self.calls[name] = k + 1
-            raw = _first_tensor(output)
+            raw = first_tensor(output)
             eps = torch.zeros_like(raw, requires_grad=True)
             call = self.call_names.call(name, k)
             kind, _ = _layout(raw.detach(), call, self.layouts.outputs.get(call))
@@ -491,7 +491,7 @@ def _contribution_projections(
         hooks.busy = False
         hooks.start()
         with torch.enable_grad():
-            y = _first_tensor(run(x))
+            y = first_tensor(run(x))
         records = hooks.records
         dim = y[0].numel()
         if probes == "gaussian":
