@@ -41,14 +41,17 @@ from .probe import (
     Probe,
     as_activation,
     check_layout_overrides,
+    display_name,
     is_pooling,
+    qualified_names,
     select_layers,
     selects_output,
+    wrapped_child_prefix,
 )
 from .report import PARTS, LayerResult, MeasureReport, assign_parts
 from .transforms import LieTransform, split_groups
 
-__all__ = ["measure", "Measurement", "MeasureReport", "LayerResult", "MeasureError", "PARTS"]
+__all__ = ["measure", "Measurement", "MeasureReport", "LayerResult", "MeasureError", "LayerNames", "PARTS"]
 
 class MeasureError(RuntimeError):
     """Measuring a layer failed; the message names the layer and the shape."""
@@ -768,3 +771,33 @@ def measure(
     m = Measurement(model, measures=measures, groups=groups, layers=layers, batch_size=batch_size, **kwargs)
     m.update(inputs)
     return m.compute()
+
+
+@dataclass(frozen=True)
+class LayerNames:
+    """How layers are named for a module that wraps one network (a LightningModule holding
+    ``self.model = resnet18()``): relative to that child, as ``measure(wrapper.model)`` and the CLI
+    name them (``conv1``, not ``model.conv1``). ``prefix`` is the child's name and a dot, or ``""``
+    (no single child holds every parameter, or names are not made relative)."""
+
+    prefix: str = ""
+
+    @classmethod
+    def of(cls, wrapper: nn.Module) -> "LayerNames":
+        """The names of ``wrapper``'s layers relative to its single child with parameters, if it has one."""
+        return cls(wrapped_child_prefix(wrapper))
+
+    def shown(self, name: str) -> str:
+        """A qualified layer name as shown (relative to the wrapped child)."""
+        return display_name(name, self.prefix)
+
+    def qualified(self, names, module: nn.Module):
+        """Layer names (a list/tuple, or a mapping's keys) given either way made qualified in ``module``;
+        ``"auto"``, module types and predicates unchanged."""
+        return qualified_names(names, module, self.prefix)
+
+    @staticmethod
+    def selected(module: nn.Module, layers: LayerSpec) -> List[str]:
+        """The qualified names of the layers ``layers=`` selects in ``module``
+        (see :func:`~lightning_equivariance.probe.select_layers`, whose errors name close names)."""
+        return [name for name, _ in select_layers(module, layers)]
