@@ -191,3 +191,12 @@ def test_similarity_is_an_alias_of_measure_options():
     assert m.options == {"similarity": "cosine"}
     with pytest.raises(ValueError, match="contradicts"):
         Measurement(SmallCNN(), similarity="cosine", measure_options={"similarity": "pearson"})
+
+
+def test_the_callback_assigns_its_attributes_and_names_layers_through_the_engine():
+    source = (PACKAGE / "callback.py").read_text()
+    assert "vars(self).update" not in source
+    for attribute in ("csv_file", "every_n_epochs", "measures", "layouts", "summary"):
+        assert re.search(rf"^\s+self\.{attribute} = ", source, re.M), attribute
+    imported = _module_edges()["lightning_equivariance.callback"]
+    assert "lightning_equivariance.engine" in imported and "lightning_equivariance.probe" not in imported, imported
