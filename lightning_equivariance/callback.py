@@ -5,8 +5,9 @@ trainer's hooks, strategy and loggers and :class:`~lightning_equivariance.Measur
 :class:`~lightning_equivariance.probe_set.ProbeSet` (probe images),
 :class:`~lightning_equivariance.snapshot.Snapshot` (side-effect guard) and
 :mod:`~lightning_equivariance.run_log` (history, publishing, tidy CSV, end-of-fit table).
-Its arguments are checked in :mod:`~lightning_equivariance.callback_args`; ``docs/callback.md``
-is the user's guide. Example::
+Its arguments are checked in :mod:`~lightning_equivariance.callback_args`, where
+:class:`~lightning_equivariance.callback_args.MeasureTrigger` decides at each hook whether to
+measure now; ``docs/callback.md`` is the user's guide. Example::
 
     callback = EquivarianceCallback(groups=(Rotation90(), Translation(max_shift=4)), every_n_train_steps=200)
     trainer = pl.Trainer(max_epochs=10, callbacks=[callback])   # TensorBoardLogger by default
