@@ -448,7 +448,8 @@ class EquivarianceCallback(Callback):
                 publish(
                     report, scalars, step, epoch, loggers=trainer.loggers, log_scalars=self.log_scalars,
                     csv_path=self.csv_path(trainer), tb_loggers=[lg for lg in trainer.loggers if _is_tensorboard_logger(lg)],
-                    warn=self._warn, model=self.model_name or model_display_name(self._module(pl_module), self._names.prefix),
+                    warn=self._warn,
+                    model=self.model_name or model_display_name(self._module(pl_module), self._names.prefix),
                     baseline=self.baseline, run_group=self.run_group, per_channel=self.per_channel,
                 )
                 log_figures(trainer.loggers, self._runs, report, step)  # W&B and MLflow: the tab's views as figures

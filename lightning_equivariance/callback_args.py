@@ -277,7 +277,8 @@ class MeasureTrigger:
             # the end-of-epoch validation run: with validation every N epochs, the run after the
             # epoch's last batch (a mid-epoch run, val_check_interval < 1, is not measured)
             ends_epoch = validation_by_steps or self.epoch_done
-            return self._epoch_end(step, epoch) if self.stage == "validation" and not sanity_check and ends_epoch else None
+            measured_here = self.stage == "validation" and not sanity_check and ends_epoch
+            return self._epoch_end(step, epoch) if measured_here else None
         if moment == TRAIN_EPOCH_END:
             return self._epoch_end(step, epoch) if self.stage == "train" else None
         if moment == FIT_END:

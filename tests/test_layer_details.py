@@ -68,7 +68,8 @@ def test_every_key_a_measure_reports_is_a_field_or_an_extra(name):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(engine.LayerDetails, "from_mapping", classmethod(spy))
-        measure(SmallCNN().eval(), torch.randn(8, 1, 16, 16), groups=(Rotation90(),), measures=(name,), layers=["conv1"])
+        measure(SmallCNN().eval(), torch.randn(8, 1, 16, 16), groups=(Rotation90(),), measures=(name,),
+                layers=["conv1"])
     raw = metrics[name]
     d = LayerDetails.from_mapping(raw)
     names = {f.name for f in dataclasses.fields(LayerDetails)}

@@ -42,7 +42,8 @@ MEASURES: Dict[str, Type[LayerMetric]] = {
     "goodfellow": GoodfellowInvariance,
 }
 
-__all__ = ["MEASURES", "DEFAULT_MEASURES", "LayerContext", "LayerDetails", "LayerMetric", "CorrelationInvariance", "CorrelationEquivariance", "LieContext", "LieDerivativeError"]
+__all__ = ["MEASURES", "DEFAULT_MEASURES", "LayerContext", "LayerDetails", "LayerMetric"]
+__all__ += ["CorrelationInvariance", "CorrelationEquivariance", "LieContext", "LieDerivativeError"]
 __all__ += ["GEEDChannel", "GEEDLatentL2", "GEEDLatentCosine", "GEEDSoftmax"]
 __all__ += [
     "TransformationVariance",
