@@ -5,8 +5,9 @@ trainer's hooks, strategy and loggers and :class:`~lightning_equivariance.Measur
 :class:`~lightning_equivariance.probe_set.ProbeSet` (probe images),
 :class:`~lightning_equivariance.snapshot.Snapshot` (side-effect guard) and
 :mod:`~lightning_equivariance.run_log` (history, publishing, tidy CSV, end-of-fit table).
-Its arguments are checked in :mod:`~lightning_equivariance.callback_args`; ``docs/callback.md``
-is the user's guide. Example::
+Its arguments are checked in :mod:`~lightning_equivariance.callback_args`, where
+:class:`~lightning_equivariance.callback_args.MeasureTrigger` decides at each hook whether to
+measure now; ``docs/callback.md`` is the user's guide. Example::
 
     callback = EquivarianceCallback(groups=(Rotation90(), Translation(max_shift=4)), every_n_train_steps=200)
     trainer = pl.Trainer(max_epochs=10, callbacks=[callback])   # TensorBoardLogger by default
@@ -28,11 +29,13 @@ from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 
-from .callback_args import UNSET, check_callback_args, naming, schedule_problems
-from .engine import Measurement, MeasureReport
+from .callback_args import (
+    FIT_END, FIT_START, TRAIN_BATCH_END, TRAIN_EPOCH_END, TRAIN_EPOCH_START, UNSET, VALIDATE_END, VALIDATION_EPOCH_END,
+    MeasureTrigger, check_callback_args, naming, schedule_problems,
+)
+from .engine import LayerNames, LayerSpec, Measurement, MeasureReport
 from .groups import Group, Rotation90
 from .logger_figures import log_figures
-from .probe import LayerSpec, display_name, qualified_names, select_layers, wrapped_child_prefix
 from .probe_set import ProbeSet, dataset_of, first_loader
 from .run_log import History, cut_tidy_csv, fit_summary, model_display_name, publish, tidy_csv_path
 from .snapshot import Snapshot, rngs_restored
@@ -171,14 +174,53 @@ class EquivarianceCallback(Callback):
         summary: bool = True,
     ):
         super().__init__()
-        vars(self).update(check_callback_args({k: v for k, v in locals().items() if k not in ("self", "__class__")}))
+        args = check_callback_args(dict(
+            measures=measures, groups=groups, layers=layers, num_samples=num_samples, every_n_epochs=every_n_epochs,
+            stage=stage, batch_size=batch_size, per_channel=per_channel, seed=seed, inputs=inputs, input_fn=input_fn,
+            model_name=model_name, baseline=baseline, submodule=submodule, similarity=similarity,
+            measure_options=measure_options, channel_actions=channel_actions, layouts=layouts, on_error=on_error,
+            progress=progress, every_n_train_steps=every_n_train_steps, measure_on_fit_start=measure_on_fit_start,
+            measure_on_fit_end=measure_on_fit_end, log_scalars=log_scalars, csv_file=csv_file, run_group=run_group,
+            measure_on_validate=measure_on_validate, summary=summary,
+        ))
+        # what is measured, and how (layers, layouts and channel_actions are made qualified in setup)
+        self.measures = args.measures
+        self.groups = args.groups
+        self._group_names = args.group_names  # the state key's
+        self.layers = args.layers
+        self.layouts = args.layouts
+        self.channel_actions = args.channel_actions
+        self.submodule = args.submodule
+        self.similarity = args.similarity
+        self.measure_options = args.measure_options
+        self.on_error = args.on_error
+        self.batch_size = args.batch_size
+        self.progress = args.progress
+        # the probe images
+        self.num_samples = args.num_samples
+        self.seed = args.seed
+        self.inputs = args.inputs
+        self.input_fn = args.input_fn
+        self.stage = args.stage
+        # when (the decision itself is the trigger's, below)
+        self.every_n_epochs = args.every_n_epochs
+        self.every_n_train_steps = args.every_n_train_steps
+        self.measure_on_fit_start = args.measure_on_fit_start
+        self.measure_on_fit_end = args.measure_on_fit_end
+        self.measure_on_validate = args.measure_on_validate
+        # logging
+        self.log_scalars = args.log_scalars
+        self.csv_file = args.csv_file
+        self.per_channel = args.per_channel
+        self.model_name = args.model_name
+        self.baseline = args.baseline
+        self.run_group = args.run_group
+        self.summary = args.summary
         # state (state_dict): the probe set's indices and the measured history
-        self._probes = ProbeSet(self.num_samples, self.seed, input_fn, owner="EquivarianceCallback")
+        self._probes = ProbeSet(self.num_samples, self.seed, self.input_fn, owner="EquivarianceCallback")
         self._runs = History()  # {global step: scalars}, the epochs, a previous version's entries
-        self._tried_step: Optional[int] = None  # the last global step a measurement was attempted at
-        self._batch_epoch: Optional[int] = None  # the epoch of the last training batch of this fit
-        self._epoch_done = False  # the current epoch's last training batch has ended
-        self._prefix = ""  # the single child module's name + "." (display names), set in setup
+        self._trigger = MeasureTrigger.from_args(args, self._runs)
+        self._names = LayerNames()  # display names relative to the single child module, set in setup
         self._clock = [0.0, 0.0]  # fit start (perf_counter), seconds spent measuring in this fit
         self.last_report: Optional[MeasureReport] = None
 
@@ -198,10 +240,6 @@ class EquivarianceCallback(Callback):
         """``{global step: {scalar name: value}}`` of every measurement (a copy): what was logged, and where."""
         return {s: dict(v) for s, v in sorted(self._runs.steps.items())}
 
-    @property
-    def _epochs(self) -> Dict[int, int]:
-        return self._runs.epochs
-
     def state_dict(self) -> Dict[str, Any]:
         return {**self._probes.state_dict(), **self._runs.state_dict()}
 
@@ -218,12 +256,12 @@ class EquivarianceCallback(Callback):
             return
         with naming(f"submodule={self.submodule!r}", AttributeError):
             module = self._module(pl_module)
-        self._prefix = "" if self.submodule else wrapped_child_prefix(pl_module)
+        self._names = LayerNames() if self.submodule else LayerNames.of(pl_module)
         self.layers, self.layouts, self.channel_actions = (
-            qualified_names(names, module, self._prefix) for names in (self.layers, self.layouts, self.channel_actions)
+            self._names.qualified(names, module) for names in (self.layers, self.layouts, self.channel_actions)
         )
         with naming(f"layers={self.layers!r}"):
-            select_layers(module, self.layers)
+            LayerNames.selected(module, self.layers)
         with naming(f"EquivarianceCallback(measures={list(self.measures)}, groups={list(self.groups)})"):
             self._measurement(module, progress=False, device=None)  # the engine's checks of measures, groups, options
         if stage == TrainerFn.FITTING:
@@ -248,63 +286,41 @@ class EquivarianceCallback(Callback):
             self._warn(f"could not choose the probe set at fit start ({type(e).__name__}: {e}); will retry at the first measurement")
         self._map_legacy(trainer)
         self._cut_csv(trainer)
-        if self.measure_on_fit_start and int(trainer.global_step) == 0:
-            self._maybe_measure(trainer, pl_module)
+        self._on(FIT_START, trainer, pl_module)
 
     def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        self._epoch_done = False
+        self._on(TRAIN_EPOCH_START, trainer, pl_module)
 
     def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs, batch, batch_idx: int) -> None:
-        self._batch_epoch = int(trainer.current_epoch)  # the epoch of the last step (for the end of fit)
         # The last batch of the epoch (an unknown length: every validation run may be the last one).
-        self._epoch_done = batch_idx + 1 >= trainer.num_training_batches or trainer.num_training_batches == float("inf")
-        n, step = self.every_n_train_steps, int(trainer.global_step)
-        if n is None or step == 0 or step % n != 0 or step == self._tried_step:
-            return  # (the same step twice: gradient accumulation ends several batches at one optimizer step)
-        self._maybe_measure(trainer, pl_module)
+        batches = trainer.num_training_batches
+        self._on(TRAIN_BATCH_END, trainer, pl_module, last_batch=batch_idx + 1 >= batches or batches == float("inf"))
 
     def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        step = int(trainer.global_step)
-        if self.measure_on_fit_end and step != self._tried_step and step not in self._runs.steps:
-            # After the last epoch, trainer.current_epoch is one past it: record the epoch of the last step.
-            epoch = self._batch_epoch if self._batch_epoch is not None else max(0, int(trainer.current_epoch) - 1)
-            self._tried_step = step
-            self.measure_now(trainer, pl_module, epoch)
+        self._on(FIT_END, trainer, pl_module)
         if self.summary and self._runs.steps:
             rank_zero_info("EquivarianceCallback, end of fit:\n" + fit_summary(self._runs, self._clock[1], time.perf_counter() - self._clock[0]))
 
     def on_validation_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        if trainer.state.fn == TrainerFn.VALIDATING and self.measure_on_validate:
-            self._maybe_measure(trainer, pl_module)
-        # At fit, the end-of-epoch validation run: with validation every N epochs, the run after
-        # the epoch's last batch (a mid-epoch run, val_check_interval < 1, is not measured).
-        elif self.stage == "validation" and not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING:
-            if trainer.check_val_every_n_epoch is None or self._epoch_done:
-                self._epoch_end(trainer, pl_module)
+        if trainer.state.fn == TrainerFn.VALIDATING:
+            self._on(VALIDATE_END, trainer, pl_module)
+        elif trainer.state.fn == TrainerFn.FITTING:
+            self._on(VALIDATION_EPOCH_END, trainer, pl_module, sanity_check=bool(trainer.sanity_checking),
+                     validation_by_steps=trainer.check_val_every_n_epoch is None)
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        if self.stage == "train":
-            self._epoch_end(trainer, pl_module)
+        self._on(TRAIN_EPOCH_END, trainer, pl_module)
 
-    def _epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        epoch = int(trainer.current_epoch)
-        if self.every_n_epochs is None or (epoch + 1) % self.every_n_epochs != 0:
+    def _on(self, moment: str, trainer: "pl.Trainer", pl_module: "pl.LightningModule", **facts: bool) -> None:
+        """Tell the trigger the trainer's ``moment`` and do what it decides: measure now, or make the
+        values of a step measured already monitorable again (logging nothing twice)."""
+        decision = self._trigger.decide(moment, int(trainer.global_step), int(trainer.current_epoch), **facts)
+        if decision is None:
             return
-        if epoch in self._runs.legacy:  # measured by the previous version (global step unknown)
-            self._set_callback_metrics(trainer, self._runs.legacy[epoch])
-            return
-        self._maybe_measure(trainer, pl_module)
-
-    def _maybe_measure(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        """Measure at ``trainer.global_step`` unless that step was measured already."""
-        step = int(trainer.global_step)
-        if step in self._runs.steps:
-            # Already measured and logged (an epoch end re-run after resuming, both triggers at
-            # one step): only make the values monitorable again, log nothing twice.
-            self._set_callback_metrics(trainer, self._runs.steps[step])
-            return
-        self._tried_step = step
-        self.measure_now(trainer, pl_module, int(trainer.current_epoch))
+        if decision.measure:
+            self.measure_now(trainer, pl_module, decision.epoch)
+        else:
+            self._set_callback_metrics(trainer, decision.scalars)
 
     # ------------------------------------------------------------------ measuring
     def _module(self, pl_module: nn.Module) -> nn.Module:
@@ -342,7 +358,7 @@ class EquivarianceCallback(Callback):
         if report is None:
             self._warn(f"epoch {epoch}, step {step}: measurement failed, nothing logged ({error})")
             return None
-        self.last_report = report = report.relabeled(lambda name: display_name(name, self._prefix))
+        self.last_report = report = report.relabeled(self._names.shown)
         scalars = report.scalars()
         self._runs.add(step, epoch, scalars)
         self._publish(trainer, pl_module, step, epoch, report, scalars)
@@ -432,7 +448,8 @@ class EquivarianceCallback(Callback):
                 publish(
                     report, scalars, step, epoch, loggers=trainer.loggers, log_scalars=self.log_scalars,
                     csv_path=self.csv_path(trainer), tb_loggers=[lg for lg in trainer.loggers if _is_tensorboard_logger(lg)],
-                    warn=self._warn, model=self.model_name or model_display_name(self._module(pl_module), self._prefix),
+                    warn=self._warn,
+                    model=self.model_name or model_display_name(self._module(pl_module), self._names.prefix),
                     baseline=self.baseline, run_group=self.run_group, per_channel=self.per_channel,
                 )
                 log_figures(trainer.loggers, self._runs, report, step)  # W&B and MLflow: the tab's views as figures

@@ -1,21 +1,30 @@
-"""The arguments of :class:`~lightning_equivariance.callback.EquivarianceCallback`, checked at construction.
+"""The arguments of :class:`~lightning_equivariance.callback.EquivarianceCallback`, checked at
+construction, and the schedule they describe.
 
 No Lightning here: what can be checked without a model and a trainer is checked when the
-callback is built, each error naming its argument; what needs the model (measure names,
-groups, layers, layouts) is checked by the engine in the callback's ``setup``.
+callback is built (:func:`check_callback_args`, returning a :class:`CallbackArgs`), each error
+naming its argument; what needs the model (measure names, groups, layers, layouts) is checked by
+the engine in the callback's ``setup``. :class:`MeasureTrigger` decides, at each of the
+trainer's moments, whether to measure now (as Lightning's ``EarlyStopping`` keeps its decision
+in one place); :func:`schedule_problems` names configurations that never measure.
 """
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 import numpy as np
 
 from .probe_set import check_inputs
 
-__all__ = ["STAGES", "LOG_SCALARS", "UNSET", "check_callback_args", "naming", "schedule_problems"]
+__all__ = [
+    "STAGES", "LOG_SCALARS", "UNSET", "CallbackArgs", "check_callback_args", "naming", "schedule_problems",
+    "MeasureTrigger", "Decision", "FIT_START", "TRAIN_EPOCH_START", "TRAIN_BATCH_END", "TRAIN_EPOCH_END",
+    "VALIDATION_EPOCH_END", "VALIDATE_END", "FIT_END", "MOMENTS",
+]
 
 STAGES = ("validation", "train")
 LOG_SCALARS = ("parts", "layers", "none")
@@ -41,9 +50,45 @@ def naming(argument: str, catch: type = Exception) -> Iterator[None]:
         raise ValueError(f"{argument}: {e}") from e
 
 
-def check_callback_args(a: Dict[str, Any]) -> Dict[str, Any]:
-    """The callback's arguments ``a`` (its ``__init__``'s names) checked and normalised, plus
-    ``_group_names`` (the groups' names, for the state key); raises
+@dataclass(frozen=True)
+class CallbackArgs:
+    """The callback's arguments, checked and normalised by :func:`check_callback_args` (see
+    :class:`~lightning_equivariance.callback.EquivarianceCallback` for each one), plus
+    ``group_names`` (the groups' names, for the state key)."""
+
+    measures: Tuple[str, ...]
+    groups: Tuple[Any, ...]
+    group_names: Tuple[str, ...]
+    layers: Any
+    num_samples: int
+    every_n_epochs: Optional[int]
+    stage: str
+    batch_size: int
+    per_channel: bool
+    seed: int
+    inputs: Any
+    input_fn: Optional[Callable[[Any], Any]]
+    model_name: Optional[str]
+    baseline: bool
+    submodule: Optional[str]
+    similarity: str
+    measure_options: Dict[str, Any]
+    channel_actions: Dict[str, Any]
+    layouts: Dict[str, str]
+    on_error: str
+    progress: bool
+    every_n_train_steps: Optional[int]
+    measure_on_fit_start: bool
+    measure_on_fit_end: bool
+    log_scalars: Union[str, Tuple[str, ...]]
+    csv_file: Optional[str]
+    run_group: str
+    measure_on_validate: bool
+    summary: bool
+
+
+def check_callback_args(a: Mapping[str, Any]) -> CallbackArgs:
+    """The callback's arguments ``a`` (its ``__init__``'s names) checked and normalised; raises
     ``ValueError``/``TypeError`` naming the first bad argument."""
     a = dict(a)
     if a["every_n_epochs"] is UNSET:
@@ -100,9 +145,9 @@ def check_callback_args(a: Dict[str, Any]) -> Dict[str, Any]:
             a[argument] is None or isinstance(a[argument], Mapping),
             TypeError, f"{argument} must be a mapping (see Measurement), got {type(a[argument]).__name__}",
         )
-    return dict(
+    return CallbackArgs(**dict(
         a,
-        measures=tuple(measures), groups=tuple(groups), _group_names=tuple(names), log_scalars=log_scalars,
+        measures=tuple(measures), groups=tuple(groups), group_names=tuple(names), log_scalars=log_scalars,
         num_samples=int(a["num_samples"]), batch_size=int(a["batch_size"]), seed=int(a["seed"]),
         every_n_epochs=None if a["every_n_epochs"] is None else int(a["every_n_epochs"]),
         every_n_train_steps=None if a["every_n_train_steps"] is None else int(a["every_n_train_steps"]),
@@ -110,7 +155,7 @@ def check_callback_args(a: Dict[str, Any]) -> Dict[str, Any]:
                                    "baseline", "progress", "summary")},
         **{k: dict(a[k] or {}) for k in ("measure_options", "channel_actions", "layouts")},
         run_group=a["run_group"] or "",
-    )
+    ))
 
 
 def schedule_problems(cb, *, has_validation_step: bool, module_name: str, limit_val_batches, max_epochs: Optional[int]) -> List[str]:
@@ -140,3 +185,119 @@ def schedule_problems(cb, *, has_validation_step: bool, module_name: str, limit_
             "measure_on_fit_end=False) never measures"
         )
     return problems
+
+
+#: The trainer's moments :meth:`MeasureTrigger.decide` is told about (one per callback hook).
+FIT_START = "fit_start"  # on_train_start
+TRAIN_EPOCH_START = "train_epoch_start"
+TRAIN_BATCH_END = "train_batch_end"  # with last_batch
+TRAIN_EPOCH_END = "train_epoch_end"
+VALIDATION_EPOCH_END = "validation_epoch_end"  # inside fit; with validation_by_steps and sanity_check
+VALIDATE_END = "validate_end"  # the validation epoch end of trainer.validate()
+FIT_END = "fit_end"  # on_train_end
+MOMENTS = (FIT_START, TRAIN_EPOCH_START, TRAIN_BATCH_END, TRAIN_EPOCH_END, VALIDATION_EPOCH_END, VALIDATE_END, FIT_END)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What :meth:`MeasureTrigger.decide` says: measure now, recording ``epoch`` beside the global step
+    (``scalars is None``); or the step (or a previous version's epoch) was measured already, and its
+    ``scalars`` are only made monitorable again (``trainer.callback_metrics``), nothing logged twice."""
+
+    epoch: int
+    scalars: Optional[Mapping[str, float]] = None
+
+    @property
+    def measure(self) -> bool:
+        return self.scalars is None
+
+
+class MeasureTrigger:
+    """When the callback measures: its schedule and what it has seen of the fit, in one place.
+
+    :meth:`decide` is told each of the trainer's moments (:data:`MOMENTS`) with the global step and
+    the epoch, and says whether to measure now. A global step is measured at most once: a step in
+    ``history.steps`` (the callback's :class:`~lightning_equivariance.run_log.History`, read only)
+    is replayed, and so is an epoch that a previous version's checkpoint measured
+    (``history.legacy``). What it keeps of the fit:
+
+    * ``tried_step``: the last global step a measurement was decided at (gradient accumulation
+      ends several batches at one optimizer step; the end of fit does not repeat the last one);
+    * ``batch_epoch``: the epoch of the last training batch (after the last epoch,
+      ``trainer.current_epoch`` is one past it: the end of fit records this one);
+    * ``epoch_done``: the current epoch's last training batch has ended (so the validation run
+      that follows is the epoch's end, not a mid-epoch run with ``val_check_interval < 1``).
+    """
+
+    def __init__(
+        self, *, every_n_train_steps: Optional[int], every_n_epochs: Optional[int], stage: str,
+        measure_on_fit_start: bool, measure_on_fit_end: bool, measure_on_validate: bool, history: Any,
+    ):
+        self.every_n_train_steps, self.every_n_epochs, self.stage = every_n_train_steps, every_n_epochs, stage
+        self.measure_on_fit_start = measure_on_fit_start
+        self.measure_on_fit_end = measure_on_fit_end
+        self.measure_on_validate = measure_on_validate
+        self.history = history
+        self.tried_step: Optional[int] = None
+        self.batch_epoch: Optional[int] = None
+        self.epoch_done = False
+
+    @classmethod
+    def from_args(cls, args: CallbackArgs, history: Any) -> "MeasureTrigger":
+        """The trigger of a callback's checked arguments and its history."""
+        return cls(
+            every_n_train_steps=args.every_n_train_steps, every_n_epochs=args.every_n_epochs, stage=args.stage,
+            measure_on_fit_start=args.measure_on_fit_start, measure_on_fit_end=args.measure_on_fit_end,
+            measure_on_validate=args.measure_on_validate, history=history,
+        )
+
+    def decide(
+        self, moment: str, step: int, epoch: int, *, last_batch: bool = False, validation_by_steps: bool = False,
+        sanity_check: bool = False,
+    ) -> Optional[Decision]:
+        """Whether to measure at ``moment`` (global ``step``, ``trainer.current_epoch`` ``epoch``):
+        ``None`` (not now) or a :class:`Decision`. ``last_batch``: the training batch that ended is its
+        epoch's last (``TRAIN_BATCH_END``); ``validation_by_steps``: validation runs every N steps, not
+        after epochs (``check_val_every_n_epoch=None``), so every run ends an epoch's worth; ``sanity_check``:
+        the validation run is the sanity check (never measured)."""
+        if moment == TRAIN_EPOCH_START:
+            self.epoch_done = False
+            return None
+        if moment == TRAIN_BATCH_END:
+            self.batch_epoch, self.epoch_done = epoch, bool(last_batch)
+            n = self.every_n_train_steps
+            if n is None or step == 0 or step % n != 0 or step == self.tried_step:
+                return None
+            return self._at_step(step, epoch)
+        if moment == FIT_START:
+            return self._at_step(step, epoch) if self.measure_on_fit_start and step == 0 else None
+        if moment == VALIDATE_END:
+            return self._at_step(step, epoch) if self.measure_on_validate else None
+        if moment == VALIDATION_EPOCH_END:
+            # the end-of-epoch validation run: with validation every N epochs, the run after the
+            # epoch's last batch (a mid-epoch run, val_check_interval < 1, is not measured)
+            ends_epoch = validation_by_steps or self.epoch_done
+            measured_here = self.stage == "validation" and not sanity_check and ends_epoch
+            return self._epoch_end(step, epoch) if measured_here else None
+        if moment == TRAIN_EPOCH_END:
+            return self._epoch_end(step, epoch) if self.stage == "train" else None
+        if moment == FIT_END:
+            if not self.measure_on_fit_end or step == self.tried_step or step in self.history.steps:
+                return None
+            self.tried_step = step
+            return Decision(self.batch_epoch if self.batch_epoch is not None else max(0, epoch - 1))
+        raise ValueError(f"unknown moment {moment!r}; one of {MOMENTS}")
+
+    def _epoch_end(self, step: int, epoch: int) -> Optional[Decision]:
+        if self.every_n_epochs is None or (epoch + 1) % self.every_n_epochs != 0:
+            return None
+        if epoch in self.history.legacy:  # measured by the previous version (global step unknown)
+            return Decision(epoch, self.history.legacy[epoch])
+        return self._at_step(step, epoch)
+
+    def _at_step(self, step: int, epoch: int) -> Decision:
+        if step in self.history.steps:
+            # measured and logged already (an epoch end re-run after resuming, two triggers at one step)
+            return Decision(epoch, self.history.steps[step])
+        self.tried_step = step
+        return Decision(epoch)

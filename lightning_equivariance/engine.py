@@ -30,7 +30,7 @@ from .groups import ChannelAction, Group, GroupActionError
 from .lie import layer_lie_context, lie_pass, outside_torch_function_modes, primal_of
 from .metrics import DEFAULT_MEASURES, MEASURES, LayerContext, LayerMetric
 from .metrics.base import FORWARD_MODE
-from .metrics.base import ImagesLeftOut, all_finite
+from .metrics.base import ImagesLeftOut, LayerDetails, all_finite
 from .steerable import e2cnn_channel_action, field_type_of, patch_e2cnn
 from .probe_set import iter_images
 from .progress import progress
@@ -41,14 +41,17 @@ from .probe import (
     Probe,
     as_activation,
     check_layout_overrides,
+    display_name,
     is_pooling,
+    qualified_names,
     select_layers,
     selects_output,
+    wrapped_child_prefix,
 )
 from .report import PARTS, LayerResult, MeasureReport, assign_parts
 from .transforms import LieTransform, split_groups
 
-__all__ = ["measure", "Measurement", "MeasureReport", "LayerResult", "MeasureError", "PARTS"]
+__all__ = ["measure", "Measurement", "MeasureReport", "LayerResult", "MeasureError", "LayerNames", "PARTS"]
 
 class MeasureError(RuntimeError):
     """Measuring a layer failed; the message names the layer and the shape."""
@@ -588,16 +591,16 @@ class Measurement:
                     if metric is None:
                         continue
                     try:
-                        d = metric.compute_details()
+                        d = LayerDetails.from_mapping(metric.compute_details())
                     except Exception as e:  # noqa: BLE001
                         msg = f"layer {info.name!r} ({info.kind} {info.shape}), {measure_name}/{group.name}: {e}"
                         if self.on_error == "raise":
                             raise MeasureError(msg) from e
                         self._fail([key], msg)
                         continue
-                    pe = d["per_element"].detach().cpu().double().numpy()
-                    element_names = d.get("element_names") or [e.name for e in group.elements]
-                    pc = d.get("per_channel")
+                    pe = d.per_element.detach().cpu().double().numpy()
+                    element_names = d.element_names or [e.name for e in group.elements]
+                    pc = d.per_channel
                     results.append(
                         LayerResult(
                             layer=info.name,
@@ -607,24 +610,24 @@ class Measurement:
                             shape=info.shape,
                             measure=measure_name,
                             group=group.name,
-                            value=float(d["value"]),
+                            value=d.value,
                             per_element={e: float(v) for e, v in zip(element_names, pe)},
                             per_channel=None if pc is None else pc.detach().cpu().double().numpy(),
-                            left_out=int(d.get("left_out", 0)),
+                            left_out=d.left_out,
                             higher_is_better=MEASURES[measure_name].higher_is_better,
                             layout=info.layout,
                             non_finite=len(left_out.get(info.name, [])),
-                            chance=d.get("chance"),
-                            above_chance=d.get("above_chance"),
-                            informative=d.get("informative"),
-                            stderr=d.get("stderr"),
-                            best=_best_value(MEASURES[measure_name]),
-                            margin=d.get("margin"),
-                            margin_stderr=d.get("margin_stderr"),
-                            margin_low=d.get("margin_low"),
-                            significant=d.get("significant"),
-                            margin_pairs=int(d.get("margin_pairs") or 0),
-                            significance_reason=d.get("significance_reason"),
+                            chance=d.chance,
+                            above_chance=d.above_chance,
+                            informative=d.informative,
+                            stderr=d.stderr,
+                            best=MEASURES[measure_name].best_value,
+                            margin=d.margin,
+                            margin_stderr=d.margin_stderr,
+                            margin_low=d.margin_low,
+                            significant=d.significant,
+                            margin_pairs=d.margin_pairs,
+                            significance_reason=d.significance_reason,
                         )
                     )
         selected = [n for n, _ in self.layers]
@@ -680,13 +683,6 @@ def _partners(positions: torch.Tensor) -> torch.Tensor:
     (``2k`` <-> ``2k + 1``), or ``-1``. On the device, without a host synchronisation."""
     match = (positions ^ 1).unsqueeze(1) == positions.unsqueeze(0)
     return torch.where(match.any(1), match.to(torch.uint8).argmax(1), torch.full_like(positions, -1))
-
-
-def _best_value(metric_class) -> Optional[float]:
-    """A measure's best possible value, from its declared direction and plot bounds (for above-chance levels)."""
-    if metric_class.higher_is_better is None:
-        return None
-    return getattr(metric_class, "plot_upper_bound" if metric_class.higher_is_better else "plot_lower_bound", None)
 
 
 def _has_tensors(model: nn.Module) -> bool:
@@ -775,3 +771,33 @@ def measure(
     m = Measurement(model, measures=measures, groups=groups, layers=layers, batch_size=batch_size, **kwargs)
     m.update(inputs)
     return m.compute()
+
+
+@dataclass(frozen=True)
+class LayerNames:
+    """How layers are named for a module that wraps one network (a LightningModule holding
+    ``self.model = resnet18()``): relative to that child, as ``measure(wrapper.model)`` and the CLI
+    name them (``conv1``, not ``model.conv1``). ``prefix`` is the child's name and a dot, or ``""``
+    (no single child holds every parameter, or names are not made relative)."""
+
+    prefix: str = ""
+
+    @classmethod
+    def of(cls, wrapper: nn.Module) -> "LayerNames":
+        """The names of ``wrapper``'s layers relative to its single child with parameters, if it has one."""
+        return cls(wrapped_child_prefix(wrapper))
+
+    def shown(self, name: str) -> str:
+        """A qualified layer name as shown (relative to the wrapped child)."""
+        return display_name(name, self.prefix)
+
+    def qualified(self, names, module: nn.Module):
+        """Layer names (a list/tuple, or a mapping's keys) given either way made qualified in ``module``;
+        ``"auto"``, module types and predicates unchanged."""
+        return qualified_names(names, module, self.prefix)
+
+    @staticmethod
+    def selected(module: nn.Module, layers: LayerSpec) -> List[str]:
+        """The qualified names of the layers ``layers=`` selects in ``module``
+        (see :func:`~lightning_equivariance.probe.select_layers`, whose errors name close names)."""
+        return [name for name, _ in select_layers(module, layers)]

@@ -66,7 +66,7 @@ from torch.overrides import TorchFunctionMode
 from .metrics.base import LieContext, all_finite
 from .layouts import Reading
 from .probe import (
-    CallNames, Layouts, LayerSpec, _first_tensor, discover_layouts, eval_mode, is_pooling, output_layout, reading_of,
+    CallNames, Layouts, LayerSpec, first_tensor, discover_layouts, eval_mode, is_pooling, output_layout, reading_of,
     select_layers,
 )
 from .report import assign_parts
@@ -137,7 +137,7 @@ def _unpack(t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
 
 def primal_of(output) -> torch.Tensor:
     """The primal of a hooked layer's (dual) output tensor."""
-    raw = _first_tensor(output)
+    raw = first_tensor(output)
     if raw is None:
         raise ValueError(f"output of type {type(output).__name__} holds no tensor to measure")
     return fwAD.unpack_dual(raw).primal
@@ -149,7 +149,7 @@ def layer_lie_context(layer: str, output, transform: LieTransform, layout: Optio
     ``layout`` is the probe's layout of a 4-D output. The context's ``sample_mask`` is
     ``False`` for images whose primal or tangent holds NaN or Inf (docs/measures.md §1.7).
     """
-    raw = _first_tensor(output)
+    raw = first_tensor(output)
     if raw is None:
         raise ValueError(f"layer {layer!r}: output of type {type(output).__name__} holds no tensor to measure")
     primal, tangent = _unpack(raw)
@@ -322,7 +322,7 @@ def lie_derivative(
         layout = output_layout(model, run, x)  # the output's layout on evidence (docs/measures.md §1.3)
     with eval_mode(model), fwAD.dual_level():
         out = forward_lie(run, x, transform)
-        raw = _first_tensor(out)
+        raw = first_tensor(out)
         primal, tangent = _unpack(raw)
         lie = lie_like(tangent, primal, transform, "output", layout)
         return lie.clone() if lie is tangent else lie  # outlive the dual level
@@ -388,7 +388,7 @@ class _ContributionHooks:
                     out = module(*duals, **kwargs)
                 finally:
                     self.busy = False
-                raw = _first_tensor(out)
+                raw = first_tensor(out)
                 if raw is None:
                     raise ValueError(f"layer {call!r}: output of type {type(out).__name__} holds no tensor")
                 primal, tangent = _unpack(raw)
@@ -404,7 +404,7 @@ class _ContributionHooks:
             lie = self.pending.pop()
             k = self.calls.get(name, 0)
             self.calls[name] = k + 1
-            raw = _first_tensor(output)
+            raw = first_tensor(output)
             eps = torch.zeros_like(raw, requires_grad=True)
             call = self.call_names.call(name, k)
             kind, _ = _layout(raw.detach(), call, self.layouts.outputs.get(call))
@@ -458,7 +458,7 @@ def _contribution_projections(
         hooks.busy = False
         hooks.start()
         with torch.enable_grad():
-            y = _first_tensor(run(x))
+            y = first_tensor(run(x))
         records = hooks.records
         dim = y[0].numel()
         if probes == "gaussian":

@@ -389,9 +389,6 @@ def first_tensor(out):
     return None
 
 
-_first_tensor = first_tensor  # the name the Lie module imports
-
-
 @dataclass
 class Activation:
     """A layer output in the measures' layout: ``kind`` is ``"map"`` (``B x C x h x w``) or ``"vector"`` (``B x D``)."""

@@ -13,6 +13,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.compat.proto import summary_pb2
 from torch import nn
@@ -319,8 +320,9 @@ def test_an_epoch_end_run_twice_is_logged_once(tmp_path):
     cb = EquivarianceCallback(num_samples=16)
     _, trainer, _ = _fit(tmp_path, [cb], max_epochs=1)
     cb.measure_now = None  # must not be called again
-    fake = types.SimpleNamespace(current_epoch=0, global_step=4, callback_metrics={})
-    cb._maybe_measure(fake, None)
+    fake = types.SimpleNamespace(current_epoch=0, global_step=4, callback_metrics={}, sanity_checking=False,
+                                 check_val_every_n_epoch=1, state=types.SimpleNamespace(fn=TrainerFn.FITTING))
+    cb.on_validation_epoch_end(fake, None)  # the end of epoch 0 again (its last batch had ended)
     assert set(fake.callback_metrics) == set(cb.history[0])
 
 

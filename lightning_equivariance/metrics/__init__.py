@@ -1,7 +1,7 @@
 """``torchmetrics.Metric`` classes, one per measure; :data:`MEASURES` maps ``measures=`` names to them."""
 from typing import Dict, Type
 
-from .base import LayerContext, LayerMetric
+from .base import LayerContext, LayerDetails, LayerMetric
 from .correlation import CorrelationEquivariance, CorrelationInvariance
 from .lee import LieContext, LieDerivativeError
 from .geed import GEEDChannel, GEEDLatentCosine, GEEDLatentL2, GEEDSoftmax
@@ -42,7 +42,8 @@ MEASURES: Dict[str, Type[LayerMetric]] = {
     "goodfellow": GoodfellowInvariance,
 }
 
-__all__ = ["MEASURES", "DEFAULT_MEASURES", "LayerContext", "LayerMetric", "CorrelationInvariance", "CorrelationEquivariance", "LieContext", "LieDerivativeError"]
+__all__ = ["MEASURES", "DEFAULT_MEASURES", "LayerContext", "LayerDetails", "LayerMetric"]
+__all__ += ["CorrelationInvariance", "CorrelationEquivariance", "LieContext", "LieDerivativeError"]
 __all__ += ["GEEDChannel", "GEEDLatentL2", "GEEDLatentCosine", "GEEDSoftmax"]
 __all__ += [
     "TransformationVariance",

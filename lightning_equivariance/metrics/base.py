@@ -21,8 +21,8 @@ A measure declares what the engine needs to know, so that the engine names no me
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torchmetrics import Metric
@@ -30,7 +30,7 @@ from torchmetrics import Metric
 from ..functional.moves import moved_maps
 from ..groups import ChannelAction, Group, GroupElement
 
-__all__ = ["LayerContext", "LieContext", "LayerMetric", "ImagesLeftOut", "STACKED", "FORWARD_MODE"]
+__all__ = ["LayerContext", "LieContext", "LayerDetails", "LayerMetric", "ImagesLeftOut", "STACKED", "FORWARD_MODE"]
 
 #: ``LayerMetric.pass_kind``: one forward over images x group elements, or a forward-mode pass per transform.
 STACKED, FORWARD_MODE = "stacked", "forward_mode"
@@ -171,6 +171,63 @@ class LieContext:
         return int(self.lie.shape[1])
 
 
+@dataclass(frozen=True)
+class LayerDetails:
+    """A measure's synced results for one (layer, group): what the engine reads to build a
+    :class:`~lightning_equivariance.report.LayerResult`, as typed fields instead of dictionary keys.
+
+    Built from :meth:`LayerMetric.compute_details`' mapping with :meth:`from_mapping` (the
+    measures still return a ``dict``; the keys are documented there and in docs/measures.md §7).
+
+    Attributes:
+        value: the layer's value.
+        per_element: tensor ``m``, one value per group element (or transform).
+        per_channel: tensor ``C`` or ``None``.
+        left_out: dead channels (or units) left out.
+        element_names: names of the ``per_element`` entries where they are not the group's elements.
+        stderr: the value's standard error, where the measure has one.
+        chance, chance_per_element, above_chance, informative, chance_left_out: the chance level
+            (docs/measures.md §7); ``None`` (and 0) without one.
+        margin, margin_stderr, margin_low, significant, margin_pairs, significance_reason: the
+            margin over chance and its one-sided 95% interval; ``None`` (and 0 pairs) without one.
+        extra: the measure's own further keys (e.g. ``F`` and ``critical_F`` of ``anova``).
+    """
+
+    value: float
+    per_element: torch.Tensor
+    per_channel: Optional[torch.Tensor] = None
+    left_out: int = 0
+    element_names: Optional[List[str]] = None
+    stderr: Optional[float] = None
+    chance: Optional[float] = None
+    chance_per_element: Optional[torch.Tensor] = None
+    above_chance: Optional[float] = None
+    informative: Optional[bool] = None
+    chance_left_out: int = 0
+    margin: Optional[float] = None
+    margin_stderr: Optional[float] = None
+    margin_low: Optional[float] = None
+    significant: Optional[bool] = None
+    margin_pairs: int = 0
+    significance_reason: Optional[str] = None
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_mapping(cls, details: Mapping[str, Any]) -> "LayerDetails":
+        """The typed form of a ``compute_details()`` mapping: its known keys become fields (absent
+        ones their defaults; ``None`` counts become 0), the rest goes to :attr:`extra`. Raises
+        ``KeyError`` naming ``value`` or ``per_element`` when the mapping lacks one."""
+        missing = [k for k in ("value", "per_element") if k not in details]
+        if missing:
+            raise KeyError(f"compute_details() returned no {' and no '.join(map(repr, missing))}")
+        known = {f.name for f in fields(cls)} - {"extra"}
+        typed = {k: v for k, v in details.items() if k in known}
+        for count in ("left_out", "chance_left_out", "margin_pairs"):
+            typed[count] = int(typed.get(count) or 0)
+        typed["value"] = float(typed["value"])
+        return cls(**typed, extra={k: v for k, v in details.items() if k not in known})
+
+
 def all_finite(t: torch.Tensor) -> torch.Tensor:
     """Whether each row of ``t`` (``... x N``) holds only finite values, on the device (no host sync).
 
@@ -192,13 +249,17 @@ class LayerMetric(Metric):
     """Base class of the per-layer measures the engine can run (see module docstring).
 
     Subclasses set ``measure_name`` (the name used in ``measures=``), ``higher_is_better``
-    (``True``, ``False`` or ``None`` for no preferred direction), ``pass_kind`` if not
+    (``True``, ``False`` or ``None`` for no preferred direction), ``best_value`` where the
+    measure has a best possible value, ``pass_kind`` if not
     stacked, and implement ``for_layer``, ``_update_context`` (from a context),
     ``_update_tensors`` (the documented tensor form of ``update``) and ``_compute_details``;
     ``not_applicable`` where the measure is undefined on some layers.
     """
 
     measure_name: str = ""
+    #: The measure's best possible value (perfect equivariance in its direction), where it has one:
+    #: the above-chance level is ``(value - chance) / (best_value - chance)``; ``None``: none.
+    best_value: Optional[float] = None
     full_state_update = False
     is_differentiable = False
     #: Which pass feeds the measure: :data:`STACKED` or :data:`FORWARD_MODE`.

@@ -72,6 +72,7 @@ class _CorrelationMeasure(LayerMetric):
     higher_is_better = True
     plot_lower_bound = 0.0
     plot_upper_bound = 1.0
+    best_value = 1.0
 
     score_sum: torch.Tensor
     count: torch.Tensor

@@ -144,6 +144,7 @@ class GEEDChannel(_GEED):
     measure_name = "geed_channel"
     plot_lower_bound = -1.0
     plot_upper_bound = 1.0
+    best_value = -1.0
 
     score_sum: torch.Tensor
     count: torch.Tensor
@@ -288,6 +289,7 @@ class GEEDLatentL2(_GEED):
     measure_name = "geed_latent_l2"
     vector_only = True
     plot_lower_bound = 0.0
+    best_value = 0.0
 
     dist_sum: torch.Tensor
     count: torch.Tensor
@@ -482,6 +484,7 @@ class GEEDSoftmax(_GEED):
     measure_name = "geed_softmax"
     vector_only = True
     plot_lower_bound = 0.0
+    best_value = 0.0
 
     kl_sum: torch.Tensor
     count: torch.Tensor

@@ -46,6 +46,7 @@ class LieDerivativeError(LayerMetric):
     measure_name = "lee"
     higher_is_better = False
     plot_lower_bound = 0.0
+    best_value = 0.0
     #: The engine runs this measure in its own forward-mode pass, not the stacked forward.
     pass_kind = FORWARD_MODE
 

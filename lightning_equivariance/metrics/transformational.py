@@ -439,6 +439,7 @@ class AnovaInvariance(_Transformational):
     higher_is_better = True
     plot_lower_bound = 0.0
     plot_upper_bound = 1.0
+    best_value = 1.0
 
     def __init__(self, num_transformations: int, unit_shape: Sequence[int], alpha: float = 0.01, num_tests: Optional[int] = None, **kwargs: Any):
         super().__init__(num_transformations, unit_shape, **kwargs)
@@ -531,6 +532,7 @@ class SameEquivariance(_Transformational):
     measure_name = "same_equivariance"
     parts = ("tv",)
     plot_lower_bound = 0.0
+    best_value = 0.0
 
     def __init__(self, num_transformations: int, unit_shape: Sequence[int], mask: Optional[torch.Tensor] = None, **kwargs: Any):
         super().__init__(num_transformations, unit_shape, **kwargs)

@@ -115,8 +115,6 @@ TAG_PREFIXES = {
     KIND_STATS: "equivariance_stats",
     KIND_RECORD: "equivariance_record",
 }
-LAYERS_TAG_PREFIX = TAG_PREFIXES[KIND_LAYERS]
-CHANNELS_TAG_PREFIX = TAG_PREFIXES[KIND_CHANNELS]
 
 PARTS = ("Early", "Middle", "Late", "Pool", "Final")
 """Depth parts of Bruintjes et al. 2023, Sec. 4.2, in depth order."""
@@ -134,16 +132,6 @@ STAT_FIELDS = (
 def tag(kind, measure, group):
     """Tag of the ``kind`` series for ``measure`` and ``group``."""
     return "%s/%s/%s" % (TAG_PREFIXES[kind], measure, group)
-
-
-def layers_tag(measure, group):
-    """Tag of the per-layer series for ``measure`` and ``group``."""
-    return tag(KIND_LAYERS, measure, group)
-
-
-def channels_tag(measure, group):
-    """Tag of the per-channel series for ``measure`` and ``group``."""
-    return tag(KIND_CHANNELS, measure, group)
 
 
 def _check_name(argument, value):
