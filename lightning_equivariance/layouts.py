@@ -493,15 +493,18 @@ def _roll(p: Provenance, shifts, dims) -> Result:
     return Provenance(p.axes, tuple(sorted((r, s) for r, s in acc.items() if s)))
 
 
+def _pair(v) -> Tuple[int, int]:
+    return (int(v), int(v)) if isinstance(v, int) else tuple(int(x) for x in v)
+
+
+def _patch_args(kernel, stride, padding, dilation):
+    """``F.unfold`` / ``F.fold``'s arguments as pairs: kernel, stride (default 1), padding, dilation."""
+    return _pair(kernel), _pair(stride if stride is not None else 1), _pair(padding), _pair(dilation)
+
+
 def _unfold(p: Provenance, in_shape, kernel, stride, padding, dilation) -> Result:
     """``F.unfold`` with a kernel equal to its stride (non-overlapping patches): a rearrangement."""
-    pair = lambda v: (int(v), int(v)) if isinstance(v, int) else tuple(int(x) for x in v)  # noqa: E731
-    (kh, kw), (sh, sw), pad, dil = (
-        pair(kernel),
-        pair(stride if stride is not None else 1),
-        pair(padding),
-        pair(dilation),
-    )
+    (kh, kw), (sh, sw), pad, dil = _patch_args(kernel, stride, padding, dilation)
     b, c, h, w = (int(s) for s in in_shape)
     if (kh, kw) != (sh, sw) or pad != (0, 0) or dil != (1, 1) or h % kh or w % kw:
         return "goes through F.unfold with overlapping or padded patches (not a partition)"
@@ -511,14 +514,8 @@ def _unfold(p: Provenance, in_shape, kernel, stride, padding, dilation) -> Resul
 
 
 def _fold(p: Provenance, in_shape, output_size, kernel, stride, padding, dilation) -> Result:
-    pair = lambda v: (int(v), int(v)) if isinstance(v, int) else tuple(int(x) for x in v)  # noqa: E731
-    (kh, kw), (sh, sw), pad, dil = (
-        pair(kernel),
-        pair(stride if stride is not None else 1),
-        pair(padding),
-        pair(dilation),
-    )
-    (h, w), b = pair(output_size), int(in_shape[0])
+    (kh, kw), (sh, sw), pad, dil = _patch_args(kernel, stride, padding, dilation)
+    (h, w), b = _pair(output_size), int(in_shape[0])
     if (kh, kw) != (sh, sw) or pad != (0, 0) or dil != (1, 1) or h % kh or w % kw:
         return "goes through F.fold with overlapping or padded patches"
     c = int(in_shape[1]) // (kh * kw)

@@ -20,7 +20,10 @@ def _no_structure():
 def test_a_map_without_spatial_structure_scores_its_chance_level_and_is_uninformative():
     torch.manual_seed(1)
     x = torch.rand(32, 3, 8, 8)
-    report = measure(_no_structure(), x, measures=("equivariance",), groups=[Rotation90()], layers=["2"])
+    # read as a map on the user's word: nothing in a Linear's unflattened output is evidence of a grid
+    # (issue 21: without the override it is measured as the 2048-vector it is)
+    report = measure(_no_structure(), x, measures=("equivariance",), groups=[Rotation90()], layers=["2"],
+                     layouts={"2": "channels_first"})
     (r,) = report.results
     assert r.value > 0.9  # what a reader would take for "learned equivariance"
     assert r.chance is not None and abs(r.value - r.chance) <= 0.02
