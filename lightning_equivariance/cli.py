@@ -36,8 +36,6 @@ if TYPE_CHECKING:  # torch is imported where it is used: ``--help`` answers with
     import torch
     from torch import nn
 
-from .probe import LAYOUTS
-
 __all__ = ["main", "load_images", "load_model"]
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -248,6 +246,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _layouts(pairs: Sequence[str]) -> dict:
+    from .probe import LAYOUTS  # torch: after parsing, so that --help answers without it
+
     out = {}
     for pair in pairs:
         layer, sep, layout = pair.partition("=")
