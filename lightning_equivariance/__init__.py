@@ -25,7 +25,8 @@ _PUBLIC = {
         "Dihedral", "Flip", "Group", "GroupElement", "Rotation", "Rotation90", "Scale", "Translation",
         "quiroga_rotations", "quiroga_scales", "quiroga_translations",
     ),
-    ".lie": ("lie_derivative", "lie_derivative_contributions"),
+    ".lie": ("lie_derivative",),
+    ".contributions": ("ContributionReport", "lie_derivative_contributions"),
     ".transforms": ("TRANSFORMS", "LieTransform"),
     ".metrics": ("MEASURES", "CorrelationInvariance", "CorrelationEquivariance", "LieDerivativeError"),
     ".probe": ("LayerSelectionError", "select_layers"),
@@ -50,7 +51,8 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run
         quiroga_scales,
         quiroga_translations,
     )
-    from .lie import lie_derivative, lie_derivative_contributions
+    from .contributions import ContributionReport, lie_derivative_contributions
+    from .lie import lie_derivative
     from .metrics import MEASURES, CorrelationEquivariance, CorrelationInvariance, LieDerivativeError
     from .probe import LayerSelectionError, select_layers
     from .report import PARTS, MeasureReport
@@ -86,6 +88,7 @@ __all__ = [
     "TRANSFORMS",
     "lie_derivative",
     "lie_derivative_contributions",
+    "ContributionReport",
     "LayerSelectionError",
     "select_layers",
     "EquivarianceCallback",
