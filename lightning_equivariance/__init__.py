@@ -37,7 +37,8 @@ _MODULE_OF = {name: module for module, names in _PUBLIC.items() for name in name
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run time
     from .callback import EquivarianceCallback
-    from .engine import Measurement, MeasureError, measure
+    from .contributions import ContributionReport, lie_derivative_contributions
+    from .engine import MeasureError, Measurement, measure
     from .groups import (
         Dihedral,
         Flip,
@@ -51,7 +52,6 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run
         quiroga_scales,
         quiroga_translations,
     )
-    from .contributions import ContributionReport, lie_derivative_contributions
     from .lie import lie_derivative
     from .metrics import MEASURES, CorrelationEquivariance, CorrelationInvariance, LieDerivativeError
     from .probe import LayerSelectionError, select_layers

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import torch
@@ -34,10 +34,16 @@ from torch import nn
 
 from .engine import _has_tensors, _model_device_dtype
 from .lie import (
-    _layout, _load_jvp_decompositions, _one_thread_at_a_time, _unpack, forward_mode_friendly, generator_like,
-    lie_derivative, lie_like,
+    _layout,
+    _load_jvp_decompositions,
+    _one_thread_at_a_time,
+    _unpack,
+    forward_mode_friendly,
+    generator_like,
+    lie_derivative,
+    lie_like,
 )
-from .probe import CallNames, Layouts, LayerSpec, discover_layouts, eval_mode, first_tensor, is_pooling, select_layers
+from .probe import CallNames, LayerSpec, Layouts, discover_layouts, eval_mode, first_tensor, is_pooling, select_layers
 from .report import assign_parts
 from .transforms import LieTransform, resolve_transform
 
@@ -95,15 +101,7 @@ class ContributionReport:
         import pandas as pd
 
         df = pd.DataFrame([asdict(r) for r in self.rows])
-        df.attrs.update(
-            output_lee=self.output_lee,
-            num_samples=self.num_samples,
-            num_probes=self.num_probes,
-            probes=self.probes,
-            transform=self.transform,
-            padding=self.padding,
-            seconds=self.seconds,
-        )
+        df.attrs.update({f.name: getattr(self, f.name) for f in fields(self) if f.name != "rows"})  # in field order
         return df
 
     def plot(self, ax=None):
@@ -203,7 +201,7 @@ class _ContributionHooks:
 def _replace_first_tensor(output, new: torch.Tensor):
     if isinstance(output, torch.Tensor):
         return new
-    if hasattr(output, "tensor") and isinstance(getattr(output, "tensor"), torch.Tensor):  # e2cnn GeometricTensor
+    if hasattr(output, "tensor") and isinstance(output.tensor, torch.Tensor):  # e2cnn GeometricTensor
         output.tensor = new
         return output
     if isinstance(output, (tuple, list)):
@@ -318,8 +316,8 @@ def lie_derivative_contributions(
         output_fn: applied to the model's output, e.g. ``lambda y: y.softmax(-1)`` (the
             reference code measures the softmax).
         seed: seed of the probes (``None``: torch's global generator).
-        layouts: ``{layer: "channels_first" | "channels_last" | "tokens" | "tokens_transposed"}`` overrides of the layouts the
-            probe infers (:func:`~lightning_equivariance.probe.discover_layouts`).
+        layouts: ``{layer: "channels_first" | "channels_last" | "tokens" | "tokens_transposed"}`` overrides of
+            the layouts the probe infers (:func:`~lightning_equivariance.probe.discover_layouts`).
 
     Returns:
         a :class:`ContributionReport`; its ``to_dataframe()`` has one row per layer call in
