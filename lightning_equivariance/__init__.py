@@ -25,7 +25,8 @@ _PUBLIC = {
         "Dihedral", "Flip", "Group", "GroupElement", "Rotation", "Rotation90", "Scale", "Translation",
         "quiroga_rotations", "quiroga_scales", "quiroga_translations",
     ),
-    ".lie": ("lie_derivative", "lie_derivative_contributions"),
+    ".lie": ("lie_derivative",),
+    ".contributions": ("ContributionReport", "lie_derivative_contributions"),
     ".transforms": ("TRANSFORMS", "LieTransform"),
     ".metrics": ("MEASURES", "CorrelationInvariance", "CorrelationEquivariance", "LieDerivativeError"),
     ".probe": ("LayerSelectionError", "select_layers"),
@@ -36,7 +37,8 @@ _MODULE_OF = {name: module for module, names in _PUBLIC.items() for name in name
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run time
     from .callback import EquivarianceCallback
-    from .engine import Measurement, MeasureError, measure
+    from .contributions import ContributionReport, lie_derivative_contributions
+    from .engine import MeasureError, Measurement, measure
     from .groups import (
         Dihedral,
         Flip,
@@ -50,7 +52,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run
         quiroga_scales,
         quiroga_translations,
     )
-    from .lie import lie_derivative, lie_derivative_contributions
+    from .lie import lie_derivative
     from .metrics import MEASURES, CorrelationEquivariance, CorrelationInvariance, LieDerivativeError
     from .probe import LayerSelectionError, select_layers
     from .report import PARTS, MeasureReport
@@ -86,6 +88,7 @@ __all__ = [
     "TRANSFORMS",
     "lie_derivative",
     "lie_derivative_contributions",
+    "ContributionReport",
     "LayerSelectionError",
     "select_layers",
     "EquivarianceCallback",

@@ -14,8 +14,9 @@ the TensorBoard tab is not available. Both figures follow the tab's main views:
 
 The one matplotlib module of the library: :meth:`MeasureReport.plot()
 <lightning_equivariance.report.MeasureReport.plot>`, the metric classes' ``plot()``
-(:func:`plot_metric`) and the W&B / MLflow figures all draw here, so the figure size and the
-drawing are written once.
+(:func:`plot_metric`), :meth:`ContributionReport.plot()
+<lightning_equivariance.contributions.ContributionReport.plot>` (:func:`plot_contributions`) and the
+W&B / MLflow figures all draw here, so the figure size and the drawing are written once.
 
 Needs matplotlib (``pip install matplotlib``, in the ``examples``, ``loggers`` and ``test``
 extras). The figures are made outside pyplot (``matplotlib.figure.Figure``): no window opens,
@@ -29,7 +30,7 @@ import numpy as np
 
 __all__ = [
     "history_steps", "layer_matrix", "heatmap_figure", "profile_size", "plot_profile", "profile_figure",
-    "plot_metric", "close_figures",
+    "plot_metric", "close_figures", "plot_contributions",
 ]
 
 
@@ -266,3 +267,31 @@ def close_figures(figures) -> None:
             fig.clear()
         except Exception:  # noqa: BLE001
             pass
+
+
+def plot_contributions(report: Any, ax: Any = None):
+    """Each layer's share of the summed layer contributions (Gruver et al. 2023, Eq. 5-6) as a bar chart,
+    layers in forward order, the ``"(unattributed)"`` remainder in grey at the end (relative to the same
+    sum), standard errors as error bars; returns ``(fig, ax)``. This is
+    :meth:`ContributionReport.plot() <lightning_equivariance.contributions.ContributionReport.plot>`.
+
+    Without ``ax`` a new ``Figure`` of :func:`profile_size` is made, outside pyplot.
+    """
+    rows = list(report.rows)
+    if ax is None:
+        ax = _figure(profile_size(len(rows))).add_subplot()
+    fig = ax.figure
+    attributed = [r.index >= 0 for r in rows]
+    total = sum(r.contribution for r, a in zip(rows, attributed) if a) or 1.0  # as the rows' ``fraction``
+    x = np.arange(len(rows))
+    ax.bar(x, [r.contribution / total for r in rows], yerr=[r.stderr / total for r in rows],
+           color=["C0" if a else "#a0a0a0" for a in attributed], error_kw=dict(elinewidth=0.8, capsize=2))
+    ax.set_xticks(x)
+    ax.set_xticklabels([r.layer for r in rows], rotation=90, fontsize=7 if len(rows) <= 30 else 6)
+    ax.set_xlim(-0.5, len(rows) - 0.5)
+    ax.set_xlabel("layer (forward order)")
+    ax.set_ylabel("share of the summed contributions")
+    ax.set_title(f"layer contributions to the output's LEE ({report.transform}; output LEE {report.output_lee:.3g})",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig, ax

@@ -107,6 +107,20 @@ def test_engine_names_no_measure():
         assert word not in source, word
 
 
+def test_contributions_are_their_own_room_outside_the_engine():
+    """Gruver et al.'s Eq. 5-6 analysis lives in contributions.py (issue 22): no module imports it but the
+    package, which re-exports it (the lie.py alias goes through the package's lazy table), and lie.py holds
+    none of its code."""
+    edges = _module_edges()
+    contributions = "lightning_equivariance.contributions"
+    assert {"lightning_equivariance.engine", "lightning_equivariance.lie"} <= edges[contributions]  # the graph sees it
+    importers = sorted(m for m, ts in edges.items() if contributions in ts)
+    assert importers == ["lightning_equivariance"], importers  # only the package, which re-exports it
+    lie = (PACKAGE / "lie.py").read_text()
+    for name in ("_ContributionHooks", "_contribution_projections", "_replace_first_tensor", "Hutchinson"):
+        assert name not in lie, name
+
+
 def test_only_the_callback_imports_lightning_and_functional_is_pure_torch():
     for path in PACKAGE.rglob("*.py"):
         tree = ast.parse(path.read_text())

@@ -15,7 +15,8 @@ from torch import nn
 
 from lightning_equivariance import LieDerivativeError, LieTransform, Measurement, TRANSFORMS, lie_derivative_contributions, measure
 from lightning_equivariance.functional import lie_generator, local_equivariance_error
-from lightning_equivariance.lie import _contribution_projections, forward_lie, lie_derivative, resolve_transform
+from lightning_equivariance.contributions import _contribution_projections
+from lightning_equivariance.lie import forward_lie, lie_derivative, resolve_transform
 from lightning_equivariance.probe import select_layers
 
 from models import SmallCNN
@@ -292,16 +293,51 @@ def test_contributions_without_cross_terms_add_up():
     model = _TwoPaths().double()
     x = torch.rand(4, 1, 12, 12, dtype=torch.float64)
     tr = LieTransform("translation_x", padding="circular")
-    exact = lie_derivative_contributions(model, x, tr, probes="basis")
+    exact = lie_derivative_contributions(model, x, tr, probes="basis").to_dataframe()
     c = exact.set_index("layer")["contribution"]
     assert c["relu_a"] > 0 and c["conv_b"] > 0  # two aliasing layers: the ReLU and the strided conv
     assert c.drop(["relu_a", "conv_b"]).abs().max() < 1e-12 * c["relu_a"]  # circular convs, pooling, heads
     assert c.sum() == pytest.approx(exact.attrs["output_lee"], rel=1e-10)  # no cross terms: sum of norms = norm of sum
-    hutchinson = lie_derivative_contributions(model, x, tr, num_probes=200, seed=0).set_index("layer")["contribution"]
+    hutchinson = lie_derivative_contributions(model, x, tr, num_probes=200, seed=0).to_dataframe()
+    hutchinson = hutchinson.set_index("layer")["contribution"]
     for layer in ("relu_a", "conv_b"):
         assert hutchinson[layer] == pytest.approx(c[layer], rel=0.25)
     assert list(exact.columns) == ["layer", "index", "part", "module", "kind", "transform", "contribution", "stderr", "fraction", "cumulative"]
     assert exact.cumulative.iloc[-2] == pytest.approx(1.0) and exact.layer.iloc[-1] == "(unattributed)"
+
+
+def test_contribution_report_its_dataframe_plot_and_the_moved_name():
+    """The report holds what its DataFrame shows; the bar chart draws each row's share; the lie.py name
+    still gives the former DataFrame, with a DeprecationWarning (issue 22)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from lightning_equivariance import ContributionReport
+    from lightning_equivariance.contributions import lie_derivative_contributions as moved
+
+    model = _TwoPaths().double()
+    x = torch.rand(3, 1, 12, 12, dtype=torch.float64)
+    tr = LieTransform("translation_x", padding="circular")
+    report = lie_derivative_contributions(model, x, tr, num_probes=3, seed=1)
+    assert lie_derivative_contributions is moved and isinstance(report, ContributionReport)
+    df = report.to_dataframe()
+    assert list(df.layer) == [r.layer for r in report.rows]
+    assert list(df.contribution) == [r.contribution for r in report.rows]
+    assert df.attrs["output_lee"] == report.output_lee and df.attrs["num_samples"] == report.num_samples == 3
+    with pytest.warns(DeprecationWarning, match="moved to lightning_equivariance.contributions"):
+        from lightning_equivariance.lie import lie_derivative_contributions as old
+    legacy = old(model, x, tr, num_probes=3, seed=1)
+    assert legacy.drop(columns="stderr").equals(df.drop(columns="stderr")) and legacy.stderr.equals(df.stderr)
+    timeless = lambda attrs: {k: v for k, v in attrs.items() if k != "seconds"}  # noqa: E731 - local shorthand
+    assert timeless(legacy.attrs) == timeless(df.attrs)
+    fig, ax = report.plot()
+    bars = ax.patches
+    assert len(bars) == len(report.rows)
+    # shares of the attributed rows' sum (the rows' fraction), the unattributed remainder last, in grey
+    assert [b.get_height() for b in bars] == pytest.approx(list(df.contribution / df.contribution[:-1].sum()))
+    assert [b.get_height() for b in bars[:-1]] == pytest.approx(list(df.fraction[:-1]))
+    assert bars[-1].get_facecolor() != bars[0].get_facecolor()
+    assert [t.get_text() for t in ax.get_xticklabels()] == list(df.layer)
 
 
 # ---------------------------------------------------------------------- engine integration
@@ -357,7 +393,8 @@ def test_vit_tokens():
     assert kinds["encoder.layers.encoder_layer_0.mlp.0"] == "map" and kinds["heads.head"] == "vector"
     assert "encoder.layers.encoder_layer_0.self_attention" in kinds.index
     assert np.isfinite(df.value).all() and (df.value > 0).all()
-    contrib = lie_derivative_contributions(vit, x, "translation_x", num_probes=4).set_index("layer")["contribution"]
+    contrib = lie_derivative_contributions(vit, x, "translation_x", num_probes=4).to_dataframe()
+    contrib = contrib.set_index("layer")["contribution"]
     assert contrib["conv_proj"] > 0
     # the positional embedding is added in Encoder.forward, outside every selected layer
     assert contrib["(unattributed)"] > 1e-6 * contrib.drop("(unattributed)").sum()
