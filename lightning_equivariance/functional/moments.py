@@ -51,6 +51,7 @@ __all__ = [
     "pair_margins",
     "margin_details",
     "no_chance",
+    "stacked_chunk_sums",
     "MIN_ROOM",
 ]
 
@@ -334,3 +335,71 @@ def sample_keep(sample_mask: Optional[torch.Tensor], like: torch.Tensor) -> Opti
             f"sample_mask must hold one boolean per image ({like.shape[1]}), got shape {tuple(sample_mask.shape)}"
         )
     return sample_mask.to(device=like.device, dtype=torch.bool).reshape(1, -1, *([1] * (like.dim() - 2)))
+
+
+def stacked_chunk_sums(
+    values: torch.Tensor,
+    valid: torch.Tensor,
+    sample_mask: Optional[torch.Tensor] = None,
+    index: Optional[torch.Tensor] = None,
+    has_partner: Optional[torch.Tensor] = None,
+    negate_image_scores: bool = False,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Everything a chunk adds to the states of ``k`` measures that share their valid pairs, in a few
+    whole-tensor operations (no loop over measures, elements or statistics).
+
+    Args:
+        values: ``k x m x b x H x C`` per (measure, element, image, own/chance, channel) scores;
+            entries where ``valid`` is False may hold anything (NaN included). ``H = 1``: the
+            images' own scores only; ``H = 2``: also the scores against the partner's map.
+        valid: ``m x b x H x C`` booleans: the live pairs; in the chance column also "the image
+            has a partner in the chunk".
+        sample_mask: ``b`` booleans, True for the images that count (``None``: all); a chance
+            term also needs the partner to count.
+        index: ``b`` int64 partner index (the image itself where it has none,
+            :func:`partner_pairs`) and ``has_partner`` (``b`` booleans); needed when ``H = 2``.
+        negate_image_scores: the measure's per-image score is the negated mean (G-EED: ``-cos``);
+            the margins ``D_k`` come out right for "lower is better" with the same formula.
+
+    Returns:
+        ``(sums, images, moments)``: ``sums`` ``(k + 1) x m x H x C`` float64 - the ``k`` score sums
+        over the counted pairs, then the number of counted pairs; ``images`` ``2`` float64 - the
+        counted images and the images with a chance term; ``moments`` ``k x 2 x 3``: the
+        ``(n, mean, M2)`` of the images' own scores ``s_i`` and of the pair margins ``D_k``
+        (:func:`pair_margins`; ``(0, 0, 0)`` without a chance column).
+    """
+    b, h = valid.shape[1], valid.shape[2]
+    f64 = torch.float64
+    if sample_mask is None:
+        kept = torch.full((), float(b), dtype=f64, device=valid.device)
+        keep = None
+    else:
+        keep = sample_keep(sample_mask, valid).reshape(b)
+        kept = keep.sum(dtype=f64)
+    if keep is not None:
+        # own terms need the image, chance terms the image and its partner
+        columns = keep.unsqueeze(-1) if h == 1 else torch.stack([keep, keep & keep.index_select(0, index)], -1)
+        valid = valid & columns.view(1, b, h, 1)
+    scores = values.masked_fill(~valid, 0)  # zero first: NaN * 0 would stay NaN
+    sums = torch.cat([scores.sum(2, dtype=f64), valid.sum(1, dtype=f64).unsqueeze(0)])
+    # each image's s_i: mean over elements (where it has a live pair) of its mean over live channels
+    per_n = valid.sum(-1)  # m x b x H
+    per_mean = scores.sum(-1, dtype=f64) / per_n.clamp_min(1)
+    elements = (per_n > 0).sum(0)  # b x H
+    image = per_mean.sum(1) / elements.clamp_min(1)  # k x b x H; exactly 0 where not counted
+    counted = elements > 0
+    if h == 1:
+        images = torch.stack([kept, torch.zeros_like(kept)])
+        own = -image[..., 0] if negate_image_scores else image[..., 0]
+        moments = moments_of(own, counted[:, 0])
+        return sums, images, torch.stack([moments, torch.zeros_like(moments)], -2)
+    here = torch.arange(b, device=index.device)
+    paired = has_partner if keep is None else has_partner & keep & keep.index_select(0, index)
+    images = torch.stack([kept, paired.sum(dtype=f64)])
+    d = image[..., 0] - image[..., 1]  # s_i - c_i; for negated scores (-c_i) - (-s_i), the same number
+    scored = counted.all(-1)
+    first = scored & scored.index_select(0, index) & (here < index) & (index.index_select(0, index) == here)
+    margins = (d + d.index_select(-1, index)) * 0.5
+    own = -image[..., 0] if negate_image_scores else image[..., 0]
+    moments = moments_of(torch.stack([own, margins], -2), torch.stack([counted[:, 0], first]))
+    return sums, images, moments
