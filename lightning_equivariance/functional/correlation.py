@@ -41,7 +41,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
-from .moments import partner_pairs, sample_keep
+from .moments import chunk_pairs, sample_keep
 from .moves import moved_maps
 
 __all__ = [
@@ -244,8 +244,12 @@ def _score_dict(values: torch.Tensor, valid: torch.Tensor) -> Dict[str, torch.Te
     return out
 
 
-def _partner_index(partner: Optional[torch.Tensor], b: int, device) -> Tuple[Optional[torch.Tensor], ...]:
-    return (None, None) if partner is None else partner_pairs(partner.to(device), b)
+def _partner_index(partner: Optional[torch.Tensor], b: int, device) -> Tuple[Any, ...]:
+    """``(pairs, index, has_partner)`` of the chunk's partners (:func:`~.moments.chunk_pairs`), or ``None``s."""
+    if partner is None:
+        return None, None, None
+    pairs = chunk_pairs(partner.to(device), b)
+    return pairs, pairs.index, pairs.has
 
 
 def permuted_scores(
@@ -284,12 +288,12 @@ def _permuted_arrays(
     partner: Optional[torch.Tensor] = None,
     permute_channels: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None,
 ) -> Tuple[Any, ...]:
-    """:func:`permuted_scores` as ``(values, valid, index, has_partner)`` (:func:`_layer_arrays`)."""
+    """:func:`permuted_scores` as ``(values, valid, pairs)`` (:func:`_layer_arrays`)."""
     _check_similarity(similarity)
     m, b, c, h, w = a_gx.shape
     if a_x.shape != a_gx.shape[1:]:
         raise ValueError(f"a(x) of shape {tuple(a_x.shape)} does not fit a(T_g x) of shape {tuple(a_gx.shape)}")
-    index, has_partner = _partner_index(partner, b, a_gx.device)
+    pairs, index, has_partner = _partner_index(partner, b, a_gx.device)
     centre = similarity == "pearson"
     v, alive_v = _standardise(a_x.reshape(b, c, h * w), None, centre)
     v = v.reshape(a_x.shape)
@@ -306,7 +310,7 @@ def _permuted_arrays(
     # chance: T'_g a(x_partner(i)) is row g*b + partner(i) of the same moved unit maps
     rows = None if index is None else (torch.arange(m, device=index.device).unsqueeze(1) * b + index).reshape(-1)
     products = _products(u, moved, rows)
-    return _layer_arrays(products, norm_u, alive_u, alive_v, index, has_partner) + (index, has_partner)
+    return _layer_arrays(products, norm_u, alive_u, alive_v, index, has_partner) + (pairs,)
 
 
 def check_position_mask(mask: torch.Tensor, h: int, w: int) -> None:
@@ -369,7 +373,7 @@ def _correlation_arrays(
     partner: Optional[torch.Tensor] = None,
     mixed_channels: bool = False,
 ) -> Tuple[Any, ...]:
-    """:func:`correlation_scores` as ``(values, valid, index, has_partner)`` (:func:`_layer_arrays`)."""
+    """:func:`correlation_scores` as ``(values, valid, pairs)`` (:func:`_layer_arrays`)."""
     _check_similarity(similarity)
     if a_gx.shape != ta_x.shape:
         raise ValueError(f"a(T_g x) of shape {tuple(a_gx.shape)} and T'_g a(x) of shape {tuple(ta_x.shape)} differ")
@@ -377,7 +381,7 @@ def _correlation_arrays(
         vector = a_gx.dim() in (2, 3)
     a_gx, ta_x = _as_elements(a_gx, vector), _as_elements(ta_x, vector)
     b = a_gx.shape[1]
-    index, has_partner = _partner_index(partner, b, a_gx.device)
+    pairs, index, has_partner = _partner_index(partner, b, a_gx.device)
     centre = similarity == "pearson"
     if vector:
         # One "channel": the whole D-vector; invariance and equivariance are the same number.
@@ -391,7 +395,7 @@ def _correlation_arrays(
             partner_alive = alive_v.index_select(1, index) & has_partner.view(1, b, 1)
             valid = alive_u.unsqueeze(2) & torch.stack([alive_v, partner_alive], 2)
         values = score.clamp_min(0).unsqueeze(0).expand(2, *score.shape)
-        return values, valid, index, has_partner
+        return values, valid, pairs
 
     if a_gx.dim() != 5:
         raise ValueError(f"feature maps must be m x b x C x h x w (or b x C x h x w), got {tuple(a_gx.shape)}")
@@ -411,7 +415,7 @@ def _correlation_arrays(
     # chance: row g*b + i of u against row g*b + partner(i) of v (same element, partner's map)
     rows = None if index is None else (torch.arange(m, device=index.device).unsqueeze(1) * b + index).reshape(-1)
     products = _products(u, v, rows)
-    return _layer_arrays(products, norm_u, alive_u, alive_v, index, has_partner) + (index, has_partner)
+    return _layer_arrays(products, norm_u, alive_u, alive_v, index, has_partner) + (pairs,)
 
 
 def _correlation_update(

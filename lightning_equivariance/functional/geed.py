@@ -54,7 +54,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from .moments import partner_pairs, sample_keep
+from .moments import chunk_pairs, sample_keep
 
 __all__ = [
     "orbit_average",
@@ -121,7 +121,7 @@ def _geed_arrays(
     partner: Optional[torch.Tensor] = None,
     mixed_channels: bool = False,
 ):
-    """:func:`geed_channel_scores` as ``(values, valid, index, has_partner)``: ``values`` ``1 x m x b x H x C``
+    """:func:`geed_channel_scores` as ``(values, valid, pairs)``: ``values`` ``1 x m x b x H x C``
     cosines (not zeroed where not valid), ``valid`` ``m x b x H x C``; ``H = 2`` with ``partner``
     (own, chance), as :func:`~lightning_equivariance.functional.moments.stacked_chunk_sums` takes them.
 
@@ -158,14 +158,15 @@ def _geed_arrays(
         from .correlation import _DEAD_RTOL  # one tolerance for "numerically nothing" in both families
 
         floor = _DEAD_RTOL.get(v.dtype, 1e-5) * nv.amax(-1, keepdim=True)
-    index, has_partner = (None, None) if partner is None else partner_pairs(partner.to(u.device), b)
-    if index is None:
+    if partner is None:
         valid = (nu > 0) & (nv > (0 if floor is None else floor))
         # linalg.vecdot: one fused reduction; a batched 1 x P @ P x 1 matmul per row was 2-5x slower
         # on CPU at P >= 1024 (a GEMM call per row), and u * v would write a full-size temporary
         dot = torch.linalg.vecdot(u, v)
         cos = dot / (nu * nv).masked_fill(~valid, 1)
-        return cos.clamp(-1.0, 1.0).view(1, m, b, 1, c), valid.unsqueeze(2), None, None
+        return cos.clamp(-1.0, 1.0).view(1, m, b, 1, c), valid.unsqueeze(2), None
+    pairs = chunk_pairs(partner.to(u.device), b)
+    index, has_partner = pairs.index, pairs.has
     # own maps (rows 0..b-1) and the partners' (rows b..2b-1) in one gather: m x 2 x b x C x P
     rows = torch.cat([torch.arange(b, device=index.device), index])
     v_both = v.index_select(1, rows).view(m, 2, b, *v.shape[2:])
@@ -176,7 +177,7 @@ def _geed_arrays(
     valid = (nu > 0).unsqueeze(1) & live_v & has_both
     dot = torch.linalg.vecdot(u.unsqueeze(1), v_both)
     cos = (dot / (nu.unsqueeze(1) * nv_both).masked_fill(~valid, 1)).clamp(-1.0, 1.0)
-    return cos.transpose(1, 2).unsqueeze(0), valid.transpose(1, 2), index, has_partner
+    return cos.transpose(1, 2).unsqueeze(0), valid.transpose(1, 2), pairs
 
 
 def geed_latent_scores(a_x: torch.Tensor, a_gx: torch.Tensor, metric: str = "l2") -> Dict[str, torch.Tensor]:

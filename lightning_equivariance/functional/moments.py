@@ -31,6 +31,7 @@ read, a compaction or a Python loop over samples.
 """
 from __future__ import annotations
 
+import threading
 from typing import Optional, Tuple
 
 import torch
@@ -52,6 +53,7 @@ __all__ = [
     "margin_details",
     "no_chance",
     "stacked_chunk_sums",
+    "chunk_pairs",
     "MIN_ROOM",
 ]
 
@@ -168,14 +170,19 @@ def moments_of(values: torch.Tensor, weight: Optional[torch.Tensor] = None) -> t
 
 def combine_moments(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Chan et al.'s parallel update: the summary of the union of two ``(..., 3)`` summaries."""
-    na, ma, qa = a.unbind(-1)
+    return a + moments_increment(a, b)
+
+
+def moments_increment(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """What Chan et al.'s parallel update adds to the summary ``a`` to merge ``b`` into it (``(..., 3)``):
+    ``(n_b, delta n_b / n, M2_b + delta^2 n_a n_b / n)``, ``delta = mean_b - mean_a``; a state
+    merges a chunk with one in-place add."""
+    na, ma, _ = a.unbind(-1)
     nb, mb, qb = b.unbind(-1)
-    n = na + nb
-    safe = n.clamp_min(1)
+    share = nb / (na + nb).clamp_min(1)
     delta = mb - ma
-    mean = ma + delta * (nb / safe)
-    m2 = qa + qb + delta.square() * (na * nb / safe)
-    return torch.stack([n, mean, m2], -1)
+    step = delta * share
+    return torch.stack([nb, step, torch.addcmul(qb, step, delta * na)], -1)
 
 
 def merge_moments(stacked: torch.Tensor) -> torch.Tensor:
@@ -337,12 +344,36 @@ def sample_keep(sample_mask: Optional[torch.Tensor], like: torch.Tensor) -> Opti
     return sample_mask.to(device=like.device, dtype=torch.bool).reshape(1, -1, *([1] * (like.dim() - 2)))
 
 
+class _Pairs:
+    """What a chunk's ``partner`` tensor fixes for every layer: the gather index, who has a partner,
+    one image of each mutual pair, and the number of images with a partner (float64)."""
+
+    def __init__(self, partner: torch.Tensor, b: int):
+        self.partner, self.version = partner, partner._version
+        self.index, self.has = partner_pairs(partner, b)
+        here = torch.arange(b, device=self.index.device)
+        self.first = (here < self.index) & (self.index.index_select(0, self.index) == here)
+        self.images = torch.stack([torch.full((), float(b), dtype=torch.float64, device=self.has.device),
+                                   self.has.sum(dtype=torch.float64)])
+
+
+_PAIRS = threading.local()
+
+
+def chunk_pairs(partner: torch.Tensor, b: int) -> _Pairs:
+    """:class:`_Pairs` of ``partner``, computed once per chunk: every layer of a chunk gets the same
+    ``partner`` tensor, so the last one is kept (per thread) and reused while unchanged."""
+    last = getattr(_PAIRS, "last", None)
+    if last is None or last.partner is not partner or last.version != partner._version or last.index.shape[0] != b:
+        last = _PAIRS.last = _Pairs(partner, b)
+    return last
+
+
 def stacked_chunk_sums(
     values: torch.Tensor,
     valid: torch.Tensor,
     sample_mask: Optional[torch.Tensor] = None,
-    index: Optional[torch.Tensor] = None,
-    has_partner: Optional[torch.Tensor] = None,
+    pairs: Optional[_Pairs] = None,
     negate_image_scores: bool = False,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Everything a chunk adds to the states of ``k`` measures that share their valid pairs, in a few
@@ -356,8 +387,7 @@ def stacked_chunk_sums(
             has a partner in the chunk".
         sample_mask: ``b`` booleans, True for the images that count (``None``: all); a chance
             term also needs the partner to count.
-        index: ``b`` int64 partner index (the image itself where it has none,
-            :func:`partner_pairs`) and ``has_partner`` (``b`` booleans); needed when ``H = 2``.
+        pairs: the chunk's partners (:func:`chunk_pairs`); needed when ``H = 2``.
         negate_image_scores: the measure's per-image score is the negated mean (G-EED: ``-cos``);
             the margins ``D_k`` come out right for "lower is better" with the same formula.
 
@@ -370,36 +400,50 @@ def stacked_chunk_sums(
     """
     b, h = valid.shape[1], valid.shape[2]
     f64 = torch.float64
-    if sample_mask is None:
-        kept = torch.full((), float(b), dtype=f64, device=valid.device)
-        keep = None
-    else:
-        keep = sample_keep(sample_mask, valid).reshape(b)
-        kept = keep.sum(dtype=f64)
+    keep = None if sample_mask is None else sample_keep(sample_mask, valid).reshape(b)
     if keep is not None:
         # own terms need the image, chance terms the image and its partner
-        columns = keep.unsqueeze(-1) if h == 1 else torch.stack([keep, keep & keep.index_select(0, index)], -1)
+        partner_kept = None if h == 1 else keep & keep.index_select(0, pairs.index)
+        columns = keep.unsqueeze(-1) if h == 1 else torch.stack([keep, partner_kept], -1)
         valid = valid & columns.view(1, b, h, 1)
     scores = values.masked_fill(~valid, 0)  # zero first: NaN * 0 would stay NaN
     sums = torch.cat([scores.sum(2, dtype=f64), valid.sum(1, dtype=f64).unsqueeze(0)])
     # each image's s_i: mean over elements (where it has a live pair) of its mean over live channels
     per_n = valid.sum(-1)  # m x b x H
     per_mean = scores.sum(-1, dtype=f64) / per_n.clamp_min(1)
-    elements = (per_n > 0).sum(0)  # b x H
+    elements = torch.count_nonzero(per_n, 0)  # b x H
     image = per_mean.sum(1) / elements.clamp_min(1)  # k x b x H; exactly 0 where not counted
     counted = elements > 0
     if h == 1:
+        kept = torch.full((), float(b), dtype=f64, device=valid.device) if keep is None else keep.sum(dtype=f64)
         images = torch.stack([kept, torch.zeros_like(kept)])
-        own = -image[..., 0] if negate_image_scores else image[..., 0]
-        moments = moments_of(own, counted[:, 0])
-        return sums, images, torch.stack([moments, torch.zeros_like(moments)], -2)
-    here = torch.arange(b, device=index.device)
-    paired = has_partner if keep is None else has_partner & keep & keep.index_select(0, index)
-    images = torch.stack([kept, paired.sum(dtype=f64)])
-    d = image[..., 0] - image[..., 1]  # s_i - c_i; for negated scores (-c_i) - (-s_i), the same number
-    scored = counted.all(-1)
-    first = scored & scored.index_select(0, index) & (here < index) & (index.index_select(0, index) == here)
-    margins = (d + d.index_select(-1, index)) * 0.5
-    own = -image[..., 0] if negate_image_scores else image[..., 0]
-    moments = moments_of(torch.stack([own, margins], -2), torch.stack([counted[:, 0], first]))
-    return sums, images, moments
+        own = image.squeeze(-1)
+        moments = _chunk_moments(own.unsqueeze(-2), counted.view(1, b), negate_image_scores)
+        return sums, images, torch.cat([moments, torch.zeros_like(moments)], -2)
+    if keep is None:
+        images = pairs.images
+    else:
+        images = torch.stack([keep, pairs.has & partner_kept]).sum(-1, dtype=f64)
+    own, chance = image.unbind(-1)
+    d = own - chance  # s_i - c_i; for negated scores (-c_i) - (-s_i), the same number
+    own_counted, scored = counted[:, 0], counted.all(-1)
+    first = scored & scored.index_select(0, pairs.index) & pairs.first
+    margins = (d + d.index_select(-1, pairs.index)) * 0.5
+    both = torch.stack([-own if negate_image_scores else own, margins], -2)
+    return sums, images, _chunk_moments(both, torch.stack([own_counted, first]))
+
+
+def _chunk_moments(values: torch.Tensor, weight: torch.Tensor, negate: bool = False) -> torch.Tensor:
+    """``(n, mean, M2)`` (``... x 3``) of the entries of ``values`` (``... x b``, finite) where ``weight``
+    (booleans broadcasting against ``values``) is True: a plain two-pass over one chunk's few images,
+    float64; ``negate``: of ``-values``."""
+    w = weight.to(torch.float64)
+    n = w.sum(-1)
+    safe = n.clamp_min(1)
+    mean = (values * w).sum(-1) / safe
+    if negate:
+        mean = -mean
+        d = (values + mean.unsqueeze(-1)) * w
+    else:
+        d = (values - mean.unsqueeze(-1)) * w
+    return torch.stack([n.expand_as(mean), mean, (d * d).sum(-1)], -1)

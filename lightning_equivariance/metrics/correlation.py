@@ -58,8 +58,8 @@ from ..functional.correlation import (
 from ..functional.moments import (
     chance_details,
     chance_per_element,
-    combine_moments,
     merge_moments,
+    moments_increment,
     stacked_chunk_sums,
     stderr_from_moments,
 )
@@ -151,7 +151,7 @@ class _CorrelationMeasure(LayerMetric):
         else:  # no chance level in this chunk
             self.sums.narrow(2, 0, 1).add_(mine)
         self.images.add_(images)
-        self.moments.copy_(combine_moments(self.moments, moments[k]))
+        self.moments.add_(moments_increment(self.moments, moments[k]))
 
     def _update_tensors(
         self,
@@ -172,10 +172,10 @@ class _CorrelationMeasure(LayerMetric):
             partner: optional ``b`` integers on the activations' device, each image's partner in
                 this batch or ``-1`` (docs/measures.md §7); without it no chance level is added.
         """
-        values, valid, index, has_partner = _correlation_arrays(
+        values, valid, pairs = _correlation_arrays(
             a_gx, ta_x, mask=mask, similarity=self.similarity, partner=partner)
         k = 0 if self.measure_name == "invariance" else 1
-        self._add(stacked_chunk_sums(values.narrow(0, k, 1), valid, sample_mask, index, has_partner), 0)
+        self._add(stacked_chunk_sums(values.narrow(0, k, 1), valid, sample_mask, pairs), 0)
 
     def _update_context(self, ctx: LayerContext) -> None:
         """Add one chunk of a layer; images with ``ctx.sample_mask`` False are left out."""
@@ -208,10 +208,10 @@ class _CorrelationMeasure(LayerMetric):
         # both measures (they share the valid pairs and the counts).
         sums_key = ("correlation sums", self.similarity)
         if sums_key not in ctx.cache:
-            values, valid, index, has_partner = ctx.cache[key]
+            values, valid, pairs = ctx.cache[key]
             if partner is None and valid.shape[2] == 2:  # (not reached by the engine) drop the chance column
                 values, valid = values.narrow(3, 0, 1), valid.narrow(2, 0, 1)
-            ctx.cache[sums_key] = stacked_chunk_sums(values, valid, ctx.sample_mask, index, has_partner)
+            ctx.cache[sums_key] = stacked_chunk_sums(values, valid, ctx.sample_mask, pairs)
         self._add(ctx.cache[sums_key], 0 if self.measure_name == "invariance" else 1)
 
     def compute(self) -> torch.Tensor:
@@ -234,7 +234,7 @@ class _CorrelationMeasure(LayerMetric):
 
 
 def _layer_scores(ctx: LayerContext, similarity: str):
-    """The layer's ``(values, valid, index, has_partner)``, with the chance column when ``ctx.partner`` is given."""
+    """The layer's ``(values, valid, pairs)``, with the chance column when ``ctx.partner`` is given."""
     if ctx.moves_entries():
         # A permutation of positions (rot90, flips, circular shifts), and of channels (the
         # regular fields of a steerable layer), commutes with the per-channel standardisation:

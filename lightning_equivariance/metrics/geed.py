@@ -52,7 +52,6 @@ from ..functional.geed import (
     _per_element,
     _scores_update,
     _SOFTMAX_INPUTS,
-    geed_channel_scores,
     geed_latent_scores,
     geed_softmax_scores,
     looks_like_probabilities,
@@ -193,11 +192,11 @@ class GEEDChannel(_GEED):
         ``mixed_channels``: ``ta_x`` comes from a channel action applied as a float matrix
         (:func:`~lightning_equivariance.functional.geed.geed_channel_scores`).
         """
-        values, valid, index, has_partner = _geed_arrays(
+        values, valid, pairs = _geed_arrays(
             a_gx, ta_x, mask=mask, vector=vector, partner=partner, mixed_channels=mixed_channels)
         # G-EED per image is -cos: the moments of the negated image scores; the margins D_k
         # (lower is better: d_i = c_i - s_i of the negated scores) are the same numbers
-        self._add(stacked_chunk_sums(values, valid, sample_mask, index, has_partner, negate_image_scores=True), 0)
+        self._add(stacked_chunk_sums(values, valid, sample_mask, pairs, negate_image_scores=True), 0)
 
     def _update_context(self, ctx: LayerContext) -> None:
         partner = ctx.partner
