@@ -96,8 +96,14 @@ def _centre(
     norm = torch.linalg.vector_norm(u, dim=-1)
     # |a|^2 = |a - mean|^2 + n * mean^2: the raw norm without another pass over the data.
     n = n_valid if weight is None else n_valid.squeeze(-1)
-    raw = torch.sqrt(norm.square() + n * mean.squeeze(-1).square())
-    return u, norm, norm > rtol * (raw.amax(-1, keepdim=True) if map_scale else raw)
+    if map_scale:
+        raw = torch.sqrt(norm.square() + n * mean.squeeze(-1).square())
+        return u, norm, norm > rtol * raw.amax(-1, keepdim=True)
+    # norm > rtol * raw, compared squared (no square root; the same test up to round-off)
+    square = norm.square()
+    raw_square = square + n * mean.squeeze(-1).square() if weight is not None else torch.add(
+        square, mean.squeeze(-1).square(), alpha=n)
+    return u, norm, square > raw_square * (rtol * rtol)
 
 
 def _standardise(
@@ -145,7 +151,9 @@ def _block_buffer(numel: int, like: torch.Tensor) -> torch.Tensor:
     return buf[:numel]
 
 
-def _products(u: torch.Tensor, v: torch.Tensor, rows: Optional[torch.Tensor] = None) -> torch.Tensor:
+def _products(
+    u: torch.Tensor, v: torch.Tensor, rows: Optional[torch.Tensor] = None, interleaved: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """``<u_c, v_c>`` and ``max_{c'} <u_c, v_c'>`` of ``... x C x P`` inputs, stacked: ``2 x n x H x C``
     (``n`` the flattened leading axes; ``H = 2`` with ``rows``: also against row ``rows[r]`` of ``v``).
 
@@ -154,7 +162,7 @@ def _products(u: torch.Tensor, v: torch.Tensor, rows: Optional[torch.Tensor] = N
 
     ``rows``: for the chance level (docs/measures.md §7), one index per row of the flattened
     leading axes of ``v``: row ``r`` of ``u`` is also compared with row ``rows[r]`` of ``v`` (its
-    partner). With few positions (P < C) both products of a row come from one ``C x 2C`` matmul
+    partner; ``interleaved``: ``(r, rows[r])`` flattened, when already known). With few positions (P < C) both products of a row come from one ``C x 2C`` matmul
     against its own and its partner's maps, gathered block by block (one op each instead of two).
     Each block's diagonal and row max go straight into one stacked tensor (the block lives in a
     reused buffer); several blocks are concatenated once at the end.
@@ -174,18 +182,22 @@ def _products(u: torch.Tensor, v: torch.Tensor, rows: Optional[torch.Tensor] = N
     buf = _block_buffer(step * c * width, u)
     if paired:
         # own and partner rows interleaved: a gathered block k x 2 x C x P is k x 2C x P
-        both = torch.stack([torch.arange(n, device=rows.device), rows.to(torch.long)], 1).reshape(-1)
+        both = interleaved if interleaved is not None else torch.stack([torch.arange(n, device=rows.device), rows.to(torch.long)], 1).reshape(-1)
     pieces = []
     for i in range(0, n, step):
         k = min(step, n - i)
-        vb = v.index_select(0, both[2 * i : 2 * (i + k)]).view(k, width, p) if paired else v[i : i + k]
-        block = torch.matmul(u[i : i + k], vb.transpose(-1, -2), out=buf[: k * c * width].view(k, c, width))
+        # one block (the usual case): the whole tensors, no slicing ops
+        ub = u if k == n else u[i : i + k]
+        vb = v.index_select(0, both if k == n else both[2 * i : 2 * (i + k)]).view(k, width, p) if paired else (
+            v if k == n else v[i : i + k])
+        out = (buf if buf.numel() == k * c * width else buf[: k * c * width]).view(k, c, width)
+        block = torch.bmm(ub, vb.transpose(-1, -2), out=out)
         quarters = block.view(k, c, halves, c)
         # 2 x k x halves x C: copied out of the buffer before the next product overwrites it
         piece = torch.stack([torch.diagonal(quarters, dim1=1, dim2=3), torch.amax(quarters, -1).transpose(1, 2)])
         if rows is not None and not paired:
-            vb = v.index_select(0, rows[i : i + k])
-            block = torch.matmul(u[i : i + k], vb.transpose(-1, -2), out=buf[: k * c * c].view(k, c, c))
+            vb = v.index_select(0, rows if k == n else rows[i : i + k])
+            block = torch.bmm(ub, vb.transpose(-1, -2), out=out)
             chance = torch.stack([torch.diagonal(block, dim1=-2, dim2=-1), torch.amax(block, -1)])
             piece = torch.stack([piece.squeeze(2), chance], 2)
         pieces.append(piece)
@@ -225,8 +237,9 @@ def _layer_arrays(
     """
     m, b, c = alive_u.shape
     h = products.shape[2]
-    scale = norm_u.masked_fill(~alive_u, float("inf")).view(1, m * b, 1, c)
-    values = (products / scale).clamp_min(0).view(2, m, b, h, c)
+    # dead rows of u may give anything here (0 / 0): their pairs are not valid, and every consumer
+    # zeroes invalid pairs (masked_fill) before adding
+    values = (products / norm_u.view(1, m * b, 1, c)).clamp_min(0).view(2, m, b, h, c)
     if index is None:
         return values, (alive_u & alive_v).unsqueeze(2)
     partner_alive = alive_v.index_select(1, index) & has_partner.view(1, b, 1)
@@ -308,8 +321,7 @@ def _permuted_arrays(
         alive_v = alive_v.expand(m, b, c)
     moved = moved_maps(v, permute, m).reshape(m, b, c, h * w)
     # chance: T'_g a(x_partner(i)) is row g*b + partner(i) of the same moved unit maps
-    rows = None if index is None else (torch.arange(m, device=index.device).unsqueeze(1) * b + index).reshape(-1)
-    products = _products(u, moved, rows)
+    products = _products(u, moved, *(() if pairs is None else pairs.element_rows(m)))
     return _layer_arrays(products, norm_u, alive_u, alive_v, index, has_partner) + (pairs,)
 
 
@@ -413,8 +425,7 @@ def _correlation_arrays(
     u, norm_u, alive_u = _centre(a_gx.reshape(m, b, c, h * w), weight, centre)
     v, alive_v = _standardise(ta_x.reshape(m, b, c, h * w), weight, centre, map_scale=mixed_channels)
     # chance: row g*b + i of u against row g*b + partner(i) of v (same element, partner's map)
-    rows = None if index is None else (torch.arange(m, device=index.device).unsqueeze(1) * b + index).reshape(-1)
-    products = _products(u, v, rows)
+    products = _products(u, v, *(() if pairs is None else pairs.element_rows(m)))
     return _layer_arrays(products, norm_u, alive_u, alive_v, index, has_partner) + (pairs,)
 
 

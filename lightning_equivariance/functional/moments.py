@@ -355,6 +355,17 @@ class _Pairs:
         self.first = (here < self.index) & (self.index.index_select(0, self.index) == here)
         self.images = torch.stack([torch.full((), float(b), dtype=torch.float64, device=self.has.device),
                                    self.has.sum(dtype=torch.float64)])
+        self._rows = {}
+
+    def element_rows(self, m: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """For ``m x b`` rows (element-major): each row's partner row ``g * b + partner(i)``, and
+        ``(r, partner row of r)`` interleaved (flattened), computed once per chunk and ``m``."""
+        if m not in self._rows:
+            b = self.index.shape[0]
+            rows = (torch.arange(m, device=self.index.device).unsqueeze(1) * b + self.index).reshape(-1)
+            both = torch.stack([torch.arange(m * b, device=rows.device), rows], 1).reshape(-1)
+            self._rows[m] = (rows, both)
+        return self._rows[m]
 
 
 _PAIRS = threading.local()
