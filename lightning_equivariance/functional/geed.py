@@ -166,15 +166,13 @@ def _geed_arrays(
         cos = dot / (nu * nv).masked_fill(~valid, 1)
         return cos.clamp(-1.0, 1.0).view(1, m, b, 1, c), valid.unsqueeze(2), None
     pairs = chunk_pairs(partner.to(u.device), b)
-    index, has_partner = pairs.index, pairs.has
     # own maps (rows 0..b-1) and the partners' (rows b..2b-1) in one gather: m x 2 x b x C x P
-    rows = torch.cat([torch.arange(b, device=index.device), index])
+    rows = pairs.own_and_partner
     v_both = v.index_select(1, rows).view(m, 2, b, *v.shape[2:])
     nv_both = nv.index_select(1, rows).view(m, 2, b, c)
     live_v = nv_both > (0 if floor is None else floor.index_select(1, rows).view(m, 2, b, 1))
     # an image without a partner in the chunk has no chance term
-    has_both = torch.cat([torch.ones_like(has_partner), has_partner]).view(1, 2, b, 1)
-    valid = (nu > 0).unsqueeze(1) & live_v & has_both
+    valid = (nu > 0).unsqueeze(1) & live_v & pairs.has_both
     dot = torch.linalg.vecdot(u.unsqueeze(1), v_both)
     cos = (dot / (nu.unsqueeze(1) * nv_both).masked_fill(~valid, 1)).clamp(-1.0, 1.0)
     return cos.transpose(1, 2).unsqueeze(0), valid.transpose(1, 2), pairs

@@ -356,6 +356,9 @@ class _Pairs:
         self.images = torch.stack([torch.full((), float(b), dtype=torch.float64, device=self.has.device),
                                    self.has.sum(dtype=torch.float64)])
         self._rows = {}
+        # own rows then the partners' rows, and "has a term" for each (own: always), for one gather of both
+        self.own_and_partner = torch.cat([here, self.index])
+        self.has_both = torch.cat([torch.ones_like(self.has), self.has]).view(1, 2, b, 1)
 
     def element_rows(self, m: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """For ``m x b`` rows (element-major): each row's partner row ``g * b + partner(i)``, and
