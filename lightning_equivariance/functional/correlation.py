@@ -23,9 +23,15 @@ over the non-dead channels ``c'``; the same ``(i, c)`` pairs are averaged as for
 invariance, so equivariance >= invariance holds per channel.
 
 Left-out images (docs/measures.md §1.7): ``sample_mask`` (``b`` booleans, True =
-the image counts) leaves images out of every sum and count, with ``torch.where`` on the
+the image counts) leaves images out of every sum and count, with ``masked_fill`` on the
 per-sample scores (no compaction, no host synchronisation): the result equals measuring
 only the kept images.
+
+Internally a layer's scores are one stacked tensor ``2 x m x b x H x C`` (invariance,
+equivariance; ``H = 2`` columns with the chance level: own, partner) with one valid mask
+``m x b x H x C`` (:func:`_layer_arrays`), summed by
+:func:`~lightning_equivariance.functional.moments.stacked_chunk_sums` once per layer for both
+measures; the dicts below are the documented view of it.
 
 Chance level (docs/measures.md §7): with ``partner`` (``b`` local indices, ``-1`` = none),
 :func:`correlation_scores` and :func:`permuted_scores` also score ``a(T_g x_i)`` against the

@@ -125,8 +125,8 @@ def _geed_arrays(
     cosines (not zeroed where not valid), ``valid`` ``m x b x H x C``; ``H = 2`` with ``partner``
     (own, chance), as :func:`~lightning_equivariance.functional.moments.stacked_chunk_sums` takes them.
 
-    With the partner, its maps are gathered next to the image's own (one gather, one
-    ``vecdot``, one division for both columns)."""
+    With the partner, the two columns' dot products and norms are stacked, so that validity,
+    division and clamp run once for both."""
     if a_gx.shape != ta_x.shape:
         raise ValueError(f"a(gx) of shape {tuple(a_gx.shape)} and g a_hat(x) of shape {tuple(ta_x.shape)} differ")
     if vector is None:
@@ -166,14 +166,14 @@ def _geed_arrays(
         cos = dot / (nu * nv).masked_fill(~valid, 1)
         return cos.clamp(-1.0, 1.0).view(1, m, b, 1, c), valid.unsqueeze(2), None
     pairs = chunk_pairs(partner.to(u.device), b)
-    # own maps (rows 0..b-1) and the partners' (rows b..2b-1) in one gather: m x 2 x b x C x P
-    rows = pairs.own_and_partner
-    v_both = v.index_select(1, rows).view(m, 2, b, *v.shape[2:])
-    nv_both = nv.index_select(1, rows).view(m, 2, b, c)
-    live_v = nv_both > (0 if floor is None else floor.index_select(1, rows).view(m, 2, b, 1))
+    index = pairs.index
+    # the partners' maps gathered (the own ones used in place: copying them too cost 15% more
+    # time on CPU); the two columns' dots and norms stacked, so the rest runs once for both
+    dot = torch.stack([torch.linalg.vecdot(u, v), torch.linalg.vecdot(u, v.index_select(1, index))], 1)
+    nv_both = torch.stack([nv, nv.index_select(1, index)], 1)  # m x 2 x b x C
+    live_v = nv_both > (0 if floor is None else torch.stack([floor, floor.index_select(1, index)], 1))
     # an image without a partner in the chunk has no chance term
     valid = (nu > 0).unsqueeze(1) & live_v & pairs.has_both
-    dot = torch.linalg.vecdot(u.unsqueeze(1), v_both)
     cos = (dot / (nu.unsqueeze(1) * nv_both).masked_fill(~valid, 1)).clamp(-1.0, 1.0)
     return cos.transpose(1, 2).unsqueeze(0), valid.transpose(1, 2), pairs
 

@@ -25,9 +25,15 @@ Pure torch. Small pieces shared by the measures that are means over probe images
   two images' ``s_i - c_i``, sign flipped where lower is better) for :func:`moments_of`;
   :func:`margin_details` turns the merged moments into ``margin``, ``margin_stderr``,
   ``margin_low`` (one-sided 95%, Student's t) and ``significant``.
+* One chunk of a layer in few ATen calls (issue 23): :func:`stacked_chunk_sums` computes all of
+  the above for ``k`` measures that share their valid pairs - score sums, valid counts, the
+  images' own and chance scores, the pair margins and their moments - on stacked tensors;
+  :func:`chunk_pairs` keeps what a chunk's ``partner`` tensor fixes (computed once for all its
+  layers), and a metric merges a chunk's moments with one in-place add of
+  :func:`moments_increment`.
 
-Every update-side function works on the device with masks (``torch.where``), without a host
-read, a compaction or a Python loop over samples.
+Every update-side function works on the device with masks (``masked_fill``/``torch.where``),
+without a host read, a compaction or a Python loop over samples.
 """
 from __future__ import annotations
 
@@ -356,8 +362,7 @@ class _Pairs:
         self.images = torch.stack([torch.full((), float(b), dtype=torch.float64, device=self.has.device),
                                    self.has.sum(dtype=torch.float64)])
         self._rows = {}
-        # own rows then the partners' rows, and "has a term" for each (own: always), for one gather of both
-        self.own_and_partner = torch.cat([here, self.index])
+        # "has a term" for the own column (always) and the chance column, m x 2 x b x C-broadcastable
         self.has_both = torch.cat([torch.ones_like(self.has), self.has]).view(1, 2, b, 1)
 
     def element_rows(self, m: int) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -1,8 +1,12 @@
 """``CorrelationInvariance`` and ``CorrelationEquivariance`` (Bruintjes et al. 2023, Eq. 4 and Eq. 7).
 
 Thin ``torchmetrics.Metric`` classes over :mod:`lightning_equivariance.functional.correlation`.
-States are per-(element, channel) sums of scores and of valid pairs, plus the number
-of dead (left-out) pairs per element, all with ``dist_reduce_fx="sum"``.
+States (one stacked tensor each, so a chunk is a few in-place adds): ``sums``, the
+per-(element, channel) sums of scores and of valid pairs, own and against the partner
+(``2 x m x 2 x C``), and ``images``, the counted images and those with a chance term, both with
+``dist_reduce_fx="sum"``; ``score_sum``, ``count``, ``chance_sum``, ``chance_count``,
+``left_out`` (dead pairs per element: the counted images' pairs that were not valid) and
+``chance_left_out`` are read from them.
 
 Honest numbers (docs/measures.md §7):
 

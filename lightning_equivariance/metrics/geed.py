@@ -1,6 +1,8 @@
 """G-EED metrics (Kvinge et al. 2022, §3.1): ``geed_channel``, ``geed_latent_l2``, ``geed_latent_cosine``, ``geed_softmax``.
 
 Thin ``torchmetrics.Metric`` classes over :mod:`lightning_equivariance.functional.geed`.
+:class:`GEEDChannel` keeps the stacked states of the correlation measures (``sums``,
+``images``, ``moments``; see :mod:`~lightning_equivariance.metrics.correlation`).
 Every state is a float64 sum with ``dist_reduce_fx="sum"`` except the bounded point buffer
 of :class:`GEEDLatentL2` (see there) and ``image_moments``. Larger values mean *less*
 equivariant (``higher_is_better = False``). ``value`` is the mean over the group's
