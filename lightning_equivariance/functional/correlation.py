@@ -23,9 +23,15 @@ over the non-dead channels ``c'``; the same ``(i, c)`` pairs are averaged as for
 invariance, so equivariance >= invariance holds per channel.
 
 Left-out images (docs/measures.md §1.7): ``sample_mask`` (``b`` booleans, True =
-the image counts) leaves images out of every sum and count, with ``torch.where`` on the
+the image counts) leaves images out of every sum and count, with ``masked_fill`` on the
 per-sample scores (no compaction, no host synchronisation): the result equals measuring
 only the kept images.
+
+Internally a layer's scores are one stacked tensor ``2 x m x b x H x C`` (invariance,
+equivariance; ``H = 2`` columns with the chance level: own, partner) with one valid mask
+``m x b x H x C`` (:func:`_layer_arrays`), summed by
+:func:`~lightning_equivariance.functional.moments.stacked_chunk_sums` once per layer for both
+measures; the dicts below are the documented view of it.
 
 Chance level (docs/measures.md §7): with ``partner`` (``b`` local indices, ``-1`` = none),
 :func:`correlation_scores` and :func:`permuted_scores` also score ``a(T_g x_i)`` against the
@@ -41,7 +47,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 import torch
 
-from .moments import kept_image_scores, moments_of, pair_margins, partner_pairs, sample_keep
+from .moments import chunk_pairs, sample_keep
 from .moves import moved_maps
 
 __all__ = [
@@ -96,8 +102,14 @@ def _centre(
     norm = torch.linalg.vector_norm(u, dim=-1)
     # |a|^2 = |a - mean|^2 + n * mean^2: the raw norm without another pass over the data.
     n = n_valid if weight is None else n_valid.squeeze(-1)
-    raw = torch.sqrt(norm.square() + n * mean.squeeze(-1).square())
-    return u, norm, norm > rtol * (raw.amax(-1, keepdim=True) if map_scale else raw)
+    if map_scale:
+        raw = torch.sqrt(norm.square() + n * mean.squeeze(-1).square())
+        return u, norm, norm > rtol * raw.amax(-1, keepdim=True)
+    # norm > rtol * raw, compared squared (no square root; the same test up to round-off)
+    square = norm.square()
+    raw_square = square + n * mean.squeeze(-1).square() if weight is not None else torch.add(
+        square, mean.squeeze(-1).square(), alpha=n)
+    return u, norm, square > raw_square * (rtol * rtol)
 
 
 def _standardise(
@@ -145,21 +157,22 @@ def _block_buffer(numel: int, like: torch.Tensor) -> torch.Tensor:
     return buf[:numel]
 
 
-def _diagonal_and_max(
-    u: torch.Tensor, v: torch.Tensor, rows: Optional[torch.Tensor] = None
-) -> Tuple[torch.Tensor, ...]:
-    """``<u_c, v_c>`` and ``max_{c'} <u_c, v_c'>`` for ``... x C x P`` inputs.
+def _products(
+    u: torch.Tensor, v: torch.Tensor, rows: Optional[torch.Tensor] = None, interleaved: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """``<u_c, v_c>`` and ``max_{c'} <u_c, v_c'>`` of ``... x C x P`` inputs, stacked: ``2 x n x H x C``
+    (``n`` the flattened leading axes; ``H = 2`` with ``rows``: also against row ``rows[r]`` of ``v``).
 
-    Batched matrix products in blocks of bounded size; both come from the same ``C x C`` block,
-    so the max is >= the diagonal exactly (equivariance >= invariance, no round-off).
+    Batched matrix products in blocks of bounded size; diagonal and max come from the same ``C x C``
+    block, so the max is >= the diagonal exactly (equivariance >= invariance, no round-off).
 
     ``rows``: for the chance level (docs/measures.md §7), one index per row of the flattened
     leading axes of ``v``: row ``r`` of ``u`` is also compared with row ``rows[r]`` of ``v`` (its
-    partner). Both products of a row come from one ``C x 2C`` matmul against its own and its
-    partner's maps, gathered block by block (one op each instead of two). Then four tensors
-    are returned: the diagonal and the max, and the same against the partner.
+    partner; ``interleaved``: ``(r, rows[r])`` flattened, when already known). With few positions (P < C) both products of a row come from one ``C x 2C`` matmul
+    against its own and its partner's maps, gathered block by block (one op each instead of two).
+    Each block's diagonal and row max go straight into one stacked tensor (the block lives in a
+    reused buffer); several blocks are concatenated once at the end.
     """
-    shape = u.shape[:-1]
     c, p = u.shape[-2:]
     u, v = u.reshape(-1, c, p), v.reshape(-1, c, p)
     n = u.shape[0]
@@ -175,58 +188,87 @@ def _diagonal_and_max(
     buf = _block_buffer(step * c * width, u)
     if paired:
         # own and partner rows interleaved: a gathered block k x 2 x C x P is k x 2C x P
-        both = torch.stack([torch.arange(n, device=rows.device), rows.to(torch.long)], 1).reshape(-1)
-    diag = u.new_empty(n, 2 if rows is not None else 1, c)
-    top = u.new_empty(n, c, 2 if rows is not None else 1)
+        both = interleaved if interleaved is not None else torch.stack([torch.arange(n, device=rows.device), rows.to(torch.long)], 1).reshape(-1)
+    pieces = []
     for i in range(0, n, step):
         k = min(step, n - i)
-        vb = v.index_select(0, both[2 * i : 2 * (i + k)]).view(k, width, p) if paired else v[i : i + k]
-        block = torch.matmul(u[i : i + k], vb.transpose(-1, -2), out=buf[: k * c * width].view(k, c, width))
+        # one block (the usual case): the whole tensors, no slicing ops
+        ub = u if k == n else u[i : i + k]
+        vb = v.index_select(0, both if k == n else both[2 * i : 2 * (i + k)]).view(k, width, p) if paired else (
+            v if k == n else v[i : i + k])
+        out = (buf if buf.numel() == k * c * width else buf[: k * c * width]).view(k, c, width)
+        block = torch.bmm(ub, vb.transpose(-1, -2), out=out)
         quarters = block.view(k, c, halves, c)
-        diag[i : i + k, :halves] = torch.diagonal(quarters, dim1=1, dim2=3)
-        top[i : i + k, :, :halves] = torch.amax(quarters, -1)
+        # 2 x k x halves x C: copied out of the buffer before the next product overwrites it
+        piece = torch.stack([torch.diagonal(quarters, dim1=1, dim2=3), torch.amax(quarters, -1).transpose(1, 2)])
         if rows is not None and not paired:
-            vb = v.index_select(0, rows[i : i + k])
-            block = torch.matmul(u[i : i + k], vb.transpose(-1, -2), out=buf[: k * c * c].view(k, c, c))
-            diag[i : i + k, 1] = torch.diagonal(block, dim1=-2, dim2=-1)
-            top[i : i + k, :, 1] = torch.amax(block, -1)
-    out = (diag[:, 0].reshape(shape), top[..., 0].reshape(shape))
+            vb = v.index_select(0, rows if k == n else rows[i : i + k])
+            block = torch.bmm(ub, vb.transpose(-1, -2), out=out)
+            chance = torch.stack([torch.diagonal(block, dim1=-2, dim2=-1), torch.amax(block, -1)])
+            piece = torch.stack([piece.squeeze(2), chance], 2)
+        pieces.append(piece)
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
+
+
+def _diagonal_and_max(
+    u: torch.Tensor, v: torch.Tensor, rows: Optional[torch.Tensor] = None
+) -> Tuple[torch.Tensor, ...]:
+    """``<u_c, v_c>`` and ``max_{c'} <u_c, v_c'>`` for ``... x C x P`` inputs (:func:`_products`), each
+    of ``u``'s leading shape; with ``rows`` four tensors: the same against the partner rows."""
+    shape = u.shape[:-1]
+    out = _products(u, v, rows)
+    got = (out[0, :, 0].reshape(shape), out[1, :, 0].reshape(shape))
     if rows is None:
-        return out
-    return out + (diag[:, 1].reshape(shape), top[..., 1].reshape(shape))
+        return got
+    return got + (out[0, :, 1].reshape(shape), out[1, :, 1].reshape(shape))
 
 
-def _scores_from_products(
-    diag: torch.Tensor, top: torch.Tensor, norm_u: torch.Tensor, alive_u: torch.Tensor, alive_v: torch.Tensor
-) -> Dict[str, torch.Tensor]:
-    """Scores from ``<u_c, v_c>`` and ``max_c' <u_c, v_c'>`` of centred, not yet normalised rows ``u``
-    (norms ``norm_u``) of ``a(T_g x)`` and unit rows ``v`` of ``T'_g a(x)``.
+def _layer_arrays(
+    products: torch.Tensor,
+    norm_u: torch.Tensor,
+    alive_u: torch.Tensor,
+    alive_v: torch.Tensor,
+    index: Optional[torch.Tensor],
+    has_partner: Optional[torch.Tensor],
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Scores and valid pairs from :func:`_products` of centred, not yet normalised rows ``u``
+    (norms ``norm_u``, ``m x b x C``) of ``a(T_g x)`` and unit rows ``v`` of ``T'_g a(x)``.
 
-    Dividing the products by ``|u_c|`` afterwards, instead of ``u`` itself before, saves a
-    pass over the maps: a positive factor per row ``c`` does not move the max over ``c'``.
+    Returns ``values`` (``2 x m x b x H x C``: invariance, equivariance; own and, with ``index``,
+    chance) and ``valid`` (``m x b x H x C``); values of invalid pairs are not zeroed (see
+    :func:`_score_dict`). Dividing the products by ``|u_c|`` afterwards, instead of ``u`` itself
+    before, saves a pass over the maps: a positive factor per row ``c`` does not move the max over
+    ``c'``. ReLU after the max (max and ReLU commute); dead ``c'`` rows of ``v`` are zero and every
+    score is clamped at 0, so they never change the max.
     """
-    valid = alive_u & alive_v
-    scale = _safe_norm(norm_u, alive_u)
-    # ReLU after the max (max and ReLU commute); dead c' rows of v are zero and every score
-    # is clamped at 0, so they never change the max.
-    inv = (diag / scale).clamp_min(0) * valid
-    eq = (top / scale).clamp_min(0) * valid
-    return {"invariance": inv, "equivariance": eq, "valid": valid}
+    m, b, c = alive_u.shape
+    h = products.shape[2]
+    # dead rows of u may give anything here (0 / 0): their pairs are not valid, and every consumer
+    # zeroes invalid pairs (masked_fill) before adding
+    values = (products / norm_u.view(1, m * b, 1, c)).clamp_min(0).view(2, m, b, h, c)
+    if index is None:
+        return values, (alive_u & alive_v).unsqueeze(2)
+    partner_alive = alive_v.index_select(1, index) & has_partner.view(1, b, 1)
+    return values, alive_u.unsqueeze(2) & torch.stack([alive_v, partner_alive], 2)
 
 
-def _with_chance(
-    scores: Dict[str, torch.Tensor], chance: Dict[str, torch.Tensor], has_partner: torch.Tensor
-) -> Dict[str, torch.Tensor]:
-    """Add the chance scores (``chance_invariance``, ``chance_equivariance``, ``chance_valid``) to ``scores``.
+def _score_dict(values: torch.Tensor, valid: torch.Tensor) -> Dict[str, torch.Tensor]:
+    """The documented dict of :func:`correlation_scores` from ``2 x m x b x H x C`` values and
+    ``m x b x H x C`` valid pairs: scores of invalid pairs are 0."""
+    zeroed = values.masked_fill(~valid, 0)
+    out = {"invariance": zeroed[0, :, :, 0], "equivariance": zeroed[1, :, :, 0], "valid": valid[:, :, 0]}
+    if valid.shape[2] == 2:
+        out.update(chance_invariance=zeroed[0, :, :, 1], chance_equivariance=zeroed[1, :, :, 1],
+                   chance_valid=valid[:, :, 1])
+    return out
 
-    ``has_partner`` (``b`` booleans): images without a partner in the chunk have no chance pair.
-    """
-    valid = chance["valid"] & has_partner.reshape(1, -1, 1)
-    zero = torch.zeros((), dtype=chance["invariance"].dtype, device=valid.device)
-    scores["chance_invariance"] = torch.where(valid, chance["invariance"], zero)
-    scores["chance_equivariance"] = torch.where(valid, chance["equivariance"], zero)
-    scores["chance_valid"] = valid
-    return scores
+
+def _partner_index(partner: Optional[torch.Tensor], b: int, device) -> Tuple[Any, ...]:
+    """``(pairs, index, has_partner)`` of the chunk's partners (:func:`~.moments.chunk_pairs`), or ``None``s."""
+    if partner is None:
+        return None, None, None
+    pairs = chunk_pairs(partner.to(device), b)
+    return pairs, pairs.index, pairs.has
 
 
 def permuted_scores(
@@ -254,11 +296,23 @@ def permuted_scores(
     moved, for all elements into one tensor (one blocked pass of products); the result equals
     :func:`correlation_scores` with ``ta_x = T'_g a(x)``, ``partner`` included.
     """
+    return _score_dict(*_permuted_arrays(a_gx, a_x, permute, similarity, partner, permute_channels)[:2])
+
+
+def _permuted_arrays(
+    a_gx: torch.Tensor,
+    a_x: torch.Tensor,
+    permute: Callable[[torch.Tensor, int], torch.Tensor],
+    similarity: str = "pearson",
+    partner: Optional[torch.Tensor] = None,
+    permute_channels: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None,
+) -> Tuple[Any, ...]:
+    """:func:`permuted_scores` as ``(values, valid, pairs)`` (:func:`_layer_arrays`)."""
     _check_similarity(similarity)
     m, b, c, h, w = a_gx.shape
     if a_x.shape != a_gx.shape[1:]:
         raise ValueError(f"a(x) of shape {tuple(a_x.shape)} does not fit a(T_g x) of shape {tuple(a_gx.shape)}")
-    index, has_partner = (None, None) if partner is None else partner_pairs(partner.to(a_gx.device), b)
+    pairs, index, has_partner = _partner_index(partner, b, a_gx.device)
     centre = similarity == "pearson"
     v, alive_v = _standardise(a_x.reshape(b, c, h * w), None, centre)
     v = v.reshape(a_x.shape)
@@ -269,15 +323,12 @@ def permuted_scores(
     # Every element's moved unit maps in one tensor (the size of a(T_g x)), one gather each,
     # so that the C x C products of all elements run as one blocked pass: a loop over elements
     # multiplies the number of (small) ops, each a parallel region that waits for every thread.
+    else:
+        alive_v = alive_v.expand(m, b, c)
     moved = moved_maps(v, permute, m).reshape(m, b, c, h * w)
-    if index is None:
-        return _scores_from_products(*_diagonal_and_max(u, moved), norm_u, alive_u, alive_v)
     # chance: T'_g a(x_partner(i)) is row g*b + partner(i) of the same moved unit maps
-    rows = (torch.arange(m, device=index.device).unsqueeze(1) * b + index).reshape(-1)
-    diag, top, cdiag, ctop = _diagonal_and_max(u, moved, rows)
-    scores = _scores_from_products(diag, top, norm_u, alive_u, alive_v)
-    chance = _scores_from_products(cdiag, ctop, norm_u, alive_u, alive_v.index_select(-2, index))
-    return _with_chance(scores, chance, has_partner)
+    products = _products(u, moved, *(() if pairs is None else pairs.element_rows(m)))
+    return _layer_arrays(products, norm_u, alive_u, alive_v, index, has_partner) + (pairs,)
 
 
 def check_position_mask(mask: torch.Tensor, h: int, w: int) -> None:
@@ -326,6 +377,21 @@ def correlation_scores(
         the same against the partner's map, valid where both maps are live and the image has
         a partner (the max over ``c'`` runs over the partner's live channels).
     """
+    arrays = _correlation_arrays(a_gx, ta_x, mask, similarity, vector, check_mask, partner, mixed_channels)
+    return _score_dict(*arrays[:2])
+
+
+def _correlation_arrays(
+    a_gx: torch.Tensor,
+    ta_x: torch.Tensor,
+    mask: Optional[torch.Tensor] = None,
+    similarity: str = "pearson",
+    vector: Optional[bool] = None,
+    check_mask: bool = True,
+    partner: Optional[torch.Tensor] = None,
+    mixed_channels: bool = False,
+) -> Tuple[Any, ...]:
+    """:func:`correlation_scores` as ``(values, valid, pairs)`` (:func:`_layer_arrays`)."""
     _check_similarity(similarity)
     if a_gx.shape != ta_x.shape:
         raise ValueError(f"a(T_g x) of shape {tuple(a_gx.shape)} and T'_g a(x) of shape {tuple(ta_x.shape)} differ")
@@ -333,20 +399,21 @@ def correlation_scores(
         vector = a_gx.dim() in (2, 3)
     a_gx, ta_x = _as_elements(a_gx, vector), _as_elements(ta_x, vector)
     b = a_gx.shape[1]
-    index, has_partner = (None, None) if partner is None else partner_pairs(partner.to(a_gx.device), b)
+    pairs, index, has_partner = _partner_index(partner, b, a_gx.device)
     centre = similarity == "pearson"
     if vector:
-        # One "channel": the whole D-vector.
+        # One "channel": the whole D-vector; invariance and equivariance are the same number.
         u, alive_u = _standardise(a_gx.unsqueeze(-2), None, centre)
         v, alive_v = _standardise(ta_x.unsqueeze(-2), None, centre)
-        score = (u * v).sum(-1).clamp_min(0)
-        valid = alive_u & alive_v
-        scores = {"invariance": score * valid, "equivariance": score * valid, "valid": valid}
         if index is None:
-            return scores
-        chance = (u * v.index_select(1, index)).sum(-1).clamp_min(0)
-        cvalid = alive_u & alive_v.index_select(1, index)
-        return _with_chance(scores, {"invariance": chance, "equivariance": chance, "valid": cvalid}, has_partner)
+            score, valid = (u * v).sum(-1).unsqueeze(2), (alive_u & alive_v).unsqueeze(2)
+        else:
+            v_both = torch.stack([v, v.index_select(1, index)], 2)  # m x b x 2 x 1 x D
+            score = (u.unsqueeze(2) * v_both).sum(-1)
+            partner_alive = alive_v.index_select(1, index) & has_partner.view(1, b, 1)
+            valid = alive_u.unsqueeze(2) & torch.stack([alive_v, partner_alive], 2)
+        values = score.clamp_min(0).unsqueeze(0).expand(2, *score.shape)
+        return values, valid, pairs
 
     if a_gx.dim() != 5:
         raise ValueError(f"feature maps must be m x b x C x h x w (or b x C x h x w), got {tuple(a_gx.shape)}")
@@ -363,14 +430,9 @@ def correlation_scores(
         weight = mask.reshape(m, 1, 1, h * w).to(a_gx.dtype)
     u, norm_u, alive_u = _centre(a_gx.reshape(m, b, c, h * w), weight, centre)
     v, alive_v = _standardise(ta_x.reshape(m, b, c, h * w), weight, centre, map_scale=mixed_channels)
-    if index is None:
-        return _scores_from_products(*_diagonal_and_max(u, v), norm_u, alive_u, alive_v)
     # chance: row g*b + i of u against row g*b + partner(i) of v (same element, partner's map)
-    rows = (torch.arange(m, device=index.device).unsqueeze(1) * b + index).reshape(-1)
-    diag, top, cdiag, ctop = _diagonal_and_max(u, v, rows)
-    scores = _scores_from_products(diag, top, norm_u, alive_u, alive_v)
-    chance = _scores_from_products(cdiag, ctop, norm_u, alive_u, alive_v.index_select(1, index))
-    return _with_chance(scores, chance, has_partner)
+    products = _products(u, v, *(() if pairs is None else pairs.element_rows(m)))
+    return _layer_arrays(products, norm_u, alive_u, alive_v, index, has_partner) + (pairs,)
 
 
 def _correlation_update(
@@ -391,56 +453,6 @@ def _correlation_update(
         valid = valid & keep
         scores = torch.where(valid, scores, torch.zeros((), dtype=scores.dtype, device=scores.device))
     return scores.sum(-2, dtype=torch.float64), valid.sum(-2, dtype=torch.float64), dead
-
-
-def _correlation_sums(
-    scores: Dict[str, torch.Tensor],
-    names: Tuple[str, ...],
-    sample_mask: Optional[torch.Tensor] = None,
-    partner: Optional[torch.Tensor] = None,
-) -> Dict[str, Any]:
-    """What a chunk adds to the states of the measures ``names`` (``"invariance"``, ``"equivariance"``).
-
-    Computed once for all of them, their scores stacked: the two measures of a layer share the
-    valid pairs, the partners and the counts (one op each instead of one per measure).
-
-    Returns ``count`` and ``left_out`` (valid pairs ``m x C``, dead pairs ``m``), ``kept`` (the
-    counted images), ``chance_count`` (``m x C``, ``None`` without ``partner`` or chance scores)
-    and ``chance_left_out`` (the kept images without a chance term), and per name a dict with
-    ``score_sum`` (``m x C``), ``moments`` (``2 x 3``: the ``(n, mean, M2)`` of the images' own
-    scores and of the pair margins ``D_k``, docs/measures.md §7; the second ``(0, 0, 0)`` without
-    a chance level) and ``chance_sum`` (``m x C`` or ``None``).
-    """
-    stacked = torch.stack([scores[n] for n in names])
-    valid = scores["valid"]
-    score_sum, count, dead = _correlation_update(stacked, valid, sample_mask)
-    b = valid.shape[1]
-    kept = (
-        torch.full((), float(b), dtype=torch.float64, device=valid.device)
-        if sample_mask is None
-        else sample_mask.to(device=valid.device, dtype=torch.bool).sum(dtype=torch.float64)
-    )
-    out: Dict[str, Any] = {"count": count, "left_out": dead, "kept": kept, "chance_count": None, "chance_left_out": kept}
-    chance_sum = [None] * len(names)
-    if partner is not None and "chance_valid" in scores:
-        # an image has a chance term when it counts, has a partner here, and the partner counts
-        index, paired = partner_pairs(partner.to(valid.device), b, sample_mask)
-        chance = torch.stack([scores["chance_" + n] for n in names])
-        chance_valid = scores["chance_valid"]
-        sums, out["chance_count"], _ = _correlation_update(chance, chance_valid, paired)
-        out["chance_left_out"] = kept - paired.sum(dtype=torch.float64)
-        chance_sum = list(sums)
-        # the margin's interval (docs/measures.md §7): c_i pooled as s_i, then D_k per scored pair;
-        # the moments of s_i and of D_k in one pass (k x 2 x 3)
-        own, own_counted = kept_image_scores(stacked, valid, sample_mask)
-        margins, first = pair_margins(own, own_counted, *kept_image_scores(chance, chance_valid, paired), index)
-        moments = moments_of(torch.stack([own, margins], -2), torch.stack([own_counted, first]))
-    else:
-        moments = moments_of(*kept_image_scores(stacked, valid, sample_mask))
-        moments = torch.stack([moments, torch.zeros_like(moments)], -2)  # no pair: (0, 0, 0)
-    for k, name in enumerate(names):
-        out[name] = {"score_sum": score_sum[k], "moments": moments[k], "chance_sum": chance_sum[k]}
-    return out
 
 
 def _correlation_compute(score_sum: torch.Tensor, count: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

@@ -54,7 +54,7 @@ from typing import Dict, Optional, Tuple
 
 import torch
 
-from .moments import partner_pairs, sample_keep
+from .moments import chunk_pairs, sample_keep
 
 __all__ = [
     "orbit_average",
@@ -105,12 +105,34 @@ def geed_channel_scores(
         0 where ``valid`` is False (a zero map in either argument). With ``partner`` also
         ``chance_cosine`` and ``chance_valid`` (both maps non-zero and the image has a partner).
     """
+    values, valid = _geed_arrays(a_gx, ta_x, mask, vector, partner, mixed_channels)[:2]
+    cosine = values[0].masked_fill(~valid, 0)
+    out = {"cosine": cosine[:, :, 0], "valid": valid[:, :, 0]}
+    if valid.shape[2] == 2:
+        out.update(chance_cosine=cosine[:, :, 1], chance_valid=valid[:, :, 1])
+    return out
+
+
+def _geed_arrays(
+    a_gx: torch.Tensor,
+    ta_x: torch.Tensor,
+    mask: Optional[torch.Tensor] = None,
+    vector: Optional[bool] = None,
+    partner: Optional[torch.Tensor] = None,
+    mixed_channels: bool = False,
+):
+    """:func:`geed_channel_scores` as ``(values, valid, pairs)``: ``values`` ``1 x m x b x H x C``
+    cosines (not zeroed where not valid), ``valid`` ``m x b x H x C``; ``H = 2`` with ``partner``
+    (own, chance), as :func:`~lightning_equivariance.functional.moments.stacked_chunk_sums` takes them.
+
+    With the partner, the two columns' dot products and norms are stacked, so that validity,
+    division and clamp run once for both."""
     if a_gx.shape != ta_x.shape:
         raise ValueError(f"a(gx) of shape {tuple(a_gx.shape)} and g a_hat(x) of shape {tuple(ta_x.shape)} differ")
     if vector is None:
         vector = a_gx.dim() == 3
     # Per-sample cosines in the activations' precision (at least float32); the sums over
-    # samples are float64 (_scores_update).
+    # samples are float64 (stacked_chunk_sums).
     dtype = torch.promote_types(torch.promote_types(a_gx.dtype, ta_x.dtype), torch.float32)
     u, v = a_gx.to(dtype), ta_x.to(dtype)
     if vector:
@@ -129,35 +151,31 @@ def geed_channel_scores(
                 raise ValueError(f"mask of shape {tuple(mask.shape)} does not fit maps of shape {tuple(a_gx.shape)}")
             weight = mask.reshape(m, 1, 1, h * w).to(u.dtype)
             u, v = u * weight, v * weight
+    m, b, c = u.shape[:3]
     nu, nv = u.norm(dim=-1), v.norm(dim=-1)
     floor = None
     if mixed_channels and not vector:
         from .correlation import _DEAD_RTOL  # one tolerance for "numerically nothing" in both families
 
         floor = _DEAD_RTOL.get(v.dtype, 1e-5) * nv.amax(-1, keepdim=True)
-    out = _cosines(u, v, nu, nv, floor)
     if partner is None:
-        return out
-    index, has_partner = partner_pairs(partner.to(u.device), u.shape[1])
-    chance = _cosines(u, v.index_select(1, index), nu, nv.index_select(1, index),
-                      None if floor is None else floor.index_select(1, index))
-    valid = chance["valid"] & has_partner.reshape(1, -1, 1)
-    out["chance_cosine"] = chance["cosine"] * valid
-    out["chance_valid"] = valid
-    return out
-
-
-def _cosines(
-    u: torch.Tensor, v: torch.Tensor, nu: torch.Tensor, nv: torch.Tensor, floor: Optional[torch.Tensor] = None
-) -> Dict[str, torch.Tensor]:
-    """``cos(u, v)`` of ``... x P`` rows with norms ``nu``, ``nv``; 0 and not valid where a row is zero
-    (for ``v``: its norm at most ``floor``, when given)."""
-    valid = (nu > 0) & (nv > (0 if floor is None else floor))
-    # linalg.vecdot: one fused reduction; a batched 1 x P @ P x 1 matmul per row was 2-5x slower
-    # on CPU at P >= 1024 (a GEMM call per row), and u * v would write a full-size temporary
-    dot = torch.linalg.vecdot(u, v)
-    cos = dot / torch.where(valid, nu * nv, torch.ones_like(nu))
-    return {"cosine": (cos * valid).clamp(-1.0, 1.0), "valid": valid}
+        valid = (nu > 0) & (nv > (0 if floor is None else floor))
+        # linalg.vecdot: one fused reduction; a batched 1 x P @ P x 1 matmul per row was 2-5x slower
+        # on CPU at P >= 1024 (a GEMM call per row), and u * v would write a full-size temporary
+        dot = torch.linalg.vecdot(u, v)
+        cos = dot / (nu * nv).masked_fill(~valid, 1)
+        return cos.clamp(-1.0, 1.0).view(1, m, b, 1, c), valid.unsqueeze(2), None
+    pairs = chunk_pairs(partner.to(u.device), b)
+    index = pairs.index
+    # the partners' maps gathered (the own ones used in place: copying them too cost 15% more
+    # time on CPU); the two columns' dots and norms stacked, so the rest runs once for both
+    dot = torch.stack([torch.linalg.vecdot(u, v), torch.linalg.vecdot(u, v.index_select(1, index))], 1)
+    nv_both = torch.stack([nv, nv.index_select(1, index)], 1)  # m x 2 x b x C
+    live_v = nv_both > (0 if floor is None else torch.stack([floor, floor.index_select(1, index)], 1))
+    # an image without a partner in the chunk has no chance term
+    valid = (nu > 0).unsqueeze(1) & live_v & pairs.has_both
+    cos = (dot / (nu.unsqueeze(1) * nv_both).masked_fill(~valid, 1)).clamp(-1.0, 1.0)
+    return cos.transpose(1, 2).unsqueeze(0), valid.transpose(1, 2), pairs
 
 
 def geed_latent_scores(a_x: torch.Tensor, a_gx: torch.Tensor, metric: str = "l2") -> Dict[str, torch.Tensor]:

@@ -25,12 +25,19 @@ Pure torch. Small pieces shared by the measures that are means over probe images
   two images' ``s_i - c_i``, sign flipped where lower is better) for :func:`moments_of`;
   :func:`margin_details` turns the merged moments into ``margin``, ``margin_stderr``,
   ``margin_low`` (one-sided 95%, Student's t) and ``significant``.
+* One chunk of a layer in few ATen calls (issue 23): :func:`stacked_chunk_sums` computes all of
+  the above for ``k`` measures that share their valid pairs - score sums, valid counts, the
+  images' own and chance scores, the pair margins and their moments - on stacked tensors;
+  :func:`chunk_pairs` keeps what a chunk's ``partner`` tensor fixes (computed once for all its
+  layers), and a metric merges a chunk's moments with one in-place add of
+  :func:`moments_increment`.
 
-Every update-side function works on the device with masks (``torch.where``), without a host
-read, a compaction or a Python loop over samples.
+Every update-side function works on the device with masks (``masked_fill``/``torch.where``),
+without a host read, a compaction or a Python loop over samples.
 """
 from __future__ import annotations
 
+import threading
 from typing import Optional, Tuple
 
 import torch
@@ -51,6 +58,8 @@ __all__ = [
     "pair_margins",
     "margin_details",
     "no_chance",
+    "stacked_chunk_sums",
+    "chunk_pairs",
     "MIN_ROOM",
 ]
 
@@ -167,14 +176,19 @@ def moments_of(values: torch.Tensor, weight: Optional[torch.Tensor] = None) -> t
 
 def combine_moments(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Chan et al.'s parallel update: the summary of the union of two ``(..., 3)`` summaries."""
-    na, ma, qa = a.unbind(-1)
+    return a + moments_increment(a, b)
+
+
+def moments_increment(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """What Chan et al.'s parallel update adds to the summary ``a`` to merge ``b`` into it (``(..., 3)``):
+    ``(n_b, delta n_b / n, M2_b + delta^2 n_a n_b / n)``, ``delta = mean_b - mean_a``; a state
+    merges a chunk with one in-place add."""
+    na, ma, _ = a.unbind(-1)
     nb, mb, qb = b.unbind(-1)
-    n = na + nb
-    safe = n.clamp_min(1)
+    share = nb / (na + nb).clamp_min(1)
     delta = mb - ma
-    mean = ma + delta * (nb / safe)
-    m2 = qa + qb + delta.square() * (na * nb / safe)
-    return torch.stack([n, mean, m2], -1)
+    step = delta * share
+    return torch.stack([nb, step, torch.addcmul(qb, step, delta * na)], -1)
 
 
 def merge_moments(stacked: torch.Tensor) -> torch.Tensor:
@@ -334,3 +348,121 @@ def sample_keep(sample_mask: Optional[torch.Tensor], like: torch.Tensor) -> Opti
             f"sample_mask must hold one boolean per image ({like.shape[1]}), got shape {tuple(sample_mask.shape)}"
         )
     return sample_mask.to(device=like.device, dtype=torch.bool).reshape(1, -1, *([1] * (like.dim() - 2)))
+
+
+class _Pairs:
+    """What a chunk's ``partner`` tensor fixes for every layer: the gather index, who has a partner,
+    one image of each mutual pair, and the number of images with a partner (float64)."""
+
+    def __init__(self, partner: torch.Tensor, b: int):
+        self.partner, self.version = partner, partner._version
+        self.index, self.has = partner_pairs(partner, b)
+        here = torch.arange(b, device=self.index.device)
+        self.first = (here < self.index) & (self.index.index_select(0, self.index) == here)
+        self.images = torch.stack([torch.full((), float(b), dtype=torch.float64, device=self.has.device),
+                                   self.has.sum(dtype=torch.float64)])
+        self._rows = {}
+        # "has a term" for the own column (always) and the chance column, m x 2 x b x C-broadcastable
+        self.has_both = torch.cat([torch.ones_like(self.has), self.has]).view(1, 2, b, 1)
+
+    def element_rows(self, m: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """For ``m x b`` rows (element-major): each row's partner row ``g * b + partner(i)``, and
+        ``(r, partner row of r)`` interleaved (flattened), computed once per chunk and ``m``."""
+        if m not in self._rows:
+            b = self.index.shape[0]
+            rows = (torch.arange(m, device=self.index.device).unsqueeze(1) * b + self.index).reshape(-1)
+            both = torch.stack([torch.arange(m * b, device=rows.device), rows], 1).reshape(-1)
+            self._rows[m] = (rows, both)
+        return self._rows[m]
+
+
+_PAIRS = threading.local()
+
+
+def chunk_pairs(partner: torch.Tensor, b: int) -> _Pairs:
+    """:class:`_Pairs` of ``partner``, computed once per chunk: every layer of a chunk gets the same
+    ``partner`` tensor, so the last one is kept (per thread) and reused while unchanged."""
+    last = getattr(_PAIRS, "last", None)
+    if last is None or last.partner is not partner or last.version != partner._version or last.index.shape[0] != b:
+        last = _PAIRS.last = _Pairs(partner, b)
+    return last
+
+
+def stacked_chunk_sums(
+    values: torch.Tensor,
+    valid: torch.Tensor,
+    sample_mask: Optional[torch.Tensor] = None,
+    pairs: Optional[_Pairs] = None,
+    negate_image_scores: bool = False,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Everything a chunk adds to the states of ``k`` measures that share their valid pairs, in a few
+    whole-tensor operations (no loop over measures, elements or statistics).
+
+    Args:
+        values: ``k x m x b x H x C`` per (measure, element, image, own/chance, channel) scores;
+            entries where ``valid`` is False may hold anything (NaN included). ``H = 1``: the
+            images' own scores only; ``H = 2``: also the scores against the partner's map.
+        valid: ``m x b x H x C`` booleans: the live pairs; in the chance column also "the image
+            has a partner in the chunk".
+        sample_mask: ``b`` booleans, True for the images that count (``None``: all); a chance
+            term also needs the partner to count.
+        pairs: the chunk's partners (:func:`chunk_pairs`); needed when ``H = 2``.
+        negate_image_scores: the measure's per-image score is the negated mean (G-EED: ``-cos``);
+            the margins ``D_k`` come out right for "lower is better" with the same formula.
+
+    Returns:
+        ``(sums, images, moments)``: ``sums`` ``(k + 1) x m x H x C`` float64 - the ``k`` score sums
+        over the counted pairs, then the number of counted pairs; ``images`` ``2`` float64 - the
+        counted images and the images with a chance term; ``moments`` ``k x 2 x 3``: the
+        ``(n, mean, M2)`` of the images' own scores ``s_i`` and of the pair margins ``D_k``
+        (:func:`pair_margins`; ``(0, 0, 0)`` without a chance column).
+    """
+    b, h = valid.shape[1], valid.shape[2]
+    f64 = torch.float64
+    keep = None if sample_mask is None else sample_keep(sample_mask, valid).reshape(b)
+    if keep is not None:
+        # own terms need the image, chance terms the image and its partner
+        partner_kept = None if h == 1 else keep & keep.index_select(0, pairs.index)
+        columns = keep.unsqueeze(-1) if h == 1 else torch.stack([keep, partner_kept], -1)
+        valid = valid & columns.view(1, b, h, 1)
+    scores = values.masked_fill(~valid, 0)  # zero first: NaN * 0 would stay NaN
+    sums = torch.cat([scores.sum(2, dtype=f64), valid.sum(1, dtype=f64).unsqueeze(0)])
+    # each image's s_i: mean over elements (where it has a live pair) of its mean over live channels
+    per_n = valid.sum(-1)  # m x b x H
+    per_mean = scores.sum(-1, dtype=f64) / per_n.clamp_min(1)
+    elements = torch.count_nonzero(per_n, 0)  # b x H
+    image = per_mean.sum(1) / elements.clamp_min(1)  # k x b x H; exactly 0 where not counted
+    counted = elements > 0
+    if h == 1:
+        kept = torch.full((), float(b), dtype=f64, device=valid.device) if keep is None else keep.sum(dtype=f64)
+        images = torch.stack([kept, torch.zeros_like(kept)])
+        own = image.squeeze(-1)
+        moments = _chunk_moments(own.unsqueeze(-2), counted.view(1, b), negate_image_scores)
+        return sums, images, torch.cat([moments, torch.zeros_like(moments)], -2)
+    if keep is None:
+        images = pairs.images
+    else:
+        images = torch.stack([keep, pairs.has & partner_kept]).sum(-1, dtype=f64)
+    own, chance = image.unbind(-1)
+    d = own - chance  # s_i - c_i; for negated scores (-c_i) - (-s_i), the same number
+    own_counted, scored = counted[:, 0], counted.all(-1)
+    first = scored & scored.index_select(0, pairs.index) & pairs.first
+    margins = (d + d.index_select(-1, pairs.index)) * 0.5
+    both = torch.stack([-own if negate_image_scores else own, margins], -2)
+    return sums, images, _chunk_moments(both, torch.stack([own_counted, first]))
+
+
+def _chunk_moments(values: torch.Tensor, weight: torch.Tensor, negate: bool = False) -> torch.Tensor:
+    """``(n, mean, M2)`` (``... x 3``) of the entries of ``values`` (``... x b``, finite) where ``weight``
+    (booleans broadcasting against ``values``) is True: a plain two-pass over one chunk's few images,
+    float64; ``negate``: of ``-values``."""
+    w = weight.to(torch.float64)
+    n = w.sum(-1)
+    safe = n.clamp_min(1)
+    mean = (values * w).sum(-1) / safe
+    if negate:
+        mean = -mean
+        d = (values + mean.unsqueeze(-1)) * w
+    else:
+        d = (values - mean.unsqueeze(-1)) * w
+    return torch.stack([n.expand_as(mean), mean, (d * d).sum(-1)], -1)

@@ -1,8 +1,12 @@
 """``CorrelationInvariance`` and ``CorrelationEquivariance`` (Bruintjes et al. 2023, Eq. 4 and Eq. 7).
 
 Thin ``torchmetrics.Metric`` classes over :mod:`lightning_equivariance.functional.correlation`.
-States are per-(element, channel) sums of scores and of valid pairs, plus the number
-of dead (left-out) pairs per element, all with ``dist_reduce_fx="sum"``.
+States (one stacked tensor each, so a chunk is a few in-place adds): ``sums``, the
+per-(element, channel) sums of scores and of valid pairs, own and against the partner
+(``2 x m x 2 x C``), and ``images``, the counted images and those with a chance term, both with
+``dist_reduce_fx="sum"``; ``score_sum``, ``count``, ``chance_sum``, ``chance_count``,
+``left_out`` (dead pairs per element: the counted images' pairs that were not valid) and
+``chance_left_out`` are read from them.
 
 Honest numbers (docs/measures.md §7):
 
@@ -50,17 +54,17 @@ from torch import nn
 
 from ..functional.correlation import (
     _check_similarity,
+    _correlation_arrays,
     _correlation_compute,
-    _correlation_sums,
+    _permuted_arrays,
     check_position_mask,
-    correlation_scores,
-    permuted_scores,
 )
 from ..functional.moments import (
     chance_details,
     chance_per_element,
-    combine_moments,
     merge_moments,
+    moments_increment,
+    stacked_chunk_sums,
     stderr_from_moments,
 )
 from .base import LayerContext, LayerMetric
@@ -74,12 +78,8 @@ class _CorrelationMeasure(LayerMetric):
     plot_upper_bound = 1.0
     best_value = 1.0
 
-    score_sum: torch.Tensor
-    count: torch.Tensor
-    left_out: torch.Tensor
-    chance_sum: torch.Tensor
-    chance_count: torch.Tensor
-    chance_left_out: torch.Tensor
+    sums: torch.Tensor
+    images: torch.Tensor
     moments: torch.Tensor
 
     def __init__(self, num_elements: int, num_channels: int, similarity: str = "pearson", **kwargs: Any):
@@ -88,20 +88,46 @@ class _CorrelationMeasure(LayerMetric):
         if int(num_elements) < 1 or int(num_channels) < 1:
             raise ValueError(f"num_elements and num_channels must be >= 1, got {num_elements}, {num_channels}")
         self.similarity = similarity
-        shape = (int(num_elements), int(num_channels))
-        self.add_state("score_sum", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("left_out", torch.zeros(shape[0], dtype=torch.float64), dist_reduce_fx="sum")
-        # chance level (docs/measures.md §7): the same sums against the partner's map
-        self.add_state("chance_sum", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("chance_count", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("chance_left_out", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        m, c = int(num_elements), int(num_channels)
+        # One stacked state, one add per chunk: [score sums, valid pairs] x element x [own, chance
+        # (against the partner's map, docs/measures.md §7)] x channel.
+        self.add_state("sums", torch.zeros(2, m, 2, c, dtype=torch.float64), dist_reduce_fx="sum")
+        # [counted images, images with a chance term]: the dead pairs (left_out) are the counted
+        # images' pairs that are not valid, the images without a chance term the difference
+        self.add_state("images", torch.zeros(2, dtype=torch.float64), dist_reduce_fx="sum")
         # (n, mean, M2) of the images' own scores (row 0, the stderr) and of the pair margins D_k
         # (row 1, the margin's interval), merged with Chan's update (also across processes)
         self.add_state("moments", torch.zeros(2, 3, dtype=torch.float64), dist_reduce_fx=merge_moments)
         # The validity mask of a layer is fixed by the group and the layer's shape: in
         # update(ctx) its "at least 2 positions" check (a host read) runs on the first chunk only.
         self._position_mask_checked = False
+        self._rows: Dict[Any, torch.Tensor] = {}
+
+    # the sums by name (views of the stacked state)
+    @property
+    def score_sum(self) -> torch.Tensor:
+        return self.sums[0, :, 0]
+
+    @property
+    def count(self) -> torch.Tensor:
+        return self.sums[1, :, 0]
+
+    @property
+    def chance_sum(self) -> torch.Tensor:
+        return self.sums[0, :, 1]
+
+    @property
+    def chance_count(self) -> torch.Tensor:
+        return self.sums[1, :, 1]
+
+    @property
+    def left_out(self) -> torch.Tensor:
+        """Dead (left-out) pairs per element: the counted images' pairs that were not valid."""
+        return self.images[0] * self.sums.shape[-1] - self.count.sum(-1)
+
+    @property
+    def chance_left_out(self) -> torch.Tensor:
+        return self.images[0] - self.images[1]
 
     @classmethod
     def for_layer(cls, ctx: LayerContext, similarity: str = "pearson", **_: Any) -> "_CorrelationMeasure":
@@ -111,22 +137,26 @@ class _CorrelationMeasure(LayerMetric):
         metric._reuses_previous = similarity == "pearson" and ctx.kind == "map" and _positive_channel_affine(ctx.module)
         return metric
 
-    def _add(self, sums: Dict[str, Any]) -> None:
-        """Add a chunk's :func:`~lightning_equivariance.functional.correlation._correlation_sums`."""
-        mine = sums[self.measure_name]
-        if mine["score_sum"].shape != self.score_sum.shape:
+    def _add(self, chunk, k: int) -> None:
+        """Add a chunk's :func:`~lightning_equivariance.functional.moments.stacked_chunk_sums`, this
+        measure's being number ``k`` of the stacked ones."""
+        sums, images, moments = chunk
+        if sums.shape[1] != self.sums.shape[1] or sums.shape[-1] != self.sums.shape[-1]:
             raise ValueError(
-                f"{type(self).__name__} was created for {self.score_sum.shape[0]} elements x "
-                f"{self.score_sum.shape[1]} channels, got scores for {tuple(mine['score_sum'].shape)}"
+                f"{type(self).__name__} was created for {self.sums.shape[1]} elements x "
+                f"{self.sums.shape[-1]} channels, got scores for {tuple(sums.shape[1::2])}"
             )
-        self.score_sum += mine["score_sum"]
-        self.count += sums["count"]
-        self.left_out += sums["left_out"]
-        self.moments.copy_(combine_moments(self.moments, mine["moments"]))
-        self.chance_left_out += sums["chance_left_out"]  # without a partner tensor, every kept image
-        if mine["chance_sum"] is not None:
-            self.chance_sum += mine["chance_sum"]
-            self.chance_count += sums["chance_count"]
+        key = (sums.shape[0], k, sums.device)
+        rows = self._rows.get(key)
+        if rows is None:  # which rows of the chunk's sums are this measure's: its scores, the counts
+            rows = self._rows[key] = torch.tensor([k, sums.shape[0] - 1], device=sums.device)
+        mine = sums.index_select(0, rows)
+        if sums.shape[2] == 2:
+            self.sums.add_(mine)
+        else:  # no chance level in this chunk
+            self.sums.narrow(2, 0, 1).add_(mine)
+        self.images.add_(images)
+        self.moments.add_(moments_increment(self.moments, moments[k]))
 
     def _update_tensors(
         self,
@@ -147,8 +177,10 @@ class _CorrelationMeasure(LayerMetric):
             partner: optional ``b`` integers on the activations' device, each image's partner in
                 this batch or ``-1`` (docs/measures.md §7); without it no chance level is added.
         """
-        scores = correlation_scores(a_gx, ta_x, mask=mask, similarity=self.similarity, partner=partner)
-        self._add(_correlation_sums(scores, (self.measure_name,), sample_mask, partner))
+        values, valid, pairs = _correlation_arrays(
+            a_gx, ta_x, mask=mask, similarity=self.similarity, partner=partner)
+        k = 0 if self.measure_name == "invariance" else 1
+        self._add(stacked_chunk_sums(values.narrow(0, k, 1), valid, sample_mask, pairs), 0)
 
     def _update_context(self, ctx: LayerContext) -> None:
         """Add one chunk of a layer; images with ``ctx.sample_mask`` False are left out."""
@@ -162,7 +194,7 @@ class _CorrelationMeasure(LayerMetric):
                 getattr(self, "_reuses_previous", False)
                 and previous.get("channel_action", False) is ctx.channel_action
                 and key in previous
-                and (partner is None or "chance_valid" in previous[key])
+                and (partner is None or previous[key][1].shape[2] == 2)
             ):
                 # Pearson is invariant under positive affine maps of either argument, channel by
                 # channel: a BatchNorm's scores are the ones of the conv it normalises (the
@@ -181,8 +213,11 @@ class _CorrelationMeasure(LayerMetric):
         # both measures (they share the valid pairs and the counts).
         sums_key = ("correlation sums", self.similarity)
         if sums_key not in ctx.cache:
-            ctx.cache[sums_key] = _correlation_sums(ctx.cache[key], ("invariance", "equivariance"), ctx.sample_mask, partner)
-        self._add(ctx.cache[sums_key])
+            values, valid, pairs = ctx.cache[key]
+            if partner is None and valid.shape[2] == 2:  # (not reached by the engine) drop the chance column
+                values, valid = values.narrow(3, 0, 1), valid.narrow(2, 0, 1)
+            ctx.cache[sums_key] = stacked_chunk_sums(values, valid, ctx.sample_mask, pairs)
+        self._add(ctx.cache[sums_key], 0 if self.measure_name == "invariance" else 1)
 
     def compute(self) -> torch.Tensor:
         """The layer value: mean over elements of the per-element mean over valid (sample, channel) pairs."""
@@ -203,8 +238,8 @@ class _CorrelationMeasure(LayerMetric):
         return out
 
 
-def _layer_scores(ctx: LayerContext, similarity: str) -> Dict[str, torch.Tensor]:
-    """The layer's scores, with the chance scores when ``ctx.partner`` is given."""
+def _layer_scores(ctx: LayerContext, similarity: str):
+    """The layer's ``(values, valid, pairs)``, with the chance column when ``ctx.partner`` is given."""
     if ctx.moves_entries():
         # A permutation of positions (rot90, flips, circular shifts), and of channels (the
         # regular fields of a steerable layer), commutes with the per-channel standardisation:
@@ -214,9 +249,9 @@ def _layer_scores(ctx: LayerContext, similarity: str) -> Dict[str, torch.Tensor]
         def permute_channels(maps: torch.Tensor, g: int) -> torch.Tensor:
             return action(maps, ctx.elements[g])
 
-        return permuted_scores(ctx.a_gx, ctx.a_x, ctx.transform, similarity=similarity, partner=ctx.partner,
+        return _permuted_arrays(ctx.a_gx, ctx.a_x, ctx.transform, similarity=similarity, partner=ctx.partner,
                                permute_channels=None if action is None else permute_channels)
-    return correlation_scores(
+    return _correlation_arrays(
         ctx.a_gx,
         ctx.transformed_x(),
         mask=ctx.mask(),

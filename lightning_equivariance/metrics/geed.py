@@ -1,6 +1,8 @@
 """G-EED metrics (Kvinge et al. 2022, §3.1): ``geed_channel``, ``geed_latent_l2``, ``geed_latent_cosine``, ``geed_softmax``.
 
 Thin ``torchmetrics.Metric`` classes over :mod:`lightning_equivariance.functional.geed`.
+:class:`GEEDChannel` keeps the stacked states of the correlation measures (``sums``,
+``images``, ``moments``; see :mod:`~lightning_equivariance.metrics.correlation`).
 Every state is a float64 sum with ``dist_reduce_fx="sum"`` except the bounded point buffer
 of :class:`GEEDLatentL2` (see there) and ``image_moments``. Larger values mean *less*
 equivariant (``higher_is_better = False``). ``value`` is the mean over the group's
@@ -46,12 +48,12 @@ import torch
 
 from ..functional.geed import (
     _check_normaliser,
+    _geed_arrays,
     _cosine_normaliser_compute,
     _cosine_normaliser_update,
     _per_element,
     _scores_update,
     _SOFTMAX_INPUTS,
-    geed_channel_scores,
     geed_latent_scores,
     geed_softmax_scores,
     looks_like_probabilities,
@@ -60,18 +62,16 @@ from ..functional.geed import (
 )
 from ..functional.moments import (
     image_moments,
-    kept_image_scores,
-    moments_of,
-    pair_margins,
     chance_details,
     chance_per_element,
     combine_moments,
     merge_moments,
     no_chance,
-    partner_pairs,
+    stacked_chunk_sums,
     stderr_from_moments,
 )
 from .base import LayerContext, LayerMetric
+from .correlation import CorrelationInvariance
 
 __all__ = ["GEEDChannel", "GEEDLatentL2", "GEEDLatentCosine", "GEEDSoftmax"]
 
@@ -146,28 +146,31 @@ class GEEDChannel(_GEED):
     plot_upper_bound = 1.0
     best_value = -1.0
 
-    score_sum: torch.Tensor
-    count: torch.Tensor
-    left_out: torch.Tensor
-    chance_sum: torch.Tensor
-    chance_count: torch.Tensor
-    chance_left_out: torch.Tensor
+    sums: torch.Tensor
+    images: torch.Tensor
     moments: torch.Tensor
 
     def __init__(self, num_elements: int, num_channels: int, **kwargs: Any):
         super().__init__(**kwargs)
         _check_positive(type(self).__name__, num_elements=num_elements, num_channels=num_channels)
-        shape = (int(num_elements), int(num_channels))
-        self.add_state("score_sum", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("left_out", torch.zeros(shape[0], dtype=torch.float64), dist_reduce_fx="sum")
-        # chance level (docs/measures.md §7): the same sums of cosines against the partner's map
-        self.add_state("chance_sum", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("chance_count", torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("chance_left_out", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        m, c = int(num_elements), int(num_channels)
+        # One stacked state, one add per chunk: [cosine sums, valid pairs] x element x [own, chance
+        # (against the partner's map, docs/measures.md §7)] x channel.
+        self.add_state("sums", torch.zeros(2, m, 2, c, dtype=torch.float64), dist_reduce_fx="sum")
+        # [counted images, images with a chance term]: left_out and chance_left_out follow
+        self.add_state("images", torch.zeros(2, dtype=torch.float64), dist_reduce_fx="sum")
         # (n, mean, M2) of the images' own scores (row 0, the stderr) and of the pair margins D_k
         # (row 1, the margin's interval), merged with Chan's update (also across processes)
         self.add_state("moments", torch.zeros(2, 3, dtype=torch.float64), dist_reduce_fx=merge_moments)
+        self._rows: Dict[Any, torch.Tensor] = {}
+
+    score_sum = CorrelationInvariance.score_sum
+    count = CorrelationInvariance.count
+    chance_sum = CorrelationInvariance.chance_sum
+    chance_count = CorrelationInvariance.chance_count
+    left_out = CorrelationInvariance.left_out
+    chance_left_out = CorrelationInvariance.chance_left_out
+    _add = CorrelationInvariance._add
 
     @classmethod
     def for_layer(cls, ctx: LayerContext, **_: Any) -> "GEEDChannel":
@@ -192,40 +195,11 @@ class GEEDChannel(_GEED):
         ``mixed_channels``: ``ta_x`` comes from a channel action applied as a float matrix
         (:func:`~lightning_equivariance.functional.geed.geed_channel_scores`).
         """
-        out = geed_channel_scores(a_gx, ta_x, mask=mask, vector=vector, partner=partner, mixed_channels=mixed_channels)
-        if out["cosine"].shape[0] != self.score_sum.shape[0] or out["cosine"].shape[-1] != self.score_sum.shape[1]:
-            raise ValueError(
-                f"{type(self).__name__} was created for {self.score_sum.shape[0]} elements x {self.score_sum.shape[1]} "
-                f"channels, got cosines of shape {tuple(out['cosine'].shape)}"
-            )
-        cosine, valid = out["cosine"], out["valid"]
-        s, n, dead = _scores_update(cosine, valid, sample_mask)
-        self.score_sum += s
-        self.count += n
-        self.left_out += dead.sum(1)
-        own, own_counted = kept_image_scores(-cosine, valid, sample_mask)  # G-EED per image: -cos
-        b = cosine.shape[1]
-        kept = (
-            torch.full((), float(b), dtype=torch.float64, device=cosine.device)
-            if sample_mask is None
-            else sample_mask.to(device=cosine.device, dtype=torch.bool).sum(dtype=torch.float64)
-        )
-        if partner is None:
-            self.chance_left_out += kept  # no partner tensor: no image has a chance term
-            own_moments = moments_of(own, own_counted)
-            self.moments.copy_(combine_moments(self.moments, torch.stack([own_moments, torch.zeros_like(own_moments)])))
-            return
-        # an image has a chance term when it counts, has a partner here, and the partner counts
-        index, paired = partner_pairs(partner.to(cosine.device), b, sample_mask)
-        cs, cn, _ = _scores_update(out["chance_cosine"], out["chance_valid"], paired)
-        self.chance_sum += cs
-        self.chance_count += cn
-        self.chance_left_out += kept - paired.sum(dtype=torch.float64)
-        # the margin's interval (docs/measures.md §7): lower is better, so d_i = c_i - s_i
-        chance = kept_image_scores(-out["chance_cosine"], out["chance_valid"], paired)
-        margins, first = pair_margins(own, own_counted, *chance, index, higher_is_better=False)
-        both = moments_of(torch.stack([own, margins]), torch.stack([own_counted, first]))
-        self.moments.copy_(combine_moments(self.moments, both))
+        values, valid, pairs = _geed_arrays(
+            a_gx, ta_x, mask=mask, vector=vector, partner=partner, mixed_channels=mixed_channels)
+        # G-EED per image is -cos: the moments of the negated image scores; the margins D_k
+        # (lower is better: d_i = c_i - s_i of the negated scores) are the same numbers
+        self._add(stacked_chunk_sums(values, valid, sample_mask, pairs, negate_image_scores=True), 0)
 
     def _update_context(self, ctx: LayerContext) -> None:
         partner = ctx.partner
