@@ -605,6 +605,9 @@ class Reading(str):
 
     def _to(self, t: torch.Tensor, with_prefix: bool) -> torch.Tensor:
         atoms, order = self._plan(with_prefix)
+        if (not with_prefix and not self.provenance.shift and list(order) == sorted(order)
+                and tuple(t.shape[1:]) == (self.channels, *self.grid)):
+            return t  # already B x C x h x w (channels-first maps): no view ops, each one an ATen call
         sizes = [-1 if a.role == "b" else a.size for a in atoms]
         u = t.reshape(sizes).permute(order)
         b = u.shape[0]
