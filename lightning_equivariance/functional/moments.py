@@ -355,7 +355,7 @@ class _Pairs:
     one image of each mutual pair, and the number of images with a partner (float64)."""
 
     def __init__(self, partner: torch.Tensor, b: int):
-        self.partner, self.version = partner, partner._version
+        self.partner, self.version = partner, _version(partner)
         self.index, self.has = partner_pairs(partner, b)
         here = torch.arange(b, device=self.index.device)
         self.first = (here < self.index) & (self.index.index_select(0, self.index) == here)
@@ -379,11 +379,20 @@ class _Pairs:
 _PAIRS = threading.local()
 
 
+def _version(t: torch.Tensor) -> Optional[int]:
+    """The in-place version counter; ``None`` for inference tensors (``torch.inference_mode``, as under
+    Lightning's ``validate``), which have none: there the identity of the tensor alone decides."""
+    try:
+        return t._version
+    except RuntimeError:
+        return None
+
+
 def chunk_pairs(partner: torch.Tensor, b: int) -> _Pairs:
     """:class:`_Pairs` of ``partner``, computed once per chunk: every layer of a chunk gets the same
     ``partner`` tensor, so the last one is kept (per thread) and reused while unchanged."""
     last = getattr(_PAIRS, "last", None)
-    if last is None or last.partner is not partner or last.version != partner._version or last.index.shape[0] != b:
+    if last is None or last.partner is not partner or last.version != _version(partner) or last.index.shape[0] != b:
         last = _PAIRS.last = _Pairs(partner, b)
     return last
 
