@@ -160,8 +160,8 @@ def _geed_arrays(
         floor = _DEAD_RTOL.get(v.dtype, 1e-5) * nv.amax(-1, keepdim=True)
     if partner is None:
         valid = (nu > 0) & (nv > (0 if floor is None else floor))
-        # linalg.vecdot: one fused reduction; a batched 1 x P @ P x 1 matmul per row was 2-5x slower
-        # on CPU at P >= 1024 (a GEMM call per row), and u * v would write a full-size temporary
+        # linalg.vecdot: one call; a batched 1 x P @ P x 1 matmul per row was 2-5x slower on CPU at
+        # P >= 1024 (a GEMM call per row). (On torch 2.14's CPU it still runs as a product and a sum.)
         dot = torch.linalg.vecdot(u, v)
         cos = dot / (nu * nv).masked_fill(~valid, 1)
         return cos.clamp(-1.0, 1.0).view(1, m, b, 1, c), valid.unsqueeze(2), None
