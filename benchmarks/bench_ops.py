@@ -67,12 +67,11 @@ def _count(model, images, **kwargs):
     counter = CountCalls()
     with counter:
         report = measure(model, images, **kwargs)
-    layers = len({r.layer for r in report.results})
-    return counter, layers, report
+    return counter, len({r.layer for r in report.results})
 
 
-def rows(model_name: str, model, size: int, quick: bool) -> dict:
-    """``{row: kwargs of measure()}`` and the images per chunk of each row."""
+def rows(quick: bool) -> dict:
+    """``{row: (kwargs of measure(), stacked views per image)}``; ``lee``'s views are ``None`` (8 images per forward)."""
     r90 = [Rotation90()]
     both = [Rotation90(), Translation(max_shift=4)]
     views_r90 = 1 + len(r90[0])
@@ -97,8 +96,8 @@ def count_row(model, size: int, kwargs: dict, views, by_op: bool) -> dict:
     batch_size = 8 if views is None else per_chunk_images * views
     small, large = 16, 64
     x = torch.randn(large, 3, size, size)
-    c_small, layers, _ = _count(model, x[:small], batch_size=batch_size, **kwargs)
-    c_large, layers_large, _ = _count(model, x, batch_size=batch_size, **kwargs)
+    c_small, layers = _count(model, x[:small], batch_size=batch_size, **kwargs)
+    c_large, _ = _count(model, x, batch_size=batch_size, **kwargs)
     extra_chunks = math.ceil(large / per_chunk_images) - math.ceil(small / per_chunk_images)
     chunk_calls = (c_large.total - c_small.total) / extra_chunks
     row = {
@@ -128,7 +127,7 @@ def main(argv=None) -> dict:
     result = {"torch": torch.__version__, "rows": {}, "budgets": {}}
     for model_name, (model, size) in models.items():
         model.eval()
-        for row_name, (kwargs, views) in rows(model_name, model, size, args.quick).items():
+        for row_name, (kwargs, views) in rows(args.quick).items():
             if model_name != "resnet18" and row_name not in ("invariance+equivariance",):
                 continue
             row = count_row(model, size, kwargs, views, args.by_op)

@@ -305,8 +305,14 @@ def _too_small_for_lee(layers):
 
     model, sizes = torchvision.models.resnet18(), {}
     modules = dict(model.named_modules())
-    hooks = [modules[name.split(":")[0]].register_forward_hook(
-        lambda m, a, out, name=name: sizes.setdefault(name, tuple(out.shape)) and None) for name in layers if ":" not in name]
+
+    def record(name):
+        def hook(module, args, out):
+            sizes.setdefault(name, tuple(out.shape))  # the first call's shape (a shared ReLU's calls agree)
+
+        return hook
+
+    hooks = [modules[name].register_forward_hook(record(name)) for name in layers if ":" not in name]
     with torch.no_grad():
         model.eval()(torch.zeros(2, 3, 32, 32))
     for h in hooks:

@@ -22,7 +22,7 @@ def resnet18():
 
 
 def test_nv_stays_within_its_op_budget(resnet18):
-    rows = bench_ops.rows("resnet18", resnet18, 64, quick=True)
+    rows = bench_ops.rows(quick=True)
     kwargs, views = rows["nv"]
     row = bench_ops.count_row(resnet18, 64, kwargs, views, by_op=False)
     assert row["layers"] == 60
