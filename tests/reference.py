@@ -32,6 +32,25 @@ def capture(model, x):
     return dict(zip(names, [o for _, o in outs]))
 
 
+#: the three non-identity quarter turns, as elements of transform_np
+ROT = [("rot", 1), ("rot", 2), ("rot", 3)]
+
+
+def hooked(model, names, x):
+    """Raw outputs of the named modules for a batch x (plain hooks, no library code)."""
+    modules = dict(model.named_modules())
+    outs, handles = {}, []
+    for n in names:
+        handles.append(modules[n].register_forward_hook(lambda m, i, o, n=n: outs.__setitem__(n, o.detach().clone())))
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return outs
+
+
 def shift_np(a, sx, sy, circular=False):
     """Shift the last two axes of a by (sy rows, sx cols), zero fill (explicit loops)."""
     h, w = a.shape[-2:]

@@ -20,23 +20,6 @@ import reference_family as fam
 from lightning_equivariance import Measurement, Rotation90, Translation, measure
 from lightning_equivariance.probe import LayoutError, as_activation, discover_layouts, select_layers
 
-ROT = [("rot", 1), ("rot", 2), ("rot", 3)]
-
-
-def _hooked(model, names, x):
-    """Raw outputs of the named modules for a batch x (plain hooks, no library code)."""
-    modules = dict(model.named_modules())
-    outs, handles = {}, []
-    for n in names:
-        handles.append(modules[n].register_forward_hook(lambda m, i, o, n=n: outs.__setitem__(n, o.detach().clone())))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return outs
-
 
 def _to_cf(a):
     """B x h x w x C -> B x C x h x w, by hand."""
@@ -49,7 +32,7 @@ def _correlation_reference(model, names, x, elements):
     per_elem = {n: [] for n in names}
     for e in elements:
         xt = torch.stack([torch.from_numpy(ref.transform_np(x[i].numpy(), e, in_size)[0].copy()) for i in range(x.shape[0])])
-        a, at = _hooked(model, names, x), _hooked(model, names, xt)
+        a, at = ref.hooked(model, names, x), ref.hooked(model, names, xt)
         for n in names:
             ax, agx = _to_cf(a[n]).numpy(), _to_cf(at[n]).numpy()
             inv = eqv = count = 0.0
@@ -72,7 +55,7 @@ def _nv_reference(model, names, x, elements):
         torch.stack([torch.from_numpy(fam.transform(x[i].numpy(), e, in_size)[0].copy()) for i in range(x.shape[0])])
         for e in elements
     ]
-    caps = [_hooked(model, names, v) for v in views]
+    caps = [ref.hooked(model, names, v) for v in views]
     out = {}
     for n in names:
         cube = np.stack([_to_cf(c[n]).numpy() for c in caps], axis=1)  # n x k x C x h x w
@@ -92,7 +75,7 @@ def _lee_reference(model, names, x, transform, t=1e-4):
     """{layer: LEE} from a (first-order) Richardson-extrapolated central difference of rho(-t) f(rho(t) x), maps permuted first."""
 
     def central(step):
-        plus, minus = _hooked(model, names, _warp(x, transform, step)), _hooked(model, names, _warp(x, transform, -step))
+        plus, minus = ref.hooked(model, names, _warp(x, transform, step)), ref.hooked(model, names, _warp(x, transform, -step))
         return {n: (_warp(_to_cf(plus[n]), transform, -step) - _warp(_to_cf(minus[n]), transform, step)) / (2 * step) for n in names}
 
     d1, d2 = central(t), central(t / 2)
@@ -135,8 +118,8 @@ def test_channels_last_layers_match_permuted_reference(arch, convnext, swin):
     report = measure(model, x, measures=("invariance", "equivariance", "nv"), groups=[Rotation90()], layers=names, batch_size=64)
     assert report.errors == {}
     assert all(report.layouts[n] == "channels_last" for n in names)
-    corr = _correlation_reference(model, names, x, ROT)
-    nv = _nv_reference(model, names, x, ROT)
+    corr = _correlation_reference(model, names, x, ref.ROT)
+    nv = _nv_reference(model, names, x, ref.ROT)
     for r in report.results:
         if r.measure == "nv":
             np.testing.assert_allclose(r.per_channel, nv[r.layer], rtol=1e-5, atol=1e-9)

@@ -24,25 +24,8 @@ from lightning_equivariance.probe import discover_layouts, select_layers
 
 timm = pytest.importorskip("timm", reason="timm is not installed (pip install 'lightning-equivariance[test]')")
 
-ROT = [("rot", 1), ("rot", 2), ("rot", 3)]
 
-
-def _hooked(model, names, x):
-    """Raw outputs of the named modules for a batch x (plain hooks, no library code)."""
-    modules = dict(model.named_modules())
-    outs, handles = {}, []
-    for n in names:
-        handles.append(modules[n].register_forward_hook(lambda m, i, o, n=n: outs.__setitem__(n, o.detach().clone())))
-    try:
-        with torch.no_grad():
-            model(x)
-    finally:
-        for h in handles:
-            h.remove()
-    return outs
-
-
-def _correlation_reference(model, name, x, to_map, elements=ROT):
+def _correlation_reference(model, name, x, to_map, elements=ref.ROT):
     """(invariance, equivariance) of one layer (Bruintjes et al. Eq. 4, 7) on maps rearranged by ``to_map``."""
     in_size = tuple(x.shape[-2:])
     per_elem = []
@@ -50,7 +33,7 @@ def _correlation_reference(model, name, x, to_map, elements=ROT):
         xt = torch.stack(
             [torch.from_numpy(ref.transform_np(x[i].numpy(), e, in_size)[0].copy()) for i in range(x.shape[0])]
         )
-        ax, agx = to_map(_hooked(model, [name], x)[name]).numpy(), to_map(_hooked(model, [name], xt)[name]).numpy()
+        ax, agx = to_map(ref.hooked(model, [name], x)[name]).numpy(), to_map(ref.hooked(model, [name], xt)[name]).numpy()
         inv = eqv = count = 0.0
         for i in range(x.shape[0]):
             tax, mask = ref.transform_np(ax[i], e, in_size)
@@ -79,8 +62,8 @@ def _lee_reference(model, name, x, to_map, transform, t=1e-6):
 
     def central(step):
         plus, minus = (
-            _hooked(model, [name], _warp(x, transform, step)),
-            _hooked(model, [name], _warp(x, transform, -step)),
+            ref.hooked(model, [name], _warp(x, transform, step)),
+            ref.hooked(model, [name], _warp(x, transform, -step)),
         )
         return (_warp(to_map(plus[name]), transform, -step) - _warp(to_map(minus[name]), transform, step)) / (2 * step)
 
@@ -336,6 +319,6 @@ def test_reading_folds_back_and_unfolds_exactly(case):
     found = discover_layouts(model, x, select_layers(model, [layer]))
     reading = found.outputs[layer]
     assert isinstance(reading, Reading) and reading == layout
-    t = _hooked(model, [layer], x)[layer]
+    t = ref.hooked(model, [layer], x)[layer]
     torch.testing.assert_close(reading.to_map(t), rearrange(2)(t), rtol=0, atol=0)
     torch.testing.assert_close(reading.from_map(reading.to_map(t), t, reading.prefix_part(t)), t, rtol=0, atol=0)
