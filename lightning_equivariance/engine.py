@@ -27,10 +27,9 @@ import torch
 from torch import nn
 
 from .groups import ChannelAction, Group, GroupActionError
-from .lie import layer_lie_context, lie_pass, outside_torch_function_modes, primal_of
-from .metrics import DEFAULT_MEASURES, MEASURES, LayerContext, LayerMetric
-from .metrics.base import FORWARD_MODE
+from .metrics import DEFAULT_MEASURES, MEASURES, LayerMetric
 from .metrics.base import ImagesLeftOut, LayerDetails, all_finite
+from .passes import Chunk, StackedPass, plan_passes
 from .steerable import e2cnn_channel_action, field_type_of, patch_e2cnn
 from .probe_set import iter_images
 from .progress import progress
@@ -49,7 +48,7 @@ from .probe import (
     wrapped_child_prefix,
 )
 from .report import PARTS, LayerResult, MeasureReport, assign_parts
-from .transforms import LieTransform, split_groups
+from .transforms import LieTransform
 
 __all__ = ["measure", "Measurement", "MeasureReport", "LayerResult", "MeasureError", "LayerNames", "PARTS"]
 
@@ -135,11 +134,9 @@ class Measurement:
             raise ValueError(f"measures has duplicates: {list(measures)}; name each measure once")
         if isinstance(groups, (str, Group, LieTransform)):
             groups = (groups,)
-        # Each measure declares its pass: forward-mode ones (Lie derivatives) run one pass per
-        # continuous transform (lie.py); the others share the stacked pass over the discrete groups.
-        self._forward_measures = [m for m in measures if MEASURES[m].pass_kind == FORWARD_MODE]
-        self._stacked_measures = [m for m in measures if m not in self._forward_measures]
-        self.groups, self.transforms = split_groups(groups, bool(self._forward_measures), bool(self._stacked_measures))
+        # Each measure declares its pass (passes.py): one stacked pass over the discrete groups, one
+        # forward-mode pass per continuous transform.
+        self.passes, self.groups, self.transforms = plan_passes(measures, groups)
         names = [g.name for g in self.groups + self.transforms]
         if len(set(names)) != len(names) or not names:
             raise ValueError(f"groups need distinct names, got {names}; pass name=... to tell them apart")
@@ -171,7 +168,7 @@ class Measurement:
             self.options["similarity"] = similarity
         self.channel_actions = dict(channel_actions or {})
         self.steerable_actions = bool(steerable_actions)
-        self._actions: Dict[Tuple[str, str], ChannelAction] = {}
+        self._actions: Dict[str, ChannelAction] = {}  # of the e2cnn layers, built once
         self.on_error = on_error
         self.progress = progress
         self.device = torch.device(device) if device is not None else None
@@ -196,10 +193,9 @@ class Measurement:
         self._next_position = 0  # the default global position of the next image fed
         self._called: set = set()
         self._output_produced_by: Optional[str] = None  # the layer whose output is the model's output
+        # the first image's passes only create every layer's metrics (see _run)
         self._allocating = False
-        # (output, its version, {group: shared results}) of the last layer measured in the
-        # current forward: the next layer's measures may reuse them (LayerContext.previous).
-        self._previous: Optional[Tuple[torch.Tensor, Optional[int], Dict[str, Dict[Any, Any]]]] = None
+        self._allocated = False
 
     def state_keys(self) -> List[Tuple[str, ...]]:
         """The keys of every state that ``compute()`` syncs across processes (metrics and left-out images)."""
@@ -253,10 +249,9 @@ class Measurement:
         field_type = field_type_of(output)
         if field_type is None:
             return None
-        key = ("e2cnn", name)
-        if key not in self._actions:
-            self._actions[key] = e2cnn_channel_action(field_type)
-        return self._actions[key]
+        if name not in self._actions:
+            self._actions[name] = e2cnn_channel_action(field_type)
+        return self._actions[name]
 
     @property
     def samples_per_forward(self) -> int:
@@ -265,25 +260,8 @@ class Measurement:
         return max(2, n - n % 2) if self.chance else n
 
     def _stack(self, x: torch.Tensor) -> torch.Tensor:
-        views = [x]
-        for g in self.groups:
-            views += [g.act_input(x, e) for e in g.elements]
-        return torch.cat(views)
-
-    @staticmethod
-    def _previous_shared(prev, inputs) -> Dict[str, Dict[Any, Any]]:
-        """The previous measured layer's ``shared`` results per group, when this layer's input is that
-        layer's output: the same tensor object, not changed in place since (its version counter)."""
-        if prev is None or not inputs or inputs[0] is not prev[0]:
-            return {}
-        return prev[2] if prev[1] is not None and _version_of(inputs[0]) == prev[1] else {}
-
-    def _track_left_out(self, name: str, ok: torch.Tensor, chunk: Dict[str, Any]) -> None:
-        if self._allocating:
-            return
-        if name not in self.images_left_out:
-            self.images_left_out[name] = ImagesLeftOut().to(ok.device)
-        self.images_left_out[name].update(chunk["positions"], ~ok)
+        """The stacked views of ``x`` one forward of the measurement runs (what benchmarks time)."""
+        return StackedPass(self.groups, []).stack(x)
 
     def _activation(self, name: str, output, expected: int):
         try:
@@ -309,106 +287,50 @@ class Measurement:
         """The module of a layer call name; ``None`` for the model's output, which no module computes alone."""
         return None if name == OUTPUT else self._modules_by_name[self._call_names.layer(name)]
 
-    def _on_output(self, name: str, output, inputs, chunk: Dict[str, Any]) -> None:
-        self._called.add(name)
-        previous, self._previous = self._previous, None
-        transform = chunk.get("transform")
-        b = chunk["b"]
-        if transform is not None:
-            with outside_torch_function_modes():
-                return self._on_forward_output(name, output, transform, chunk)
-        keys = self._keys(name, self.groups, self._stacked_measures)
-        if all(k in self.errors or k in self.notes for k in keys):
+    # ------------------------------------------------------------------ the passes' sink (passes.LayerSink)
+    def pending(self, layer: str, sources, measures) -> list:
+        """The layer was called: the sources that still have one of ``measures`` to run on it."""
+        self._called.add(layer)
+        done = lambda key: key in self.errors or key in self.notes  # noqa: E731 - read once per source below
+        return [s for s in sources if not all(done(k) for k in self._keys(layer, [s], measures))]
+
+    def read(self, layer: str, output, batch: int):
+        """The layer's output read in its layout, checked to hold ``batch`` rows; records the layer's facts."""
+        return self._activation(layer, output, batch)
+
+    def layout(self, layer: str) -> Optional[str]:
+        return (self.layouts or {}).get(layer)
+
+    def describe(self, layer: str, output):
+        return self._module_of(layer), self._channel_action(layer, output)
+
+    def left_out(self, layer: str, kept: torch.Tensor, chunk: Chunk) -> None:
+        if self._allocating:
             return
-        try:
-            act = self._activation(name, output, self.num_elements * b)
-        except Exception as e:  # noqa: BLE001 - recorded with the layer's name
-            return self._failure(e, name, output, keys)
-        t = act.tensor
-        stacked = t.reshape(self.num_elements, b, *t.shape[1:])
-        # docs/measures.md §1.7: an image whose input or any view's activation holds
-        # NaN/Inf is left out of this layer; masks stay on the device (no host sync). The
-        # activations are handed on as they are: every measure leaves the masked images out
-        # with torch.where wherever it sums (LayerContext.sample_mask), so zeroing them here
-        # first would only copy every layer's output once more (a pass as large as the output).
-        ok = all_finite(stacked.flatten(2)).all(0) & chunk["finite"]
-        self._track_left_out(name, ok, chunk)
-        previous_shared = self._previous_shared(previous, inputs)
-        shared = {}
-        start = 1
-        for group in self.groups:
-            m = len(group)
-            a_gx, start = stacked[start : start + m], start + m
-            group_keys = self._keys(name, [group], self._stacked_measures)
-            if all(k in self.errors or k in self.notes for k in group_keys):
+        if layer not in self.images_left_out:
+            self.images_left_out[layer] = ImagesLeftOut().to(kept.device)
+        self.images_left_out[layer].update(chunk.positions, ~kept)
+
+    def receive(self, layer: str, output, source, measures, ctx) -> None:
+        for key in self._keys(layer, [source], measures):
+            if key in self.notes or key in self.errors:
                 continue
             try:
-                if act.kind == "map":
-                    group.check_feature(tuple(t.shape[1:]), name)
-                ctx = LayerContext(
-                    layer=name,
-                    kind=act.kind,
-                    group=group,
-                    elements=group.elements,
-                    a_x=stacked[0],
-                    a_gx=a_gx,
-                    input_size=chunk["size"],
-                    channel_action=self._channel_action(name, output),
-                    sample_mask=ok,
-                    partner=chunk.get("partner"),
-                    module=self._module_of(name),
-                    previous=previous_shared.get(group.name),
-                )
-            except Exception as e:  # noqa: BLE001 - this group's action is undefined on the layer
-                self._failure(e, name, output, group_keys)
-                continue
-            shared[group.name] = ctx.shared
-            for key in group_keys:
-                if key in self.notes or key in self.errors:
-                    continue
-                try:
-                    self._update_metric(key, ctx)
-                except Exception as e:  # noqa: BLE001 - this measure fails here, the others go on
-                    self._failure(e, name, output, [key])
-        self._previous = (output, _version_of(output), shared) if isinstance(output, torch.Tensor) else None
+                metric = self.metrics.get(key)
+                if metric is None:
+                    # A measure undefined on this kind of layer says why; skip it here, keep the rest.
+                    reason = MEASURES[key[1]].not_applicable(ctx, **self.options)
+                    if reason:
+                        self.notes[key] = reason
+                        continue
+                    metric = self.metrics[key] = MEASURES[key[1]].for_layer(ctx, **self.options)
+                if not self._allocating:
+                    metric.update(ctx)
+            except Exception as e:  # noqa: BLE001 - this measure fails here, the others go on
+                self._failure(e, layer, output, [key])
 
-    def _update_metric(self, key: Tuple[str, str, str], ctx) -> None:
-        metric = self.metrics.get(key)
-        measure_name = key[1]
-        if metric is None:
-            # A measure undefined on this kind of layer says why; skip it here, keep the rest.
-            reason = MEASURES[measure_name].not_applicable(ctx, **self.options)
-            if reason:
-                self.notes[key] = reason
-                return
-            metric = MEASURES[measure_name].for_layer(ctx, **self.options)
-            self.metrics[key] = metric
-        if not self._allocating:
-            metric.update(ctx)
-
-    def _on_forward_output(self, name: str, output, transform, chunk: Dict[str, Any]) -> None:
-        """A forward-mode pass (the measures whose ``pass_kind`` is forward-mode): the output is a dual tensor."""
-        keys = self._keys(name, [transform], self._forward_measures)
-        if all(k in self.errors for k in keys):
-            return
-        try:
-            self._activation(name, primal_of(output), chunk["b"])
-            ctx = layer_lie_context(name, output, transform, (self.layouts or {}).get(name))
-        except Exception as e:  # noqa: BLE001
-            return self._failure(e, name, output, keys)
-        ctx.input_size = chunk["size"]
-        ok = ctx.sample_mask & chunk["finite"]
-        self._track_left_out(name, ok, chunk)
-        ctx.sample_mask = ok  # the measures leave these images out with torch.where (see _on_output)
-        for key in keys:
-            if key in self.errors:
-                continue
-            try:
-                if key not in self.metrics:
-                    self.metrics[key] = MEASURES[key[1]].for_layer(ctx, **self.options)
-                self.metrics[key].update(ctx)
-            except Exception as e:  # noqa: BLE001
-                self._failure(e, name, output, [key])
+    def failed(self, layer: str, output, sources, measures, error: Exception) -> None:
+        self._failure(error, layer, output, self._keys(layer, sources, measures))
 
     @contextlib.contextmanager
     def _discovering(self, probe: Probe, x: torch.Tensor):
@@ -495,10 +417,8 @@ class Measurement:
             what = (f"lightning_equivariance: measuring {len(self.layers)} layers x {len(self.measures)} measures x "
                     f"{len(self.groups)} groups")
             chunks = progress(chunks, None if total is None else math.ceil(total / size), what,
-                              count=lambda chunk: len(chunk[1]), unit="images")
-        chunk: Dict[str, Any] = {}
-        callback = lambda n, o, i: self._on_output(n, o, i, chunk)  # noqa: E731
-        with Probe(self.model, self.layers, callback, output=self.measure_output) as probe:
+                              count=lambda images_positions: len(images_positions[1]), unit="images")
+        with Probe(self.model, self.layers, None, output=self.measure_output) as probe:
             for x, positions in chunks:
                 if not x.is_floating_point():
                     raise ValueError(
@@ -508,42 +428,26 @@ class Measurement:
                 x = x.to(device=device, dtype=dtype)
                 for g in self.groups:
                     g.check_input(x)
-                b = x.shape[0]
                 pos = torch.as_tensor(positions, dtype=torch.long, device=x.device)
-                finite = all_finite(x.flatten(1))
-                partner = _partners(pos) if self.chance else None
-                if self._stacked_measures and not self.infos:
-                    # One image first, only to create every layer's metric: all states then exist
-                    # before the first full chunk, so the peak memory of a run is reached in its
-                    # first chunk and does not step up in the second (and layer errors show early).
-                    chunk.update(b=1, size=tuple(x.shape[-2:]), finite=finite[:1], positions=pos[:1], transform=None,
-                                 partner=None if partner is None else torch.full_like(pos[:1], -1))
+                chunk = Chunk(x, pos, all_finite(x.flatten(1)), _partners(pos) if self.chance else None)
+                if not self._allocated:
+                    # The first image's passes only create every layer's metrics: all states then exist
+                    # before the first full chunk, so the peak memory of a run is reached in its first
+                    # chunk and does not step up in the second (and layer errors show early).
                     self._allocating = True
                     try:
-                        probe.start_forward()
-                        self._previous = None
                         with self._discovering(probe, x):
-                            self.model(self._stack(x[:1]))
+                            for p in self.passes:
+                                p.run(self.model, probe, chunk.first(), self)
                     finally:
                         self._allocating = False
-                chunk.update(b=b, size=tuple(x.shape[-2:]), finite=finite, positions=pos, transform=None, partner=partner)
+                    self._allocated = True
                 if "(input)" not in self.images_left_out:
                     self.images_left_out["(input)"] = ImagesLeftOut().to(x.device)
-                self.images_left_out["(input)"].update(pos, ~finite)
-                if self._stacked_measures:
-                    probe.start_forward()
-                    self._previous = None
-                    self.model(self._stack(x))
-                    self._previous = None  # drop the last output
-                for transform in self.transforms:  # forward-mode measures: one pass per continuous transform
-                    chunk["transform"] = transform
-                    probe.start_forward()
-                    try:
-                        with self._discovering(probe, x):
-                            lie_pass(self.model, x, transform)
-                    finally:
-                        chunk["transform"] = None
-                self.num_samples += b
+                self.images_left_out["(input)"].update(pos, ~chunk.finite)
+                for p in self.passes:
+                    p.run(self.model, probe, chunk, self)
+                self.num_samples += chunk.size
                 self._output_produced_by = probe.output_produced_by
         self.seconds += time.perf_counter() - t0
 
@@ -565,7 +469,7 @@ class Measurement:
         return inputs, per_layer
 
     def _all_keys(self, name: str) -> List[Tuple[str, str, str]]:
-        return self._keys(name, self.groups, self._stacked_measures) + self._keys(name, self.transforms, self._forward_measures)
+        return [key for p in self.passes for key in self._keys(name, p.sources, p.measures)]
 
     def compute(self) -> MeasureReport:
         """Synced results of everything seen since the last ``reset`` (torchmetrics syncs across processes)."""
@@ -702,14 +606,6 @@ def _expected_channels(model: nn.Module) -> Optional[Tuple[str, int]]:
         if getattr(in_type, "size", None) is not None:  # e2cnn
             return name, int(in_type.size)
     return None
-
-
-def _version_of(t: torch.Tensor) -> Optional[int]:
-    """The tensor's in-place version counter (``None`` for inference tensors, which have none)."""
-    try:
-        return t._version
-    except RuntimeError:
-        return None
 
 
 def _shape_of(output) -> str:

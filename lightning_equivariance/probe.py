@@ -697,6 +697,17 @@ class Probe:
         self._produced = []
 
     @contextlib.contextmanager
+    def calling(self, callback):
+        """A forward with ``callback(name, output, inputs)`` in place of the probe's own (a pass of the
+        engine, :mod:`lightning_equivariance.passes`): :meth:`start_forward`, then the forward in the block."""
+        previous, self.callback = self.callback, callback
+        self.start_forward()
+        try:
+            yield self
+        finally:
+            self.callback = previous
+
+    @contextlib.contextmanager
     def discovering(self, x: torch.Tensor, overrides: Optional[Mapping[str, str]] = None,
                     into: Optional[Dict[str, object]] = None):
         """Decide the layers' layouts (:func:`discover_layouts`) with one forward of two images of ``x``, the

@@ -247,14 +247,14 @@ def _norm(kind, weight_signs):
 def test_norm_layer_reuses_the_conv_scores_only_when_exact(kind, signs, relu_in_place, reused, monkeypatch):
     """Pearson is invariant under positive per-channel affine maps, so a BatchNorm/GroupNorm right after a
     conv takes the conv's scores; every case still equals the brute force on the norm layer's own output."""
-    import lightning_equivariance.metrics.correlation as metric_module
+    import lightning_equivariance.metrics.shared as metric_module
 
     torch.manual_seed(3)
     model = _ConvNorm(_norm(kind, signs), relu_in_place).double()
     images = torch.rand(4, 1, 10, 10, dtype=torch.float64)
     computed = []
     original = metric_module._layer_scores
-    monkeypatch.setattr(metric_module, "_layer_scores", lambda ctx, sim: computed.append(ctx.layer) or original(ctx, sim))
+    monkeypatch.setattr(metric_module, "_layer_scores", lambda ctx, sim, work: computed.append(ctx.layer) or original(ctx, sim, work))
     for group, elements in ((Rotation90(), [("rot", 1), ("rot", 2), ("rot", 3)]), (Translation(shifts=[(2, -1)]), [("shift", (2, -1))])):
         computed.clear()
         report = measure(model, images, groups=[group], batch_size=8)

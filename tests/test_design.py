@@ -107,6 +107,25 @@ def test_engine_names_no_measure():
         assert word not in source, word
 
 
+def test_the_engine_runs_every_pass_alike():
+    """Issue 22: the passes live in passes.py (which imports nothing from the engine) and push contexts into
+    the engine; the engine never branches on the kind of pass, keeps no mutable chunk dict, and no
+    measure shares work through a tuple-keyed cache (a context's shared work is typed: metrics/shared.py)."""
+    source = (PACKAGE / "engine.py").read_text()
+    for word in ("forward_mode", "FORWARD_MODE", "pass_kind", "ForwardModePass", "lie_pass", "LieContext"):
+        assert word not in source, word
+    assert not re.search(r"chunk\s*(:\s*Dict|\[|\.update\(|=\s*\{)", source), "a mutable chunk dict"
+    edges = _module_edges()
+    assert "lightning_equivariance.passes" in edges["lightning_equivariance.engine"]
+    assert not {m for m in edges["lightning_equivariance.passes"] if m.startswith("lightning_equivariance.engine")}
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text()
+        for pattern in (r"\.cache\[", r"\.shared\[", r"cache\[\(", r"_cached\("):
+            assert not re.search(pattern, text), f"{path.name}: {pattern}"
+    fields = set(LayerContext.__dataclass_fields__)
+    assert not fields & {"cache", "shared"}, fields
+
+
 def test_contributions_are_their_own_room_outside_the_engine():
     """Gruver et al.'s Eq. 5-6 analysis lives in contributions.py (issue 22): no module imports it but the
     package, which re-exports it (the lie.py alias goes through the package's lazy table), and lie.py holds

@@ -145,14 +145,14 @@ def test_every_layer_metric_exists_before_the_first_chunk_is_measured(monkeypatc
     meas = Measurement(model, measures=["invariance", "nv"], groups=[Rotation90()], batch_size=8)
     batches, counts = [], []
     model.register_forward_pre_hook(lambda mod, args: batches.append(args[0].shape[0]))
-    original = Measurement._on_output
+    original = Measurement.receive
 
     def spy(self, name, *args):
         if not self._allocating and not counts:
             counts.append(len(self.metrics))
         return original(self, name, *args)
 
-    monkeypatch.setattr(Measurement, "_on_output", spy)
+    monkeypatch.setattr(Measurement, "receive", spy)
     meas.update(torch.rand(6, 1, 12, 12))
     # 2 images for the layouts' evidence (docs/measures.md §1.3), 1 image x 4 views, then 2 images x 4 views per chunk
     assert batches == [2, 4, 8, 8, 8]

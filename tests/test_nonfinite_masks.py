@@ -174,10 +174,10 @@ def test_affine_reuse_applies_the_reusing_layers_mask(group, how):
         conv = _ctx(group, "map", conv_x, conv_gx, conv_mask)
         conv_metric = cls.for_layer(conv)
         conv_metric.update(conv)
-        bn = _ctx(group, "map", bn_x_bad, bn_gx_bad, bn_mask, previous=conv.shared, module=torch.nn.BatchNorm2d(C))
+        bn = _ctx(group, "map", bn_x_bad, bn_gx_bad, bn_mask, previous=conv.work.handoff(), module=torch.nn.BatchNorm2d(C))
         bn_metric = cls.for_layer(bn)
         bn_metric.update(bn)
-        assert bn.cache[("correlation", "pearson")] is conv.cache[("correlation", "pearson")]  # reused
+        assert bn.work.correlation_scores("pearson") is conv.work.correlation_scores("pearson")  # reused
         want = _run(cls, {}, [_ctx(group, "map", bn_x[keep], bn_gx[:, keep])])
         _same(bn_metric.compute_details(), want)
         _same(conv_metric.compute_details(), _run(cls, {}, [_ctx(group, "map", a_x[KEEP], a_gx[:, KEEP])]))
@@ -355,7 +355,7 @@ def test_update_layer_does_not_read_on_the_host(cls, options, group, kind):
         if cls in (CorrelationInvariance, CorrelationEquivariance) and kind == "map":
             first = _ctx(group, kind, bad_x, bad_gx, MASK)
             metric.update(first)
-            metric.update(_ctx(group, kind, bad_x, bad_gx, MASK, previous=first.shared))
+            metric.update(_ctx(group, kind, bad_x, bad_gx, MASK, previous=first.work.handoff()))
     metric.compute_details()
 
 

@@ -3,8 +3,9 @@
 The engine runs one stacked forward per chunk of probe images and, for every hooked
 layer and group, builds a :class:`LayerContext`: the activations of the untransformed
 images ``a(x)`` and of the transformed ones ``a(T_g x)`` for every element ``g``. Work
-shared by several measures of one family (the transformed maps ``T'_g a(x)``, the
-validity masks, the correlation matrix) is computed once and cached in the context.
+shared by several measures (the transformed maps ``T'_g a(x)``, the validity masks, the
+correlation matrix, ST) is computed once, on first ask, by the context's
+:class:`~.shared.SharedWork` (``ctx.work``).
 
 A measure is a :class:`LayerMetric`: a ``torchmetrics.Metric`` whose states are sums
 (``dist_reduce_fx="sum"``), so splitting the probe set over chunks or processes gives
@@ -16,19 +17,20 @@ report shows, synced with torchmetrics' public ``sync_context``).
 
 A measure declares what the engine needs to know, so that the engine names no measure:
 :attr:`LayerMetric.pass_kind` (which pass feeds it), :meth:`LayerMetric.not_applicable`
-(where it is undefined), and what it shares with the next layer through
-``LayerContext.shared`` / ``LayerContext.previous``.
+(where it is undefined), and what it reuses from the previous layer
+(``LayerContext.previous``, a :class:`~.shared.Handoff`).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
+from functools import cached_property
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torchmetrics import Metric
 
-from ..functional.moves import moved_maps
 from ..groups import ChannelAction, Group, GroupElement
+from .shared import Handoff, SharedWork
 
 __all__ = ["LayerContext", "LieContext", "LayerDetails", "LayerMetric", "ImagesLeftOut", "STACKED", "FORWARD_MODE"]
 
@@ -49,11 +51,9 @@ class LayerContext:
         input_size: ``(H, W)`` of the probe images (to scale translations).
         channel_action: the architecture's channel action for this layer, if any.
         module: the layer's module (measures may look at what it computes).
-        shared: results a measure offers the next layer (e.g. Pearson scores, which a
-            per-channel positive affine map such as BatchNorm leaves unchanged).
-        previous: the previous measured layer's ``shared`` (same group) when this layer's
-            input is exactly that layer's output (the same tensor, not changed in place since);
-            a measure decides itself whether it may reuse something from it.
+        previous: the previous measured layer's :class:`~.shared.Handoff` (same group) when this
+            layer's input is exactly that layer's output (the same tensor, not changed in place
+            since); a measure decides itself whether it may reuse something from it.
         sample_mask: ``b`` booleans on the activations' device, ``True`` for the images that
             count, or ``None`` when all do. An image whose input or activation at this layer
             (any view) holds NaN or Inf is left out of the layer (docs/measures.md §1.7). The engine
@@ -78,12 +78,15 @@ class LayerContext:
     a_gx: torch.Tensor
     input_size: Tuple[int, int]
     channel_action: Optional[ChannelAction] = None
-    cache: Dict[str, Any] = field(default_factory=dict)
     module: Any = None
-    shared: Dict[Any, Any] = field(default_factory=dict)
-    previous: Optional[Dict[Any, Any]] = None
+    previous: Optional[Handoff] = None
     sample_mask: Optional[torch.Tensor] = None
     partner: Optional[torch.Tensor] = None
+
+    @cached_property
+    def work(self) -> SharedWork:
+        """The layer's shared intermediates for this chunk (:class:`~.shared.SharedWork`), each computed once."""
+        return SharedWork(self, self.previous)
 
     @property
     def num_channels(self) -> int:
@@ -91,15 +94,7 @@ class LayerContext:
 
     def transformed_x(self) -> torch.Tensor:
         """``T'_g a(x)`` for every element, ``m x b x ...`` (vectors: ``a(x)`` repeated, the identity action)."""
-        if "transformed_x" not in self.cache:
-            if self.kind == "vector":
-                out = self.a_x.unsqueeze(0).expand(len(self.elements), *self.a_x.shape)
-            elif self.moves_entries():
-                out = moved_maps(self.a_x, self.transform, len(self.elements))  # one gather per element
-            else:
-                out = torch.stack([self.transform(self.a_x, g) for g in range(len(self.elements))])
-            self.cache["transformed_x"] = out
-        return self.cache["transformed_x"]
+        return self.work.transformed_x
 
     def transform(self, maps: torch.Tensor, g: int) -> torch.Tensor:
         """``T'_g`` (element ``g`` of :attr:`elements`) on ``... x C x h x w`` maps of this layer."""
@@ -128,16 +123,7 @@ class LayerContext:
 
     def mask(self) -> Optional[torch.Tensor]:
         """Boolean ``m x h x w`` validity mask, or ``None`` when every position is valid."""
-        if "mask" not in self.cache:
-            masks = None
-            if self.kind == "map":
-                size = tuple(self.a_x.shape[-2:])
-                per = [self.group.feature_mask(g, size, self.input_size, self.a_x.device) for g in self.elements]
-                if any(m is not None for m in per):
-                    full = torch.ones(size, dtype=torch.bool, device=self.a_x.device)
-                    masks = torch.stack([full if m is None else m for m in per])
-            self.cache["mask"] = masks
-        return self.cache["mask"]
+        return self.work.position_mask
 
 
 @dataclass

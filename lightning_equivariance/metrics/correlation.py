@@ -31,9 +31,9 @@ Honest numbers (docs/measures.md §7):
 
 Left-out images (docs/measures.md §1.7): ``update(..., sample_mask=...)`` and
 ``LayerContext.sample_mask`` leave images out of every sum and count. The mask is applied
-where the per-sample scores are summed, so scores shared through ``ctx.cache`` or reused
-through ``ctx.previous`` (computed under another layer's mask) are masked by the layer
-that adds them.
+where the per-sample scores are summed, so scores shared through ``ctx.work`` or reused
+from the previous layer (``ctx.previous``, computed under another layer's mask) are masked by
+the layer that adds them.
 
 Example::
 
@@ -56,7 +56,6 @@ from ..functional.correlation import (
     _check_similarity,
     _correlation_arrays,
     _correlation_compute,
-    _permuted_arrays,
     check_position_mask,
 )
 from ..functional.moments import (
@@ -184,40 +183,18 @@ class _CorrelationMeasure(LayerMetric):
 
     def _update_context(self, ctx: LayerContext) -> None:
         """Add one chunk of a layer; images with ``ctx.sample_mask`` False are left out."""
-        # Invariance and equivariance share one C x C correlation matrix per sample (and one
-        # more per sample against the partner's map for the chance level).
-        key = ("correlation", self.similarity)
-        partner = ctx.partner
-        if key not in ctx.cache:
-            previous = ctx.previous or {}
-            if (
-                getattr(self, "_reuses_previous", False)
-                and previous.get("channel_action", False) is ctx.channel_action
-                and key in previous
-                and (partner is None or previous[key][1].shape[2] == 2)
-            ):
-                # Pearson is invariant under positive affine maps of either argument, channel by
-                # channel: a BatchNorm's scores are the ones of the conv it normalises (the
-                # chance scores too: the same chunk, so the same partners).
-                ctx.cache[key] = previous[key]
-            else:
-                ctx.cache[key] = _layer_scores(ctx, self.similarity)
-                mask = ctx.mask() if ctx.kind == "map" else None
-                if mask is not None and not self._position_mask_checked:
-                    check_position_mask(mask, *ctx.a_x.shape[-2:])
-                    self._position_mask_checked = True
-            if self.similarity == "pearson":  # offered to the next layer (see _positive_channel_affine)
-                ctx.shared[key] = ctx.cache[key]
-                ctx.shared["channel_action"] = ctx.channel_action
-        # Scores are per sample and unmasked: the mask of *this* layer is applied here, once for
-        # both measures (they share the valid pairs and the counts).
-        sums_key = ("correlation sums", self.similarity)
-        if sums_key not in ctx.cache:
-            values, valid, pairs = ctx.cache[key]
-            if partner is None and valid.shape[2] == 2:  # (not reached by the engine) drop the chance column
-                values, valid = values.narrow(3, 0, 1), valid.narrow(2, 0, 1)
-            ctx.cache[sums_key] = stacked_chunk_sums(values, valid, ctx.sample_mask, pairs)
-        self._add(ctx.cache[sums_key], 0 if self.measure_name == "invariance" else 1)
+        # Invariance and equivariance share one C x C correlation matrix per sample (and one more
+        # per sample against the partner's map for the chance level): ctx.work computes it once.
+        work = ctx.work
+        work.correlation_scores(self.similarity, reuse_previous=getattr(self, "_reuses_previous", False))
+        if not self._position_mask_checked:
+            mask = work.position_mask
+            if mask is not None:
+                check_position_mask(mask, *ctx.a_x.shape[-2:])
+            self._position_mask_checked = True
+        # Scores are per sample and unmasked: the mask of *this* layer is applied where they are
+        # summed, once for both measures (they share the valid pairs and the counts).
+        self._add(work.correlation_sums(self.similarity), 0 if self.measure_name == "invariance" else 1)
 
     def compute(self) -> torch.Tensor:
         """The layer value: mean over elements of the per-element mean over valid (sample, channel) pairs."""
@@ -236,31 +213,6 @@ class _CorrelationMeasure(LayerMetric):
         chance = chance_per_element(self.chance_sum, self.chance_count)
         out.update(chance_details(out["value"], chance, True, self.chance_left_out, self.moments[1]))
         return out
-
-
-def _layer_scores(ctx: LayerContext, similarity: str):
-    """The layer's ``(values, valid, pairs)``, with the chance column when ``ctx.partner`` is given."""
-    if ctx.moves_entries():
-        # A permutation of positions (rot90, flips, circular shifts), and of channels (the
-        # regular fields of a steerable layer), commutes with the per-channel standardisation:
-        # standardise a(x) once, then move it per element (no standardised copy per element).
-        action = ctx.channel_action
-
-        def permute_channels(maps: torch.Tensor, g: int) -> torch.Tensor:
-            return action(maps, ctx.elements[g])
-
-        return _permuted_arrays(ctx.a_gx, ctx.a_x, ctx.transform, similarity=similarity, partner=ctx.partner,
-                               permute_channels=None if action is None else permute_channels)
-    return _correlation_arrays(
-        ctx.a_gx,
-        ctx.transformed_x(),
-        mask=ctx.mask(),
-        similarity=similarity,
-        vector=ctx.kind == "vector",
-        check_mask=False,  # checked by the metric on its first update
-        partner=ctx.partner,
-        mixed_channels=ctx.mixes_channels(),
-    )
 
 
 class CorrelationInvariance(_CorrelationMeasure):

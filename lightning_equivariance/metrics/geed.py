@@ -58,7 +58,6 @@ from ..functional.geed import (
     geed_softmax_scores,
     looks_like_probabilities,
     mean_pairwise_distance,
-    orbit_average,
 )
 from ..functional.moments import (
     image_moments,
@@ -77,9 +76,7 @@ __all__ = ["GEEDChannel", "GEEDLatentL2", "GEEDLatentCosine", "GEEDSoftmax"]
 
 
 def _orbit_average(ctx: LayerContext) -> torch.Tensor:
-    if "geed_orbit_average" not in ctx.cache:
-        ctx.cache["geed_orbit_average"] = orbit_average(ctx.a_x, ctx.a_gx)
-    return ctx.cache["geed_orbit_average"]
+    return ctx.work.orbit_average
 
 
 def _check_positive(name: str, **values: int) -> None:

@@ -39,7 +39,7 @@ sums, column sums, sums of squares, minima, maxima, and the within-batch pairs o
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -49,15 +49,13 @@ from ..functional.transformational import (
     _anova_compute,
     _column_variances,
     _goodfellow_compute,
-    _sd_block_update,
-    _st_update,
-    _td_update,
     _tv_compute,
     check_distance,
     safe_ratio,
     unit_norm_maps,
 )
 from .base import LayerContext, LayerMetric
+from .shared import STWork
 
 __all__ = [
     "TransformationVariance",
@@ -70,40 +68,6 @@ __all__ = [
     "SameEquivariance",
     "GoodfellowInvariance",
 ]
-
-
-def _cached(ctx: Optional[LayerContext], key, fn: Callable[[], Any]):
-    if ctx is None:
-        return fn()
-    if key not in ctx.cache:
-        ctx.cache[key] = fn()
-    return ctx.cache[key]
-
-
-def _st_of(ctx: LayerContext, include_identity: bool) -> torch.Tensor:
-    """ST of the context's chunk (Eq. 1), ``k x b x ...units``: ``[a(x), a(t_1 x), ...]`` (without ``a(x)``
-    when ``include_identity`` is false), in the activations' dtype.
-
-    In the engine's stacked output ``a(x)`` is directly followed by the first group's ``a(T_g x)``
-    in memory; ST is then a view of it (no copy of the layer's output), otherwise one ``cat``.
-    """
-    a_x, a_gx = ctx.a_x, ctx.a_gx
-    if not include_identity:
-        return a_gx
-    step = a_x.numel()
-    if (
-        a_x.is_contiguous()
-        and a_gx.is_contiguous()
-        and a_gx.dtype == a_x.dtype
-        and a_gx.device == a_x.device
-        and a_gx.data_ptr() == a_x.data_ptr() + step * a_x.element_size()
-    ):
-        return a_x.as_strided((1 + a_gx.shape[0], *a_x.shape), (step, *a_x.stride()))
-    return torch.cat([a_x.unsqueeze(0), a_gx])
-
-
-def _distance_key(distance: Distance):
-    return distance if isinstance(distance, str) else id(distance)
 
 
 class _Transformational(LayerMetric):
@@ -176,32 +140,19 @@ class _Transformational(LayerMetric):
     def _has_cols(self) -> bool:
         return hasattr(self, "s1")
 
-    def _add(
-        self,
-        st: torch.Tensor,
-        ctx: Optional[LayerContext] = None,
-        key=None,
-        sample_mask: Optional[torch.Tensor] = None,
-    ) -> None:
-        """Add a batch of ST (``k x b x ...units``); work shared by measures is cached in ``ctx``.
-
-        ``sample_mask``: ``b`` booleans, the images that count, or ``None`` (all). Cached work is
-        keyed by ``ctx``, whose images share one mask (``ctx.sample_mask``).
-        """
-        if st.shape[0] != self.k or tuple(st.shape[2:]) != self.unit_shape:
+    def _add(self, st: STWork) -> None:
+        """Add a batch of ST (``st.matrix``: ``k x b x ...units``, ``st.sample_mask``: the images that count, or
+        ``None`` for all); what several measures of a layer compute from it is computed once (:class:`STWork`)."""
+        matrix, mask = st.matrix, st.sample_mask
+        if matrix.shape[0] != self.k or tuple(matrix.shape[2:]) != self.unit_shape:
             raise ValueError(
                 f"{type(self).__name__} was created for {self.k} transformations x units {self.unit_shape}, "
-                f"got ST of shape {tuple(st.shape)} (k x b x ...units)"
+                f"got ST of shape {tuple(matrix.shape)} (k x b x ...units)"
             )
-        mask = sample_mask
-        if mask is None:
-            self.n += st.shape[1]
-        else:
-            mask = _checked_mask(mask, st.shape[1], st.device)
-            self.n += mask.sum()
+        self.n += matrix.shape[1] if mask is None else mask.sum()
         if "tv" in self.parts or self._has_cols:
             # TV and the column moments of every measure of the layer from one pass over ST
-            c = _cached(ctx, ("st_update", key), lambda: _st_update(st, mask))
+            c = st.summaries
             if "tv" in self.parts:
                 self.tv_sum += c["tv"]
             if self._has_cols:
@@ -209,16 +160,10 @@ class _Transformational(LayerMetric):
                 self.s2 += c["s2"]
                 torch.minimum(self.cmin, c["cmin"], out=self.cmin)
                 torch.maximum(self.cmax, c["cmax"], out=self.cmax)
-        # only the pairwise distances need the whole ST in float64
-        st64 = lambda: _cached(ctx, ("st64", key), lambda: st.to(torch.float64))  # noqa: E731
         if "td" in self.parts:
-            self.td_sum += _cached(
-                ctx, ("td", key, _distance_key(self.distance)), lambda: _td_update(st64(), self.distance, mask)
-            )
+            self.td_sum += st.transformation_distances(self.distance)
         if hasattr(self, "sd_pair_sum"):
-            s, p = _cached(
-                ctx, ("sd", key, _distance_key(self.distance)), lambda: _sd_block_update(st64(), self.distance, mask)
-            )
+            s, p = st.sample_distances(self.distance)
             self.sd_pair_sum += s
             self.sd_pairs += p
 
@@ -231,11 +176,14 @@ class _Transformational(LayerMetric):
                 count: the others are left out of every state exactly, as if ``st`` held only the
                 kept images (their values may be anything finite or not). ``None``: all count.
         """
-        self._add(st, sample_mask=sample_mask)
+        self._add_matrix(st, sample_mask)
+
+    def _add_matrix(self, st: torch.Tensor, sample_mask: Optional[torch.Tensor]) -> None:
+        """Add an ST matrix of this batch alone (not shared with other measures)."""
+        self._add(STWork(st, None if sample_mask is None else _checked_mask(sample_mask, st.shape[1], st.device)))
 
     def _update_context(self, ctx: LayerContext) -> None:
-        include = self.k == len(ctx.elements) + 1
-        self._add(_cached(ctx, ("st", include), lambda: _st_of(ctx, include)), ctx, key=include, sample_mask=ctx.sample_mask)
+        self._add(ctx.work.st(include_identity=self.k == len(ctx.elements) + 1))
 
     # ------------------------------------------------------------------ compute
     def _columns(self) -> Dict[str, torch.Tensor]:
@@ -577,13 +525,13 @@ class SameEquivariance(_Transformational):
         ``sample_mask``: optional ``b`` booleans, ``True`` for the images that count (the others
         are left out exactly); ``None``: all count.
         """
-        self._add(st_inv, sample_mask=sample_mask)
+        self._add_matrix(st_inv, sample_mask)
 
     def _update_context(self, ctx: LayerContext) -> None:
         maps = [ctx.group.act_feature_inverse(unit_norm_maps(ctx.a_gx[j]), e, ctx.input_size) for j, e in enumerate(ctx.elements)]
         if self.k == len(ctx.elements) + 1:
             maps.insert(0, unit_norm_maps(ctx.a_x))
-        self._add(torch.stack(maps), sample_mask=ctx.sample_mask)
+        self._add_matrix(torch.stack(maps), ctx.sample_mask)
 
     def _per_unit(self):
         return self._tv() * self.valid.to(self.tv_sum.device)
