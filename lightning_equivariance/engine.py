@@ -521,17 +521,8 @@ class Measurement:
                             higher_is_better=MEASURES[measure_name].higher_is_better,
                             layout=info.layout,
                             non_finite=len(left_out.get(info.name, [])),
-                            chance=d.chance,
-                            above_chance=d.above_chance,
-                            informative=d.informative,
-                            stderr=d.stderr,
                             best=MEASURES[measure_name].best_value,
-                            margin=d.margin,
-                            margin_stderr=d.margin_stderr,
-                            margin_low=d.margin_low,
-                            significant=d.significant,
-                            margin_pairs=d.margin_pairs,
-                            significance_reason=d.significance_reason,
+                            **d.significance(),
                         )
                     )
         selected = [n for n, _ in self.layers]

@@ -15,6 +15,8 @@ import numpy as np
 # The depth parts belong to the event format, which the plugin owns: one PARTS for library and tab.
 from lightning_equivariance_tb.metadata import PARTS
 
+from .significance import Significance
+
 __all__ = ["PARTS", "LayerResult", "MeasureReport", "assign_parts", "above_chance", "INFORMATIVE_ROOM"]
 
 #: The per-layer columns of ``MeasureReport.to_dataframe()`` after the identifying ones.
@@ -37,9 +39,11 @@ def _all_or_none(flags, margins) -> Optional[bool]:
     return all(decided) if decided else None
 
 
-@dataclass
-class LayerResult:
-    """One (layer, measure, group) result of a :class:`MeasureReport`."""
+@dataclass(frozen=True)
+class LayerResult(Significance):
+    """One (layer, measure, group) result of a :class:`MeasureReport`; its chance level, standard error
+    and margin over chance are the fields of :class:`~lightning_equivariance.significance.Significance`
+    (``None`` where undefined, docs/measures.md §7)."""
 
     layer: str
     index: int
@@ -55,22 +59,8 @@ class LayerResult:
     higher_is_better: Optional[bool]
     layout: str = "channels_first"
     non_finite: int = 0
-    #: the chance level and its derived numbers (docs/measures.md §7); ``None`` where undefined
-    chance: Optional[float] = None
-    above_chance: Optional[float] = None
-    informative: Optional[bool] = None
-    stderr: Optional[float] = None
     #: the measure's best possible value (1 for the correlation measures, -1 for channelwise G-EED)
     best: Optional[float] = None
-    #: the margin above chance in the measure's better direction, its standard error over the
-    #: ``margin_pairs`` scored probe pairs, its one-sided 95% lower bound, whether that bound is
-    #: above 0, and why not (docs/measures.md §7); ``None`` without a chance level
-    margin: Optional[float] = None
-    margin_stderr: Optional[float] = None
-    margin_low: Optional[float] = None
-    significant: Optional[bool] = None
-    margin_pairs: int = 0
-    significance_reason: Optional[str] = None
 
 
 #: Below this room above the chance level a layer is uninformative (docs/measures.md §7).

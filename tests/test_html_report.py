@@ -8,6 +8,7 @@ the chance level; it needs Debian's ``chromium`` and ``chromium-driver`` and is 
 with a reason without them.
 """
 import base64
+import dataclasses
 import json
 import math
 import os
@@ -202,10 +203,11 @@ def test_measure_report_to_html(tmp_path):
 def _margin_report():
     """fake_report's layers with margins (issue 24): layer 2 not significant, layer 4 without an interval."""
     report = fake_report()
-    for i, r in enumerate(report.results):
-        r.margin, r.margin_stderr, r.margin_low, r.significant = 0.2, 0.01, 0.18, True
-    report.results[2].margin, report.results[2].margin_low, report.results[2].significant = 0.01, -0.02, False
-    report.results[4].margin_stderr, report.results[4].margin_low, report.results[4].significant = None, None, False
+    results = [dataclasses.replace(r, margin=0.2, margin_stderr=0.01, margin_low=0.18, significant=True)
+               for r in report.results]
+    results[2] = dataclasses.replace(results[2], margin=0.01, margin_low=-0.02, significant=False)
+    results[4] = dataclasses.replace(results[4], margin_stderr=None, margin_low=None, significant=False)
+    report.results = results
     return report
 
 

@@ -30,6 +30,7 @@ import torch
 from torchmetrics import Metric
 
 from ..groups import ChannelAction, Group, GroupElement
+from ..significance import Significance
 from .shared import Handoff, SharedWork
 
 __all__ = ["LayerContext", "LieContext", "LayerDetails", "LayerMetric", "ImagesLeftOut", "STACKED", "FORWARD_MODE"]
@@ -158,7 +159,7 @@ class LieContext:
 
 
 @dataclass(frozen=True)
-class LayerDetails:
+class LayerDetails(Significance):
     """A measure's synced results for one (layer, group): what the engine reads to build a
     :class:`~lightning_equivariance.report.LayerResult`, as typed fields instead of dictionary keys.
 
@@ -171,11 +172,10 @@ class LayerDetails:
         per_channel: tensor ``C`` or ``None``.
         left_out: dead channels (or units) left out.
         element_names: names of the ``per_element`` entries where they are not the group's elements.
-        stderr: the value's standard error, where the measure has one.
-        chance, chance_per_element, above_chance, informative, chance_left_out: the chance level
-            (docs/measures.md §7); ``None`` (and 0) without one.
-        margin, margin_stderr, margin_low, significant, margin_pairs, significance_reason: the
-            margin over chance and its one-sided 95% interval; ``None`` (and 0 pairs) without one.
+        chance_per_element, chance_left_out: the chance level per element and the images without a
+            chance term (docs/measures.md §7); ``None`` (and 0) without one.
+        stderr, chance, above_chance, informative, margin, ...: the value's standard error, chance
+            level and margin over it (:class:`~lightning_equivariance.significance.Significance`).
         extra: the measure's own further keys (e.g. ``F`` and ``critical_F`` of ``anova``).
     """
 
@@ -184,18 +184,8 @@ class LayerDetails:
     per_channel: Optional[torch.Tensor] = None
     left_out: int = 0
     element_names: Optional[List[str]] = None
-    stderr: Optional[float] = None
-    chance: Optional[float] = None
     chance_per_element: Optional[torch.Tensor] = None
-    above_chance: Optional[float] = None
-    informative: Optional[bool] = None
     chance_left_out: int = 0
-    margin: Optional[float] = None
-    margin_stderr: Optional[float] = None
-    margin_low: Optional[float] = None
-    significant: Optional[bool] = None
-    margin_pairs: int = 0
-    significance_reason: Optional[str] = None
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
