@@ -29,7 +29,7 @@ _PUBLIC = {
     ".contributions": ("ContributionReport", "lie_derivative_contributions"),
     ".transforms": ("TRANSFORMS", "LieTransform"),
     ".metrics": ("MEASURES", "CorrelationInvariance", "CorrelationEquivariance", "LieDerivativeError"),
-    ".probe": ("LayerSelectionError", "select_layers"),
+    ".layers": ("LayerSelectionError", "select_layers"),
     # Only the callback needs Lightning (README, "Layout").
     ".callback": ("EquivarianceCallback",),
 }
@@ -54,7 +54,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run
     )
     from .lie import lie_derivative
     from .metrics import MEASURES, CorrelationEquivariance, CorrelationInvariance, LieDerivativeError
-    from .probe import LayerSelectionError, select_layers
+    from .layers import LayerSelectionError, select_layers
     from .report import PARTS, MeasureReport
     from .transforms import TRANSFORMS, LieTransform
 
@@ -63,36 +63,7 @@ try:
 except _metadata.PackageNotFoundError:  # run from a source tree that is not installed
     __version__ = "0+unknown"
 
-__all__ = [
-    "measure",
-    "Measurement",
-    "MeasureReport",
-    "MeasureError",
-    "PARTS",
-    "Group",
-    "GroupElement",
-    "Rotation90",
-    "Flip",
-    "Translation",
-    "Rotation",
-    "Scale",
-    "Dihedral",
-    "quiroga_rotations",
-    "quiroga_scales",
-    "quiroga_translations",
-    "MEASURES",
-    "CorrelationInvariance",
-    "CorrelationEquivariance",
-    "LieDerivativeError",
-    "LieTransform",
-    "TRANSFORMS",
-    "lie_derivative",
-    "lie_derivative_contributions",
-    "ContributionReport",
-    "LayerSelectionError",
-    "select_layers",
-    "EquivarianceCallback",
-]
+__all__ = list(_MODULE_OF)  # every public name, each listed once above
 
 
 def __getattr__(name):

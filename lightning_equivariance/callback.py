@@ -112,7 +112,7 @@ class EquivarianceCallback(Callback):
         measure_options: further options for the measures (see :class:`~lightning_equivariance.Measurement`).
         channel_actions: ``{layer: channel_action}`` declared by the architecture.
         layouts: ``{layer: "channels_first" | "channels_last" | "tokens" | "tokens_transposed"}``: how to
-            read a layer, overriding what the probe finds on evidence (see :func:`~lightning_equivariance.probe.discover_layouts`).
+            read a layer, overriding what the probe finds on evidence (see :func:`~lightning_equivariance.layers.discover_layouts`).
         on_error: ``"warn"`` (default): a (layer, measure, group) that cannot be measured is left
             out and named in one warning; ``"raise"``: the measurement fails at the first such
             error (a warning; training goes on either way).

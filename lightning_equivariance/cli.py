@@ -246,7 +246,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _layouts(pairs: Sequence[str]) -> dict:
-    from .probe import LAYOUTS  # torch: after parsing, so that --help answers without it
+    from .layers import LAYOUTS  # torch: after parsing, so that --help answers without it
 
     out = {}
     for pair in pairs:

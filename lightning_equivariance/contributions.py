@@ -14,11 +14,11 @@ probes, returning a :class:`ContributionReport` (``to_dataframe()``, ``plot()``,
     report.to_dataframe()   # one row per layer call, and "(unattributed)"
     report.plot()           # each layer's share, as a bar chart
 
-The hooks are not :class:`~lightning_equivariance.probe.Probe`'s: a layer's pre-hook runs the
+The hooks are not :class:`~lightning_equivariance.layers.LayerHooks`'s: a layer's pre-hook runs the
 module alone on dual copies of its inputs (its own Lie derivative) and its forward hook replaces
 the output by ``output + eps`` (a zero leaf whose gradient is the rest of the network's vjp),
 neither of which a probe callback can do; they name the calls with the probe's
-:class:`~lightning_equivariance.probe.CallNames` and read outputs with its ``first_tensor``.
+:class:`~lightning_equivariance.layers.CallNames` and read outputs with its ``first_tensor``.
 The engine does not import this module.
 """
 from __future__ import annotations
@@ -43,7 +43,7 @@ from .lie import (
     lie_derivative,
     lie_like,
 )
-from .probe import CallNames, LayerSpec, Layouts, discover_layouts, eval_mode, first_tensor, is_pooling, select_layers
+from .layers import CallNames, LayerSpec, Layouts, discover_layouts, eval_mode, first_tensor, is_pooling, select_layers
 from .report import assign_parts
 from .transforms import LieTransform, resolve_transform
 
@@ -309,7 +309,7 @@ def lie_derivative_contributions(
         inputs: images ``N x C x H x W``.
         transform: a name (:data:`TRANSFORMS`) or :class:`LieTransform`.
         num_probes: Hutchinson probes per image (``probes="gaussian"``).
-        layers: see :func:`~lightning_equivariance.probe.select_layers`.
+        layers: see :func:`~lightning_equivariance.layers.select_layers`.
         batch_size: images per forward (the graph of a chunk is kept for the probes).
         probes: ``"gaussian"`` (Hutchinson) or ``"basis"``: the output's standard basis,
             ``dim(output)`` vjps, exact norms (for small outputs).
@@ -317,7 +317,7 @@ def lie_derivative_contributions(
             reference code measures the softmax).
         seed: seed of the probes (``None``: torch's global generator).
         layouts: ``{layer: "channels_first" | "channels_last" | "tokens" | "tokens_transposed"}`` overrides of
-            the layouts the probe infers (:func:`~lightning_equivariance.probe.discover_layouts`).
+            the layouts the probe infers (:func:`~lightning_equivariance.layers.discover_layouts`).
 
     Returns:
         a :class:`ContributionReport`; its ``to_dataframe()`` has one row per layer call in

@@ -1,13 +1,14 @@
 """The measurement engine: every selected layer, every measure, one stacked pass.
 
-For each chunk of probe images ``x`` the engine builds one batch
-``[x, T_{g_1} x, ..., T_{g_m} x]`` over the elements of *all* groups (the identity
-once), runs a single forward under ``torch.no_grad`` with hooks on the selected
-layers, and feeds each layer's activations straight into the measures' sum states
-inside the hook, so nothing per-image is kept and memory does not grow with the
-number of probe images. Before the first chunk, one image (with its transformed
-copies) runs through the model only to create every layer's states, so the peak
-memory of a measurement is reached in its first chunk and layer errors show early.
+For each chunk of probe images ``x`` the engine runs its passes (:mod:`lightning_equivariance.passes`):
+the stacked pass builds one batch ``[x, T_{g_1} x, ..., T_{g_m} x]`` over the elements of *all*
+groups (the identity once) and runs a single forward under ``torch.no_grad`` with hooks on the
+selected layers; forward-mode measures get one forward-mode pass per continuous transform. Each
+pass pushes every layer's context into the engine (a :class:`~lightning_equivariance.passes.LayerSink`),
+which feeds it straight into the measures' sum states inside the hook, so nothing per-image is kept
+and memory does not grow with the number of probe images. Before the first chunk, one image runs
+every pass only to create every layer's states, so the peak memory of a measurement is reached in
+its first chunk and layer errors show early.
 
 :func:`measure` is the one-call entry point; :class:`Measurement` is the same thing
 split into ``update`` / ``compute`` / ``reset`` (what the Lightning callback uses, one
@@ -28,16 +29,16 @@ from torch import nn
 
 from .groups import ChannelAction, Group, GroupActionError
 from .metrics import DEFAULT_MEASURES, MEASURES, LayerMetric
-from .metrics.base import ImagesLeftOut, LayerDetails, all_finite
+from .metrics.base import NonFiniteImages, LayerDetails, all_finite
 from .passes import Chunk, StackedPass, plan_passes
 from .steerable import e2cnn_channel_action, field_type_of, patch_e2cnn
 from .probe_set import iter_images
 from .progress import progress
-from .probe import (
+from .layers import (
     OUTPUT,
     CallNames,
     LayerSpec,
-    Probe,
+    LayerHooks,
     as_activation,
     check_layout_overrides,
     display_name,
@@ -81,7 +82,7 @@ class Measurement:
         measures: names from :data:`lightning_equivariance.metrics.MEASURES` (default
             :data:`~lightning_equivariance.metrics.DEFAULT_MEASURES`; see ``docs/measures.md``).
         groups: :class:`~lightning_equivariance.groups.Group` instances or names.
-        layers: see :func:`~lightning_equivariance.probe.select_layers` (default ``"auto"``); ``"auto"``
+        layers: see :func:`~lightning_equivariance.layers.select_layers` (default ``"auto"``); ``"auto"``
             and the name ``"(output)"`` also measure the model's own output as the layer ``"(output)"``
             where no selected module returns it (docs/layers.md).
         batch_size: images per forward, transformed copies included (bounds memory).
@@ -95,7 +96,7 @@ class Measurement:
             outputs as their channel action (see :mod:`lightning_equivariance.steerable`);
             ``False`` measures them like plain maps.
         layouts: ``{layer_name: "channels_first" | "channels_last" | "tokens" | "tokens_transposed"}``:
-            how to read a layer, overriding what :func:`~lightning_equivariance.probe.discover_layouts`
+            how to read a layer, overriding what :func:`~lightning_equivariance.layers.discover_layouts`
             finds on evidence (the provenance of its output, docs/measures.md §1.3).
         chance: compute the chance level of the measures that have one (docs/measures.md §7): each
             image at global probe position ``2k`` is paired with ``2k + 1``; ``False`` saves that cost.
@@ -159,7 +160,7 @@ class Measurement:
             layouts, [n for n, _ in self.layers] + ([OUTPUT] if self.measure_output else []), model
         )
         self._modules_by_name = dict(self.layers)
-        self._call_names = CallNames([n for n, _ in self.layers], model)  # what Probe names each call
+        self._call_names = CallNames([n for n, _ in self.layers], model)  # what LayerHooks names each call
         self.batch_size = int(batch_size)
         self.options = dict(measure_options or {})
         if similarity is not None:  # a documented alias of measure_options={"similarity": ...}
@@ -187,7 +188,7 @@ class Measurement:
         self.errors: Dict[Tuple[str, str, str], str] = {}
         self.notes: Dict[Tuple[str, str, str], str] = {}
         #: images left out for non-finite values: per layer, and ``"(input)"`` for the inputs
-        self.images_left_out: Dict[str, ImagesLeftOut] = {}
+        self.non_finite_images: Dict[str, NonFiniteImages] = {}
         self.num_samples = 0
         self.seconds = 0.0
         self._next_position = 0  # the default global position of the next image fed
@@ -197,17 +198,24 @@ class Measurement:
         self._allocating = False
         self._allocated = False
 
+    @property
+    def images_left_out(self) -> Dict[str, NonFiniteImages]:
+        """Deprecated name of :attr:`non_finite_images` (issue 22); goes in the next release."""
+        warnings.warn("Measurement.images_left_out is now Measurement.non_finite_images; the old name goes in the "
+                      "next release", DeprecationWarning, stacklevel=2)
+        return self.non_finite_images
+
     def state_keys(self) -> List[Tuple[str, ...]]:
         """The keys of every state that ``compute()`` syncs across processes (metrics and left-out images)."""
-        return sorted(self.metrics) + sorted(("(images)", k) for k in self.images_left_out)
+        return sorted(self.metrics) + sorted(("(images)", k) for k in self.non_finite_images)
 
     def keep_only(self, keys, reason: str) -> None:
         """Drop the states whose keys are not in ``keys`` (e.g. not measured on every process), recording ``reason``."""
         keys = set(keys)
         for key in [k for k in self.metrics if k not in keys]:
             self._fail([key], f"layer {key[0]!r}: {reason}")
-        for layer in [k for k in self.images_left_out if ("(images)", k) not in keys]:
-            del self.images_left_out[layer]
+        for layer in [k for k in self.non_finite_images if ("(images)", k) not in keys]:
+            del self.non_finite_images[layer]
 
     def agree(self, collectives, ok: bool = True) -> bool:
         """Agree with the other processes before ``compute()`` (which syncs every state it holds).
@@ -255,7 +263,7 @@ class Measurement:
 
     @property
     def samples_per_forward(self) -> int:
-        """Probe images per forward; even with the chance level, so that pairs ``2k, 2k + 1`` share chunks."""
+        """LayerHooks images per forward; even with the chance level, so that pairs ``2k, 2k + 1`` share chunks."""
         n = max(1, self.batch_size // self.num_elements)
         return max(2, n - n % 2) if self.chance else n
 
@@ -307,9 +315,9 @@ class Measurement:
     def left_out(self, layer: str, kept: torch.Tensor, chunk: Chunk) -> None:
         if self._allocating:
             return
-        if layer not in self.images_left_out:
-            self.images_left_out[layer] = ImagesLeftOut().to(kept.device)
-        self.images_left_out[layer].update(chunk.positions, ~kept)
+        if layer not in self.non_finite_images:
+            self.non_finite_images[layer] = NonFiniteImages().to(kept.device)
+        self.non_finite_images[layer].update(chunk.positions, ~kept)
 
     def receive(self, layer: str, output, source, measures, ctx) -> None:
         for key in self._keys(layer, [source], measures):
@@ -333,7 +341,7 @@ class Measurement:
         self._failure(error, layer, output, self._keys(layer, sources, measures))
 
     @contextlib.contextmanager
-    def _discovering(self, probe: Probe, x: torch.Tensor):
+    def _discovering(self, probe: LayerHooks, x: torch.Tensor):
         """Decide every layer's layout once, before the first forward: the probe runs one forward of two
         images with the provenance followed (docs/measures.md §1.3) and fills :attr:`layouts`."""
         if self.layouts is not None:
@@ -418,7 +426,7 @@ class Measurement:
                     f"{len(self.groups)} groups")
             chunks = progress(chunks, None if total is None else math.ceil(total / size), what,
                               count=lambda images_positions: len(images_positions[1]), unit="images")
-        with Probe(self.model, self.layers, None, output=self.measure_output) as probe:
+        with LayerHooks(self.model, self.layers, None, output=self.measure_output) as probe:
             for x, positions in chunks:
                 if not x.is_floating_point():
                     raise ValueError(
@@ -442,21 +450,21 @@ class Measurement:
                     finally:
                         self._allocating = False
                     self._allocated = True
-                if "(input)" not in self.images_left_out:
-                    self.images_left_out["(input)"] = ImagesLeftOut().to(x.device)
-                self.images_left_out["(input)"].update(pos, ~chunk.finite)
+                if "(input)" not in self.non_finite_images:
+                    self.non_finite_images["(input)"] = NonFiniteImages().to(x.device)
+                self.non_finite_images["(input)"].update(pos, ~chunk.finite)
                 for p in self.passes:
                     p.run(self.model, probe, chunk, self)
                 self.num_samples += chunk.size
                 self._output_produced_by = probe.output_produced_by
         self.seconds += time.perf_counter() - t0
 
-    def _left_out_images(self) -> Tuple[List[int], Dict[str, List[int]]]:
+    def _non_finite_images(self) -> Tuple[List[int], Dict[str, List[int]]]:
         """Synced ``(input positions, {layer: positions})`` of images left out for non-finite values; layers
         that lost every image are recorded as errors."""
         inputs: List[int] = []
         per_layer: Dict[str, List[int]] = {}
-        for name, tracker in self.images_left_out.items():
+        for name, tracker in self.non_finite_images.items():
             bad, seen = tracker.compute()
             if name == "(input)":
                 inputs = bad
@@ -478,7 +486,7 @@ class Measurement:
                 "Measurement.compute(): no probe images were measured (the inputs held 0 images, or update() was "
                 "never called); give it at least one image"
             )
-        bad_inputs, left_out = self._left_out_images()
+        bad_inputs, left_out = self._non_finite_images()
         infos = sorted(self.infos.values(), key=lambda i: i.index)
         modules = [i for i in infos if i.name != OUTPUT]  # the model's output is Final, whatever its kind
         parts = assign_parts(["map" if i.kind == "refused" else i.kind for i in modules], [i.is_pool for i in modules])
@@ -686,5 +694,5 @@ class LayerNames:
     @staticmethod
     def selected(module: nn.Module, layers: LayerSpec) -> List[str]:
         """The qualified names of the layers ``layers=`` selects in ``module``
-        (see :func:`~lightning_equivariance.probe.select_layers`, whose errors name close names)."""
+        (see :func:`~lightning_equivariance.layers.select_layers`, whose errors name close names)."""
         return [name for name, _ in select_layers(module, layers)]

@@ -62,7 +62,7 @@ from torch.overrides import TorchFunctionMode
 
 from .metrics.base import LieContext, all_finite
 from .layouts import Reading
-from .probe import eval_mode, first_tensor, output_layout, reading_of
+from .layers import eval_mode, first_tensor, output_layout, reading_of
 from .transforms import TRANSFORMS, LieTransform, is_transform, resolve_transform
 
 __all__ = [
@@ -80,7 +80,7 @@ __all__ = [
 # ---------------------------------------------------------------------- generators on layer outputs
 def _layout(t: torch.Tensor, layer: str, layout=None) -> Tuple[str, Optional[Reading]]:
     """``("map", reading)`` or ``("vector", None)``: how the generator acts on ``t``, by the engine's rule
-    (:func:`~lightning_equivariance.probe.reading_of`; ``layout`` is the probe's decision for ``t``)."""
+    (:func:`~lightning_equivariance.layers.reading_of`; ``layout`` is the probe's decision for ``t``)."""
     if isinstance(layout, Reading) and not layout.is_map:
         return "vector", layout  # a vector folded out of a partition (its batch axis holds more than images)
     reading = reading_of(t, layer, layout)

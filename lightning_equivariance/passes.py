@@ -1,6 +1,6 @@
 """The passes a measurement runs over a chunk of probe images: one small class per kind of pass.
 
-A pass runs the model over a :class:`Chunk` with the layers hooked (a :class:`~.probe.Probe`)
+A pass runs the model over a :class:`Chunk` with the layers hooked (a :class:`~.probe.LayerHooks`)
 and, inside each layer's hook, turns the layer's output into one context per group (or
 transform) and pushes it into a :class:`LayerSink` - the engine, which owns the metrics and
 the bookkeeping. Nothing a pass computes outlives its hook (only the small hand-off of one
@@ -27,7 +27,7 @@ from .lie import layer_lie_context, lie_pass, outside_torch_function_modes, prim
 from .metrics import MEASURES
 from .metrics.base import FORWARD_MODE, LayerContext, all_finite
 from .metrics.shared import Handoff
-from .probe import Activation, Probe
+from .layers import Activation, LayerHooks
 from .transforms import split_groups
 
 __all__ = ["Chunk", "LayerSink", "Pass", "StackedPass", "ForwardModePass", "plan_passes"]
@@ -97,7 +97,7 @@ class Pass:
     sources: List[Any]
     measures: List[str]
 
-    def run(self, model: nn.Module, probe: Probe, chunk: Chunk, sink: LayerSink) -> None:
+    def run(self, model: nn.Module, probe: LayerHooks, chunk: Chunk, sink: LayerSink) -> None:
         raise NotImplementedError
 
 
@@ -126,7 +126,7 @@ class StackedPass(Pass):
             views += [g.act_input(x, e) for e in g.elements]
         return torch.cat(views)
 
-    def run(self, model: nn.Module, probe: Probe, chunk: Chunk, sink: LayerSink) -> None:
+    def run(self, model: nn.Module, probe: LayerHooks, chunk: Chunk, sink: LayerSink) -> None:
         self._previous = None
         try:
             with probe.calling(lambda name, output, inputs: self._on_output(name, output, inputs, chunk, sink)):
@@ -194,7 +194,7 @@ class ForwardModePass(Pass):
         self.sources = [transform]
         self.measures = list(measures)
 
-    def run(self, model: nn.Module, probe: Probe, chunk: Chunk, sink: LayerSink) -> None:
+    def run(self, model: nn.Module, probe: LayerHooks, chunk: Chunk, sink: LayerSink) -> None:
         with probe.calling(lambda name, output, inputs: self._on_output(name, output, chunk, sink)):
             lie_pass(model, chunk.images, self.transform)
 

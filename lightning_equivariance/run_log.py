@@ -79,7 +79,7 @@ class History:
 def model_display_name(module: Any, prefix: str = "") -> str:
     """The name a run's model is shown under: the measured network's class and parameter count,
     ``"ResNet (23,528,522 params)"``. ``prefix`` (``"model."``, from
-    :func:`~lightning_equivariance.probe.wrapped_child_prefix`) names the single child with
+    :func:`~lightning_equivariance.layers.wrapped_child_prefix`) names the single child with
     parameters that a LightningModule wraps: that child is the network, as in the layer names;
     without one (several children with parameters) the module's own class is the name."""
     network = module.get_submodule(prefix[:-1]) if prefix else module

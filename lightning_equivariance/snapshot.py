@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .probe import capture_modes, restore_modes
+from .layers import capture_modes, restore_modes
 
 __all__ = ["Snapshot", "owned_generators", "owned_rngs_restored", "rngs_restored", "seed_rngs"]
 
@@ -26,7 +26,7 @@ class Snapshot:
     """What a measurement could disturb in a module, captured before it and put back after it.
 
     - the train/eval mode of every submodule, put back through ``train(mode)``
-      (:func:`~lightning_equivariance.probe.restore_modes`: modules such as e2cnn's ``R2Conv``
+      (:func:`~lightning_equivariance.layers.restore_modes`: modules such as e2cnn's ``R2Conv``
       register or drop buffers there), and whether grad is enabled;
     - buffers, by owner and name: a buffer re-bound in ``forward`` (``self.ema = 0.9 * self.ema + x``)
       gets its former tensor back, a buffer written in place its former value (buffers are

@@ -18,7 +18,7 @@ from torch import nn
 import reference as ref
 import reference_family as fam
 from lightning_equivariance import Measurement, Rotation90, Translation, measure
-from lightning_equivariance.probe import LayoutError, as_activation, discover_layouts, select_layers
+from lightning_equivariance.layers import LayoutError, as_activation, discover_layouts, select_layers
 
 
 def _to_cf(a):

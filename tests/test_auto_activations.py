@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lightning_equivariance import Rotation90, measure, select_layers
-from lightning_equivariance.probe import is_activation
+from lightning_equivariance.layers import is_activation
 from reference import correlation_brute
 
 timm_activations = pytest.importorskip("timm.layers.activations")

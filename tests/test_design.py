@@ -232,4 +232,25 @@ def test_the_callback_assigns_its_attributes_and_names_layers_through_the_engine
     for attribute in ("csv_file", "every_n_epochs", "measures", "layouts", "summary"):
         assert re.search(rf"^\s+self\.{attribute} = ", source, re.M), attribute
     imported = _module_edges()["lightning_equivariance.callback"]
-    assert "lightning_equivariance.engine" in imported and "lightning_equivariance.probe" not in imported, imported
+    assert "lightning_equivariance.engine" in imported and "lightning_equivariance.layers" not in imported, imported
+
+
+def test_renamed_words_keep_deprecated_aliases():
+    """Issue 22's renames ("probe" = probe images only, "left out" = dead channels only, "part" = depth part only)
+    keep the old Python names for one release, each with a DeprecationWarning that names the new one."""
+    import lightning_equivariance.probe as old_module
+    from lightning_equivariance import layers
+    from lightning_equivariance.metrics import base
+
+    with pytest.warns(DeprecationWarning, match="lightning_equivariance.layers.LayerHooks"):
+        assert old_module.Probe is layers.LayerHooks
+    with pytest.warns(DeprecationWarning, match="lightning_equivariance.layers.select_layers"):
+        assert old_module.select_layers is layers.select_layers
+    with pytest.warns(DeprecationWarning, match="NonFiniteImages"):
+        assert base.ImagesLeftOut is base.NonFiniteImages
+    meas = Measurement(SmallCNN(), groups=[Rotation90()])
+    with pytest.warns(DeprecationWarning, match="non_finite_images"):
+        assert meas.images_left_out is meas.non_finite_images
+    from lightning_equivariance.metrics.transformational import NormalizedVariance
+
+    assert NormalizedVariance.summaries == ("tv", "cols") and not hasattr(NormalizedVariance, "parts")

@@ -13,7 +13,7 @@ from torch import nn
 
 from callback_helpers import LitCNN, trainer_kwargs
 from lightning_equivariance import EquivarianceCallback
-from lightning_equivariance.probe import wrapped_child_prefix
+from lightning_equivariance.layers import wrapped_child_prefix
 from lightning_equivariance.run_log import model_display_name
 from models import SmallCNN
 

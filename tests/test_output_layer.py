@@ -12,7 +12,7 @@ import torchvision
 from torch import nn
 
 from lightning_equivariance import Rotation90, measure, select_layers
-from lightning_equivariance.probe import OUTPUT, selects_output
+from lightning_equivariance.layers import OUTPUT, selects_output
 from lightning_equivariance.report import assign_parts
 from reference import pearson_relu, transform_np
 

@@ -2,7 +2,7 @@
 
 PyTorch accepts ``:`` in module names, so a module literally named ``relu:1`` can sit next to a
 ReLU called twice, whose second call the probe names ``relu:1`` too. The probe's call names
-(:class:`lightning_equivariance.probe.CallNames`) now stay distinct from every module's name, and
+(:class:`lightning_equivariance.layers.CallNames`) now stay distinct from every module's name, and
 every refusal says which layer, in full.
 """
 
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from lightning_equivariance import MeasureError, measure
-from lightning_equivariance.probe import CallNames
+from lightning_equivariance.layers import CallNames
 
 MEASURES = ["invariance", "equivariance"]
 
@@ -110,7 +110,7 @@ def test_call_names_never_collide():
 
 
 def test_layout_overrides_name_calls_exactly_with_the_model():
-    from lightning_equivariance.probe import check_layout_overrides
+    from lightning_equivariance.layers import check_layout_overrides
 
     stem = _Stem()
     names = ["relu", "relu:1"]

@@ -29,7 +29,7 @@ from torch import nn
 
 import lightning_equivariance as le
 from lightning_equivariance import Rotation90, Translation, measure
-from lightning_equivariance.probe import OUTPUT, select_layers
+from lightning_equivariance.layers import OUTPUT, select_layers
 
 MIN_SIZE = 32
 MEASURES = ("invariance", "equivariance")

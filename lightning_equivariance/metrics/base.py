@@ -33,7 +33,7 @@ from ..groups import ChannelAction, Group, GroupElement
 from ..significance import Significance
 from .shared import Handoff, SharedWork
 
-__all__ = ["LayerContext", "LieContext", "LayerDetails", "LayerMetric", "ImagesLeftOut", "STACKED", "FORWARD_MODE"]
+__all__ = ["LayerContext", "LieContext", "LayerDetails", "LayerMetric", "NonFiniteImages", "STACKED", "FORWARD_MODE"]
 
 #: ``LayerMetric.pass_kind``: one forward over images x group elements, or a forward-mode pass per transform.
 STACKED, FORWARD_MODE = "stacked", "forward_mode"
@@ -311,7 +311,7 @@ class LayerMetric(Metric):
             return self._compute_details()
 
 
-class ImagesLeftOut(Metric):
+class NonFiniteImages(Metric):
     """Which probe images a layer left out because their values were not finite (not a measure).
 
     ``update(positions, left_out)`` takes the global probe positions of a chunk and a
@@ -337,3 +337,15 @@ class ImagesLeftOut(Metric):
         bad = self.left_out if isinstance(self.left_out, torch.Tensor) else (
             torch.cat(self.left_out) if self.left_out else torch.zeros(0, dtype=torch.bool))
         return torch.unique(pos[bad]).tolist(), int(torch.unique(pos).numel())
+
+
+def __getattr__(name):
+    """``ImagesLeftOut`` is :class:`NonFiniteImages` (issue 22: "left out" of a layer's dead channels only);
+    the old name resolves, with a ``DeprecationWarning``, for one release."""
+    if name != "ImagesLeftOut":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import warnings
+
+    warnings.warn("lightning_equivariance.metrics.base.ImagesLeftOut is now NonFiniteImages; the old name goes in "
+                  "the next release", DeprecationWarning, stacklevel=2)
+    return NonFiniteImages

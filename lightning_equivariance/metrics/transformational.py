@@ -71,12 +71,12 @@ __all__ = [
 
 
 class _Transformational(LayerMetric):
-    """Shared states and reporting. Subclasses set ``parts`` and implement ``_per_unit``."""
+    """Shared states and reporting. Subclasses set ``summaries`` and implement ``_per_unit``."""
 
     full_state_update = False
     higher_is_better: Optional[bool] = False
     #: which per-batch summaries the measure needs: "tv", "cols", "td", "sd"
-    parts: Tuple[str, ...] = ()
+    summaries: Tuple[str, ...] = ()
 
     n: torch.Tensor
 
@@ -104,16 +104,16 @@ class _Transformational(LayerMetric):
         self.distance = distance
         cols = (k, *self.unit_shape)
         self.add_state("n", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        if "tv" in self.parts:
+        if "tv" in self.summaries:
             self.add_filled_state("tv_sum", self.unit_shape, 0.0)
-        if "td" in self.parts:
+        if "td" in self.summaries:
             self.add_filled_state("td_sum", self.unit_shape, 0.0)
-        if "cols" in self.parts or ("sd" in self.parts and distance == "squared"):
+        if "cols" in self.summaries or ("sd" in self.summaries and distance == "squared"):
             self.add_filled_state("s1", cols, 0.0)
             self.add_filled_state("s2", cols, 0.0)
             self.add_filled_state("cmin", cols, math.inf, dist_reduce_fx="min")
             self.add_filled_state("cmax", cols, -math.inf, dist_reduce_fx="max")
-        if "sd" in self.parts and distance != "squared":
+        if "sd" in self.summaries and distance != "squared":
             self.add_filled_state("sd_pair_sum", cols, 0.0)
             self.add_state("sd_pairs", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
 
@@ -150,17 +150,17 @@ class _Transformational(LayerMetric):
                 f"got ST of shape {tuple(matrix.shape)} (k x b x ...units)"
             )
         self.n += matrix.shape[1] if mask is None else mask.sum()
-        if "tv" in self.parts or self._has_cols:
+        if "tv" in self.summaries or self._has_cols:
             # TV and the column moments of every measure of the layer from one pass over ST
             c = st.summaries
-            if "tv" in self.parts:
+            if "tv" in self.summaries:
                 self.tv_sum += c["tv"]
             if self._has_cols:
                 self.s1 += c["s1"]
                 self.s2 += c["s2"]
                 torch.minimum(self.cmin, c["cmin"], out=self.cmin)
                 torch.maximum(self.cmax, c["cmax"], out=self.cmax)
-        if "td" in self.parts:
+        if "td" in self.summaries:
             self.td_sum += st.transformation_distances(self.distance)
         if hasattr(self, "sd_pair_sum"):
             s, p = st.sample_distances(self.distance)
@@ -274,7 +274,7 @@ class TransformationVariance(_Transformational):
     """
 
     measure_name = "tv"
-    parts = ("tv",)
+    summaries = ("tv",)
 
     def _per_unit(self):
         return self._tv()
@@ -289,7 +289,7 @@ class SampleVariance(_Transformational):
     """
 
     measure_name = "sv"
-    parts = ("cols",)
+    summaries = ("cols",)
     higher_is_better = None
 
     def _per_unit(self):
@@ -309,7 +309,7 @@ class NormalizedVariance(_Ratio):
     """
 
     measure_name = "nv"
-    parts = ("tv", "cols")
+    summaries = ("tv", "cols")
 
     def _num_den(self):
         return self._tv(), self._sv_columns().mean(0)
@@ -325,7 +325,7 @@ class TransformationDistance(_Transformational):
     """
 
     measure_name = "td"
-    parts = ("td",)
+    summaries = ("td",)
 
     def _per_unit(self):
         return self._td()
@@ -342,7 +342,7 @@ class SampleDistance(_Transformational):
     """
 
     measure_name = "sd"
-    parts = ("sd",)
+    summaries = ("sd",)
     higher_is_better = None
 
     def _per_unit(self):
@@ -359,7 +359,7 @@ class NormalizedDistance(_Ratio):
     """
 
     measure_name = "nd"
-    parts = ("td", "sd")
+    summaries = ("td", "sd")
 
     def _num_den(self):
         return self._td(), self._sd_columns().mean(0)
@@ -383,7 +383,7 @@ class AnovaInvariance(_Transformational):
     """
 
     measure_name = "anova"
-    parts = ("cols",)
+    summaries = ("cols",)
     higher_is_better = True
     plot_lower_bound = 0.0
     plot_upper_bound = 1.0
@@ -432,7 +432,7 @@ class GoodfellowInvariance(_Transformational):
     """
 
     measure_name = "goodfellow"
-    parts = ("cols",)
+    summaries = ("cols",)
 
     def __init__(self, num_transformations: int, unit_shape: Sequence[int], quantile: float = 0.99, **kwargs: Any):
         super().__init__(num_transformations, unit_shape, **kwargs)
@@ -478,7 +478,7 @@ class SameEquivariance(_Transformational):
     """
 
     measure_name = "same_equivariance"
-    parts = ("tv",)
+    summaries = ("tv",)
     plot_lower_bound = 0.0
     best_value = 0.0
 
