@@ -3,21 +3,7 @@ from .correlation import correlation_equivariance, correlation_invariance, corre
 from .lie import image_gradient, lie_generator, local_equivariance_error, velocity_field
 from .geed import geed_channel, geed_channel_scores, geed_latent, geed_latent_scores, geed_softmax, geed_softmax_scores, orbit_average
 from . import transformational as _transformational
-from .transformational import (
-    anova_invariance,
-    goodfellow_invariance,
-    normalized_distance,
-    normalized_variance,
-    safe_ratio,
-    same_equivariance,
-    sample_distance,
-    sample_variance,
-    st_columns,
-    st_matrix,
-    transformation_distance,
-    transformation_variance,
-    unit_norm_maps,
-)
+from .transformational import *  # noqa: F403 - Quiroga et al.'s measures: that module's own __all__, re-exported
 
 __all__ = ["correlation_scores", "correlation_invariance", "correlation_equivariance", "lie_generator", "image_gradient", "velocity_field", "local_equivariance_error"]
 __all__ += ["orbit_average", "geed_channel_scores", "geed_latent_scores", "geed_softmax_scores", "geed_channel", "geed_latent", "geed_softmax"]
