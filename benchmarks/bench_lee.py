@@ -24,8 +24,8 @@ import statistics
 import time
 
 import torch
-import torchvision
 import torch.autograd.forward_ad as fwAD
+import torchvision
 
 from lightning_equivariance import Measurement
 from lightning_equivariance.lie import forward_lie, resolve_transform

@@ -32,7 +32,6 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import Classifier, load_dataset, rotated_variant, split  # noqa: E402
-
 from lightning_equivariance import PARTS, EquivarianceCallback, Rotation90  # noqa: E402
 from lightning_equivariance.baselines import PlainCNN, SteerableCNN, count_parameters  # noqa: E402
 from lightning_equivariance.html_report import human_size, write_logdir_report  # noqa: E402

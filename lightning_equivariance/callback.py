@@ -20,18 +20,27 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
-import torch
-from torch import nn
-
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from torch import nn
 
 from .callback_args import (
-    FIT_END, FIT_START, TRAIN_BATCH_END, TRAIN_EPOCH_END, TRAIN_EPOCH_START, UNSET, VALIDATE_END, VALIDATION_EPOCH_END,
-    MeasureTrigger, check_callback_args, naming, schedule_problems,
+    FIT_END,
+    FIT_START,
+    TRAIN_BATCH_END,
+    TRAIN_EPOCH_END,
+    TRAIN_EPOCH_START,
+    UNSET,
+    VALIDATE_END,
+    VALIDATION_EPOCH_END,
+    MeasureTrigger,
+    check_callback_args,
+    naming,
+    schedule_problems,
 )
 from .engine import LayerNames, LayerSpec, Measurement, MeasureReport
 from .groups import Group, Rotation90

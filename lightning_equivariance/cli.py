@@ -65,8 +65,8 @@ def load_images(path: str, size: Optional[int] = None, limit: Optional[int] = No
             raise CLIError(f"--images {path!r} must hold an N x C x H x W tensor, got {getattr(obj, 'shape', type(obj).__name__)}")
         x = obj.float()
     else:
-        from PIL import Image
         import numpy as np
+        from PIL import Image
 
         files = sorted(f for f in p.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES)
         if not files:

@@ -374,7 +374,7 @@ def first_tensor(out):
     """The tensor a layer output stands for: itself, an e2cnn ``GeometricTensor``'s ``.tensor``, or the first tensor of a tuple/list/dict."""
     if isinstance(out, torch.Tensor):
         return out
-    if hasattr(out, "tensor") and isinstance(getattr(out, "tensor"), torch.Tensor):  # e2cnn GeometricTensor
+    if hasattr(out, "tensor") and isinstance(out.tensor, torch.Tensor):  # e2cnn GeometricTensor
         return out.tensor
     if isinstance(out, (tuple, list)):
         for o in out:

@@ -9,8 +9,8 @@ transforms) draw from seeded global RNGs without moving the caller's stream, and
 from __future__ import annotations
 
 import random
-from contextlib import contextmanager
 from collections.abc import Mapping
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import numpy as np

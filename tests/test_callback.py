@@ -259,7 +259,7 @@ def test_tensorboard_summaries_read_back_and_csv_scalars(tmp_path):
         rows = frame.dropna(subset=cols)
         assert rows["step"].tolist() == [4, 8, 12]
         for epoch, row in zip(range(3), rows.itertuples(index=False)):
-            assert getattr(row, "step") == 4 * (epoch + 1)  # global step, not epoch
+            assert row.step == 4 * (epoch + 1)  # global step, not epoch
         for col in cols:
             assert rows[col].tolist() == pytest.approx([cb.history[e][col] for e in range(3)], abs=1e-12)
     # monitorable by ModelCheckpoint

@@ -14,8 +14,6 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from callback_helpers import LitCNN, make_data, trainer_kwargs

@@ -19,7 +19,6 @@ import pytest
 import torch
 
 from host_sync import NoHostRead
-
 from lightning_equivariance.functional.moments import (
     combine_moments,
     merge_moments,
@@ -40,7 +39,6 @@ from lightning_equivariance.metrics import (
     LieContext,
     LieDerivativeError,
 )
-
 from reference import assert_same_details, shift_mask_np, shift_np
 
 S = 6  # map size = input size (translations act unscaled)

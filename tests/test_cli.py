@@ -136,8 +136,9 @@ def test_run_group_is_recorded_and_the_report_groups_the_runs(tmp_path, capsys):
     import json
     import re
 
-    from lightning_equivariance_tb.metadata import parse_plugin_metadata
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from lightning_equivariance_tb.metadata import parse_plugin_metadata
 
     images = tmp_path / "x.pt"
     torch.save(torch.rand(4, 1, 9, 9), images)

@@ -9,7 +9,6 @@ from torch import nn
 from lightning_equivariance import Flip, Rotation, Rotation90, Translation, measure
 from lightning_equivariance.functional import correlation_equivariance, correlation_invariance, correlation_scores
 from lightning_equivariance.metrics import CorrelationEquivariance, CorrelationInvariance
-
 from models import SmallCNN
 from reference import correlation_brute
 

@@ -4,9 +4,16 @@ import torch
 import torchvision
 from torch import nn
 
-from lightning_equivariance import LayerSelectionError, MeasureError, Measurement, Rotation90, Translation, measure, select_layers
+from lightning_equivariance import (
+    LayerSelectionError,
+    MeasureError,
+    Measurement,
+    Rotation90,
+    Translation,
+    measure,
+    select_layers,
+)
 from lightning_equivariance.groups import GroupActionError
-
 from models import SmallCNN
 
 

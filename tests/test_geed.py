@@ -6,12 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+import reference_family as ref
 from lightning_equivariance import Rotation, Rotation90, Translation, measure
 from lightning_equivariance.functional import geed_channel, geed_latent, geed_softmax, orbit_average
 from lightning_equivariance.groups import Dihedral
 from lightning_equivariance.metrics import GEEDChannel, GEEDLatentCosine, GEEDLatentL2, GEEDSoftmax
-
-import reference_family as ref
 from models import SmallCNN
 
 GEED = ["geed_channel", "geed_latent_l2", "geed_latent_cosine", "geed_softmax"]

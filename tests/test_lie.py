@@ -13,12 +13,18 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from lightning_equivariance import LieDerivativeError, LieTransform, Measurement, TRANSFORMS, lie_derivative_contributions, measure
-from lightning_equivariance.functional import lie_generator, local_equivariance_error
+from lightning_equivariance import (
+    TRANSFORMS,
+    LieDerivativeError,
+    LieTransform,
+    Measurement,
+    lie_derivative_contributions,
+    measure,
+)
 from lightning_equivariance.contributions import _contribution_projections
+from lightning_equivariance.functional import lie_generator, local_equivariance_error
 from lightning_equivariance.lie import forward_lie, lie_derivative, resolve_transform
 from lightning_equivariance.probe import select_layers
-
 from models import SmallCNN
 
 SPATIAL = ["translation_x", "translation_y", "rotation", "scale", "shear", "hyperbolic_rotation"]

@@ -19,8 +19,7 @@ import pytest
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from callback_helpers import LitCNN, trainer_kwargs
-from lightning_equivariance import EquivarianceCallback
-from lightning_equivariance import logger_figures
+from lightning_equivariance import EquivarianceCallback, logger_figures
 from lightning_equivariance.figures import close_figures, heatmap_figure, layer_matrix, profile_figure
 from lightning_equivariance.logger_figures import build_figures, figure_loggers, log_figures
 from lightning_equivariance.report import LayerResult, MeasureReport

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_equivariance import Measurement
-
 import ddp_measures_worker as worker
+from lightning_equivariance import Measurement
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

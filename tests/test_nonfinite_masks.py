@@ -11,8 +11,6 @@ import pytest
 import torch
 
 from host_sync import NoHostRead
-from reference import assert_same_details
-
 from lightning_equivariance.functional import (
     correlation_equivariance,
     correlation_invariance,
@@ -32,6 +30,7 @@ from lightning_equivariance.metrics import (
     LieContext,
     LieDerivativeError,
 )
+from reference import assert_same_details
 
 B, BAD, C, S, D = 8, 3, 4, 8, 6
 KEEP = [i for i in range(B) if i != BAD]

@@ -11,8 +11,7 @@ import torch
 
 pytest.importorskip("e2cnn", reason='needs e2cnn: pip install "lightning-equivariance[steerable]"')
 
-from lightning_equivariance import Flip, measure  # noqa: E402
-from lightning_equivariance import _e2cnn_compat  # noqa: E402
+from lightning_equivariance import Flip, _e2cnn_compat, measure  # noqa: E402
 from lightning_equivariance.baselines import SteerableCNN  # noqa: E402
 from lightning_equivariance.groups import GroupElement  # noqa: E402
 from lightning_equivariance.steerable import e2cnn_channel_action, patch_e2cnn  # noqa: E402

@@ -18,11 +18,11 @@ from werkzeug import test as werkzeug_test
 from werkzeug import wrappers
 
 import tb_helpers
-from tb_helpers import MALFORMED_LAYERS, MARKUP_PART, RUNS, XSS_RUN
 from lightning_equivariance_tb import data as data_module
 from lightning_equivariance_tb import plugin as plugin_module
 from lightning_equivariance_tb import summary
 from lightning_equivariance_tb.plugin import EquivariancePlugin
+from tb_helpers import MALFORMED_LAYERS, MARKUP_PART, RUNS, XSS_RUN
 
 PREFIX = "/data/plugin/equivariance"
 EPOCHS = 4

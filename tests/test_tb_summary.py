@@ -12,8 +12,8 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.compat.proto import summary_pb2
 from tensorboard.util import tensor_util
 
-from tb_helpers import FakeReport, FakeSeries, fake_report, layer_names
 from lightning_equivariance_tb import metadata, summary
+from tb_helpers import FakeReport, FakeSeries, fake_report, layer_names
 
 LAYERS_TAG = "equivariance_layers/equivariance/rot90"
 CHANNELS_TAG = "equivariance_channels/equivariance/rot90"

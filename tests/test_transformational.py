@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+import reference_family as ref
 from lightning_equivariance import Flip, Rotation, Rotation90, Translation, measure
 from lightning_equivariance.functional import (
     anova_invariance,
@@ -20,8 +21,6 @@ from lightning_equivariance.functional import (
 from lightning_equivariance.functional.transformational import safe_ratio
 from lightning_equivariance.groups import Dihedral, Scale, quiroga_rotations, quiroga_scales, quiroga_translations
 from lightning_equivariance.metrics import AnovaInvariance, GoodfellowInvariance, NormalizedVariance, SampleDistance
-
-import reference_family as ref
 from models import SmallCNN
 
 FAMILY = ["tv", "sv", "nv", "td", "sd", "nd", "anova", "goodfellow", "same_equivariance"]

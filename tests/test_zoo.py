@@ -7,9 +7,8 @@ A few fast families run by default. Builders and the analysis are in ``zoo_model
 shared with ``benchmarks/zoo.py`` (which prints the table).
 """
 import importlib.util
-import os
-
 import math
+import os
 
 import numpy as np
 import pytest

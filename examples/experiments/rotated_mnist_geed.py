@@ -62,7 +62,6 @@ from _shared import (  # noqa: E402
     seeded_subset,
     smoke_trainer_options,
 )
-
 from lightning_equivariance import EquivarianceCallback, Rotation  # noqa: E402
 from lightning_equivariance.baselines import PlainCNN, SteerableCNN, count_parameters  # noqa: E402
 

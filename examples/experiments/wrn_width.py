@@ -50,7 +50,6 @@ from _shared import (  # noqa: E402
     quiet_warnings,
     train_cifar_net,
 )
-
 from lightning_equivariance import Translation  # noqa: E402
 from lightning_equivariance.baselines import count_parameters  # noqa: E402
 

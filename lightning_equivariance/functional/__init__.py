@@ -1,7 +1,15 @@
 """Pure functions from the papers' equations (torch only: no Lightning, no TensorBoard)."""
 from .correlation import correlation_equivariance, correlation_invariance, correlation_scores
+from .geed import (
+    geed_channel,
+    geed_channel_scores,
+    geed_latent,
+    geed_latent_scores,
+    geed_softmax,
+    geed_softmax_scores,
+    orbit_average,
+)
 from .lie import image_gradient, lie_generator, local_equivariance_error, velocity_field
-from .geed import geed_channel, geed_channel_scores, geed_latent, geed_latent_scores, geed_softmax, geed_softmax_scores, orbit_average
 from .transformational import (
     anova_invariance,
     goodfellow_invariance,

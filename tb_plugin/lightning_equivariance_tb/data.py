@@ -23,8 +23,7 @@ import numpy as np
 from tensorboard import errors
 from tensorboard.data import provider
 
-from lightning_equivariance_tb import metadata
-from lightning_equivariance_tb import run_groups
+from lightning_equivariance_tb import metadata, run_groups
 
 logger = logging.getLogger(__name__)
 
