@@ -92,7 +92,10 @@ def test_paper_controls_corner_cut_filters_are_equivariant_not_invariant():
     """§4.1 / Fig. 3b: filters that are rotated copies of a corner-cut Gaussian -> equivariance 1, invariance lower."""
     k = _gaussian(5, 1.5).clone()
     k[:3, :3] = 0  # cut out a corner
-    rot = lambda t, r: torch.rot90(t, r, (-2, -1))
+
+    def rot(t, r):
+        return torch.rot90(t, r, (-2, -1))
+
     w1 = torch.stack([rot(k, r) for r in range(4)]).unsqueeze(1)  # channel r = rotation r of the filter
     model = _toy([w1, w1, w1])  # depthwise: channel r keeps its rotation r
     torch.manual_seed(0)

@@ -202,7 +202,7 @@ def test_measure_report_to_html(tmp_path):
 def _margin_report():
     """fake_report's layers with margins (issue 24): layer 2 not significant, layer 4 without an interval."""
     report = fake_report()
-    for i, r in enumerate(report.results):
+    for r in report.results:
         r.margin, r.margin_stderr, r.margin_low, r.significant = 0.2, 0.01, 0.18, True
     report.results[2].margin, report.results[2].margin_low, report.results[2].significant = 0.01, -0.02, False
     report.results[4].margin_stderr, report.results[4].margin_low, report.results[4].significant = None, None, False

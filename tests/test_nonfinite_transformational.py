@@ -322,7 +322,7 @@ def test_update_layer_with_mask_has_no_host_sync(group_name, kind):
     mask[MASKED] = False
     for options in OPTIONS.values():
         metrics = {n: MEASURES[n].for_layer(_ctx(kind, group, a_x, a_gx), **options) for n in _names(kind)}
-        for name, metric in metrics.items():
+        for metric in metrics.values():
             with _NoHostSync():
                 metric.update(_ctx(kind, group, a_x, a_gx, mask))
         shared = _ctx(kind, group, a_x, a_gx, mask)

@@ -51,7 +51,7 @@ def test_path_writer_roundtrip(tmp_path):
     }
     points = values_of(acc, LAYERS_TAG)
     assert [step for step, _ in points] == [0, 1, 2]
-    for (step, value), report in zip(points, reports):
+    for (_, value), report in zip(points, reports):
         assert value.dtype == np.float32 and value.shape == (6,)
         np.testing.assert_allclose(value, report.items[0].values, rtol=1e-6)
 

@@ -295,7 +295,7 @@ def summarize(model: nn.Module, report, groups: Optional[List[str]] = None, meas
                     uncovered.append((i, m, g))
 
     refused_by_reason: Dict[str, int] = {}
-    for i, errs in errors.items():
+    for errs in errors.values():
         for reason in sorted({short_reason(r) for r in errs.values()}):
             refused_by_reason[reason] = refused_by_reason.get(reason, 0) + 1
     nan = [(r.layer, r.measure, r.group) for r in report.results if isinstance(r.value, float) and math.isnan(r.value)]

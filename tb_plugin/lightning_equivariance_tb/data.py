@@ -202,7 +202,7 @@ def group_body(name, runs, confidence=run_groups.CONFIDENCE):
     part_row = {part: i for i, part in enumerate(part_names)}
     cells = {"": [], "part_": []}
     values = {"": [], "part_": []}
-    for (run, md, run_xs, matrix), (points, run_x) in zip(runs, picked):
+    for (_, md, _, matrix), (points, run_x) in zip(runs, picked):
         names, part_matrix = part_mean_matrix(matrix, md["parts"])
         cols = np.searchsorted(xs, run_x)
         for prefix, rows, row_names, row_of in (
@@ -770,7 +770,9 @@ class Reader:
             if not scalar_data or not tensor_data:
                 continue
             n_layers = len(entry.md["layers"])
-            values, _ = _numeric(tensor_data[-1], lambda s: int(np.prod(s)) == n_layers, "")
+            values, _ = _numeric(
+                tensor_data[-1], lambda s: int(np.prod(s)) == n_layers, ""  # noqa: B023 - _numeric calls it at once
+            )
             if values is None:
                 continue
             means = part_means(values, entry.md["parts"])
