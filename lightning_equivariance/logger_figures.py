@@ -77,7 +77,9 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+=-]", "_", str(name)) or "_"
 
 
-def build_figures(history: Any, report: Any, prefix: str = "equivariance", step: Optional[int] = None) -> Dict[str, Any]:
+def build_figures(
+    history: Any, report: Any, prefix: str = "equivariance", step: Optional[int] = None
+) -> Dict[str, Any]:
     """``{key: matplotlib Figure}``: the heatmap of every (measure, group) of ``report`` (rows: its
     layers in depth order, columns: the history's steps) and the profile of ``report``.
 

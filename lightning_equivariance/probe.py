@@ -218,7 +218,9 @@ _COMPUTING = (
     nn.LayerNorm,
     nn.LocalResponseNorm,
 ) + _POOLS
-_SKIPPED = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity, nn.Flatten, nn.Unflatten)
+_SKIPPED = (
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity, nn.Flatten, nn.Unflatten
+)
 # Blocks selected as a whole: their own forward does not call all their children
 # (nn.MultiheadAttention uses out_proj.weight directly, so out_proj's hook never fires).
 _BLOCKS = (nn.MultiheadAttention,)
@@ -283,7 +285,9 @@ def _is_e2cnn_module(module: nn.Module) -> bool:
     return any(c.__name__ == "EquivariantModule" for c in type(module).__mro__)
 
 
-_E2CNN_CONTAINERS = ("SequentialModule", "ModuleList", "MultipleModule", "PointwiseDropout", "FieldDropout", "IdentityModule")
+_E2CNN_CONTAINERS = (
+    "SequentialModule", "ModuleList", "MultipleModule", "PointwiseDropout", "FieldDropout", "IdentityModule"
+)
 
 
 def _auto(name: str, module: nn.Module) -> bool:
@@ -371,7 +375,8 @@ def selects_output(layers: LayerSpec) -> bool:
 
 
 def first_tensor(out):
-    """The tensor a layer output stands for: itself, an e2cnn ``GeometricTensor``'s ``.tensor``, or the first tensor of a tuple/list/dict."""
+    """The tensor a layer output stands for: itself, an e2cnn ``GeometricTensor``'s ``.tensor``,
+    or the first tensor of a tuple/list/dict."""
     if isinstance(out, torch.Tensor):
         return out
     if hasattr(out, "tensor") and isinstance(out.tensor, torch.Tensor):  # e2cnn GeometricTensor
@@ -733,7 +738,9 @@ class Probe:
         if t is None:  # nothing to measure: "(output)" stays not called
             self._produced = []
             return
-        producer = next((call for call, ref, version in reversed(self._produced) if _same_values(t, ref(), version)), None)
+        producer = next(
+            (call for call, ref, version in reversed(self._produced) if _same_values(t, ref(), version)), None
+        )
         self._produced = []
         if producer is not None:
             self.output_produced_by = producer

@@ -186,7 +186,8 @@ def publish(
     """Write one measurement (rank zero): the scalars ``log_scalars`` picks to every logger, the
     rows of the tidy CSV at ``csv_path``, and the per-layer summaries to the ``experiment`` (a
     ``SummaryWriter``) of every TensorBoard logger (``lightning_equivariance_tb.summary.write_series``
-    with ``series_kwargs``, one series at a time). Every failure becomes ``warn(message)`` and loses only what it was writing."""
+    with ``series_kwargs``, one series at a time). Every failure becomes ``warn(message)`` and
+    loses only what it was writing."""
     where = f"epoch {epoch}, step {step}"
     logged = select_scalars(scalars, log_scalars)
     for logger in loggers if logged else ():

@@ -25,8 +25,14 @@ from .transformational import (
     unit_norm_maps,
 )
 
-__all__ = ["correlation_scores", "correlation_invariance", "correlation_equivariance", "lie_generator", "image_gradient", "velocity_field", "local_equivariance_error"]
-__all__ += ["orbit_average", "geed_channel_scores", "geed_latent_scores", "geed_softmax_scores", "geed_channel", "geed_latent", "geed_softmax"]
+__all__ = [
+    "correlation_scores", "correlation_invariance", "correlation_equivariance",
+    "lie_generator", "image_gradient", "velocity_field", "local_equivariance_error",
+]
+__all__ += [
+    "orbit_average", "geed_channel_scores", "geed_latent_scores", "geed_softmax_scores",
+    "geed_channel", "geed_latent", "geed_softmax",
+]
 __all__ += [
     "st_matrix",
     "st_columns",

@@ -1,7 +1,8 @@
 """The plugin's data layer: runs read through TensorBoard's data provider, validated.
 
 Torch-free (numpy, TensorBoard; scipy for the rank correlation and the intervals of
-run groups, :mod:`lightning_equivariance_tb.run_groups`, imported when first needed). The routes of :mod:`lightning_equivariance_tb.plugin` are thin wrappers
+run groups, :mod:`lightning_equivariance_tb.run_groups`, imported when first needed). The routes of
+:mod:`lightning_equivariance_tb.plugin` are thin wrappers
 around :class:`Reader`, whose methods return JSON-ready ``dict`` bodies or raise
 ``tensorboard.errors`` (404 for unknown or unreadable data), never anything else
 for what an event file holds: every field read from an event file is checked
