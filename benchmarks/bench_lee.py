@@ -126,9 +126,17 @@ def main(argv=None):
         # their partner is descheduled; one thread shows the work without that effect.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        result["single_thread"] = {"load_average_before": load(), **run(args.images, args.size, args.repeats, args.device)}
+        result["single_thread"] = {
+            "load_average_before": load(),
+            **run(args.images, args.size, args.repeats, args.device),
+        }
         torch.set_num_threads(threads)
-    rounded = lambda d: {k: (round(v, 4) if isinstance(v, float) else rounded(v) if isinstance(v, dict) else v) for k, v in d.items()}  # noqa: E731
+
+    def rounded(d):
+        return {
+            k: (round(v, 4) if isinstance(v, float) else rounded(v) if isinstance(v, dict) else v) for k, v in d.items()
+        }
+
     result = rounded(result)
     print(json.dumps(result, indent=2))
     return result

@@ -223,8 +223,12 @@ def groups_shot(url, out, width, height):
             tab.after_render(lambda: by.select_by_value("recorded"))
         tab.until(lambda d: tab.js("return document.querySelectorAll('.eq-group-entry').length"))
         tab.view("curves", plots=2)
-        tab.until(lambda d: tab.js(
-            "return [...document.querySelectorAll('.js-plotly-plot')].some(p => p.data.some(t => t.meta === 'group-band'))"))
+        tab.until(
+            lambda d: tab.js(
+                "return [...document.querySelectorAll('.js-plotly-plot')]"
+                ".some(p => p.data.some(t => t.meta === 'group-band'))"
+            )
+        )
         time.sleep(1.0)
         tab.shot(os.path.join(out, "tb_groups.png"))
     finally:

@@ -79,7 +79,9 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=6006)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore", message=".*(does not have many workers|indexing with dtype torch.uint8|tostring).*")
+    warnings.filterwarnings(
+        "ignore", message=".*(does not have many workers|indexing with dtype torch.uint8|tostring).*"
+    )
 
     x, y = load_dataset(args.dataset, args.size)
     x, y, classes = rotated_variant(x, y, args.task, seed=args.seed)

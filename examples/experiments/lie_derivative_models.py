@@ -147,21 +147,44 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.splitlines()[0] + " (Gruver et al. 2023 §6)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="torchvision classification model names")
-    parser.add_argument("--weights", default="none", help="DEFAULT (pretrained, downloads), a weights name (IMAGENET1K_V2), or none (random)")
+    parser.add_argument(
+        "--models", nargs="+", default=list(DEFAULT_MODELS), help="torchvision classification model names"
+    )
+    parser.add_argument(
+        "--weights",
+        default="none",
+        help="DEFAULT (pretrained, downloads), a weights name (IMAGENET1K_V2), or none (random)",
+    )
     parser.add_argument("--dataset", choices=("imagenet", "folder", "cifar10", "fake"), default="imagenet",
                         help="probe images; 'fake' is generated (no download)")
-    parser.add_argument("--data-root", default="data", help="ImageNet root (with the val archives), image folder, or CIFAR download dir")
-    parser.add_argument("--transforms", nargs="+", choices=TRANSFORMS, default=list(PAPER_TRANSFORMS), help="continuous transforms")
+    parser.add_argument(
+        "--data-root", default="data", help="ImageNet root (with the val archives), image folder, or CIFAR download dir"
+    )
+    parser.add_argument(
+        "--transforms", nargs="+", choices=TRANSFORMS, default=list(PAPER_TRANSFORMS), help="continuous transforms"
+    )
     parser.add_argument("--num-samples", type=positive_int, default=100, help="probe images (a seeded random subset)")
-    parser.add_argument("--image-size", type=positive_int, default=224, help="input size without --weights (with them: the weights' own)")
-    parser.add_argument("--layers", choices=("auto", "output"), default="auto", help="auto: every layer; output: the logits only")
+    parser.add_argument(
+        "--image-size",
+        type=positive_int,
+        default=224,
+        help="input size without --weights (with them: the weights' own)",
+    )
+    parser.add_argument(
+        "--layers", choices=("auto", "output"), default="auto", help="auto: every layer; output: the logits only"
+    )
     parser.add_argument("--batch-size", type=positive_int, default=16, help="images per forward-mode pass")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--logdir", default="lightning_logs", help="TensorBoard log directory, one run per model")
-    parser.add_argument("--csv", default=None, help="CSV of every (model, layer, transform) value (default: {logdir}/lee.csv)")
+    parser.add_argument(
+        "--csv", default=None, help="CSV of every (model, layer, transform) value (default: {logdir}/lee.csv)"
+    )
     parser.add_argument("--seed", type=nonnegative_int, default=0)
-    parser.add_argument("--smoke", action="store_true", help="2 probe images at 32 x 32 pixels, translation_x and rotation only: checks the setup in seconds")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="2 probe images at 32 x 32 pixels, translation_x and rotation only: checks the setup in seconds",
+    )
     return parser
 
 

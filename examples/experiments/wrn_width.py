@@ -60,10 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_common_arguments(parser, datasets=("cifar10", "fake"), default_dataset="cifar10")
-    parser.add_argument("--widths", nargs="+", type=positive_int, default=[1, 2, 4, 8], help="width factors k; one run each")
+    parser.add_argument(
+        "--widths", nargs="+", type=positive_int, default=[1, 2, 4, 8], help="width factors k; one run each"
+    )
     parser.add_argument("--depth", type=positive_int, default=40, help="WRN depth 6n+4 (10, 16, 22, 28, 40)")
-    parser.add_argument("--dropout", type=nonnegative_float, default=0.0, help="dropout between the convolutions of a block")
-    parser.add_argument("--augmentation", choices=AUGMENTATIONS, default="standard", help="training augmentation (standard = crop + flip)")
+    parser.add_argument(
+        "--dropout", type=nonnegative_float, default=0.0, help="dropout between the convolutions of a block"
+    )
+    parser.add_argument(
+        "--augmentation",
+        choices=AUGMENTATIONS,
+        default="standard",
+        help="training augmentation (standard = crop + flip)",
+    )
     add_cifar_recipe_arguments(parser)
     return parser
 
