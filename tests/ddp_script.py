@@ -69,7 +69,9 @@ def main():
             "indices": callback.state_dict()["indices"],
             "states": saver.states,
             "world_size": trainer.world_size,
-            "callback_metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("equivariance/")},
+            "callback_metrics": {
+                k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("equivariance/")
+            },
         },
         os.path.join(args.out, f"rank{rank}.pt"),
     )

@@ -71,7 +71,10 @@ def test_stderr_is_the_standard_error_of_the_images_own_scores():
     report = measure(model, x, **kw)
     per_image = [measure(model, x[i : i + 1], **kw) for i in range(7)]
     for r in report.results:
-        s = [next(q.value for q in p.results if (q.layer, q.measure, q.group) == (r.layer, r.measure, r.group)) for p in per_image]
+        s = [
+            next(q.value for q in p.results if (q.layer, q.measure, q.group) == (r.layer, r.measure, r.group))
+            for p in per_image
+        ]
         if r.left_out == 0:  # without dead channels the pooled value is the mean of the s_i
             assert r.value == pytest.approx(np.mean(s), rel=1e-9)
             assert r.stderr == pytest.approx(np.std(s, ddof=1) / math.sqrt(len(s)), rel=1e-6), (r.layer, r.measure)

@@ -305,7 +305,13 @@ class _NoHostSync(TorchDispatchMode):
 def test_no_host_sync_detector_detects():
     """Self-check: the detector used below catches ``.item()``, ``bool(t)``, ``int(t)`` and mask indexing."""
     x, m = torch.arange(4.0), torch.tensor([True, False, True, True])
-    for bad in (lambda: x.sum().item(), lambda: bool(x.sum() > 0), lambda: int(m.sum()), lambda: x[m], lambda: m.nonzero()):
+    for bad in (
+        lambda: x.sum().item(),
+        lambda: bool(x.sum() > 0),
+        lambda: int(m.sum()),
+        lambda: x[m],
+        lambda: m.nonzero(),
+    ):
         with pytest.raises(AssertionError):
             with _NoHostSync():
                 bad()

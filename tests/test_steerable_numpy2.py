@@ -81,7 +81,9 @@ def test_e2cnn_bases_build_and_are_equivariant(name):
         warnings.simplefilter("ignore")  # e2cnn's own deprecations
         in_type = enn.FieldType(gs, [gs.trivial_repr])
         hidden = enn.FieldType(gs, reprs)
-        net = enn.SequentialModule(enn.R2Conv(in_type, hidden, 5, padding=2), enn.R2Conv(hidden, hidden, 3, padding=1)).eval()
+        net = enn.SequentialModule(
+            enn.R2Conv(in_type, hidden, 5, padding=2), enn.R2Conv(hidden, hidden, 3, padding=1)
+        ).eval()
     x = torch.randn(2, 1, 9, 9)
     with torch.no_grad():
         y = net(enn.GeometricTensor(x, in_type)).tensor

@@ -218,17 +218,62 @@ def test_channels(client):
     [
         ("/series", dict(measure="equivariance", group="rot90"), 400, "missing query parameter 'run'"),
         ("/series", dict(run="resnet_a", group="rot90"), 400, "missing query parameter 'measure'"),
-        ("/series", dict(run="nope", measure="equivariance", group="rot90"), 404, "run 'nope' has no equivariance data"),
-        ("/series", dict(run="resnet_a", measure="lee", group="rot90"), 404, "no data for measure 'lee', group 'rot90' (it has: equivariance/rot90, invariance/rot90)"),
+        (
+            "/series",
+            dict(run="nope", measure="equivariance", group="rot90"),
+            404,
+            "run 'nope' has no equivariance data",
+        ),
+        (
+            "/series",
+            dict(run="resnet_a", measure="lee", group="rot90"),
+            404,
+            "no data for measure 'lee', group 'rot90' (it has: equivariance/rot90, invariance/rot90)",
+        ),
         ("/series", dict(run="resnet_a", measure="equivariance", group="flip"), 404, "group 'flip'"),
-        ("/series", dict(run="resnet_a", measure="equivariance", group="rot90", encoding="xml"), 400, "encoding must be 'base64'"),
-        ("/channels", dict(run="resnet_a", measure="equivariance", group="rot90"), 400, "missing query parameter 'layer'"),
-        ("/channels", dict(run="resnet_a", measure="equivariance", group="rot90", layer="nope"), 404, "run 'resnet_a' has no layer 'nope'"),
-        ("/channels", dict(run="resnet_a", measure="equivariance", group="rot90", layer="fc", step="x"), 400, "step must be an integer, got 'x'"),
-        ("/channels", dict(run="resnet_a", measure="equivariance", group="rot90", layer="fc", step="99"), 404, "no per-channel data at step 99"),
-        ("/channels", dict(run=XSS_RUN, measure="lee", group="rot90", layer="fc"), 404, "has no per-channel data for measure 'lee'"),
+        (
+            "/series",
+            dict(run="resnet_a", measure="equivariance", group="rot90", encoding="xml"),
+            400,
+            "encoding must be 'base64'",
+        ),
+        (
+            "/channels",
+            dict(run="resnet_a", measure="equivariance", group="rot90"),
+            400,
+            "missing query parameter 'layer'",
+        ),
+        (
+            "/channels",
+            dict(run="resnet_a", measure="equivariance", group="rot90", layer="nope"),
+            404,
+            "run 'resnet_a' has no layer 'nope'",
+        ),
+        (
+            "/channels",
+            dict(run="resnet_a", measure="equivariance", group="rot90", layer="fc", step="x"),
+            400,
+            "step must be an integer, got 'x'",
+        ),
+        (
+            "/channels",
+            dict(run="resnet_a", measure="equivariance", group="rot90", layer="fc", step="99"),
+            404,
+            "no per-channel data at step 99",
+        ),
+        (
+            "/channels",
+            dict(run=XSS_RUN, measure="lee", group="rot90", layer="fc"),
+            404,
+            "has no per-channel data for measure 'lee'",
+        ),
         ("/spearman", dict(measure="equivariance", group="rot90"), 400, "missing query parameter 'scalar'"),
-        ("/spearman", dict(measure="lee", group="rot90", scalar="val/acc"), 404, "no run has data for measure 'lee', group 'rot90'"),
+        (
+            "/spearman",
+            dict(measure="lee", group="rot90", scalar="val/acc"),
+            404,
+            "no run has data for measure 'lee', group 'rot90'",
+        ),
         ("/spearman", dict(measure="equivariance", group="rot90", scalar="nope"), 404, "has the scalar tag 'nope'"),
     ],
 )
@@ -583,9 +628,15 @@ def test_malformed_event_files_never_500(bad_client):
     assert set(runs) == {"string_tensor", "bad_channels", "bad_shape", "bad_record", "markup_part",
                          "good_a", "good_b", "sv_run"}
     for run in runs:
-        for route, extra in [("/series", {}), ("/channels", {"layer": "c1"}), ("/channels", {"layer": "c1", "step": "1"})]:
+        for route, extra in [
+            ("/series", {}),
+            ("/channels", {"layer": "c1"}),
+            ("/channels", {"layer": "c1", "step": "1"}),
+        ]:
             for measure in ("equivariance", "sv"):
-                response = bad_client.get(PREFIX + route, query_string=dict(run=run, measure=measure, group="rot90", **extra))
+                response = bad_client.get(
+                    PREFIX + route, query_string=dict(run=run, measure=measure, group="rot90", **extra)
+                )
                 assert response.status_code in (200, 404), (run, route, response.get_data(as_text=True))
                 assert response.mimetype == "application/json"
     assert get(bad_client, "/spearman", scalar="val/acc", **EQ)["points"]
@@ -658,7 +709,9 @@ def test_v1_logs_are_served():
     assert series["version"] == 1 and series["steps"] == [0, 1, 2] and series["missing"] == []
     assert series["layers"] == ["features.0", "features.1", "features.2", "features.3", "pool", "fc"]
     for epoch in range(3):
-        np.testing.assert_allclose([row[epoch] for row in series["values"]], v1_values("v1_resnet", epoch, 1), rtol=1e-6)
+        np.testing.assert_allclose(
+            [row[epoch] for row in series["values"]], v1_values("v1_resnet", epoch, 1), rtol=1e-6
+        )
     lee = get(client, "/series", run="v1_resnet", measure="lee", group="rotation")
     assert lee["values"][3][2] == "Infinity"
     channels = get(client, "/channels", run="v1_resnet", layer="features.3", **EQ)
@@ -740,7 +793,9 @@ def test_v2_missing_layers_records_and_stats(v2_client):
     ]
     # Part means over the measured layers only: Early at epoch 1 is conv1 alone.
     assert body["part_names"] == ["Early", "Late", "Pool", "Final"]
-    parts = tb_helpers.decode_values({"values_base64": body["part_values_base64"], "values_shape": body["part_values_shape"]})["values"]
+    parts = tb_helpers.decode_values(
+        {"values_base64": body["part_values_base64"], "values_shape": body["part_values_shape"]}
+    )["values"]
     assert parts[0] == [pytest.approx(0.2), pytest.approx(1.1), pytest.approx(1.2)]
     assert parts[1] == [None, None, None] and parts[3] == ["Infinity"] * 3
     stderr = tb_helpers.decode_values(dict(body["stats"]["stderr"]))["values"]

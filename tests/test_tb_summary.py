@@ -465,7 +465,10 @@ def test_record_only_when_there_is_something_to_record(tmp_path):
         (dict(baseline="no"), "'baseline' must be true or false"),
         (dict(run_group=7), "'run_group' must be a string"),
         (dict(kind="stats"), "lacks 'fields'"),
-        (dict(version=1, kind="record"), "has kind 'record', expected one of \\('layers', 'channels'\\) \\(version 1\\)"),
+        (
+            dict(version=1, kind="record"),
+            "has kind 'record', expected one of \\('layers', 'channels'\\) \\(version 1\\)",
+        ),
         (dict(version=1, higher_is_better=None), "must be true or false \\(version 1\\)"),
         (dict(version=True), "has version True"),
     ],
