@@ -78,7 +78,8 @@ def run(images: int, size: int, repeats: int, device: str) -> dict:
             forwards.append(fwd)
             n = len(TRANSFORMS) if key == "lee_all" else 1
             samples[key].append((took[0], took[1], took[0] / n / fwd[0], took[1] / n / fwd[1]))
-    med = lambda v: float(statistics.median(v))  # noqa: E731
+    def med(v):
+        return float(statistics.median(v))
     out = {
         "forward_s": med([f[0] for f in forwards]),
         "forward_cpu_s": med([f[1] for f in forwards]),

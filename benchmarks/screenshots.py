@@ -44,7 +44,7 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-import tb_helpers  # noqa: E402
+import tb_helpers  # noqa: E402 - sys.path set first
 
 GROUP = "rotation90"
 WAIT = 60

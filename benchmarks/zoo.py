@@ -26,9 +26,9 @@ import traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-import torch  # noqa: E402
+import torch  # noqa: E402 - sys.path set first
 
-import zoo_models  # noqa: E402
+import zoo_models  # noqa: E402 - sys.path set first
 
 
 def run_family(family: str, images: int) -> dict:

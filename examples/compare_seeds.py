@@ -32,11 +32,11 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Classifier, load_dataset, rotated_variant, split  # noqa: E402
-from lightning_equivariance import PARTS, EquivarianceCallback, Rotation90  # noqa: E402
-from lightning_equivariance.baselines import PlainCNN, SteerableCNN, count_parameters  # noqa: E402
-from lightning_equivariance.html_report import human_size, write_logdir_report  # noqa: E402
-from lightning_equivariance_tb.run_groups import INTERVAL_LABEL, group_statistics  # noqa: E402
+from common import Classifier, load_dataset, rotated_variant, split  # noqa: E402 - sys.path set first
+from lightning_equivariance import PARTS, EquivarianceCallback, Rotation90  # noqa: E402 - sys.path set first
+from lightning_equivariance.baselines import PlainCNN, SteerableCNN, count_parameters  # noqa: E402 - sys.path set first
+from lightning_equivariance.html_report import human_size, write_logdir_report  # noqa: E402 - sys.path set first
+from lightning_equivariance_tb.run_groups import INTERVAL_LABEL, group_statistics  # noqa: E402 - sys.path set first
 
 MODELS = ("cnn", "cnn_rotaug", "steerable_c4")
 QUICK = dict(epochs=2, limit=240, num_samples=16, fields=(2, 4, 4))

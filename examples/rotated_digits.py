@@ -35,9 +35,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Classifier, load_dataset, rotated_variant, split  # noqa: E402
-from lightning_equivariance import EquivarianceCallback, Rotation90, Translation  # noqa: E402
-from lightning_equivariance.baselines import PlainCNN, SteerableCNN, count_parameters  # noqa: E402
+from common import Classifier, load_dataset, rotated_variant, split  # noqa: E402 - sys.path set first
+from lightning_equivariance import EquivarianceCallback, Rotation90, Translation  # noqa: E402 - sys.path set first
+from lightning_equivariance.baselines import PlainCNN, SteerableCNN, count_parameters  # noqa: E402 - sys.path set first
 
 RUNS = ("cnn", "cnn_rotaug", "steerable_c4")
 

@@ -421,7 +421,7 @@ class EquivarianceCallback(Callback):
             elif measurement.agree(collectives, ok=not error):
                 return measurement.compute(), ""
             return None, error or "the measurement failed on another process"
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - never stop training
             return None, error or f"{type(e).__name__}: {e}"
 
     def _measurement(self, module: nn.Module, progress: bool, device) -> Measurement:
@@ -466,7 +466,7 @@ class EquivarianceCallback(Callback):
     ) -> None:
         try:
             self._set_callback_metrics(trainer, scalars)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - never stop training
             self._warn(f"epoch {epoch}, step {step}: could not set trainer.callback_metrics ({type(e).__name__}: {e})")
         try:
             if trainer.is_global_zero:
@@ -492,7 +492,7 @@ class EquivarianceCallback(Callback):
             path = self.csv_path(trainer) if trainer.is_global_zero else None
             if path is not None:
                 cut_tidy_csv(path, int(trainer.global_step), self._runs.steps)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - never stop training
             self._warn(f"could not cut the tidy CSV back to the resumed step ({type(e).__name__}: {e})")
 
     @staticmethod

@@ -57,7 +57,7 @@ def load_images(
     if p.is_file():
         try:
             obj = torch.load(p, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - any load failure becomes one CLI error
             raise CLIError(f"--images {path!r} is not a tensor file torch.load can read: {e}") from e
         if isinstance(obj, dict):
             obj = obj.get("images", next((v for v in obj.values() if isinstance(v, torch.Tensor)), None))
@@ -139,7 +139,7 @@ def load_model(
             raise CLIError(f"--checkpoint {checkpoint!r} does not exist or is not a file")
         try:
             obj = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - any load failure becomes one CLI error
             raise CLIError(f"--checkpoint {checkpoint!r} could not be read by torch.load: {e}") from e
         if isinstance(obj, nn.Module):
             return obj

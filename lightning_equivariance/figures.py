@@ -266,7 +266,7 @@ def close_figures(figures) -> None:
             if plt is not None:
                 plt.close(fig)
             fig.clear()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - closing is best effort
             pass
 
 

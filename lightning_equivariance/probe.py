@@ -203,7 +203,8 @@ def qualified_names(names, module: nn.Module, prefix: str):
     if not prefix or isinstance(names, str) or not isinstance(names, (list, tuple, Mapping)):
         return names
     known = dict(module.named_modules())
-    full = lambda n: prefix + n if isinstance(n, str) and n not in known and prefix + n in known else n  # noqa: E731
+    def full(n):
+        return prefix + n if isinstance(n, str) and n not in known and prefix + n in known else n
     return {full(k): v for k, v in names.items()} if isinstance(names, Mapping) else type(names)(full(n) for n in names)
 
 
@@ -654,7 +655,8 @@ def _same_values(t: torch.Tensor, r: Optional[torch.Tensor], version: Optional[i
         return False
     if t.dtype != r.dtype or t.numel() != r.numel() or t.data_ptr() != r.data_ptr():
         return False
-    kept = lambda x: [(n, st) for n, st in zip(x.shape, x.stride()) if n != 1]  # noqa: E731
+    def kept(x):
+        return [(n, st) for n, st in zip(x.shape, x.stride()) if n != 1]
     return kept(t) == kept(r)
 
 

@@ -326,7 +326,8 @@ def test_stderr_latent_and_softmax_match_brute_force():
     _, a_x, a_gx = _vectors(b, seed=3)
     group = Rotation90()
     x, gx = a_x.numpy(), a_gx.numpy()
-    ctx = lambda: _ctx(group, "vector", a_x, a_gx, partner=_pairs(b))  # noqa: E731
+    def ctx():
+        return _ctx(group, "vector", a_x, a_gx, partner=_pairs(b))
     # l2: s_i = mean_g |f(g x_i) - f_hat(x_i)| / M, M the mean distance of distinct points
     M = np.mean([np.linalg.norm(x[i] - x[j]) for i in range(b) for j in range(b) if i != j])
     s = [np.mean([np.linalg.norm(gx[g, i] - _orbit_average_np(x, gx, i)) for g in range(3)]) / M for i in range(b)]
@@ -436,7 +437,8 @@ def test_two_chunks_equal_one_and_states_merge_exactly(cls, group_name, kind):
 def test_lee_chunks_and_sync_merge_exactly():
     gen = torch.Generator().manual_seed(2)
     lie = torch.randn(11, 2, 9, generator=gen, dtype=torch.float64)
-    ctx = lambda part: LieContext(layer="l", kind="map", transform=None, lie=lie[part])  # noqa: E731
+    def ctx(part):
+        return LieContext(layer="l", kind="map", transform=None, lie=lie[part])
     whole = _run(LieDerivativeError, [ctx(slice(0, 11))])
     _same(_run(LieDerivativeError, [ctx(slice(0, 3)), ctx(slice(3, 11))]), whole)
     other = LieDerivativeError(2)

@@ -11,10 +11,10 @@ import torch
 
 pytest.importorskip("e2cnn", reason='needs e2cnn: pip install "lightning-equivariance[steerable]"')
 
-from lightning_equivariance import Flip, _e2cnn_compat, measure  # noqa: E402
-from lightning_equivariance.baselines import SteerableCNN  # noqa: E402
-from lightning_equivariance.groups import GroupElement  # noqa: E402
-from lightning_equivariance.steerable import e2cnn_channel_action, patch_e2cnn  # noqa: E402
+from lightning_equivariance import Flip, _e2cnn_compat, measure  # noqa: E402 - after the e2cnn skip
+from lightning_equivariance.baselines import SteerableCNN  # noqa: E402 - after the e2cnn skip
+from lightning_equivariance.groups import GroupElement  # noqa: E402 - after the e2cnn skip
+from lightning_equivariance.steerable import e2cnn_channel_action, patch_e2cnn  # noqa: E402 - after the e2cnn skip
 
 NUMPY = tuple(int(p) for p in np.__version__.split(".")[:2])
 ROT90 = GroupElement("90", {"angle": 90.0})

@@ -38,10 +38,10 @@ if not os.path.exists(tb_helpers.CHROMIUM):
         allow_module_level=True,
     )
 
-from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
-from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+from selenium.common.exceptions import NoAlertPresentException  # noqa: E402 - after the chromium skip
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402 - after the chromium skip
+from selenium.webdriver.common.by import By  # noqa: E402 - after the chromium skip
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402 - after the chromium skip
 
 WAIT = 30  # seconds, the bound of every wait
 GROUP = tb_helpers.GROUP  # "rotation90", the callback's group name
@@ -59,9 +59,9 @@ def make_logdir(path):
     an ``nv`` run whose last point is ``+inf``.
     """
     import lightning.pytorch  # noqa: F401 - imported before the clock starts
-    import torch  # noqa: F401
+    import torch  # noqa: F401 - imported before the clock starts
 
-    import lightning_equivariance.callback  # noqa: F401
+    import lightning_equivariance.callback  # noqa: F401 - imported before the clock starts
 
     started = time.monotonic()
     info = tb_helpers.train_logdir(path)
@@ -946,7 +946,8 @@ def test_run_groups(own_driver, tmp_path):
             d.find_elements(By.CSS_SELECTOR, ".eq-group-error")), message="refused pattern named")
         text = err[0].text
         assert "invalid run-group pattern" in text and "RE2 syntax" in text and "backreferences" in text, text
-        group_requests = lambda d: [u for u in js(d, "return window.eqFetched") if "/groups?" in u]  # noqa: E731
+        def group_requests(d):
+            return [u for u in js(d, "return window.eqFetched") if "/groups?" in u]
         sent = group_requests(driver)
         assert len(sent) == 1, sent
         assert urllib.parse.parse_qs(urllib.parse.urlsplit(sent[0]).query)["pattern"] == [refused], sent

@@ -748,7 +748,8 @@ def test_logs_without_margins_are_served(tmp_path):
     assert old["steps"] == [0, 1] and old["global_steps"] == [0, 10]
     np.testing.assert_allclose([row[1] for row in old["values"]], np.round(np.linspace(0.3, 0.7, 5) + 0.05, 3),
                                rtol=1e-6)
-    stat = lambda body, field: tb_helpers.decode_values(dict(body["stats"][field]))["values"]  # noqa: E731
+    def stat(body, field):
+        return tb_helpers.decode_values(dict(body["stats"][field]))["values"]
     np.testing.assert_allclose([row[0] for row in stat(old, "chance")], [0.25] * 5, rtol=1e-6)
     new = get(client, "/series", run="with_margin", **EQ)
     assert {"margin", "margin_stderr", "margin_low", "significant"} <= set(new["stats"])
@@ -1056,8 +1057,8 @@ def test_group_body_of_runs_at_their_own_steps_matches_group_statistics():
     from lightning_equivariance_tb import run_groups
 
     rng = np.random.default_rng(5)
-    md = lambda layers, parts: {"layers": layers, "parts": parts, "baseline": False, "model": "m",  # noqa: E731
-                                "higher_is_better": True}
+    def md(layers, parts):
+        return {"layers": layers, "parts": parts, "baseline": False, "model": "m", "higher_is_better": True}
     runs = [
         ("r0", md(["a", "b", "c"], ["Early", "Late", "Final"]), [0, 10, 20, 30], rng.normal(size=(3, 4))),
         ("r1", md(["a", "b", "c"], ["Early", "Late", "Final"]), [5, 10, 10, 25, None], rng.normal(size=(3, 5))),

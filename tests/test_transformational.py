@@ -326,7 +326,8 @@ def test_goodfellow_invariant_unit_scores_one():
 def test_callable_distance_equals_named():
     torch.manual_seed(0)
     st = torch.randn(4, 7, 3, dtype=torch.float64)
-    absdiff = lambda x, y: (x - y).abs()  # noqa: E731
+    def absdiff(x, y):
+        return (x - y).abs()
     torch.testing.assert_close(transformation_distance(st, absdiff), transformation_distance(st, "euclidean"))
     torch.testing.assert_close(sample_distance(st, absdiff), sample_distance(st, "euclidean"))
     torch.testing.assert_close(sample_distance(st, lambda x, y: (x - y) ** 2), sample_distance(st, "squared"))

@@ -138,7 +138,7 @@ FAST = [f for f, m in ZOO.items() if m.fast]
 # ---------------------------------------------------------- timm (issue 21; optional: timm is no core dependency)
 def timm_available() -> bool:
     try:
-        import timm  # noqa: F401
+        import timm  # noqa: F401 - only whether it imports
     except ImportError:
         return False
     return True

@@ -51,8 +51,15 @@ import torch
 from torch.utils.data import Dataset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _shared import IMAGENET_MEAN, IMAGENET_STD, nonnegative_int, positive_int, quiet_warnings, seeded_subset  # noqa: E402
-from lightning_equivariance import TRANSFORMS, measure, select_layers  # noqa: E402
+from _shared import (  # noqa: E402 - sys.path set first
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    nonnegative_int,
+    positive_int,
+    quiet_warnings,
+    seeded_subset,
+)
+from lightning_equivariance import TRANSFORMS, measure, select_layers  # noqa: E402 - sys.path set first
 
 DEFAULT_MODELS = ("resnet18", "resnet50", "efficientnet_b0", "vit_b_16")
 PAPER_TRANSFORMS = ("translation_x", "translation_y", "rotation", "scale", "shear", "hyperbolic_rotation")

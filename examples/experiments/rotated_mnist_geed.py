@@ -50,7 +50,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _shared import (  # noqa: E402
+from _shared import (  # noqa: E402 - sys.path set first
     ImageClassifier,
     RandomRotationBatch,
     add_common_arguments,
@@ -62,8 +62,8 @@ from _shared import (  # noqa: E402
     seeded_subset,
     smoke_trainer_options,
 )
-from lightning_equivariance import EquivarianceCallback, Rotation  # noqa: E402
-from lightning_equivariance.baselines import PlainCNN, SteerableCNN, count_parameters  # noqa: E402
+from lightning_equivariance import EquivarianceCallback, Rotation  # noqa: E402 - sys.path set first
+from lightning_equivariance.baselines import PlainCNN, SteerableCNN, count_parameters  # noqa: E402 - sys.path set first
 
 MODELS = ("cnn", "c8")
 GEED_MEASURES = ("geed_channel", "geed_latent_l2", "geed_latent_cosine", "geed_softmax")
