@@ -24,8 +24,8 @@ import statistics
 import time
 
 import torch
-import torchvision
 import torch.autograd.forward_ad as fwAD
+import torchvision
 
 from lightning_equivariance import Measurement
 from lightning_equivariance.lie import forward_lie, resolve_transform
@@ -78,7 +78,8 @@ def run(images: int, size: int, repeats: int, device: str) -> dict:
             forwards.append(fwd)
             n = len(TRANSFORMS) if key == "lee_all" else 1
             samples[key].append((took[0], took[1], took[0] / n / fwd[0], took[1] / n / fwd[1]))
-    med = lambda v: float(statistics.median(v))  # noqa: E731
+    def med(v):
+        return float(statistics.median(v))
     out = {
         "forward_s": med([f[0] for f in forwards]),
         "forward_cpu_s": med([f[1] for f in forwards]),
@@ -126,9 +127,17 @@ def main(argv=None):
         # their partner is descheduled; one thread shows the work without that effect.
         threads = torch.get_num_threads()
         torch.set_num_threads(1)
-        result["single_thread"] = {"load_average_before": load(), **run(args.images, args.size, args.repeats, args.device)}
+        result["single_thread"] = {
+            "load_average_before": load(),
+            **run(args.images, args.size, args.repeats, args.device),
+        }
         torch.set_num_threads(threads)
-    rounded = lambda d: {k: (round(v, 4) if isinstance(v, float) else rounded(v) if isinstance(v, dict) else v) for k, v in d.items()}  # noqa: E731
+
+    def rounded(d):
+        return {
+            k: (round(v, 4) if isinstance(v, float) else rounded(v) if isinstance(v, dict) else v) for k, v in d.items()
+        }
+
     result = rounded(result)
     print(json.dumps(result, indent=2))
     return result

@@ -94,7 +94,9 @@ def main(argv=None):
     if not args.no_family:
         from bench_measures import run as run_family  # the sibling script
 
-        result["family"] = run_family(["--size", str(args.size), "--batch-size", str(args.batch_size), "--device", args.device])
+        result["family"] = run_family(
+            ["--size", str(args.size), "--batch-size", str(args.batch_size), "--device", args.device]
+        )
     print(json.dumps(result, indent=2))
 
 

@@ -7,7 +7,8 @@ Every (measure set, number of images) runs in a fresh subprocess that reports th
 time of ``measure()`` and its peak memory: the process's peak RSS *during* ``measure()``
 (Linux: the high-water mark ``VmHWM`` is reset just before, so imports and earlier work
 cannot hide it; CUDA peak allocated on a GPU), with the bare forward's peak of the same
-chunks, measured the same way in the same process, for reference. The probe images arrive as an iterable of 64-image batches generated on the fly,
+chunks, measured the same way in the same process, for reference. The probe images arrive as an
+iterable of 64-image batches generated on the fly,
 so the input itself does not grow either: what the JSON compares from 64 to 512 images is
 the measurement (states are float64 sums of fixed size; the forward chunk is fixed by
 ``batch_size``). A bare forward of the same stacked batches is timed for reference.
@@ -105,7 +106,9 @@ def child_env(fixed_malloc_threshold: bool) -> dict:
 
 
 def child(images, measures, size, batch_size, device, threads, bare=False, fixed_malloc_threshold=True):
-    cfg = dict(images=images, measures=measures, size=size, batch_size=batch_size, device=device, threads=threads, bare=bare)
+    cfg = dict(
+        images=images, measures=measures, size=size, batch_size=batch_size, device=device, threads=threads, bare=bare
+    )
     proc = subprocess.run([sys.executable, "-c", CHILD, json.dumps(cfg)], capture_output=True, text=True, timeout=3600,
                           env=child_env(fixed_malloc_threshold))
     if proc.returncode != 0:
@@ -145,7 +148,11 @@ def run(argv=None) -> dict:
             r = child(n, [key], args.size, args.batch_size, args.device, args.threads, bare=True)
             # seconds under glibc's defaults: a fixed mmap threshold maps and unmaps every large
             # temporary and can double the time
-            default = child(n, [key], args.size, args.batch_size, args.device, args.threads, fixed_malloc_threshold=False) if cpu else r
+            default = (
+                child(n, [key], args.size, args.batch_size, args.device, args.threads, fixed_malloc_threshold=False)
+                if cpu
+                else r
+            )
             per[str(n)] = {"seconds": default[key]["seconds"], "peak_memory_mib": r[key]["peak_memory_mib"],
                            "memory_before_mib": r[key]["memory_before_mib"],
                            "bare_forward_peak_memory_mib": r["bare_forward"]["peak_memory_mib"],
@@ -155,7 +162,9 @@ def run(argv=None) -> dict:
         lo, hi = per[str(min(args.sizes))], per[str(max(args.sizes))]
         per["memory_ratio_max_vs_min"] = hi["peak_memory_mib"] / lo["peak_memory_mib"]
         if cpu:
-            per["default_malloc_ratio_max_vs_min"] = hi["peak_rss_default_malloc_mib"] / lo["peak_rss_default_malloc_mib"]
+            per["default_malloc_ratio_max_vs_min"] = (
+                hi["peak_rss_default_malloc_mib"] / lo["peak_rss_default_malloc_mib"]
+            )
         per["seconds_per_image_ratio"] = (hi["seconds"] / max(args.sizes)) / (lo["seconds"] / min(args.sizes))
         result[name] = per
     result["total_benchmark_s"] = time.perf_counter() - t0

@@ -69,8 +69,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-import tb_helpers  # noqa: E402
-from lightning_equivariance_tb import summary  # noqa: E402
+import tb_helpers  # noqa: E402 - sys.path set first
+from lightning_equivariance_tb import summary  # noqa: E402 - sys.path set first
 
 
 def write_logdir(logdir, runs, layers, epochs):

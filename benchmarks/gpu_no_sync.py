@@ -18,10 +18,10 @@ import torch
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from lightning_equivariance import Measurement, Rotation90, Translation  # noqa: E402
-from lightning_equivariance.metrics import MEASURES  # noqa: E402
-from host_sync import NoHostRead  # noqa: E402
-from models import SmallCNN  # noqa: E402
+from host_sync import NoHostRead  # noqa: E402 - sys.path set first
+from lightning_equivariance import Measurement, Rotation90, Translation  # noqa: E402 - sys.path set first
+from lightning_equivariance.metrics import MEASURES  # noqa: E402 - sys.path set first
+from models import SmallCNN  # noqa: E402 - sys.path set first
 
 
 def check(name: str, device: str) -> str:

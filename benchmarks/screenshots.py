@@ -44,7 +44,7 @@ import urllib.request
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-import tb_helpers  # noqa: E402
+import tb_helpers  # noqa: E402 - sys.path set first
 
 GROUP = "rotation90"
 WAIT = 60
@@ -223,8 +223,12 @@ def groups_shot(url, out, width, height):
             tab.after_render(lambda: by.select_by_value("recorded"))
         tab.until(lambda d: tab.js("return document.querySelectorAll('.eq-group-entry').length"))
         tab.view("curves", plots=2)
-        tab.until(lambda d: tab.js(
-            "return [...document.querySelectorAll('.js-plotly-plot')].some(p => p.data.some(t => t.meta === 'group-band'))"))
+        tab.until(
+            lambda d: tab.js(
+                "return [...document.querySelectorAll('.js-plotly-plot')]"
+                ".some(p => p.data.some(t => t.meta === 'group-band'))"
+            )
+        )
         time.sleep(1.0)
         tab.shot(os.path.join(out, "tb_groups.png"))
     finally:

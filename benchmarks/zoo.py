@@ -13,7 +13,8 @@ Prints one JSON line per family, then a markdown table: family, model, input siz
 selected / measured (at least one result) / refused (by reason) / not called, NaN values
 (must be 0), uncovered (a called layer's (measure, group) with no result, error or note;
 must be 0), non-square (layers measured on a non-square map of a square input, i.e. a tensor
-misread as a map; must be 0), seconds. Exit status 1 when a family breaks one of these. A family that fails is reported with its exception and the run goes on.
+misread as a map; must be 0), seconds. Exit status 1 when a family breaks one of these. A family
+that fails is reported with its exception and the run goes on.
 """
 import argparse
 import gc
@@ -25,9 +26,9 @@ import traceback
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-import torch  # noqa: E402
+import torch  # noqa: E402 - sys.path set first
 
-import zoo_models  # noqa: E402
+import zoo_models  # noqa: E402 - sys.path set first
 
 
 def run_family(family: str, images: int) -> dict:
@@ -72,10 +73,20 @@ def table(rows) -> str:
                      f"{r['seconds']:.1f}"]
         else:
             cells = [
-                r["family"], f"`{r['model']}`", f"{r['size']} (min {r['min_size']})", r["selected"], r["measured"],
-                r["refused"], _reasons(r), r["not_called_count"], r["nan_count"], r["uncovered_count"], r["non_square_count"],
+                r["family"],
+                f"`{r['model']}`",
+                f"{r['size']} (min {r['min_size']})",
+                r["selected"],
+                r["measured"],
+                r["refused"],
+                _reasons(r),
+                r["not_called_count"],
+                r["nan_count"],
+                r["uncovered_count"],
+                r["non_square_count"],
                 ", ".join(f"{n} {k}" for k, n in (r.get("layouts_count") or {}).items()) or "-",
-                f"{r['measure_s']:.1f}", f"{r['seconds']:.1f}",
+                f"{r['measure_s']:.1f}",
+                f"{r['seconds']:.1f}",
             ]
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
     return "\n".join(lines)
@@ -83,9 +94,14 @@ def table(rows) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--families", default=",".join(zoo_models.ZOO),
-                   help=f"comma-separated, default all: {','.join(zoo_models.ZOO)} (also: {','.join(zoo_models.EXTRA)})")
-    p.add_argument("--timm", action="store_true", help="the timm members (issue 21): " + ",".join(zoo_models.TIMM_FAMILIES))
+    p.add_argument(
+        "--families",
+        default=",".join(zoo_models.ZOO),
+        help=f"comma-separated, default all: {','.join(zoo_models.ZOO)} (also: {','.join(zoo_models.EXTRA)})",
+    )
+    p.add_argument(
+        "--timm", action="store_true", help="the timm members (issue 21): " + ",".join(zoo_models.TIMM_FAMILIES)
+    )
     p.add_argument("--images", type=int, default=4, help="random probe images per family (default 4)")
     p.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     p.add_argument("--json", default=None, help="also write every family's record to this JSON file")

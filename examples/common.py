@@ -51,7 +51,9 @@ class Classifier(pl.LightningModule):
         return torch.optim.AdamW(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
 
 
-def rotated_variant(x: torch.Tensor, y: torch.Tensor, variant: str, seed: int = 0) -> Tuple[torch.Tensor, torch.Tensor, int]:
+def rotated_variant(
+    x: torch.Tensor, y: torch.Tensor, variant: str, seed: int = 0
+) -> Tuple[torch.Tensor, torch.Tensor, int]:
     """Bruintjes et al. 2023 §4.3 data sets from upright digits (classes 0, 1, 6, 8 removed):
 
     * ``"upright"`` (Digits6): as is, 6 classes;

@@ -1,6 +1,7 @@
 """Compare runs the way papers do: three seeds of each model, grouped, with intervals.
 
-    python examples/compare_seeds.py            # 9 runs of 6 epochs (each about as long as a run of rotated_digits.py), no download
+    python examples/compare_seeds.py            # 9 runs of 6 epochs, no download
+                                                # (each about as long as a run of rotated_digits.py)
     python examples/compare_seeds.py --quick    # a tiny smoke run (seconds per run)
 
 Three models on the embedded digits ("Digits6", as ``examples/rotated_digits.py``), each
@@ -31,12 +32,11 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Classifier, load_dataset, rotated_variant, split  # noqa: E402
-
-from lightning_equivariance import PARTS, EquivarianceCallback, Rotation90  # noqa: E402
-from lightning_equivariance.baselines import PlainCNN, SteerableCNN, count_parameters  # noqa: E402
-from lightning_equivariance.html_report import human_size, write_logdir_report  # noqa: E402
-from lightning_equivariance_tb.run_groups import INTERVAL_LABEL, group_statistics  # noqa: E402
+from common import Classifier, load_dataset, rotated_variant, split  # noqa: E402 - sys.path set first
+from lightning_equivariance import PARTS, EquivarianceCallback, Rotation90  # noqa: E402 - sys.path set first
+from lightning_equivariance.baselines import PlainCNN, SteerableCNN, count_parameters  # noqa: E402 - sys.path set first
+from lightning_equivariance.html_report import human_size, write_logdir_report  # noqa: E402 - sys.path set first
+from lightning_equivariance_tb.run_groups import INTERVAL_LABEL, group_statistics  # noqa: E402 - sys.path set first
 
 MODELS = ("cnn", "cnn_rotaug", "steerable_c4")
 QUICK = dict(epochs=2, limit=240, num_samples=16, fields=(2, 4, 4))
@@ -99,10 +99,17 @@ def main(argv=None):
     if args.quick:
         for key, value in QUICK.items():
             setattr(args, key, value)
-    taken = [f"{m}/seed{s}" for m in args.models for s in range(args.seeds) if os.path.exists(os.path.join(args.logdir, m, f"seed{s}"))]
+    taken = [
+        f"{m}/seed{s}"
+        for m in args.models
+        for s in range(args.seeds)
+        if os.path.exists(os.path.join(args.logdir, m, f"seed{s}"))
+    ]
     if taken:
         parser.error(f"--logdir {args.logdir!r} already holds {taken[0]}; pass another --logdir or delete it")
-    warnings.filterwarnings("ignore", message=".*(does not have many workers|indexing with dtype torch.uint8|tostring).*")
+    warnings.filterwarnings(
+        "ignore", message=".*(does not have many workers|indexing with dtype torch.uint8|tostring).*"
+    )
 
     x, y = load_dataset("digits", 29)
     x, y, classes = rotated_variant(x, y, "upright")
@@ -129,7 +136,9 @@ def main(argv=None):
         print(f"  {model:13s} " + "  ".join(cells))
 
     report = args.report or os.path.join(args.logdir, "report.html")
-    size = write_logdir_report([args.logdir], report, title="Three seeds per model: plain CNN, rotation-augmented CNN, C4 steerable CNN")
+    size = write_logdir_report(
+        [args.logdir], report, title="Three seeds per model: plain CNN, rotation-augmented CNN, C4 steerable CNN"
+    )
     print(f"\nHTML report: {report} ({human_size(size)}), opens offline in any browser")
     print(f"TensorBoard: tensorboard --logdir {args.logdir} --samples_per_plugin equivariance=0")
     return last

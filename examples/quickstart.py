@@ -46,7 +46,9 @@ def main(argv=None):
         print(f"epoch {epoch}: loss {loss.item():.3f}")
 
     report = measure(model, x[: args.probe], groups=[Rotation90(), Translation(max_shift=2)])
-    table = report.to_dataframe().pivot_table(index=["index", "layer", "part"], columns=["group", "measure"], values="value")
+    table = report.to_dataframe().pivot_table(
+        index=["index", "layer", "part"], columns=["group", "measure"], values="value"
+    )
     with pd.option_context("display.width", 160, "display.max_rows", 100, "display.float_format", "{:.3f}".format):
         print(table)
         print(report.parts())

@@ -35,10 +35,9 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import Classifier, load_dataset, rotated_variant, split  # noqa: E402
-
-from lightning_equivariance import EquivarianceCallback, Rotation90, Translation  # noqa: E402
-from lightning_equivariance.baselines import PlainCNN, SteerableCNN, count_parameters  # noqa: E402
+from common import Classifier, load_dataset, rotated_variant, split  # noqa: E402 - sys.path set first
+from lightning_equivariance import EquivarianceCallback, Rotation90, Translation  # noqa: E402 - sys.path set first
+from lightning_equivariance.baselines import PlainCNN, SteerableCNN, count_parameters  # noqa: E402 - sys.path set first
 
 RUNS = ("cnn", "cnn_rotaug", "steerable_c4")
 
@@ -80,7 +79,9 @@ def main(argv=None):
     parser.add_argument("--port", type=int, default=6006)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    warnings.filterwarnings("ignore", message=".*(does not have many workers|indexing with dtype torch.uint8|tostring).*")
+    warnings.filterwarnings(
+        "ignore", message=".*(does not have many workers|indexing with dtype torch.uint8|tostring).*"
+    )
 
     x, y = load_dataset(args.dataset, args.size)
     x, y, classes = rotated_variant(x, y, args.task, seed=args.seed)

@@ -109,7 +109,9 @@ class PlainCNN(nn.Module):
     parameter count is close to a given steerable model's.
     """
 
-    def __init__(self, in_channels: int = 1, num_classes: int = 10, widths: Sequence[int] = (16, 32, 48), kernel_size: int = 5):
+    def __init__(
+        self, in_channels: int = 1, num_classes: int = 10, widths: Sequence[int] = (16, 32, 48), kernel_size: int = 5
+    ):
         super().__init__()
         layers = []
         c = in_channels
@@ -129,7 +131,11 @@ class PlainCNN(nn.Module):
     def matching(cls, steerable: SteerableCNN, in_channels: int = 1, num_classes: int = 10) -> "PlainCNN":
         """A plain CNN of the same depth whose parameter count is closest to ``steerable``'s."""
         target = count_parameters(steerable)
-        n_fields = [m.out_type.size // m.out_type.fibergroup.order() for m in steerable.body.modules() if type(m).__name__ == "R2Conv"]
+        n_fields = [
+            m.out_type.size // m.out_type.fibergroup.order()
+            for m in steerable.body.modules()
+            if type(m).__name__ == "R2Conv"
+        ]
         best = None
         for scale in [s / 8 for s in range(4, 65)]:
             widths = [max(4, int(round(f * scale))) for f in n_fields]

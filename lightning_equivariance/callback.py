@@ -20,18 +20,27 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
-import torch
-from torch import nn
-
 import lightning.pytorch as pl
+import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from torch import nn
 
 from .callback_args import (
-    FIT_END, FIT_START, TRAIN_BATCH_END, TRAIN_EPOCH_END, TRAIN_EPOCH_START, UNSET, VALIDATE_END, VALIDATION_EPOCH_END,
-    MeasureTrigger, check_callback_args, naming, schedule_problems,
+    FIT_END,
+    FIT_START,
+    TRAIN_BATCH_END,
+    TRAIN_EPOCH_END,
+    TRAIN_EPOCH_START,
+    UNSET,
+    VALIDATE_END,
+    VALIDATION_EPOCH_END,
+    MeasureTrigger,
+    check_callback_args,
+    naming,
+    schedule_problems,
 )
 from .engine import LayerNames, LayerSpec, Measurement, MeasureReport
 from .groups import Group, Rotation90
@@ -112,7 +121,8 @@ class EquivarianceCallback(Callback):
         measure_options: further options for the measures (see :class:`~lightning_equivariance.Measurement`).
         channel_actions: ``{layer: channel_action}`` declared by the architecture.
         layouts: ``{layer: "channels_first" | "channels_last" | "tokens" | "tokens_transposed"}``: how to
-            read a layer, overriding what the probe finds on evidence (see :func:`~lightning_equivariance.layers.discover_layouts`).
+            read a layer, overriding what the probe finds on evidence (see
+            :func:`~lightning_equivariance.layers.discover_layouts`).
         on_error: ``"warn"`` (default): a (layer, measure, group) that cannot be measured is left
             out and named in one warning; ``"raise"``: the measurement fails at the first such
             error (a warning; training goes on either way).
@@ -138,8 +148,9 @@ class EquivarianceCallback(Callback):
 
         >>> from lightning_equivariance import EquivarianceCallback, Rotation90
         >>> cb = EquivarianceCallback(groups=(Rotation90(),), num_samples=256, every_n_epochs=2)
-        >>> cb.state_key
-        "EquivarianceCallback{'measures': ('invariance', 'equivariance'), 'groups': ('rotation90',), 'stage': 'validation'}"
+        >>> cb.state_key == ("EquivarianceCallback{'measures': ('invariance', 'equivariance'), "
+        ...                  "'groups': ('rotation90',), 'stage': 'validation'}")
+        True
     """
 
     def __init__(
@@ -252,7 +263,8 @@ class EquivarianceCallback(Callback):
         self._runs.map_legacy(int(trainer.current_epoch), int(trainer.global_step))
 
     def setup(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", stage: str) -> None:
-        if stage not in (TrainerFn.FITTING, TrainerFn.VALIDATING) or (stage == TrainerFn.VALIDATING and not self.measure_on_validate):
+        measured_stage = stage == TrainerFn.FITTING or (stage == TrainerFn.VALIDATING and self.measure_on_validate)
+        if not measured_stage:
             return
         with naming(f"submodule={self.submodule!r}", AttributeError):
             module = self._module(pl_module)
@@ -266,8 +278,11 @@ class EquivarianceCallback(Callback):
             self._measurement(module, progress=False, device=None)  # the engine's checks of measures, groups, options
         if stage == TrainerFn.FITTING:
             for message in schedule_problems(
-                self, has_validation_step=is_overridden("validation_step", pl_module), module_name=type(pl_module).__name__,
-                limit_val_batches=trainer.limit_val_batches, max_epochs=trainer.max_epochs,
+                self,
+                has_validation_step=is_overridden("validation_step", pl_module),
+                module_name=type(pl_module).__name__,
+                limit_val_batches=trainer.limit_val_batches,
+                max_epochs=trainer.max_epochs,
             ):
                 rank_zero_warn(message, category=UserWarning)
 
@@ -283,7 +298,10 @@ class EquivarianceCallback(Callback):
             if data is not None:
                 self._probes.choose(len(data))
         except Exception as e:  # noqa: BLE001 - never stop training
-            self._warn(f"could not choose the probe set at fit start ({type(e).__name__}: {e}); will retry at the first measurement")
+            self._warn(
+                f"could not choose the probe set at fit start ({type(e).__name__}: {e}); "
+                "will retry at the first measurement"
+            )
         self._map_legacy(trainer)
         self._cut_csv(trainer)
         self._on(FIT_START, trainer, pl_module)
@@ -291,7 +309,9 @@ class EquivarianceCallback(Callback):
     def on_train_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self._on(TRAIN_EPOCH_START, trainer, pl_module)
 
-    def on_train_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs, batch, batch_idx: int
+    ) -> None:
         # The last batch of the epoch (an unknown length: every validation run may be the last one).
         batches = trainer.num_training_batches
         self._on(TRAIN_BATCH_END, trainer, pl_module, last_batch=batch_idx + 1 >= batches or batches == float("inf"))
@@ -299,7 +319,8 @@ class EquivarianceCallback(Callback):
     def on_train_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self._on(FIT_END, trainer, pl_module)
         if self.summary and self._runs.steps:
-            rank_zero_info("EquivarianceCallback, end of fit:\n" + fit_summary(self._runs, self._clock[1], time.perf_counter() - self._clock[0]))
+            seconds = time.perf_counter() - self._clock[0]
+            rank_zero_info("EquivarianceCallback, end of fit:\n" + fit_summary(self._runs, self._clock[1], seconds))
 
     def on_validation_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if trainer.state.fn == TrainerFn.VALIDATING:
@@ -364,7 +385,8 @@ class EquivarianceCallback(Callback):
         self._publish(trainer, pl_module, step, epoch, report, scalars)
         skipped = f", {len(report.errors)} (layer, measure, group) left out" if report.errors else ""
         rank_zero_info(
-            f"EquivarianceCallback: epoch {epoch}, step {step}: {len(self.measures)} measure(s) x {len(self.groups)} group(s) "
+            f"EquivarianceCallback: epoch {epoch}, step {step}: "
+            f"{len(self.measures)} measure(s) x {len(self.groups)} group(s) "
             f"on {len({r.layer for r in report.results})} layers of {len(self._probes.indices)} probe images "
             f"in {time.perf_counter() - t0:.2f}s{skipped}"
         )
@@ -387,7 +409,8 @@ class EquivarianceCallback(Callback):
             show = self.progress and trainer.is_global_zero and bar is not None and not bar.is_disabled
             measurement = self._measurement(module, progress=show, device=pl_module.device)
             # global probe positions of this process's shard (names non-finite images)
-            measurement.update(images, positions=self._probes.positions(int(trainer.global_rank), int(trainer.world_size)))
+            positions = self._probes.positions(int(trainer.global_rank), int(trainer.world_size))
+            measurement.update(images, positions=positions)
         except Exception as e:  # noqa: BLE001 - never stop training
             error = f"{type(e).__name__}: {e}"
         try:
@@ -398,7 +421,7 @@ class EquivarianceCallback(Callback):
             elif measurement.agree(collectives, ok=not error):
                 return measurement.compute(), ""
             return None, error or "the measurement failed on another process"
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - never stop training
             return None, error or f"{type(e).__name__}: {e}"
 
     def _measurement(self, module: nn.Module, progress: bool, device) -> Measurement:
@@ -438,16 +461,19 @@ class EquivarianceCallback(Callback):
     def _set_callback_metrics(trainer: "pl.Trainer", scalars: Mapping[str, float]) -> None:
         trainer.callback_metrics.update({k: torch.tensor(v, dtype=torch.float32) for k, v in scalars.items()})
 
-    def _publish(self, trainer, pl_module, step: int, epoch: int, report: MeasureReport, scalars: Dict[str, float]) -> None:
+    def _publish(
+        self, trainer, pl_module, step: int, epoch: int, report: MeasureReport, scalars: Dict[str, float]
+    ) -> None:
         try:
             self._set_callback_metrics(trainer, scalars)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - never stop training
             self._warn(f"epoch {epoch}, step {step}: could not set trainer.callback_metrics ({type(e).__name__}: {e})")
         try:
             if trainer.is_global_zero:
                 publish(
                     report, scalars, step, epoch, loggers=trainer.loggers, log_scalars=self.log_scalars,
-                    csv_path=self.csv_path(trainer), tb_loggers=[lg for lg in trainer.loggers if _is_tensorboard_logger(lg)],
+                    csv_path=self.csv_path(trainer),
+                    tb_loggers=[lg for lg in trainer.loggers if _is_tensorboard_logger(lg)],
                     warn=self._warn,
                     model=self.model_name or model_display_name(self._module(pl_module), self._names.prefix),
                     baseline=self.baseline, run_group=self.run_group, per_channel=self.per_channel,
@@ -466,7 +492,7 @@ class EquivarianceCallback(Callback):
             path = self.csv_path(trainer) if trainer.is_global_zero else None
             if path is not None:
                 cut_tidy_csv(path, int(trainer.global_step), self._runs.steps)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - never stop training
             self._warn(f"could not cut the tidy CSV back to the resumed step ({type(e).__name__}: {e})")
 
     @staticmethod

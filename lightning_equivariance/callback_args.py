@@ -109,15 +109,23 @@ def check_callback_args(a: Mapping[str, Any]) -> CallbackArgs:
         len(names) > 0 and all(isinstance(n, str) and n for n in names),
         ValueError, f"groups must be a non-empty sequence of group names or Group objects, got {groups!r}",
     )
-    _require(len(set(names)) == len(names), ValueError, f"groups must have distinct names, got {names}; pass name=... to tell them apart")
+    _require(
+        len(set(names)) == len(names),
+        ValueError, f"groups must have distinct names, got {names}; pass name=... to tell them apart",
+    )
     for argument, low in (("num_samples", 1), ("batch_size", 1), ("seed", 0)):
         _require(_is_int(a[argument], low), ValueError, f"{argument} must be an integer >= {low}, got {a[argument]!r}")
     for argument in ("every_n_epochs", "every_n_train_steps"):
         value = a[argument]
-        _require(value is None or _is_int(value, 1), ValueError, f"{argument} must be None or an integer >= 1, got {value!r}")
+        _require(
+            value is None or _is_int(value, 1), ValueError, f"{argument} must be None or an integer >= 1, got {value!r}"
+        )
     log_scalars = a["log_scalars"]
     if isinstance(log_scalars, str):
-        _require(log_scalars in LOG_SCALARS, ValueError, f"log_scalars must be one of {LOG_SCALARS} or a list of scalar names, got {log_scalars!r}")
+        _require(
+            log_scalars in LOG_SCALARS,
+            ValueError, f"log_scalars must be one of {LOG_SCALARS} or a list of scalar names, got {log_scalars!r}",
+        )
     else:
         _require(
             isinstance(log_scalars, (list, tuple, set, frozenset)) and all(isinstance(n, str) for n in log_scalars),
@@ -136,10 +144,17 @@ def check_callback_args(a: Mapping[str, Any]) -> CallbackArgs:
     )
     if a["inputs"] is not None:
         check_inputs(a["inputs"])
-    for argument, what in (("model_name", "a string"), ("submodule", "a dotted attribute path (str)"), ("run_group", "a string")):
+    expected_types = (
+        ("model_name", "a string"), ("submodule", "a dotted attribute path (str)"), ("run_group", "a string")
+    )
+    for argument, what in expected_types:
         value = a[argument]
-        _require(value is None or isinstance(value, str), TypeError, f"{argument} must be {what}, got {type(value).__name__}")
-    _require(a["on_error"] in ("warn", "raise"), ValueError, f"on_error must be 'warn' or 'raise', got {a['on_error']!r}")
+        _require(
+            value is None or isinstance(value, str), TypeError, f"{argument} must be {what}, got {type(value).__name__}"
+        )
+    _require(
+        a["on_error"] in ("warn", "raise"), ValueError, f"on_error must be 'warn' or 'raise', got {a['on_error']!r}"
+    )
     for argument in ("layouts", "channel_actions", "measure_options"):
         _require(
             a[argument] is None or isinstance(a[argument], Mapping),
@@ -158,7 +173,9 @@ def check_callback_args(a: Mapping[str, Any]) -> CallbackArgs:
     ))
 
 
-def schedule_problems(cb, *, has_validation_step: bool, module_name: str, limit_val_batches, max_epochs: Optional[int]) -> List[str]:
+def schedule_problems(
+    cb, *, has_validation_step: bool, module_name: str, limit_val_batches, max_epochs: Optional[int]
+) -> List[str]:
     """The warnings of a callback ``cb`` (its checked arguments) whose configuration will never
     measure on this trainer; raises ``ValueError`` for ``stage="validation"`` without a
     ``validation_step`` (no validation epoch ever ends)."""
@@ -179,7 +196,8 @@ def schedule_problems(cb, *, has_validation_step: bool, module_name: str, limit_
             f"EquivarianceCallback(every_n_epochs={cb.every_n_epochs}) with max_epochs={max_epochs}: "
             "no epoch end will be measured" + (" (only the end of fit)" if cb.measure_on_fit_end else "")
         )
-    if cb.every_n_epochs is None and cb.every_n_train_steps is None and not (cb.measure_on_fit_start or cb.measure_on_fit_end):
+    never_triggered = cb.every_n_epochs is None and cb.every_n_train_steps is None
+    if never_triggered and not (cb.measure_on_fit_start or cb.measure_on_fit_end):
         problems.append(
             "EquivarianceCallback(every_n_epochs=None, every_n_train_steps=None, measure_on_fit_start=False, "
             "measure_on_fit_end=False) never measures"

@@ -45,7 +45,9 @@ class CLIError(Exception):
     """A user error: printed as one clear line, exit status 2."""
 
 
-def load_images(path: str, size: Optional[int] = None, limit: Optional[int] = None, channels: Optional[int] = None) -> torch.Tensor:
+def load_images(
+    path: str, size: Optional[int] = None, limit: Optional[int] = None, channels: Optional[int] = None
+) -> torch.Tensor:
     """Images ``N x C x H x W`` in ``[0, 1]`` from a folder of image files or a tensor file."""
     import torch
 
@@ -55,18 +57,21 @@ def load_images(path: str, size: Optional[int] = None, limit: Optional[int] = No
     if p.is_file():
         try:
             obj = torch.load(p, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - any load failure becomes one CLI error
             raise CLIError(f"--images {path!r} is not a tensor file torch.load can read: {e}") from e
         if isinstance(obj, dict):
             obj = obj.get("images", next((v for v in obj.values() if isinstance(v, torch.Tensor)), None))
         elif isinstance(obj, (list, tuple)):
             obj = next((v for v in obj if isinstance(v, torch.Tensor)), None)
         if not isinstance(obj, torch.Tensor) or obj.dim() != 4:
-            raise CLIError(f"--images {path!r} must hold an N x C x H x W tensor, got {getattr(obj, 'shape', type(obj).__name__)}")
+            raise CLIError(
+                f"--images {path!r} must hold an N x C x H x W tensor, "
+                f"got {getattr(obj, 'shape', type(obj).__name__)}"
+            )
         x = obj.float()
     else:
-        from PIL import Image
         import numpy as np
+        from PIL import Image
 
         files = sorted(f for f in p.iterdir() if f.suffix.lower() in _IMAGE_SUFFIXES)
         if not files:
@@ -115,11 +120,15 @@ def _build_arch(arch: str, num_classes: int, in_channels: int) -> nn.Module:
         import difflib
 
         close = difflib.get_close_matches(arch, available + list(named), n=5)
-        raise CLIError(f"--arch {arch!r} is neither a baseline ({', '.join(named)}) nor a torchvision model; close: {close}")
+        raise CLIError(
+            f"--arch {arch!r} is neither a baseline ({', '.join(named)}) nor a torchvision model; close: {close}"
+        )
     return torchvision.models.get_model(arch, weights=None, num_classes=num_classes)
 
 
-def load_model(arch: Optional[str], checkpoint: Optional[str], num_classes: int = 10, in_channels: int = 3) -> nn.Module:
+def load_model(
+    arch: Optional[str], checkpoint: Optional[str], num_classes: int = 10, in_channels: int = 3
+) -> nn.Module:
     """Build ``arch`` and/or load ``checkpoint`` (see module docstring)."""
     import torch
     from torch import nn
@@ -130,7 +139,7 @@ def load_model(arch: Optional[str], checkpoint: Optional[str], num_classes: int 
             raise CLIError(f"--checkpoint {checkpoint!r} does not exist or is not a file")
         try:
             obj = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # noqa: BLE001 - any load failure becomes one CLI error
             raise CLIError(f"--checkpoint {checkpoint!r} could not be read by torch.load: {e}") from e
         if isinstance(obj, nn.Module):
             return obj
@@ -150,7 +159,8 @@ def load_model(arch: Optional[str], checkpoint: Optional[str], num_classes: int 
                 except RuntimeError as e:
                     raise CLIError(
                         f"--checkpoint {checkpoint!r} does not fit --arch {arch!r} (shapes differ: "
-                        f"{str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}); check --arch and --num-classes"
+                        f"{str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}); "
+                        "check --arch and --num-classes"
                     ) from e
                 break
         else:
@@ -195,13 +205,16 @@ def _parser() -> argparse.ArgumentParser:
         "--measures", nargs="+", default=["invariance", "equivariance"],
         help="measure names (docs/measures.md), e.g. invariance equivariance lie_derivative geed",
     )
-    m.add_argument("--groups", nargs="+", default=["rotation90"], help="group names, e.g. rotation90 translation flip c8")
+    m.add_argument(
+        "--groups", nargs="+", default=["rotation90"], help="group names, e.g. rotation90 translation flip c8"
+    )
     m.add_argument("--layers", nargs="+", default=["auto"],
                    help="'auto' or qualified module names; '(output)' names the model's own output")
     m.add_argument(
         "--layout", action="append", default=[], metavar="LAYER=LAYOUT",
         help="how to read a layer the evidence does not settle: channels_first, channels_last (4-D), tokens or "
-        "tokens_transposed (3-D), overriding what is inferred (repeatable), e.g. --layout features.1.0.block.2=channels_last",
+        "tokens_transposed (3-D), overriding what is inferred (repeatable), "
+        "e.g. --layout features.1.0.block.2=channels_last",
     )
     m.add_argument(
         "--on-error", choices=("warn", "raise"), default="warn",
@@ -287,18 +300,22 @@ def _measure(args) -> int:
     layers = "auto" if args.layers == ["auto"] else args.layers
     report = measure(
         model, images, measures=args.measures, groups=args.groups, layers=layers,
-        batch_size=args.batch_size, progress=sys.stderr.isatty() if args.progress is None else args.progress, layouts=_layouts(args.layout), on_error=args.on_error,
+        batch_size=args.batch_size, progress=sys.stderr.isatty() if args.progress is None else args.progress,
+        layouts=_layouts(args.layout), on_error=args.on_error,
     )
     run = args.run or args.arch or Path(args.checkpoint).stem
     run_dir = Path(args.logdir) / run
     run_dir.mkdir(parents=True, exist_ok=True)
     model_name = args.arch or type(model).__name__
-    n = write_report(str(run_dir), report, args.step, model=model_name, baseline=args.baseline, per_channel=args.per_channel,
-                     run_group=args.run_group)
+    n = write_report(
+        str(run_dir), report, args.step, model=model_name, baseline=args.baseline, per_channel=args.per_channel,
+        run_group=args.run_group,
+    )
     csv = Path(args.csv) if args.csv else run_dir / "equivariance.csv"
     report.to_dataframe(per_element=True).to_csv(csv, index=False)
     left_out = f"; {len(report.errors)} (layer, measure, group) left out, see the warning" if report.errors else ""
-    print(f"measured {report.num_samples} images x {len(args.groups)} group(s) on {len({r.layer for r in report.results})} layers "
+    num_layers = len({r.layer for r in report.results})
+    print(f"measured {report.num_samples} images x {len(args.groups)} group(s) on {num_layers} layers "
           f"in {report.seconds:.1f}s; wrote {n} summaries to {run_dir} and {csv}{left_out}")
     print(summary_table(report))
     return 0

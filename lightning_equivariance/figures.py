@@ -142,7 +142,8 @@ def heatmap_figure(
     width = min(max(6.0, 3.5 + 0.25 * n_steps), 16.0)
     fig = _figure((width, height))
     ax = fig.add_subplot()
-    cmap = matplotlib.colormaps["viridis" if higher_is_better is not False else "viridis_r"].with_extremes(bad="#d0d0d0")
+    colormap = "viridis" if higher_is_better is not False else "viridis_r"
+    cmap = matplotlib.colormaps[colormap].with_extremes(bad="#d0d0d0")
     image = ax.imshow(
         np.ma.masked_invalid(shown if steps else np.full((n_layers, 1), np.nan)),
         aspect="auto", interpolation="nearest", cmap=cmap, vmin=vmin, vmax=vmax,
@@ -265,7 +266,7 @@ def close_figures(figures) -> None:
             if plt is not None:
                 plt.close(fig)
             fig.clear()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - closing is best effort
             pass
 
 

@@ -431,7 +431,11 @@ class Scale(Group):
 
     name = "scale"
 
-    def __init__(self, factors: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.05, 1.1, 1.15, 1.2, 1.25), name: Optional[str] = None):
+    def __init__(
+        self,
+        factors: Sequence[float] = (0.5, 0.6, 0.7, 0.8, 0.9, 1.05, 1.1, 1.15, 1.2, 1.25),
+        name: Optional[str] = None,
+    ):
         factors = [float(f) for f in factors]
         for f in factors:
             if not f > 0:

@@ -203,7 +203,8 @@ def qualified_names(names, module: nn.Module, prefix: str):
     if not prefix or isinstance(names, str) or not isinstance(names, (list, tuple, Mapping)):
         return names
     known = dict(module.named_modules())
-    full = lambda n: prefix + n if isinstance(n, str) and n not in known and prefix + n in known else n  # noqa: E731
+    def full(n):
+        return prefix + n if isinstance(n, str) and n not in known and prefix + n in known else n
     return {full(k): v for k, v in names.items()} if isinstance(names, Mapping) else type(names)(full(n) for n in names)
 
 
@@ -218,7 +219,9 @@ _COMPUTING = (
     nn.LayerNorm,
     nn.LocalResponseNorm,
 ) + _POOLS
-_SKIPPED = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity, nn.Flatten, nn.Unflatten)
+_SKIPPED = (
+    nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Identity, nn.Flatten, nn.Unflatten
+)
 # Blocks selected as a whole: their own forward does not call all their children
 # (nn.MultiheadAttention uses out_proj.weight directly, so out_proj's hook never fires).
 _BLOCKS = (nn.MultiheadAttention,)
@@ -283,7 +286,9 @@ def _is_e2cnn_module(module: nn.Module) -> bool:
     return any(c.__name__ == "EquivariantModule" for c in type(module).__mro__)
 
 
-_E2CNN_CONTAINERS = ("SequentialModule", "ModuleList", "MultipleModule", "PointwiseDropout", "FieldDropout", "IdentityModule")
+_E2CNN_CONTAINERS = (
+    "SequentialModule", "ModuleList", "MultipleModule", "PointwiseDropout", "FieldDropout", "IdentityModule"
+)
 
 
 def _auto(name: str, module: nn.Module) -> bool:
@@ -371,10 +376,11 @@ def selects_output(layers: LayerSpec) -> bool:
 
 
 def first_tensor(out):
-    """The tensor a layer output stands for: itself, an e2cnn ``GeometricTensor``'s ``.tensor``, or the first tensor of a tuple/list/dict."""
+    """The tensor a layer output stands for: itself, an e2cnn ``GeometricTensor``'s ``.tensor``,
+    or the first tensor of a tuple/list/dict."""
     if isinstance(out, torch.Tensor):
         return out
-    if hasattr(out, "tensor") and isinstance(getattr(out, "tensor"), torch.Tensor):  # e2cnn GeometricTensor
+    if hasattr(out, "tensor") and isinstance(out.tensor, torch.Tensor):  # e2cnn GeometricTensor
         return out.tensor
     if isinstance(out, (tuple, list)):
         for o in out:
@@ -649,7 +655,8 @@ def _same_values(t: torch.Tensor, r: Optional[torch.Tensor], version: Optional[i
         return False
     if t.dtype != r.dtype or t.numel() != r.numel() or t.data_ptr() != r.data_ptr():
         return False
-    kept = lambda x: [(n, st) for n, st in zip(x.shape, x.stride()) if n != 1]  # noqa: E731
+    def kept(x):
+        return [(n, st) for n, st in zip(x.shape, x.stride()) if n != 1]
     return kept(t) == kept(r)
 
 
@@ -744,7 +751,9 @@ class LayerHooks:
         if t is None:  # nothing to measure: "(output)" stays not called
             self._produced = []
             return
-        producer = next((call for call, ref, version in reversed(self._produced) if _same_values(t, ref(), version)), None)
+        producer = next(
+            (call for call, ref, version in reversed(self._produced) if _same_values(t, ref(), version)), None
+        )
         self._produced = []
         if producer is not None:
             self.output_produced_by = producer

@@ -1072,8 +1072,10 @@ class ProvenanceMode(TorchFunctionMode):
                 w = _arg(args, kwargs, 1, "weight")
                 stride = _arg(args, kwargs, 3, "stride", 1)
                 padding = _arg(args, kwargs, 4, "padding", 0)
-                ones = lambda v: all(int(s) == 1 for s in ([v] if isinstance(v, int) else v))  # noqa: E731
-                zeros = lambda v: v == "valid" or ones([int(s) + 1 for s in ([v] if isinstance(v, int) else v)])  # noqa: E731
+                def ones(v):
+                    return all(int(s) == 1 for s in ([v] if isinstance(v, int) else v))
+                def zeros(v):
+                    return v == "valid" or ones([int(s) + 1 for s in ([v] if isinstance(v, int) else v)])
                 pointwise = all(int(s) == 1 for s in w.shape[2:]) and ones(stride) and zeros(padding)
             o = out if isinstance(out, torch.Tensor) else out[0]
             if isinstance(p, str):

@@ -77,7 +77,9 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+=-]", "_", str(name)) or "_"
 
 
-def build_figures(history: Any, report: Any, prefix: str = "equivariance", step: Optional[int] = None) -> Dict[str, Any]:
+def build_figures(
+    history: Any, report: Any, prefix: str = "equivariance", step: Optional[int] = None
+) -> Dict[str, Any]:
     """``{key: matplotlib Figure}``: the heatmap of every (measure, group) of ``report`` (rows: its
     layers in depth order, columns: the history's steps) and the profile of ``report``.
 
@@ -151,14 +153,14 @@ def log_figures(loggers: Any, history: Any, report: Any, step: int, prefix: str 
     """
     try:
         targets = figure_loggers(loggers)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 - figures never stop training
         _warn(f"could not inspect the loggers ({type(e).__name__}: {e})")
         return 0
     if not targets or report is None:
         return 0
     try:
         figures = build_figures(history, report, prefix=prefix, step=int(step))
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 - figures never stop training
         hint = " (pip install matplotlib, or lightning-equivariance[loggers])" if isinstance(e, ImportError) else ""
         _warn(f"step {step}: the figures were not drawn ({type(e).__name__}: {e}){hint}")
         return 0

@@ -15,7 +15,9 @@ import torch
 from .snapshot import owned_rngs_restored, rngs_restored, seed_rngs
 
 __all__ = [
-    "shard", "first_tensor_of", "iter_images", "is_dataset", "INPUT_RULE", "ProbeSet", "check_inputs", "dataset_of", "item_seed"]
+    "shard", "first_tensor_of", "iter_images", "is_dataset", "INPUT_RULE", "ProbeSet", "check_inputs", "dataset_of",
+    "item_seed",
+]
 
 INPUT_RULE = (
     "a batch's input is the batch itself if it is a tensor, batch['image'] (or 'images', 'input', "
@@ -74,7 +76,9 @@ def check_inputs(inputs) -> None:
     """Refuse what cannot be a probe source (``TypeError``/``ValueError`` naming ``inputs``)."""
     if isinstance(inputs, torch.Tensor):
         if inputs.dim() != 4 or not inputs.is_floating_point():
-            raise ValueError(f"inputs must be a float tensor N x C x H x W, got {inputs.dtype} of shape {tuple(inputs.shape)}")
+            raise ValueError(
+                f"inputs must be a float tensor N x C x H x W, got {inputs.dtype} of shape {tuple(inputs.shape)}"
+            )
         if inputs.shape[0] == 0:
             raise ValueError("inputs is empty (0 images)")
     elif not (is_dataset(inputs) or hasattr(inputs, "dataset")):
@@ -138,7 +142,8 @@ class ProbeSet:
     ``(seed, index)`` (:func:`item_seed`) and restored afterwards, so random augmentations draw
     the same for an image at every epoch and on every rank, and the caller's RNG stream is
     untouched, as is the state of every generator the dataset or its transforms own
-    (:func:`~lightning_equivariance.snapshot.owned_rngs_restored`). The input of a batch follows the input rule (module docstring) or ``input_fn``.
+    (:func:`~lightning_equivariance.snapshot.owned_rngs_restored`). The input of a batch follows
+    the input rule (module docstring) or ``input_fn``.
     This process's images are cached on CPU.
 
     ``owner`` prefixes the warnings (a new choice after a checkpoint, a checkpoint chosen with
@@ -168,7 +173,8 @@ class ProbeSet:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Take the checkpoint's indices (warning when they were chosen with another seed or size)."""
-        if int(state.get("seed", self.seed)) != self.seed or int(state.get("num_samples", self.num_samples)) != self.num_samples:
+        other_seed = int(state.get("seed", self.seed)) != self.seed
+        if other_seed or int(state.get("num_samples", self.num_samples)) != self.num_samples:
             warnings.warn(
                 f"{self.owner}: the checkpoint's probe set was chosen with seed={state.get('seed')}, "
                 f"num_samples={state.get('num_samples')}; keeping it (this one has seed={self.seed}, "
@@ -227,10 +233,12 @@ class ProbeSet:
             if isinstance(data, torch.Tensor):
                 images = data[chosen]
             else:
-                images = self._read_items(data, chosen.tolist(), getattr(source, "collate_fn", None) if source is not data else None)
+                collate_fn = getattr(source, "collate_fn", None) if source is not data else None
+                images = self._read_items(data, chosen.tolist(), collate_fn)
         if images.dim() != 4 or not images.is_floating_point():
             raise ValueError(
-                f"probe images must be a float tensor B x C x H x W, got {images.dtype} of shape {tuple(images.shape)}; "
+                "probe images must be a float tensor B x C x H x W, "
+                f"got {images.dtype} of shape {tuple(images.shape)}; "
                 f"{INPUT_RULE}"
             )
         self._cache, self._cache_key = images.detach().cpu(), (rank, world)

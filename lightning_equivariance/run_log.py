@@ -156,7 +156,8 @@ def fit_summary(history: History, measuring_seconds: float, fit_seconds: float, 
     rows = [("scalar", f"step {steps[0]}", f"step {steps[-1]}", "change")]
     for name in names:
         a, b = first.get(name), last.get(name)
-        fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
+        def fmt(v):
+            return "-" if v is None else f"{v:.4f}"
         change = "-" if a is None or b is None else f"{b - a:+.4f}"
         rows.append((name[len(prefix):] if name.startswith(prefix) else name, fmt(a), fmt(b), change))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
@@ -186,7 +187,8 @@ def publish(
     """Write one measurement (rank zero): the scalars ``log_scalars`` picks to every logger, the
     rows of the tidy CSV at ``csv_path``, and the per-layer summaries to the ``experiment`` (a
     ``SummaryWriter``) of every TensorBoard logger (``lightning_equivariance_tb.summary.write_series``
-    with ``series_kwargs``, one series at a time). Every failure becomes ``warn(message)`` and loses only what it was writing."""
+    with ``series_kwargs``, one series at a time). Every failure becomes ``warn(message)`` and
+    loses only what it was writing."""
     where = f"epoch {epoch}, step {step}"
     logged = select_scalars(scalars, log_scalars)
     for logger in loggers if logged else ():
@@ -197,18 +199,18 @@ def publish(
     try:
         if csv_path is not None:
             append_tidy_csv(csv_path, step, epoch, report.results)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 - logging never stops training
         warn(f"{where}: the tidy CSV was not written ({type(e).__name__}: {e})")
     if not tb_loggers:
         return
     try:
         from lightning_equivariance_tb.summary import write_series
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 - logging never stops training
         warn(f"the TensorBoard writer lightning_equivariance_tb.summary is unavailable ({type(e).__name__}: {e})")
         return
     for logger in tb_loggers:
         for s in report.series():  # one series at a time: a bad one (a NaN value) loses only itself
             try:
                 write_series(logger.experiment, [s], step=step, epoch=epoch, global_step=step, **series_kwargs)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:  # noqa: BLE001 - logging never stops training
                 warn(f"{where}: TensorBoard summary of {s.measure}/{s.group} not written ({type(e).__name__}: {e})")

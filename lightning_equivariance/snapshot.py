@@ -9,8 +9,8 @@ transforms) draw from seeded global RNGs without moving the caller's stream, and
 from __future__ import annotations
 
 import random
-from contextlib import contextmanager
 from collections.abc import Mapping
+from contextlib import contextmanager
 from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import numpy as np
@@ -44,7 +44,13 @@ class Snapshot:
         named = list(module.named_modules(remove_duplicate=False))
         with torch.no_grad():
             self.buffers = {
-                id(m): (m, {name: (t, t._version, None if t is None else t.detach().clone()) for name, t in m._buffers.items()})
+                id(m): (
+                    m,
+                    {
+                        name: (t, t._version, None if t is None else t.detach().clone())
+                        for name, t in m._buffers.items()
+                    },
+                )
                 for _, m in named
             }
         self.parameters = [
@@ -136,7 +142,8 @@ def rngs_restored(cuda: bool = False) -> Iterator[None]:
     device's) back after the block, also when it raises (``KeyboardInterrupt`` included: Lightning's
     ``isolate_rng`` restores only after a normal exit)."""
     py, npst, tst = random.getstate(), np.random.get_state(), torch.get_rng_state()
-    cuda_states = torch.cuda.get_rng_state_all() if cuda and torch.cuda.is_available() and torch.cuda.is_initialized() else None
+    cuda_in_use = cuda and torch.cuda.is_available() and torch.cuda.is_initialized()
+    cuda_states = torch.cuda.get_rng_state_all() if cuda_in_use else None
     try:
         yield
     finally:

@@ -127,7 +127,8 @@ def e2cnn_channel_action(field_type) -> ChannelAction:
         key = (element.name, a.dtype, a.device)
         if key not in cache:
             how, op = kind_of(element)
-            if how == "matmul" and op.shape != (a.shape[-3], a.shape[-3]) or how == "gather" and op.shape[0] != a.shape[-3]:
+            channels = a.shape[-3]
+            if how == "matmul" and op.shape != (channels, channels) or how == "gather" and op.shape[0] != channels:
                 raise GroupActionError(
                     f"field type of size {op.shape[0]} does not match a map with {a.shape[-3]} channels"
                 )

@@ -123,7 +123,9 @@ def split_groups(
             f"continuous transforms {[t.name for t in transforms]}"
         )
     if transforms and not lie:
-        raise ValueError(f"continuous transforms {[t.name for t in transforms]} are only used by measure 'lee'; add it to measures=")
+        raise ValueError(
+            f"continuous transforms {[t.name for t in transforms]} are only used by measure 'lee'; add it to measures="
+        )
     if found_groups and not stacked:
         raise ValueError(
             f"measure 'lee' needs continuous transforms, not the discrete groups {[g.name for g in found_groups]}; "

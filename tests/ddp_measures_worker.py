@@ -14,12 +14,12 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
-import torch.multiprocessing as mp  # noqa: E402
+import torch  # noqa: E402 - sys.path set first
+import torch.distributed as dist  # noqa: E402 - sys.path set first
+import torch.multiprocessing as mp  # noqa: E402 - sys.path set first
 
-from lightning_equivariance import Measurement, Rotation90, Translation  # noqa: E402
-from models import SmallCNN  # noqa: E402
+from lightning_equivariance import Measurement, Rotation90, Translation  # noqa: E402 - sys.path set first
+from models import SmallCNN  # noqa: E402 - sys.path set first
 
 GEED = ["geed_channel", "geed_latent_l2", "geed_latent_cosine", "geed_softmax"]
 FAMILY = ["tv", "sv", "nv", "td", "anova", "goodfellow", "same_equivariance"]
@@ -30,7 +30,8 @@ def setups():
     torch.manual_seed(1)
     images9 = torch.rand(9, 1, 12, 12, dtype=torch.float64)
     images8 = images9[:8]
-    groups = lambda: [Rotation90(), Translation(shifts=[(2, 1), (-1, 3)])]  # noqa: E731
+    def groups():
+        return [Rotation90(), Translation(shifts=[(2, 1), (-1, 3)])]
     uneven = [slice(0, 5), slice(5, 9)]
     return {
         # every exactly-mergeable measure, uneven shards, chunks of 3 images that do not line up

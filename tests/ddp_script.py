@@ -16,12 +16,12 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import lightning.pytorch as pl  # noqa: E402
-import torch  # noqa: E402
-from lightning.pytorch.loggers import CSVLogger  # noqa: E402
+import lightning.pytorch as pl  # noqa: E402 - sys.path set first
+import torch  # noqa: E402 - sys.path set first
+from lightning.pytorch.loggers import CSVLogger  # noqa: E402 - sys.path set first
 
-from callback_helpers import LitCNN  # noqa: E402
-from lightning_equivariance import EquivarianceCallback  # noqa: E402
+from callback_helpers import LitCNN  # noqa: E402 - sys.path set first
+from lightning_equivariance import EquivarianceCallback  # noqa: E402 - sys.path set first
 
 
 class SaveStates(pl.Callback):
@@ -69,7 +69,9 @@ def main():
             "indices": callback.state_dict()["indices"],
             "states": saver.states,
             "world_size": trainer.world_size,
-            "callback_metrics": {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("equivariance/")},
+            "callback_metrics": {
+                k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("equivariance/")
+            },
         },
         os.path.join(args.out, f"rank{rank}.pt"),
     )

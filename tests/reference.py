@@ -16,7 +16,11 @@ def capture(model, x):
     hooks = []
     for name, mod in model.named_modules():
         if name and not any(True for _ in mod.children()):
-            hooks.append(mod.register_forward_hook(lambda m, i, o, name=name: outs.append((name, o.detach().double().numpy()[0].copy()))))
+            hooks.append(
+                mod.register_forward_hook(
+                    lambda m, i, o, name=name: outs.append((name, o.detach().double().numpy()[0].copy()))
+                )
+            )
     try:
         with torch.no_grad():
             model.eval()

@@ -353,8 +353,11 @@ def write_malformed_logdir(path, epochs=3):
         for e in steps
     ], scalar=0.8)
     for run, offset, acc in (("good_a", 0.25, 0.75), ("good_b", 0.3, 0.85)):
-        write_events(os.path.join(path, run), [(e, [layers(values(e, offset)), channels(values(e, offset))]) for e in steps],
-                     scalar=acc)
+        write_events(
+            os.path.join(path, run),
+            [(e, [layers(values(e, offset)), channels(values(e, offset))]) for e in steps],
+            scalar=acc,
+        )
     for e in steps:
         sv = FakeSeries("sv", "rot90", MALFORMED_LAYERS, MALFORMED_PARTS, values(e, 0.0),
                         [[v, 2 * v] for v in values(e, 0.0)], higher_is_better=None)

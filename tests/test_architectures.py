@@ -31,7 +31,9 @@ def _correlation_reference(model, names, x, elements):
     in_size = tuple(x.shape[-2:])
     per_elem = {n: [] for n in names}
     for e in elements:
-        xt = torch.stack([torch.from_numpy(ref.transform_np(x[i].numpy(), e, in_size)[0].copy()) for i in range(x.shape[0])])
+        xt = torch.stack(
+            [torch.from_numpy(ref.transform_np(x[i].numpy(), e, in_size)[0].copy()) for i in range(x.shape[0])]
+        )
         a, at = ref.hooked(model, names, x), ref.hooked(model, names, xt)
         for n in names:
             ax, agx = _to_cf(a[n]).numpy(), _to_cf(at[n]).numpy()
@@ -65,18 +67,28 @@ def _nv_reference(model, names, x, elements):
 
 
 def _warp(a, name, t):
-    theta = {"rotation": [[math.cos(t), math.sin(t), 0], [-math.sin(t), math.cos(t), 0]], "translation_x": [[1, 0, t], [0, 1, 0]]}[name]
+    theta = {
+        "rotation": [[math.cos(t), math.sin(t), 0], [-math.sin(t), math.cos(t), 0]],
+        "translation_x": [[1, 0, t], [0, 1, 0]],
+    }[name]
     theta = torch.tensor(theta, dtype=a.dtype).expand(a.shape[0], 2, 3)
     grid = F.affine_grid(theta, list(a.shape), align_corners=True)
     return F.grid_sample(a, grid, mode="bilinear", padding_mode="reflection", align_corners=True)
 
 
 def _lee_reference(model, names, x, transform, t=1e-4):
-    """{layer: LEE} from a (first-order) Richardson-extrapolated central difference of rho(-t) f(rho(t) x), maps permuted first."""
+    """{layer: LEE} from a (first-order) Richardson-extrapolated central difference of
+    rho(-t) f(rho(t) x), maps permuted first."""
 
     def central(step):
-        plus, minus = ref.hooked(model, names, _warp(x, transform, step)), ref.hooked(model, names, _warp(x, transform, -step))
-        return {n: (_warp(_to_cf(plus[n]), transform, -step) - _warp(_to_cf(minus[n]), transform, step)) / (2 * step) for n in names}
+        plus, minus = (
+            ref.hooked(model, names, _warp(x, transform, step)),
+            ref.hooked(model, names, _warp(x, transform, -step)),
+        )
+        return {
+            n: (_warp(_to_cf(plus[n]), transform, -step) - _warp(_to_cf(minus[n]), transform, step)) / (2 * step)
+            for n in names
+        }
 
     d1, d2 = central(t), central(t / 2)
     out = {}
@@ -115,7 +127,9 @@ def test_channels_last_layers_match_permuted_reference(arch, convnext, swin):
     model, names = (convnext, CONVNEXT_CL) if arch == "convnext" else (swin, SWIN_CL)
     torch.manual_seed(1)
     x = torch.rand(2, 3, 32, 32, dtype=torch.float64)
-    report = measure(model, x, measures=("invariance", "equivariance", "nv"), groups=[Rotation90()], layers=names, batch_size=64)
+    report = measure(
+        model, x, measures=("invariance", "equivariance", "nv"), groups=[Rotation90()], layers=names, batch_size=64
+    )
     assert report.errors == {}
     assert all(report.layouts[n] == "channels_last" for n in names)
     corr = _correlation_reference(model, names, x, ref.ROT)
@@ -152,7 +166,9 @@ def test_rotation90_measures_every_channels_last_layer_at_64px(arch, convnext, s
     assert not [e for e in report.errors.values() if "not square" in e]
     layers = {r.layer for r in report.results}
     assert sum(report.layouts[n] == "channels_last" for n in layers) >= (60 if arch == "convnext" else 60)
-    measured_or_recorded = layers | {k[0] for k in report.errors} | {k[0] for k in report.notes} | set(report.not_called)
+    measured_or_recorded = (
+        layers | {k[0] for k in report.errors} | {k[0] for k in report.notes} | set(report.not_called)
+    )
     assert {n for n, _ in select_layers(model)} <= {n.split(":")[0] for n in measured_or_recorded}
     assert not any(math.isnan(r.value) for r in report.results)
 
@@ -203,7 +219,9 @@ def test_ambiguous_layer_is_refused_with_the_override_named():
         reason = report.errors[(layer, "invariance", "rotation90")]
         assert "repeat" in reason and "B x C x h x w, B x h x w x C" in reason
         assert f"layouts={{'{layer}': 'channels_first' | 'channels_last'}}" in reason
-    forced = measure(model, torch.rand(2, 3, 6, 6), groups=[Rotation90()], layers=["1"], layouts={"1": "channels_first"})
+    forced = measure(
+        model, torch.rand(2, 3, 6, 6), groups=[Rotation90()], layers=["1"], layouts={"1": "channels_first"}
+    )
     assert forced.errors == {} and forced.layouts["1"] == "channels_first"
 
 
@@ -280,7 +298,10 @@ def test_vit_zero_head_keeps_nv_and_lee_and_the_other_layers():
     x = torch.rand(2, 3, 64, 64)
     with pytest.warns(RuntimeWarning, match="could not be measured"):
         report = measure(model, x)  # defaults
-    assert set(report.errors) == {("heads.head", "invariance", "rotation90"), ("heads.head", "equivariance", "rotation90")}
+    assert set(report.errors) == {
+        ("heads.head", "invariance", "rotation90"),
+        ("heads.head", "equivariance", "rotation90"),
+    }
     selected = {n for n, _ in select_layers(model)}
     assert {r.layer for r in report.results} == selected - {"heads.head"}  # every other layer measured
     nv = measure(model, x, measures=("nv",), layers=["heads.head", "encoder.ln"])

@@ -177,7 +177,9 @@ def test_probe_set_is_seeded_fixed_and_does_not_touch_the_global_rng(tmp_path):
     restored = EquivarianceCallback(num_samples=10, seed=7)
     restored.load_state_dict(cb.state_dict())
     assert torch.equal(restored._probe_images(trainer), images)
-    shard = EquivarianceCallback(num_samples=10, seed=7)._probe_images(types.SimpleNamespace(**{**vars(trainer), "global_rank": 1, "world_size": 3}))
+    shard = EquivarianceCallback(num_samples=10, seed=7)._probe_images(
+        types.SimpleNamespace(**{**vars(trainer), "global_rank": 1, "world_size": 3})
+    )
     assert torch.equal(shard, images[4:8])  # contiguous whole pairs: positions 0-3, 4-7, 8-9
 
 
@@ -255,11 +257,13 @@ def test_tensorboard_summaries_read_back_and_csv_scalars(tmp_path):
     frame = pd.read_csv(tmp_path / "csv" / "version_0" / "metrics.csv")
     for measure_name in ("invariance", "equivariance"):
         cols = [f"equivariance/{measure_name}/rotation90/{layer}" for layer in LAYERS]
-        cols += [f"equivariance/{measure_name}/rotation90/part/{p}" for p in ("Early", "Middle", "Late", "Pool", "Final")]
+        cols += [
+            f"equivariance/{measure_name}/rotation90/part/{p}" for p in ("Early", "Middle", "Late", "Pool", "Final")
+        ]
         rows = frame.dropna(subset=cols)
         assert rows["step"].tolist() == [4, 8, 12]
         for epoch, row in zip(range(3), rows.itertuples(index=False)):
-            assert getattr(row, "step") == 4 * (epoch + 1)  # global step, not epoch
+            assert row.step == 4 * (epoch + 1)  # global step, not epoch
         for col in cols:
             assert rows[col].tolist() == pytest.approx([cb.history[e][col] for e in range(3)], abs=1e-12)
     # monitorable by ModelCheckpoint
@@ -274,7 +278,10 @@ def test_resume_logs_every_epoch_exactly_once(tmp_path):
         pl.seed_everything(0, verbose=False)
         trainer = pl.Trainer(
             callbacks=[cb, ModelCheckpoint(dirpath=str(tmp_path / "ckpt"), save_last=True)],
-            logger=[TensorBoardLogger(str(tmp_path), name="tb", version=0), CSVLogger(str(tmp_path), name="csv", version=csv_version)],
+            logger=[
+                TensorBoardLogger(str(tmp_path), name="tb", version=0),
+                CSVLogger(str(tmp_path), name="csv", version=csv_version),
+            ],
             **trainer_kwargs(tmp_path, max_epochs=max_epochs, enable_checkpointing=True),
         )
         trainer.fit(LitCNN(), ckpt_path=ckpt_path)
@@ -424,7 +431,9 @@ class _NoValidation(LitCNN):
     ],
 )
 def test_setup_refuses_what_does_not_fit_the_model(tmp_path, kwargs, model, match):
-    trainer = pl.Trainer(callbacks=[EquivarianceCallback(**kwargs)], logger=False, **trainer_kwargs(tmp_path, max_epochs=1))
+    trainer = pl.Trainer(
+        callbacks=[EquivarianceCallback(**kwargs)], logger=False, **trainer_kwargs(tmp_path, max_epochs=1)
+    )
     with pytest.raises(ValueError, match=match):
         trainer.fit(model())
 

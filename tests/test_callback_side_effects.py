@@ -14,8 +14,6 @@ import lightning.pytorch as pl
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from callback_helpers import LitCNN, make_data, trainer_kwargs
@@ -31,7 +29,9 @@ pytestmark = pytest.mark.filterwarnings(
 def _train(tmp_path, model_fn, callback=None, max_epochs=2, **kw):
     pl.seed_everything(0, verbose=False)
     model = model_fn()
-    trainer = pl.Trainer(callbacks=[callback] if callback else [], logger=False, **trainer_kwargs(tmp_path, max_epochs=max_epochs, **kw))
+    trainer = pl.Trainer(
+        callbacks=[callback] if callback else [], logger=False, **trainer_kwargs(tmp_path, max_epochs=max_epochs, **kw)
+    )
     trainer.fit(model)
     return model
 

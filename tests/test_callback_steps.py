@@ -206,7 +206,9 @@ def test_default_scalars_are_the_part_means_and_the_tidy_csv_has_every_layer(tmp
     for (step, m), rows in tidy.groupby(["global_step", "measure"]):
         assert rows.layer.tolist() == LAYERS and set(rows.group) == {"rotation90"}
         for row in rows.itertuples():
-            assert row.value == pytest.approx(cb.step_history[step][f"equivariance/{m}/rotation90/{row.layer}"], abs=1e-12)
+            assert row.value == pytest.approx(
+                cb.step_history[step][f"equivariance/{m}/rotation90/{row.layer}"], abs=1e-12
+            )
     assert tidy.chance.notna().any() and tidy.stderr.notna().any()
     last = cb.last_report.to_dataframe()  # the tidy rows of the last step are its (layer, measure, value)
     pd.testing.assert_frame_equal(

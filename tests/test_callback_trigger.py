@@ -2,7 +2,13 @@
 import pytest
 
 from lightning_equivariance.callback_args import (
-    FIT_END, FIT_START, TRAIN_BATCH_END, TRAIN_EPOCH_END, TRAIN_EPOCH_START, VALIDATE_END, VALIDATION_EPOCH_END,
+    FIT_END,
+    FIT_START,
+    TRAIN_BATCH_END,
+    TRAIN_EPOCH_END,
+    TRAIN_EPOCH_START,
+    VALIDATE_END,
+    VALIDATION_EPOCH_END,
     MeasureTrigger,
 )
 from lightning_equivariance.run_log import History

@@ -19,7 +19,6 @@ import pytest
 import torch
 
 from host_sync import NoHostRead
-
 from lightning_equivariance.functional.moments import (
     combine_moments,
     merge_moments,
@@ -40,7 +39,6 @@ from lightning_equivariance.metrics import (
     LieContext,
     LieDerivativeError,
 )
-
 from reference import assert_same_details, shift_mask_np, shift_np
 
 S = 6  # map size = input size (translations act unscaled)
@@ -86,7 +84,9 @@ def _maps(group_name: str, b: int, c: int = 4, seed: int = 0, dead: bool = True)
     if dead:
         a_x[1, 2] = 0.5  # constant: dead in T'_g a(x_1) (the partner of image 0)
     moved = torch.stack([group.act_feature(a_x, g, (S, S)) for g in group.elements])
-    a_gx = moved[:, :, torch.randperm(c, generator=gen)] + 0.8 * torch.rand(len(group.elements), b, c, S, S, generator=gen, dtype=torch.float64)
+    a_gx = moved[:, :, torch.randperm(c, generator=gen)] + 0.8 * torch.rand(
+        len(group.elements), b, c, S, S, generator=gen, dtype=torch.float64
+    )
     if dead:
         a_gx[0, 3, 1] = -0.25  # dead in a(T_g x_3) for one element
     return group, a_x, a_gx
@@ -242,7 +242,15 @@ def test_correlation_chance_matches_brute_force(cls, measure, group_name, kind, 
     d = _run(cls, [_ctx(group, kind, a_x, a_gx, mask, _pairs(b))], similarity=similarity)
     pairs = _kept_pairs(b, None, keep)
     assert pairs == [(0, 1), (1, 0), (4, 5), (5, 4)]
-    want, want_pe = brute_correlation_chance(a_x, a_gx, kind, _elements_np(group_name) if kind == "map" else [None] * 3, pairs, measure, similarity == "pearson")
+    want, want_pe = brute_correlation_chance(
+        a_x,
+        a_gx,
+        kind,
+        _elements_np(group_name) if kind == "map" else [None] * 3,
+        pairs,
+        measure,
+        similarity == "pearson",
+    )
     assert d["chance"] == pytest.approx(want, abs=1e-6)
     np.testing.assert_allclose(d["chance_per_element"].numpy(), want_pe, atol=1e-6)
     assert d["chance_left_out"] == 2  # images 3 (partner left out) and 6 (no partner); image 2 is not counted at all
@@ -285,7 +293,9 @@ def test_chance_functional_scores_match_the_permuted_path():
     ta_x = torch.stack([group.act_feature(a_x, g, (S, S)) for g in group.elements])
     partner = torch.tensor([1, 0, 3, 2, -1, -1])
     want = correlation_scores(a_gx, ta_x, partner=partner)
-    got = permuted_scores(a_gx, a_x, lambda maps, g: group.act_feature(maps, group.elements[g], (S, S)), partner=partner)
+    got = permuted_scores(
+        a_gx, a_x, lambda maps, g: group.act_feature(maps, group.elements[g], (S, S)), partner=partner
+    )
     for key in ("chance_invariance", "chance_equivariance", "chance_valid"):
         torch.testing.assert_close(got[key], want[key], rtol=1e-12, atol=1e-12)
     assert not bool(want["chance_valid"][:, 4:].any())  # no partner: no chance pair
@@ -298,7 +308,9 @@ def test_chance_functional_scores_match_the_permuted_path():
 def test_stderr_matches_brute_force(measure, group_name, kind):
     b = 9
     group, a_x, a_gx = _maps(group_name, b, dead=False) if kind == "map" else _vectors(b)
-    cls = {"invariance": CorrelationInvariance, "equivariance": CorrelationEquivariance, "geed_channel": GEEDChannel}[measure]
+    cls = {"invariance": CorrelationInvariance, "equivariance": CorrelationEquivariance, "geed_channel": GEEDChannel}[
+        measure
+    ]
     keep = [i != 5 for i in range(b)]
     d = _run(cls, [_ctx(group, kind, a_x, a_gx, torch.tensor(keep), _pairs(b))])
     elements = _elements_np(group_name) if kind == "map" else [None] * 3
@@ -314,7 +326,8 @@ def test_stderr_latent_and_softmax_match_brute_force():
     _, a_x, a_gx = _vectors(b, seed=3)
     group = Rotation90()
     x, gx = a_x.numpy(), a_gx.numpy()
-    ctx = lambda: _ctx(group, "vector", a_x, a_gx, partner=_pairs(b))  # noqa: E731
+    def ctx():
+        return _ctx(group, "vector", a_x, a_gx, partner=_pairs(b))
     # l2: s_i = mean_g |f(g x_i) - f_hat(x_i)| / M, M the mean distance of distinct points
     M = np.mean([np.linalg.norm(x[i] - x[j]) for i in range(b) for j in range(b) if i != j])
     s = [np.mean([np.linalg.norm(gx[g, i] - _orbit_average_np(x, gx, i)) for g in range(3)]) / M for i in range(b)]
@@ -343,7 +356,11 @@ def test_stderr_latent_and_softmax_match_brute_force():
 @pytest.mark.parametrize("kind", ["map", "vector"])
 def test_lee_stderr_matches_brute_force(kind):
     gen = torch.Generator().manual_seed(5)
-    lie = torch.randn(9, 3, 16, generator=gen, dtype=torch.float64) if kind == "map" else torch.randn(9, 1, 6, generator=gen, dtype=torch.float64)
+    lie = (
+        torch.randn(9, 3, 16, generator=gen, dtype=torch.float64)
+        if kind == "map"
+        else torch.randn(9, 1, 6, generator=gen, dtype=torch.float64)
+    )
     mask = torch.tensor([i != 4 for i in range(9)])
     d = _run(LieDerivativeError, [LieContext(layer="l", kind=kind, transform=None, lie=lie, sample_mask=mask)])
     s = [float((lie[i] ** 2).sum() / lie[i].numel()) for i in range(9) if i != 4]
@@ -420,7 +437,8 @@ def test_two_chunks_equal_one_and_states_merge_exactly(cls, group_name, kind):
 def test_lee_chunks_and_sync_merge_exactly():
     gen = torch.Generator().manual_seed(2)
     lie = torch.randn(11, 2, 9, generator=gen, dtype=torch.float64)
-    ctx = lambda part: LieContext(layer="l", kind="map", transform=None, lie=lie[part])  # noqa: E731
+    def ctx(part):
+        return LieContext(layer="l", kind="map", transform=None, lie=lie[part])
     whole = _run(LieDerivativeError, [ctx(slice(0, 11))])
     _same(_run(LieDerivativeError, [ctx(slice(0, 3)), ctx(slice(3, 11))]), whole)
     other = LieDerivativeError(2)
@@ -502,7 +520,9 @@ def test_correlation_near_one_stderr_is_finite_and_correct():
     gen = torch.Generator().manual_seed(6)
     b, d = 32, 50
     a_x = torch.randn(b, d, generator=gen, dtype=torch.float64)
-    a_gx = a_x + 3e-4 * torch.rand(1, b, 1, generator=gen, dtype=torch.float64) * torch.randn(1, b, d, generator=gen, dtype=torch.float64)
+    a_gx = a_x + 3e-4 * torch.rand(1, b, 1, generator=gen, dtype=torch.float64) * torch.randn(
+        1, b, d, generator=gen, dtype=torch.float64
+    )
     group = Translation(shifts=[(1, 1)])
     s = [_similarity(a_gx[0, i].numpy(), a_x[i].numpy()) for i in range(b)]
     assert 1 - min(s) < 1e-6
@@ -628,6 +648,8 @@ def test_lee_update_does_not_read_on_the_host(kind):
     lie = torch.randn(7, 3 if kind == "map" else 1, 10, dtype=torch.float64)
     metric = LieDerivativeError.for_layer(LieContext(layer="l", kind=kind, transform=None, lie=lie))
     with _NoHostRead():
-        metric.update(LieContext(layer="l", kind=kind, transform=None, lie=lie, sample_mask=torch.tensor([True] * 6 + [False])))
+        metric.update(
+            LieContext(layer="l", kind=kind, transform=None, lie=lie, sample_mask=torch.tensor([True] * 6 + [False]))
+        )
         metric.update(LieContext(layer="l", kind=kind, transform=None, lie=lie))
     assert metric.compute_details()["stderr"] is not None

@@ -29,7 +29,10 @@ def test_a_map_without_spatial_structure_scores_its_chance_level_and_is_uninform
     assert r.chance is not None and abs(r.value - r.chance) <= 0.02
     assert r.informative is False and r.above_chance is None
     row = report.to_dataframe().iloc[0]
-    assert row.chance == pytest.approx(r.chance) and row.informative is False or row.informative == False  # noqa: E712
+    assert (
+        row.chance == pytest.approx(r.chance) and row.informative is False
+        or row.informative == False  # noqa: E712 - the cell may be a numpy.bool_
+    )
 
 
 def _gaussian(size=5, sigma=1.0):
@@ -71,7 +74,10 @@ def test_stderr_is_the_standard_error_of_the_images_own_scores():
     report = measure(model, x, **kw)
     per_image = [measure(model, x[i : i + 1], **kw) for i in range(7)]
     for r in report.results:
-        s = [next(q.value for q in p.results if (q.layer, q.measure, q.group) == (r.layer, r.measure, r.group)) for p in per_image]
+        s = [
+            next(q.value for q in p.results if (q.layer, q.measure, q.group) == (r.layer, r.measure, r.group))
+            for p in per_image
+        ]
         if r.left_out == 0:  # without dead channels the pooled value is the mean of the s_i
             assert r.value == pytest.approx(np.mean(s), rel=1e-9)
             assert r.stderr == pytest.approx(np.std(s, ddof=1) / math.sqrt(len(s)), rel=1e-6), (r.layer, r.measure)

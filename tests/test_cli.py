@@ -27,8 +27,10 @@ def test_measure_checkpoint_on_image_folder_writes_run_and_csv(tmp_path):
     ckpt = tmp_path / "model.ckpt"
     torch.save({"state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, ckpt)  # a Lightning-style ckpt
     images = _folder(tmp_path, [17] * 5)
-    code = main(["measure", "--arch", "plain", "--checkpoint", str(ckpt), "--images", str(images),
-                 "--logdir", str(tmp_path / "logs"), "--run", "imported", "--groups", "rotation90", "flip", "--baseline"])
+    code = main(
+        ["measure", "--arch", "plain", "--checkpoint", str(ckpt), "--images", str(images)]
+        + ["--logdir", str(tmp_path / "logs"), "--run", "imported", "--groups", "rotation90", "flip", "--baseline"]
+    )
     assert code == 0
     df = pd.read_csv(tmp_path / "logs" / "imported" / "equivariance.csv")
     assert set(df.group) == {"rotation90", "flip"} and {"layer", "part", "element", "value"} <= set(df.columns)
@@ -77,7 +79,8 @@ def test_degenerate_layer_is_recorded_not_fatal_and_on_error_raise_is_one_line(t
     ckpt, images = tmp_path / "m.pt", tmp_path / "x.pt"
     torch.save(model, ckpt)
     torch.save(torch.rand(3, 1, 9, 9), images)
-    args = ["measure", "--checkpoint", str(ckpt), "--images", str(images), "--logdir", str(tmp_path / "logs"), "--run", "r"]
+    args = ["measure", "--checkpoint", str(ckpt), "--images", str(images)]
+    args += ["--logdir", str(tmp_path / "logs"), "--run", "r"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "2 (layer, measure, group) left out" in out
@@ -136,8 +139,9 @@ def test_run_group_is_recorded_and_the_report_groups_the_runs(tmp_path, capsys):
     import json
     import re
 
-    from lightning_equivariance_tb.metadata import parse_plugin_metadata
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from lightning_equivariance_tb.metadata import parse_plugin_metadata
 
     images = tmp_path / "x.pt"
     torch.save(torch.rand(4, 1, 9, 9), images)

@@ -9,7 +9,6 @@ from torch import nn
 from lightning_equivariance import Flip, Rotation, Rotation90, Translation, measure
 from lightning_equivariance.functional import correlation_equivariance, correlation_invariance, correlation_scores
 from lightning_equivariance.metrics import CorrelationEquivariance, CorrelationInvariance
-
 from models import SmallCNN
 from reference import correlation_brute
 
@@ -93,7 +92,10 @@ def test_paper_controls_corner_cut_filters_are_equivariant_not_invariant():
     """§4.1 / Fig. 3b: filters that are rotated copies of a corner-cut Gaussian -> equivariance 1, invariance lower."""
     k = _gaussian(5, 1.5).clone()
     k[:3, :3] = 0  # cut out a corner
-    rot = lambda t, r: torch.rot90(t, r, (-2, -1))
+
+    def rot(t, r):
+        return torch.rot90(t, r, (-2, -1))
+
     w1 = torch.stack([rot(k, r) for r in range(4)]).unsqueeze(1)  # channel r = rotation r of the filter
     model = _toy([w1, w1, w1])  # depthwise: channel r keeps its rotation r
     torch.manual_seed(0)
@@ -190,7 +192,9 @@ def test_permuted_scores_equal_scores_of_the_transformed_maps(similarity):
 
     torch.manual_seed(0)
     a_x = torch.randn(5, 6, 7, 7, dtype=torch.float64)
-    a_gx = torch.randn(3, 5, 6, 7, 7, dtype=torch.float64) + 0.3 * torch.stack([a_x.rot90(k, (-2, -1)) for k in (1, 2, 3)])
+    a_gx = torch.randn(3, 5, 6, 7, 7, dtype=torch.float64) + 0.3 * torch.stack(
+        [a_x.rot90(k, (-2, -1)) for k in (1, 2, 3)]
+    )
     a_x[1, 2] = 4.0  # a dead channel in a(x) ...
     a_gx[2, 3, 5] = -1.0  # ... and one in a(gx)
     ta_x = torch.stack([a_x.rot90(k, (-2, -1)) for k in (1, 2, 3)])
@@ -254,8 +258,13 @@ def test_norm_layer_reuses_the_conv_scores_only_when_exact(kind, signs, relu_in_
     images = torch.rand(4, 1, 10, 10, dtype=torch.float64)
     computed = []
     original = metric_module._layer_scores
-    monkeypatch.setattr(metric_module, "_layer_scores", lambda ctx, sim, work: computed.append(ctx.layer) or original(ctx, sim, work))
-    for group, elements in ((Rotation90(), [("rot", 1), ("rot", 2), ("rot", 3)]), (Translation(shifts=[(2, -1)]), [("shift", (2, -1))])):
+    monkeypatch.setattr(
+        metric_module, "_layer_scores", lambda ctx, sim, work: computed.append(ctx.layer) or original(ctx, sim, work)
+    )
+    for group, elements in (
+        (Rotation90(), [("rot", 1), ("rot", 2), ("rot", 3)]),
+        (Translation(shifts=[(2, -1)]), [("shift", (2, -1))]),
+    ):
         computed.clear()
         report = measure(model, images, groups=[group], batch_size=8)
         assert ("norm" not in computed) is reused

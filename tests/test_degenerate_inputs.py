@@ -35,7 +35,7 @@ def test_lee_on_2x2_probe_images_refuses_every_layer_with_the_reason():
     assert spatial == []  # nothing reads as a (blind) 0.0
     layers = {k[0] for k in report.errors}
     assert layers == {"conv1", "bn1", "relu", "pool", "conv2", "relu:1", "conv3", "gap", "fc"}
-    for (layer, measure_name, group), reason in report.errors.items():
+    for (_, measure_name, group), reason in report.errors.items():
         assert measure_name == "lee" and group in ("rotation", "translation_x")
         assert "probe image (2x2) is too small" in reason and "stencil" in reason, reason
     rows = {s.group: s for s in report.series()}

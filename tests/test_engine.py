@@ -4,9 +4,16 @@ import torch
 import torchvision
 from torch import nn
 
-from lightning_equivariance import LayerSelectionError, MeasureError, Measurement, Rotation90, Translation, measure, select_layers
+from lightning_equivariance import (
+    LayerSelectionError,
+    MeasureError,
+    Measurement,
+    Rotation90,
+    Translation,
+    measure,
+    select_layers,
+)
 from lightning_equivariance.groups import GroupActionError
-
 from models import SmallCNN
 
 
@@ -21,7 +28,11 @@ def test_resnet18_auto_layers():
     assert not any("dropout" in n for n in layers)
     assert set(df.part) == {"Early", "Middle", "Late", "Pool", "Final"}
     assert df.value.between(0, 1).all() and report.not_called == []
-    assert (df.pivot_table(index=["layer", "group"], columns="measure", values="value").eval("equivariance >= invariance - 1e-6")).all()
+    assert (
+        df.pivot_table(index=["layer", "group"], columns="measure", values="value").eval(
+            "equivariance >= invariance - 1e-6"
+        )
+    ).all()
 
 
 def test_vit_b16_tokens_auto_layers():
@@ -80,7 +91,9 @@ def test_non_square_layer_warns_with_on_error_warn():
     model = nn.Sequential(nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(2, 2, 3, stride=(1, 2), padding=1), nn.ReLU())
     with pytest.warns(RuntimeWarning, match="layer '1'"):
         report = measure(model, torch.rand(2, 1, 8, 8), groups=[Rotation90()], on_error="warn")
-    assert ("1", "invariance", "rotation90") in report.errors and "not square" in report.errors[("1", "invariance", "rotation90")]
+    assert ("1", "invariance", "rotation90") in report.errors and "not square" in report.errors[
+        ("1", "invariance", "rotation90")
+    ]
     assert set(report.to_dataframe().layer) == {"0"}  # '2' (ReLU) also non-square
     assert ("2", "equivariance", "rotation90") in report.errors
 

@@ -29,7 +29,7 @@ def test_compare_seeds_quick(tmp_path):
     # the printed group table: a mean and an interval per part, for every model
     table = out.stdout.split("per depth part: mean")[1]
     for model in ("cnn", "cnn_rotaug", "steerable_c4"):
-        line = next(l for l in table.splitlines() if l.strip().startswith(model + " "))
+        line = next(row for row in table.splitlines() if row.strip().startswith(model + " "))
         assert re.search(r"Early=\d\.\d{3} \[-?\d\.\d{3}, \d\.\d{3}\]", line), line
     # the report: one file, the three groups of three runs
     assert f"HTML report: {report}" in out.stdout

@@ -142,7 +142,10 @@ def test_cifar_augmentations_smoke_on_fake_data(cifar, tmp_path):
     assert Path(run["log_dir"]) == tmp_path / "logs" / "resnet8_cutmix" / "version_0"
     assert list(run["history"]) == [0]
     acc = events(run["log_dir"])
-    assert layer_tags(acc) == ["equivariance_layers/equivariance/translation", "equivariance_layers/invariance/translation"]
+    assert layer_tags(acc) == [
+        "equivariance_layers/equivariance/translation",
+        "equivariance_layers/invariance/translation",
+    ]
     for tag in layer_tags(acc):
         (event,) = acc.Tensors(tag)
         assert event.step == 1  # the global step: the end of epoch 0, after its one training step
@@ -178,7 +181,10 @@ def test_wrn_width_measures_the_last_epoch(wrn, tmp_path):
     run = summary["wrn10-1"]
     assert run["params"] == 77_850 and list(run["history"]) == [1]
     acc = events(run["log_dir"])
-    assert layer_tags(acc) == ["equivariance_layers/equivariance/translation", "equivariance_layers/invariance/translation"]
+    assert layer_tags(acc) == [
+        "equivariance_layers/equivariance/translation",
+        "equivariance_layers/invariance/translation",
+    ]
     for tag in layer_tags(acc):
         assert [e.step for e in acc.Tensors(tag)] == [4]  # global step: 2 epochs x 2 batches of 8
         content = tab_metadata(acc, tag)
@@ -275,7 +281,9 @@ def test_lie_derivative_models_arguments(lee, capsys):
     assert lee.resolve_weights("resnet18", "none") is None
     err = parse_error(lee.parse_args, ["--models", "resnet18", "resnet1000"], capsys)
     assert "unknown torchvision classification model(s) ['resnet1000']" in err and "resnet50" in err
-    assert "not a weight of resnet18" in parse_error(lee.parse_args, ["--models", "resnet18", "--weights", "BOGUS"], capsys)
+    assert "not a weight of resnet18" in parse_error(
+        lee.parse_args, ["--models", "resnet18", "--weights", "BOGUS"], capsys
+    )
     assert "invalid choice: 'zoom'" in parse_error(lee.parse_args, ["--transforms", "zoom"], capsys)
     assert "duplicates" in parse_error(lee.parse_args, ["--transforms", "rotation", "rotation"], capsys)
     assert "--image-size must be >= 32" in parse_error(lee.parse_args, ["--image-size", "16"], capsys)

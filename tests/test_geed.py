@@ -6,12 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+import reference_family as ref
 from lightning_equivariance import Rotation, Rotation90, Translation, measure
 from lightning_equivariance.functional import geed_channel, geed_latent, geed_softmax, orbit_average
 from lightning_equivariance.groups import Dihedral
 from lightning_equivariance.metrics import GEEDChannel, GEEDLatentCosine, GEEDLatentL2, GEEDSoftmax
-
-import reference_family as ref
 from models import SmallCNN
 
 GEED = ["geed_channel", "geed_latent_l2", "geed_latent_cosine", "geed_softmax"]
@@ -31,7 +30,11 @@ CASES = [
     (Rotation90(), [("rot", 1), ("rot", 2), ("rot", 3)], 12),
     (Translation(shifts=[(-3, 2), (5, 0), (2, 2)]), [("shift", (-3, 2)), ("shift", (5, 0)), ("shift", (2, 2))], 12),
     (Rotation.cyclic(8), [("angle", 45.0 * k) for k in range(1, 8)], 10),  # C8: interpolated, disk masks
-    (Dihedral(8), [("dihedral", (45.0 * k, False)) for k in range(1, 8)] + [("dihedral", (45.0 * k, True)) for k in range(8)], 10),
+    (
+        Dihedral(8),
+        [("dihedral", (45.0 * k, False)) for k in range(1, 8)] + [("dihedral", (45.0 * k, True)) for k in range(8)],
+        10,
+    ),
 ]
 
 
@@ -170,7 +173,9 @@ def test_zero_maps_are_left_out_and_all_zero_is_a_clear_error():
 def test_for_layer_refuses_maps_directly():
     from lightning_equivariance.metrics import LayerContext
 
-    ctx = LayerContext("conv", "map", Rotation90(), Rotation90().elements, torch.rand(2, 3, 4, 4), torch.rand(3, 2, 3, 4, 4), (8, 8))
+    ctx = LayerContext(
+        "conv", "map", Rotation90(), Rotation90().elements, torch.rand(2, 3, 4, 4), torch.rand(3, 2, 3, 4, 4), (8, 8)
+    )
     with pytest.raises(ValueError, match="vector layers only"):
         GEEDSoftmax.for_layer(ctx)
     assert GEEDChannel.not_applicable(ctx) is None

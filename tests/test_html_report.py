@@ -114,7 +114,9 @@ def test_group_statistics_are_run_groups(logdir):
     assert g["runs"] == ["cnn_rotaug_seed0", "cnn_rotaug_seed1", "cnn_rotaug_seed2"] and not g["baseline"]
     assert series["groups"][2]["baseline"]
     layer = 2
-    expected = group_statistics({run: {s: float(np.float32(v[layer])) for s, v in written[run].items()} for run in g["runs"]})
+    expected = group_statistics(
+        {run: {s: float(np.float32(v[layer])) for s, v in written[run].items()} for run in g["runs"]}
+    )
     body = g["axes"]["step"]  # the tab's own /groups body (data.group_body)
     assert body["xs"] == STEPS and body["layers"] == LAYERS and g["layers"] == LAYERS
     block = {key: matrix(body, key)[layer] for key in ("mean", "low", "high", "n")}
@@ -270,7 +272,8 @@ def test_cli_report_errors(tmp_path, capsys):
 # ---------------------------------------------------------------------------- browser
 browser = pytest.mark.skipif(
     not (os.path.exists(tb_helpers.CHROMIUM) and os.path.exists(tb_helpers.CHROMEDRIVER)),
-    reason="needs %s and %s (apt-get install chromium chromium-driver)" % (tb_helpers.CHROMIUM, tb_helpers.CHROMEDRIVER),
+    reason="needs %s and %s (apt-get install chromium chromium-driver)"
+    % (tb_helpers.CHROMIUM, tb_helpers.CHROMEDRIVER),
 )
 
 

@@ -8,7 +8,6 @@ from lightning_equivariance import Rotation90, measure
 from lightning_equivariance.metrics import MEASURES
 from lightning_equivariance.metrics.base import LayerDetails
 from lightning_equivariance.metrics.correlation import CorrelationInvariance
-
 from models import SmallCNN
 
 #: Each measure's best possible value: perfect equivariance in its direction (docs/measures.md).

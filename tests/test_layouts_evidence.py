@@ -33,7 +33,10 @@ def _correlation_reference(model, name, x, to_map, elements=ref.ROT):
         xt = torch.stack(
             [torch.from_numpy(ref.transform_np(x[i].numpy(), e, in_size)[0].copy()) for i in range(x.shape[0])]
         )
-        ax, agx = to_map(ref.hooked(model, [name], x)[name]).numpy(), to_map(ref.hooked(model, [name], xt)[name]).numpy()
+        ax, agx = (
+            to_map(ref.hooked(model, [name], x)[name]).numpy(),
+            to_map(ref.hooked(model, [name], xt)[name]).numpy(),
+        )
         inv = eqv = count = 0.0
         for i in range(x.shape[0]):
             tax, mask = ref.transform_np(ax[i], e, in_size)

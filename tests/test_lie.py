@@ -13,12 +13,18 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from lightning_equivariance import LieDerivativeError, LieTransform, Measurement, TRANSFORMS, lie_derivative_contributions, measure
-from lightning_equivariance.functional import lie_generator, local_equivariance_error
+from lightning_equivariance import (
+    TRANSFORMS,
+    LieDerivativeError,
+    LieTransform,
+    Measurement,
+    lie_derivative_contributions,
+    measure,
+)
 from lightning_equivariance.contributions import _contribution_projections
+from lightning_equivariance.functional import lie_generator, local_equivariance_error
 from lightning_equivariance.lie import forward_lie, lie_derivative, resolve_transform
 from lightning_equivariance.layers import select_layers
-
 from models import SmallCNN
 
 SPATIAL = ["translation_x", "translation_y", "rotation", "scale", "shear", "hyperbolic_rotation"]
@@ -224,7 +230,8 @@ def _gaussian(k=7, sigma=1.5):
 
 
 def _filter_net(isotropic, seed=1, ch=4):
-    """3 x (7x7 conv, tanh), GAP, linear. Isotropic: every filter a scaled Gaussian; otherwise random filters of the same norms.
+    """3 x (7x7 conv, tanh), GAP, linear. Isotropic: every filter a scaled Gaussian; otherwise
+    random filters of the same norms.
 
     (A Gaussian of width 1.5 px is isotropic enough on the pixel grid for the discrete
     rotation generator; narrower ones are visibly square.)
@@ -254,7 +261,9 @@ def test_rotation_symmetric_filters_are_nearly_rotation_equivariant():
         energy = {k: float(v.square().mean()) for k, v in _capture(model, x).items()}
         relative[iso] = {k: lee[k] / energy[k] for k in lee.index}
         assert set(lee.index) == set(energy)
-    assert _lee(_filter_net(True), x, "rotation")["8"] < 1e-3 * _lee(_filter_net(False), x, "rotation")["8"]  # the output
+    assert (
+        _lee(_filter_net(True), x, "rotation")["8"] < 1e-3 * _lee(_filter_net(False), x, "rotation")["8"]
+    )  # the output
     for layer in relative[True]:  # LEE relative to the layer's mean square: scale-free
         assert relative[True][layer] < 0.1 * relative[False][layer], layer
 
@@ -263,7 +272,9 @@ def test_rotation_symmetric_filters_are_nearly_rotation_equivariant():
 def test_layer_contributions_sum_to_the_output_lie_derivative(cnn):
     """Eq. 6, per probe: sum_i z^T d f_{N:i+1} L_X f_i = z^T L_X f when every non-equivariant op is a layer."""
     x = _smooth_images(3, 2, 12)
-    records, proj, out_proj, out_sq, dim = _contribution_projections(cnn, x, resolve_transform("rotation"), select_layers(cnn), 4)
+    records, proj, out_proj, out_sq, dim = _contribution_projections(
+        cnn, x, resolve_transform("rotation"), select_layers(cnn), 4
+    )
     assert [r.name for r in records][:4] == ["conv1", "bn1", "relu", "pool"] and dim == 5
     assert torch.allclose(proj.sum(0), out_proj, rtol=1e-10, atol=1e-12 * float(out_proj.abs().max()))
     exact = lie_derivative(cnn, x, "rotation")
@@ -302,7 +313,9 @@ def test_contributions_without_cross_terms_add_up():
     hutchinson = hutchinson.set_index("layer")["contribution"]
     for layer in ("relu_a", "conv_b"):
         assert hutchinson[layer] == pytest.approx(c[layer], rel=0.25)
-    assert list(exact.columns) == ["layer", "index", "part", "module", "kind", "transform", "contribution", "stderr", "fraction", "cumulative"]
+    assert list(exact.columns) == [
+        "layer", "index", "part", "module", "kind", "transform", "contribution", "stderr", "fraction", "cumulative"
+    ]
     assert exact.cumulative.iloc[-2] == pytest.approx(1.0) and exact.layer.iloc[-1] == "(unattributed)"
 
 
@@ -354,7 +367,11 @@ def test_measure_lee_dataframe(cnn):
     assert report.per_channel("conv1", "lee", "rotation").shape == (6,)
     both = measure(cnn, x, measures=("invariance", "lee"), groups=("rotation90", "rotation")).to_dataframe()
     assert set(zip(both.measure, both.group)) == {("invariance", "rotation90"), ("lee", "rotation")}
-    assert both[both.measure == "lee"].set_index("layer")["value"].equals(df[df.group == "rotation"].set_index("layer")["value"])
+    assert (
+        both[both.measure == "lee"]
+        .set_index("layer")["value"]
+        .equals(df[df.group == "rotation"].set_index("layer")["value"])
+    )
 
 
 def test_streaming_and_modes(cnn):
@@ -374,13 +391,19 @@ def test_streaming_and_modes(cnn):
     a, b, whole_metric = LieDerivativeError(3), LieDerivativeError(3), LieDerivativeError(3)
     a.update(lie[:2]), b.update(lie[2:]), whole_metric.update(lie)
     a.merge_state(b)
-    assert float(a.compute()) == pytest.approx(float(whole_metric.compute())) == pytest.approx(float(local_equivariance_error(lie)))
+    assert (
+        float(a.compute())
+        == pytest.approx(float(whole_metric.compute()))
+        == pytest.approx(float(local_equivariance_error(lie)))
+    )
     assert float(whole_metric.compute()) == pytest.approx(float(lie.square().mean()))
 
 
 def _vit():
     torch.manual_seed(0)
-    vit = torchvision.models.VisionTransformer(image_size=16, patch_size=4, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5)
+    vit = torchvision.models.VisionTransformer(
+        image_size=16, patch_size=4, num_layers=1, num_heads=2, hidden_dim=16, mlp_dim=32, num_classes=5
+    )
     nn.init.normal_(vit.heads.head.weight, std=0.5)  # torchvision zero-inits the head
     return vit
 

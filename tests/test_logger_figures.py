@@ -19,8 +19,7 @@ import pytest
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from callback_helpers import LitCNN, trainer_kwargs
-from lightning_equivariance import EquivarianceCallback
-from lightning_equivariance import logger_figures
+from lightning_equivariance import EquivarianceCallback, logger_figures
 from lightning_equivariance.figures import close_figures, heatmap_figure, layer_matrix, profile_figure
 from lightning_equivariance.logger_figures import build_figures, figure_loggers, log_figures
 from lightning_equivariance.report import LayerResult, MeasureReport
@@ -242,7 +241,10 @@ def test_mlflow_local_fit_logs_figures_from_the_callback(tmp_path, mlflow_local)
     logger = MLFlowLogger(experiment_name="lightning-equivariance-test", tracking_uri=uri)
     fit(tmp_path, [logger])
     run_dir = tmp_path / "mlruns" / logger.experiment_id / logger.run_id
-    pngs = sorted(os.path.relpath(p, run_dir / "artifacts") for p in glob.glob(str(run_dir / "artifacts" / "**" / "*.png"), recursive=True))
+    pngs = sorted(
+        os.path.relpath(p, run_dir / "artifacts")
+        for p in glob.glob(str(run_dir / "artifacts" / "**" / "*.png"), recursive=True)
+    )
     expected = sorted(
         path % step for step in (5, 10) for path in (
             "equivariance_figures/equivariance/rotation90/heatmap_step%08d.png",

@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from lightning_equivariance import Measurement
-
 import ddp_measures_worker as worker
+from lightning_equivariance import Measurement
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -68,6 +67,8 @@ def test_two_processes_give_the_one_process_values(ddp_results, run):
     measures = {k[1] for k in expected}
     assert measures == set(kwargs["measures"])
     if run == "chance":
-        assert any(e["chance"] is not None for e in expected.values()) and any(e["stderr"] is not None for e in expected.values())
+        assert any(e["chance"] is not None for e in expected.values()) and any(
+            e["stderr"] is not None for e in expected.values()
+        )
         assert any(e["margin_stderr"] is not None and e["margin_pairs"] == 4 for e in expected.values())
     assert all(math.isfinite(e["value"]) or e["measure"] in ("nv", "nd") for e in expected.values())

@@ -67,7 +67,9 @@ def test_a_layer_with_nan_for_some_images_leaves_them_out_there_only():
     torch.manual_seed(0)
     conv, act, conv2 = nn.Conv2d(1, 4, 3, padding=1), _NaNForDarkImages(), nn.Conv2d(4, 4, 3, padding=1)
     model = nn.Sequential(conv, nn.ReLU(), act, conv2, nn.ReLU()).double()
-    x = torch.rand(8, 1, 10, 10, dtype=torch.float64) * torch.linspace(0.5, 1.5, 8, dtype=torch.float64).view(8, 1, 1, 1)
+    x = torch.rand(8, 1, 10, 10, dtype=torch.float64) * torch.linspace(0.5, 1.5, 8, dtype=torch.float64).view(
+        8, 1, 1, 1
+    )
     with torch.no_grad():
         means = model[:2](x).mean((1, 2, 3))
         act.threshold = float(means.median())

@@ -11,8 +11,6 @@ import pytest
 import torch
 
 from host_sync import NoHostRead
-from reference import assert_same_details
-
 from lightning_equivariance.functional import (
     correlation_equivariance,
     correlation_invariance,
@@ -32,6 +30,7 @@ from lightning_equivariance.metrics import (
     LieContext,
     LieDerivativeError,
 )
+from reference import assert_same_details
 
 B, BAD, C, S, D = 8, 3, 4, 8, 6
 KEEP = [i for i in range(B) if i != BAD]
@@ -56,7 +55,8 @@ def _spoil(a_x: torch.Tensor, a_gx: torch.Tensor, rows: List[int], how: str, see
 
 
 def _activations(group, kind: str, seed: int = 0):
-    """``a(x)`` ``B x C x S x S`` (or ``B x D``) and ``a(gx)``, partly equivariant, with dead channels / zero vectors."""
+    """``a(x)`` ``B x C x S x S`` (or ``B x D``) and ``a(gx)``, partly equivariant, with dead
+    channels / zero vectors."""
     gen = torch.Generator().manual_seed(seed)
     m = len(group.elements)
     if kind == "vector":
@@ -109,7 +109,8 @@ CASES = [(g, k) for g in ("rot90", "shift", "flip") for k in ("map", "vector")]
 # every (measure, options, group, kind) the measure is defined on
 STACKED_CASES = [(cls, opts, g, k) for cls, opts, kinds in STACKED for g, k in CASES if k in kinds]
 STACKED_IDS = [
-    f"{cls.measure_name}-{'-'.join(str(v) for v in opts.values()) or 'default'}-{g}-{k}" for cls, opts, g, k in STACKED_CASES
+    f"{cls.measure_name}-{'-'.join(str(v) for v in opts.values()) or 'default'}-{g}-{k}"
+    for cls, opts, g, k in STACKED_CASES
 ]
 
 
@@ -224,7 +225,10 @@ def test_correlation_update_and_functional(similarity, how):
     ta_x, pos = ctx.transformed_x(), ctx.mask()
     _, bad_gx = _spoil(a_x, a_gx, [BAD], how, seed=1)
     _, bad_ta = _spoil(a_x, ta_x, [BAD], how, seed=2)
-    for cls, fn in ((CorrelationInvariance, correlation_invariance), (CorrelationEquivariance, correlation_equivariance)):
+    for cls, fn in (
+        (CorrelationInvariance, correlation_invariance),
+        (CorrelationEquivariance, correlation_equivariance),
+    ):
         want, got = cls(2, C, similarity=similarity), cls(2, C, similarity=similarity)
         want.update(a_gx[:, KEEP], ta_x[:, KEEP], mask=pos)
         got.update(bad_gx, bad_ta, mask=pos, sample_mask=MASK)

@@ -305,7 +305,13 @@ class _NoHostSync(TorchDispatchMode):
 def test_no_host_sync_detector_detects():
     """Self-check: the detector used below catches ``.item()``, ``bool(t)``, ``int(t)`` and mask indexing."""
     x, m = torch.arange(4.0), torch.tensor([True, False, True, True])
-    for bad in (lambda: x.sum().item(), lambda: bool(x.sum() > 0), lambda: int(m.sum()), lambda: x[m], lambda: m.nonzero()):
+    for bad in (
+        lambda: x.sum().item(),
+        lambda: bool(x.sum() > 0),
+        lambda: int(m.sum()),
+        lambda: x[m],
+        lambda: m.nonzero(),
+    ):
         with pytest.raises(AssertionError):
             with _NoHostSync():
                 bad()
@@ -322,7 +328,7 @@ def test_update_layer_with_mask_has_no_host_sync(group_name, kind):
     mask[MASKED] = False
     for options in OPTIONS.values():
         metrics = {n: MEASURES[n].for_layer(_ctx(kind, group, a_x, a_gx), **options) for n in _names(kind)}
-        for name, metric in metrics.items():
+        for metric in metrics.values():
             with _NoHostSync():
                 metric.update(_ctx(kind, group, a_x, a_gx, mask))
         shared = _ctx(kind, group, a_x, a_gx, mask)

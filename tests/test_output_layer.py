@@ -166,7 +166,8 @@ def test_the_output_is_selected_by_auto_or_by_name_never_by_type_or_predicate():
     assert not any(selects_output(s) for s in (nn.Conv2d, [nn.Conv2d, nn.Linear], ["conv"], lambda n, m: True))
     assert select_layers(model, [OUTPUT]) == [] and [n for n, _ in select_layers(model, ["conv", OUTPUT])] == ["conv"]
     images = torch.rand(2, 3, 8, 8)
-    layers = lambda spec: list(dict.fromkeys(measure(model, images, layers=spec).to_dataframe().layer))  # noqa: E731
+    def layers(spec):
+        return list(dict.fromkeys(measure(model, images, layers=spec).to_dataframe().layer))
     assert layers([OUTPUT]) == [OUTPUT]
     assert layers(OUTPUT) == [OUTPUT]
     assert layers(nn.Linear) == ["fc"]

@@ -40,7 +40,11 @@ def test_version_falls_back_when_the_package_is_not_installed(monkeypatch):
 
 def test_python_m_version_prints_the_version():
     out = subprocess.run(
-        [sys.executable, "-m", "lightning_equivariance", "--version"], capture_output=True, text=True, timeout=300, cwd=ROOT
+        [sys.executable, "-m", "lightning_equivariance", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == f"lightning-equivariance {lightning_equivariance.__version__}"
@@ -206,7 +210,9 @@ def test_apply_is_idempotent_and_restore_undoes_it(patched):
     compat.restore()
     assert not compat.is_applied()
     assert all(getattr(o, n) is f for (o, n), f in before.items())
-    assert all(cls.__hash__ is not h and cls.__hash__.__module__ == "e2cnn.kernels.irreps_basis" for cls, h in hashes.items())
+    assert all(
+        cls.__hash__ is not h and cls.__hash__.__module__ == "e2cnn.kernels.irreps_basis" for cls, h in hashes.items()
+    )
     compat.apply(force=True)
     assert all(cls.__hash__ is h for cls, h in hashes.items())
 

@@ -123,7 +123,8 @@ def test_cache_is_per_rank_and_world():
 
 def test_loader_collate_fn_input_fn_and_an_iterable_dataset():
     x = _numbered(20)
-    halve = lambda items: {"pixels": torch.stack([t for t, _ in items]) / 2}  # noqa: E731
+    def halve(items):
+        return {"pixels": torch.stack([t for t, _ in items]) / 2}
     loader = DataLoader(TensorDataset(x, torch.zeros(20)), batch_size=5, collate_fn=halve)
     probes = ProbeSet(6, seed=1, input_fn=lambda batch: batch["pixels"])
     assert torch.equal(probes.images(loader), x[probes.indices] / 2)

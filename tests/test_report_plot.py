@@ -8,10 +8,10 @@ import torch
 
 matplotlib = pytest.importorskip("matplotlib")
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402 - Agg backend first
 
-from lightning_equivariance.metrics import CorrelationInvariance, NormalizedVariance  # noqa: E402
-from lightning_equivariance.report import LayerResult, MeasureReport, above_chance  # noqa: E402
+from lightning_equivariance.metrics import CorrelationInvariance, NormalizedVariance  # noqa: E402 - Agg backend first
+from lightning_equivariance.report import LayerResult, MeasureReport, above_chance  # noqa: E402 - Agg backend first
 
 
 def report_of(n_layers, measures=("equivariance", "invariance"), chance=True):

@@ -11,11 +11,10 @@ import torch
 
 pytest.importorskip("e2cnn", reason='needs e2cnn: pip install "lightning-equivariance[steerable]"')
 
-from lightning_equivariance import Flip, measure  # noqa: E402
-from lightning_equivariance import _e2cnn_compat  # noqa: E402
-from lightning_equivariance.baselines import SteerableCNN  # noqa: E402
-from lightning_equivariance.groups import GroupElement  # noqa: E402
-from lightning_equivariance.steerable import e2cnn_channel_action, patch_e2cnn  # noqa: E402
+from lightning_equivariance import Flip, _e2cnn_compat, measure  # noqa: E402 - after the e2cnn skip
+from lightning_equivariance.baselines import SteerableCNN  # noqa: E402 - after the e2cnn skip
+from lightning_equivariance.groups import GroupElement  # noqa: E402 - after the e2cnn skip
+from lightning_equivariance.steerable import e2cnn_channel_action, patch_e2cnn  # noqa: E402 - after the e2cnn skip
 
 NUMPY = tuple(int(p) for p in np.__version__.split(".")[:2])
 ROT90 = GroupElement("90", {"angle": 90.0})
@@ -82,7 +81,9 @@ def test_e2cnn_bases_build_and_are_equivariant(name):
         warnings.simplefilter("ignore")  # e2cnn's own deprecations
         in_type = enn.FieldType(gs, [gs.trivial_repr])
         hidden = enn.FieldType(gs, reprs)
-        net = enn.SequentialModule(enn.R2Conv(in_type, hidden, 5, padding=2), enn.R2Conv(hidden, hidden, 3, padding=1)).eval()
+        net = enn.SequentialModule(
+            enn.R2Conv(in_type, hidden, 5, padding=2), enn.R2Conv(hidden, hidden, 3, padding=1)
+        ).eval()
     x = torch.randn(2, 1, 9, 9)
     with torch.no_grad():
         y = net(enn.GeometricTensor(x, in_type)).tensor

@@ -38,10 +38,10 @@ if not os.path.exists(tb_helpers.CHROMIUM):
         allow_module_level=True,
     )
 
-from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
-from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+from selenium.common.exceptions import NoAlertPresentException  # noqa: E402 - after the chromium skip
+from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402 - after the chromium skip
+from selenium.webdriver.common.by import By  # noqa: E402 - after the chromium skip
+from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402 - after the chromium skip
 
 WAIT = 30  # seconds, the bound of every wait
 GROUP = tb_helpers.GROUP  # "rotation90", the callback's group name
@@ -59,9 +59,9 @@ def make_logdir(path):
     an ``nv`` run whose last point is ``+inf``.
     """
     import lightning.pytorch  # noqa: F401 - imported before the clock starts
-    import torch  # noqa: F401
+    import torch  # noqa: F401 - imported before the clock starts
 
-    import lightning_equivariance.callback  # noqa: F401
+    import lightning_equivariance.callback  # noqa: F401 - imported before the clock starts
 
     started = time.monotonic()
     info = tb_helpers.train_logdir(path)
@@ -574,12 +574,14 @@ def test_hand_written_logs(driver, tmp_path):
         ActionChains(driver).move_to_element(plot).perform()  # hover labels get drawn
         assert js(driver, "return document.querySelectorAll('img, b, [onerror]').length") == 0
         with pytest.raises(NoAlertPresentException):
-            driver.switch_to.alert.text
+            driver.switch_to.alert.text  # noqa: B018 - reading the alert is the check: it raises when none is open
 
         # sv: no preferred direction - the hint says so, the colours are not reversed.
         click_view(driver, "heatmap")
         select_measure(driver, "sv")
-        canvas = wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, '.eq-heatmap[data-run="sv_run"] canvas.eq-canvas'))[0]
+        canvas = wait(
+            driver, lambda d: d.find_elements(By.CSS_SELECTOR, '.eq-heatmap[data-run="sv_run"] canvas.eq-canvas')
+        )[0]
         hint = js(driver, "return document.querySelector('.eq-main .eq-hint').textContent")
         assert "this measure has no preferred direction" in hint
         assert "lower is" not in hint and "higher is" not in hint
@@ -600,7 +602,8 @@ def hover_cell_js(driver, canvas, r, c):
         box.scrollIntoView({block: 'center'});
         box.scrollTop = Math.max(0, y - box.clientHeight / 2);
         const rect = canvas.getBoundingClientRect();
-        canvas.dispatchEvent(new MouseEvent('mousemove', {clientX: rect.left + x, clientY: rect.top + y, bubbles: true}));
+        canvas.dispatchEvent(
+          new MouseEvent('mousemove', {clientX: rect.left + x, clientY: rect.top + y, bubbles: true}));
         return h.tip.hidden ? null : h.tip.textContent;
         """,
         canvas,
@@ -690,12 +693,15 @@ def test_statistics_and_deep_heatmap(driver, tmp_path):
         shapes = js(
             driver,
             "const p = document.querySelector('.js-plotly-plot');"
-            "return [p.data.length, (p.layout.shapes || []).map(s => [s.name, s.line && s.line.dash, s.fillcolor || ''])]",
+            "return [p.data.length, "
+            "(p.layout.shapes || []).map(s => [s.name, s.line && s.line.dash, s.fillcolor || ''])]",
         )
         assert shapes[0] == 1
         assert ["chance", "dot", ""] in [[s[0], s[1], s[2]] for s in shapes[1]]  # dotted: not a baseline's dash
         assert any(s[0] == "stderr" and s[2].startswith("rgba") for s in shapes[1])
-        assert js(driver, "return document.querySelector('.js-plotly-plot').data[0].hovertext[0]").startswith("<br>chance")
+        assert js(driver, "return document.querySelector('.js-plotly-plot').data[0].hovertext[0]").startswith(
+            "<br>chance"
+        )
 
 
 def test_not_significant_layers_are_hatched_with_their_interval(driver, tmp_path):
@@ -803,14 +809,20 @@ def test_run_groups(own_driver, tmp_path):
         wait(driver, lambda d: js(d, "return document.body.dataset.renderCount"))
         # Recorded groups are used by default; the sidebar names each group and its runs.
         wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, ".eq-group-entry")) == 3, message="groups listed")
-        assert Select(driver.find_element(By.CSS_SELECTOR, ".eq-group-by")).first_selected_option.get_attribute("value") == "recorded"
+        assert (
+            Select(driver.find_element(By.CSS_SELECTOR, ".eq-group-by")).first_selected_option.get_attribute("value")
+            == "recorded"
+        )
         entries = js(driver, "return [...document.querySelectorAll('.eq-group-entry')].map(e => e.textContent)")
         assert entries == ["cnn3 runs", "rotaug2 runs", "steerable1 run (shown as the run)"]
         note = driver.find_element(By.CSS_SELECTOR, ".eq-interval-note").text
         assert "95% Student-t interval over runs" in note
 
         # Heatmap: one card per group of 2+ runs (the group mean), the others as runs.
-        wait(driver, lambda d: js(d, "return document.querySelectorAll('.eq-heatmap-group[data-drawn=\"1\"]').length") == 2)
+        wait(
+            driver,
+            lambda d: js(d, "return document.querySelectorAll('.eq-heatmap-group[data-drawn=\"1\"]').length") == 2,
+        )
         runs_drawn = set(wait(driver, lambda d: all_drawn(d, {"steerable_seed0", "lone_run"}), message="runs drawn"))
         assert runs_drawn == {"steerable_seed0", "lone_run"}
         canvas = driver.find_element(By.CSS_SELECTOR, '.eq-heatmap-group[data-group="cnn"] canvas.eq-canvas')
@@ -827,8 +839,15 @@ def test_run_groups(own_driver, tmp_path):
         before = render_count(driver)
         Select(driver.find_element(By.CSS_SELECTOR, ".eq-x-axis")).select_by_value("global_step")
         wait(driver, lambda d: render_count(d) > before)
-        wait(driver, lambda d: js(d, "const c = document.querySelector('.eq-heatmap-group[data-group=\"cnn\"] canvas');"
-                                     "return c && c.eqHeatmap.spec.cols.join(',') === '10,20,30,40'"), message="global steps")
+        wait(
+            driver,
+            lambda d: js(
+                d,
+                "const c = document.querySelector('.eq-heatmap-group[data-group=\"cnn\"] canvas');"
+                "return c && c.eqHeatmap.spec.cols.join(',') === '10,20,30,40'",
+            ),
+            message="global steps",
+        )
         before = render_count(driver)
         Select(driver.find_element(By.CSS_SELECTOR, ".eq-x-axis")).select_by_value("epoch")
         wait(driver, lambda d: render_count(d) > before)
@@ -837,7 +856,10 @@ def test_run_groups(own_driver, tmp_path):
         set_run_visible(driver, "cnn_seed2", False)  # cnn is now one run: drawn as the run
         wait(driver, lambda d: all_drawn(d, {"cnn_seed1", "steerable_seed0", "lone_run"}), message="cnn_seed1 as a run")
         run_canvas = canvas_of(driver, "cnn_seed1")
-        assert js(driver, "return arguments[0].eqHeatmap.colorOf(NaN)", run_canvas) == pixel_matches(driver, run_canvas, 2, 1)[0]
+        assert (
+            js(driver, "return arguments[0].eqHeatmap.colorOf(NaN)", run_canvas)
+            == pixel_matches(driver, run_canvas, 2, 1)[0]
+        )
         assert "not measured (refused): dead output" in hover_cell_js(driver, run_canvas, 2, 1).split("\n")
         hint = js(driver, "return document.querySelector('.eq-main .eq-hint').textContent")
         assert "Grey cells: layer not measured at that epoch (hover for why)" in hint
@@ -860,8 +882,11 @@ def test_run_groups(own_driver, tmp_path):
         # Toggling a run out of its group changes the group's band.
         before = bands["cnn"][1]
         set_run_visible(driver, "cnn_seed1", False)
-        after = wait(driver, lambda d: (lambda b: b if b.get("cnn") and b["cnn"][1] != before else False)(group_band_area(d)),
-                     message="band changed")
+        after = wait(
+            driver,
+            lambda d: (lambda b: b if b.get("cnn") and b["cnn"][1] != before else False)(group_band_area(d)),
+            message="band changed",
+        )
         assert after["cnn"][1] != pytest.approx(before, abs=1e-9)
         means = js(driver, "return document.querySelector('.js-plotly-plot').data"
                            ".filter(t => t.meta === 'group-mean').map(t => t.name)")
@@ -889,7 +914,13 @@ def test_run_groups(own_driver, tmp_path):
         field.send_keys(r"seed(\d)")
         field.send_keys("\n")
         wait(driver, lambda d: render_count(d) > before)
-        wait(driver, lambda d: js(d, "return [...document.querySelectorAll('.eq-group-entry')].map(e => e.dataset.group)") == ["0", "1", "2"])
+        wait(
+            driver,
+            lambda d: (
+                js(d, "return [...document.querySelectorAll('.eq-group-entry')].map(e => e.dataset.group)")
+                == ["0", "1", "2"]
+            ),
+        )
         traces = wait(driver, lambda d: js(
             d, "const p = document.querySelector('.eq-card[data-id=\"spearman-scatter\"] .js-plotly-plot');"
                "return p && p.data.filter(t => t.meta === 'group-points').map(t => t.name)"), message="grouped scatter")
@@ -915,7 +946,8 @@ def test_run_groups(own_driver, tmp_path):
             d.find_elements(By.CSS_SELECTOR, ".eq-group-error")), message="refused pattern named")
         text = err[0].text
         assert "invalid run-group pattern" in text and "RE2 syntax" in text and "backreferences" in text, text
-        group_requests = lambda d: [u for u in js(d, "return window.eqFetched") if "/groups?" in u]  # noqa: E731
+        def group_requests(d):
+            return [u for u in js(d, "return window.eqFetched") if "/groups?" in u]
         sent = group_requests(driver)
         assert len(sent) == 1, sent
         assert urllib.parse.parse_qs(urllib.parse.urlsplit(sent[0]).query)["pattern"] == [refused], sent
@@ -965,16 +997,26 @@ def test_tab_polish(own_driver, tmp_path):
 
         # Curves: whole-epoch ticks; the shared y-range option.
         click_view(driver, "curves")
-        ticks = wait(driver, lambda d: js(d, "return [...document.querySelectorAll('.eq-card[data-id=\"curves-parts\"] .xtick text')].map(t => t.textContent)"))
+        ticks = wait(
+            driver,
+            lambda d: js(
+                d,
+                "return [...document.querySelectorAll('.eq-card[data-id=\"curves-parts\"] .xtick text')]"
+                ".map(t => t.textContent)",
+            ),
+        )
         assert ticks and all(t.isdigit() for t in ticks) and len(set(ticks)) == len(ticks), ticks
         # A single point (lone_run has one epoch): one tick, the point in the middle.
         before = render_count(driver)
         driver.find_element(By.XPATH, "//div[@class='eq-run-tools']/button[text()='none']").click()
         wait(driver, lambda d: render_count(d) > before)
         set_run_visible(driver, "lone_run", True)
-        single = js(driver, "const l = document.querySelector('.eq-card[data-id=\"curves-parts\"] .js-plotly-plot')._fullLayout;"
-                            "return [l.xaxis.range, [...document.querySelectorAll('.eq-card[data-id=\"curves-parts\"] .xtick text')]"
-                            ".map(t => t.textContent)]")
+        single = js(
+            driver,
+            "const l = document.querySelector('.eq-card[data-id=\"curves-parts\"] .js-plotly-plot')._fullLayout;"
+            "return [l.xaxis.range, [...document.querySelectorAll('.eq-card[data-id=\"curves-parts\"] .xtick text')]"
+            ".map(t => t.textContent)]",
+        )
         assert single[0] == [-0.5, 0.5] and set(single[1]) == {"0"}, single
         before = render_count(driver)
         driver.find_element(By.XPATH, "//div[@class='eq-run-tools']/button[text()='all']").click()
@@ -985,10 +1027,16 @@ def test_tab_polish(own_driver, tmp_path):
         driver.find_element(By.CSS_SELECTOR, ".eq-shared-y").click()
         wait(driver, lambda d: render_count(d) > before)
         assert js(driver, layout + ".yaxis2.matches") == "y"
-        ranges = js(driver, "const l = document.querySelector('.eq-card[data-id=\"curves-layers\"] .js-plotly-plot')._fullLayout;"
-                            "return [l.yaxis.range, l.yaxis2.range, l.yaxis3.range]")
+        ranges = js(
+            driver,
+            "const l = document.querySelector('.eq-card[data-id=\"curves-layers\"] .js-plotly-plot')._fullLayout;"
+            "return [l.yaxis.range, l.yaxis2.range, l.yaxis3.range]",
+        )
         assert ranges[0] == ranges[1] == ranges[2], ranges
-        assert "one y-range for all panels" in driver.find_element(By.CSS_SELECTOR, '.eq-card[data-id="curves-parts"] .eq-card-sub').text
+        assert (
+            "one y-range for all panels"
+            in driver.find_element(By.CSS_SELECTOR, '.eq-card[data-id="curves-parts"] .eq-card-sub').text
+        )
 
         # Profile at epoch 0: "at epoch 0", and the slider's label.
         click_view(driver, "profile")

@@ -21,8 +21,8 @@ pytestmark = pytest.mark.browser
 if not os.path.exists(tb_helpers.CHROMIUM):
     pytest.skip("needs %s (apt-get install chromium chromium-driver)" % tb_helpers.CHROMIUM, allow_module_level=True)
 
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
+from selenium.webdriver.common.by import By  # noqa: E402 - after the chromium skip
+from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402 - after the chromium skip
 
 WAIT = 30
 DEEP = {"deep158": 158, "deep400": 400}

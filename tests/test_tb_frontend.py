@@ -233,9 +233,11 @@ const interval = "95% Student-t interval over runs";
 def test_group_curves_mean_and_band():
     out = run_js(
         GROUP_JS + """
-        const f = m.curvesFigures([x], ["c0"], ["Early", "Late"], "eq", style, {groups: [g], groupStyle: gstyle, interval});
+        const f = m.curvesFigures(
+          [x], ["c0"], ["Early", "Late"], "eq", style, {groups: [g], groupStyle: gstyle, interval});
         const base = Object.assign({}, g, {baseline: true});
-        const dashed = m.curvesFigures([], ["c0"], ["Early"], "eq", style, {groups: [base], groupStyle: gstyle, interval});
+        const dashed = m.curvesFigures(
+          [], ["c0"], ["Early"], "eq", style, {groups: [base], groupStyle: gstyle, interval});
         out = {
           part: f.perPart.traces.filter((t) => t.xaxis === "x").map((t) => [t.meta || "run", t.name, t.fill || null]),
           band: f.perLayer.traces.find((t) => t.meta === "group-band"),
@@ -262,7 +264,10 @@ def test_group_curves_mean_and_band():
 def test_group_profile_band_is_a_shape():
     out = run_js(GROUP_JS + """
         const f = m.profileFigure([x], 1, "eq", style, {groups: [g], groupStyle: gstyle, interval});
-        out = {traces: f.traces.map((t) => [t.meta || "run", t.name, t.hovertext]), shapes: f.layout.shapes.map((s) => [s.name, s.path])};""")
+        out = {
+          traces: f.traces.map((t) => [t.meta || "run", t.name, t.hovertext]),
+          shapes: f.layout.shapes.map((s) => [s.name, s.path]),
+        };""")
     assert out["traces"][0][:2] == ["group-mean", "seeds&lt;1&gt; · mean of 3 runs · epoch 1"]
     assert out["traces"][0][2] == [
         "95% Student-t interval over runs: 0.5000 to 0.7000 · 2 runs of 3",
@@ -318,7 +323,8 @@ def test_integer_epoch_ticks_single_point_and_shared_y():
           axes: [m.integerAxis([0, 1, 2]), m.integerAxis([0, 120]), m.integerAxis([3])],
           xaxis: f.perLayer.layout.xaxis,
           matches: [f.perLayer.layout.yaxis.matches || null, f.perLayer.layout.yaxis2.matches],
-          unshared: m.curvesFigures([x], ["c0", "<i>c1</i>"], ["Early"], "eq", style).perLayer.layout.yaxis2.matches || null,
+          unshared:
+            m.curvesFigures([x], ["c0", "<i>c1</i>"], ["Early"], "eq", style).perLayer.layout.yaxis2.matches || null,
           single: single.perLayer.layout.xaxis.range,
           words: [m.plural(1, "epoch"), m.plural(0, "epoch"), m.plural(2, "run"), m.plural(1, "run")],
         };"""

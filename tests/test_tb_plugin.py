@@ -18,11 +18,11 @@ from werkzeug import test as werkzeug_test
 from werkzeug import wrappers
 
 import tb_helpers
-from tb_helpers import MALFORMED_LAYERS, MARKUP_PART, RUNS, XSS_RUN
 from lightning_equivariance_tb import data as data_module
 from lightning_equivariance_tb import plugin as plugin_module
 from lightning_equivariance_tb import summary
 from lightning_equivariance_tb.plugin import EquivariancePlugin
+from tb_helpers import MALFORMED_LAYERS, MARKUP_PART, RUNS, XSS_RUN
 
 PREFIX = "/data/plugin/equivariance"
 EPOCHS = 4
@@ -218,17 +218,62 @@ def test_channels(client):
     [
         ("/series", dict(measure="equivariance", group="rot90"), 400, "missing query parameter 'run'"),
         ("/series", dict(run="resnet_a", group="rot90"), 400, "missing query parameter 'measure'"),
-        ("/series", dict(run="nope", measure="equivariance", group="rot90"), 404, "run 'nope' has no equivariance data"),
-        ("/series", dict(run="resnet_a", measure="lee", group="rot90"), 404, "no data for measure 'lee', group 'rot90' (it has: equivariance/rot90, invariance/rot90)"),
+        (
+            "/series",
+            dict(run="nope", measure="equivariance", group="rot90"),
+            404,
+            "run 'nope' has no equivariance data",
+        ),
+        (
+            "/series",
+            dict(run="resnet_a", measure="lee", group="rot90"),
+            404,
+            "no data for measure 'lee', group 'rot90' (it has: equivariance/rot90, invariance/rot90)",
+        ),
         ("/series", dict(run="resnet_a", measure="equivariance", group="flip"), 404, "group 'flip'"),
-        ("/series", dict(run="resnet_a", measure="equivariance", group="rot90", encoding="xml"), 400, "encoding must be 'base64'"),
-        ("/channels", dict(run="resnet_a", measure="equivariance", group="rot90"), 400, "missing query parameter 'layer'"),
-        ("/channels", dict(run="resnet_a", measure="equivariance", group="rot90", layer="nope"), 404, "run 'resnet_a' has no layer 'nope'"),
-        ("/channels", dict(run="resnet_a", measure="equivariance", group="rot90", layer="fc", step="x"), 400, "step must be an integer, got 'x'"),
-        ("/channels", dict(run="resnet_a", measure="equivariance", group="rot90", layer="fc", step="99"), 404, "no per-channel data at step 99"),
-        ("/channels", dict(run=XSS_RUN, measure="lee", group="rot90", layer="fc"), 404, "has no per-channel data for measure 'lee'"),
+        (
+            "/series",
+            dict(run="resnet_a", measure="equivariance", group="rot90", encoding="xml"),
+            400,
+            "encoding must be 'base64'",
+        ),
+        (
+            "/channels",
+            dict(run="resnet_a", measure="equivariance", group="rot90"),
+            400,
+            "missing query parameter 'layer'",
+        ),
+        (
+            "/channels",
+            dict(run="resnet_a", measure="equivariance", group="rot90", layer="nope"),
+            404,
+            "run 'resnet_a' has no layer 'nope'",
+        ),
+        (
+            "/channels",
+            dict(run="resnet_a", measure="equivariance", group="rot90", layer="fc", step="x"),
+            400,
+            "step must be an integer, got 'x'",
+        ),
+        (
+            "/channels",
+            dict(run="resnet_a", measure="equivariance", group="rot90", layer="fc", step="99"),
+            404,
+            "no per-channel data at step 99",
+        ),
+        (
+            "/channels",
+            dict(run=XSS_RUN, measure="lee", group="rot90", layer="fc"),
+            404,
+            "has no per-channel data for measure 'lee'",
+        ),
         ("/spearman", dict(measure="equivariance", group="rot90"), 400, "missing query parameter 'scalar'"),
-        ("/spearman", dict(measure="lee", group="rot90", scalar="val/acc"), 404, "no run has data for measure 'lee', group 'rot90'"),
+        (
+            "/spearman",
+            dict(measure="lee", group="rot90", scalar="val/acc"),
+            404,
+            "no run has data for measure 'lee', group 'rot90'",
+        ),
         ("/spearman", dict(measure="equivariance", group="rot90", scalar="nope"), 404, "has the scalar tag 'nope'"),
     ],
 )
@@ -583,9 +628,15 @@ def test_malformed_event_files_never_500(bad_client):
     assert set(runs) == {"string_tensor", "bad_channels", "bad_shape", "bad_record", "markup_part",
                          "good_a", "good_b", "sv_run"}
     for run in runs:
-        for route, extra in [("/series", {}), ("/channels", {"layer": "c1"}), ("/channels", {"layer": "c1", "step": "1"})]:
+        for route, extra in [
+            ("/series", {}),
+            ("/channels", {"layer": "c1"}),
+            ("/channels", {"layer": "c1", "step": "1"}),
+        ]:
             for measure in ("equivariance", "sv"):
-                response = bad_client.get(PREFIX + route, query_string=dict(run=run, measure=measure, group="rot90", **extra))
+                response = bad_client.get(
+                    PREFIX + route, query_string=dict(run=run, measure=measure, group="rot90", **extra)
+                )
                 assert response.status_code in (200, 404), (run, route, response.get_data(as_text=True))
                 assert response.mimetype == "application/json"
     assert get(bad_client, "/spearman", scalar="val/acc", **EQ)["points"]
@@ -658,7 +709,9 @@ def test_v1_logs_are_served():
     assert series["version"] == 1 and series["steps"] == [0, 1, 2] and series["missing"] == []
     assert series["layers"] == ["features.0", "features.1", "features.2", "features.3", "pool", "fc"]
     for epoch in range(3):
-        np.testing.assert_allclose([row[epoch] for row in series["values"]], v1_values("v1_resnet", epoch, 1), rtol=1e-6)
+        np.testing.assert_allclose(
+            [row[epoch] for row in series["values"]], v1_values("v1_resnet", epoch, 1), rtol=1e-6
+        )
     lee = get(client, "/series", run="v1_resnet", measure="lee", group="rotation")
     assert lee["values"][3][2] == "Infinity"
     channels = get(client, "/channels", run="v1_resnet", layer="features.3", **EQ)
@@ -695,7 +748,8 @@ def test_logs_without_margins_are_served(tmp_path):
     assert old["steps"] == [0, 1] and old["global_steps"] == [0, 10]
     np.testing.assert_allclose([row[1] for row in old["values"]], np.round(np.linspace(0.3, 0.7, 5) + 0.05, 3),
                                rtol=1e-6)
-    stat = lambda body, field: tb_helpers.decode_values(dict(body["stats"][field]))["values"]  # noqa: E731
+    def stat(body, field):
+        return tb_helpers.decode_values(dict(body["stats"][field]))["values"]
     np.testing.assert_allclose([row[0] for row in stat(old, "chance")], [0.25] * 5, rtol=1e-6)
     new = get(client, "/series", run="with_margin", **EQ)
     assert {"margin", "margin_stderr", "margin_low", "significant"} <= set(new["stats"])
@@ -740,7 +794,9 @@ def test_v2_missing_layers_records_and_stats(v2_client):
     ]
     # Part means over the measured layers only: Early at epoch 1 is conv1 alone.
     assert body["part_names"] == ["Early", "Late", "Pool", "Final"]
-    parts = tb_helpers.decode_values({"values_base64": body["part_values_base64"], "values_shape": body["part_values_shape"]})["values"]
+    parts = tb_helpers.decode_values(
+        {"values_base64": body["part_values_base64"], "values_shape": body["part_values_shape"]}
+    )["values"]
     assert parts[0] == [pytest.approx(0.2), pytest.approx(1.1), pytest.approx(1.2)]
     assert parts[1] == [None, None, None] and parts[3] == ["Infinity"] * 3
     stderr = tb_helpers.decode_values(dict(body["stats"]["stderr"]))["values"]
@@ -1001,8 +1057,8 @@ def test_group_body_of_runs_at_their_own_steps_matches_group_statistics():
     from lightning_equivariance_tb import run_groups
 
     rng = np.random.default_rng(5)
-    md = lambda layers, parts: {"layers": layers, "parts": parts, "baseline": False, "model": "m",  # noqa: E731
-                                "higher_is_better": True}
+    def md(layers, parts):
+        return {"layers": layers, "parts": parts, "baseline": False, "model": "m", "higher_is_better": True}
     runs = [
         ("r0", md(["a", "b", "c"], ["Early", "Late", "Final"]), [0, 10, 20, 30], rng.normal(size=(3, 4))),
         ("r1", md(["a", "b", "c"], ["Early", "Late", "Final"]), [5, 10, 10, 25, None], rng.normal(size=(3, 5))),

@@ -12,8 +12,8 @@ from tensorboard.backend.event_processing import event_accumulator
 from tensorboard.compat.proto import summary_pb2
 from tensorboard.util import tensor_util
 
-from tb_helpers import FakeReport, FakeSeries, fake_report, layer_names
 from lightning_equivariance_tb import metadata, summary
+from tb_helpers import FakeReport, FakeSeries, fake_report, layer_names
 
 LAYERS_TAG = "equivariance_layers/equivariance/rot90"
 CHANNELS_TAG = "equivariance_channels/equivariance/rot90"
@@ -51,7 +51,7 @@ def test_path_writer_roundtrip(tmp_path):
     }
     points = values_of(acc, LAYERS_TAG)
     assert [step for step, _ in points] == [0, 1, 2]
-    for (step, value), report in zip(points, reports):
+    for (_, value), report in zip(points, reports):
         assert value.dtype == np.float32 and value.shape == (6,)
         np.testing.assert_allclose(value, report.items[0].values, rtol=1e-6)
 
@@ -465,7 +465,10 @@ def test_record_only_when_there_is_something_to_record(tmp_path):
         (dict(baseline="no"), "'baseline' must be true or false"),
         (dict(run_group=7), "'run_group' must be a string"),
         (dict(kind="stats"), "lacks 'fields'"),
-        (dict(version=1, kind="record"), "has kind 'record', expected one of \\('layers', 'channels'\\) \\(version 1\\)"),
+        (
+            dict(version=1, kind="record"),
+            "has kind 'record', expected one of \\('layers', 'channels'\\) \\(version 1\\)",
+        ),
         (dict(version=1, higher_is_better=None), "must be true or false \\(version 1\\)"),
         (dict(version=True), "has version True"),
     ],

@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+import reference_family as ref
 from lightning_equivariance import Flip, Rotation, Rotation90, Translation, measure
 from lightning_equivariance.functional import (
     anova_invariance,
@@ -20,8 +21,6 @@ from lightning_equivariance.functional import (
 from lightning_equivariance.functional.transformational import safe_ratio
 from lightning_equivariance.groups import Dihedral, Scale, quiroga_rotations, quiroga_scales, quiroga_translations
 from lightning_equivariance.metrics import AnovaInvariance, GoodfellowInvariance, NormalizedVariance, SampleDistance
-
-import reference_family as ref
 from models import SmallCNN
 
 FAMILY = ["tv", "sv", "nv", "td", "sd", "nd", "anova", "goodfellow", "same_equivariance"]
@@ -70,7 +69,9 @@ def _brute_acts(cache, key, model, images, elements):
 
 
 @pytest.mark.parametrize("group,elements", GROUPS, ids=["rot90", "flips", "shifts", "scale"])
-@pytest.mark.parametrize("include_identity,distance", [(True, "euclidean"), (False, "squared")], ids=["identity-euclid", "noid-squared"])
+@pytest.mark.parametrize(
+    "include_identity,distance", [(True, "euclidean"), (False, "squared")], ids=["identity-euclid", "noid-squared"]
+)
 def test_matches_brute_force(group, elements, include_identity, distance, brute_cache):
     """Every measure, every layer (maps and vectors), value and per-channel, to 1e-6 relative."""
     _check_against_brute_force(group, elements, include_identity, distance, brute_cache)
@@ -92,7 +93,9 @@ def _check_against_brute_force(group, elements, include_identity, distance, brut
     k = len(elements) + 1
     opts = dict(include_identity=include_identity, distance=distance, anova_alpha=0.2, anova_num_tests=1)
     # one chunk holds every image: the within-batch SD pairs are then all pairs (exact)
-    report = measure(model, images, measures=FAMILY, groups=[group], batch_size=images.shape[0] * k, measure_options=opts)
+    report = measure(
+        model, images, measures=FAMILY, groups=[group], batch_size=images.shape[0] * k, measure_options=opts
+    )
     acts = _brute_acts(brute_cache, group.name, model, images, elements)
     d = ref.euclid if distance == "euclidean" else ref.squared
     df = report.to_dataframe()
@@ -126,7 +129,9 @@ def _check_against_brute_force(group, elements, include_identity, distance, brut
         assert list(rows["sv"].per_element) == names
         _close(list(rows["sv"].per_element.values()), ref.sv_columns(cube).mean(-1))
         assert list(rows["goodfellow"].per_element) == [e.name for e in group.elements]
-        _close(list(rows["goodfellow"].per_element.values()), ref.goodfellow(cube_full).reshape(len(elements), -1).mean(-1))
+        _close(
+            list(rows["goodfellow"].per_element.values()), ref.goodfellow(cube_full).reshape(len(elements), -1).mean(-1)
+        )
         assert list(rows["nv"].per_element) == ["all"]
         if vector:
             assert "same_equivariance" not in rows
@@ -144,8 +149,18 @@ def test_brute_force_interpolated_rotation_and_dihedral(brute_cache):
     model, images = _model(3), _images(5, 10)
     cases = [
         (Rotation([45, 90]), [("angle", 45.0), ("angle", 90.0)]),
-        (Dihedral(4), [("dihedral", (90.0, False)), ("dihedral", (180.0, False)), ("dihedral", (270.0, False)),
-                       ("dihedral", (0.0, True)), ("dihedral", (90.0, True)), ("dihedral", (180.0, True)), ("dihedral", (270.0, True))]),
+        (
+            Dihedral(4),
+            [
+                ("dihedral", (90.0, False)),
+                ("dihedral", (180.0, False)),
+                ("dihedral", (270.0, False)),
+                ("dihedral", (0.0, True)),
+                ("dihedral", (90.0, True)),
+                ("dihedral", (180.0, True)),
+                ("dihedral", (270.0, True)),
+            ],
+        ),
     ]
     for group, elements in cases:
         report = measure(model, images, measures=["nv", "same_equivariance"], groups=[group], batch_size=200)
@@ -227,7 +242,9 @@ def test_dead_unit_scores_nv_one():
     model = _model()
     with torch.no_grad():
         model.conv2.weight[2].zero_()  # channel 2 of conv2 = its bias: constant everywhere
-    report = measure(model, _images(6), measures=["tv", "sv", "nv", "nd", "anova", "goodfellow"], groups=[Rotation90()], batch_size=8)
+    report = measure(
+        model, _images(6), measures=["tv", "sv", "nv", "nd", "anova", "goodfellow"], groups=[Rotation90()], batch_size=8
+    )
     rows = {r.measure: r for r in report.results if r.layer == "conv2"}
     assert rows["tv"].per_channel[2] == 0.0 and rows["sv"].per_channel[2] == 0.0
     assert rows["nv"].per_channel[2] == 1.0 and rows["nd"].per_channel[2] == 1.0
@@ -255,8 +272,12 @@ def test_states_merge_over_batches():
     """Column moments, min/max and row sums: two half batches give the one-batch result (exactly)."""
     torch.manual_seed(0)
     st = torch.randn(4, 10, 3, 5, 5, dtype=torch.float64)
-    for cls, kw in ((NormalizedVariance, {}), (AnovaInvariance, {"alpha": 0.3, "num_tests": 1}), (GoodfellowInvariance, {}),
-                    (SampleDistance, {"distance": "squared"})):
+    for cls, kw in (
+        (NormalizedVariance, {}),
+        (AnovaInvariance, {"alpha": 0.3, "num_tests": 1}),
+        (GoodfellowInvariance, {}),
+        (SampleDistance, {"distance": "squared"}),
+    ):
         whole, split = cls(4, (3, 5, 5), **kw), cls(4, (3, 5, 5), **kw)
         whole.update(st)
         split.update(st[:, :3])
@@ -305,7 +326,8 @@ def test_goodfellow_invariant_unit_scores_one():
 def test_callable_distance_equals_named():
     torch.manual_seed(0)
     st = torch.randn(4, 7, 3, dtype=torch.float64)
-    absdiff = lambda x, y: (x - y).abs()  # noqa: E731
+    def absdiff(x, y):
+        return (x - y).abs()
     torch.testing.assert_close(transformation_distance(st, absdiff), transformation_distance(st, "euclidean"))
     torch.testing.assert_close(sample_distance(st, absdiff), sample_distance(st, "euclidean"))
     torch.testing.assert_close(sample_distance(st, lambda x, y: (x - y) ** 2), sample_distance(st, "squared"))
@@ -332,7 +354,18 @@ def test_quiroga_transformation_sets():
     assert len(quiroga_rotations()) + 1 == 16 and len(quiroga_scales()) + 1 == 11 and len(quiroga_translations()) == 24
     shifts = {e.params["shift"] for e in quiroga_translations().elements}
     assert (4, -4) in shifts and (0, 2) in shifts and (-1, 0) in shifts and len(shifts) == 24
-    assert [e.params["scale"] for e in quiroga_scales().elements] == [0.5, 0.6, 0.7, 0.8, 0.9, 1.05, 1.1, 1.15, 1.2, 1.25]
+    assert [e.params["scale"] for e in quiroga_scales().elements] == [
+        0.5,
+        0.6,
+        0.7,
+        0.8,
+        0.9,
+        1.05,
+        1.1,
+        1.15,
+        1.2,
+        1.25,
+    ]
     assert quiroga_rotations().elements[0].params["angle"] == 22.5
     d8 = Dihedral(8)
     assert len(d8) == 15 and d8.name == "dihedral8"
@@ -351,7 +384,12 @@ def test_scale_group_matches_reference_and_inverts():
     e = s.elements[1]  # 1.25: t^{-1} shrinks; round trip keeps the centre
     back = s.act_feature_inverse(s.act_feature(x, e, (11, 11)), e, (11, 11))
     assert back.shape == x.shape
-    for g in (Rotation90(), Flip(("horizontal", "vertical")), Translation(shifts=[(2, -1)], circular=True), Dihedral(4)):
+    for g in (
+        Rotation90(),
+        Flip(("horizontal", "vertical")),
+        Translation(shifts=[(2, -1)], circular=True),
+        Dihedral(4),
+    ):
         for e in g.elements:
             if g.feature_mask(e, (11, 11), (11, 11)) is None:
                 torch.testing.assert_close(g.act_feature_inverse(g.act_feature(x, e, (11, 11)), e, (11, 11)), x)

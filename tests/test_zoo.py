@@ -7,9 +7,8 @@ A few fast families run by default. Builders and the analysis are in ``zoo_model
 shared with ``benchmarks/zoo.py`` (which prints the table).
 """
 import importlib.util
-import os
-
 import math
+import os
 
 import numpy as np
 import pytest
@@ -77,7 +76,9 @@ def test_zoo_script_reports_a_failing_family_and_goes_on(capsys):
     spec = importlib.util.spec_from_file_location("zoo_script", path)
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
-    rc = script.main(["--families", "no_such_family,shufflenet", "--threads", str(torch.get_num_threads())])  # keep the session's threads
+    rc = script.main(
+        ["--families", "no_such_family,shufflenet", "--threads", str(torch.get_num_threads())]
+    )  # keep the session's threads
     out = capsys.readouterr().out
     assert rc == 1  # the unknown family fails ...
     rows = [line for line in out.splitlines() if line.startswith("| ")]
@@ -85,7 +86,7 @@ def test_zoo_script_reports_a_failing_family_and_goes_on(capsys):
     assert rows[2].startswith("| shufflenet |")  # ... and the next one is still measured
 
 
-# ------------------------------------------------------------------ timm (issue 21): skipped, with the reason, without timm
+# ---------------------------------------------------------- timm (issue 21): skipped, with the reason, without timm
 def _refused(report, layer):
     return [reason for key, reason in report.errors.items() if key[0] == layer]
 

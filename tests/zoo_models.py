@@ -77,10 +77,18 @@ _ZOO = [
     ZooMember("resnext", "resnext50_32x4d()", 1, _tv("resnext50_32x4d")),
     ZooMember("wide_resnet", "wide_resnet50_2()", 1, _tv("wide_resnet50_2")),
     ZooMember("densenet", "densenet121()", 29, _tv("densenet121")),
-    ZooMember("googlenet", "googlenet(aux_logits=False, init_weights=True)", 15,
-              _tv("googlenet", aux_logits=False, init_weights=True)),
-    ZooMember("inception_v3", "inception_v3(aux_logits=False, init_weights=True)", 75,
-              _tv("inception_v3", aux_logits=False, init_weights=True)),
+    ZooMember(
+        "googlenet",
+        "googlenet(aux_logits=False, init_weights=True)",
+        15,
+        _tv("googlenet", aux_logits=False, init_weights=True),
+    ),
+    ZooMember(
+        "inception_v3",
+        "inception_v3(aux_logits=False, init_weights=True)",
+        75,
+        _tv("inception_v3", aux_logits=False, init_weights=True),
+    ),
     ZooMember("squeezenet", "squeezenet1_1()", 17, _tv("squeezenet1_1")),
     ZooMember("shufflenet", "shufflenet_v2_x0_5()", 1, _tv("shufflenet_v2_x0_5"), fast=True),
     ZooMember("mobilenet_v2", "mobilenet_v2()", 1, _tv("mobilenet_v2")),
@@ -92,8 +100,12 @@ _ZOO = [
     ZooMember("convnext", "convnext_tiny()", 32, _tv("convnext_tiny")),
     ZooMember("swin", "swin_t()", 4, _tv("swin_t")),
     ZooMember("swin_v2", "swin_v2_t()", 4, _tv("swin_v2_t")),
-    ZooMember("maxvit", "MaxVit(input_size=(32, 32), partition_size=4, block_channels=[16, 32], block_layers=[1, 1], ...)",
-              29, _small_maxvit),
+    ZooMember(
+        "maxvit",
+        "MaxVit(input_size=(32, 32), partition_size=4, block_channels=[16, 32], block_layers=[1, 1], ...)",
+        29,
+        _small_maxvit,
+    ),
     # vit_b_16 takes its image size: 32 px is a 2 x 2 patch grid (plus the class token).
     ZooMember("vit", "vit_b_16(image_size=32)", 32, _tv("vit_b_16", image_size=32)),
 ]
@@ -123,10 +135,10 @@ EXTRA: Dict[str, ZooMember] = {"maxvit_t": ZooMember("maxvit_t", "maxvit_t()", 2
 FAST = [f for f, m in ZOO.items() if m.fast]
 
 
-# ------------------------------------------------------------------ timm (issue 21; optional: timm is no core dependency)
+# ---------------------------------------------------------- timm (issue 21; optional: timm is no core dependency)
 def timm_available() -> bool:
     try:
-        import timm  # noqa: F401
+        import timm  # noqa: F401 - only whether it imports
     except ImportError:
         return False
     return True
@@ -167,8 +179,12 @@ _TIMM = [
 ]
 TIMM_FAMILIES = ["timm_" + name for name, _, _ in _TIMM]
 TIMM: Dict[str, ZooMember] = {
-    "timm_" + name: ZooMember("timm_" + name, f"timm.create_model({name!r}{''.join(f', {k}={v!r}' for k, v in kw.items())})",
-                              size, _timm(name, **kw))
+    "timm_" + name: ZooMember(
+        "timm_" + name,
+        f"timm.create_model({name!r}{''.join(f', {k}={v!r}' for k, v in kw.items())})",
+        size,
+        _timm(name, **kw),
+    )
     for name, size, kw in _TIMM
 }
 
@@ -191,7 +207,8 @@ def engine_records_errors() -> bool:
 
 
 def zoo_groups() -> List:
-    """Rotation90 and diagonal shifts of 1 and 2 px (scaled down and floored on smaller maps: on 32 px inputs only the 2 px shift still moves a 16 x 16 map, by 1)."""
+    """Rotation90 and diagonal shifts of 1 and 2 px (scaled down and floored on smaller maps: on
+    32 px inputs only the 2 px shift still moves a 16 x 16 map, by 1)."""
     return [Rotation90(), Translation(max_shift=2)]
 
 
@@ -295,7 +312,7 @@ def summarize(model: nn.Module, report, groups: Optional[List[str]] = None, meas
                     uncovered.append((i, m, g))
 
     refused_by_reason: Dict[str, int] = {}
-    for i, errs in errors.items():
+    for errs in errors.values():
         for reason in sorted({short_reason(r) for r in errs.values()}):
             refused_by_reason[reason] = refused_by_reason.get(reason, 0) + 1
     nan = [(r.layer, r.measure, r.group) for r in report.results if isinstance(r.value, float) and math.isnan(r.value)]
@@ -306,7 +323,9 @@ def summarize(model: nn.Module, report, groups: Optional[List[str]] = None, meas
     # The zoo's inputs are square, so every map of the image grid is square too: a result on a
     # non-square h x w is a tensor misread as a map (e.g. MaxViT's window partitions
     # B x windows x P*P x C taken for B x h x w x C), measured under Translation only.
-    non_square = sorted({(r.layer, tuple(r.shape)) for r in report.results if len(r.shape) == 3 and r.shape[1] != r.shape[2]})
+    non_square = sorted(
+        {(r.layer, tuple(r.shape)) for r in report.results if len(r.shape) == 3 and r.shape[1] != r.shape[2]}
+    )
     return dict(
         selected=len(selected),
         measured=len(measured),

@@ -42,7 +42,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 #: Training augmentations of Bruintjes et al. 2023 §4.4 (``standard`` = crop + flip, the usual CIFAR recipe).
 AUGMENTATIONS = ("none", "crop", "flip", "standard", "cutmix", "randaugment")
 
-_QUIET = ".*(does not have many workers|indexing with dtype torch.uint8|tostring|torch.jit.script|isinstance\\(treespec).*"
+_QUIET = (
+    ".*(does not have many workers|indexing with dtype torch.uint8|tostring|torch.jit.script|isinstance\\(treespec).*"
+)
 
 
 def quiet_warnings() -> None:
@@ -97,16 +99,34 @@ def add_common_arguments(parser: argparse.ArgumentParser, datasets: Sequence[str
         default=default_dataset,
         help=f"data set; 'fake' is generated (no download) (default: {default_dataset})",
     )
-    parser.add_argument("--data-root", default="data", help="where torchvision stores/downloads the data set (default: data)")
-    parser.add_argument("--logdir", default="lightning_logs", help="TensorBoard log directory, one run per model (default: lightning_logs)")
-    parser.add_argument("--limit", type=positive_int, default=None, help="use at most this many training and validation images (quick runs)")
+    parser.add_argument(
+        "--data-root", default="data", help="where torchvision stores/downloads the data set (default: data)"
+    )
+    parser.add_argument(
+        "--logdir",
+        default="lightning_logs",
+        help="TensorBoard log directory, one run per model (default: lightning_logs)",
+    )
+    parser.add_argument(
+        "--limit",
+        type=positive_int,
+        default=None,
+        help="use at most this many training and validation images (quick runs)",
+    )
     parser.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default: 0)")
-    parser.add_argument("--num-workers", type=nonnegative_int, default=min(4, os.cpu_count() or 1), help="data loader workers")
-    parser.add_argument("--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu, mps (default: auto)")
+    parser.add_argument(
+        "--num-workers", type=nonnegative_int, default=min(4, os.cpu_count() or 1), help="data loader workers"
+    )
+    parser.add_argument(
+        "--accelerator", default="auto", help="Lightning accelerator: auto, cpu, gpu, mps (default: auto)"
+    )
     parser.add_argument(
         "--smoke",
         action="store_true",
-        help="one tiny step end to end (1 batch of 8, 8 probe images, no workers, no checkpoints): checks the setup in seconds",
+        help=(
+            "one tiny step end to end (1 batch of 8, 8 probe images, no workers, no checkpoints): "
+            "checks the setup in seconds"
+        ),
     )
 
 
@@ -120,9 +140,21 @@ def add_cifar_recipe_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=nonnegative_float, default=1e-4)
     parser.add_argument("--num-samples", type=positive_int, default=2000, help="probe images from the test set")
     parser.add_argument("--max-shift", type=positive_int, default=16, help="diagonal shifts (1, 1) .. (s, s) in pixels")
-    parser.add_argument("--every-n-epochs", type=positive_int, default=10, help="measure every N epochs (and at the last)")
-    parser.add_argument("--layers", choices=("blocks", "auto"), default="blocks", help="blocks: after every block; auto: every conv/BN/ReLU")
-    parser.add_argument("--measure-batch-size", type=positive_int, default=1024, help="images per measuring forward, shifted copies included")
+    parser.add_argument(
+        "--every-n-epochs", type=positive_int, default=10, help="measure every N epochs (and at the last)"
+    )
+    parser.add_argument(
+        "--layers",
+        choices=("blocks", "auto"),
+        default="blocks",
+        help="blocks: after every block; auto: every conv/BN/ReLU",
+    )
+    parser.add_argument(
+        "--measure-batch-size",
+        type=positive_int,
+        default=1024,
+        help="images per measuring forward, shifted copies included",
+    )
     parser.add_argument("--per-channel", action="store_true", help="also log per-channel values (heatmaps in the tab)")
 
 
@@ -243,7 +275,9 @@ class WideResNet(nn.Module):
     BN-ReLU), ``pool``, ``fc``.
     """
 
-    def __init__(self, depth: int = 40, widen_factor: int = 1, num_classes: int = 10, dropout: float = 0.0, in_channels: int = 3):
+    def __init__(
+        self, depth: int = 40, widen_factor: int = 1, num_classes: int = 10, dropout: float = 0.0, in_channels: int = 3
+    ):
         super().__init__()
         if depth < 10 or (depth - 4) % 6:
             raise ValueError(f"WideResNet depth must be 6n + 4 with n >= 1 (10, 16, 22, 28, 40), got {depth}")
@@ -344,8 +378,12 @@ def cifar_datasets(
         train = torchvision.datasets.CIFAR10(root, train=True, download=True, transform=train_transform)
         val = torchvision.datasets.CIFAR10(root, train=False, download=True, transform=val_transform)
     elif dataset == "fake":
-        train = torchvision.datasets.FakeData(fake_sizes[0], (3, 32, 32), 10, transform=train_transform, random_offset=0)
-        val = torchvision.datasets.FakeData(fake_sizes[1], (3, 32, 32), 10, transform=val_transform, random_offset=10**6)
+        train = torchvision.datasets.FakeData(
+            fake_sizes[0], (3, 32, 32), 10, transform=train_transform, random_offset=0
+        )
+        val = torchvision.datasets.FakeData(
+            fake_sizes[1], (3, 32, 32), 10, transform=val_transform, random_offset=10**6
+        )
     else:
         raise ValueError(f"dataset must be 'cifar10' or 'fake', got {dataset!r}")
     return _first(train, limit), _first(val, limit)
@@ -504,8 +542,11 @@ def train_cifar_net(
     )
 
 
-def print_cifar_summary(summary: Dict[str, Dict[str, Any]], group, max_shift: int, label: Callable[[str, Dict[str, Any]], str]) -> None:
-    """Print each run's correlation measures per depth part at its last measured epoch (``label(run, s)`` heads each run)."""
+def print_cifar_summary(
+    summary: Dict[str, Dict[str, Any]], group, max_shift: int, label: Callable[[str, Dict[str, Any]], str]
+) -> None:
+    """Print each run's correlation measures per depth part at its last measured epoch
+    (``label(run, s)`` heads each run)."""
     print(f"\nTranslation (shifts 1..{max_shift}) at the last measured epoch, per depth part:")
     for run, s in summary.items():
         last = s["history"][max(s["history"])] if s["history"] else {}

@@ -37,7 +37,7 @@ import sys
 from typing import Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _shared import (  # noqa: E402
+from _shared import (  # noqa: E402 - sys.path set first
     AUGMENTATIONS,
     CifarResNet,
     add_cifar_recipe_arguments,
@@ -50,9 +50,8 @@ from _shared import (  # noqa: E402
     quiet_warnings,
     train_cifar_net,
 )
-
-from lightning_equivariance import Translation  # noqa: E402
-from lightning_equivariance.baselines import count_parameters  # noqa: E402
+from lightning_equivariance import Translation  # noqa: E402 - sys.path set first
+from lightning_equivariance.baselines import count_parameters  # noqa: E402 - sys.path set first
 
 PAPER_AUGMENTATIONS = ("none", "crop", "flip", "cutmix", "randaugment")
 

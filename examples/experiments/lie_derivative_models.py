@@ -51,9 +51,15 @@ import torch
 from torch.utils.data import Dataset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _shared import IMAGENET_MEAN, IMAGENET_STD, nonnegative_int, positive_int, quiet_warnings, seeded_subset  # noqa: E402
-
-from lightning_equivariance import TRANSFORMS, measure, select_layers  # noqa: E402
+from _shared import (  # noqa: E402 - sys.path set first
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    nonnegative_int,
+    positive_int,
+    quiet_warnings,
+    seeded_subset,
+)
+from lightning_equivariance import TRANSFORMS, measure, select_layers  # noqa: E402 - sys.path set first
 
 DEFAULT_MODELS = ("resnet18", "resnet50", "efficientnet_b0", "vit_b_16")
 PAPER_TRANSFORMS = ("translation_x", "translation_y", "rotation", "scale", "shear", "hyperbolic_rotation")
@@ -148,21 +154,44 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.splitlines()[0] + " (Gruver et al. 2023 §6)",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), help="torchvision classification model names")
-    parser.add_argument("--weights", default="none", help="DEFAULT (pretrained, downloads), a weights name (IMAGENET1K_V2), or none (random)")
+    parser.add_argument(
+        "--models", nargs="+", default=list(DEFAULT_MODELS), help="torchvision classification model names"
+    )
+    parser.add_argument(
+        "--weights",
+        default="none",
+        help="DEFAULT (pretrained, downloads), a weights name (IMAGENET1K_V2), or none (random)",
+    )
     parser.add_argument("--dataset", choices=("imagenet", "folder", "cifar10", "fake"), default="imagenet",
                         help="probe images; 'fake' is generated (no download)")
-    parser.add_argument("--data-root", default="data", help="ImageNet root (with the val archives), image folder, or CIFAR download dir")
-    parser.add_argument("--transforms", nargs="+", choices=TRANSFORMS, default=list(PAPER_TRANSFORMS), help="continuous transforms")
+    parser.add_argument(
+        "--data-root", default="data", help="ImageNet root (with the val archives), image folder, or CIFAR download dir"
+    )
+    parser.add_argument(
+        "--transforms", nargs="+", choices=TRANSFORMS, default=list(PAPER_TRANSFORMS), help="continuous transforms"
+    )
     parser.add_argument("--num-samples", type=positive_int, default=100, help="probe images (a seeded random subset)")
-    parser.add_argument("--image-size", type=positive_int, default=224, help="input size without --weights (with them: the weights' own)")
-    parser.add_argument("--layers", choices=("auto", "output"), default="auto", help="auto: every layer; output: the logits only")
+    parser.add_argument(
+        "--image-size",
+        type=positive_int,
+        default=224,
+        help="input size without --weights (with them: the weights' own)",
+    )
+    parser.add_argument(
+        "--layers", choices=("auto", "output"), default="auto", help="auto: every layer; output: the logits only"
+    )
     parser.add_argument("--batch-size", type=positive_int, default=16, help="images per forward-mode pass")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--logdir", default="lightning_logs", help="TensorBoard log directory, one run per model")
-    parser.add_argument("--csv", default=None, help="CSV of every (model, layer, transform) value (default: {logdir}/lee.csv)")
+    parser.add_argument(
+        "--csv", default=None, help="CSV of every (model, layer, transform) value (default: {logdir}/lee.csv)"
+    )
     parser.add_argument("--seed", type=nonnegative_int, default=0)
-    parser.add_argument("--smoke", action="store_true", help="2 probe images at 32 x 32 pixels, translation_x and rotation only: checks the setup in seconds")
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="2 probe images at 32 x 32 pixels, translation_x and rotation only: checks the setup in seconds",
+    )
     return parser
 
 

@@ -50,7 +50,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from torch.utils.data import DataLoader, TensorDataset
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _shared import (  # noqa: E402
+from _shared import (  # noqa: E402 - sys.path set first
     ImageClassifier,
     RandomRotationBatch,
     add_common_arguments,
@@ -62,9 +62,8 @@ from _shared import (  # noqa: E402
     seeded_subset,
     smoke_trainer_options,
 )
-
-from lightning_equivariance import EquivarianceCallback, Rotation  # noqa: E402
-from lightning_equivariance.baselines import PlainCNN, SteerableCNN, count_parameters  # noqa: E402
+from lightning_equivariance import EquivarianceCallback, Rotation  # noqa: E402 - sys.path set first
+from lightning_equivariance.baselines import PlainCNN, SteerableCNN, count_parameters  # noqa: E402 - sys.path set first
 
 MODELS = ("cnn", "c8")
 GEED_MEASURES = ("geed_channel", "geed_latent_l2", "geed_latent_cosine", "geed_softmax")
@@ -134,15 +133,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="G-EED variants (Kvinge et al. 2022, Eq. 5, 6, softmax)",
     )
     parser.add_argument("--max-steps", type=positive_int, default=2000, help="training iterations")
-    parser.add_argument("--every-n-steps", type=positive_int, default=200, help="measure (and validate) every N iterations")
+    parser.add_argument(
+        "--every-n-steps", type=positive_int, default=200, help="measure (and validate) every N iterations"
+    )
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--lr", type=positive_float, default=1e-3)
     parser.add_argument("--weight-decay", type=nonnegative_float, default=0.0)
     parser.add_argument("--no-augment", action="store_true", help="train without random rotation augmentation")
     parser.add_argument("--size", type=positive_int, default=29, help="image size (odd keeps the pooling centred)")
-    parser.add_argument("--fields", nargs="+", type=positive_int, default=[6, 12, 16], help="regular C8 fields per block of the steerable CNN")
+    parser.add_argument(
+        "--fields",
+        nargs="+",
+        type=positive_int,
+        default=[6, 12, 16],
+        help="regular C8 fields per block of the steerable CNN",
+    )
     parser.add_argument("--num-samples", type=positive_int, default=500, help="probe images from the test set")
-    parser.add_argument("--measure-batch-size", type=positive_int, default=512, help="images per measuring forward, rotated copies included")
+    parser.add_argument(
+        "--measure-batch-size",
+        type=positive_int,
+        default=512,
+        help="images per measuring forward, rotated copies included",
+    )
     parser.add_argument("--per-channel", action="store_true", help="also log per-channel values (heatmaps in the tab)")
     return parser
 
@@ -215,7 +227,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, dict]:
         t0 = time.time()
         trainer.fit(
             module,
-            DataLoader(train, batch_size=args.batch_size, shuffle=True, drop_last=len(train) > args.batch_size, **loader_kw),
+            DataLoader(
+                train, batch_size=args.batch_size, shuffle=True, drop_last=len(train) > args.batch_size, **loader_kw
+            ),
             DataLoader(val, batch_size=256, **loader_kw),
         )
         summary[run] = {
@@ -235,7 +249,9 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, dict]:
                 key = f"equivariance/{m}/{group.name}/part/{part}"
                 values = [s["history"][t].get(key) for t in (steps[0], steps[-1])] if steps else []
                 if values and None not in values:
-                    print(f"    {m:18s} {part:6s} step {steps[0]}: {values[0]:8.4f}   step {steps[-1]}: {values[1]:8.4f}")
+                    print(
+                        f"    {m:18s} {part:6s} step {steps[0]}: {values[0]:8.4f}   step {steps[-1]}: {values[1]:8.4f}"
+                    )
     print(f"\nTensorBoard: tensorboard --logdir {args.logdir} --samples_per_plugin equivariance=0")
     return summary
 

@@ -36,7 +36,7 @@ import sys
 from typing import Dict, List, Optional
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _shared import (  # noqa: E402
+from _shared import (  # noqa: E402 - sys.path set first
     AUGMENTATIONS,
     WideResNet,
     add_cifar_recipe_arguments,
@@ -50,9 +50,8 @@ from _shared import (  # noqa: E402
     quiet_warnings,
     train_cifar_net,
 )
-
-from lightning_equivariance import Translation  # noqa: E402
-from lightning_equivariance.baselines import count_parameters  # noqa: E402
+from lightning_equivariance import Translation  # noqa: E402 - sys.path set first
+from lightning_equivariance.baselines import count_parameters  # noqa: E402 - sys.path set first
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,10 +60,19 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_common_arguments(parser, datasets=("cifar10", "fake"), default_dataset="cifar10")
-    parser.add_argument("--widths", nargs="+", type=positive_int, default=[1, 2, 4, 8], help="width factors k; one run each")
+    parser.add_argument(
+        "--widths", nargs="+", type=positive_int, default=[1, 2, 4, 8], help="width factors k; one run each"
+    )
     parser.add_argument("--depth", type=positive_int, default=40, help="WRN depth 6n+4 (10, 16, 22, 28, 40)")
-    parser.add_argument("--dropout", type=nonnegative_float, default=0.0, help="dropout between the convolutions of a block")
-    parser.add_argument("--augmentation", choices=AUGMENTATIONS, default="standard", help="training augmentation (standard = crop + flip)")
+    parser.add_argument(
+        "--dropout", type=nonnegative_float, default=0.0, help="dropout between the convolutions of a block"
+    )
+    parser.add_argument(
+        "--augmentation",
+        choices=AUGMENTATIONS,
+        default="standard",
+        help="training augmentation (standard = crop + flip)",
+    )
     add_cifar_recipe_arguments(parser)
     return parser
 

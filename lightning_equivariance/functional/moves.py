@@ -15,7 +15,9 @@ import torch
 __all__ = ["moved_maps"]
 
 
-def moved_maps(maps: torch.Tensor, move: Callable[[torch.Tensor, int], torch.Tensor], num_elements: int) -> torch.Tensor:
+def moved_maps(
+    maps: torch.Tensor, move: Callable[[torch.Tensor, int], torch.Tensor], num_elements: int
+) -> torch.Tensor:
     """``torch.stack([move(maps, g) for g in range(num_elements)])``, one gather per element.
 
     Args:
@@ -39,7 +41,9 @@ def moved_maps(maps: torch.Tensor, move: Callable[[torch.Tensor, int], torch.Ten
     sources = [move(origin, g) for g in range(num_elements)]
     shape = sources[0].shape[1:] if sources else (c, h, w)
     if any(s.shape[1:] != shape for s in sources):
-        raise ValueError(f"the elements move {c}x{h}x{w} maps to different shapes {[tuple(s.shape[1:]) for s in sources]}")
+        raise ValueError(
+            f"the elements move {c}x{h}x{w} maps to different shapes {[tuple(s.shape[1:]) for s in sources]}"
+        )
     out = maps.new_empty(num_elements, b, c * h * w)
     flat = maps.reshape(b, c * h * w)
     for g, source in enumerate(sources):

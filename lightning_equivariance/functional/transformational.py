@@ -226,7 +226,8 @@ def _blocks_of(shape: Sequence[int], axis: int, scale: int) -> List[slice]:
 
 
 def _st_blocks(st: torch.Tensor) -> List[slice]:
-    """Slices of the first unit axis of ``st`` (``k x b x U0 x ...``) whose float64 copy is at most ``4 x _BLOCK_BYTES``.
+    """Slices of the first unit axis of ``st`` (``k x b x U0 x ...``) whose float64 copy is at
+    most ``4 x _BLOCK_BYTES``.
 
     Most layers of a chunk fit in one block, which is then the whole tensor (no slicing: the
     op count per layer stays small, and every op is one kernel launch on a GPU).
@@ -314,7 +315,8 @@ def _columns_update(st: torch.Tensor, mask: Optional[torch.Tensor] = None) -> Di
 def _sd_block_update(
     st: torch.Tensor, distance: Distance, mask: Optional[torch.Tensor] = None
 ) -> Tuple[torch.Tensor, Union[int, torch.Tensor]]:
-    """Quiroga §2.5 block approximation: ``sum_{i<i'} d`` over the samples *of this batch*, per column, and the pair count.
+    """Quiroga §2.5 block approximation: ``sum_{i<i'} d`` over the samples *of this batch*, per
+    column, and the pair count.
 
     With ``mask`` (``b`` booleans) only the pairs of unmasked images count: the result equals
     the batch of the unmasked images alone; the pair count is then a device tensor (no sync).
@@ -326,7 +328,9 @@ def _sd_block_update(
     return _sum_pairs_masked(st, 1, distance, mask), nv * (nv - 1) // 2
 
 
-def _column_variances(n: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor, cmin: torch.Tensor, cmax: torch.Tensor) -> torch.Tensor:
+def _column_variances(
+    n: torch.Tensor, s1: torch.Tensor, s2: torch.Tensor, cmin: torch.Tensor, cmax: torch.Tensor
+) -> torch.Tensor:
     """``Var_i ST[i, j]`` per column from the sums (``n - 1``), exactly 0 for constant columns."""
     n = float(n)
     if n < 2:

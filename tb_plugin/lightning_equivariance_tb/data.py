@@ -1,7 +1,8 @@
 """The plugin's data layer: runs read through TensorBoard's data provider, validated.
 
 Torch-free (numpy, TensorBoard; scipy for the rank correlation and the intervals of
-run groups, :mod:`lightning_equivariance_tb.run_groups`, imported when first needed). The routes of :mod:`lightning_equivariance_tb.plugin` are thin wrappers
+run groups, :mod:`lightning_equivariance_tb.run_groups`, imported when first needed). The routes of
+:mod:`lightning_equivariance_tb.plugin` are thin wrappers
 around :class:`Reader`, whose methods return JSON-ready ``dict`` bodies or raise
 ``tensorboard.errors`` (404 for unknown or unreadable data), never anything else
 for what an event file holds: every field read from an event file is checked
@@ -23,8 +24,7 @@ import numpy as np
 from tensorboard import errors
 from tensorboard.data import provider
 
-from lightning_equivariance_tb import metadata
-from lightning_equivariance_tb import run_groups
+from lightning_equivariance_tb import metadata, run_groups
 
 logger = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ def group_body(name, runs, confidence=run_groups.CONFIDENCE):
     part_row = {part: i for i, part in enumerate(part_names)}
     cells = {"": [], "part_": []}
     values = {"": [], "part_": []}
-    for (run, md, run_xs, matrix), (points, run_x) in zip(runs, picked):
+    for (_, md, _, matrix), (points, run_x) in zip(runs, picked):
         names, part_matrix = part_mean_matrix(matrix, md["parts"])
         cols = np.searchsorted(xs, run_x)
         for prefix, rows, row_names, row_of in (
@@ -771,7 +771,9 @@ class Reader:
             if not scalar_data or not tensor_data:
                 continue
             n_layers = len(entry.md["layers"])
-            values, _ = _numeric(tensor_data[-1], lambda s: int(np.prod(s)) == n_layers, "")
+            values, _ = _numeric(
+                tensor_data[-1], lambda s: int(np.prod(s)) == n_layers, ""  # noqa: B023 - _numeric calls it at once
+            )
             if values is None:
                 continue
             means = part_means(values, entry.md["parts"])

@@ -57,15 +57,12 @@ import gzip
 import importlib.util
 import os
 
-from werkzeug import wrappers
-
-from tensorboard import errors
-from tensorboard import plugin_util
+from tensorboard import errors, plugin_util
 from tensorboard.backend import http_util
 from tensorboard.plugins import base_plugin
+from werkzeug import wrappers
 
-from lightning_equivariance_tb import data
-from lightning_equivariance_tb import metadata
+from lightning_equivariance_tb import data, metadata
 
 _STATIC_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "static")
 STATIC_FILES = {

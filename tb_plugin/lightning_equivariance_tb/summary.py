@@ -44,11 +44,7 @@ import time
 from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
-from tensorboard.compat.proto import event_pb2
-from tensorboard.compat.proto import summary_pb2
-from tensorboard.compat.proto import tensor_pb2
-from tensorboard.compat.proto import tensor_shape_pb2
-from tensorboard.compat.proto import types_pb2
+from tensorboard.compat.proto import event_pb2, summary_pb2, tensor_pb2, tensor_shape_pb2, types_pb2
 from tensorboard.util import tensor_util
 
 from lightning_equivariance_tb import metadata
