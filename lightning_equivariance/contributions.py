@@ -33,6 +33,7 @@ import torch.autograd.forward_ad as fwAD
 from torch import nn
 
 from .engine import _has_tensors, _model_device_dtype
+from .layers import CallNames, LayerSpec, Layouts, discover_layouts, eval_mode, first_tensor, is_pooling, select_layers
 from .lie import (
     _layout,
     _load_jvp_decompositions,
@@ -43,7 +44,6 @@ from .lie import (
     lie_derivative,
     lie_like,
 )
-from .layers import CallNames, LayerSpec, Layouts, discover_layouts, eval_mode, first_tensor, is_pooling, select_layers
 from .report import assign_parts
 from .transforms import LieTransform, resolve_transform
 

@@ -28,17 +28,11 @@ import torch
 from torch import nn
 
 from .groups import ChannelAction, Group, GroupActionError
-from .metrics import DEFAULT_MEASURES, MEASURES, LayerMetric
-from .metrics.base import NonFiniteImages, LayerDetails, all_finite
-from .passes import Chunk, StackedPass, plan_passes
-from .steerable import e2cnn_channel_action, field_type_of, patch_e2cnn
-from .probe_set import iter_images
-from .progress import progress
 from .layers import (
     OUTPUT,
     CallNames,
-    LayerSpec,
     LayerHooks,
+    LayerSpec,
     as_activation,
     check_layout_overrides,
     display_name,
@@ -48,7 +42,13 @@ from .layers import (
     selects_output,
     wrapped_child_prefix,
 )
+from .metrics import DEFAULT_MEASURES, MEASURES, LayerMetric
+from .metrics.base import LayerDetails, NonFiniteImages, all_finite
+from .passes import Chunk, StackedPass, plan_passes
+from .probe_set import iter_images
+from .progress import progress
 from .report import PARTS, LayerResult, MeasureReport, assign_parts
+from .steerable import e2cnn_channel_action, field_type_of, patch_e2cnn
 from .transforms import LieTransform
 
 __all__ = ["measure", "Measurement", "MeasureReport", "LayerResult", "MeasureError", "LayerNames", "PARTS"]
@@ -165,7 +165,8 @@ class Measurement:
         self.options = dict(measure_options or {})
         if similarity is not None:  # a documented alias of measure_options={"similarity": ...}
             if self.options.get("similarity", similarity) != similarity:
-                raise ValueError(f"similarity={similarity!r} contradicts measure_options['similarity']={self.options['similarity']!r}")
+                raise ValueError(f"similarity={similarity!r} contradicts "
+                                 f"measure_options['similarity']={self.options['similarity']!r}")
             self.options["similarity"] = similarity
         self.channel_actions = dict(channel_actions or {})
         self.steerable_actions = bool(steerable_actions)
@@ -242,7 +243,8 @@ class Measurement:
         """Record ``e`` for ``keys`` of layer ``name``, or raise it (``on_error="raise"``)."""
         msg = str(e) if name in str(e) else f"layer {name!r} (output {_shape_of(output)}): {e}"
         if self.on_error == "raise":
-            raise (e if isinstance(e, (GroupActionError, MeasureError)) and name in str(e) else MeasureError(msg)) from e
+            named = isinstance(e, (GroupActionError, MeasureError)) and name in str(e)
+            raise (e if named else MeasureError(msg)) from e
         self._fail(keys, msg)
 
     def _keys(self, name: str, groups, measures) -> List[Tuple[str, str, str]]:
@@ -288,7 +290,8 @@ class Measurement:
         if name not in self.infos:
             module = self._module_of(name)
             is_pool = module is not None and is_pooling(module)
-            self.infos[name] = LayerInfo(name, len(self.infos), act.kind, tuple(t.shape[1:]), is_pool, layout=act.layout)
+            self.infos[name] = LayerInfo(name, len(self.infos), act.kind, tuple(t.shape[1:]), is_pool,
+                                         layout=act.layout)
         return act
 
     def _module_of(self, name: str) -> Optional[nn.Module]:
@@ -299,8 +302,8 @@ class Measurement:
     def pending(self, layer: str, sources, measures) -> list:
         """The layer was called: the sources that still have one of ``measures`` to run on it."""
         self._called.add(layer)
-        done = lambda key: key in self.errors or key in self.notes  # noqa: E731 - read once per source below
-        return [s for s in sources if not all(done(k) for k in self._keys(layer, [s], measures))]
+        done = set(self.errors) | set(self.notes)
+        return [s for s in sources if not all(k in done for k in self._keys(layer, [s], measures))]
 
     def read(self, layer: str, output, batch: int):
         """The layer's output read in its layout, checked to hold ``batch`` rows; records the layer's facts."""
@@ -354,7 +357,8 @@ class Measurement:
         except Exception as e:
             self.layouts = None
             expected = _expected_channels(self.model)
-            if expected is not None and expected[1] != x.shape[1] and not isinstance(e, (MeasureError, GroupActionError)):
+            ours = isinstance(e, (MeasureError, GroupActionError))
+            if expected is not None and expected[1] != x.shape[1] and not ours:
                 raise ValueError(
                     f"probe images of shape {tuple(x.shape)} have {x.shape[1]} channel(s), but the model's first "
                     f"convolution {expected[0]!r} takes {expected[1]}: give images with {expected[1]} channel(s) "
@@ -418,7 +422,10 @@ class Measurement:
         t0 = time.perf_counter()
         device, dtype = _model_device_dtype(self.model)
         device = self.device or device
-        total = inputs.shape[0] if isinstance(inputs, torch.Tensor) else (len(inputs) if hasattr(inputs, "__len__") else None)
+        if isinstance(inputs, torch.Tensor):
+            total = inputs.shape[0]
+        else:
+            total = len(inputs) if hasattr(inputs, "__len__") else None
         _warn_batch_cost(self.batch_size, self.num_elements, self.samples_per_forward, total, stacklevel=3)
         if self.progress:  # a bar in a terminal, one line when done elsewhere (progress.py)
             size = self.samples_per_forward
@@ -504,7 +511,7 @@ class Measurement:
                         continue
                     try:
                         d = LayerDetails.from_mapping(metric.compute_details())
-                    except Exception as e:  # noqa: BLE001
+                    except Exception as e:  # noqa: BLE001 - one (layer, measure, group) fails, the report goes on
                         msg = f"layer {info.name!r} ({info.kind} {info.shape}), {measure_name}/{group.name}: {e}"
                         if self.on_error == "raise":
                             raise MeasureError(msg) from e

@@ -23,11 +23,11 @@ import torch
 from torch import nn
 
 from .groups import Group
+from .layers import Activation, LayerHooks
 from .lie import layer_lie_context, lie_pass, outside_torch_function_modes, primal_of
 from .metrics import MEASURES
 from .metrics.base import FORWARD_MODE, LayerContext, all_finite
 from .metrics.shared import Handoff
-from .layers import Activation, LayerHooks
 from .transforms import split_groups
 
 __all__ = ["Chunk", "LayerSink", "Pass", "StackedPass", "ForwardModePass", "plan_passes"]

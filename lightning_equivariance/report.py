@@ -67,7 +67,9 @@ class LayerResult(Significance):
 INFORMATIVE_ROOM = 0.05
 
 
-def above_chance(value: float, chance: Optional[float], best: Optional[float]) -> Tuple[Optional[float], Optional[bool]]:
+def above_chance(
+    value: float, chance: Optional[float], best: Optional[float]
+) -> Tuple[Optional[float], Optional[bool]]:
     """``(above_chance, informative)`` of an element-averaged ``value`` with chance level ``chance``.
 
     ``(v - c) / (best - c)`` where ``best`` is the measure's best possible value: 1 at perfect
@@ -158,7 +160,9 @@ class MeasureReport:
     def relabeled(self, name: Callable[[str], str]) -> "MeasureReport":
         """The same report with every layer name mapped through ``name`` (display names, e.g.
         relative to a LightningModule's single child module); the results are shared, not copied."""
-        key = lambda k: (name(k[0]),) + tuple(k[1:])  # noqa: E731
+        def key(k):
+            return (name(k[0]),) + tuple(k[1:])
+
         return replace(
             self,
             results=[replace(r, layer=name(r.layer)) for r in self.results],
@@ -187,7 +191,8 @@ class MeasureReport:
 
         rows = []
         for r in self.results:
-            base = dict(layer=r.layer, index=r.index, part=r.part, kind=r.kind, layout=r.layout, measure=r.measure, group=r.group)
+            base = dict(layer=r.layer, index=r.index, part=r.part, kind=r.kind, layout=r.layout, measure=r.measure,
+                        group=r.group)
             extra = dict(left_out=r.left_out, non_finite=r.non_finite, chance=r.chance, above_chance=r.above_chance,
                          informative=r.informative, stderr=r.stderr, margin=r.margin, margin_stderr=r.margin_stderr,
                          margin_low=r.margin_low, significant=r.significant)
@@ -237,7 +242,8 @@ class MeasureReport:
         scalars: Dict[str, float] = {}
         for s in self.series():
             base = f"{prefix}/{s.measure}/{s.group}"
-            measured = [(layer, part, float(v)) for layer, part, v in zip(s.layers, s.parts, s.values) if layer not in s.missing]
+            measured = [(layer, part, float(v)) for layer, part, v in zip(s.layers, s.parts, s.values)
+                        if layer not in s.missing]
             for layer, _, value in measured:
                 scalars[f"{base}/{layer}"] = value
             for part in PARTS:
@@ -261,7 +267,8 @@ class MeasureReport:
         order = sorted(self.depth, key=lambda n: self.depth[n][0])
         placed = [(n, self.depth[n][1]) for n in order]
         for name in self.not_called:
-            before = [n for n in self.selected[: self.selected.index(name)] if n in self.depth] if name in self.selected else []
+            before = ([n for n in self.selected[: self.selected.index(name)] if n in self.depth]
+                      if name in self.selected else [])
             # a call ``name:k`` (or ``name::k``, probe.CallNames) sits with its layer ``name``
             at = max(
                 (i for i, (n, _) in enumerate(placed) if n in before or n.rstrip("0123456789").rstrip(":") in before),
@@ -286,7 +293,7 @@ class MeasureReport:
         by_key: Dict[Tuple[str, str], Dict[str, LayerResult]] = {}
         for r in self.results:
             by_key.setdefault((r.measure, r.group), {})[r.layer] = r
-        for layer, measure, group in self.errors:
+        for _layer, measure, group in self.errors:
             by_key.setdefault((measure, group), {})
         order = self._layer_order()
         out = []
@@ -296,7 +303,8 @@ class MeasureReport:
             if not any(rs):
                 continue
             missing = {n: ("refused", self.errors[(n, m, g)]) for n, _ in layers if (n, m, g) in self.errors}
-            missing.update({n: ("not_called", "the layer's forward hook never fired") for n, _ in layers if n in self.not_called})
+            missing.update({n: ("not_called", "the layer's forward hook never fired")
+                            for n, _ in layers if n in self.not_called})
 
             def column(attr, rs=rs):
                 values = [getattr(r, attr) if r is not None else None for r in rs]
@@ -368,11 +376,15 @@ class MeasureReport:
             layers = {k: v for k, v in self.non_finite.items() if v != self.non_finite_inputs}
             parts = []
             if self.non_finite_inputs:
-                parts.append(f"the probe image(s) at position(s) {self.non_finite_inputs} hold NaN or Inf and were left out of every layer")
+                parts.append(f"the probe image(s) at position(s) {self.non_finite_inputs} hold NaN or Inf and were "
+                             "left out of every layer")
             if layers:
                 shown = ", ".join(f"{k!r}: {v}" for k, v in list(layers.items())[:3])
-                parts.append(f"{len(layers)} layer(s) left out images whose activations hold NaN or Inf ({shown}{' ...' if len(layers) > 3 else ''})")
-            warnings.warn("lightning_equivariance: " + "; ".join(parts) + " (report.non_finite)", RuntimeWarning, stacklevel=4)
+                more = " ..." if len(layers) > 3 else ""
+                parts.append(f"{len(layers)} layer(s) left out images whose activations hold NaN or Inf "
+                             f"({shown}{more})")
+            warnings.warn("lightning_equivariance: " + "; ".join(parts) + " (report.non_finite)", RuntimeWarning,
+                          stacklevel=4)
 
     def __repr__(self) -> str:
         return (

@@ -19,8 +19,8 @@ from torch import nn
 
 import reference as ref
 from lightning_equivariance import Rotation90, measure
-from lightning_equivariance.layouts import Reading
 from lightning_equivariance.layers import discover_layouts, select_layers
+from lightning_equivariance.layouts import Reading
 
 timm = pytest.importorskip("timm", reason="timm is not installed (pip install 'lightning-equivariance[test]')")
 

@@ -23,8 +23,8 @@ from lightning_equivariance import (
 )
 from lightning_equivariance.contributions import _contribution_projections
 from lightning_equivariance.functional import lie_generator, local_equivariance_error
-from lightning_equivariance.lie import forward_lie, lie_derivative, resolve_transform
 from lightning_equivariance.layers import select_layers
+from lightning_equivariance.lie import forward_lie, lie_derivative, resolve_transform
 from models import SmallCNN
 
 SPATIAL = ["translation_x", "translation_y", "rotation", "scale", "shear", "hyperbolic_rotation"]

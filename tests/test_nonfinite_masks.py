@@ -175,7 +175,8 @@ def test_affine_reuse_applies_the_reusing_layers_mask(group, how):
         conv = _ctx(group, "map", conv_x, conv_gx, conv_mask)
         conv_metric = cls.for_layer(conv)
         conv_metric.update(conv)
-        bn = _ctx(group, "map", bn_x_bad, bn_gx_bad, bn_mask, previous=conv.work.handoff(), module=torch.nn.BatchNorm2d(C))
+        bn = _ctx(group, "map", bn_x_bad, bn_gx_bad, bn_mask, previous=conv.work.handoff(),
+                  module=torch.nn.BatchNorm2d(C))
         bn_metric = cls.for_layer(bn)
         bn_metric.update(bn)
         assert bn.work.correlation_scores("pearson") is conv.work.correlation_scores("pearson")  # reused

@@ -1,11 +1,11 @@
 """``torchmetrics.Metric`` classes, one per measure; :data:`MEASURES` maps ``measures=`` names to them."""
 from typing import Dict, Type
 
+from . import transformational as _transformational
 from .base import LayerContext, LayerDetails, LayerMetric
 from .correlation import CorrelationEquivariance, CorrelationInvariance
-from .lee import LieContext, LieDerivativeError
 from .geed import GEEDChannel, GEEDLatentCosine, GEEDLatentL2, GEEDSoftmax
-from . import transformational as _transformational
+from .lee import LieContext, LieDerivativeError
 from .transformational import (
     AnovaInvariance,
     GoodfellowInvariance,
