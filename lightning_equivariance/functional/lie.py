@@ -411,12 +411,11 @@ def _lee_row_weights(num_channels: int, entries: int, device=None) -> Tuple[torc
     channel (``P`` per counted image); ``rows @ value_weights`` (``b x 3``) is, per image, ``(counts,
     ||L||^2 / (C P), 0)``: the rows :func:`_merge_image_values` merges into ``(n, mean, M2)``.
     """
-    c = int(num_channels)
-    entry_weights = torch.ones(c + 1, dtype=torch.float64, device=device)
-    entry_weights[c] = float(entries)
-    value_weights = torch.zeros(c + 1, 3, dtype=torch.float64, device=device)
-    value_weights[c, 0] = 1.0
-    value_weights[:c, 1] = 1.0 / (c * entries)
+    c, p = int(num_channels), float(entries)
+    # built from Python lists: one ATen call each, where fills of a zero tensor cost one per entry written
+    entry_weights = torch.tensor([1.0] * c + [p], dtype=torch.float64, device=device)
+    value_weights = torch.tensor([[0.0, 1.0 / (c * p), 0.0]] * c + [[1.0, 0.0, 0.0]], dtype=torch.float64,
+                                 device=device)
     return entry_weights, value_weights
 
 
