@@ -50,8 +50,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import threading
 import warnings
+import weakref
 from typing import Callable, Optional, Tuple, Union
 
 import torch
@@ -60,9 +62,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from .metrics.base import LieContext, all_finite
-from .layouts import Reading
+from .functional.lie import lie_residual_rows, residual_fields
 from .layers import eval_mode, first_tensor, output_layout, reading_of
+from .layouts import Reading
+from .metrics.base import LieContext, all_finite
 from .transforms import TRANSFORMS, LieTransform, is_transform, resolve_transform
 
 __all__ = [
@@ -103,23 +106,13 @@ def generator_like(t: torch.Tensor, transform: LieTransform, layer: str = "tenso
 
 def lie_like(tangent: torch.Tensor, t: torch.Tensor, transform: LieTransform, layer: str = "tensor",
              layout=None) -> torch.Tensor:
-    """``tangent - generator_like(t)``: the Lie derivative at a layer output ``t`` with forward-mode tangent ``tangent``."""
+    """``tangent - generator_like(t)``: the Lie derivative at a layer output ``t`` with forward-mode tangent
+    ``tangent``."""
     kind, reading = _layout(t, layer, layout)
     if kind == "vector":
         return tangent
     lie = transform.residual(reading.to_map(tangent), reading.to_map(t))
     return reading.from_map(lie, t, reading.prefix_part(tangent))
-
-
-def _channels_first(lie: torch.Tensor, kind: str, reading: Optional[Reading]) -> torch.Tensor:
-    """``b x C x P`` layout for :class:`~lightning_equivariance.metrics.lee.LieDerivativeError` (class tokens
-    count as positions)."""
-    if kind == "vector":
-        lie = reading.to_map(lie) if reading is not None else lie
-        return lie.reshape(lie.shape[0], 1, -1)
-    m = reading.to_map(lie).flatten(2)
-    prefix = reading.prefix_part(lie)
-    return m if prefix is None else torch.cat([m, prefix], dim=2)
 
 
 def _unpack(t: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -140,20 +133,66 @@ def layer_lie_context(layer: str, output, transform: LieTransform, layout: Optio
 
     ``layout`` is the probe's layout of a 4-D output. The context's ``sample_mask`` is
     ``False`` for images whose primal or tangent holds NaN or Inf (docs/measures.md §1.7).
+
+    Every layer of every chunk comes through here (issue 23: each ATen call is a kernel launch on a
+    GPU), so the dual tensor is unpacked once, a map's Lie derivative is computed straight into the
+    ``b x C x P`` rows of :class:`LieContext` from constants kept per (transform, grid)
+    (:func:`_residual_rows`), and the finite check is one reduction per tensor (:func:`_finite_rows`).
     """
     raw = first_tensor(output)
     if raw is None:
         raise ValueError(f"layer {layer!r}: output of type {type(output).__name__} holds no tensor to measure")
     primal, tangent = _unpack(raw)
     kind, reading = _layout(primal, layer, layout)
-    lie = lie_like(tangent, primal, transform, layer, layout)
-    lie = _channels_first(lie, kind, reading)
-    as_map = lambda a: reading.to_map(a) if reading is not None else a  # noqa: E731
-    primal_map = as_map(primal)
-    finite = all_finite(primal_map.flatten(1)) & all_finite(as_map(tangent).flatten(1))
-    # the grid the generator acts on: the folded map's (h, w); None for vectors
-    grid = tuple(primal_map.shape[-2:]) if kind == "map" else None
+    if kind == "vector":  # rho is the identity: the Lie derivative is the tangent
+        primal_map, tangent_map = (primal, tangent) if reading is None else (reading.to_map(primal),
+                                                                              reading.to_map(tangent))
+        lie = tangent_map.reshape(tangent_map.shape[0], 1, -1)
+        grid = None
+    else:
+        primal_map, tangent_map = reading.to_map(primal), reading.to_map(tangent)
+        lie = _residual_rows(tangent_map, primal_map, transform)
+        prefix = reading.prefix_part(tangent)  # class tokens: invariant, their Lie derivative is the tangent
+        if prefix is not None:
+            lie = torch.cat([lie, prefix], dim=2)
+        # the grid the generator acts on: the folded map's (h, w)
+        grid = tuple(primal_map.shape[-2:])
+    finite = _finite_rows(primal_map, tangent_map)
     return LieContext(layer=layer, kind=kind, transform=transform, lie=lie, sample_mask=finite, grid=grid)
+
+
+#: Per transform, the constants of its generator per (grid, dtype, device) (:func:`residual_fields`): they
+#: live as long as the transform (one ``measure()`` call resolves its own), not for the whole process.
+_FIELDS: "weakref.WeakKeyDictionary[LieTransform, dict]" = weakref.WeakKeyDictionary()
+
+
+def _residual_rows(tangent_map: torch.Tensor, primal_map: torch.Tensor, transform: LieTransform) -> torch.Tensor:
+    """``tangent - G primal`` of ``b x C x h x w`` maps as ``b x C x (h w)`` rows."""
+    if transform.velocity is None:  # an intensity transform: G a = a
+        return (tangent_map - primal_map).flatten(2)
+    key = (tuple(primal_map.shape[-2:]), primal_map.dtype, primal_map.device)
+    per_grid = _FIELDS.setdefault(transform, {})
+    if key not in per_grid:
+        per_grid[key] = residual_fields(transform.velocity, key[0], transform.padding, key[1], key[2])
+    fields = per_grid[key]
+    if fields is None:  # circular padding: the general form
+        return transform.residual(tangent_map, primal_map).flatten(2)
+    return lie_residual_rows(tangent_map, primal_map, fields)
+
+
+def _finite_rows(primal: torch.Tensor, tangent: torch.Tensor) -> torch.Tensor:
+    """Whether each image's ``primal`` and ``tangent`` (``b x ...``) hold only finite values, on the device.
+
+    The largest magnitude of a row is finite exactly when every entry is (``inf`` shows in it, NaN
+    propagates through the max), never overflows, and is one reduction without a temporary; the larger of
+    the two tensors' is then compared once: four ATen calls where two :func:`all_finite` take thirteen.
+    """
+    if not primal.is_floating_point() or primal.dim() < 2 or math.prod(primal.shape[1:]) == 0:
+        return all_finite(primal.flatten(1)) & all_finite(tangent.flatten(1))
+    dims = tuple(range(1, primal.dim()))
+    largest = torch.maximum(torch.linalg.vector_norm(primal, math.inf, dims),
+                            torch.linalg.vector_norm(tangent, math.inf, dims))
+    return largest < math.inf
 
 
 # ---------------------------------------------------------------------- forward-mode pass

@@ -439,3 +439,43 @@ def test_errors():
     with pytest.raises(ValueError, match="padding"):
         LieTransform("rotation", padding="zeros")
     assert set(TRANSFORMS) == set(SPATIAL) | {"saturation"}
+
+
+# ---------------------------------------------------------------------- issue 23: the few-call forms
+@pytest.mark.parametrize("velocity", ["rotation", "translation_x", "translation_y", "scale", "shear",
+                                      "hyperbolic_rotation", ((0.3, -1.2, 0.5), (2.0, 0.1, -0.7))])
+@pytest.mark.parametrize("shape", [(3, 4, 7, 9), (2, 5, 3, 3), (2, 2, 2, 5), (2, 3, 6, 1)])
+def test_lie_residual_rows_are_the_tangent_minus_the_generator(velocity, shape):
+    from lightning_equivariance.functional.lie import lie_residual_rows, residual_fields
+
+    torch.manual_seed(0)
+    a, t = torch.randn(shape, dtype=torch.float64), torch.randn(shape, dtype=torch.float64)
+    fields = residual_fields(velocity, shape[-2:], "reflection", a.dtype, a.device)
+    rows = lie_residual_rows(t, a, fields)
+    assert rows.shape == (*shape[:-2], shape[-2] * shape[-1])
+    torch.testing.assert_close(rows, (t - lie_generator(a, velocity)).flatten(-2), rtol=0, atol=1e-12)
+    assert residual_fields(velocity, shape[-2:], "circular") is None  # wrapped neighbours: the general form
+
+
+def test_lee_merges_chunks_like_numpy_with_left_out_images_and_close_values():
+    """Per-image values that agree to ~9 digits (no cancellation in the merged M2), chunks of different
+    sizes, left-out images holding NaN and Inf: value, per-channel values and stderr as numpy gets them."""
+    torch.manual_seed(1)
+    chunks, kept = [], []
+    metric = LieDerivativeError(num_channels=3)
+    for b in (5, 1, 4, 6):
+        lie = (1 + 1e-9 * torch.randn(b, 3, 4, dtype=torch.float64)) * torch.tensor([1.0, 2.0, 3.0])[:, None]
+        mask = torch.rand(b) > 0.3
+        lie[~mask] = float("nan")
+        if (~mask).any():
+            lie[(~mask).nonzero()[0, 0], 0, 0] = float("inf")
+        metric.update(lie, sample_mask=mask)
+        chunks.append(lie[mask].numpy())
+        kept.append(mask)
+    good = np.concatenate(chunks)
+    details = metric.compute_details()
+    per_image = (good ** 2).sum(axis=(1, 2)) / 12
+    assert details["value"] == pytest.approx((good ** 2).mean(), rel=1e-12)
+    np.testing.assert_allclose(details["per_channel"].numpy(), (good ** 2).mean(axis=(0, 2)), rtol=1e-12)
+    expected = per_image.std(ddof=1) / math.sqrt(len(per_image))
+    assert details["stderr"] == pytest.approx(expected, rel=1e-6)

@@ -29,6 +29,17 @@ def test_nv_stays_within_its_op_budget(resnet18):
     assert row["per_layer_chunk"] <= bench_ops.BUDGETS["nv"], row
 
 
+def test_lee_stays_within_its_op_budget(resnet18):
+    """One forward-mode pass per transform (``batch_size=8``): the forward with dual tensors, the Lie
+    derivative of each layer, the finite check and the metric's update."""
+    rows = bench_ops.rows(quick=True)
+    kwargs, views = rows["lee_per_transform"]
+    with pytest.warns(RuntimeWarning, match="too small for lee's central-difference stencil"):
+        row = bench_ops.count_row(resnet18, 64, kwargs, views, by_op=False)
+    assert row["layers"] == 46  # layer4's 2 x 2 maps are refused (the warning): too small for the stencil
+    assert row["per_layer_chunk"] <= bench_ops.BUDGETS["lee_per_transform"], row
+
+
 def test_the_counter_sees_every_call_of_a_forward(resnet18):
     """A counter that missed calls would make every budget pass."""
     counter = bench_ops.CountCalls()

@@ -56,6 +56,7 @@ from __future__ import annotations
 from typing import Dict, Optional, Sequence, Tuple, Union
 
 import torch
+import torch.nn.functional as F
 
 __all__ = [
     "stencil_too_small",
@@ -67,6 +68,8 @@ __all__ = [
     "velocity_field",
     "lie_generator",
     "lie_residual",
+    "residual_fields",
+    "lie_residual_rows",
     "local_equivariance_error",
 ]
 
@@ -186,24 +189,24 @@ def velocity_field(
     return tuple((r[0] * xs + r[1] * ys + r[2]).expand(h, w) for r in v)  # type: ignore[return-value]
 
 
-def _axes(a: torch.Tensor, v, padding: str, alpha: float):
-    """Per image axis with a non-zero velocity component: ``(dim, n, field, const)``.
+def _axes(size: Tuple[int, int], v, padding: str, alpha: float, dtype=None, device=None):
+    """Per image axis with a non-zero velocity component: ``(dim, n, field, const)``, on an ``h x w`` grid.
 
     ``alpha * v_dim * (pixels per unit) / 2`` is the factor of the neighbour difference
     ``a[j+1] - a[j-1]``: a broadcastable ``h x w`` ``field``, or a Python ``const`` when the
     component does not depend on the position (translations).
     """
-    h, w = a.shape[-2:]
+    h, w = size
     for (cx, cy, c0), dim in zip(v, (-1, -2)):
-        n = a.shape[dim]
+        n = w if dim == -1 else h
         if n < 3 or (cx == 0 and cy == 0 and c0 == 0):
             continue  # 1 or 2 pixels: every pixel is a (mirrored or wrapped) border, derivative 0
         k = alpha * _pixels_per_unit(n, padding) / 2.0
         if cx == 0 and cy == 0:
             yield dim, n, None, c0 * k
         else:
-            xs = grid_coordinates(w, padding, a.dtype, a.device)[None, :]
-            ys = grid_coordinates(h, padding, a.dtype, a.device)[:, None]
+            xs = grid_coordinates(w, padding, dtype, device)[None, :]
+            ys = grid_coordinates(h, padding, dtype, device)[:, None]
             yield dim, n, ((cx * k) * xs + (cy * k) * ys + c0 * k).expand(h, w), None
 
 
@@ -235,7 +238,7 @@ def _accumulate_generator(base: torch.Tensor, a: torch.Tensor, v, padding: str, 
     ``base`` (no copy of it), the second adds in place.
     """
     out = None
-    for dim, n, field, const in _axes(a, v, padding, alpha):
+    for dim, n, field, const in _axes(tuple(a.shape[-2:]), v, padding, alpha, a.dtype, a.device):
         if out is None:
             out = _add_difference(torch.empty_like(base), base, a, dim, n, field, const, padding)
         else:
@@ -264,7 +267,9 @@ def lie_generator(a: torch.Tensor, velocity: Velocity, padding: str = "reflectio
     return _accumulate_generator(torch.zeros_like(a), a, v, padding, 1.0)
 
 
-def lie_residual(tangent: torch.Tensor, a: torch.Tensor, velocity: Velocity, padding: str = "reflection") -> torch.Tensor:
+def lie_residual(
+    tangent: torch.Tensor, a: torch.Tensor, velocity: Velocity, padding: str = "reflection"
+) -> torch.Tensor:
     """``tangent - G a``: a layer's Lie derivative from its forward-mode tangent and its output ``a`` (maps).
 
     The same as ``tangent - lie_generator(a, velocity, padding)`` with fewer temporaries.
@@ -273,7 +278,78 @@ def lie_residual(tangent: torch.Tensor, a: torch.Tensor, velocity: Velocity, pad
     v = _velocity_matrix(velocity)
     if v is None:
         return tangent - a
+    if a.dim() >= 2 and tangent.shape == a.shape:
+        fields = residual_fields(velocity, tuple(a.shape[-2:]), padding, a.dtype, a.device)
+        if fields is not None:
+            rows = lie_residual_rows(tangent, a, fields)
+            return rows.clone().reshape(tangent.shape) if not fields else rows.reshape(tangent.shape)
     return _accumulate_generator(tangent, a, v, padding, -1.0)
+
+
+def residual_fields(
+    velocity: Velocity, size: Tuple[int, int], padding: str = "reflection", dtype=None, device=None
+) -> Optional[Tuple[Tuple[int, torch.Tensor], ...]]:
+    """The constants of :func:`lie_residual_rows` on an ``h x w`` grid: per image axis the velocity moves
+    along, ``(offset, field)``, so that ``-G a = sum field * (a[j + offset] - a[j - offset])`` over the
+    row-major positions ``j`` of the grid (``offset`` 1 along the width, ``w`` along the height).
+
+    ``field`` (``h w``) is ``-v * (pixels per unit) / 2`` of :func:`_axes` (the same values), and 0 where
+    reflection padding makes the derivative 0 (the border pixels of that axis): there the neighbour
+    difference reads across a row end or into padding, and only ever counts times 0. ``None`` for
+    circular padding (its wrapped neighbours are no fixed offset) and for intensity transforms. They depend
+    only on the grid, so a caller computes them once per (transform, grid) and reuses them.
+    """
+    _check_padding(padding)
+    v = _velocity_matrix(velocity)
+    if v is None or padding != "reflection":
+        return None
+    h, w = (int(n) for n in size)
+    dtype = dtype or torch.get_default_dtype()
+    fields = []
+    for dim, _, field, const in _axes((h, w), v, padding, -1.0, dtype, device):
+        field = torch.full((h, w), const, dtype=dtype, device=device) if field is None else field.clone()
+        if dim == -1:
+            field[:, 0] = 0
+            field[:, w - 1] = 0
+        else:
+            field[0] = 0
+            field[h - 1] = 0
+        fields.append((1 if dim == -1 else w, field.reshape(h * w)))
+    return tuple(fields)
+
+
+def _shifted(padded: torch.Tensor, start: int, n: int) -> torch.Tensor:
+    """``n`` consecutive row-major entries of each ``(h + 2) x w`` block of ``padded`` from flat position ``start``:
+    one view (``as_strided``), where flattening and narrowing would be two ATen calls each."""
+    lead = padded.shape[:-2]
+    return padded.as_strided((*lead, n), (*padded.stride()[:-2], 1), padded.storage_offset() + start)
+
+
+def lie_residual_rows(
+    tangent: torch.Tensor, a: torch.Tensor, fields: Tuple[Tuple[int, torch.Tensor], ...]
+) -> torch.Tensor:
+    """``tangent - G a`` of maps ``... x h x w`` as rows ``... x (h w)``, with the constants of
+    :func:`residual_fields` (reflection padding).
+
+    ``a`` is padded with one zero row above and below, so that every neighbour ``a[j +- offset]``
+    of a row-major position is one shifted view of it; a neighbour read across a row end or into the
+    padding meets a zero field. A handful of whole-tensor operations per map, whatever the transform
+    (the values are those of :func:`lie_residual`; no copy of the tangent when no axis has a velocity:
+    the rows are then a view of it).
+    """
+    h, w = a.shape[-2:]
+    rows = tangent.flatten(-2)
+    if not fields:
+        return rows
+    padded = F.pad(a, (0, 0, 1, 1))
+    if padded.stride(-1) != 1 or padded.stride(-2) != w:
+        padded = padded.contiguous()
+    n = h * w
+    out = None
+    for offset, field in fields:
+        difference = _shifted(padded, w + offset, n) - _shifted(padded, w - offset, n)
+        out = torch.addcmul(rows, difference, field) if out is None else out.addcmul_(difference, field)
+    return out
 
 
 # ---------------------------------------------------------------------- LEE reduction
@@ -304,6 +380,62 @@ def _lee_update(
         sq = torch.where(keep[:, None], sq, torch.zeros((), dtype=sq.dtype, device=sq.device))
         entries = (keep.sum(dtype=torch.float64) * p).expand(c).clone()
     return sq.sum(0), entries, sq.sum(1) / (c * p)
+
+
+def _lee_chunk_rows(
+    lie: torch.Tensor, sample_mask: Optional[torch.Tensor] = None, zero: Optional[torch.Tensor] = None
+) -> torch.Tensor:
+    """One chunk of Lie derivatives ``b x C x P`` as ``b x (C + 1)`` float64 rows: ``||L_{i,c}||^2`` per image
+    and channel, then 1 (the image counts).
+
+    The rows of images with ``sample_mask`` False are 0 (``torch.where``: they may hold NaN or Inf), so
+    that sums over the rows, and products with them, count the other images only. ``zero``: a float64
+    ``(1,)`` zero on ``lie``'s device (kept by the caller; it also makes ``where`` return float64).
+    Squares of the per-(image, channel) norms, as :func:`_lee_update`: one pass, no squared copy.
+    """
+    if lie.dtype in (torch.float16, torch.bfloat16):
+        lie = lie.float()
+    norms = F.pad(torch.linalg.vector_norm(lie, dim=-1), (0, 1), value=1.0)
+    if sample_mask is None:
+        return norms.double().square()
+    if zero is None:
+        zero = torch.zeros(1, dtype=torch.float64, device=lie.device)
+    return torch.where(sample_mask.unsqueeze(1), norms, zero).square()
+
+
+def _lee_row_weights(num_channels: int, entries: int, device=None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The constants that turn :func:`_lee_chunk_rows` of ``C`` channels of ``P`` entries into a metric's
+    increments: ``(entry_weights, value_weights)``.
+
+    ``rows.sum(0) * entry_weights`` (``C + 1``) is the per-channel sums of squares and the entries per
+    channel (``P`` per counted image); ``rows @ value_weights`` (``b x 3``) is, per image, ``(counts,
+    ||L||^2 / (C P), 0)``: the rows :func:`_merge_image_values` merges into ``(n, mean, M2)``.
+    """
+    c, p = int(num_channels), float(entries)
+    # built from Python lists: one ATen call each, where fills of a zero tensor cost one per entry written
+    entry_weights = torch.tensor([1.0] * c + [p], dtype=torch.float64, device=device)
+    value_weights = torch.tensor([[0.0, 1.0 / (c * p), 0.0]] * c + [[1.0, 0.0, 0.0]], dtype=torch.float64,
+                                 device=device)
+    return entry_weights, value_weights
+
+
+def _merge_image_values(moments: torch.Tensor, values: torch.Tensor) -> None:
+    """Merge a chunk's per-image values into the summary ``moments`` (``1 x 3``: ``(n, mean, M2)``), in place.
+
+    ``values``: ``b x 3`` rows ``(weight, value, 0)``, weight 1 for the images that count and 0 (with
+    value 0) for the others. The summary joins them as one more row ``(n, mean, M2)`` - ``n``
+    observations at ``mean`` - so that one pass over the ``b + 1`` rows merges: with weights ``w`` and
+    values ``y``, ``n' = sum w``, ``mean' = sum w y / n'`` and ``M2' = M2 + sum w (y - mean')^2``, which is
+    Chan et al.'s update ``M2 + M2_b + delta^2 n n_b / n'`` (the summary's row contributes
+    ``n (mean - mean')^2``, the chunk's rows their own ``M2_b`` plus ``n_b (mean_b - mean')^2``). Deviations
+    from the merged mean: no difference of two large sums, and an error ``e`` in ``mean'`` changes ``M2'``
+    by ``n' e^2`` only. No host read.
+    """
+    weight, value, m2 = torch.cat([values, moments]).unbind(1)
+    n = weight.sum(0, keepdim=True)
+    mean = torch.dot(weight, value) / n.clamp_min(1)
+    deviation = value - mean
+    torch.stack([n, mean, torch.addcmul(m2, weight * deviation, deviation).sum(0, keepdim=True)], 1, out=moments)
 
 
 def _lee_compute(sq_sum: torch.Tensor, entries: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:

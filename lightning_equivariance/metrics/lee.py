@@ -2,11 +2,12 @@
 
 ``LEE(f_{1:l}) = E_x ||L_X f_{1:l}(x)||^2 / dim`` of one layer's Lie derivatives, which
 :mod:`lightning_equivariance.lie` computes with one forward-mode pass per transform.
-States are per-channel sums of squares and entry counts (``dist_reduce_fx="sum"``), and the
-mergeable moments ``(n, mean, M2)`` of the per-image values ``||L||^2 / dim`` for the standard
-error (docs/measures.md §7), merged with Chan's parallel update (no ``E[s^2] - E[s]^2``, which
-cancels when the values agree to many digits): probe images split over chunks or processes
-give the same result as one pass.
+States are the per-channel sums of squares with the entries per channel (one ``C + 1`` tensor,
+``dist_reduce_fx="sum"``), and the mergeable moments ``(n, mean, M2)`` of the per-image values
+``||L||^2 / dim`` for the standard error (docs/measures.md §7), merged with Chan's parallel update
+(no ``E[s^2] - E[s]^2``, which cancels when the values agree to many digits): probe images split
+over chunks or processes give the same result as one pass. A chunk updates both in about twenty
+ATen calls (issue 23: each one a kernel launch on a GPU), with constants kept on the metric.
 Images left out by a ``sample_mask`` (docs/measures.md §1.7) are out of every
 one of those sums and counts (``torch.where`` on the device, no host read).
 
@@ -21,12 +22,18 @@ Example::
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
-from ..functional.lie import _lee_compute, _lee_update, stencil_too_small
-from ..functional.moments import combine_moments, merge_moments, moments_of, no_chance, stderr_from_moments
+from ..functional.lie import (
+    _lee_chunk_rows,
+    _lee_compute,
+    _lee_row_weights,
+    _merge_image_values,
+    stencil_too_small,
+)
+from ..functional.moments import merge_moments, no_chance, stderr_from_moments
 from .base import FORWARD_MODE, LayerMetric, LieContext
 
 __all__ = ["LieContext", "LieDerivativeError"]
@@ -50,8 +57,7 @@ class LieDerivativeError(LayerMetric):
     #: The engine runs this measure in its own forward-mode pass, not the stacked forward.
     pass_kind = FORWARD_MODE
 
-    sq_sum: torch.Tensor
-    entries: torch.Tensor
+    sums: torch.Tensor
     image_moments: torch.Tensor
 
     def __init__(self, num_channels: int, **kwargs: Any):
@@ -59,10 +65,33 @@ class LieDerivativeError(LayerMetric):
         if int(num_channels) < 1:
             raise ValueError(f"num_channels must be >= 1, got {num_channels}")
         c = int(num_channels)
-        self.add_state("sq_sum", torch.zeros(c, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("entries", torch.zeros(c, dtype=torch.float64), dist_reduce_fx="sum")
-        # (n, mean, M2) of the per-image LEE, merged with Chan's update (also across processes)
-        self.add_state("image_moments", torch.zeros(3, dtype=torch.float64), dist_reduce_fx=merge_moments)
+        self.num_channels = c
+        # per channel: the sum of squared Lie derivatives; last: the entries per channel (the same for each)
+        self.add_state("sums", torch.zeros(c + 1, dtype=torch.float64), dist_reduce_fx="sum")
+        # (n, mean, M2) of the per-image LEE, merged with Chan's update (also across processes); 1 x 3, so
+        # that a chunk's rows and this summary join in one cat (functional.lie._merge_image_values)
+        self.add_state("image_moments", torch.zeros(1, 3, dtype=torch.float64), dist_reduce_fx=merge_moments)
+        self._constants: Dict[Any, Tuple[torch.Tensor, ...]] = {}
+
+    @property
+    def sq_sum(self) -> torch.Tensor:
+        """Per-channel sums of squared Lie derivatives (``C``)."""
+        return self.sums[:-1]
+
+    @property
+    def entries(self) -> torch.Tensor:
+        """Per-channel entry counts (``C``)."""
+        return self.sums[-1:].expand(self.num_channels)
+
+    def _chunk_constants(self, entries: int) -> Tuple[torch.Tensor, ...]:
+        """``(zero, entry_weights, value_weights)`` for rows of ``entries`` entries per channel, made once per
+        (entries, device): creating them every chunk would cost as many ATen calls as the update itself."""
+        device = self.sums.device
+        key = (entries, device)
+        if key not in self._constants:
+            zero = torch.zeros(1, dtype=torch.float64, device=device)
+            self._constants[key] = (zero, *_lee_row_weights(self.num_channels, entries, device))
+        return self._constants[key]
 
     @classmethod
     def for_layer(cls, ctx: LieContext, **_: Any) -> "LieDerivativeError":
@@ -101,15 +130,22 @@ class LieDerivativeError(LayerMetric):
             lie = lie.unsqueeze(1)
         elif lie.dim() > 3:
             lie = lie.flatten(2)
-        if lie.dim() != 3 or lie.shape[1] != self.sq_sum.shape[0]:
+        if lie.dim() != 3 or lie.shape[1] != self.num_channels:
             raise ValueError(
-                f"LieDerivativeError was created for {self.sq_sum.shape[0]} channels, got Lie derivatives of shape "
+                f"LieDerivativeError was created for {self.num_channels} channels, got Lie derivatives of shape "
                 f"{tuple(lie.shape)}"
             )
-        sq, entries, per_image = _lee_update(lie, sample_mask)
-        self.sq_sum += sq
-        self.entries += entries
-        self.image_moments.copy_(combine_moments(self.image_moments, moments_of(per_image, sample_mask)))
+        b = lie.shape[0]
+        if sample_mask is not None:
+            if sample_mask.dim() != 1 or sample_mask.shape[0] != b:
+                raise ValueError(
+                    f"sample_mask must hold one boolean per image ({b}), got shape {tuple(sample_mask.shape)}"
+                )
+            sample_mask = sample_mask.to(device=lie.device, dtype=torch.bool)
+        zero, entry_weights, value_weights = self._chunk_constants(int(lie.shape[2]))
+        rows = _lee_chunk_rows(lie, sample_mask, zero)  # b x (C + 1): squared norms, then 1; left-out rows 0
+        self.sums.addcmul_(rows.sum(0), entry_weights)
+        _merge_image_values(self.image_moments, rows.mm(value_weights))
 
     def _update_context(self, ctx: LieContext) -> None:
         self._update_tensors(ctx.lie, sample_mask=ctx.sample_mask)
@@ -127,6 +163,6 @@ class LieDerivativeError(LayerMetric):
             "left_out": 0,
             # standard error of the mean over images (the paper's error bars): std(ddof=1)/sqrt(n),
             # None for fewer than 2 images
-            "stderr": stderr_from_moments(self.image_moments),
+            "stderr": stderr_from_moments(self.image_moments[0]),
             **no_chance(),
         }
