@@ -446,14 +446,13 @@ class Measurement:
                 pos = torch.as_tensor(positions, dtype=torch.long, device=x.device)
                 chunk = Chunk(x, pos, all_finite(x.flatten(1)), _partners(pos) if self.chance else None)
                 if not self._allocated:
-                    # The first image's passes only create every layer's metrics: all states then exist
-                    # before the first full chunk, so the peak memory of a run is reached in its first
-                    # chunk and does not step up in the second (and layer errors show early).
+                    # The layouts first, then each pass prepares with the sink only creating metrics (the
+                    # stacked pass runs the first image: the peak memory is reached in the first chunk).
                     self._allocating = True
                     try:
                         with self._discovering(probe, x):
                             for p in self.passes:
-                                p.run(self.model, probe, chunk.first(), self)
+                                p.prepare(self.model, probe, chunk, self)
                     finally:
                         self._allocating = False
                     self._allocated = True

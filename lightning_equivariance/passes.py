@@ -100,6 +100,12 @@ class Pass:
     def run(self, model: nn.Module, probe: LayerHooks, chunk: Chunk, sink: LayerSink) -> None:
         raise NotImplementedError
 
+    def prepare(self, model: nn.Module, probe: LayerHooks, chunk: Chunk, sink: LayerSink) -> None:
+        """Before the first chunk, with the sink only creating metrics: run over the chunk's first image, so
+        that every layer's states exist before the first full chunk (the peak memory of a measurement is
+        then reached in its first chunk, and layer errors show early)."""
+        self.run(model, probe, chunk.first(), sink)
+
 
 class StackedPass(Pass):
     """One forward over the chunk's images and their transformed copies under every group.
@@ -197,6 +203,11 @@ class ForwardModePass(Pass):
     def run(self, model: nn.Module, probe: LayerHooks, chunk: Chunk, sink: LayerSink) -> None:
         with probe.calling(lambda name, output, inputs: self._on_output(name, output, chunk, sink)):
             lie_pass(model, chunk.images, self.transform)
+
+    def prepare(self, model: nn.Module, probe: LayerHooks, chunk: Chunk, sink: LayerSink) -> None:
+        """Nothing: a forward-mode measure's states are a few numbers per channel, so creating them in the
+        first chunk's pass does not move the peak memory (the dual activations do), and a forward-mode pass
+        of one image would cost a forward's ATen calls per layer for nothing (issue 23's fixed budget)."""
 
     def _on_output(self, name: str, output, chunk: Chunk, sink: LayerSink) -> None:
         if not sink.pending(name, self.sources, self.measures):
