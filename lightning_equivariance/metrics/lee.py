@@ -59,10 +59,10 @@ class LieDerivativeError(LayerMetric):
         if int(num_channels) < 1:
             raise ValueError(f"num_channels must be >= 1, got {num_channels}")
         c = int(num_channels)
-        self.add_state("sq_sum", torch.zeros(c, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("entries", torch.zeros(c, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_filled_state("sq_sum", (c,), 0.0)
+        self.add_filled_state("entries", (c,), 0.0)
         # (n, mean, M2) of the per-image LEE, merged with Chan's update (also across processes)
-        self.add_state("image_moments", torch.zeros(3, dtype=torch.float64), dist_reduce_fx=merge_moments)
+        self.add_filled_state("image_moments", (3,), 0.0, dist_reduce_fx=merge_moments)
 
     @classmethod
     def for_layer(cls, ctx: LieContext, **_: Any) -> "LieDerivativeError":
@@ -72,7 +72,7 @@ class LieDerivativeError(LayerMetric):
         reason = cls.degenerate(ctx)
         if reason:
             raise ValueError(reason)
-        return cls(ctx.num_channels).to(ctx.lie.device)
+        return cls.create_on(ctx.lie.device, ctx.num_channels)
 
     @staticmethod
     def degenerate(ctx: LieContext) -> Optional[str]:
@@ -121,7 +121,7 @@ class LieDerivativeError(LayerMetric):
     def _compute_details(self) -> Dict[str, Any]:
         per_channel, value = _lee_compute(self.sq_sum, self.entries)
         return {
-            "value": float(value),
+            "value": float(value.tolist()),
             "per_element": value.reshape(1),
             "per_channel": per_channel if per_channel.numel() > 1 else None,
             "left_out": 0,
