@@ -36,3 +36,15 @@ def test_the_counter_sees_every_call_of_a_forward(resnet18):
         resnet18(torch.randn(2, 3, 64, 64))
     assert counter.by_op["convolution"] == 20 and counter.by_op["addmm"] == 1
     assert counter.total > 60
+
+
+@pytest.mark.parametrize(
+    "row_name", ["invariance+equivariance", "invariance+equivariance_no_chance", "nv", "geed_channel"]
+)
+def test_fixed_calls_per_measurement_stay_within_budget(resnet18, row_name):
+    """Metric creation, the allocation pass, compute and the report: at most 4,000 calls per ``measure()``
+    (``lee`` joins when bench_ops subtracts both of its 8-image chunks at 16 images, not one)."""
+    kwargs, views = bench_ops.rows(quick=True)[row_name]
+    row = bench_ops.count_row(resnet18, 64, kwargs, views, by_op=False)
+    assert row["layers"] == 60
+    assert row["fixed"] <= bench_ops.FIXED_BUDGET, row

@@ -21,6 +21,7 @@ A measure declares what the engine needs to know, so that the engine names no me
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
@@ -238,6 +239,11 @@ def _constant(fill: float, dtype: torch.dtype) -> torch.Tensor:
     if key not in _CONSTANTS:
         _CONSTANTS[key] = torch.full((), fill, dtype=dtype, device="cpu")
     return _CONSTANTS[key]
+
+
+# the measures' fills, made at import so that every measurement issues the same ATen calls
+for _fill in (0.0, math.inf, -math.inf):
+    _constant(_fill, torch.float64)
 
 
 def all_finite(t: torch.Tensor) -> torch.Tensor:
