@@ -47,3 +47,33 @@ def test_the_counter_sees_every_call_of_a_forward(resnet18):
         resnet18(torch.randn(2, 3, 64, 64))
     assert counter.by_op["convolution"] == 20 and counter.by_op["addmm"] == 1
     assert counter.total > 60
+
+
+@pytest.mark.parametrize(
+    "row_name", ["invariance+equivariance", "invariance+equivariance_no_chance", "nv", "geed_channel"]
+)
+def test_fixed_calls_per_measurement_stay_within_budget(resnet18, row_name):
+    """Metric creation, the allocation pass, compute and the report: at most 4,000 calls per ``measure()``
+    (``lee`` joins when bench_ops subtracts both of its 8-image chunks at 16 images, not one)."""
+    kwargs, views = bench_ops.rows(quick=True)[row_name]
+    row = bench_ops.count_row(resnet18, 64, kwargs, views, by_op=False)
+    assert row["layers"] == 60
+    assert row["fixed"] <= bench_ops.FIXED_BUDGET, row
+
+
+def test_a_metric_is_created_with_one_call_per_state_and_resets_to_its_defaults():
+    """No deep copy of the defaults (torchmetrics' add_state: seven calls per state), no ``.to(device)``."""
+    from lightning_equivariance.metrics import CorrelationEquivariance
+
+    counter = bench_ops.CountCalls()
+    with counter:
+        metric = CorrelationEquivariance.create_on("cpu", 3, 8)
+    assert counter.total == 3 and counter.by_op["full"] == 3, dict(counter.by_op)
+    assert metric.device == torch.device("cpu") and metric.sums.shape == (2, 3, 2, 8)
+    on_meta = CorrelationEquivariance.create_on("meta", 3, 8)
+    assert on_meta.device.type == "meta" and {s.device.type for s in on_meta.metric_state.values()} == {"meta"}
+    a = torch.randn(3, 4, 8, 5, 5)
+    metric.update(a, a.flip(2))
+    metric.reset()
+    assert all(float(s.abs().sum()) == 0 for s in metric.metric_state.values())
+    assert metric.sums.shape == (2, 3, 2, 8) and metric.images.shape == (2,) and metric.moments.shape == (2, 3)

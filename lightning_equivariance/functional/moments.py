@@ -33,13 +33,17 @@ Pure torch. Small pieces shared by the measures that are means over probe images
   :func:`moments_increment`.
 
 Every update-side function works on the device with masks (``masked_fill``/``torch.where``),
-without a host read, a compaction or a Python loop over samples.
+without a host read, a compaction or a Python loop over samples. The compute side runs once per
+measurement and reads the few numbers it needs on the host (:func:`host_array`, ``tolist()``:
+no ATen call, so no kernel launch, per number), leaving on the device only the float reductions
+whose bits the reported values depend on.
 """
 from __future__ import annotations
 
 import threading
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
+import numpy as np
 import torch
 
 __all__ = [
@@ -49,6 +53,7 @@ __all__ = [
     "combine_moments",
     "merge_moments",
     "stderr_from_moments",
+    "host_array",
     "empty_moments",
     "kept_image_scores",
     "partner_pairs",
@@ -201,14 +206,33 @@ def merge_moments(stacked: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def stderr_from_moments(moments: torch.Tensor) -> Optional[float]:
-    """``std(s_i, ddof=1) / sqrt(n)`` from a ``(n, mean, M2)`` summary; ``None`` when ``n < 2`` (reads on the host)."""
-    if moments.dim() > 1:  # gathered but not yet reduced (should not happen): merge first
-        moments = merge_moments(moments)
-    n, _, m2 = (float(v) for v in moments.detach().cpu())
+def stderr_from_moments(moments) -> Optional[float]:
+    """``std(s_i, ddof=1) / sqrt(n)`` from a ``(n, mean, M2)`` summary (a tensor, or the three numbers already
+    on the host); ``None`` when ``n < 2``. Reads on the host with ``tolist()`` (no ATen call on the host)."""
+    n, _, m2 = _host_moments(moments)
     if n < 2:
         return None
     return (max(m2, 0.0) / (n - 1) / n) ** 0.5
+
+
+def _host_moments(moments) -> List[float]:
+    """A ``(n, mean, M2)`` summary as three Python floats; a gathered, not yet reduced one (``k x 3``, which
+    should not happen) is merged first."""
+    if not isinstance(moments, torch.Tensor):
+        moments = np.asarray(moments, dtype=np.float64)
+        if moments.ndim == 1:
+            return [float(v) for v in moments]
+        moments = torch.from_numpy(moments)
+    if moments.dim() > 1:
+        moments = merge_moments(moments)
+    return [float(v) for v in moments.tolist()]
+
+
+def host_array(t: torch.Tensor) -> np.ndarray:
+    """A small tensor's values on the host as a float64 NumPy array: one transfer from a device, and on the
+    host no ATen call at all (``tolist()``; ``numpy()`` costs one, a kernel launch each on a device).
+    For the compute side, which reads each metric's few stacked states once."""
+    return np.array(t.tolist(), dtype=np.float64).reshape(tuple(t.shape))
 
 
 def partner_pairs(
@@ -262,7 +286,7 @@ def chance_details(
     value: float,
     per_element: Optional[torch.Tensor],
     higher_is_better: bool,
-    left_out: torch.Tensor,
+    left_out: Union[torch.Tensor, float],
     pair_moments: Optional[torch.Tensor] = None,
 ) -> dict:
     """The ``compute_details()`` keys of the chance level (docs/measures.md §7).
@@ -281,7 +305,7 @@ def chance_details(
     if per_element is None:
         out.update(margin_details(None, None))
         return out
-    c = float(per_element.mean())
+    c = _host_float(per_element.mean())
     room = 1.0 - c if higher_is_better else 1.0 + c
     out.update(chance=c, chance_per_element=per_element, informative=bool(room >= MIN_ROOM))
     margin = (value - c) if higher_is_better else (c - value)
@@ -289,6 +313,11 @@ def chance_details(
         out["above_chance"] = margin / room
     out.update(margin_details(margin, pair_moments))
     return out
+
+
+def _host_float(x) -> float:
+    """A 0-d tensor's (or a host number's) value: ``tolist()`` issues no ATen call on the host, ``float()`` one."""
+    return float(x.tolist() if isinstance(x, torch.Tensor) else x)
 
 
 #: One-sided confidence level of ``margin_low`` (docs/measures.md §7).
@@ -310,9 +339,8 @@ def margin_details(margin: Optional[float], pair_moments: Optional[torch.Tensor]
            "margin_pairs": 0, "significance_reason": None}
     if margin is None:
         return out
-    if pair_moments is not None and pair_moments.dim() > 1:  # gathered but not yet reduced: merge first
-        pair_moments = merge_moments(pair_moments)
-    pairs = 0 if pair_moments is None else int(round(float(pair_moments[0])))
+    pair_moments = None if pair_moments is None else _host_moments(pair_moments)  # read on the host once
+    pairs = 0 if pair_moments is None else int(round(pair_moments[0]))
     out.update(margin=float(margin), margin_pairs=pairs, significant=False)
     se = None if pair_moments is None else stderr_from_moments(pair_moments)
     if se is None:

@@ -22,9 +22,10 @@ A measure declares what the engine needs to know, so that the engine names no me
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from functools import cached_property
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 import torch
 from torchmetrics import Metric
@@ -204,6 +205,23 @@ class LayerDetails(Significance):
         return cls(**typed, extra={k: v for k, v in details.items() if k not in known})
 
 
+_CONSTANTS: Dict[Tuple[float, torch.dtype], torch.Tensor] = {}
+
+
+def _constant(fill: float, dtype: torch.dtype) -> torch.Tensor:
+    """A shared 0-d host tensor holding ``fill``: the kept default of :meth:`LayerMetric.add_filled_state`
+    (torchmetrics' ``reset`` clones it to the state's device, ``.to()`` gives the metric its own copy)."""
+    key = (float(fill), dtype)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.full((), fill, dtype=dtype, device="cpu")
+    return _CONSTANTS[key]
+
+
+# the measures' fills, made at import so that every measurement issues the same ATen calls
+for _fill in (0.0, math.inf, -math.inf):
+    _constant(_fill, torch.float64)
+
+
 def all_finite(t: torch.Tensor) -> torch.Tensor:
     """Whether each row of ``t`` (``... x N``) holds only finite values, on the device (no host sync).
 
@@ -262,15 +280,26 @@ class LayerMetric(Metric):
         raise NotImplementedError
 
     def add_filled_state(
-        self, name: str, shape, fill: float, dtype: torch.dtype = torch.float64, dist_reduce_fx: str = "sum"
+        self,
+        name: str,
+        shape,
+        fill: float,
+        dtype: torch.dtype = torch.float64,
+        dist_reduce_fx: Union[str, Callable, None] = "sum",
+        persistent: bool = False,
     ) -> None:
-        """``add_state`` for a large state of constant initial value, without a full-size copy of it.
+        """``add_state`` for a state of constant initial value: one ATen call (the state itself), no copy.
 
-        torchmetrics keeps a copy of every state's default for ``reset``; for per-unit states
-        (``k x C x h x w`` float64) that copy doubles the memory a layer holds. Here the kept
-        default is a 0-d tensor, and ``reset`` expands it back to ``shape``.
+        torchmetrics' ``add_state`` keeps a deep copy of every default for ``reset``: seven ATen
+        calls per state whatever its size (a kernel launch each on a GPU, paid for every state of
+        every layer's metric), and for per-unit states (``k x C x h x w`` float64) a second copy of
+        the largest thing a layer holds. Here the kept default is a shared 0-d constant that
+        ``reset`` expands back to ``shape``; the state is created where tensor factories create
+        them (:meth:`create_on` makes that the metric's device). The reduction is registered by
+        torchmetrics' own ``add_state`` (with an empty list, which it copies for free).
         """
-        self.add_state(name, torch.full((), fill, dtype=dtype), dist_reduce_fx=dist_reduce_fx)
+        super().add_state(name, [], dist_reduce_fx=dist_reduce_fx, persistent=persistent)
+        self._defaults[name] = _constant(fill, dtype)  # never changed in place: reset() clones it
         if not hasattr(self, "_filled_shapes"):
             self._filled_shapes: Dict[str, Tuple[int, ...]] = {}
         self._filled_shapes[name] = tuple(int(s) for s in shape)
@@ -280,6 +309,17 @@ class LayerMetric(Metric):
         super().reset()
         for name, shape in getattr(self, "_filled_shapes", {}).items():
             setattr(self, name, getattr(self, name).expand(shape).clone())
+
+    @classmethod
+    def create_on(cls, device: Union[str, torch.device], *args: Any, **kwargs: Any) -> "LayerMetric":
+        """``cls(*args, **kwargs)`` with its states created on ``device`` (torch's device context, which
+        torchmetrics also records as the metric's device), instead of ``cls(...).to(device)``: that costs
+        an ATen call per metric on the same device, and a copy of every state on another one."""
+        device = torch.device(device)
+        if device == torch.get_default_device():  # the factories' device already (no context, no ATen call)
+            return cls(*args, **kwargs)
+        with torch.device(device):
+            return cls(*args, **kwargs)
 
     @classmethod
     def for_layer(cls, ctx: LayerContext, **options) -> "LayerMetric":
@@ -332,11 +372,19 @@ class NonFiniteImages(Metric):
         self.left_out.append(left_out)
 
     def compute(self) -> Tuple[List[int], int]:
-        pos = self.positions if isinstance(self.positions, torch.Tensor) else (
-            torch.cat(self.positions) if self.positions else torch.zeros(0, dtype=torch.long))
-        bad = self.left_out if isinstance(self.left_out, torch.Tensor) else (
-            torch.cat(self.left_out) if self.left_out else torch.zeros(0, dtype=torch.bool))
-        return torch.unique(pos[bad]).tolist(), int(torch.unique(pos).numel())
+        # Read on the host (once per measurement): the sorted distinct positions, as torch.unique gave
+        # them, from Python lists - on the host tolist() issues no ATen call where cat, index and unique
+        # issued five per layer; on a device the chunks' pieces are concatenated first (one transfer).
+        pos, bad = _host_list(self.positions), _host_list(self.left_out)
+        return sorted({p for p, b in zip(pos, bad) if b}), len(set(pos))
+
+
+def _host_list(state) -> list:
+    """The entries of a ``cat`` state (a tensor once synced, else a list of per-chunk tensors) as a flat list."""
+    pieces = [state] if isinstance(state, torch.Tensor) else list(state)
+    if len(pieces) > 1 and pieces[0].device.type != "cpu":
+        pieces = [torch.cat(pieces)]
+    return [v for piece in pieces for v in (piece if piece.dim() == 1 else piece.reshape(-1)).tolist()]
 
 
 def __getattr__(name):

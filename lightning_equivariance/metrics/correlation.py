@@ -61,6 +61,7 @@ from ..functional.correlation import (
 from ..functional.moments import (
     chance_details,
     chance_per_element,
+    host_array,
     merge_moments,
     moments_increment,
     stacked_chunk_sums,
@@ -90,13 +91,13 @@ class _CorrelationMeasure(LayerMetric):
         m, c = int(num_elements), int(num_channels)
         # One stacked state, one add per chunk: [score sums, valid pairs] x element x [own, chance
         # (against the partner's map, docs/measures.md §7)] x channel.
-        self.add_state("sums", torch.zeros(2, m, 2, c, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_filled_state("sums", (2, m, 2, c), 0.0)
         # [counted images, images with a chance term]: the dead pairs (left_out) are the counted
         # images' pairs that are not valid, the images without a chance term the difference
-        self.add_state("images", torch.zeros(2, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_filled_state("images", (2,), 0.0)
         # (n, mean, M2) of the images' own scores (row 0, the stderr) and of the pair margins D_k
         # (row 1, the margin's interval), merged with Chan's update (also across processes)
-        self.add_state("moments", torch.zeros(2, 3, dtype=torch.float64), dist_reduce_fx=merge_moments)
+        self.add_filled_state("moments", (2, 3), 0.0, dist_reduce_fx=merge_moments)
         # The validity mask of a layer is fixed by the group and the layer's shape: in
         # update(ctx) its "at least 2 positions" check (a host read) runs on the first chunk only.
         self._position_mask_checked = False
@@ -131,7 +132,7 @@ class _CorrelationMeasure(LayerMetric):
     @classmethod
     def for_layer(cls, ctx: LayerContext, similarity: str = "pearson", **_: Any) -> "_CorrelationMeasure":
         channels = 1 if ctx.kind == "vector" else ctx.num_channels
-        metric = cls(len(ctx.elements), channels, similarity=similarity).to(ctx.a_x.device)
+        metric = cls.create_on(ctx.a_x.device, len(ctx.elements), channels, similarity=similarity)
         # decided once, at set-up (a host read): may this layer reuse the previous layer's scores?
         metric._reuses_previous = similarity == "pearson" and ctx.kind == "map" and _positive_channel_affine(ctx.module)
         return metric
@@ -201,17 +202,27 @@ class _CorrelationMeasure(LayerMetric):
         return _correlation_compute(self.score_sum, self.count)[1]
 
     def _compute_details(self) -> Dict[str, Any]:
-        per_element, value = _correlation_compute(self.score_sum, self.count)
-        per_channel = (self.score_sum / self.count.clamp_min(1)).mean(0)  # channels dead everywhere -> 0
+        # Once per measurement, in ~10 ATen calls instead of ~60: the sums over channels on the device
+        # (the kernels of compute(), so the same bits), then the few numbers on the host. Ratios and
+        # counts are exact there; the means over elements and channels stay torch reductions.
+        totals = host_array(self.sums.sum(-1))  # [scores, pairs] x element x [own, chance]
+        images, moments = host_array(self.images), host_array(self.moments)
+        channels = self.sums.shape[-1]
+        per_element = torch.from_numpy(_correlation_compute(totals[0, :, :1], totals[1, :, :1])[0])
+        per_channel = None
+        if channels > 1:
+            score_sum, count = self.sums.select(2, 0).unbind(0)
+            per_channel = (score_sum / count.clamp_min(1)).mean(0)  # channels dead everywhere -> 0
         out = {
-            "value": float(value),
+            "value": per_element.mean().tolist(),
             "per_element": per_element,
-            "per_channel": per_channel if self.score_sum.shape[1] > 1 else None,
-            "left_out": int(self.left_out.sum()),
-            "stderr": stderr_from_moments(self.moments[0]),
+            "per_channel": per_channel,
+            "left_out": int((images[0] * channels - totals[1, :, 0]).sum()),
+            "stderr": stderr_from_moments(moments[0]),
         }
-        chance = chance_per_element(self.chance_sum, self.chance_count)
-        out.update(chance_details(out["value"], chance, True, self.chance_left_out, self.moments[1]))
+        chance = chance_per_element(totals[0, :, 1:], totals[1, :, 1:])
+        chance = None if chance is None else torch.from_numpy(chance)
+        out.update(chance_details(out["value"], chance, True, images[0] - images[1], moments[1]))
         return out
 
 
@@ -250,8 +261,8 @@ def _positive_channel_affine(module) -> bool:
     """
     if isinstance(module, (nn.modules.batchnorm._BatchNorm, nn.GroupNorm)):
         weight = getattr(module, "weight", None)
-        try:
-            return weight is None or bool((weight > 0).all())
+        try:  # read on the host (tolist: no ATen call there), once per metric
+            return weight is None or all(w > 0 for w in weight.tolist())
         except Exception:  # noqa: BLE001 - an unusual weight (sharded, lazy): just compute the layer's own scores
             return False
     return False

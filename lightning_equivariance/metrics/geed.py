@@ -64,6 +64,7 @@ from ..functional.moments import (
     chance_details,
     chance_per_element,
     combine_moments,
+    host_array,
     merge_moments,
     no_chance,
     stacked_chunk_sums,
@@ -111,7 +112,7 @@ class _GEED(LayerMetric):
     def _add_moments_state(self) -> None:
         """``image_moments``: ``(n, mean, M2)`` of the images' own scores (the stderr, docs/measures.md
         §7), merged with Chan's parallel update - across chunks and, at compute, across processes."""
-        self.add_state("image_moments", torch.zeros(3, dtype=torch.float64), dist_reduce_fx=merge_moments)
+        self.add_filled_state("image_moments", (3,), 0.0, dist_reduce_fx=merge_moments)
 
     def _add_image_moments(self, score: torch.Tensor, valid: torch.Tensor, sample_mask: Optional[torch.Tensor]) -> None:
         """Merge the chunk's per-image scores (``m x b [x C]``, only where ``valid``) into ``image_moments``."""
@@ -153,12 +154,12 @@ class GEEDChannel(_GEED):
         m, c = int(num_elements), int(num_channels)
         # One stacked state, one add per chunk: [cosine sums, valid pairs] x element x [own, chance
         # (against the partner's map, docs/measures.md §7)] x channel.
-        self.add_state("sums", torch.zeros(2, m, 2, c, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_filled_state("sums", (2, m, 2, c), 0.0)
         # [counted images, images with a chance term]: left_out and chance_left_out follow
-        self.add_state("images", torch.zeros(2, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_filled_state("images", (2,), 0.0)
         # (n, mean, M2) of the images' own scores (row 0, the stderr) and of the pair margins D_k
         # (row 1, the margin's interval), merged with Chan's update (also across processes)
-        self.add_state("moments", torch.zeros(2, 3, dtype=torch.float64), dist_reduce_fx=merge_moments)
+        self.add_filled_state("moments", (2, 3), 0.0, dist_reduce_fx=merge_moments)
         self._rows: Dict[Any, torch.Tensor] = {}
 
     score_sum = CorrelationInvariance.score_sum
@@ -171,7 +172,7 @@ class GEEDChannel(_GEED):
 
     @classmethod
     def for_layer(cls, ctx: LayerContext, **_: Any) -> "GEEDChannel":
-        return cls(len(ctx.elements), 1 if ctx.kind == "vector" else ctx.num_channels).to(ctx.a_x.device)
+        return cls.create_on(ctx.a_x.device, len(ctx.elements), 1 if ctx.kind == "vector" else ctx.num_channels)
 
     def _update_tensors(
         self,
@@ -218,18 +219,25 @@ class GEEDChannel(_GEED):
         return -_per_element(self.score_sum, self.count, "channelwise G-EED").mean()
 
     def _compute_details(self) -> Dict[str, Any]:
-        per_element = -_per_element(self.score_sum, self.count, "channelwise G-EED")
-        per_channel = -(self.score_sum.sum(0) / self.count.sum(0).clamp_min(1))
+        # As CorrelationInvariance's: the sums over channels on the device, the few numbers on the host.
+        totals = host_array(self.sums.sum(-1))  # [cosines, pairs] x element x [own, chance]
+        images, moments = host_array(self.images), host_array(self.moments)
+        channels = self.sums.shape[-1]
+        per_element = torch.from_numpy(-_per_element(totals[0, :, :1], totals[1, :, :1], "channelwise G-EED"))
+        per_channel = None
+        if channels > 1:
+            score_sum, count = self.sums.select(2, 0).unbind(0)
+            per_channel = -(score_sum.sum(0) / count.sum(0).clamp_min(1))
         out = {
-            "value": float(per_element.mean()),
+            "value": per_element.mean().tolist(),
             "per_element": per_element,
-            "per_channel": per_channel if self.score_sum.shape[1] > 1 else None,
-            "left_out": int(self.left_out.sum()),
-            "stderr": stderr_from_moments(self.moments[0]),
+            "per_channel": per_channel,
+            "left_out": int((images[0] * channels - totals[1, :, 0]).sum()),
+            "stderr": stderr_from_moments(moments[0]),
         }
-        chance = chance_per_element(self.chance_sum, self.chance_count)
-        out.update(chance_details(out["value"], None if chance is None else -chance, False, self.chance_left_out,
-                                  self.moments[1]))
+        chance = chance_per_element(totals[0, :, 1:], totals[1, :, 1:])
+        chance = None if chance is None else torch.from_numpy(-chance)
+        out.update(chance_details(out["value"], chance, False, images[0] - images[1], moments[1]))
         return out
 
 
@@ -274,12 +282,12 @@ class GEEDLatentL2(_GEED):
         if int(max_points) < 2:
             raise ValueError(f"{type(self).__name__}: max_points must be >= 2, got {max_points}")
         self.max_points = int(max_points)
-        self.add_state("dist_sum", torch.zeros(int(num_elements), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros(int(num_elements), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_filled_state("dist_sum", (int(num_elements),), 0.0)
+        self.add_filled_state("count", (int(num_elements),), 0.0)
         # Gathered, not summed: the union of every rank's kept points defines M.
-        self.add_state("points", torch.zeros(self.max_points, int(dim), dtype=torch.float64), dist_reduce_fx=None)
-        self.add_state("num_points", torch.zeros((), dtype=torch.float64), dist_reduce_fx=None)
-        self.add_state("seen", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_filled_state("points", (self.max_points, int(dim)), 0.0, dist_reduce_fx=None)
+        self.add_filled_state("num_points", (), 0.0, dist_reduce_fx=None)
+        self.add_filled_state("seen", (), 0.0)
         self._add_moments_state()
 
     @classmethod
@@ -386,11 +394,11 @@ class GEEDLatentCosine(_GEED):
         super().__init__(**kwargs)
         _check_positive(type(self).__name__, num_elements=num_elements, dim=dim)
         m = int(num_elements)
-        self.add_state("score_sum", torch.zeros(m, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros(m, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("left_out", torch.zeros(m, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("unit_sum", torch.zeros(int(dim), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("num_points", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_filled_state("score_sum", (m,), 0.0)
+        self.add_filled_state("count", (m,), 0.0)
+        self.add_filled_state("left_out", (m,), 0.0)
+        self.add_filled_state("unit_sum", (int(dim),), 0.0)
+        self.add_filled_state("num_points", (), 0.0)
         self._add_moments_state()
 
     @classmethod
@@ -467,8 +475,8 @@ class GEEDSoftmax(_GEED):
             raise ValueError(f"inputs must be one of {_SOFTMAX_INPUTS}, got {inputs!r}")
         self.inputs = inputs  # as asked; what "auto" decided is _decided, forgotten by reset()
         self._decided: Optional[str] = None if inputs == "auto" else inputs
-        self.add_state("kl_sum", torch.zeros(int(num_elements), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.zeros(int(num_elements), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_filled_state("kl_sum", (int(num_elements),), 0.0)
+        self.add_filled_state("count", (int(num_elements),), 0.0)
         self._add_moments_state()
 
     @classmethod

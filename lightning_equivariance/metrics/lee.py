@@ -67,10 +67,10 @@ class LieDerivativeError(LayerMetric):
         c = int(num_channels)
         self.num_channels = c
         # per channel: the sum of squared Lie derivatives; last: the entries per channel (the same for each)
-        self.add_state("sums", torch.zeros(c + 1, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_filled_state("sums", (c + 1,), 0.0)
         # (n, mean, M2) of the per-image LEE, merged with Chan's update (also across processes); 1 x 3, so
         # that a chunk's rows and this summary join in one cat (functional.lie._merge_image_values)
-        self.add_state("image_moments", torch.zeros(1, 3, dtype=torch.float64), dist_reduce_fx=merge_moments)
+        self.add_filled_state("image_moments", (1, 3), 0.0, dist_reduce_fx=merge_moments)
         self._constants: Dict[Any, Tuple[torch.Tensor, ...]] = {}
 
     @property
@@ -101,7 +101,7 @@ class LieDerivativeError(LayerMetric):
         reason = cls.degenerate(ctx)
         if reason:
             raise ValueError(reason)
-        return cls(ctx.num_channels).to(ctx.lie.device)
+        return cls.create_on(ctx.lie.device, ctx.num_channels)
 
     @staticmethod
     def degenerate(ctx: LieContext) -> Optional[str]:
@@ -157,7 +157,7 @@ class LieDerivativeError(LayerMetric):
     def _compute_details(self) -> Dict[str, Any]:
         per_channel, value = _lee_compute(self.sq_sum, self.entries)
         return {
-            "value": float(value),
+            "value": float(value.tolist()),
             "per_element": value.reshape(1),
             "per_channel": per_channel if per_channel.numel() > 1 else None,
             "left_out": 0,

@@ -103,7 +103,7 @@ class _Transformational(LayerMetric):
             raise ValueError(f"{len(self.element_names)} element names for {k} transformations")
         self.distance = distance
         cols = (k, *self.unit_shape)
-        self.add_state("n", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_filled_state("n", (), 0.0)
         if "tv" in self.summaries:
             self.add_filled_state("tv_sum", self.unit_shape, 0.0)
         if "td" in self.summaries:
@@ -115,7 +115,7 @@ class _Transformational(LayerMetric):
             self.add_filled_state("cmax", cols, -math.inf, dist_reduce_fx="max")
         if "sd" in self.summaries and distance != "squared":
             self.add_filled_state("sd_pair_sum", cols, 0.0)
-            self.add_state("sd_pairs", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
+            self.add_filled_state("sd_pairs", (), 0.0)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -127,9 +127,8 @@ class _Transformational(LayerMetric):
         cls, ctx: LayerContext, include_identity: bool = True, distance: Distance = "euclidean", **options: Any
     ) -> "_Transformational":
         names = cls._st_names(ctx, include_identity)
-        return cls(len(names), tuple(ctx.a_x.shape[1:]), element_names=names, distance=distance, **cls._options(options)).to(
-            ctx.a_x.device
-        )
+        return cls.create_on(ctx.a_x.device, len(names), tuple(ctx.a_x.shape[1:]), element_names=names,
+                             distance=distance, **cls._options(options))
 
     @classmethod
     def _options(cls, options: Dict[str, Any]) -> Dict[str, Any]:
@@ -189,21 +188,25 @@ class _Transformational(LayerMetric):
     def _columns(self) -> Dict[str, torch.Tensor]:
         return {"s1": self.s1, "s2": self.s2, "cmin": self.cmin, "cmax": self.cmax}
 
+    def _images(self) -> float:
+        """``n`` read on the host (``tolist()``: no ATen call there, where each ``float(n)`` is one)."""
+        return float(self.n.tolist())
+
     def _tv(self) -> torch.Tensor:
-        return _tv_compute(self.tv_sum, self.n)
+        return _tv_compute(self.tv_sum, self._images())
 
     def _sv_columns(self) -> torch.Tensor:
-        return _column_variances(self.n, **self._columns())
+        return _column_variances(self._images(), **self._columns())
 
     def _td(self) -> torch.Tensor:
-        return _tv_compute(self.td_sum, self.n)
+        return _tv_compute(self.td_sum, self._images())
 
     def _sd_columns(self) -> torch.Tensor:
         """``AverageDistance`` per (column, unit)."""
         if self.distance == "squared":
-            nf = float(self.n)
-            return 2.0 * (nf - 1) / nf * _column_variances(self.n, **self._columns())
-        nf, pairs = float(self.n), float(self.sd_pairs)
+            nf = self._images()
+            return 2.0 * (nf - 1) / nf * _column_variances(nf, **self._columns())
+        nf, pairs = self._images(), float(self.sd_pairs.tolist())
         if pairs < 1:
             raise ValueError(
                 "SD needs pairs of probe images within one batch (Quiroga §2.5 block approximation); every "
@@ -230,16 +233,20 @@ class _Transformational(LayerMetric):
 
     def _compute_details(self) -> Dict[str, Any]:
         per_unit = self._per_unit()
+        return self._details(per_unit, self._extra(per_unit))
+
+    def _details(self, per_unit: torch.Tensor, extra: Dict[str, Any]) -> Dict[str, Any]:
+        """``compute_details()`` from the per-unit values and the measure's own further keys."""
         per_element, names = self._per_element_values(per_unit)
         details = {
-            "value": float(self._value(per_unit)),
+            "value": float(self._value(per_unit).tolist()),
             "per_element": per_element,
             "element_names": names,
             "per_channel": self._per_channel(per_unit),
             "left_out": 0,
             "per_unit": per_unit,
         }
-        details.update(self._extra(per_unit))
+        details.update(extra)
         return details
 
     def _extra(self, per_unit: torch.Tensor) -> Dict[str, Any]:
@@ -255,12 +262,13 @@ class _Ratio(_Transformational):
     def _per_unit(self) -> torch.Tensor:
         return safe_ratio(*self._num_den())
 
-    def _extra(self, per_unit):
-        num, den = self._num_den()
-        return {
-            "zero_over_zero_units": int(((num == 0) & (den == 0)).sum()),
-            "inf_units": int(torch.isinf(per_unit).sum()),
-        }
+    def _compute_details(self) -> Dict[str, Any]:
+        num, den = self._num_den()  # once, for the ratio and the special cases
+        per_unit = safe_ratio(num, den)
+        return self._details(per_unit, {
+            "zero_over_zero_units": int(((num == 0) & (den == 0)).sum().tolist()),
+            "inf_units": int(torch.isinf(per_unit).sum().tolist()),
+        })
 
 
 # ---------------------------------------------------------------------- variance
