@@ -13,7 +13,7 @@ Set-up (issue 23): torchvision ResNet-18 (random weights), 64 x 64 images, Rotat
 with 16 and with 64 probe images::
 
     per (layer, chunk) = (calls at 64 - calls at 16) / (extra chunks x measured layers)
-    fixed              = calls at 16 - one chunk's calls
+    fixed              = calls at 16 - the calls of its chunks (one chunk; lee: two chunks of 8)
 
 ``lee`` is counted per transform with ``batch_size=8`` (8 images per forward). The same rows
 run on torchvision ``vit_b_16(image_size=64)`` (tokens) and ``convnext_tiny`` at 64 px
@@ -98,14 +98,16 @@ def count_row(model, size: int, kwargs: dict, views, by_op: bool) -> dict:
     x = torch.randn(large, 3, size, size)
     c_small, layers = _count(model, x[:small], batch_size=batch_size, **kwargs)
     c_large, _ = _count(model, x, batch_size=batch_size, **kwargs)
-    extra_chunks = math.ceil(large / per_chunk_images) - math.ceil(small / per_chunk_images)
+    small_chunks = math.ceil(small / per_chunk_images)
+    extra_chunks = math.ceil(large / per_chunk_images) - small_chunks
     chunk_calls = (c_large.total - c_small.total) / extra_chunks
     row = {
         "layers": layers,
         "calls_16": c_small.total,
         "calls_64": c_large.total,
         "per_layer_chunk": round(chunk_calls / max(layers, 1), 1),
-        "fixed": round(c_small.total - chunk_calls),
+        # what a call costs whatever its number of chunks (lee's 16 images are two chunks of 8)
+        "fixed": round(c_small.total - small_chunks * chunk_calls),
     }
     if by_op:
         diff = c_large.by_op.copy()

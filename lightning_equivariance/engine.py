@@ -24,6 +24,7 @@ import warnings
 from dataclasses import dataclass
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -43,7 +44,7 @@ from .layers import (
     wrapped_child_prefix,
 )
 from .metrics import DEFAULT_MEASURES, MEASURES, LayerMetric
-from .metrics.base import LayerDetails, NonFiniteImages, all_finite
+from .metrics.base import LayerDetails, NonFiniteImages, all_finite, metric_on
 from .passes import Chunk, StackedPass, plan_passes
 from .probe_set import iter_images
 from .progress import progress
@@ -319,7 +320,7 @@ class Measurement:
         if self._allocating:
             return
         if layer not in self.non_finite_images:
-            self.non_finite_images[layer] = NonFiniteImages().to(kept.device)
+            self.non_finite_images[layer] = metric_on(kept.device, NonFiniteImages)
         self.non_finite_images[layer].update(chunk.positions, ~kept)
 
     def receive(self, layer: str, output, source, measures, ctx) -> None:
@@ -457,7 +458,7 @@ class Measurement:
                         self._allocating = False
                     self._allocated = True
                 if "(input)" not in self.non_finite_images:
-                    self.non_finite_images["(input)"] = NonFiniteImages().to(x.device)
+                    self.non_finite_images["(input)"] = metric_on(x.device, NonFiniteImages)
                 self.non_finite_images["(input)"].update(pos, ~chunk.finite)
                 for p in self.passes:
                     p.run(self.model, probe, chunk, self)
@@ -516,7 +517,7 @@ class Measurement:
                             raise MeasureError(msg) from e
                         self._fail([key], msg)
                         continue
-                    pe = d.per_element.detach().cpu().double().numpy()
+                    pe = _host_floats(d.per_element)
                     element_names = d.element_names or [e.name for e in group.elements]
                     pc = d.per_channel
                     results.append(
@@ -530,7 +531,7 @@ class Measurement:
                             group=group.name,
                             value=d.value,
                             per_element={e: float(v) for e, v in zip(element_names, pe)},
-                            per_channel=None if pc is None else pc.detach().cpu().double().numpy(),
+                            per_channel=None if pc is None else _host_floats(pc),
                             left_out=d.left_out,
                             higher_is_better=MEASURES[measure_name].higher_is_better,
                             layout=info.layout,
@@ -592,6 +593,12 @@ def _partners(positions: torch.Tensor) -> torch.Tensor:
     (``2k`` <-> ``2k + 1``), or ``-1``. On the device, without a host synchronisation."""
     match = (positions ^ 1).unsqueeze(1) == positions.unsqueeze(0)
     return torch.where(match.any(1), match.to(torch.uint8).argmax(1), torch.full_like(positions, -1))
+
+
+def _host_floats(t: torch.Tensor) -> np.ndarray:
+    """A tensor's values as a float64 NumPy array, read with ``tolist()``: on the host no ATen call (where
+    ``detach().cpu().double()`` were three per layer and measure), on a device one transfer."""
+    return np.asarray(t.tolist(), dtype=np.float64)
 
 
 def _has_tensors(model: nn.Module) -> bool:

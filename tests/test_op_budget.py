@@ -38,6 +38,7 @@ def test_lee_stays_within_its_op_budget(resnet18):
         row = bench_ops.count_row(resnet18, 64, kwargs, views, by_op=False)
     assert row["layers"] == 46  # layer4's 2 x 2 maps are refused (the warning): too small for the stencil
     assert row["per_layer_chunk"] <= bench_ops.BUDGETS["lee_per_transform"], row
+    assert row["fixed"] <= bench_ops.FIXED_BUDGET, row  # both 8-image chunks of the 16 images subtracted
 
 
 def test_the_counter_sees_every_call_of_a_forward(resnet18):
@@ -54,7 +55,7 @@ def test_the_counter_sees_every_call_of_a_forward(resnet18):
 )
 def test_fixed_calls_per_measurement_stay_within_budget(resnet18, row_name):
     """Metric creation, the allocation pass, compute and the report: at most 4,000 calls per ``measure()``
-    (``lee`` joins when bench_ops subtracts both of its 8-image chunks at 16 images, not one)."""
+    (``lee``'s in test_lee_stays_within_its_op_budget)."""
     kwargs, views = bench_ops.rows(quick=True)[row_name]
     row = bench_ops.count_row(resnet18, 64, kwargs, views, by_op=False)
     assert row["layers"] == 60

@@ -222,6 +222,16 @@ for _fill in (0.0, math.inf, -math.inf):
     _constant(_fill, torch.float64)
 
 
+def metric_on(device: Union[str, torch.device], cls: Callable[..., Metric], *args: Any, **kwargs: Any) -> Metric:
+    """``cls(*args, **kwargs)`` created under torch's device context of ``device`` (which torchmetrics also
+    records as the metric's device): its states are made there, without ``.to(device)`` afterwards."""
+    device = torch.device(device)
+    if device == torch.get_default_device():  # the factories' device already (no context, no ATen call)
+        return cls(*args, **kwargs)
+    with torch.device(device):
+        return cls(*args, **kwargs)
+
+
 def all_finite(t: torch.Tensor) -> torch.Tensor:
     """Whether each row of ``t`` (``... x N``) holds only finite values, on the device (no host sync).
 
@@ -315,11 +325,7 @@ class LayerMetric(Metric):
         """``cls(*args, **kwargs)`` with its states created on ``device`` (torch's device context, which
         torchmetrics also records as the metric's device), instead of ``cls(...).to(device)``: that costs
         an ATen call per metric on the same device, and a copy of every state on another one."""
-        device = torch.device(device)
-        if device == torch.get_default_device():  # the factories' device already (no context, no ATen call)
-            return cls(*args, **kwargs)
-        with torch.device(device):
-            return cls(*args, **kwargs)
+        return metric_on(device, cls, *args, **kwargs)
 
     @classmethod
     def for_layer(cls, ctx: LayerContext, **options) -> "LayerMetric":
