@@ -42,18 +42,22 @@ Example::
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
 from ..functional.geed import (
     _check_normaliser,
-    _geed_arrays,
+    _moved_pairs,
     _cosine_normaliser_compute,
     _cosine_normaliser_update,
     _per_element,
     _scores_update,
     _SOFTMAX_INPUTS,
+    channel_buffers,
+    chunk_map,
+    entry_sources,
+    geed_channel_chunk,
     geed_latent_scores,
     geed_softmax_scores,
     looks_like_probabilities,
@@ -66,12 +70,11 @@ from ..functional.moments import (
     chance_per_element,
     combine_moments,
     merge_moments,
+    moments_from_shifted_sums,
     no_chance,
-    stacked_chunk_sums,
     stderr_from_moments,
 )
 from .base import LayerContext, LayerMetric
-from .correlation import CorrelationInvariance
 
 __all__ = ["GEEDChannel", "GEEDLatentL2", "GEEDLatentCosine", "GEEDSoftmax"]
 
@@ -127,6 +130,17 @@ def _scaled_stderr(moments: torch.Tensor, M: torch.Tensor) -> Optional[float]:
     return None if se is None else se / abs(float(M))
 
 
+def _merge_tallies(stacked: torch.Tensor) -> torch.Tensor:
+    """``dist_reduce_fx`` of :class:`GEEDChannel`'s ``tallies`` (``[world x] 5 x 2``): each process's moment sums
+    are about its own references, so they are merged as ``(n, mean, M2)`` (Chan's update) and written back
+    about the merged mean; the image counts add."""
+    if stacked.dim() < 3:
+        return stacked
+    n, s1, s2, images, reference = stacked.unbind(-2)
+    merged = merge_moments(moments_from_shifted_sums(n, s1, s2, reference))  # 2 x 3
+    return torch.stack([merged[:, 0], torch.zeros_like(merged[:, 0]), merged[:, 2], images.sum(0), merged[:, 1]])
+
+
 class GEEDChannel(_GEED):
     """Channelwise G-EED, Kvinge et al. 2022 Eq. 5: ``-(1/C) sum_c cos(a(gx)_c, g a_hat(x)_c)``, in ``[-1, 1]``.
 
@@ -135,6 +149,12 @@ class GEEDChannel(_GEED):
     on vector layers the whole vector is one channel and ``g a_hat(x)`` is the orbit average
     (``G`` acts trivially on vectors). A channel whose map is zero in either argument is left
     out of the mean and counted in ``left_out``. ``per_channel``: ``-mean cos`` per channel.
+
+    States: ``sums`` (``2 x 2 x m x C``: [cosine sums, valid pairs] x [own, chance (against the partner's map,
+    docs/measures.md §7)] x element x channel) and ``tallies`` (``5 x 2``, columns [images' own negated scores,
+    pair margins ``D_k``]: rows ``n``, ``sum (x - r)``, ``sum (x - r)**2``, then [counted images, images with a
+    chance term], then the references ``r``, the first chunk's means). A chunk adds to each with one in-place
+    add (issue 23); the stderr and the margin's interval come from the moments at compute.
 
     Args:
         num_elements: ``m``, the group's non-identity elements.
@@ -147,34 +167,69 @@ class GEEDChannel(_GEED):
     best_value = -1.0
 
     sums: torch.Tensor
-    images: torch.Tensor
-    moments: torch.Tensor
+    tallies: torch.Tensor
 
     def __init__(self, num_elements: int, num_channels: int, **kwargs: Any):
         super().__init__(**kwargs)
         _check_positive(type(self).__name__, num_elements=num_elements, num_channels=num_channels)
         m, c = int(num_elements), int(num_channels)
-        # One stacked state, one add per chunk: [cosine sums, valid pairs] x element x [own, chance
-        # (against the partner's map, docs/measures.md §7)] x channel.
-        self.add_state("sums", torch.zeros(2, m, 2, c, dtype=torch.float64), dist_reduce_fx="sum")
-        # [counted images, images with a chance term]: left_out and chance_left_out follow
-        self.add_state("images", torch.zeros(2, dtype=torch.float64), dist_reduce_fx="sum")
-        # (n, mean, M2) of the images' own scores (row 0, the stderr) and of the pair margins D_k
-        # (row 1, the margin's interval), merged with Chan's update (also across processes)
-        self.add_state("moments", torch.zeros(2, 3, dtype=torch.float64), dist_reduce_fx=merge_moments)
-        self._rows: Dict[Any, torch.Tensor] = {}
+        self.add_state("sums", torch.zeros(2, 2, m, c, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("tallies", torch.zeros(5, 2, dtype=torch.float64), dist_reduce_fx=_merge_tallies)
+        #: where every entry of T'_g a(x) comes from (``entry_sources``), set by ``for_layer`` for actions that
+        #: only move entries: one gather then gives the own and the partners' moved maps
+        self._sources: Optional[Tuple[torch.Tensor, ...]] = None
+        self._referenced = False  # the moments' references r are set by the first chunk
+        self._biases: Dict[int, torch.Tensor] = {}  # per chunk size: -r, as geed_channel_chunk takes it
+        self._targets: Optional[Tuple[torch.Tensor, ...]] = None  # the states and their views a chunk adds to
 
-    score_sum = CorrelationInvariance.score_sum
-    count = CorrelationInvariance.count
-    chance_sum = CorrelationInvariance.chance_sum
-    chance_count = CorrelationInvariance.chance_count
-    left_out = CorrelationInvariance.left_out
-    chance_left_out = CorrelationInvariance.chance_left_out
-    _add = CorrelationInvariance._add
+    # the sums by name (views of the stacked states)
+    @property
+    def score_sum(self) -> torch.Tensor:
+        return self.sums[0, 0]
+
+    @property
+    def count(self) -> torch.Tensor:
+        return self.sums[1, 0]
+
+    @property
+    def chance_sum(self) -> torch.Tensor:
+        return self.sums[0, 1]
+
+    @property
+    def chance_count(self) -> torch.Tensor:
+        return self.sums[1, 1]
+
+    @property
+    def images(self) -> torch.Tensor:
+        """[counted images, images with a chance term]."""
+        return self.tallies[3]
+
+    @property
+    def left_out(self) -> torch.Tensor:
+        """Dead (left-out) pairs per element: the counted images' pairs that were not valid."""
+        return self.images[0] * self.sums.shape[-1] - self.count.sum(-1)
+
+    @property
+    def chance_left_out(self) -> torch.Tensor:
+        return self.images[0] - self.images[1]
+
+    @property
+    def moments(self) -> torch.Tensor:
+        """``2 x 3``: ``(n, mean, M2)`` of the images' own negated scores (the stderr) and of the pair margins."""
+        n, s1, s2, _, reference = self.tallies.unbind(0)
+        return moments_from_shifted_sums(n, s1, s2, reference)
 
     @classmethod
     def for_layer(cls, ctx: LayerContext, **_: Any) -> "GEEDChannel":
-        return cls(len(ctx.elements), 1 if ctx.kind == "vector" else ctx.num_channels).to(ctx.a_x.device)
+        metric = cls(len(ctx.elements), 1 if ctx.kind == "vector" else ctx.num_channels).to(ctx.a_x.device)
+        if ctx.kind == "map" and ctx.moves_entries():  # decided once, at set-up (reads on the host)
+            metric._sources = entry_sources(ctx.transform, len(ctx.elements), tuple(ctx.a_x.shape[1:]), ctx.a_x.device,
+                                            moves_channels=ctx.channel_action is not None)
+        return metric
+
+    def reset(self) -> None:
+        super().reset()
+        self._biases, self._referenced, self._targets = {}, False, None
 
     def _update_tensors(
         self,
@@ -195,27 +250,62 @@ class GEEDChannel(_GEED):
         ``mixed_channels``: ``ta_x`` comes from a channel action applied as a float matrix
         (:func:`~lightning_equivariance.functional.geed.geed_channel_scores`).
         """
-        values, valid, pairs = _geed_arrays(
-            a_gx, ta_x, mask=mask, vector=vector, partner=partner, mixed_channels=mixed_channels)
-        # G-EED per image is -cos: the moments of the negated image scores; the margins D_k
-        # (lower is better: d_i = c_i - s_i of the negated scores) are the same numbers
-        self._add(stacked_chunk_sums(values, valid, sample_mask, pairs, negate_image_scores=True), 0)
+        u, v, live = _moved_pairs(a_gx, ta_x, mask, vector, mixed_channels)
+        b = u.shape[1]
+        chunk = chunk_map(partner, b, u.device)
+        v = v.index_select(1, chunk.rows.reshape(-1)).unflatten(1, (chunk.h, b)).transpose(0, 1)
+        if live is not None:
+            live = live.index_select(1, chunk.rows.reshape(-1)).unflatten(1, (chunk.h, b)).transpose(0, 1)
+        self._add_chunk(u, v, (-1,), sample_mask, chunk, live)
 
     def _update_context(self, ctx: LayerContext) -> None:
-        partner = ctx.partner
+        b = ctx.a_x.shape[0]
+        chunk = chunk_map(ctx.partner, b, ctx.a_x.device)
         if ctx.kind == "vector":
             # per image: a left-out image's orbit average reaches only its own (masked) terms
             f_hat = _orbit_average(ctx)
-            self._update_tensors(
-                ctx.a_gx, f_hat.expand(len(ctx.elements), *f_hat.shape), vector=True, sample_mask=ctx.sample_mask, partner=partner
-            )
+            rows = chunk.rows.view(chunk.h, 1, b, 1)
+            self._add_chunk(ctx.a_gx.to(f_hat.dtype).unsqueeze(-2), f_hat[rows], (-1,), ctx.sample_mask, chunk)
+        elif self._sources is not None:
+            # the own and the partners' moved maps in one gather: H x m x b x C x h x w
+            rows = chunk.rows.view(chunk.h, 1, b, 1, 1, 1)
+            self._add_chunk(ctx.a_gx, ctx.a_x[(rows, *self._sources)], (-2, -1), ctx.sample_mask, chunk)
         else:
             # a channel action that is not a permutation mixes channels with a float matrix (its round-off must
             # not make a zero channel count)
             self._update_tensors(
                 ctx.a_gx, ctx.transformed_x(), mask=ctx.mask(), vector=False, sample_mask=ctx.sample_mask,
-                partner=partner, mixed_channels=ctx.mixes_channels(),
+                partner=ctx.partner, mixed_channels=ctx.mixes_channels(),
             )
+
+    def _add_chunk(self, u, v, dims, sample_mask, chunk, live=None) -> None:
+        """:func:`~lightning_equivariance.functional.geed.geed_channel_chunk` into the buffers, then one add per state."""
+        m, b = u.shape[:2]
+        if u.shape[0] != self.sums.shape[2] or u.shape[2] != self.sums.shape[-1]:
+            raise ValueError(
+                f"{type(self).__name__} was created for {self.sums.shape[2]} elements x {self.sums.shape[-1]} "
+                f"channels, got maps of shape {tuple(u.shape)}"
+            )
+        if sample_mask is not None:
+            sample_mask = sample_mask.to(device=u.device, dtype=torch.bool)
+            if sample_mask.shape != (b,):
+                raise ValueError(
+                    f"sample_mask must hold one boolean per image ({b}), got shape {tuple(sample_mask.shape)}")
+        out = channel_buffers(chunk.h, m, b, u.shape[2], u.device)
+        targets = self._targets
+        if targets is None or targets[0] is not self.sums or targets[1] is not self.tallies:
+            targets = self._targets = (self.sums, self.tallies, self.tallies[:4], self.tallies[4])
+        bias = self._biases.get(b)
+        reference = None
+        if not self._referenced:
+            # the moments are summed about references r (tallies[4]): this first chunk's means
+            bias, reference, self._referenced, self._biases = u.new_zeros(4 * b, dtype=torch.float64), targets[3], True, {}
+            self._biases[b] = bias
+        elif bias is None:  # a chunk of another size: the same references
+            bias = self._biases[b] = torch.cat([(-targets[3]).repeat_interleave(b), targets[3].new_zeros(2 * b)])
+        geed_channel_chunk(u, v, dims, sample_mask, chunk, out, bias, live, reference)
+        (targets[0] if chunk.h == 2 else targets[0].narrow(1, 0, 1)).add_(out.sums)
+        targets[2].add_(out.tallies)
 
     def compute(self) -> torch.Tensor:
         return -_per_element(self.score_sum, self.count, "channelwise G-EED").mean()
