@@ -191,28 +191,14 @@ def _geed_arrays(
 _FLAG_POWER = 4096.0
 
 
-def entry_sources(
-    move, num_elements: int, shape: Tuple[int, int, int], device=None, moves_channels: bool = True
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Where every entry of ``T'_g a`` comes from, for an action that only moves entries (rot90, flips,
-    circular shifts, channel permutations): ``(channel, row, column)`` long index tensors broadcastable to
-    ``m x 1 x C' x h' x w'``, so that ``a[rows, channel, row, column]`` with ``rows`` ``H x 1 x b x 1 x 1 x 1``
-    gathers the moved maps of the images ``rows`` of ``a`` (``b x C x h x w``) in one call, ``H x m x b x C' x
-    h' x w'``.
-
-    ``move(maps, g)`` is element ``g``'s action on ``... x C x h x w`` maps (``shape = (C, h, w)``). The entries'
-    own flat indices are moved as a float64 map (exact for any map size): the positions only (one ``h x w``
-    map, the channel index is the channel itself) when ``moves_channels`` is False, else all ``C x h x w``.
-    """
-    c, h, w = shape
-    if moves_channels:
-        origin = torch.arange(c * h * w, dtype=torch.float64, device=device).reshape(1, c, h, w)
-    else:
-        origin = torch.arange(h * w, dtype=torch.float64, device=device).reshape(1, 1, h, w)
-    sources = torch.stack([move(origin, g) for g in range(num_elements)]).to(torch.long)  # m x 1 x C|1 x h' x w'
-    position = sources % (h * w) if moves_channels else sources
-    channel = sources // (h * w) if moves_channels else torch.arange(c, device=device).view(c, 1, 1)
-    return channel, position // w, position % w
+def position_sources(move, num_elements: int, size: Tuple[int, int], device=None) -> torch.Tensor:
+    """Where every position of ``T'_g a`` comes from, for an action that only moves positions (rot90, flips,
+    circular shifts): ``m x (h' w')`` long, position ``q`` of element ``g``'s moved map is position
+    ``sources[g, q]`` of the map. ``move(maps, g)`` is element ``g``'s action on ``... x 1 x h x w`` maps; the
+    positions' own flat indices are moved as one float64 map (exact for any map size)."""
+    h, w = size
+    origin = torch.arange(h * w, dtype=torch.float64, device=device).reshape(1, 1, h, w)
+    return torch.stack([move(origin, g).reshape(-1) for g in range(num_elements)]).to(torch.long)
 
 
 class _ChunkMap:
@@ -247,6 +233,8 @@ class _ChunkMap:
             self.images = pairs.images
         h = self.h
         self.rows = rows
+        self.flat_rows = rows.reshape(-1)  # own, then partners
+        self.vector_rows = rows.view(h, 1, b, 1)  # for vectors b x D
         self.keep_index = torch.stack([i.view(1, 1, b).expand(h, 1, b), rows]).view(2, h, 1, b, 1)
         score_map = torch.zeros(4 * b, 2 * h * b, dtype=f64, device=device)
         score_map.index_put_((i, i), torch.full((), -1.0, dtype=f64, device=device))
@@ -281,7 +269,10 @@ class ChannelBuffers:
     def __init__(self, h: int, m: int, b: int, c: int, device):
         new = dict(dtype=torch.float64, device=device)
         self.h, self.b = h, b
-        self.sums = torch.empty(2, h, m, c, **new)  # [cosine sums, valid pairs] x column x element x channel
+        # what a chunk adds to a metric's state: [sums (2 x 2 x m x C) | tallies (4 x 2)], flattened
+        self.increment = torch.zeros(4 * m * c + 8, **new)
+        # [cosine sums, valid pairs] x column x element x channel (without partners the chance column stays 0)
+        self.sums = self.increment[: 4 * m * c].view(2, 2, m, c)[:, :h]
         self.per_element = torch.empty(2, h, m, b, **new)  # [sum of cosines, live channels] per element and image
         self.per_element_count = self.per_element[1]
         self.per_element_mean = torch.empty(2, h, m, b, **new)  # [mean cosine, has a live channel]
@@ -293,9 +284,14 @@ class ChannelBuffers:
         self.terms_view = self.terms.view(1, 2, 2, b)
         self.powers = torch.tensor([[0.0, _FLAG_POWER], [1.0, _FLAG_POWER], [2.0, _FLAG_POWER]], **new).view(3, 2, 1, 1)
         # rows 0-2: sum of w y**k (own, margin); row 3: images with a term (own column, chance column)
-        self.tallies = torch.zeros(4, 2, **new)
+        self.tallies = self.increment[4 * m * c :].view(4, 2)
         self.moment_sums = self.tallies[:3]
+        self.weight_sums, self.weighted_sums = self.tallies[0], self.tallies[1]
         self.images = self.tallies[3, :h]
+        # the bias of references r (2): -r_own for the b own scores, -r_margin for the b margins, 0 for the weights
+        self.spread = torch.zeros(4 * b, 2, **new)
+        self.spread[:b, 0] = -1.0
+        self.spread[b : 2 * b, 1] = -1.0
 
 
 _BUFFERS = threading.local()
@@ -406,9 +402,8 @@ def geed_channel_chunk(
     torch.addmv(bias, chunk.score_map, out.scores, out=out.terms)
     if reference is not None:  # r = sum w y / sum w of this chunk, with y about the bias given (zeros)
         torch.sum(torch.pow(out.terms_view, out.powers).prod(1), -1, out=out.moment_sums)
-        first, weighted = out.moment_sums[:2]
-        torch.div(weighted, first.clamp_min(1), out=reference)
-        torch.neg(reference.unsqueeze(-1).expand(2, out.b), out=bias.view(2, 2, out.b)[0])
+        torch.div(out.weighted_sums, out.weight_sums.clamp_min(1), out=reference)
+        torch.mv(out.spread, reference, out=bias)
         out.terms.add_(bias)  # the terms were taken about 0 (the bias was zero): now about r
     torch.sum(torch.pow(out.terms_view, out.powers).prod(1), -1, out=out.moment_sums)
 

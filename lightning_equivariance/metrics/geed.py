@@ -1,10 +1,9 @@
 """G-EED metrics (Kvinge et al. 2022, §3.1): ``geed_channel``, ``geed_latent_l2``, ``geed_latent_cosine``, ``geed_softmax``.
 
 Thin ``torchmetrics.Metric`` classes over :mod:`lightning_equivariance.functional.geed`.
-:class:`GEEDChannel` keeps the stacked states of the correlation measures (``sums``,
-``images``, ``moments``; see :mod:`~lightning_equivariance.metrics.correlation`).
-Every state is a float64 sum with ``dist_reduce_fx="sum"`` except the bounded point buffer
-of :class:`GEEDLatentL2` (see there) and ``image_moments``. Larger values mean *less*
+:class:`GEEDChannel` keeps one stacked state ``stats`` (its ``sums``, ``images`` and ``moments`` are
+read from it; see there). Every other state is a float64 sum with ``dist_reduce_fx="sum"`` except the
+bounded point buffer of :class:`GEEDLatentL2` (see there) and ``image_moments``. Larger values mean *less*
 equivariant (``higher_is_better = False``). ``value`` is the mean over the group's
 non-identity elements of the per-element G-EED (docs/measures.md §3); ``per_element`` holds those.
 
@@ -42,33 +41,35 @@ Example::
 """
 from __future__ import annotations
 
+import functools
+import threading
 from typing import Any, Dict, Optional, Tuple
 
 import torch
 
 from ..functional.geed import (
+    _SOFTMAX_INPUTS,
     _check_normaliser,
-    _moved_pairs,
     _cosine_normaliser_compute,
     _cosine_normaliser_update,
+    _moved_pairs,
     _per_element,
     _scores_update,
-    _SOFTMAX_INPUTS,
     channel_buffers,
     chunk_map,
-    entry_sources,
     geed_channel_chunk,
     geed_latent_scores,
     geed_softmax_scores,
     looks_like_probabilities,
     mean_pairwise_distance,
     orbit_average,
+    position_sources,
 )
 from ..functional.moments import (
-    image_moments,
     chance_details,
     chance_per_element,
     combine_moments,
+    image_moments,
     merge_moments,
     moments_from_shifted_sums,
     no_chance,
@@ -130,6 +131,38 @@ def _scaled_stderr(moments: torch.Tensor, M: torch.Tensor) -> Optional[float]:
     return None if se is None else se / abs(float(M))
 
 
+_SOURCES = threading.local()
+
+
+def _aligning_index(ctx: LayerContext) -> Optional[torch.Tensor]:
+    """``m x 1 x 1 x hw``: the inverse of where every position of ``T'_g a`` comes from
+    (:func:`~lightning_equivariance.functional.geed.position_sources`), so that gathering ``a(gx)`` with it puts
+    each entry where ``a(x)`` holds the one it is compared with (the cosine of two maps does not change when both
+    are permuted alike); ``None`` when the moves are not one permutation of the positions. Set-up (reads on the
+    host); the layers of one map size under one group share it (kept per thread for the last group seen)."""
+    h, w = ctx.a_x.shape[-2:]
+    cache = getattr(_SOURCES, "cache", None)
+    if cache is None or cache[0] is not ctx.group:
+        cache = _SOURCES.cache = (ctx.group, {})
+    key = ((h, w), tuple(ctx.input_size), tuple(e.name for e in ctx.elements), ctx.a_x.device)
+    if key not in cache[1]:
+        m = len(ctx.elements)
+        sources = position_sources(ctx.transform, m, (h, w), ctx.a_x.device)
+        here = torch.arange(h * w, device=sources.device)
+        moves = sources.shape[1] == h * w and bool((sources.sort(-1).values == here).all())
+        cache[1][key] = torch.argsort(sources, -1).view(m, 1, 1, h * w) if moves else None
+    return cache[1][key]
+
+
+def _merge_stats(stacked: torch.Tensor, sums_size: int) -> torch.Tensor:
+    """``dist_reduce_fx`` of :class:`GEEDChannel`'s ``stats``: the sums add, the tallies merge
+    (:func:`_merge_tallies`)."""
+    if stacked.dim() < 2:
+        return stacked
+    tallies = _merge_tallies(stacked[:, sums_size:].reshape(-1, 5, 2))
+    return torch.cat([stacked[:, :sums_size].sum(0), tallies.reshape(-1)])
+
+
 def _merge_tallies(stacked: torch.Tensor) -> torch.Tensor:
     """``dist_reduce_fx`` of :class:`GEEDChannel`'s ``tallies`` (``[world x] 5 x 2``): each process's moment sums
     are about its own references, so they are merged as ``(n, mean, M2)`` (Chan's update) and written back
@@ -150,11 +183,13 @@ class GEEDChannel(_GEED):
     (``G`` acts trivially on vectors). A channel whose map is zero in either argument is left
     out of the mean and counted in ``left_out``. ``per_channel``: ``-mean cos`` per channel.
 
-    States: ``sums`` (``2 x 2 x m x C``: [cosine sums, valid pairs] x [own, chance (against the partner's map,
-    docs/measures.md §7)] x element x channel) and ``tallies`` (``5 x 2``, columns [images' own negated scores,
-    pair margins ``D_k``]: rows ``n``, ``sum (x - r)``, ``sum (x - r)**2``, then [counted images, images with a
-    chance term], then the references ``r``, the first chunk's means). A chunk adds to each with one in-place
-    add (issue 23); the stderr and the margin's interval come from the moments at compute.
+    State: ``stats``, one flat float64 tensor, so that a chunk adds to it with one in-place add (issue 23):
+    ``sums`` (``2 x 2 x m x C``: [cosine sums, valid pairs] x [own, chance (against the partner's map,
+    docs/measures.md §7)] x element x channel), then ``tallies`` (``5 x 2``, columns [images' own negated
+    scores, pair margins ``D_k``]: rows ``n``, ``sum (x - r)``, ``sum (x - r)**2``, then [counted images,
+    images with a chance term], then the references ``r``, the first chunk's means, which keep the sums'
+    digits). The stderr and the margin's interval come from the moments at compute; across processes the
+    sums add and the moments merge with Chan's update (:func:`_merge_stats`).
 
     Args:
         num_elements: ``m``, the group's non-identity elements.
@@ -166,23 +201,37 @@ class GEEDChannel(_GEED):
     plot_upper_bound = 1.0
     best_value = -1.0
 
-    sums: torch.Tensor
-    tallies: torch.Tensor
+    stats: torch.Tensor
 
     def __init__(self, num_elements: int, num_channels: int, **kwargs: Any):
         super().__init__(**kwargs)
         _check_positive(type(self).__name__, num_elements=num_elements, num_channels=num_channels)
         m, c = int(num_elements), int(num_channels)
-        self.add_state("sums", torch.zeros(2, 2, m, c, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("tallies", torch.zeros(5, 2, dtype=torch.float64), dist_reduce_fx=_merge_tallies)
-        #: where every entry of T'_g a(x) comes from (``entry_sources``), set by ``for_layer`` for actions that
-        #: only move entries: one gather then gives the own and the partners' moved maps
-        self._sources: Optional[Tuple[torch.Tensor, ...]] = None
+        self._shape = (m, c)
+        # one state, so that a chunk adds to it once: [sums (2 x 2 x m x C) | tallies (5 x 2)], flattened
+        self.add_state("stats", torch.zeros(4 * m * c + 10, dtype=torch.float64),
+                       dist_reduce_fx=functools.partial(_merge_stats, sums_size=4 * m * c))
+        #: for groups that only move positions (set by ``for_layer``): the index that moves a(gx)'s entries back
+        #: onto a(x)'s positions (``_aligning_index``), and per chunk size its expansion to m x b x C x hw
+        self._aligning: Optional[torch.Tensor] = None
+        self._aligning_expanded: Dict[int, torch.Tensor] = {}
         self._referenced = False  # the moments' references r are set by the first chunk
         self._biases: Dict[int, torch.Tensor] = {}  # per chunk size: -r, as geed_channel_chunk takes it
         self._targets: Optional[Tuple[torch.Tensor, ...]] = None  # the states and their views a chunk adds to
 
-    # the sums by name (views of the stacked states)
+    # the sums by name (views of the stacked state)
+    @property
+    def sums(self) -> torch.Tensor:
+        """``2 x 2 x m x C``: [cosine sums, valid pairs] x [own, chance] x element x channel."""
+        m, c = self._shape
+        return self.stats[: 4 * m * c].view(2, 2, m, c)
+
+    @property
+    def tallies(self) -> torch.Tensor:
+        """``5 x 2``: the moment sums ``n``, ``sum (x - r)``, ``sum (x - r)**2`` (images' own negated scores, pair
+        margins), [counted images, images with a chance term], the references ``r``."""
+        return self.stats[4 * self._shape[0] * self._shape[1] :].view(5, 2)
+
     @property
     def score_sum(self) -> torch.Tensor:
         return self.sums[0, 0]
@@ -222,9 +271,8 @@ class GEEDChannel(_GEED):
     @classmethod
     def for_layer(cls, ctx: LayerContext, **_: Any) -> "GEEDChannel":
         metric = cls(len(ctx.elements), 1 if ctx.kind == "vector" else ctx.num_channels).to(ctx.a_x.device)
-        if ctx.kind == "map" and ctx.moves_entries():  # decided once, at set-up (reads on the host)
-            metric._sources = entry_sources(ctx.transform, len(ctx.elements), tuple(ctx.a_x.shape[1:]), ctx.a_x.device,
-                                            moves_channels=ctx.channel_action is not None)
+        if ctx.kind == "map" and ctx.channel_action is None and ctx.moves_entries():  # decided once, at set-up
+            metric._aligning = _aligning_index(ctx)
         return metric
 
     def reset(self) -> None:
@@ -264,12 +312,16 @@ class GEEDChannel(_GEED):
         if ctx.kind == "vector":
             # per image: a left-out image's orbit average reaches only its own (masked) terms
             f_hat = _orbit_average(ctx)
-            rows = chunk.rows.view(chunk.h, 1, b, 1)
-            self._add_chunk(ctx.a_gx.to(f_hat.dtype).unsqueeze(-2), f_hat[rows], (-1,), ctx.sample_mask, chunk)
-        elif self._sources is not None:
-            # the own and the partners' moved maps in one gather: H x m x b x C x h x w
-            rows = chunk.rows.view(chunk.h, 1, b, 1, 1, 1)
-            self._add_chunk(ctx.a_gx, ctx.a_x[(rows, *self._sources)], (-2, -1), ctx.sample_mask, chunk)
+            u = ctx.a_gx.to(f_hat.dtype).unsqueeze(-2)
+            self._add_chunk(u, f_hat[chunk.vector_rows], (-1,), ctx.sample_mask, chunk)
+        elif self._aligning is not None:
+            # a(gx) moved back onto a(x)'s positions (one gather), against the own and the partners' maps a(x)
+            index = self._aligning_expanded.get(b)
+            if index is None:
+                index = self._aligning_expanded[b] = self._aligning.expand(-1, b, ctx.a_gx.shape[2], -1)
+            aligned = torch.gather(ctx.a_gx.flatten(3), 3, index)
+            maps = ctx.a_x.index_select(0, chunk.flat_rows).view(chunk.h, 1, b, *aligned.shape[2:])
+            self._add_chunk(aligned, maps, (-1,), ctx.sample_mask, chunk)
         else:
             # a channel action that is not a permutation mixes channels with a float matrix (its round-off must
             # not make a zero channel count)
@@ -279,11 +331,12 @@ class GEEDChannel(_GEED):
             )
 
     def _add_chunk(self, u, v, dims, sample_mask, chunk, live=None) -> None:
-        """:func:`~lightning_equivariance.functional.geed.geed_channel_chunk` into the buffers, then one add per state."""
+        """:func:`~lightning_equivariance.functional.geed.geed_channel_chunk` into the buffers, then one add per
+        state."""
         m, b = u.shape[:2]
-        if u.shape[0] != self.sums.shape[2] or u.shape[2] != self.sums.shape[-1]:
+        if (u.shape[0], u.shape[2]) != self._shape:
             raise ValueError(
-                f"{type(self).__name__} was created for {self.sums.shape[2]} elements x {self.sums.shape[-1]} "
+                f"{type(self).__name__} was created for {self._shape[0]} elements x {self._shape[1]} "
                 f"channels, got maps of shape {tuple(u.shape)}"
             )
         if sample_mask is not None:
@@ -293,36 +346,41 @@ class GEEDChannel(_GEED):
                     f"sample_mask must hold one boolean per image ({b}), got shape {tuple(sample_mask.shape)}")
         out = channel_buffers(chunk.h, m, b, u.shape[2], u.device)
         targets = self._targets
-        if targets is None or targets[0] is not self.sums or targets[1] is not self.tallies:
-            targets = self._targets = (self.sums, self.tallies, self.tallies[:4], self.tallies[4])
+        if targets is None or targets[0] is not self.stats:  # the state's views, once (reset replaces it)
+            tallies = self.tallies
+            targets = self._targets = (self.stats, self.stats[: -2], tallies, tallies[4])
         bias = self._biases.get(b)
         reference = None
         if not self._referenced:
             # the moments are summed about references r (tallies[4]): this first chunk's means
-            bias, reference, self._referenced, self._biases = u.new_zeros(4 * b, dtype=torch.float64), targets[3], True, {}
-            self._biases[b] = bias
+            bias, reference = u.new_zeros(4 * b, dtype=torch.float64), targets[3]
+            self._referenced, self._biases = True, {b: bias}
         elif bias is None:  # a chunk of another size: the same references
-            bias = self._biases[b] = torch.cat([(-targets[3]).repeat_interleave(b), targets[3].new_zeros(2 * b)])
+            bias = self._biases[b] = torch.mv(out.spread, targets[3])
         geed_channel_chunk(u, v, dims, sample_mask, chunk, out, bias, live, reference)
-        (targets[0] if chunk.h == 2 else targets[0].narrow(1, 0, 1)).add_(out.sums)
-        targets[2].add_(out.tallies)
+        targets[1].add_(out.increment)
 
     def compute(self) -> torch.Tensor:
         return -_per_element(self.score_sum, self.count, "channelwise G-EED").mean()
 
     def _compute_details(self) -> Dict[str, Any]:
-        per_element = -_per_element(self.score_sum, self.count, "channelwise G-EED")
-        per_channel = -(self.score_sum.sum(0) / self.count.sum(0).clamp_min(1))
+        (score_sum, chance_sum), (count, chance_count) = self.sums.unbind(0)
+        per_element = -_per_element(score_sum, count, "channelwise G-EED")
+        channels = score_sum.shape[1]
+        n, s1, s2, images, reference = self.tallies.unbind(0)
+        kept, with_chance = images.tolist()
+        moments = moments_from_shifted_sums(n, s1, s2, reference)
         out = {
             "value": float(per_element.mean()),
             "per_element": per_element,
-            "per_channel": per_channel if self.score_sum.shape[1] > 1 else None,
-            "left_out": int(self.left_out.sum()),
-            "stderr": stderr_from_moments(self.moments[0]),
+            "per_channel": -(score_sum.sum(0) / count.sum(0).clamp_min(1)) if channels > 1 else None,
+            # dead (left-out) pairs: the counted images' pairs that were not valid, over the elements
+            "left_out": int(kept * channels * score_sum.shape[0] - float(count.sum())),
+            "stderr": stderr_from_moments(moments[0]),
         }
-        chance = chance_per_element(self.chance_sum, self.chance_count)
-        out.update(chance_details(out["value"], None if chance is None else -chance, False, self.chance_left_out,
-                                  self.moments[1]))
+        chance = chance_per_element(chance_sum, chance_count)
+        out.update(chance_details(out["value"], None if chance is None else -chance, False, kept - with_chance,
+                                  moments[1]))
         return out
 
 
