@@ -67,7 +67,6 @@ from ..functional.geed import (
 )
 from ..functional.moments import (
     chance_details,
-    chance_per_element,
     combine_moments,
     image_moments,
     merge_moments,
@@ -364,22 +363,28 @@ class GEEDChannel(_GEED):
         return -_per_element(self.score_sum, self.count, "channelwise G-EED").mean()
 
     def _compute_details(self) -> Dict[str, Any]:
-        (score_sum, chance_sum), (count, chance_count) = self.sums.unbind(0)
-        per_element = -_per_element(score_sum, count, "channelwise G-EED")
-        channels = score_sum.shape[1]
-        n, s1, s2, images, reference = self.tallies.unbind(0)
-        kept, with_chance = images.tolist()
-        moments = moments_from_shifted_sums(n, s1, s2, reference)
+        m, channels = self._shape
+        sums = self.sums
+        totals = sums.sum(-1)  # [cosine sums, valid pairs] x [own, chance] x element
+        per_both = -(totals[0] / totals[1])  # own and chance per element (the chance one where it has pairs)
+        # one host read for what decides the details: the valid pairs per element (own, chance), the image counts
+        pairs = torch.cat([totals[1].reshape(-1), self.tallies[3]]).tolist()
+        own_pairs, chance_pairs, (kept, with_chance) = pairs[:m], pairs[m : 2 * m], pairs[2 * m :]
+        if 0 in own_pairs:
+            _per_element(totals[0, 0], totals[1, 0], "channelwise G-EED")  # raises: an element without a valid pair
+        per_element, chance = per_both.unbind(0)
+        moments = self.moments
+        score_sum, count = sums[:, 0].unbind(0)
         out = {
             "value": float(per_element.mean()),
             "per_element": per_element,
             "per_channel": -(score_sum.sum(0) / count.sum(0).clamp_min(1)) if channels > 1 else None,
             # dead (left-out) pairs: the counted images' pairs that were not valid, over the elements
-            "left_out": int(kept * channels * score_sum.shape[0] - float(count.sum())),
+            "left_out": int(kept * channels * m - sum(own_pairs)),
             "stderr": stderr_from_moments(moments[0]),
         }
-        chance = chance_per_element(chance_sum, chance_count)
-        out.update(chance_details(out["value"], None if chance is None else -chance, False, kept - with_chance,
+        # no chance level when an element has no chance pair (chance_per_element)
+        out.update(chance_details(out["value"], None if 0 in chance_pairs else chance, False, kept - with_chance,
                                   moments[1]))
         return out
 
