@@ -41,6 +41,14 @@ def test_lee_stays_within_its_op_budget(resnet18):
     assert row["fixed"] <= bench_ops.FIXED_BUDGET, row  # both 8-image chunks of the 16 images subtracted
 
 
+def test_geed_channel_stays_within_its_op_budget(resnet18):
+    rows = bench_ops.rows(quick=True)
+    kwargs, views = rows["geed_channel"]
+    row = bench_ops.count_row(resnet18, 64, kwargs, views, by_op=False)
+    assert row["layers"] == 60
+    assert row["per_layer_chunk"] <= bench_ops.BUDGETS["geed_channel"], row
+
+
 def test_the_counter_sees_every_call_of_a_forward(resnet18):
     """A counter that missed calls would make every budget pass."""
     counter = bench_ops.CountCalls()

@@ -50,6 +50,7 @@ left-out image never reaches another image's terms.
 from __future__ import annotations
 
 import math
+import threading
 from typing import Dict, Optional, Tuple
 
 import torch
@@ -176,6 +177,235 @@ def _geed_arrays(
     valid = (nu > 0).unsqueeze(1) & live_v & pairs.has_both
     cos = (dot / (nu.unsqueeze(1) * nv_both).masked_fill(~valid, 1)).clamp(-1.0, 1.0)
     return cos.transpose(1, 2).unsqueeze(0), valid.transpose(1, 2), pairs
+
+
+# ---------------------------------------------------------------- one chunk of geed_channel in few ATen calls
+# (issue 23). A metric's update runs, per (layer, chunk), one gather of the moved maps, the products and norms,
+# and then only whole-tensor steps on small stacked tensors written into buffers kept on the metric (so that no
+# call is spent on views or on allocating the small results). What a layer's shape and group fix (where every
+# entry of T'_g a(x) comes from) is computed once per layer; what a chunk's partners fix, once per chunk.
+
+#: ``pow`` exponents of the moments step: ``w * y**k`` for ``k = 0, 1, 2``. A pair's weight is a mean of four 0/1
+#: flags (``0, 1/4, ..., 1``); raised to 4096 it is exactly 0 below 1 (``0.75**4096`` underflows to 0) and 1 at 1,
+#: so the same ``pow`` also decides whether a pair of images is scored.
+_FLAG_POWER = 4096.0
+
+
+def position_sources(move, num_elements: int, size: Tuple[int, int], device=None) -> torch.Tensor:
+    """Where every position of ``T'_g a`` comes from, for an action that only moves positions (rot90, flips,
+    circular shifts): ``m x (h' w')`` long, position ``q`` of element ``g``'s moved map is position
+    ``sources[g, q]`` of the map. ``move(maps, g)`` is element ``g``'s action on ``... x 1 x h x w`` maps; the
+    positions' own flat indices are moved as one float64 map (exact for any map size)."""
+    h, w = size
+    origin = torch.arange(h * w, dtype=torch.float64, device=device).reshape(1, 1, h, w)
+    return torch.stack([move(origin, g).reshape(-1) for g in range(num_elements)]).to(torch.long)
+
+
+class _ChunkMap:
+    """What a chunk's partners fix for every layer's channelwise G-EED (built once per chunk).
+
+    ``H`` columns: the images' own terms and, with partners, their chance terms (against the partner's maps).
+
+    Attributes:
+        rows: ``H x 1 x b`` long: the images whose ``g a_hat`` each column compares with (own, partner).
+        keep_index: ``2 x H x 1 x b x 1``: ``sample_mask[keep_index].all(0)`` is whether a column's term
+            counts: the image counts and, for the chance column, its partner does too.
+        has: ``H x 1 x b x 1`` booleans (the chance column needs a partner in the chunk), or ``None`` (``H = 1``).
+        images: ``H`` float64, the images with a term in each column when ``sample_mask`` is ``None``.
+        score_map: ``4b x 2Hb`` float64: from the images' scores and "is counted" flags (``2 x H x b``,
+            flattened) to ``[y_own, y_margin, w_own, w_margin]`` (``4 x b``): ``y_own = -s_i`` (G-EED per image
+            is ``-cos``), ``y_margin = D_k = (d_i + d_partner) / 2`` with ``d_i = s_i - c_i`` (the margin of
+            "lower is better" for the negated scores, docs/measures.md §7), ``w_own`` the own flag and
+            ``w_margin`` the mean of the four flags of a pair (counted once, at its first image; 1 when both
+            images are scored).
+    """
+
+    def __init__(self, pairs, b: int, device):
+        f64 = torch.float64
+        i = torch.arange(b, device=device)
+        self.pairs = pairs
+        if pairs is None:
+            self.h, rows, self.has = 1, i.view(1, 1, b), None
+            self.images = torch.full((1,), float(b), dtype=f64, device=device)
+        else:
+            self.h, rows = 2, torch.stack([i, pairs.index]).view(2, 1, b)
+            self.has = torch.stack([torch.ones_like(pairs.has), pairs.has]).view(2, 1, b, 1)
+            self.images = pairs.images
+        h = self.h
+        self.rows = rows
+        self.flat_rows = rows.reshape(-1)  # own, then partners
+        self.vector_rows = rows.view(h, 1, b, 1)  # for vectors b x D
+        self.keep_index = torch.stack([i.view(1, 1, b).expand(h, 1, b), rows]).view(2, h, 1, b, 1)
+        score_map = torch.zeros(4 * b, 2 * h * b, dtype=f64, device=device)
+        score_map.index_put_((i, i), torch.full((), -1.0, dtype=f64, device=device))
+        score_map.index_put_((2 * b + i, h * b + i), torch.full((), 1.0, dtype=f64, device=device))
+        if pairs is not None:
+            p = pairs.index
+            cols = torch.stack([i, b + i, p, b + p])  # own_i, chance_i, own_p, chance_p
+            half = torch.tensor([0.5, -0.5, 0.5, -0.5], dtype=f64, device=device).view(4, 1).expand(4, b)
+            score_map.index_put_(((b + i).expand(4, b), cols), half, accumulate=True)
+            quarter = (pairs.first.to(f64) * 0.25).expand(4, b)
+            score_map.index_put_(((3 * b + i).expand(4, b), h * b + cols), quarter, accumulate=True)
+        self.score_map = score_map
+
+
+_CHUNK_MAPS = threading.local()
+
+
+def chunk_map(partner: Optional[torch.Tensor], b: int, device) -> _ChunkMap:
+    """:class:`_ChunkMap` of a chunk, computed once for all its layers (the last one is kept per thread)."""
+    pairs = None if partner is None else chunk_pairs(partner.to(device), b)
+    last = getattr(_CHUNK_MAPS, "last", None)
+    if last is None or last.pairs is not pairs or last.rows.shape[-1] != b or last.rows.device != torch.device(device):
+        last = _CHUNK_MAPS.last = _ChunkMap(pairs, b, device)
+    return last
+
+
+class ChannelBuffers:
+    """The small tensors one chunk of :func:`geed_channel_chunk` writes, so that its results cost no allocation or
+    view calls. Scratch: a metric adds what it needs to its states right after, so the layers of one shape share
+    them (:func:`channel_buffers`)."""
+
+    def __init__(self, h: int, m: int, b: int, c: int, device):
+        new = dict(dtype=torch.float64, device=device)
+        self.h, self.b = h, b
+        # what a chunk adds to a metric's state: [sums (2 x 2 x m x C) | tallies (4 x 2)], flattened
+        self.increment = torch.zeros(4 * m * c + 8, **new)
+        # [cosine sums, valid pairs] x column x element x channel (without partners the chance column stays 0)
+        self.sums = self.increment[: 4 * m * c].view(2, 2, m, c)[:, :h]
+        self.per_element = torch.empty(2, h, m, b, **new)  # [sum of cosines, live channels] per element and image
+        self.per_element_count = self.per_element[1]
+        self.per_element_mean = torch.empty(2, h, m, b, **new)  # [mean cosine, has a live channel]
+        self.per_image = torch.empty(2, h, b, **new)  # [sum over elements of the means, elements]
+        self.per_image_count = self.per_image[1]
+        self.scores = torch.empty(2 * h * b, **new)  # [s_i (own, chance), counted (own, chance)], flattened
+        self.scores_view = self.scores.view(2, h, b)
+        self.terms = torch.empty(4 * b, **new)  # [y_own, y_margin, w_own, w_margin]
+        self.terms_view = self.terms.view(1, 2, 2, b)
+        self.powers = torch.tensor([[0.0, _FLAG_POWER], [1.0, _FLAG_POWER], [2.0, _FLAG_POWER]], **new).view(3, 2, 1, 1)
+        # rows 0-2: sum of w y**k (own, margin); row 3: images with a term (own column, chance column)
+        self.tallies = self.increment[4 * m * c :].view(4, 2)
+        self.moment_sums = self.tallies[:3]
+        self.weight_sums, self.weighted_sums = self.tallies[0], self.tallies[1]
+        self.images = self.tallies[3, :h]
+        # the bias of references r (2): -r_own for the b own scores, -r_margin for the b margins, 0 for the weights
+        self.spread = torch.zeros(4 * b, 2, **new)
+        self.spread[:b, 0] = -1.0
+        self.spread[b : 2 * b, 1] = -1.0
+
+
+_BUFFERS = threading.local()
+
+
+def channel_buffers(h: int, m: int, b: int, c: int, device) -> ChannelBuffers:
+    """:class:`ChannelBuffers` of a shape, one per thread (the layers of one shape use them in turn)."""
+    cache = getattr(_BUFFERS, "cache", None)
+    if cache is None:
+        cache = _BUFFERS.cache = {}
+    key = (h, m, b, c, torch.device(device))
+    if key not in cache:
+        cache[key] = ChannelBuffers(h, m, b, c, device)
+    return cache[key]
+
+
+def _moved_pairs(
+    a_gx: torch.Tensor,
+    ta_x: torch.Tensor,
+    mask: Optional[torch.Tensor] = None,
+    vector: Optional[bool] = None,
+    mixed_channels: bool = False,
+) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+    """``a(gx)`` and ``g a_hat(x)`` as ``m x b x C x P`` (vectors: ``C = 1``), in their common precision (at
+    least float32), the positions a ``mask`` leaves out zeroed; and, for a channel action applied as a float
+    matrix, ``m x b x C`` booleans: the channels of ``g a_hat(x)`` above the dead tolerance of their map (see
+    :func:`geed_channel_scores`), else ``None``."""
+    if a_gx.shape != ta_x.shape:
+        raise ValueError(f"a(gx) of shape {tuple(a_gx.shape)} and g a_hat(x) of shape {tuple(ta_x.shape)} differ")
+    if vector is None:
+        vector = a_gx.dim() == 3
+    dtype = torch.promote_types(torch.promote_types(a_gx.dtype, ta_x.dtype), torch.float32)
+    u, v = a_gx.to(dtype), ta_x.to(dtype)
+    if vector:
+        if u.dim() != 3:
+            raise ValueError(f"vectors must be m x b x D, got {tuple(u.shape)}")
+        return u.unsqueeze(-2), v.unsqueeze(-2), None
+    if u.dim() != 5:
+        raise ValueError(f"feature maps must be m x b x C x h x w, got {tuple(u.shape)}")
+    m, b, c, h, w = u.shape
+    u, v = u.reshape(m, b, c, h * w), v.reshape(m, b, c, h * w)
+    if mask is not None:
+        mask = mask.to(device=u.device, dtype=torch.bool)
+        mask = mask.expand(m, h, w) if mask.dim() == 2 else mask
+        if mask.shape != (m, h, w):
+            raise ValueError(f"mask of shape {tuple(mask.shape)} does not fit maps of shape {tuple(a_gx.shape)}")
+        weight = mask.reshape(m, 1, 1, h * w).to(u.dtype)
+        u, v = u * weight, v * weight
+    live = None
+    if mixed_channels:
+        from .correlation import _DEAD_RTOL  # one tolerance for "numerically nothing" in both families
+
+        nv = v.norm(dim=-1)
+        live = nv > _DEAD_RTOL.get(v.dtype, 1e-5) * nv.amax(-1, keepdim=True)
+    return u, v, live
+
+
+def geed_channel_chunk(
+    u: torch.Tensor,
+    v: torch.Tensor,
+    dims: Tuple[int, ...],
+    sample_mask: Optional[torch.Tensor],
+    chunk: _ChunkMap,
+    out: ChannelBuffers,
+    bias: torch.Tensor,
+    live: Optional[torch.Tensor] = None,
+    reference: Optional[torch.Tensor] = None,
+) -> None:
+    """One chunk of channelwise G-EED with its chance level, written into ``out``: ``out.sums`` (the cosine sums
+    and valid pairs over the chunk's images), ``out.tallies`` (``w``, ``w y`` and ``w y**2`` of the images' own
+    negated scores and of the pair margins, about the references ``r``; the images with a term per column).
+
+    Args:
+        u: ``a(gx)``, ``m x b x C x S...``.
+        v: ``g a_hat`` of the images ``chunk.rows`` (own, partner), ``H x (m or 1) x b x C x S...``.
+        dims: the axes ``S...`` of a channel's entries.
+        sample_mask: ``b`` booleans (True = the image counts) or ``None``; left-out images may hold anything.
+        bias: ``4b`` float64, ``-r`` for the images' scores and the margins (``[-r_own] * b + [-r_margin] * b``),
+            then ``2b`` zeros.
+        live: optional ``H x m x b x C`` booleans, False for channels of ``v`` that do not count (round-off).
+        reference: optional ``2`` float64: first set ``r`` to this chunk's means (written here and into the
+            first half of ``bias``), so that the sums about it keep their digits (a metric's first chunk).
+
+    A pair counts where both norms are positive and its terms count; the rest becomes NaN by dividing by 0 or
+    infinity (never a product with a mask: NaN * 0 is NaN) and is zeroed by one ``nan_to_num``.
+    """
+    dot = (u * v).sum(dims)
+    nu = torch.linalg.vector_norm(u, dim=dims)
+    nv = torch.linalg.vector_norm(v, dim=dims)
+    terms = chunk.has  # H x 1 x b x 1: the image (and its partner) count, or None: all do
+    if sample_mask is not None:
+        kept = sample_mask[chunk.keep_index].all(0)
+        terms = kept if terms is None else kept & terms
+    if terms is None:
+        out.images.copy_(chunk.images)
+    else:
+        torch.sum(terms, (1, 2, 3), dtype=torch.float64, out=out.images)
+    if live is not None:
+        terms = live if terms is None else terms & live
+    den = nu * (nv if terms is None else nv / terms)  # inf or NaN where the term does not count
+    pairs = (torch.stack([dot, den]) / den).nan_to_num_(0.0, 0.0, 0.0).clamp_(-1.0, 1.0)  # [cosine, valid]
+    torch.sum(pairs, 3, dtype=torch.float64, out=out.sums)
+    # each image's s_i: the mean over elements (with a live channel) of its mean over live channels; 0/0 is NaN
+    torch.sum(pairs, -1, dtype=torch.float64, out=out.per_element)
+    torch.div(out.per_element, out.per_element_count, out=out.per_element_mean)
+    torch.nansum(out.per_element_mean, 2, out=out.per_image)
+    torch.div(out.per_image, out.per_image_count, out=out.scores_view).nan_to_num_(0.0, 0.0, 0.0)
+    torch.addmv(bias, chunk.score_map, out.scores, out=out.terms)
+    if reference is not None:  # r = sum w y / sum w of this chunk, with y about the bias given (zeros)
+        torch.sum(torch.pow(out.terms_view, out.powers).prod(1), -1, out=out.moment_sums)
+        torch.div(out.weighted_sums, out.weight_sums.clamp_min(1), out=reference)
+        torch.mv(out.spread, reference, out=bias)
+        out.terms.add_(bias)  # the terms were taken about 0 (the bias was zero): now about r
+    torch.sum(torch.pow(out.terms_view, out.powers).prod(1), -1, out=out.moment_sums)
 
 
 def geed_latent_scores(a_x: torch.Tensor, a_gx: torch.Tensor, metric: str = "l2") -> Dict[str, torch.Tensor]:

@@ -66,6 +66,7 @@ __all__ = [
     "stacked_chunk_sums",
     "chunk_pairs",
     "MIN_ROOM",
+    "moments_from_shifted_sums",
 ]
 
 
@@ -503,3 +504,14 @@ def _chunk_moments(values: torch.Tensor, weight: torch.Tensor, negate: bool = Fa
     else:
         d = (values - mean.unsqueeze(-1)) * w
     return torch.stack([n.expand_as(mean), mean, (d * d).sum(-1)], -1)
+
+
+def moments_from_shifted_sums(
+    n: torch.Tensor, shifted_sum: torch.Tensor, shifted_square_sum: torch.Tensor, reference: torch.Tensor
+) -> torch.Tensor:
+    """``(n, mean, M2)`` (``... x 3``) from sums taken about a reference ``r``: ``n``, ``sum (x - r)`` and
+    ``sum (x - r)**2``. With ``r`` near the mean (a first chunk's mean) nothing large cancels:
+    ``mean = r + S1 / n``, ``M2 = S2 - S1**2 / n``. Such sums merge over chunks by plain addition."""
+    safe = n.clamp_min(1)
+    step = shifted_sum / safe
+    return torch.stack([n, reference + step, (shifted_square_sum - shifted_sum * step).clamp_min(0)], -1)

@@ -1,10 +1,9 @@
 """G-EED metrics (Kvinge et al. 2022, §3.1): ``geed_channel``, ``geed_latent_l2``, ``geed_latent_cosine``, ``geed_softmax``.
 
 Thin ``torchmetrics.Metric`` classes over :mod:`lightning_equivariance.functional.geed`.
-:class:`GEEDChannel` keeps the stacked states of the correlation measures (``sums``,
-``images``, ``moments``; see :mod:`~lightning_equivariance.metrics.correlation`).
-Every state is a float64 sum with ``dist_reduce_fx="sum"`` except the bounded point buffer
-of :class:`GEEDLatentL2` (see there) and ``image_moments``. Larger values mean *less*
+:class:`GEEDChannel` keeps one stacked state ``stats`` (its ``sums``, ``images`` and ``moments`` are
+read from it; see there). Every other state is a float64 sum with ``dist_reduce_fx="sum"`` except the
+bounded point buffer of :class:`GEEDLatentL2` (see there) and ``image_moments``. Larger values mean *less*
 equivariant (``higher_is_better = False``). ``value`` is the mean over the group's
 non-identity elements of the per-element G-EED (docs/measures.md §3); ``per_element`` holds those.
 
@@ -42,36 +41,39 @@ Example::
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+import functools
+import threading
+from typing import Any, Dict, Optional, Tuple
 
 import torch
 
 from ..functional.geed import (
+    _SOFTMAX_INPUTS,
     _check_normaliser,
-    _geed_arrays,
     _cosine_normaliser_compute,
     _cosine_normaliser_update,
+    _moved_pairs,
     _per_element,
     _scores_update,
-    _SOFTMAX_INPUTS,
+    channel_buffers,
+    chunk_map,
+    geed_channel_chunk,
     geed_latent_scores,
     geed_softmax_scores,
     looks_like_probabilities,
     mean_pairwise_distance,
+    position_sources,
 )
 from ..functional.moments import (
-    image_moments,
     chance_details,
-    chance_per_element,
     combine_moments,
-    host_array,
+    image_moments,
     merge_moments,
+    moments_from_shifted_sums,
     no_chance,
-    stacked_chunk_sums,
     stderr_from_moments,
 )
 from .base import LayerContext, LayerMetric
-from .correlation import CorrelationInvariance
 
 __all__ = ["GEEDChannel", "GEEDLatentL2", "GEEDLatentCosine", "GEEDSoftmax"]
 
@@ -125,6 +127,49 @@ def _scaled_stderr(moments: torch.Tensor, M: torch.Tensor) -> Optional[float]:
     return None if se is None else se / abs(float(M))
 
 
+_SOURCES = threading.local()
+
+
+def _aligning_index(ctx: LayerContext) -> Optional[torch.Tensor]:
+    """``m x 1 x 1 x hw``: the inverse of where every position of ``T'_g a`` comes from
+    (:func:`~lightning_equivariance.functional.geed.position_sources`), so that gathering ``a(gx)`` with it puts
+    each entry where ``a(x)`` holds the one it is compared with (the cosine of two maps does not change when both
+    are permuted alike); ``None`` when the moves are not one permutation of the positions. Set-up (reads on the
+    host); the layers of one map size under one group share it (kept per thread for the last group seen)."""
+    h, w = ctx.a_x.shape[-2:]
+    cache = getattr(_SOURCES, "cache", None)
+    if cache is None or cache[0] is not ctx.group:
+        cache = _SOURCES.cache = (ctx.group, {})
+    key = ((h, w), tuple(ctx.input_size), tuple(e.name for e in ctx.elements), ctx.a_x.device)
+    if key not in cache[1]:
+        m = len(ctx.elements)
+        sources = position_sources(ctx.transform, m, (h, w), ctx.a_x.device)
+        here = torch.arange(h * w, device=sources.device)
+        moves = sources.shape[1] == h * w and bool((sources.sort(-1).values == here).all())
+        cache[1][key] = torch.argsort(sources, -1).view(m, 1, 1, h * w) if moves else None
+    return cache[1][key]
+
+
+def _merge_stats(stacked: torch.Tensor, sums_size: int) -> torch.Tensor:
+    """``dist_reduce_fx`` of :class:`GEEDChannel`'s ``stats``: the sums add, the tallies merge
+    (:func:`_merge_tallies`)."""
+    if stacked.dim() < 2:
+        return stacked
+    tallies = _merge_tallies(stacked[:, sums_size:].reshape(-1, 5, 2))
+    return torch.cat([stacked[:, :sums_size].sum(0), tallies.reshape(-1)])
+
+
+def _merge_tallies(stacked: torch.Tensor) -> torch.Tensor:
+    """``dist_reduce_fx`` of :class:`GEEDChannel`'s ``tallies`` (``[world x] 5 x 2``): each process's moment sums
+    are about its own references, so they are merged as ``(n, mean, M2)`` (Chan's update) and written back
+    about the merged mean; the image counts add."""
+    if stacked.dim() < 3:
+        return stacked
+    n, s1, s2, images, reference = stacked.unbind(-2)
+    merged = merge_moments(moments_from_shifted_sums(n, s1, s2, reference))  # 2 x 3
+    return torch.stack([merged[:, 0], torch.zeros_like(merged[:, 0]), merged[:, 2], images.sum(0), merged[:, 1]])
+
+
 class GEEDChannel(_GEED):
     """Channelwise G-EED, Kvinge et al. 2022 Eq. 5: ``-(1/C) sum_c cos(a(gx)_c, g a_hat(x)_c)``, in ``[-1, 1]``.
 
@@ -133,6 +178,14 @@ class GEEDChannel(_GEED):
     on vector layers the whole vector is one channel and ``g a_hat(x)`` is the orbit average
     (``G`` acts trivially on vectors). A channel whose map is zero in either argument is left
     out of the mean and counted in ``left_out``. ``per_channel``: ``-mean cos`` per channel.
+
+    State: ``stats``, one flat float64 tensor, so that a chunk adds to it with one in-place add (issue 23):
+    ``sums`` (``2 x 2 x m x C``: [cosine sums, valid pairs] x [own, chance (against the partner's map,
+    docs/measures.md §7)] x element x channel), then ``tallies`` (``5 x 2``, columns [images' own negated
+    scores, pair margins ``D_k``]: rows ``n``, ``sum (x - r)``, ``sum (x - r)**2``, then [counted images,
+    images with a chance term], then the references ``r``, the first chunk's means, which keep the sums'
+    digits). The stderr and the margin's interval come from the moments at compute; across processes the
+    sums add and the moments merge with Chan's update (:func:`_merge_stats`).
 
     Args:
         num_elements: ``m``, the group's non-identity elements.
@@ -144,35 +197,83 @@ class GEEDChannel(_GEED):
     plot_upper_bound = 1.0
     best_value = -1.0
 
-    sums: torch.Tensor
-    images: torch.Tensor
-    moments: torch.Tensor
+    stats: torch.Tensor
 
     def __init__(self, num_elements: int, num_channels: int, **kwargs: Any):
         super().__init__(**kwargs)
         _check_positive(type(self).__name__, num_elements=num_elements, num_channels=num_channels)
         m, c = int(num_elements), int(num_channels)
-        # One stacked state, one add per chunk: [cosine sums, valid pairs] x element x [own, chance
-        # (against the partner's map, docs/measures.md §7)] x channel.
-        self.add_filled_state("sums", (2, m, 2, c), 0.0)
-        # [counted images, images with a chance term]: left_out and chance_left_out follow
-        self.add_filled_state("images", (2,), 0.0)
-        # (n, mean, M2) of the images' own scores (row 0, the stderr) and of the pair margins D_k
-        # (row 1, the margin's interval), merged with Chan's update (also across processes)
-        self.add_filled_state("moments", (2, 3), 0.0, dist_reduce_fx=merge_moments)
-        self._rows: Dict[Any, torch.Tensor] = {}
+        self._shape = (m, c)
+        # one state, so that a chunk adds to it once: [sums (2 x 2 x m x C) | tallies (5 x 2)], flattened
+        self.add_filled_state("stats", (4 * m * c + 10,), 0.0,
+                              dist_reduce_fx=functools.partial(_merge_stats, sums_size=4 * m * c))
+        #: for groups that only move positions (set by ``for_layer``): the index that moves a(gx)'s entries back
+        #: onto a(x)'s positions (``_aligning_index``), and per chunk size its expansion to m x b x C x hw
+        self._aligning: Optional[torch.Tensor] = None
+        self._aligning_expanded: Dict[int, torch.Tensor] = {}
+        self._referenced = False  # the moments' references r are set by the first chunk
+        self._biases: Dict[int, torch.Tensor] = {}  # per chunk size: -r, as geed_channel_chunk takes it
+        self._targets: Optional[Tuple[torch.Tensor, ...]] = None  # the states and their views a chunk adds to
 
-    score_sum = CorrelationInvariance.score_sum
-    count = CorrelationInvariance.count
-    chance_sum = CorrelationInvariance.chance_sum
-    chance_count = CorrelationInvariance.chance_count
-    left_out = CorrelationInvariance.left_out
-    chance_left_out = CorrelationInvariance.chance_left_out
-    _add = CorrelationInvariance._add
+    # the sums by name (views of the stacked state)
+    @property
+    def sums(self) -> torch.Tensor:
+        """``2 x 2 x m x C``: [cosine sums, valid pairs] x [own, chance] x element x channel."""
+        m, c = self._shape
+        return self.stats[: 4 * m * c].view(2, 2, m, c)
+
+    @property
+    def tallies(self) -> torch.Tensor:
+        """``5 x 2``: the moment sums ``n``, ``sum (x - r)``, ``sum (x - r)**2`` (images' own negated scores, pair
+        margins), [counted images, images with a chance term], the references ``r``."""
+        return self.stats[4 * self._shape[0] * self._shape[1] :].view(5, 2)
+
+    @property
+    def score_sum(self) -> torch.Tensor:
+        return self.sums[0, 0]
+
+    @property
+    def count(self) -> torch.Tensor:
+        return self.sums[1, 0]
+
+    @property
+    def chance_sum(self) -> torch.Tensor:
+        return self.sums[0, 1]
+
+    @property
+    def chance_count(self) -> torch.Tensor:
+        return self.sums[1, 1]
+
+    @property
+    def images(self) -> torch.Tensor:
+        """[counted images, images with a chance term]."""
+        return self.tallies[3]
+
+    @property
+    def left_out(self) -> torch.Tensor:
+        """Dead (left-out) pairs per element: the counted images' pairs that were not valid."""
+        return self.images[0] * self.sums.shape[-1] - self.count.sum(-1)
+
+    @property
+    def chance_left_out(self) -> torch.Tensor:
+        return self.images[0] - self.images[1]
+
+    @property
+    def moments(self) -> torch.Tensor:
+        """``2 x 3``: ``(n, mean, M2)`` of the images' own negated scores (the stderr) and of the pair margins."""
+        n, s1, s2, _, reference = self.tallies.unbind(0)
+        return moments_from_shifted_sums(n, s1, s2, reference)
 
     @classmethod
     def for_layer(cls, ctx: LayerContext, **_: Any) -> "GEEDChannel":
-        return cls.create_on(ctx.a_x.device, len(ctx.elements), 1 if ctx.kind == "vector" else ctx.num_channels)
+        metric = cls.create_on(ctx.a_x.device, len(ctx.elements), 1 if ctx.kind == "vector" else ctx.num_channels)
+        if ctx.kind == "map" and ctx.channel_action is None and ctx.moves_entries():  # decided once, at set-up
+            metric._aligning = _aligning_index(ctx)
+        return metric
+
+    def reset(self) -> None:
+        super().reset()
+        self._biases, self._referenced, self._targets = {}, False, None
 
     def _update_tensors(
         self,
@@ -193,51 +294,95 @@ class GEEDChannel(_GEED):
         ``mixed_channels``: ``ta_x`` comes from a channel action applied as a float matrix
         (:func:`~lightning_equivariance.functional.geed.geed_channel_scores`).
         """
-        values, valid, pairs = _geed_arrays(
-            a_gx, ta_x, mask=mask, vector=vector, partner=partner, mixed_channels=mixed_channels)
-        # G-EED per image is -cos: the moments of the negated image scores; the margins D_k
-        # (lower is better: d_i = c_i - s_i of the negated scores) are the same numbers
-        self._add(stacked_chunk_sums(values, valid, sample_mask, pairs, negate_image_scores=True), 0)
+        u, v, live = _moved_pairs(a_gx, ta_x, mask, vector, mixed_channels)
+        b = u.shape[1]
+        chunk = chunk_map(partner, b, u.device)
+        v = v.index_select(1, chunk.rows.reshape(-1)).unflatten(1, (chunk.h, b)).transpose(0, 1)
+        if live is not None:
+            live = live.index_select(1, chunk.rows.reshape(-1)).unflatten(1, (chunk.h, b)).transpose(0, 1)
+        self._add_chunk(u, v, (-1,), sample_mask, chunk, live)
 
     def _update_context(self, ctx: LayerContext) -> None:
-        partner = ctx.partner
+        b = ctx.a_x.shape[0]
+        chunk = chunk_map(ctx.partner, b, ctx.a_x.device)
         if ctx.kind == "vector":
             # per image: a left-out image's orbit average reaches only its own (masked) terms
             f_hat = _orbit_average(ctx)
-            self._update_tensors(
-                ctx.a_gx, f_hat.expand(len(ctx.elements), *f_hat.shape), vector=True, sample_mask=ctx.sample_mask, partner=partner
-            )
+            u = ctx.a_gx.to(f_hat.dtype).unsqueeze(-2)
+            self._add_chunk(u, f_hat[chunk.vector_rows], (-1,), ctx.sample_mask, chunk)
+        elif self._aligning is not None:
+            # a(gx) moved back onto a(x)'s positions (one gather), against the own and the partners' maps a(x)
+            index = self._aligning_expanded.get(b)
+            if index is None:
+                index = self._aligning_expanded[b] = self._aligning.expand(-1, b, ctx.a_gx.shape[2], -1)
+            aligned = torch.gather(ctx.a_gx.flatten(3), 3, index)
+            maps = ctx.a_x.index_select(0, chunk.flat_rows).view(chunk.h, 1, b, *aligned.shape[2:])
+            self._add_chunk(aligned, maps, (-1,), ctx.sample_mask, chunk)
         else:
             # a channel action that is not a permutation mixes channels with a float matrix (its round-off must
             # not make a zero channel count)
             self._update_tensors(
                 ctx.a_gx, ctx.transformed_x(), mask=ctx.mask(), vector=False, sample_mask=ctx.sample_mask,
-                partner=partner, mixed_channels=ctx.mixes_channels(),
+                partner=ctx.partner, mixed_channels=ctx.mixes_channels(),
             )
+
+    def _add_chunk(self, u, v, dims, sample_mask, chunk, live=None) -> None:
+        """:func:`~lightning_equivariance.functional.geed.geed_channel_chunk` into the buffers, then one add per
+        state."""
+        m, b = u.shape[:2]
+        if (u.shape[0], u.shape[2]) != self._shape:
+            raise ValueError(
+                f"{type(self).__name__} was created for {self._shape[0]} elements x {self._shape[1]} "
+                f"channels, got maps of shape {tuple(u.shape)}"
+            )
+        if sample_mask is not None:
+            sample_mask = sample_mask.to(device=u.device, dtype=torch.bool)
+            if sample_mask.shape != (b,):
+                raise ValueError(
+                    f"sample_mask must hold one boolean per image ({b}), got shape {tuple(sample_mask.shape)}")
+        out = channel_buffers(chunk.h, m, b, u.shape[2], u.device)
+        targets = self._targets
+        if targets is None or targets[0] is not self.stats:  # the state's views, once (reset replaces it)
+            tallies = self.tallies
+            targets = self._targets = (self.stats, self.stats[: -2], tallies, tallies[4])
+        bias = self._biases.get(b)
+        reference = None
+        if not self._referenced:
+            # the moments are summed about references r (tallies[4]): this first chunk's means
+            bias, reference = u.new_zeros(4 * b, dtype=torch.float64), targets[3]
+            self._referenced, self._biases = True, {b: bias}
+        elif bias is None:  # a chunk of another size: the same references
+            bias = self._biases[b] = torch.mv(out.spread, targets[3])
+        geed_channel_chunk(u, v, dims, sample_mask, chunk, out, bias, live, reference)
+        targets[1].add_(out.increment)
 
     def compute(self) -> torch.Tensor:
         return -_per_element(self.score_sum, self.count, "channelwise G-EED").mean()
 
     def _compute_details(self) -> Dict[str, Any]:
-        # As CorrelationInvariance's: the sums over channels on the device, the few numbers on the host.
-        totals = host_array(self.sums.sum(-1))  # [cosines, pairs] x element x [own, chance]
-        images, moments = host_array(self.images), host_array(self.moments)
-        channels = self.sums.shape[-1]
-        per_element = torch.from_numpy(-_per_element(totals[0, :, :1], totals[1, :, :1], "channelwise G-EED"))
-        per_channel = None
-        if channels > 1:
-            score_sum, count = self.sums.select(2, 0).unbind(0)
-            per_channel = -(score_sum.sum(0) / count.sum(0).clamp_min(1))
+        m, channels = self._shape
+        sums = self.sums
+        totals = sums.sum(-1)  # [cosine sums, valid pairs] x [own, chance] x element
+        per_both = -(totals[0] / totals[1])  # own and chance per element (the chance one where it has pairs)
+        # one host read for what decides the details: the valid pairs per element (own, chance), the image counts
+        pairs = torch.cat([totals[1].reshape(-1), self.tallies[3]]).tolist()
+        own_pairs, chance_pairs, (kept, with_chance) = pairs[:m], pairs[m : 2 * m], pairs[2 * m :]
+        if 0 in own_pairs:
+            _per_element(totals[0, 0], totals[1, 0], "channelwise G-EED")  # raises: an element without a valid pair
+        per_element, chance = per_both.unbind(0)
+        moments = self.moments
+        score_sum, count = sums[:, 0].unbind(0)
         out = {
             "value": per_element.mean().tolist(),
             "per_element": per_element,
-            "per_channel": per_channel,
-            "left_out": int((images[0] * channels - totals[1, :, 0]).sum()),
+            "per_channel": -(score_sum.sum(0) / count.sum(0).clamp_min(1)) if channels > 1 else None,
+            # dead (left-out) pairs: the counted images' pairs that were not valid, over the elements
+            "left_out": int(kept * channels * m - sum(own_pairs)),
             "stderr": stderr_from_moments(moments[0]),
         }
-        chance = chance_per_element(totals[0, :, 1:], totals[1, :, 1:])
-        chance = None if chance is None else torch.from_numpy(-chance)
-        out.update(chance_details(out["value"], chance, False, images[0] - images[1], moments[1]))
+        # no chance level when an element has no chance pair (chance_per_element)
+        out.update(chance_details(out["value"], None if 0 in chance_pairs else chance, False, kept - with_chance,
+                                  moments[1]))
         return out
 
 
