@@ -71,7 +71,8 @@ def _count(model, images, **kwargs):
 
 
 def rows(quick: bool) -> dict:
-    """``{row: (kwargs of measure(), stacked views per image)}``; ``lee``'s views are ``None`` (8 images per forward)."""
+    """``{row: (kwargs of measure(), stacked views per image)}``; ``lee``'s views are ``None`` (8 images per
+    forward)."""
     r90 = [Rotation90()]
     both = [Rotation90(), Translation(max_shift=4)]
     views_r90 = 1 + len(r90[0])

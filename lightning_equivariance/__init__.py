@@ -52,9 +52,9 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; nothing is imported at run
         quiroga_scales,
         quiroga_translations,
     )
+    from .layers import LayerSelectionError, select_layers
     from .lie import lie_derivative
     from .metrics import MEASURES, CorrelationEquivariance, CorrelationInvariance, LieDerivativeError
-    from .layers import LayerSelectionError, select_layers
     from .report import PARTS, MeasureReport
     from .transforms import TRANSFORMS, LieTransform
 

@@ -417,7 +417,8 @@ def geed_latent_scores(a_x: torch.Tensor, a_gx: torch.Tensor, metric: str = "l2"
     if metric not in _LATENT:
         raise ValueError(f"metric must be one of {_LATENT}, got {metric!r}")
     if a_gx.dim() != 3 or a_x.dim() != 2:
-        raise ValueError(f"latent G-EED needs vectors: a(x) b x D and a(gx) m x b x D, got {tuple(a_x.shape)}, {tuple(a_gx.shape)}")
+        raise ValueError(f"latent G-EED needs vectors: a(x) b x D and a(gx) m x b x D, got {tuple(a_x.shape)}, "
+                         f"{tuple(a_gx.shape)}")
     f_hat = orbit_average(a_x, a_gx)
     z = a_gx.to(torch.float64)
     if metric == "l2":
@@ -437,7 +438,8 @@ def geed_softmax_scores(a_x: torch.Tensor, a_gx: torch.Tensor, inputs: str = "lo
     if inputs not in ("logits", "probs"):
         raise ValueError(f"inputs must be 'logits' or 'probs', got {inputs!r}")
     if a_gx.dim() != 3 or a_x.dim() != 2:
-        raise ValueError(f"softmax G-EED needs vectors: a(x) b x D and a(gx) m x b x D, got {tuple(a_x.shape)}, {tuple(a_gx.shape)}")
+        raise ValueError(f"softmax G-EED needs vectors: a(x) b x D and a(gx) m x b x D, got {tuple(a_x.shape)}, "
+                         f"{tuple(a_gx.shape)}")
     z = torch.cat([a_x.unsqueeze(0), a_gx]).to(torch.float64)
     logp = torch.log_softmax(z, dim=-1) if inputs == "logits" else torch.log(z.clamp_min(0))
     logq = torch.logsumexp(logp, dim=0) - math.log(z.shape[0])  # log of the orbit-average distribution
@@ -456,7 +458,8 @@ def looks_like_probabilities(a: torch.Tensor, sample_mask: Optional[torch.Tensor
     if sample_mask is not None:
         keep = sample_mask.to(device=a.device, dtype=torch.bool).unsqueeze(-1)
         a = torch.where(keep, a, torch.full((), 1.0 / a.shape[-1], dtype=a.dtype, device=a.device))
-    return bool((a >= 0).all() and (a <= 1).all() and torch.allclose(a.sum(-1), torch.ones((), dtype=a.dtype), atol=1e-4))
+    sums_to_one = torch.allclose(a.sum(-1), torch.ones((), dtype=a.dtype), atol=1e-4)
+    return bool((a >= 0).all() and (a <= 1).all() and sums_to_one)
 
 
 def mean_pairwise_distance(points: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -516,7 +519,8 @@ def _cosine_normaliser_compute(unit_sum: torch.Tensor, n: torch.Tensor) -> torch
 
 
 def mean_pairwise_cosine(points: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Mean cosine similarity between distinct non-zero rows of ``points`` (``n x D``), rows with ``sample_mask`` True."""
+    """Mean cosine similarity between distinct non-zero rows of ``points`` (``n x D``), rows with ``sample_mask``
+    True."""
     return _cosine_normaliser_compute(*_cosine_normaliser_update(points, sample_mask))
 
 
@@ -545,8 +549,9 @@ def _per_element(score_sum: torch.Tensor, count: torch.Tensor, what: str) -> tor
 def _check_normaliser(M: torch.Tensor, metric: str) -> torch.Tensor:
     if float(M) == 0.0:
         raise ValueError(
-            f"latent G-EED ({metric}): the normalisation M (mean {'l2 distance' if metric == 'l2' else 'cosine similarity'} "
-            "between distinct probe points) is 0, so Eq. 6 is undefined; the layer maps every probe image to the same point"
+            f"latent G-EED ({metric}): the normalisation M (mean "
+            f"{'l2 distance' if metric == 'l2' else 'cosine similarity'} between distinct probe points) is 0, so "
+            "Eq. 6 is undefined; the layer maps every probe image to the same point"
         )
     return M
 

@@ -1,4 +1,5 @@
-"""G-EED metrics (Kvinge et al. 2022, §3.1): ``geed_channel``, ``geed_latent_l2``, ``geed_latent_cosine``, ``geed_softmax``.
+"""G-EED metrics (Kvinge et al. 2022, §3.1): ``geed_channel``, ``geed_latent_l2``, ``geed_latent_cosine``,
+``geed_softmax``.
 
 Thin ``torchmetrics.Metric`` classes over :mod:`lightning_equivariance.functional.geed`.
 :class:`GEEDChannel` keeps one stacked state ``stats`` (its ``sums``, ``images`` and ``moments`` are
@@ -440,7 +441,9 @@ class GEEDLatentL2(_GEED):
         cls._refuse(ctx)
         return cls(len(ctx.elements), int(ctx.a_x.shape[-1]), max_points=geed_max_points).to(ctx.a_x.device)
 
-    def _update_tensors(self, a_x: torch.Tensor, a_gx: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> None:
+    def _update_tensors(
+        self, a_x: torch.Tensor, a_gx: torch.Tensor, sample_mask: Optional[torch.Tensor] = None
+    ) -> None:
         """Add a batch: ``a(x)`` (``b x D``) and ``a(gx)`` (``m x b x D``).
 
         ``sample_mask``: optional ``b`` booleans, True for the images that count; the others are
@@ -551,7 +554,9 @@ class GEEDLatentCosine(_GEED):
         cls._refuse(ctx)
         return cls(len(ctx.elements), int(ctx.a_x.shape[-1])).to(ctx.a_x.device)
 
-    def _update_tensors(self, a_x: torch.Tensor, a_gx: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> None:
+    def _update_tensors(
+        self, a_x: torch.Tensor, a_gx: torch.Tensor, sample_mask: Optional[torch.Tensor] = None
+    ) -> None:
         """Add a batch: ``a(x)`` (``b x D``) and ``a(gx)`` (``m x b x D``).
 
         ``sample_mask``: optional ``b`` booleans, True for the images that count; the others are
@@ -592,7 +597,8 @@ class GEEDLatentCosine(_GEED):
 
 
 class GEEDSoftmax(_GEED):
-    """Softmax G-EED, Kvinge et al. 2022 §3.1: ``mean_{x, g} KL(softmax(f(gx)) || softmax_hat(x))`` (vector layers only).
+    """Softmax G-EED, Kvinge et al. 2022 §3.1: ``mean_{x, g} KL(softmax(f(gx)) || softmax_hat(x))`` (vector
+    layers only).
 
     ``softmax_hat(x)`` is the mean of the softmax outputs over the orbit, identity included.
     The layer's output is read as logits, or as probabilities when it already is a softmax
@@ -629,7 +635,9 @@ class GEEDSoftmax(_GEED):
         cls._refuse(ctx)
         return cls(len(ctx.elements), inputs=geed_softmax_input).to(ctx.a_x.device)
 
-    def _update_tensors(self, a_x: torch.Tensor, a_gx: torch.Tensor, sample_mask: Optional[torch.Tensor] = None) -> None:
+    def _update_tensors(
+        self, a_x: torch.Tensor, a_gx: torch.Tensor, sample_mask: Optional[torch.Tensor] = None
+    ) -> None:
         """Add a batch: ``f(x)`` (``b x D``) and ``f(gx)`` (``m x b x D``), logits or probabilities.
 
         ``sample_mask``: optional ``b`` booleans, True for the images that count; the others are

@@ -45,8 +45,8 @@ import torch
 
 from ..functional.transformational import (
     Distance,
-    _checked_mask,
     _anova_compute,
+    _checked_mask,
     _column_variances,
     _goodfellow_compute,
     _tv_compute,
@@ -397,7 +397,14 @@ class AnovaInvariance(_Transformational):
     plot_upper_bound = 1.0
     best_value = 1.0
 
-    def __init__(self, num_transformations: int, unit_shape: Sequence[int], alpha: float = 0.01, num_tests: Optional[int] = None, **kwargs: Any):
+    def __init__(
+        self,
+        num_transformations: int,
+        unit_shape: Sequence[int],
+        alpha: float = 0.01,
+        num_tests: Optional[int] = None,
+        **kwargs: Any,
+    ):
         super().__init__(num_transformations, unit_shape, **kwargs)
         if not 0.0 < float(alpha) < 1.0:
             raise ValueError(f"AnovaInvariance: alpha must be in (0, 1), got {alpha}")
@@ -490,7 +497,9 @@ class SameEquivariance(_Transformational):
     plot_lower_bound = 0.0
     best_value = 0.0
 
-    def __init__(self, num_transformations: int, unit_shape: Sequence[int], mask: Optional[torch.Tensor] = None, **kwargs: Any):
+    def __init__(
+        self, num_transformations: int, unit_shape: Sequence[int], mask: Optional[torch.Tensor] = None, **kwargs: Any
+    ):
         super().__init__(num_transformations, unit_shape, **kwargs)
         if len(self.unit_shape) != 3:
             raise ValueError(f"SameEquivariance needs feature maps C x h x w, got units of shape {self.unit_shape}")
@@ -510,7 +519,8 @@ class SameEquivariance(_Transformational):
                 f"feature maps only); layer {ctx.layer!r} is a vector"
             )
         if not ctx.group.has_inverse:
-            return f"same_equivariance needs the inverse action of group {ctx.group.name!r} on feature maps, which it does not define"
+            return (f"same_equivariance needs the inverse action of group {ctx.group.name!r} on feature maps, "
+                    "which it does not define")
         return None
 
     @classmethod
@@ -536,7 +546,8 @@ class SameEquivariance(_Transformational):
         self._add_matrix(st_inv, sample_mask)
 
     def _update_context(self, ctx: LayerContext) -> None:
-        maps = [ctx.group.act_feature_inverse(unit_norm_maps(ctx.a_gx[j]), e, ctx.input_size) for j, e in enumerate(ctx.elements)]
+        maps = [ctx.group.act_feature_inverse(unit_norm_maps(ctx.a_gx[j]), e, ctx.input_size)
+                for j, e in enumerate(ctx.elements)]
         if self.k == len(ctx.elements) + 1:
             maps.insert(0, unit_norm_maps(ctx.a_x))
         self._add_matrix(torch.stack(maps), ctx.sample_mask)
