@@ -48,7 +48,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 
 from .moments import chunk_pairs, sample_keep
-from .moves import moved_maps
+from .moves import moved_maps, moved_sources
 
 __all__ = [
     "correlation_scores",
@@ -306,8 +306,13 @@ def _permuted_arrays(
     similarity: str = "pearson",
     partner: Optional[torch.Tensor] = None,
     permute_channels: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None,
+    constants: Optional[Dict[Any, Any]] = None,
 ) -> Tuple[Any, ...]:
-    """:func:`permuted_scores` as ``(values, valid, pairs)`` (:func:`_layer_arrays`)."""
+    """:func:`permuted_scores` as ``(values, valid, pairs)`` (:func:`_layer_arrays`).
+
+    ``constants``: a dict the caller keeps per layer (and action): what depends only on the layer's
+    shape and the action (where the moved maps' entries come from) is computed on the first chunk
+    and kept there."""
     _check_similarity(similarity)
     m, b, c, h, w = a_gx.shape
     if a_x.shape != a_gx.shape[1:]:
@@ -325,7 +330,13 @@ def _permuted_arrays(
     # multiplies the number of (small) ops, each a parallel region that waits for every thread.
     else:
         alive_v = alive_v.expand(m, b, c)
-    moved = moved_maps(v, permute, m).reshape(m, b, c, h * w)
+    sources = None
+    if constants is not None:
+        key = ("moved_sources", c, h, w, m, v.device)
+        if key not in constants:
+            constants[key] = moved_sources((c, h, w), permute, m, v.device)
+        sources = constants[key]
+    moved = moved_maps(v, permute, m, sources).reshape(m, b, c, h * w)
     # chance: T'_g a(x_partner(i)) is row g*b + partner(i) of the same moved unit maps
     products = _products(u, moved, *(() if pairs is None else pairs.element_rows(m)))
     return _layer_arrays(products, norm_u, alive_u, alive_v, index, has_partner) + (pairs,)
