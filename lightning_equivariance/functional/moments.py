@@ -61,7 +61,7 @@ __all__ = [
     "stacked_chunk_sums",
     "correlation_chunk_rows",
     "ChunkRows",
-    "merge_chunk_moments_",
+    "chunk_moments_increment",
     "chunk_pairs",
     "MIN_ROOM",
 ]
@@ -368,6 +368,16 @@ class _Pairs:
         # "has a term" for the own column (always) and the chance column, m x 2 x b x C-broadcastable
         self.has_both = torch.cat([torch.ones_like(self.has), self.has]).view(1, 2, b, 1)
         self._chunk_constants = None
+        self._own_and_partner = None
+
+    def own_and_partner(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(pick, has_cols)``: ``[i, partner(i)]`` of every image (``2b`` int64), to gather each image's
+        own and partner rows at once, and ``1 x b x 2 x 1`` booleans ``[True, has a partner]``."""
+        if self._own_and_partner is None:
+            here = torch.arange(self.index.shape[0], device=self.index.device)
+            self._own_and_partner = (torch.stack([here, self.index], 1).reshape(-1),
+                                     torch.stack([torch.ones_like(self.has), self.has], 1).view(1, -1, 2, 1))
+        return self._own_and_partner
 
     def chunk_constants(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """What :func:`correlation_chunk_rows` needs of the pairs, computed once per chunk:
@@ -518,10 +528,11 @@ class ChunkRows(NamedTuple):
     ready for in-place adds: ``H = 2`` with a chance column, ``H = 1`` without.
 
     Attributes:
-        sums: per measure, ``2 x m x H x C`` float64: the score sums over the counted pairs, and the number
-            of counted pairs (the same for every measure).
+        sums: ``k + 1`` tensors ``m x H x C`` float64: each measure's score sums over the counted pairs, then
+            the number of counted pairs (the same for every measure).
         images: ``H`` float64: the counted images (and those with a chance term).
         n: ``H`` float64: how many images' own scores ``s_i`` (and pair margins ``D_k``) the chunk's moments hold.
+        safe: ``n`` clamped to at least 1 (a divisor).
         mean: per measure, ``H``: their means.
         m2: per measure, ``H``: their sums of squared deviations from the mean.
     """
@@ -529,12 +540,12 @@ class ChunkRows(NamedTuple):
     sums: Tuple[torch.Tensor, ...]
     images: torch.Tensor
     n: torch.Tensor
+    safe: torch.Tensor
     mean: Tuple[torch.Tensor, ...]
     m2: Tuple[torch.Tensor, ...]
 
 
 _ZEROS: Dict[Tuple[torch.dtype, torch.device], torch.Tensor] = {}
-_MEASURE_ROWS: Dict[torch.device, torch.Tensor] = {}
 
 
 def _zero(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
@@ -560,7 +571,11 @@ def correlation_chunk_rows(
     """
     k, m, b, h, c = values.shape
     f64 = torch.float64
-    keep = None if sample_mask is None else sample_keep(sample_mask, valid).reshape(b)
+    keep = None
+    if sample_mask is not None:
+        if sample_mask.dim() != 1 or sample_mask.shape[0] != b:
+            sample_keep(sample_mask, valid)  # raises, naming both lengths
+        keep = sample_mask.to(device=valid.device, dtype=torch.bool)
     if h == 2:
         pick, has_cols, pair_matrices = pairs.chunk_constants()
         if keep is None:
@@ -576,22 +591,13 @@ def correlation_chunk_rows(
         valid = valid & keep.view(1, b, 1, 1)
         images = keep.sum(0, keepdim=True, dtype=f64)
     # scores of the counted pairs (where: NaN * 0 would stay NaN), then the pairs themselves as one more row
-    stacked = torch.cat([torch.where(valid, values, _zero(values.dtype, values.device)),
-                         valid.to(values.dtype).unsqueeze(0)])
-    sums = stacked.sum(2, dtype=f64)  # (k + 1) x m x H x C
-    if k == 1:
-        rows = (sums,)
-    else:  # [measure j's sums, the counts] per measure
-        index = _MEASURE_ROWS.get(sums.device)
-        if index is None or index.numel() != 2 * k:
-            index = _MEASURE_ROWS[sums.device] = torch.tensor(
-                [r for j in range(k) for r in (j, k)], device=sums.device)
-        rows = sums.index_select(0, index).view(k, 2, m, h, c).unbind(0)
+    stacked = torch.cat([torch.where(valid, values, _zero(values.dtype, values.device)), valid.unsqueeze(0)])
+    sums = stacked.sum(2, dtype=f64).unbind(0)  # k + 1 times m x H x C
     # each image's s_i: the mean over elements (with a live pair) of its mean over live channels; the
     # last row (pairs / pairs) becomes "has a live pair", then "counted" (1.0 or 0.0)
     per_element = stacked.sum(-1, dtype=f64)  # (k + 1) x m x b x H
-    per_element = per_element / per_element.narrow(0, k, 1).clamp_min(1)
-    pooled = per_element.sum(1)  # (k + 1) x b x H
+    # an element without a live pair gives 0 / 0 here (NaN in every row): nansum leaves it out
+    pooled = (per_element / per_element.narrow(0, k, 1)).nansum(1)  # (k + 1) x b x H
     image = pooled / pooled.narrow(0, k, 1).clamp_min(1)
     if h == 2:
         # [s_i; D_i] per measure and [own counted; first of a fully scored pair] in one product
@@ -607,13 +613,15 @@ def correlation_chunk_rows(
     mean = (both * weight).sum(-1) / safe  # (k + 1) x H, the last row unused
     dev = (both - mean.unsqueeze(-1)) * weight
     m2 = (dev * dev).sum(-1)
-    return ChunkRows(rows, images, n, mean.unbind(0), m2.unbind(0))
+    return ChunkRows(sums, images, n, safe, mean.unbind(0), m2.unbind(0))
 
 
-def merge_chunk_moments_(state: torch.Tensor, n: torch.Tensor, mean: torch.Tensor, m2: torch.Tensor) -> None:
-    """Merge a chunk's ``(n, mean, M2)`` (``H`` each, :class:`ChunkRows`) into ``state`` (``H x 3``) in place:
-    Chan et al.'s parallel update, as :func:`moments_increment`."""
-    na, ma, _ = state.unbind(-1)
-    delta = mean - ma
-    step = delta * (n / (na + n).clamp_min(1))
-    state.add_(torch.stack([n, step, torch.addcmul(m2, step, delta * na)], -1))
+def chunk_moments_increment(
+    count: torch.Tensor, mean: torch.Tensor, chunk: ChunkRows, k: int
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What merging measure ``k``'s moments of ``chunk`` adds to a state's columns ``n`` (``count``), ``mean``
+    and ``M2`` (``H`` each): Chan et al.'s parallel update, as :func:`moments_increment` (``chunk.safe`` is
+    ``n_b`` wherever ``n_b > 0``, and where ``n_b = 0`` the share is 0 either way)."""
+    delta = chunk.mean[k] - mean
+    step = delta * (chunk.n / (count + chunk.safe))
+    return chunk.n, step, torch.addcmul(chunk.m2[k], step, delta * count)

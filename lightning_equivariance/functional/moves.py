@@ -40,6 +40,7 @@ def moved_maps(
     move: Callable[[torch.Tensor, int], torch.Tensor],
     num_elements: int,
     sources: Optional[Tuple[List[torch.Tensor], Tuple[int, ...]]] = None,
+    flat: bool = False,
 ) -> torch.Tensor:
     """``torch.stack([move(maps, g) for g in range(num_elements)])``, one gather per element.
 
@@ -51,6 +52,7 @@ def moved_maps(
         num_elements: ``m``.
         sources: :func:`moved_sources` of ``maps``'s ``C x h x w``, ``move`` and ``num_elements``, when
             already computed (once per layer); ``None``: computed here.
+        flat: return ``m x b x (C h w)`` (the moved entries of each map in a row) instead.
 
     Returns:
         ``m x b x ...``: the moved maps (``C x w x h`` after a quarter turn of a non-square
@@ -63,7 +65,7 @@ def moved_maps(
         sources = moved_sources((c, h, w), move, num_elements, maps.device)
     index, shape = sources
     out = maps.new_empty(num_elements, b, c * h * w)
-    flat = maps.reshape(b, c * h * w)
+    rows = maps.reshape(b, c * h * w)
     for source, into in zip(index, out.unbind(0)):
-        torch.index_select(flat, 1, source, out=into)
-    return out.view(num_elements, b, *shape)
+        torch.index_select(rows, 1, source, out=into)
+    return out if flat else out.view(num_elements, b, *shape)

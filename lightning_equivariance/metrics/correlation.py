@@ -62,8 +62,8 @@ from ..functional.moments import (
     ChunkRows,
     chance_details,
     chance_per_element,
+    chunk_moments_increment,
     correlation_chunk_rows,
-    merge_chunk_moments_,
     merge_moments,
     moments_increment,
     stderr_from_moments,
@@ -102,7 +102,7 @@ class _CorrelationMeasure(LayerMetric):
         # The validity mask of a layer is fixed by the group and the layer's shape: in
         # update(ctx) its "at least 2 positions" check (a host read) runs on the first chunk only.
         self._position_mask_checked = False
-        self._own_views = None
+        self._state_views = None
         # what depends only on the layer's shape and the group's action, kept from chunk to chunk
         self._layer_constants: Dict[Any, Any] = {}
 
@@ -148,26 +148,31 @@ class _CorrelationMeasure(LayerMetric):
         if not isinstance(chunk, ChunkRows):
             return _add_stacked(self, chunk, k)
         sums = chunk.sums[k]
-        if sums.shape[1] != self.sums.shape[1] or sums.shape[-1] != self.sums.shape[-1]:
+        if sums.shape[0] != self.sums.shape[1] or sums.shape[-1] != self.sums.shape[-1]:
             raise ValueError(
                 f"{type(self).__name__} was created for {self.sums.shape[1]} elements x "
-                f"{self.sums.shape[-1]} channels, got scores for {tuple(sums.shape[1::2])}"
+                f"{self.sums.shape[-1]} channels, got scores for {tuple(sums.shape[::2])}"
             )
-        if sums.shape[2] == 2:
-            states = (self.sums, self.images, self.moments)
-        else:  # no chance level in this chunk: the own column of each state
-            states = self._own_columns()
-        states[0].add_(sums)
-        states[1].add_(chunk.images)
-        merge_chunk_moments_(states[2], chunk.n, chunk.mean[k], chunk.m2[k])
+        targets = self._state_rows(sums.shape[1])  # score sums, counts, images, and the moments' columns
+        increment = chunk_moments_increment(targets[3], targets[4], chunk, k)
+        # one call for the six adds (one kernel launch per device where torch fuses them)
+        torch._foreach_add_(targets, [sums, chunk.sums[-1], chunk.images, *increment])
 
-    def _own_columns(self):
-        """Views of the states' own (not chance) columns, made once per state tensor (reset replaces them)."""
-        cached = getattr(self, "_own_views", None)
-        if cached is None or any(a is not b for a, b in zip(cached, (self.sums, self.images, self.moments))):
-            cached = self._own_views = (self.sums, self.images, self.moments, self.sums.narrow(2, 0, 1),
-                                        self.images.narrow(0, 0, 1), self.moments.narrow(0, 0, 1))
-        return cached[3:]
+    def _state_rows(self, h: int):
+        """Views of the states that a chunk with ``h`` columns (own, and chance when 2) adds to: the score
+        sums, the pair counts, the images and the moments' ``n``, ``mean`` and ``M2`` columns; made once per
+        state tensor (reset replaces them)."""
+        states = (self.sums, self.images, self.moments)
+        cached = getattr(self, "_state_views", None)
+        if cached is None or any(a is not b for a, b in zip(cached[0], states)):
+            cached = self._state_views = (states, {})
+        if h not in cached[1]:
+            if h == 2:
+                sums, images, moments = self.sums, self.images, self.moments
+            else:  # no chance level in this chunk: the own column of each state
+                sums, images, moments = self.sums.narrow(2, 0, 1), self.images.narrow(0, 0, 1), self.moments[:1]
+            cached[1][h] = [sums[0], sums[1], images, *moments.unbind(-1)]
+        return cached[1][h]
 
     def _update_tensors(
         self,

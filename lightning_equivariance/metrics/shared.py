@@ -67,6 +67,8 @@ class SharedWork:
         self._scores: Optional[CorrelationScores] = None
         self._correlation_sums: Dict[str, Any] = {}
         self._st: Dict[bool, "STWork"] = {}
+        #: the measure's per-layer constants (:meth:`correlation_scores`), while its scores are computed
+        self.constants: Optional[Dict[Any, Any]] = None
 
     # ------------------------------------------------------------------ every measure
     @cached_property
@@ -122,7 +124,8 @@ class SharedWork:
         ):
             scores = previous.scores
         else:
-            scores = CorrelationScores(similarity, *_layer_scores(ctx, similarity, self, constants))
+            self.constants = constants
+            scores = CorrelationScores(similarity, *_layer_scores(ctx, similarity, self))
         self._scores = scores
         return scores
 
@@ -198,9 +201,9 @@ def _distance_key(distance: Distance):
     return distance if isinstance(distance, str) else id(distance)
 
 
-def _layer_scores(ctx: Any, similarity: str, work: SharedWork, constants: Optional[Dict[Any, Any]] = None):
+def _layer_scores(ctx: Any, similarity: str, work: SharedWork):
     """The layer's ``(values, valid, pairs)``, with the chance column when ``ctx.partner`` is given
-    (``constants``: the per-layer dict of :meth:`SharedWork.correlation_scores`)."""
+    (``work.constants``: the per-layer dict given to :meth:`SharedWork.correlation_scores`)."""
     if ctx.moves_entries():
         # A permutation of positions (rot90, flips, circular shifts), and of channels (the
         # regular fields of a steerable layer), commutes with the per-channel standardisation:
@@ -210,6 +213,7 @@ def _layer_scores(ctx: Any, similarity: str, work: SharedWork, constants: Option
         def permute_channels(maps: torch.Tensor, g: int) -> torch.Tensor:
             return action(maps, ctx.elements[g])
 
+        constants = work.constants
         if constants is not None:  # the sources depend on the action and the input size too
             constants = constants.setdefault((tuple(ctx.input_size), id(action)), {})
         return _permuted_arrays(ctx.a_gx, ctx.a_x, ctx.transform, similarity=similarity, partner=ctx.partner,
