@@ -338,12 +338,12 @@ def _permuted_arrays(
         raise ValueError(f"a(x) of shape {tuple(a_x.shape)} does not fit a(T_g x) of shape {tuple(a_gx.shape)}")
     pairs = _partner_index(partner, b, a_gx.device)[0]
     centre = similarity == "pearson"
-    joint = _joint_view(a_x, a_gx)
+    joint = _joint_view(a_x, a_gx, (1 + m, b, c, h * w))
     if joint is None:
         v, alive_v = _standardise(a_x.reshape(b, c, h * w), None, centre)
         u, norm_u, alive_u = _centre(a_gx.reshape(m, b, c, h * w), None, centre)
     else:  # a(x) right before a(T_g x) in memory (the engine's stacked output): one pass centres both
-        rows, norm, alive = _centre(joint.view(1 + m, b, c, h * w), None, centre)
+        rows, norm, alive = _centre(joint, None, centre)
         # a(x) as one element (1 x b x ...: every use broadcasts over the elements), a(T_g x) the others
         (v, u), (norm_v, norm_u), (alive_v, alive_u) = (t.split([1, m]) for t in (rows, norm, alive))
         scale = _safe_norm(norm_v, alive_v).unsqueeze(-1)  # as _standardise
@@ -368,9 +368,10 @@ def _permuted_arrays(
     return _layer_arrays(products, norm_u, alive_u, alive_v, pairs) + (pairs,)
 
 
-def _joint_view(a_x: torch.Tensor, a_gx: torch.Tensor) -> Optional[torch.Tensor]:
-    """``[a(x), a(T_g x)...]`` (``1 + m`` maps) as one view when ``a(x)`` directly precedes ``a(T_g x)`` in
-    memory, both contiguous (as in the engine's stacked output); otherwise ``None``."""
+def _joint_view(a_x: torch.Tensor, a_gx: torch.Tensor, shape: Tuple[int, ...]) -> Optional[torch.Tensor]:
+    """``[a(x), a(T_g x)...]`` as one view of ``shape`` (``1 + m`` elements, then ``a(x)``'s entries in any
+    contiguous grouping) when ``a(x)`` directly precedes ``a(T_g x)`` in memory, both contiguous (as in the
+    engine's stacked output); otherwise ``None``."""
     step = a_x.numel()
     if (
         a_x.is_contiguous()
@@ -379,7 +380,10 @@ def _joint_view(a_x: torch.Tensor, a_gx: torch.Tensor) -> Optional[torch.Tensor]
         and a_gx.device == a_x.device
         and a_gx.data_ptr() == a_x.data_ptr() + step * a_x.element_size()
     ):
-        return a_x.as_strided((1 + a_gx.shape[0], *a_x.shape), (step, *a_x.stride()))
+        strides = [1]
+        for size in reversed(shape[1:]):
+            strides.insert(0, strides[0] * size)
+        return a_x.as_strided(shape, strides)
     return None
 
 

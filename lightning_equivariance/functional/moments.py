@@ -606,7 +606,9 @@ def correlation_chunk_rows(
         both = torch.bmm(image.view(k + 1, 1, 2 * b), pair_matrices).view(k + 1, 2, b)
     else:
         both = image.view(k + 1, 1, b)
-    weight = both.select(0, k).floor()  # H x b, 1.0 or 0.0
+    weight = both.select(0, k)  # H x b: 1.0 or 0.0 (the pair weights' quarters floored below)
+    if h == 2:
+        weight = weight.floor()
     # a plain two-pass over the chunk's few images (the merge into a state is Chan's update)
     n = weight.sum(-1)
     safe = n.clamp_min(1)
