@@ -369,21 +369,21 @@ def _permuted_arrays(
 
 
 def _joint_view(a_x: torch.Tensor, a_gx: torch.Tensor, shape: Tuple[int, ...]) -> Optional[torch.Tensor]:
-    """``[a(x), a(T_g x)...]`` as one view of ``shape`` (``1 + m`` elements, then ``a(x)``'s entries in any
-    contiguous grouping) when ``a(x)`` directly precedes ``a(T_g x)`` in memory, both contiguous (as in the
-    engine's stacked output); otherwise ``None``."""
+    """``[a(x), a(T_g x)...]`` as one ``(1 + m) x b x C x (h w)`` view (``shape``) when ``a(x)`` (``b x C x h x w``)
+    is dense in memory (contiguous or channels-last) and directly followed by the elements of ``a(T_g x)`` laid
+    out alike (as in the engine's stacked output); otherwise ``None``."""
     step = a_x.numel()
+    sb, sc, sh, sw = a_x.stride()
+    dense = a_x.is_contiguous() or a_x.is_contiguous(memory_format=torch.channels_last)
     if (
-        a_x.is_contiguous()
-        and a_gx.is_contiguous()
+        dense
+        and sh == a_x.shape[-1] * sw  # h and w merge into one axis of positions
         and a_gx.dtype == a_x.dtype
         and a_gx.device == a_x.device
+        and a_gx.stride() == (step, sb, sc, sh, sw)
         and a_gx.data_ptr() == a_x.data_ptr() + step * a_x.element_size()
     ):
-        strides = [1]
-        for size in reversed(shape[1:]):
-            strides.insert(0, strides[0] * size)
-        return a_x.as_strided(shape, strides)
+        return a_x.as_strided(shape, (step, sb, sc, sw))
     return None
 
 
