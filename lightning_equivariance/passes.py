@@ -154,7 +154,7 @@ class StackedPass(Pass):
         # The activations are handed on as they are: every measure leaves the masked images out with
         # torch.where wherever it sums (LayerContext.sample_mask), so zeroing them here first would only
         # copy every layer's output once more.
-        ok = all_finite(stacked.flatten(2)).all(0) & chunk.finite
+        ok = _finite_images(stacked) & chunk.finite
         sink.left_out(name, ok, chunk)
         handoffs = _handoffs(previous, inputs)
         module, channel_action = sink.describe(name, output)
@@ -234,6 +234,26 @@ def plan_passes(measures: Sequence[str], groups: Sequence[Any]) -> Tuple[List[Pa
     passes: List[Pass] = [StackedPass(discrete, stacked)] if stacked and discrete else []
     passes += [ForwardModePass(t, forward) for t in transforms]
     return passes, discrete, transforms
+
+
+def _finite_images(stacked: torch.Tensor) -> torch.Tensor:
+    """Whether every view of each image is finite, for ``views x b x ...`` activations:
+    ``all_finite(stacked.flatten(2)).all(0)``.
+
+    As :func:`~.metrics.base.all_finite` (each row's max and min), with the test in three calls:
+    ``min - min == max - max`` holds exactly when both are finite (``x - x`` is 0 for a finite
+    ``x`` and NaN for ``±inf`` or NaN, and NaN equals nothing). A contiguous row gives both in one
+    pass (``aminmax``); other layouts (channels-last, tokens) are reduced where they lie, instead of
+    copying every output into rows first.
+    """
+    if stacked.dim() < 3 or not stacked.is_floating_point() or 0 in stacked.shape[2:]:
+        return all_finite(stacked.flatten(2)).all(0)
+    if stacked.is_contiguous():
+        mn, mx = torch.aminmax(stacked.flatten(2), dim=-1)
+    else:
+        rest = tuple(range(2, stacked.dim()))
+        mn, mx = stacked.amin(rest), stacked.amax(rest)
+    return ((mn - mn) == (mx - mx)).all(0)
 
 
 def _handoffs(previous, inputs) -> dict:

@@ -48,7 +48,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 import torch
 
 from .moments import chunk_pairs, sample_keep
-from .moves import moved_maps
+from .moves import moved_maps, moved_sources
 
 __all__ = [
     "correlation_scores",
@@ -129,7 +129,20 @@ def _standardise(
 
 def _safe_norm(norm: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
     """``norm`` with dead rows at +inf, so that dividing by it zeroes them."""
-    return torch.where(alive, norm, torch.full_like(norm, float("inf")))
+    return torch.where(alive, norm, _constant(float("inf"), norm.dtype, norm.device))
+
+
+_CONSTANTS: Dict[Tuple[float, torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _constant(value: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A 0-d tensor of ``value``, made once per dtype and device (a fill for ``torch.where`` without a
+    new tensor per call)."""
+    key = (value, dtype, device)
+    if key not in _CONSTANTS:
+        with torch.inference_mode(False):  # a normal tensor, usable inside and outside inference mode
+            _CONSTANTS[key] = torch.full((), value, dtype=dtype, device=device)
+    return _CONSTANTS[key]
 
 
 # Bytes of C x C similarities computed at once. Every block costs a handful of ops (gather,
@@ -141,6 +154,10 @@ def _safe_norm(norm: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
 # per thread: a fresh tensor per block costs page faults that, at 4 positions, took 4x the
 # matmul itself.
 _SIMILARITY_BLOCK_BYTES = 16 * 2**20
+# The moved maps' source indices (int64, m x C x h x w) are kept per layer up to this many entries (2 MiB):
+# on small maps they save a handful of calls per chunk; on large ones the gathers dominate, and keeping
+# them for every layer of a large model would hold hundreds of MiB.
+_MAX_KEPT_SOURCES = 2**18
 _SCRATCH = threading.local()
 
 
@@ -228,13 +245,12 @@ def _layer_arrays(
     norm_u: torch.Tensor,
     alive_u: torch.Tensor,
     alive_v: torch.Tensor,
-    index: Optional[torch.Tensor],
-    has_partner: Optional[torch.Tensor],
+    pairs: Any,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Scores and valid pairs from :func:`_products` of centred, not yet normalised rows ``u``
     (norms ``norm_u``, ``m x b x C``) of ``a(T_g x)`` and unit rows ``v`` of ``T'_g a(x)``.
 
-    Returns ``values`` (``2 x m x b x H x C``: invariance, equivariance; own and, with ``index``,
+    Returns ``values`` (``2 x m x b x H x C``: invariance, equivariance; own and, with ``pairs``,
     chance) and ``valid`` (``m x b x H x C``); values of invalid pairs are not zeroed (see
     :func:`_score_dict`). Dividing the products by ``|u_c|`` afterwards, instead of ``u`` itself
     before, saves a pass over the maps: a positive factor per row ``c`` does not move the max over
@@ -246,10 +262,13 @@ def _layer_arrays(
     # dead rows of u may give anything here (0 / 0): their pairs are not valid, and every consumer
     # zeroes invalid pairs (masked_fill) before adding
     values = (products / norm_u.view(1, m * b, 1, c)).clamp_min(0).view(2, m, b, h, c)
-    if index is None:
+    if pairs is None:
         return values, (alive_u & alive_v).unsqueeze(2)
-    partner_alive = alive_v.index_select(1, index) & has_partner.view(1, b, 1)
-    return values, alive_u.unsqueeze(2) & torch.stack([alive_v, partner_alive], 2)
+    # [alive_v(i), alive_v(partner(i))] of every image in one gather (alive_v may be b x C, the same for
+    # every element), and the chance column only where the image has a partner
+    pick, has_cols = pairs.own_and_partner()
+    both = alive_v.index_select(-2, pick).view(-1, b, 2, c)
+    return values, alive_u.unsqueeze(2) & both & has_cols
 
 
 def _score_dict(values: torch.Tensor, valid: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -306,29 +325,66 @@ def _permuted_arrays(
     similarity: str = "pearson",
     partner: Optional[torch.Tensor] = None,
     permute_channels: Optional[Callable[[torch.Tensor, int], torch.Tensor]] = None,
+    constants: Optional[Dict[Any, Any]] = None,
 ) -> Tuple[Any, ...]:
-    """:func:`permuted_scores` as ``(values, valid, pairs)`` (:func:`_layer_arrays`)."""
+    """:func:`permuted_scores` as ``(values, valid, pairs)`` (:func:`_layer_arrays`).
+
+    ``constants``: a dict the caller keeps per layer (and action): what depends only on the layer's
+    shape and the action (where the moved maps' entries come from) is computed on the first chunk
+    and kept there."""
     _check_similarity(similarity)
     m, b, c, h, w = a_gx.shape
     if a_x.shape != a_gx.shape[1:]:
         raise ValueError(f"a(x) of shape {tuple(a_x.shape)} does not fit a(T_g x) of shape {tuple(a_gx.shape)}")
-    pairs, index, has_partner = _partner_index(partner, b, a_gx.device)
+    pairs = _partner_index(partner, b, a_gx.device)[0]
     centre = similarity == "pearson"
-    v, alive_v = _standardise(a_x.reshape(b, c, h * w), None, centre)
-    v = v.reshape(a_x.shape)
-    u, norm_u, alive_u = _centre(a_gx.reshape(m, b, c, h * w), None, centre)
+    joint = _joint_view(a_x, a_gx, (1 + m, b, c, h * w))
+    if joint is None:
+        v, alive_v = _standardise(a_x.reshape(b, c, h * w), None, centre)
+        u, norm_u, alive_u = _centre(a_gx.reshape(m, b, c, h * w), None, centre)
+    else:  # a(x) right before a(T_g x) in memory (the engine's stacked output): one pass centres both
+        rows, norm, alive = _centre(joint, None, centre)
+        # a(x) as one element (1 x b x ...: every use broadcasts over the elements), a(T_g x) the others
+        (v, u), (norm_v, norm_u), (alive_v, alive_u) = (t.split([1, m]) for t in (rows, norm, alive))
+        scale = _safe_norm(norm_v, alive_v).unsqueeze(-1)  # as _standardise
+        # (centred rows are our own copy; uncentred ones, for cosine, are the activations themselves)
+        v = v.div_(scale) if centre else v / scale
     if permute_channels is not None:  # the live channels of T'_g a(x), per element: m x b x C
         live = alive_v.to(v.dtype).reshape(b, c, 1, 1)
         alive_v = torch.stack([permute_channels(live, g).reshape(b, c) for g in range(m)]) > 0
+    # (else alive_v stays b x C: the same live channels for every element, broadcast)
     # Every element's moved unit maps in one tensor (the size of a(T_g x)), one gather each,
     # so that the C x C products of all elements run as one blocked pass: a loop over elements
     # multiplies the number of (small) ops, each a parallel region that waits for every thread.
-    else:
-        alive_v = alive_v.expand(m, b, c)
-    moved = moved_maps(v, permute, m).reshape(m, b, c, h * w)
+    sources = None
+    if constants is not None and m * c * h * w <= _MAX_KEPT_SOURCES:
+        key = ("moved_sources", c, h, w, m, v.device)
+        if key not in constants:
+            constants[key] = moved_sources((c, h, w), permute, m, v.device)
+        sources = constants[key]
+    moved = moved_maps(v.view(b, c, h, w), permute, m, sources, flat=True).view(m, b, c, h * w)
     # chance: T'_g a(x_partner(i)) is row g*b + partner(i) of the same moved unit maps
     products = _products(u, moved, *(() if pairs is None else pairs.element_rows(m)))
-    return _layer_arrays(products, norm_u, alive_u, alive_v, index, has_partner) + (pairs,)
+    return _layer_arrays(products, norm_u, alive_u, alive_v, pairs) + (pairs,)
+
+
+def _joint_view(a_x: torch.Tensor, a_gx: torch.Tensor, shape: Tuple[int, ...]) -> Optional[torch.Tensor]:
+    """``[a(x), a(T_g x)...]`` as one ``(1 + m) x b x C x (h w)`` view (``shape``) when ``a(x)`` (``b x C x h x w``)
+    is dense in memory (contiguous or channels-last) and directly followed by the elements of ``a(T_g x)`` laid
+    out alike (as in the engine's stacked output); otherwise ``None``."""
+    step = a_x.numel()
+    sb, sc, sh, sw = a_x.stride()
+    dense = a_x.is_contiguous() or a_x.is_contiguous(memory_format=torch.channels_last)
+    if (
+        dense
+        and sh == a_x.shape[-1] * sw  # h and w merge into one axis of positions
+        and a_gx.dtype == a_x.dtype
+        and a_gx.device == a_x.device
+        and a_gx.stride() == (step, sb, sc, sh, sw)
+        and a_gx.data_ptr() == a_x.data_ptr() + step * a_x.element_size()
+    ):
+        return a_x.as_strided(shape, (step, sb, sc, sw))
+    return None
 
 
 def check_position_mask(mask: torch.Tensor, h: int, w: int) -> None:
@@ -432,7 +488,7 @@ def _correlation_arrays(
     v, alive_v = _standardise(ta_x.reshape(m, b, c, h * w), weight, centre, map_scale=mixed_channels)
     # chance: row g*b + i of u against row g*b + partner(i) of v (same element, partner's map)
     products = _products(u, v, *(() if pairs is None else pairs.element_rows(m)))
-    return _layer_arrays(products, norm_u, alive_u, alive_v, index, has_partner) + (pairs,)
+    return _layer_arrays(products, norm_u, alive_u, alive_v, pairs) + (pairs,)
 
 
 def _correlation_update(

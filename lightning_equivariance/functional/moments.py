@@ -41,7 +41,7 @@ whose bits the reported values depend on.
 from __future__ import annotations
 
 import threading
-from typing import List, Optional, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -64,6 +64,9 @@ __all__ = [
     "margin_details",
     "no_chance",
     "stacked_chunk_sums",
+    "correlation_chunk_rows",
+    "ChunkRows",
+    "chunk_moments_increment",
     "chunk_pairs",
     "MIN_ROOM",
     "moments_from_shifted_sums",
@@ -393,6 +396,49 @@ class _Pairs:
         self._rows = {}
         # "has a term" for the own column (always) and the chance column, m x 2 x b x C-broadcastable
         self.has_both = torch.cat([torch.ones_like(self.has), self.has]).view(1, 2, b, 1)
+        self._chunk_constants = None
+        self._own_and_partner = None
+
+    def own_and_partner(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``(pick, has_cols)``: ``[i, partner(i)]`` of every image (``2b`` int64), to gather each image's
+        own and partner rows at once, and ``1 x b x 2 x 1`` booleans ``[True, has a partner]``."""
+        if self._own_and_partner is None:
+            here = torch.arange(self.index.shape[0], device=self.index.device)
+            self._own_and_partner = (torch.stack([here, self.index], 1).reshape(-1),
+                                     torch.stack([torch.ones_like(self.has), self.has], 1).view(1, -1, 2, 1))
+        return self._own_and_partner
+
+    def chunk_constants(self) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What :func:`correlation_chunk_rows` needs of the pairs, computed once per chunk:
+
+        * ``pick``: ``b x 2 x 2`` indices ``[[i, i], [i, partner(i)]]`` (flattened): gathering the sample
+          mask with it and taking ``all(-1)`` gives each image's own column (it counts) and chance column
+          (it and its partner count);
+        * ``has_cols``: ``b x 2`` booleans ``[True, has a partner]``;
+        * ``pair_matrices``: ``3 x 2b x 2b`` float64 that map an image-score row ``(s_i, c_i)_i`` (flattened
+          ``b x 2``) to ``[s_i]_i`` and the pair margins ``[(s_i - c_i + s_p - c_p) / 2]_i``
+          (:func:`pair_margins`) - twice, for two measures - and the counted row ``(own counted, chance
+          counted)_i`` to the weights ``[own counted]_i``, ``[first of a pair with all four counted]_i``
+          (a quarter per factor, so ``floor`` is the logical and). Every coefficient is exact in binary.
+        """
+        if self._chunk_constants is None:
+            index, b = self.index, self.index.shape[0]
+            here = torch.arange(b, device=index.device)
+            pick = torch.stack([here, here, here, index], 1).reshape(-1)
+            has_cols = torch.stack([torch.ones_like(self.has), self.has], 1)
+            f64 = torch.float64
+            scores = torch.zeros(2 * b, 2 * b, dtype=f64, device=index.device)
+            weights = torch.zeros(2 * b, 2 * b, dtype=f64, device=index.device)
+            own, chance = 2 * here, 2 * here + 1  # rows of (s_i, c_i) in the flattened b x 2 input
+            scores[own, here] = 1.0
+            weights[own, here] = 1.0
+            margin = b + here  # output columns of the margins / their weights
+            for rows, sign in ((own, 0.5), (chance, -0.5), (2 * index, 0.5), (2 * index + 1, -0.5)):
+                scores.index_put_((rows, margin), torch.full((b,), sign, dtype=f64, device=index.device),
+                                  accumulate=True)
+                weights.index_put_((rows, margin), self.first.to(f64) * 0.25, accumulate=True)
+            self._chunk_constants = (pick, has_cols, torch.stack([scores, scores, weights]))
+        return self._chunk_constants
 
     def element_rows(self, m: int) -> Tuple[torch.Tensor, torch.Tensor]:
         """For ``m x b`` rows (element-major): each row's partner row ``g * b + partner(i)``, and
@@ -515,3 +561,109 @@ def moments_from_shifted_sums(
     safe = n.clamp_min(1)
     step = shifted_sum / safe
     return torch.stack([n, reference + step, (shifted_square_sum - shifted_sum * step).clamp_min(0)], -1)
+
+
+class ChunkRows(NamedTuple):
+    """What one chunk adds to each of ``k`` correlation-like measures of a layer (:func:`correlation_chunk_rows`),
+    ready for in-place adds: ``H = 2`` with a chance column, ``H = 1`` without.
+
+    Attributes:
+        sums: ``k + 1`` tensors ``m x H x C`` float64: each measure's score sums over the counted pairs, then
+            the number of counted pairs (the same for every measure).
+        images: ``H`` float64: the counted images (and those with a chance term).
+        n: ``H`` float64: how many images' own scores ``s_i`` (and pair margins ``D_k``) the chunk's moments hold.
+        safe: ``n`` clamped to at least 1 (a divisor).
+        mean: per measure, ``H``: their means.
+        m2: per measure, ``H``: their sums of squared deviations from the mean.
+    """
+
+    sums: Tuple[torch.Tensor, ...]
+    images: torch.Tensor
+    n: torch.Tensor
+    safe: torch.Tensor
+    mean: Tuple[torch.Tensor, ...]
+    m2: Tuple[torch.Tensor, ...]
+
+
+_ZEROS: Dict[Tuple[torch.dtype, torch.device], torch.Tensor] = {}
+
+
+def _zero(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """A 0-d zero of ``dtype`` on ``device``, made once (``torch.where``'s fill without a new tensor per call)."""
+    key = (dtype, device)
+    if key not in _ZEROS:
+        with torch.inference_mode(False):  # a normal tensor, usable inside and outside inference mode
+            _ZEROS[key] = torch.zeros((), dtype=dtype, device=device)
+    return _ZEROS[key]
+
+
+def correlation_chunk_rows(
+    values: torch.Tensor,
+    valid: torch.Tensor,
+    sample_mask: Optional[torch.Tensor] = None,
+    pairs: Optional[_Pairs] = None,
+) -> ChunkRows:
+    """:func:`stacked_chunk_sums` (same arguments, no negation) as per-measure rows ready to be added
+    (:class:`ChunkRows`), in few ATen calls (issue 23): every measure's score sums and the pair counts
+    come from one sum, the images' scores and "counted" indicators from one pooling of the same
+    stacked tensor, and their moments (own scores and pair margins) from one small product with the
+    chunk's constant pair matrices (:meth:`_Pairs.chunk_constants`).
+    """
+    k, m, b, h, c = values.shape
+    f64 = torch.float64
+    keep = None
+    if sample_mask is not None:
+        if sample_mask.dim() != 1 or sample_mask.shape[0] != b:
+            sample_keep(sample_mask, valid)  # raises, naming both lengths
+        keep = sample_mask.to(device=valid.device, dtype=torch.bool)
+    if h == 2:
+        pick, has_cols, pair_matrices = pairs.chunk_constants()
+        if keep is None:
+            images = pairs.images
+        else:
+            # own column: the image counts; chance column: it, its partner (and a partner at all)
+            cols = keep.index_select(0, pick).view(b, 2, 2).all(-1) & has_cols
+            valid = valid & cols.view(1, b, 2, 1)
+            images = cols.sum(0, dtype=f64)
+    elif keep is None:
+        images = torch.full((1,), float(b), dtype=f64, device=valid.device)
+    else:
+        valid = valid & keep.view(1, b, 1, 1)
+        images = keep.sum(0, keepdim=True, dtype=f64)
+    # scores of the counted pairs (where: NaN * 0 would stay NaN), then the pairs themselves as one more row
+    stacked = torch.cat([torch.where(valid, values, _zero(values.dtype, values.device)), valid.unsqueeze(0)])
+    sums = stacked.sum(2, dtype=f64).unbind(0)  # k + 1 times m x H x C
+    # each image's s_i: the mean over elements (with a live pair) of its mean over live channels; the
+    # last row (pairs / pairs) becomes "has a live pair", then "counted" (1.0 or 0.0)
+    per_element = stacked.sum(-1, dtype=f64)  # (k + 1) x m x b x H
+    # an element without a live pair gives 0 / 0 here (NaN in every row): nansum leaves it out
+    pooled = (per_element / per_element.narrow(0, k, 1)).nansum(1)  # (k + 1) x b x H
+    image = pooled / pooled.narrow(0, k, 1).clamp_min(1)
+    if h == 2:
+        # [s_i; D_i] per measure and [own counted; first of a fully scored pair] in one product
+        if k + 1 != pair_matrices.shape[0]:
+            pair_matrices = torch.cat([pair_matrices.narrow(0, 0, 1).expand(k, -1, -1), pair_matrices.narrow(0, 2, 1)])
+        both = torch.bmm(image.view(k + 1, 1, 2 * b), pair_matrices).view(k + 1, 2, b)
+    else:
+        both = image.view(k + 1, 1, b)
+    weight = both.select(0, k)  # H x b: 1.0 or 0.0 (the pair weights' quarters floored below)
+    if h == 2:
+        weight = weight.floor()
+    # a plain two-pass over the chunk's few images (the merge into a state is Chan's update)
+    n = weight.sum(-1)
+    safe = n.clamp_min(1)
+    mean = (both * weight).sum(-1) / safe  # (k + 1) x H, the last row unused
+    dev = (both - mean.unsqueeze(-1)) * weight
+    m2 = (dev * dev).sum(-1)
+    return ChunkRows(sums, images, n, safe, mean.unbind(0), m2.unbind(0))
+
+
+def chunk_moments_increment(
+    count: torch.Tensor, mean: torch.Tensor, chunk: ChunkRows, k: int
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What merging measure ``k``'s moments of ``chunk`` adds to a state's columns ``n`` (``count``), ``mean``
+    and ``M2`` (``H`` each): Chan et al.'s parallel update, as :func:`moments_increment` (``chunk.safe`` is
+    ``n_b`` wherever ``n_b > 0``, and where ``n_b = 0`` the share is 0 either way)."""
+    delta = chunk.mean[k] - mean
+    step = delta * (chunk.n / (count + chunk.safe))
+    return chunk.n, step, torch.addcmul(chunk.m2[k], step, delta * count)

@@ -8,15 +8,39 @@ entries' own indices with the action.
 """
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
-__all__ = ["moved_maps"]
+__all__ = ["moved_maps", "moved_sources"]
+
+
+def moved_sources(
+    maps_shape, move: Callable[[torch.Tensor, int], torch.Tensor], num_elements: int, device=None
+) -> Tuple[List[torch.Tensor], Tuple[int, ...]]:
+    """Where every entry of element ``g``'s moved ``C x h x w`` map comes from (int64 indices into a
+    flattened map, one tensor per element), and the moved maps' shape: fixed by the layer's shape and
+    the action, so a caller may compute them once per layer and pass them to :func:`moved_maps`."""
+    c, h, w = maps_shape
+    # float: an action may compute (a channel matmul that happens to permute); float64 holds
+    # every index exactly; MPS has no float64, float32 holds indices up to 2**24 exactly
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    exact = torch.float32 if device.type == "mps" and c * h * w <= 2**24 else torch.float64
+    origin = torch.arange(c * h * w, dtype=exact, device=device).reshape(1, c, h, w)
+    sources = [move(origin, g) for g in range(num_elements)]
+    shape = tuple(sources[0].shape[1:]) if sources else (c, h, w)
+    if any(tuple(s.shape[1:]) != shape for s in sources):
+        shapes = [tuple(s.shape[1:]) for s in sources]
+        raise ValueError(f"the elements move {c}x{h}x{w} maps to different shapes {shapes}")
+    return [s.reshape(-1).to(torch.long) for s in sources], shape
 
 
 def moved_maps(
-    maps: torch.Tensor, move: Callable[[torch.Tensor, int], torch.Tensor], num_elements: int
+    maps: torch.Tensor,
+    move: Callable[[torch.Tensor, int], torch.Tensor],
+    num_elements: int,
+    sources: Optional[Tuple[List[torch.Tensor], Tuple[int, ...]]] = None,
+    flat: bool = False,
 ) -> torch.Tensor:
     """``torch.stack([move(maps, g) for g in range(num_elements)])``, one gather per element.
 
@@ -26,6 +50,9 @@ def moved_maps(
             only move entries (every output entry is one input entry, as for rot90, flips,
             circular shifts and channel permutations).
         num_elements: ``m``.
+        sources: :func:`moved_sources` of ``maps``'s ``C x h x w``, ``move`` and ``num_elements``, when
+            already computed (once per layer); ``None``: computed here.
+        flat: return ``m x b x (C h w)`` (the moved entries of each map in a row) instead.
 
     Returns:
         ``m x b x ...``: the moved maps (``C x w x h`` after a quarter turn of a non-square
@@ -34,18 +61,11 @@ def moved_maps(
         one gather, where moving the maps and stacking them copies every map twice or more.
     """
     b, c, h, w = maps.shape
-    # float: an action may compute (a channel matmul that happens to permute); float64 holds
-    # every index exactly; MPS has no float64, float32 holds indices up to 2**24 exactly
-    exact = torch.float32 if maps.device.type == "mps" and c * h * w <= 2**24 else torch.float64
-    origin = torch.arange(c * h * w, dtype=exact, device=maps.device).reshape(1, c, h, w)
-    sources = [move(origin, g) for g in range(num_elements)]
-    shape = sources[0].shape[1:] if sources else (c, h, w)
-    if any(s.shape[1:] != shape for s in sources):
-        raise ValueError(
-            f"the elements move {c}x{h}x{w} maps to different shapes {[tuple(s.shape[1:]) for s in sources]}"
-        )
+    if sources is None:
+        sources = moved_sources((c, h, w), move, num_elements, maps.device)
+    index, shape = sources
     out = maps.new_empty(num_elements, b, c * h * w)
-    flat = maps.reshape(b, c * h * w)
-    for g, source in enumerate(sources):
-        torch.index_select(flat, 1, source.reshape(-1).to(torch.long), out=out[g])
-    return out.view(num_elements, b, *shape)
+    rows = maps.reshape(b, c * h * w)
+    for source, into in zip(index, out.unbind(0)):
+        torch.index_select(rows, 1, source, out=into)
+    return out if flat else out.view(num_elements, b, *shape)

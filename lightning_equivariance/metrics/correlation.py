@@ -59,12 +59,14 @@ from ..functional.correlation import (
     check_position_mask,
 )
 from ..functional.moments import (
+    ChunkRows,
     chance_details,
     chance_per_element,
+    chunk_moments_increment,
+    correlation_chunk_rows,
     host_array,
     merge_moments,
     moments_increment,
-    stacked_chunk_sums,
     stderr_from_moments,
 )
 from .base import LayerContext, LayerMetric
@@ -101,7 +103,9 @@ class _CorrelationMeasure(LayerMetric):
         # The validity mask of a layer is fixed by the group and the layer's shape: in
         # update(ctx) its "at least 2 positions" check (a host read) runs on the first chunk only.
         self._position_mask_checked = False
-        self._rows: Dict[Any, torch.Tensor] = {}
+        self._state_views = None
+        # what depends only on the layer's shape and the group's action, kept from chunk to chunk
+        self._layer_constants: Dict[Any, Any] = {}
 
     # the sums by name (views of the stacked state)
     @property
@@ -137,26 +141,39 @@ class _CorrelationMeasure(LayerMetric):
         metric._reuses_previous = similarity == "pearson" and ctx.kind == "map" and _positive_channel_affine(ctx.module)
         return metric
 
-    def _add(self, chunk, k: int) -> None:
-        """Add a chunk's :func:`~lightning_equivariance.functional.moments.stacked_chunk_sums`, this
-        measure's being number ``k`` of the stacked ones."""
-        sums, images, moments = chunk
-        if sums.shape[1] != self.sums.shape[1] or sums.shape[-1] != self.sums.shape[-1]:
+    def _add(self, chunk: ChunkRows, k: int) -> None:
+        """Add a chunk's :class:`~lightning_equivariance.functional.moments.ChunkRows`, this measure's being
+        number ``k`` of the stacked ones: an add per state and Chan's merge of the moments. (A
+        :func:`~lightning_equivariance.functional.moments.stacked_chunk_sums` tuple, as G-EED's channel measure
+        adds, is taken too.)"""
+        if not isinstance(chunk, ChunkRows):
+            return _add_stacked(self, chunk, k)
+        sums = chunk.sums[k]
+        if sums.shape[0] != self.sums.shape[1] or sums.shape[-1] != self.sums.shape[-1]:
             raise ValueError(
                 f"{type(self).__name__} was created for {self.sums.shape[1]} elements x "
-                f"{self.sums.shape[-1]} channels, got scores for {tuple(sums.shape[1::2])}"
+                f"{self.sums.shape[-1]} channels, got scores for {tuple(sums.shape[::2])}"
             )
-        key = (sums.shape[0], k, sums.device)
-        rows = self._rows.get(key)
-        if rows is None:  # which rows of the chunk's sums are this measure's: its scores, the counts
-            rows = self._rows[key] = torch.tensor([k, sums.shape[0] - 1], device=sums.device)
-        mine = sums.index_select(0, rows)
-        if sums.shape[2] == 2:
-            self.sums.add_(mine)
-        else:  # no chance level in this chunk
-            self.sums.narrow(2, 0, 1).add_(mine)
-        self.images.add_(images)
-        self.moments.add_(moments_increment(self.moments, moments[k]))
+        targets = self._state_rows(sums.shape[1])  # score sums, counts, images, and the moments' columns
+        increment = chunk_moments_increment(targets[3], targets[4], chunk, k)
+        # one call for the six adds (one kernel launch per device where torch fuses them)
+        torch._foreach_add_(targets, [sums, chunk.sums[-1], chunk.images, *increment])
+
+    def _state_rows(self, h: int):
+        """Views of the states that a chunk with ``h`` columns (own, and chance when 2) adds to: the score
+        sums, the pair counts, the images and the moments' ``n``, ``mean`` and ``M2`` columns; made once per
+        state tensor (reset replaces them)."""
+        states = (self.sums, self.images, self.moments)
+        cached = getattr(self, "_state_views", None)
+        if cached is None or any(a is not b for a, b in zip(cached[0], states)):
+            cached = self._state_views = (states, {})
+        if h not in cached[1]:
+            if h == 2:
+                sums, images, moments = self.sums, self.images, self.moments
+            else:  # no chance level in this chunk: the own column of each state
+                sums, images, moments = self.sums.narrow(2, 0, 1), self.images.narrow(0, 0, 1), self.moments[:1]
+            cached[1][h] = [sums[0], sums[1], images, *moments.unbind(-1)]
+        return cached[1][h]
 
     def _update_tensors(
         self,
@@ -180,14 +197,15 @@ class _CorrelationMeasure(LayerMetric):
         values, valid, pairs = _correlation_arrays(
             a_gx, ta_x, mask=mask, similarity=self.similarity, partner=partner)
         k = 0 if self.measure_name == "invariance" else 1
-        self._add(stacked_chunk_sums(values.narrow(0, k, 1), valid, sample_mask, pairs), 0)
+        self._add(correlation_chunk_rows(values.narrow(0, k, 1), valid, sample_mask, pairs), 0)
 
     def _update_context(self, ctx: LayerContext) -> None:
         """Add one chunk of a layer; images with ``ctx.sample_mask`` False are left out."""
         # Invariance and equivariance share one C x C correlation matrix per sample (and one more
         # per sample against the partner's map for the chance level): ctx.work computes it once.
         work = ctx.work
-        work.correlation_scores(self.similarity, reuse_previous=getattr(self, "_reuses_previous", False))
+        work.correlation_scores(self.similarity, reuse_previous=getattr(self, "_reuses_previous", False),
+                                constants=self._layer_constants)
         if not self._position_mask_checked:
             mask = work.position_mask
             if mask is not None:
@@ -250,6 +268,27 @@ class CorrelationEquivariance(_CorrelationMeasure):
     """
 
     measure_name = "equivariance"
+
+
+def _add_stacked(metric, chunk, k: int) -> None:  # also G-EED's channel measure's (it borrows _add)
+    """:meth:`_add` of a :func:`~lightning_equivariance.functional.moments.stacked_chunk_sums` tuple."""
+    sums, images, moments = chunk
+    if sums.shape[1] != metric.sums.shape[1] or sums.shape[-1] != metric.sums.shape[-1]:
+        raise ValueError(
+            f"{type(metric).__name__} was created for {metric.sums.shape[1]} elements x "
+            f"{metric.sums.shape[-1]} channels, got scores for {tuple(sums.shape[1::2])}"
+        )
+    cache = metric.__dict__.setdefault("_rows", {})
+    key = (sums.shape[0], k, sums.device)
+    if key not in cache:  # which rows of the chunk's sums are this measure's: its scores, the counts
+        cache[key] = torch.tensor([k, sums.shape[0] - 1], device=sums.device)
+    mine = sums.index_select(0, cache[key])
+    if sums.shape[2] == 2:
+        metric.sums.add_(mine)
+    else:  # no chance level in this chunk
+        metric.sums.narrow(2, 0, 1).add_(mine)
+    metric.images.add_(images)
+    metric.moments.add_(moments_increment(metric.moments, moments[k]))
 
 
 def _positive_channel_affine(module) -> bool:

@@ -21,7 +21,7 @@ import torch
 
 from ..functional.correlation import _correlation_arrays, _permuted_arrays
 from ..functional.geed import orbit_average
-from ..functional.moments import stacked_chunk_sums
+from ..functional.moments import correlation_chunk_rows
 from ..functional.moves import moved_maps
 from ..functional.transformational import Distance, _checked_mask, _sd_block_update, _st_update, _td_update
 
@@ -67,6 +67,8 @@ class SharedWork:
         self._scores: Optional[CorrelationScores] = None
         self._correlation_sums: Dict[str, Any] = {}
         self._st: Dict[bool, "STWork"] = {}
+        #: the measure's per-layer constants (:meth:`correlation_scores`), while its scores are computed
+        self.constants: Optional[Dict[Any, Any]] = None
 
     # ------------------------------------------------------------------ every measure
     @cached_property
@@ -99,12 +101,16 @@ class SharedWork:
         return None if mask is None else _checked_mask(mask, self._ctx.a_x.shape[0], self._ctx.a_x.device)
 
     # ------------------------------------------------------------------ correlation measures
-    def correlation_scores(self, similarity: str, reuse_previous: bool = False) -> CorrelationScores:
+    def correlation_scores(
+        self, similarity: str, reuse_previous: bool = False, constants: Optional[Dict[Any, Any]] = None
+    ) -> CorrelationScores:
         """The chunk's correlation scores (own, and against the partner's map with a chance level).
 
         ``reuse_previous``: the measure decided (once per layer) that this layer maps every channel by a
         positive affine map of its input; then the previous layer's Pearson scores are these scores,
         when they were computed under the same channel action and with the chance column if needed.
+        ``constants``: a dict the measure keeps for its layer and group, where what depends only on the
+        layer's shape and the group's action (the moved maps' source indices) is kept from chunk to chunk.
         """
         if self._scores is not None and self._scores.similarity == similarity:
             return self._scores
@@ -118,19 +124,21 @@ class SharedWork:
         ):
             scores = previous.scores
         else:
+            self.constants = constants
             scores = CorrelationScores(similarity, *_layer_scores(ctx, similarity, self))
         self._scores = scores
         return scores
 
     def correlation_sums(self, similarity: str):
-        """:func:`~lightning_equivariance.functional.moments.stacked_chunk_sums` of the chunk's scores under
-        this layer's sample mask, once for invariance and equivariance (they share valid pairs and counts)."""
+        """:func:`~lightning_equivariance.functional.moments.correlation_chunk_rows` of the chunk's scores under
+        this layer's sample mask, once for invariance and equivariance (they share valid pairs and counts):
+        each measure's rows ready for its in-place adds."""
         if similarity not in self._correlation_sums:
             scores = self.correlation_scores(similarity)
             values, valid, pairs = scores.arrays()
             if self._ctx.partner is None and valid.shape[2] == 2:  # (not reached by the engine) no chance column
                 values, valid = values.narrow(3, 0, 1), valid.narrow(2, 0, 1)
-            self._correlation_sums[similarity] = stacked_chunk_sums(values, valid, self._ctx.sample_mask, pairs)
+            self._correlation_sums[similarity] = correlation_chunk_rows(values, valid, self._ctx.sample_mask, pairs)
         return self._correlation_sums[similarity]
 
     def handoff(self) -> Optional[Handoff]:
@@ -194,7 +202,8 @@ def _distance_key(distance: Distance):
 
 
 def _layer_scores(ctx: Any, similarity: str, work: SharedWork):
-    """The layer's ``(values, valid, pairs)``, with the chance column when ``ctx.partner`` is given."""
+    """The layer's ``(values, valid, pairs)``, with the chance column when ``ctx.partner`` is given
+    (``work.constants``: the per-layer dict given to :meth:`SharedWork.correlation_scores`)."""
     if ctx.moves_entries():
         # A permutation of positions (rot90, flips, circular shifts), and of channels (the
         # regular fields of a steerable layer), commutes with the per-channel standardisation:
@@ -204,8 +213,11 @@ def _layer_scores(ctx: Any, similarity: str, work: SharedWork):
         def permute_channels(maps: torch.Tensor, g: int) -> torch.Tensor:
             return action(maps, ctx.elements[g])
 
+        constants = work.constants
+        if constants is not None:  # the sources depend on the action and the input size too
+            constants = constants.setdefault((tuple(ctx.input_size), id(action)), {})
         return _permuted_arrays(ctx.a_gx, ctx.a_x, ctx.transform, similarity=similarity, partner=ctx.partner,
-                                permute_channels=None if action is None else permute_channels)
+                                permute_channels=None if action is None else permute_channels, constants=constants)
     return _correlation_arrays(
         ctx.a_gx,
         work.transformed_x,
