@@ -316,9 +316,7 @@ class Measurement:
     def describe(self, layer: str, output):
         return self._module_of(layer), self._channel_action(layer, output)
 
-    def left_out(self, layer: str, kept: torch.Tensor, chunk: Chunk) -> None:
-        if self._allocating:
-            return
+    def finite_images(self, layer: str, kept: torch.Tensor, chunk: Chunk) -> None:
         if layer not in self.non_finite_images:
             self.non_finite_images[layer] = metric_on(kept.device, NonFiniteImages)
         self.non_finite_images[layer].update(chunk.positions, ~kept)

@@ -49,6 +49,8 @@ class Chunk:
     positions: torch.Tensor
     finite: torch.Tensor
     partner: Optional[torch.Tensor] = None
+    #: the chunk only creates metrics (:meth:`Pass.prepare`): no image is counted, so nothing is checked
+    creates_only: bool = False
 
     @property
     def size(self) -> int:
@@ -61,7 +63,7 @@ class Chunk:
     def first(self) -> "Chunk":
         """The first image alone, without a partner (what creates every layer's metrics)."""
         partner = None if self.partner is None else torch.full_like(self.positions[:1], -1)
-        return Chunk(self.images[:1], self.positions[:1], self.finite[:1], partner)
+        return Chunk(self.images[:1], self.positions[:1], self.finite[:1], partner, creates_only=True)
 
 
 class LayerSink(Protocol):
@@ -80,8 +82,9 @@ class LayerSink(Protocol):
     def describe(self, layer: str, output: Any) -> Tuple[Optional[nn.Module], Any]:
         """The layer's module (``None`` for the model's output) and its declared channel action, if any."""
 
-    def left_out(self, layer: str, kept: torch.Tensor, chunk: Chunk) -> None:
-        """``kept``: ``b`` booleans on the device, the chunk's images whose values at the layer are finite."""
+    def finite_images(self, layer: str, kept: torch.Tensor, chunk: Chunk) -> None:
+        """``kept``: ``b`` booleans on the device, the chunk's images whose values at the layer are finite (the
+        others are left out of the layer: docs/measures.md §1.7)."""
 
     def receive(self, layer: str, output: Any, source: Any, measures: Sequence[str], ctx: Any) -> None:
         """Update the layer's metrics of ``measures`` for ``source`` with ``ctx`` (``output``: the hooked one)."""
@@ -154,8 +157,11 @@ class StackedPass(Pass):
         # The activations are handed on as they are: every measure leaves the masked images out with
         # torch.where wherever it sums (LayerContext.sample_mask), so zeroing them here first would only
         # copy every layer's output once more.
-        ok = _finite_images(stacked) & chunk.finite
-        sink.left_out(name, ok, chunk)
+        if chunk.creates_only:  # nothing is counted: no finite check (issue 23's fixed calls)
+            ok = chunk.finite
+        else:
+            ok = _finite_images(stacked) & chunk.finite
+            sink.finite_images(name, ok, chunk)
         handoffs = _handoffs(previous, inputs)
         module, channel_action = sink.describe(name, output)
         offered = {}
@@ -220,7 +226,8 @@ class ForwardModePass(Pass):
                 return sink.failed(name, output, self.sources, self.measures, e)
             ctx.input_size = chunk.input_size
             ctx.sample_mask = ctx.sample_mask & chunk.finite  # the measures leave these out with torch.where
-            sink.left_out(name, ctx.sample_mask, chunk)
+            if not chunk.creates_only:
+                sink.finite_images(name, ctx.sample_mask, chunk)
             sink.receive(name, output, self.transform, self.measures, ctx)
 
 

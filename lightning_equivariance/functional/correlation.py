@@ -185,8 +185,9 @@ def _products(
 
     ``rows``: for the chance level (docs/measures.md §7), one index per row of the flattened
     leading axes of ``v``: row ``r`` of ``u`` is also compared with row ``rows[r]`` of ``v`` (its
-    partner; ``interleaved``: ``(r, rows[r])`` flattened, when already known). With few positions (P < C) both products of a row come from one ``C x 2C`` matmul
-    against its own and its partner's maps, gathered block by block (one op each instead of two).
+    partner; ``interleaved``: ``(r, rows[r])`` flattened, when already known). With few positions (P < C)
+    both products of a row come from one ``C x 2C`` matmul against its own and its partner's maps,
+    gathered block by block (one op each instead of two).
     Each block's diagonal and row max go straight into one stacked tensor (the block lives in a
     reused buffer); several blocks are concatenated once at the end.
     """
@@ -205,7 +206,10 @@ def _products(
     buf = _block_buffer(step * c * width, u)
     if paired:
         # own and partner rows interleaved: a gathered block k x 2 x C x P is k x 2C x P
-        both = interleaved if interleaved is not None else torch.stack([torch.arange(n, device=rows.device), rows.to(torch.long)], 1).reshape(-1)
+        if interleaved is not None:
+            both = interleaved
+        else:
+            both = torch.stack([torch.arange(n, device=rows.device), rows.to(torch.long)], 1).reshape(-1)
     pieces = []
     for i in range(0, n, step):
         k = min(step, n - i)
