@@ -128,30 +128,11 @@ def _geed_arrays(
 
     With the partner, the two columns' dot products and norms are stacked, so that validity,
     division and clamp run once for both."""
-    if a_gx.shape != ta_x.shape:
-        raise ValueError(f"a(gx) of shape {tuple(a_gx.shape)} and g a_hat(x) of shape {tuple(ta_x.shape)} differ")
     if vector is None:
         vector = a_gx.dim() == 3
     # Per-sample cosines in the activations' precision (at least float32); the sums over
     # samples are float64 (stacked_chunk_sums).
-    dtype = torch.promote_types(torch.promote_types(a_gx.dtype, ta_x.dtype), torch.float32)
-    u, v = a_gx.to(dtype), ta_x.to(dtype)
-    if vector:
-        if u.dim() != 3:
-            raise ValueError(f"vectors must be m x b x D, got {tuple(u.shape)}")
-        u, v = u.unsqueeze(-2), v.unsqueeze(-2)
-    else:
-        if u.dim() != 5:
-            raise ValueError(f"feature maps must be m x b x C x h x w, got {tuple(u.shape)}")
-        m, b, c, h, w = u.shape
-        u, v = u.reshape(m, b, c, h * w), v.reshape(m, b, c, h * w)
-        if mask is not None:
-            mask = mask.to(device=u.device, dtype=torch.bool)
-            mask = mask.expand(m, h, w) if mask.dim() == 2 else mask
-            if mask.shape != (m, h, w):
-                raise ValueError(f"mask of shape {tuple(mask.shape)} does not fit maps of shape {tuple(a_gx.shape)}")
-            weight = mask.reshape(m, 1, 1, h * w).to(u.dtype)
-            u, v = u * weight, v * weight
+    u, v, _ = _moved_pairs(a_gx, ta_x, mask, vector)
     m, b, c = u.shape[:3]
     nu, nv = u.norm(dim=-1), v.norm(dim=-1)
     floor = None
