@@ -75,6 +75,7 @@ from ..functional.moments import (
     stderr_from_moments,
 )
 from .base import LayerContext, LayerMetric
+from .correlation import CorrelationInvariance
 
 __all__ = ["GEEDChannel", "GEEDLatentL2", "GEEDLatentCosine", "GEEDSoftmax"]
 
@@ -250,14 +251,9 @@ class GEEDChannel(_GEED):
         """[counted images, images with a chance term]."""
         return self.tallies[3]
 
-    @property
-    def left_out(self) -> torch.Tensor:
-        """Dead (left-out) pairs per element: the counted images' pairs that were not valid."""
-        return self.images[0] * self.sums.shape[-1] - self.count.sum(-1)
-
-    @property
-    def chance_left_out(self) -> torch.Tensor:
-        return self.images[0] - self.images[1]
+    # the same readings of images, count and channels as the correlation measures'
+    left_out = CorrelationInvariance.left_out
+    chance_left_out = CorrelationInvariance.chance_left_out
 
     @property
     def moments(self) -> torch.Tensor:
