@@ -84,7 +84,9 @@ def calls(device: str, images: int, size: int, batch_size: int, steerable_images
             meas = Measurement(m, measures=measures, groups=groups, batch_size=bs, **kw)
             meas.update(xs)
             report = meas.compute()
-            assert not report.errors, report.errors
+            # lee refuses maps below its stencil (ResNet-18's 2 x 2 layer4 at 64 px, by design since issue 21)
+            errors = {k: v for k, v in report.errors.items() if "central-difference stencil" not in v}
+            assert not errors, errors
             return report
 
         return fn
