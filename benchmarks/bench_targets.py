@@ -40,7 +40,7 @@ import torchvision
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from lightning_equivariance import Measurement, Rotation90, Translation  # noqa: E402
+from lightning_equivariance import Measurement, Rotation90, Translation  # noqa: E402 - the checkout put on sys.path first
 
 LEE_TRANSFORMS = ("translation_x", "translation_y", "rotation", "scale", "shear", "hyperbolic_rotation")
 

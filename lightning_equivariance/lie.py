@@ -348,7 +348,10 @@ def lie_derivative(
     to the model's output first (e.g. ``lambda y: y.softmax(-1)``). Eval mode, restored.
     """
     transform = resolve_transform(transform)
-    run = lambda z: model(z) if output_fn is None else output_fn(model(z))  # noqa: E731
+
+    def run(z):
+        return model(z) if output_fn is None else output_fn(model(z))
+
     with eval_mode(model):
         layout = output_layout(model, run, x)  # the output's layout on evidence (docs/measures.md §1.3)
     with eval_mode(model), fwAD.dual_level():

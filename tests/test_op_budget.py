@@ -12,7 +12,7 @@ import torchvision
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 
-import bench_ops  # noqa: E402
+import bench_ops  # noqa: E402 - benchmarks/ put on sys.path first
 
 
 @pytest.fixture(scope="module")
