@@ -266,7 +266,7 @@ class Measurement:
 
     @property
     def samples_per_forward(self) -> int:
-        """LayerHooks images per forward; even with the chance level, so that pairs ``2k, 2k + 1`` share chunks."""
+        """Probe images per forward; even with the chance level, so that pairs ``2k, 2k + 1`` share chunks."""
         n = max(1, self.batch_size // self.num_elements)
         return max(2, n - n % 2) if self.chance else n
 
@@ -303,8 +303,8 @@ class Measurement:
     def pending(self, layer: str, sources, measures) -> list:
         """The layer was called: the sources that still have one of ``measures`` to run on it."""
         self._called.add(layer)
-        done = set(self.errors) | set(self.notes)
-        return [s for s in sources if not all(k in done for k in self._keys(layer, [s], measures))]
+        return [s for s in sources
+                if not all(k in self.errors or k in self.notes for k in self._keys(layer, [s], measures))]
 
     def read(self, layer: str, output, batch: int):
         """The layer's output read in its layout, checked to hold ``batch`` rows; records the layer's facts."""
@@ -317,6 +317,7 @@ class Measurement:
         return self._module_of(layer), self._channel_action(layer, output)
 
     def finite_images(self, layer: str, kept: torch.Tensor, chunk: Chunk) -> None:
+        """Record the chunk's images that are not finite at ``layer`` (``"(input)"``: in the inputs)."""
         if layer not in self.non_finite_images:
             self.non_finite_images[layer] = metric_on(kept.device, NonFiniteImages)
         self.non_finite_images[layer].update(chunk.positions, ~kept)
@@ -455,9 +456,7 @@ class Measurement:
                     finally:
                         self._allocating = False
                     self._allocated = True
-                if "(input)" not in self.non_finite_images:
-                    self.non_finite_images["(input)"] = metric_on(x.device, NonFiniteImages)
-                self.non_finite_images["(input)"].update(pos, ~chunk.finite)
+                self.finite_images("(input)", chunk.finite, chunk)
                 for p in self.passes:
                     p.run(self.model, probe, chunk, self)
                 self.num_samples += chunk.size
