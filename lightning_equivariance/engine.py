@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .deferred import DeferredWork
 from .groups import ChannelAction, Group, GroupActionError
 from .layers import (
     OUTPUT,
@@ -44,7 +45,7 @@ from .layers import (
     wrapped_child_prefix,
 )
 from .metrics import DEFAULT_MEASURES, MEASURES, LayerMetric
-from .metrics.base import LayerDetails, NonFiniteImages, all_finite, metric_on
+from .metrics.base import LayerContext, LayerDetails, NonFiniteImages, all_finite, metric_on
 from .passes import Chunk, StackedPass, plan_passes
 from .probe_set import iter_images
 from .progress import progress
@@ -198,6 +199,8 @@ class Measurement:
         self._output_produced_by: Optional[str] = None  # the layer whose output is the model's output
         # the first image's passes only create every layer's metrics (see _run)
         self._allocating = False
+        # the chunk's deferred bookkeeping (deferred.py), run after each pass
+        self._deferred = DeferredWork()
         self._allocated = False
 
     @property
@@ -240,9 +243,10 @@ class Measurement:
             self.errors.setdefault(key, msg)
             self.metrics.pop(key, None)
 
-    def _failure(self, e: Exception, name: str, output, keys) -> None:
-        """Record ``e`` for ``keys`` of layer ``name``, or raise it (``on_error="raise"``)."""
-        msg = str(e) if name in str(e) else f"layer {name!r} (output {_shape_of(output)}): {e}"
+    def _failure(self, e: Exception, name: str, output, keys, shape: Optional[str] = None) -> None:
+        """Record ``e`` for ``keys`` of layer ``name``, or raise it (``on_error="raise"``); ``shape``: the
+        output's shape already written out (:func:`_shape_of`), when ``output`` is gone."""
+        msg = str(e) if name in str(e) else f"layer {name!r} (output {shape or _shape_of(output)}): {e}"
         if self.on_error == "raise":
             named = isinstance(e, (GroupActionError, MeasureError)) and name in str(e)
             raise (e if named else MeasureError(msg)) from e
@@ -336,12 +340,24 @@ class Measurement:
                         continue
                     metric = self.metrics[key] = MEASURES[key[1]].for_layer(ctx, **self.options)
                 if not self._allocating:
+                    if isinstance(ctx, LayerContext):
+                        # (the output's shape, not the output: that would live till the end of the chunk)
+                        ctx.deferred = self._deferred
+                        self._deferred.owner = (layer, key, _shape_of(output))
                     metric.update(ctx)
             except Exception as e:  # noqa: BLE001 - this measure fails here, the others go on
                 self._failure(e, layer, output, [key])
 
     def failed(self, layer: str, output, sources, measures, error: Exception) -> None:
         self._failure(error, layer, output, self._keys(layer, sources, measures))
+
+    def _run_deferred(self) -> None:
+        """Run what the measures of the chunk's layers deferred; an item that fails costs only its own
+        ``(layer, measure, group)``, recorded as if its update had failed."""
+        self._deferred.owner = None
+        for (layer, key, shape), error in self._deferred.run():
+            if key not in self.errors:
+                self._failure(error, layer, None, [key], shape=shape)
 
     @contextlib.contextmanager
     def _discovering(self, probe: LayerHooks, x: torch.Tensor):
@@ -458,7 +474,10 @@ class Measurement:
                     self._allocated = True
                 self.finite_images("(input)", chunk.finite, chunk)
                 for p in self.passes:
-                    p.run(self.model, probe, chunk, self)
+                    try:
+                        p.run(self.model, probe, chunk, self)
+                    finally:  # the layers measured so far are added, as if each had added its own at once
+                        self._run_deferred()
                 self.num_samples += chunk.size
                 self._output_produced_by = probe.output_produced_by
         self.seconds += time.perf_counter() - t0

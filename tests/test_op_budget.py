@@ -29,6 +29,16 @@ def test_nv_stays_within_its_op_budget(resnet18):
     assert row["per_layer_chunk"] <= bench_ops.BUDGETS["nv"], row
 
 
+@pytest.mark.parametrize("row_name", ["invariance+equivariance", "invariance+equivariance_no_chance"])
+def test_invariance_and_equivariance_stay_within_their_op_budget(resnet18, row_name):
+    """The default measures, with and without the chance level: the per-image moments and state adds of
+    every layer run stacked once per chunk (deferred.py)."""
+    kwargs, views = bench_ops.rows(quick=True)[row_name]
+    row = bench_ops.count_row(resnet18, 64, kwargs, views, by_op=False)
+    assert row["layers"] == 60
+    assert row["per_layer_chunk"] <= bench_ops.BUDGETS[row_name], row
+
+
 def test_lee_stays_within_its_op_budget(resnet18):
     """One forward-mode pass per transform (``batch_size=8``): the forward with dual tensors, the Lie
     derivative of each layer, the finite check and the metric's update."""

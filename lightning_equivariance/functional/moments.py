@@ -41,7 +41,7 @@ whose bits the reported values depend on.
 from __future__ import annotations
 
 import threading
-from typing import Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -67,6 +67,11 @@ __all__ = [
     "correlation_chunk_rows",
     "ChunkRows",
     "chunk_moments_increment",
+    "LayerRows",
+    "layer_rows",
+    "ImageMoments",
+    "stacked_image_moments",
+    "moments_increments",
     "chunk_pairs",
     "MIN_ROOM",
     "moments_from_shifted_sums",
@@ -597,6 +602,135 @@ def _zero(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     return _ZEROS[key]
 
 
+class LayerRows(NamedTuple):
+    """One layer's share of a chunk for ``k`` correlation-like measures (:func:`layer_rows`): what needs the
+    layer's channels, reduced over them. The images' moments, which need only ``per_element``, are computed
+    for many layers at once by :func:`stacked_image_moments`.
+
+    Attributes:
+        sums: ``k + 1`` tensors ``m x H x C`` float64: each measure's score sums over the counted pairs, then
+            the number of counted pairs (the same for every measure).
+        per_element: ``(k + 1) x m x b x H`` float64: per image and element, the sums over channels of the
+            same (the last row: its live pairs).
+        cols: ``b x H`` booleans, the images counted in each column (own; chance: the image and its
+            partner), or ``None`` when no sample mask was given.
+        pairs: the chunk's partners (:func:`chunk_pairs`) when ``H = 2``.
+    """
+
+    sums: Tuple[torch.Tensor, ...]
+    per_element: torch.Tensor
+    cols: Optional[torch.Tensor]
+    pairs: Optional[_Pairs]
+
+
+def layer_rows(
+    values: torch.Tensor,
+    valid: torch.Tensor,
+    sample_mask: Optional[torch.Tensor] = None,
+    pairs: Optional[_Pairs] = None,
+) -> LayerRows:
+    """The per-layer half of :func:`correlation_chunk_rows` (same arguments): the masked scores summed over
+    images (the states' sums) and over channels (what the images' scores are pooled from), in one ``where``,
+    one ``cat`` and two sums."""
+    k, m, b, h, c = values.shape
+    f64 = torch.float64
+    cols = None
+    if sample_mask is not None:
+        if sample_mask.dim() != 1 or sample_mask.shape[0] != b:
+            sample_keep(sample_mask, valid)  # raises, naming both lengths
+        keep = sample_mask.to(device=valid.device, dtype=torch.bool)
+        if h == 2:
+            # own column: the image counts; chance column: it, its partner (and a partner at all)
+            pick, has_cols, _ = pairs.chunk_constants()
+            cols = keep.index_select(0, pick).view(b, 2, 2).all(-1) & has_cols
+        else:
+            cols = keep.view(b, 1)
+        valid = valid & cols.view(1, b, h, 1)
+    # scores of the counted pairs (where: NaN * 0 would stay NaN), then the pairs themselves as one more row
+    stacked = torch.cat([torch.where(valid, values, _zero(values.dtype, values.device)), valid.unsqueeze(0)])
+    return LayerRows(stacked.sum(2, dtype=f64).unbind(0), stacked.sum(-1, dtype=f64), cols, pairs)
+
+
+class ImageMoments(NamedTuple):
+    """The images' moments of ``L`` layers' chunks (:func:`stacked_image_moments`), float64.
+
+    Attributes:
+        images: ``L x H``: the counted images (and those with a chance term).
+        n: ``L x H``: how many images' own scores ``s_i`` (and pair margins ``D_k``) the moments hold.
+        safe: ``n`` clamped to at least 1 (a divisor).
+        mean: ``L x (k + 1) x H``: per measure their means (the last row is not a measure's).
+        m2: ``L x (k + 1) x H``: per measure their sums of squared deviations from the mean.
+    """
+
+    images: torch.Tensor
+    n: torch.Tensor
+    safe: torch.Tensor
+    mean: torch.Tensor
+    m2: torch.Tensor
+
+
+def stacked_image_moments(layers: Sequence[LayerRows]) -> ImageMoments:
+    """The images' own scores, pair margins and their moments for several layers' :class:`LayerRows` of one
+    chunk at once (the same ``k``, ``m``, ``b``, ``H``, device and pairs): the ops of one layer, on the
+    layers stacked. Each image's ``s_i`` is the mean over elements (with a live pair) of its mean over live
+    channels; ``[s_i; D_i]`` per measure and the weights ``[own counted; first of a fully scored pair]``
+    come from one product with the chunk's constant pair matrices (:meth:`_Pairs.chunk_constants`)."""
+    first = layers[0]
+    k1, m, b, h = first.per_element.shape
+    k, n_layers = k1 - 1, len(layers)
+    f64 = torch.float64
+    stacked = first.per_element.unsqueeze(0) if n_layers == 1 else torch.stack([r.per_element for r in layers])
+    # an element without a live pair gives 0 / 0 here (NaN in every row): nansum leaves it out; the last row
+    # (pairs / pairs) becomes "has a live pair", then "counted" (1.0 or 0.0)
+    pooled = (stacked / stacked.narrow(1, k, 1)).nansum(2)  # L x (k + 1) x b x H
+    image = pooled / pooled.narrow(1, k, 1).clamp_min(1)
+    if h == 2:
+        pair_matrices = first.pairs.chunk_constants()[2]
+        if k + 1 != pair_matrices.shape[0]:
+            pair_matrices = torch.cat([pair_matrices.narrow(0, 0, 1).expand(k, -1, -1), pair_matrices.narrow(0, 2, 1)])
+        both = torch.matmul(image.view(n_layers, k + 1, 1, 2 * b), pair_matrices).view(n_layers, k + 1, 2, b)
+        weight = both.select(1, k).floor()  # L x H x b: 1.0 or 0.0 (the pair weights' quarters floored)
+    else:
+        both = image.view(n_layers, k + 1, 1, b)
+        weight = both.select(1, k)
+    # a plain two-pass over the chunk's few images (the merge into a state is Chan's update)
+    n = weight.sum(-1)
+    safe = n.clamp_min(1)
+    weight = weight.unsqueeze(1)
+    mean = (both * weight).sum(-1) / safe.unsqueeze(1)  # L x (k + 1) x H, the last row unused
+    dev = (both - mean.unsqueeze(-1)) * weight
+    m2 = (dev * dev).sum(-1)
+    if all(r.cols is None for r in layers):
+        images = _all_images(first.pairs, b, h, first.per_element.device).expand(n_layers, h)
+    else:
+        cols = [_all_cols(r.pairs, b, h, r.per_element.device) if r.cols is None else r.cols for r in layers]
+        images = torch.stack(cols).sum(1, dtype=f64)
+    return ImageMoments(images, n, safe, mean, m2)
+
+
+def _all_cols(pairs: Optional[_Pairs], b: int, h: int, device) -> torch.Tensor:
+    """The ``cols`` of :class:`LayerRows` when every image counts: ``[True, has a partner]`` per image."""
+    return pairs.chunk_constants()[1] if h == 2 else torch.ones(b, 1, dtype=torch.bool, device=device)
+
+
+def _all_images(pairs: Optional[_Pairs], b: int, h: int, device) -> torch.Tensor:
+    """The counted images when every image counts (``H`` float64)."""
+    return pairs.images if h == 2 else torch.full((1,), float(b), dtype=torch.float64, device=device)
+
+
+def moments_increments(state: torch.Tensor, moments: ImageMoments, k: int) -> torch.Tensor:
+    """What merging each layer's chunk moments (:func:`stacked_image_moments`, its first ``k`` measures) adds
+    to the states ``state`` (``L x k x H x 3``: ``(n, mean, M2)``): Chan et al.'s parallel update for all at
+    once, as :func:`moments_increment` (``safe`` is ``n_b`` wherever ``n_b > 0``; where ``n_b = 0`` the
+    share is 0 either way). Returns ``L x k x H x 3``."""
+    count, mean = state.select(-1, 0), state.select(-1, 1)
+    n = moments.n.unsqueeze(1)
+    delta = moments.mean.narrow(1, 0, k) - mean
+    step = delta * (n / (count + moments.safe.unsqueeze(1)))
+    m2 = torch.addcmul(moments.m2.narrow(1, 0, k), step, delta * count)
+    return torch.stack([n.expand_as(step), step, m2], -1)
+
+
 def correlation_chunk_rows(
     values: torch.Tensor,
     valid: torch.Tensor,
@@ -604,58 +738,11 @@ def correlation_chunk_rows(
     pairs: Optional[_Pairs] = None,
 ) -> ChunkRows:
     """:func:`stacked_chunk_sums` (same arguments, no negation) as per-measure rows ready to be added
-    (:class:`ChunkRows`), in few ATen calls (issue 23): every measure's score sums and the pair counts
-    come from one sum, the images' scores and "counted" indicators from one pooling of the same
-    stacked tensor, and their moments (own scores and pair margins) from one small product with the
-    chunk's constant pair matrices (:meth:`_Pairs.chunk_constants`).
-    """
-    k, m, b, h, c = values.shape
-    f64 = torch.float64
-    keep = None
-    if sample_mask is not None:
-        if sample_mask.dim() != 1 or sample_mask.shape[0] != b:
-            sample_keep(sample_mask, valid)  # raises, naming both lengths
-        keep = sample_mask.to(device=valid.device, dtype=torch.bool)
-    if h == 2:
-        pick, has_cols, pair_matrices = pairs.chunk_constants()
-        if keep is None:
-            images = pairs.images
-        else:
-            # own column: the image counts; chance column: it, its partner (and a partner at all)
-            cols = keep.index_select(0, pick).view(b, 2, 2).all(-1) & has_cols
-            valid = valid & cols.view(1, b, 2, 1)
-            images = cols.sum(0, dtype=f64)
-    elif keep is None:
-        images = torch.full((1,), float(b), dtype=f64, device=valid.device)
-    else:
-        valid = valid & keep.view(1, b, 1, 1)
-        images = keep.sum(0, keepdim=True, dtype=f64)
-    # scores of the counted pairs (where: NaN * 0 would stay NaN), then the pairs themselves as one more row
-    stacked = torch.cat([torch.where(valid, values, _zero(values.dtype, values.device)), valid.unsqueeze(0)])
-    sums = stacked.sum(2, dtype=f64).unbind(0)  # k + 1 times m x H x C
-    # each image's s_i: the mean over elements (with a live pair) of its mean over live channels; the
-    # last row (pairs / pairs) becomes "has a live pair", then "counted" (1.0 or 0.0)
-    per_element = stacked.sum(-1, dtype=f64)  # (k + 1) x m x b x H
-    # an element without a live pair gives 0 / 0 here (NaN in every row): nansum leaves it out
-    pooled = (per_element / per_element.narrow(0, k, 1)).nansum(1)  # (k + 1) x b x H
-    image = pooled / pooled.narrow(0, k, 1).clamp_min(1)
-    if h == 2:
-        # [s_i; D_i] per measure and [own counted; first of a fully scored pair] in one product
-        if k + 1 != pair_matrices.shape[0]:
-            pair_matrices = torch.cat([pair_matrices.narrow(0, 0, 1).expand(k, -1, -1), pair_matrices.narrow(0, 2, 1)])
-        both = torch.bmm(image.view(k + 1, 1, 2 * b), pair_matrices).view(k + 1, 2, b)
-    else:
-        both = image.view(k + 1, 1, b)
-    weight = both.select(0, k)  # H x b: 1.0 or 0.0 (the pair weights' quarters floored below)
-    if h == 2:
-        weight = weight.floor()
-    # a plain two-pass over the chunk's few images (the merge into a state is Chan's update)
-    n = weight.sum(-1)
-    safe = n.clamp_min(1)
-    mean = (both * weight).sum(-1) / safe  # (k + 1) x H, the last row unused
-    dev = (both - mean.unsqueeze(-1)) * weight
-    m2 = (dev * dev).sum(-1)
-    return ChunkRows(sums, images, n, safe, mean.unbind(0), m2.unbind(0))
+    (:class:`ChunkRows`): :func:`layer_rows` and :func:`stacked_image_moments` of one layer."""
+    rows = layer_rows(values, valid, sample_mask, pairs)
+    moments = stacked_image_moments([rows])
+    return ChunkRows(rows.sums, moments.images[0], moments.n[0], moments.safe[0], moments.mean[0].unbind(0),
+                     moments.m2[0].unbind(0))
 
 
 def chunk_moments_increment(

@@ -70,6 +70,9 @@ class LayerContext:
             of each image's chance-level partner (global probe positions ``2k`` and ``2k + 1``,
             docs/measures.md §7), ``-1`` where the partner is not in the chunk; ``None``: no
             chance level. The engine keeps pairs inside chunks.
+        deferred: the chunk's :class:`~lightning_equivariance.deferred.DeferredWork`, run by the engine
+            after the chunk's pass: a measure may defer its per-chunk bookkeeping there, to run once for
+            every layer; ``None`` (a context built by hand): the measure does it at once.
     """
 
     layer: str
@@ -84,6 +87,7 @@ class LayerContext:
     previous: Optional[Handoff] = None
     sample_mask: Optional[torch.Tensor] = None
     partner: Optional[torch.Tensor] = None
+    deferred: Any = None
 
     @cached_property
     def work(self) -> SharedWork:

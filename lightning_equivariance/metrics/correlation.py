@@ -47,7 +47,7 @@ Example::
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -59,14 +59,14 @@ from ..functional.correlation import (
     check_position_mask,
 )
 from ..functional.moments import (
-    ChunkRows,
+    LayerRows,
     chance_details,
     chance_per_element,
-    chunk_moments_increment,
-    correlation_chunk_rows,
     host_array,
+    layer_rows,
     merge_moments,
-    moments_increment,
+    moments_increments,
+    stacked_image_moments,
     stderr_from_moments,
 )
 from .base import LayerContext, LayerMetric
@@ -141,30 +141,11 @@ class _CorrelationMeasure(LayerMetric):
         metric._reuses_previous = similarity == "pearson" and ctx.kind == "map" and _positive_channel_affine(ctx.module)
         return metric
 
-    def _add(self, chunk: ChunkRows, k: int) -> None:
-        """Add a chunk's :class:`~lightning_equivariance.functional.moments.ChunkRows`, this measure's being
-        number ``k`` of the stacked ones: an add per state and Chan's merge of the moments. (A
-        :func:`~lightning_equivariance.functional.moments.stacked_chunk_sums` tuple, as G-EED's channel measure
-        adds, is taken too.)"""
-        if not isinstance(chunk, ChunkRows):
-            return _add_stacked(self, chunk, k)
-        sums = chunk.sums[k]
-        if sums.shape[0] != self.sums.shape[1] or sums.shape[-1] != self.sums.shape[-1]:
-            raise ValueError(
-                f"{type(self).__name__} was created for {self.sums.shape[1]} elements x "
-                f"{self.sums.shape[-1]} channels, got scores for {tuple(sums.shape[::2])}"
-            )
-        targets = self._state_rows(sums.shape[1])  # score sums, counts, images, and the moments' columns
-        increment = chunk_moments_increment(targets[3], targets[4], chunk, k)
-        # one call for the six adds (one kernel launch per device where torch fuses them)
-        torch._foreach_add_(targets, [sums, chunk.sums[-1], chunk.images, *increment])
-
-    def _state_rows(self, h: int):
+    def _targets(self, h: int) -> List[torch.Tensor]:
         """Views of the states that a chunk with ``h`` columns (own, and chance when 2) adds to: the score
-        sums, the pair counts, the images and the moments' ``n``, ``mean`` and ``M2`` columns; made once per
-        state tensor (reset replaces them)."""
+        sums, the pair counts, the images and the moments; made once per state tensor (reset replaces them)."""
         states = (self.sums, self.images, self.moments)
-        cached = getattr(self, "_state_views", None)
+        cached = self._state_views
         if cached is None or any(a is not b for a, b in zip(cached[0], states)):
             cached = self._state_views = (states, {})
         if h not in cached[1]:
@@ -172,8 +153,16 @@ class _CorrelationMeasure(LayerMetric):
                 sums, images, moments = self.sums, self.images, self.moments
             else:  # no chance level in this chunk: the own column of each state
                 sums, images, moments = self.sums.narrow(2, 0, 1), self.images.narrow(0, 0, 1), self.moments[:1]
-            cached[1][h] = [sums[0], sums[1], images, *moments.unbind(-1)]
+            cached[1][h] = [sums[0], sums[1], images, moments]
         return cached[1][h]
+
+    def _check_rows(self, rows: LayerRows) -> None:
+        m, h, c = rows.sums[0].shape
+        if m != self.sums.shape[1] or c != self.sums.shape[-1]:
+            raise ValueError(
+                f"{type(self).__name__} was created for {self.sums.shape[1]} elements x "
+                f"{self.sums.shape[-1]} channels, got scores for {m} elements x {c} channels"
+            )
 
     def _update_tensors(
         self,
@@ -197,7 +186,9 @@ class _CorrelationMeasure(LayerMetric):
         values, valid, pairs = _correlation_arrays(
             a_gx, ta_x, mask=mask, similarity=self.similarity, partner=partner)
         k = 0 if self.measure_name == "invariance" else 1
-        self._add(correlation_chunk_rows(values.narrow(0, k, 1), valid, sample_mask, pairs), 0)
+        rows = layer_rows(values.narrow(0, k, 1), valid, sample_mask, pairs)
+        self._check_rows(rows)
+        add_layer_rows([(rows, self, 0)])
 
     def _update_context(self, ctx: LayerContext) -> None:
         """Add one chunk of a layer; images with ``ctx.sample_mask`` False are left out."""
@@ -213,7 +204,14 @@ class _CorrelationMeasure(LayerMetric):
             self._position_mask_checked = True
         # Scores are per sample and unmasked: the mask of *this* layer is applied where they are
         # summed, once for both measures (they share the valid pairs and the counts).
-        self._add(work.correlation_sums(self.similarity), 0 if self.measure_name == "invariance" else 1)
+        rows = work.correlation_rows(self.similarity)
+        self._check_rows(rows)
+        item = (rows, self, 0 if self.measure_name == "invariance" else 1)
+        if ctx.deferred is None:
+            add_layer_rows([item])
+        else:  # with the other layers' rows of the chunk, after its pass (stacked: a few calls per chunk)
+            pe = rows.per_element
+            ctx.deferred.defer((add_layer_rows, tuple(pe.shape), pe.device, id(rows.pairs)), add_layer_rows, item)
 
     def compute(self) -> torch.Tensor:
         """The layer value: mean over elements of the per-element mean over valid (sample, channel) pairs."""
@@ -270,25 +268,47 @@ class CorrelationEquivariance(_CorrelationMeasure):
     measure_name = "equivariance"
 
 
-def _add_stacked(metric, chunk, k: int) -> None:  # also G-EED's channel measure's (it borrows _add)
-    """:meth:`_add` of a :func:`~lightning_equivariance.functional.moments.stacked_chunk_sums` tuple."""
-    sums, images, moments = chunk
-    if sums.shape[1] != metric.sums.shape[1] or sums.shape[-1] != metric.sums.shape[-1]:
-        raise ValueError(
-            f"{type(metric).__name__} was created for {metric.sums.shape[1]} elements x "
-            f"{metric.sums.shape[-1]} channels, got scores for {tuple(sums.shape[1::2])}"
-        )
-    cache = metric.__dict__.setdefault("_rows", {})
-    key = (sums.shape[0], k, sums.device)
-    if key not in cache:  # which rows of the chunk's sums are this measure's: its scores, the counts
-        cache[key] = torch.tensor([k, sums.shape[0] - 1], device=sums.device)
-    mine = sums.index_select(0, cache[key])
-    if sums.shape[2] == 2:
-        metric.sums.add_(mine)
-    else:  # no chance level in this chunk
-        metric.sums.narrow(2, 0, 1).add_(mine)
-    metric.images.add_(images)
-    metric.moments.add_(moments_increment(metric.moments, moments[k]))
+def add_layer_rows(items: Sequence[Tuple[LayerRows, "_CorrelationMeasure", int]]) -> None:
+    """Add chunks of layers to their measures: ``(rows, metric, j)``, the metric being measure ``j`` of the
+    layer's :class:`~lightning_equivariance.functional.moments.LayerRows` (the items of one layer adjacent,
+    every layer of the same shape, device and pairs). The images' moments of every layer come from one
+    :func:`~lightning_equivariance.functional.moments.stacked_image_moments`, their merges into the states
+    from one :func:`~lightning_equivariance.functional.moments.moments_increments`, and every add from one
+    ``_foreach_add_`` (one kernel launch per device where torch fuses it); nothing is written before all is
+    computed, so a failure leaves every state as it was."""
+    layers: List[LayerRows] = []
+    owners: List[List[Tuple[Any, int]]] = []
+    for rows, metric, j in items:
+        if not layers or layers[-1] is not rows:
+            layers.append(rows)
+            owners.append([])
+        owners[-1].append((metric, j))
+    k = layers[0].per_element.shape[0] - 1
+    h = layers[0].per_element.shape[-1]
+    moments = stacked_image_moments(layers)
+    # the states' current moments, one per (layer, measure row): a metric's, or zeros where none takes the row
+    targets: List[List[Optional[List[torch.Tensor]]]] = []
+    states = []
+    for consumers in owners:
+        mine: List[Optional[List[torch.Tensor]]] = [None] * k
+        for metric, j in consumers:
+            mine[j] = metric._targets(h)
+        targets.append(mine)
+        states += [_no_moments(h, moments.n) if t is None else t[3] for t in mine]
+    increments = moments_increments(torch.stack(states).view(len(layers), k, h, 3), moments, k).view(-1, h, 3)
+    increments, images = increments.unbind(0), moments.images.unbind(0)
+    to, add = [], []
+    for i, (rows, mine) in enumerate(zip(layers, targets)):
+        for j, t in enumerate(mine):
+            if t is not None:
+                to += t
+                add += [rows.sums[j], rows.sums[k], images[i], increments[i * k + j]]
+    torch._foreach_add_(to, add)
+
+
+def _no_moments(h: int, like: torch.Tensor) -> torch.Tensor:
+    """``(0, 0, 0)`` moments of ``h`` columns: the state of a measure row no metric takes (its increment is dropped)."""
+    return like.new_zeros(h, 3)
 
 
 def _positive_channel_affine(module) -> bool:

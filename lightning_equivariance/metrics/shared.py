@@ -21,7 +21,7 @@ import torch
 
 from ..functional.correlation import _correlation_arrays, _permuted_arrays
 from ..functional.geed import orbit_average
-from ..functional.moments import correlation_chunk_rows
+from ..functional.moments import layer_rows
 from ..functional.moves import moved_maps
 from ..functional.transformational import Distance, _checked_mask, _sd_block_update, _st_update, _td_update
 
@@ -65,7 +65,7 @@ class SharedWork:
         self._ctx = ctx
         self.previous = previous
         self._scores: Optional[CorrelationScores] = None
-        self._correlation_sums: Dict[str, Any] = {}
+        self._correlation_rows: Dict[str, Any] = {}
         self._st: Dict[bool, "STWork"] = {}
         #: the measure's per-layer constants (:meth:`correlation_scores`), while its scores are computed
         self.constants: Optional[Dict[Any, Any]] = None
@@ -129,17 +129,16 @@ class SharedWork:
         self._scores = scores
         return scores
 
-    def correlation_sums(self, similarity: str):
-        """:func:`~lightning_equivariance.functional.moments.correlation_chunk_rows` of the chunk's scores under
-        this layer's sample mask, once for invariance and equivariance (they share valid pairs and counts):
-        each measure's rows ready for its in-place adds."""
-        if similarity not in self._correlation_sums:
+    def correlation_rows(self, similarity: str):
+        """:func:`~lightning_equivariance.functional.moments.layer_rows` of the chunk's scores under this
+        layer's sample mask, once for invariance and equivariance (they share valid pairs and counts)."""
+        if similarity not in self._correlation_rows:
             scores = self.correlation_scores(similarity)
             values, valid, pairs = scores.arrays()
             if self._ctx.partner is None and valid.shape[2] == 2:  # (not reached by the engine) no chance column
                 values, valid = values.narrow(3, 0, 1), valid.narrow(2, 0, 1)
-            self._correlation_sums[similarity] = correlation_chunk_rows(values, valid, self._ctx.sample_mask, pairs)
-        return self._correlation_sums[similarity]
+            self._correlation_rows[similarity] = layer_rows(values, valid, self._ctx.sample_mask, pairs)
+        return self._correlation_rows[similarity]
 
     def handoff(self) -> Optional[Handoff]:
         """What this layer offers the next one: its Pearson scores, if a measure computed them."""
