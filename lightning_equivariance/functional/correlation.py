@@ -210,6 +210,8 @@ def _products(
             both = interleaved
         else:
             both = torch.stack([torch.arange(n, device=rows.device), rows.to(torch.long)], 1).reshape(-1)
+    if step < n and (paired or rows is None):
+        return _blocked_products(u, v, both if paired else None, step, buf)
     pieces = []
     for i in range(0, n, step):
         k = min(step, n - i)
@@ -229,6 +231,42 @@ def _products(
             piece = torch.stack([piece.squeeze(2), chance], 2)
         pieces.append(piece)
     return pieces[0] if len(pieces) == 1 else torch.cat(pieces, 1)
+
+
+def _blocked_products(
+    u: torch.Tensor, v: torch.Tensor, both: Optional[torch.Tensor], step: int, buf: torch.Tensor
+) -> torch.Tensor:
+    """:func:`_products` over several blocks of ``step`` rows (``u``, ``v``: ``n x C x P``; ``both``: own and
+    partner rows interleaved, or ``None`` without the chance level; ``buf``: ``step x C x H C`` entries).
+
+    The large layers (hundreds to thousands of channels) need tens of blocks, so each block costs three
+    calls: the product into the reused buffer, its row max and its diagonal each written straight into
+    their place in the result. The views of every block (of the rows, the partner-gathered maps and the
+    result) come from one ``split`` each; the diagonal and the max come from the same block, as with one
+    block, so the max is >= the diagonal exactly."""
+    n, c, p = u.shape
+    halves = 1 if both is None else 2
+    width = halves * c
+    # every row's own and partner maps gathered once (P < C: smaller than one block's products)
+    vb = v if both is None else v.index_select(0, both).view(n, width, p)
+    out = torch.empty(2, n, halves, c, dtype=u.dtype, device=u.device)
+    diagonals, maxima = out[0].split(step), out[1].transpose(1, 2).split(step)
+    blocks = zip(u.split(step), vb.transpose(-1, -2).split(step), diagonals, maxima)
+    full = buf.view(step, c, width)
+    full_quarters = full.view(step, c, halves, c)
+    full_diagonal = torch.diagonal(full_quarters, dim1=1, dim2=3)
+    for ub, vtb, diagonal, block_max in blocks:
+        k = ub.shape[0]
+        if k == step:
+            block, quarters, block_diagonal = full, full_quarters, full_diagonal
+        else:  # the last, smaller block
+            block = buf[: k * c * width].view(k, c, width)
+            quarters = block.view(k, c, halves, c)
+            block_diagonal = torch.diagonal(quarters, dim1=1, dim2=3)
+        torch.bmm(ub, vtb, out=block)
+        torch.amax(quarters, -1, out=block_max)
+        diagonal.copy_(block_diagonal)
+    return out
 
 
 def _diagonal_and_max(
