@@ -49,6 +49,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -226,9 +227,9 @@ class _CorrelationMeasure(LayerMetric):
         channels = self.sums.shape[-1]
         per_element = torch.from_numpy(_correlation_compute(totals[0, :, :1], totals[1, :, :1])[0])
         per_channel = None
-        if channels > 1:
-            score_sum, count = self.sums.select(2, 0).unbind(0)
-            per_channel = (score_sum / count.clamp_min(1)).mean(0)  # channels dead everywhere -> 0
+        if channels > 1:  # on the host too (one read instead of five calls per metric); channels dead everywhere -> 0
+            score_sum, count = host_array(self.sums.select(2, 0))
+            per_channel = torch.from_numpy((score_sum / np.maximum(count, 1)).mean(0))
         out = {
             "value": per_element.mean().tolist(),
             "per_element": per_element,

@@ -13,6 +13,7 @@ A new shared intermediate is one more member here; the engine never looks inside
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Dict, Optional, Tuple
@@ -214,7 +215,8 @@ def _layer_scores(ctx: Any, similarity: str, work: SharedWork):
 
         constants = work.constants
         if constants is not None:  # the sources depend on the action and the input size too
-            constants = constants.setdefault((tuple(ctx.input_size), id(action)), {})
+            shared = _group_constants(ctx.group, tuple(ctx.input_size)) if action is None else None
+            constants = shared if shared is not None else constants.setdefault((tuple(ctx.input_size), id(action)), {})
         return _permuted_arrays(ctx.a_gx, ctx.a_x, ctx.transform, similarity=similarity, partner=ctx.partner,
                                 permute_channels=None if action is None else permute_channels, constants=constants)
     return _correlation_arrays(
@@ -227,6 +229,21 @@ def _layer_scores(ctx: Any, similarity: str, work: SharedWork):
         partner=ctx.partner,
         mixed_channels=ctx.mixes_channels(),
     )
+
+
+# Per group (weakly held) and input size: what depends only on the group's action on a layer's shape (the moved
+# maps' sources), shared by every layer of that shape - ConvNeXt's 101 layers have 8 shapes.
+_GROUP_CONSTANTS: "weakref.WeakKeyDictionary[Any, Dict[Any, Dict[Any, Any]]]" = weakref.WeakKeyDictionary()
+
+
+def _group_constants(group: Any, input_size: Tuple[int, ...]) -> Optional[Dict[Any, Any]]:
+    """The constants dict of ``group`` at ``input_size`` (without a channel action), or ``None`` for a group that
+    cannot be held weakly (then each layer keeps its own)."""
+    try:
+        per_group = _GROUP_CONSTANTS.setdefault(group, {})
+    except TypeError:
+        return None
+    return per_group.setdefault(input_size, {})
 
 
 def _st_of(ctx: Any, include_identity: bool) -> torch.Tensor:
