@@ -239,33 +239,29 @@ def _blocked_products(
     """:func:`_products` over several blocks of ``step`` rows (``u``, ``v``: ``n x C x P``; ``both``: own and
     partner rows interleaved, or ``None`` without the chance level; ``buf``: ``step x C x H C`` entries).
 
-    The large layers (hundreds to thousands of channels) need tens of blocks, so each block costs three
-    calls: the product into the reused buffer, its row max and its diagonal each written straight into
-    their place in the result. The views of every block (of the rows, the partner-gathered maps and the
-    result) come from one ``split`` each; the diagonal and the max come from the same block, as with one
-    block, so the max is >= the diagonal exactly."""
+    The large layers (hundreds to thousands of channels) need tens of blocks, so each block costs two
+    calls: the product into the reused buffer and its row max, written straight into its place in the
+    result (the views of every block come from one ``split`` each). The diagonals - ``<u_c, v_c>`` of the
+    own and the partner's map - are ``C P`` products per row, computed for all rows at once outside the
+    loop; a max below its diagonal by round-off is lifted to it (one ``maximum``), so that the max is
+    >= the diagonal exactly, as with one block."""
     n, c, p = u.shape
     halves = 1 if both is None else 2
     width = halves * c
     # every row's own and partner maps gathered once (P < C: smaller than one block's products)
     vb = v if both is None else v.index_select(0, both).view(n, width, p)
     out = torch.empty(2, n, halves, c, dtype=u.dtype, device=u.device)
-    diagonals, maxima = out[0].split(step), out[1].transpose(1, 2).split(step)
-    blocks = zip(u.split(step), vb.transpose(-1, -2).split(step), diagonals, maxima)
+    torch.sum(u.unsqueeze(1) * vb.view(n, halves, c, p), -1, out=out[0])
+    maxima = out[1].transpose(1, 2)
     full = buf.view(step, c, width)
     full_quarters = full.view(step, c, halves, c)
-    full_diagonal = torch.diagonal(full_quarters, dim1=1, dim2=3)
-    for ub, vtb, diagonal, block_max in blocks:
+    for ub, vtb, block_max in zip(u.split(step), vb.transpose(-1, -2).split(step), maxima.split(step)):
         k = ub.shape[0]
-        if k == step:
-            block, quarters, block_diagonal = full, full_quarters, full_diagonal
-        else:  # the last, smaller block
-            block = buf[: k * c * width].view(k, c, width)
-            quarters = block.view(k, c, halves, c)
-            block_diagonal = torch.diagonal(quarters, dim1=1, dim2=3)
+        block, quarters = (full, full_quarters) if k == step else (  # the last, smaller block
+            buf[: k * c * width].view(k, c, width), buf[: k * c * width].view(k, c, halves, c))
         torch.bmm(ub, vtb, out=block)
         torch.amax(quarters, -1, out=block_max)
-        diagonal.copy_(block_diagonal)
+    torch.maximum(out[1], out[0], out=out[1])
     return out
 
 
