@@ -18,7 +18,10 @@ with 16 and with 64 probe images::
 ``lee`` is counted per transform with ``batch_size=8`` (8 images per forward). The same rows
 run on torchvision ``vit_b_16(image_size=64)`` (tokens) and ``convnext_tiny`` at 64 px
 (channels-last) and with Rotation90 + Translation(max_shift=4) (``--quick`` leaves those out).
-``--by-op`` adds the ten most frequent ATen ops of each row's extra chunks.
+``--by-op`` adds the ten most frequent ATen ops of each row's extra chunks. Every counted
+``measure()`` gets fresh group objects (a group keeps the moved maps' sources it computed for a
+layer shape, as in a user's later calls); a row with two groups also prints the calls per
+(layer, group, chunk).
 """
 import argparse
 import collections

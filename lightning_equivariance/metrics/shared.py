@@ -232,7 +232,7 @@ def _layer_scores(ctx: Any, similarity: str, work: SharedWork):
 
 
 # Per group (weakly held) and input size: what depends only on the group's action on a layer's shape (the moved
-# maps' sources), shared by every layer of that shape - ConvNeXt's 101 layers have 8 shapes.
+# maps' sources), shared by every layer of that shape - ConvNeXt-T's 101 layers have 8 map shapes.
 _GROUP_CONSTANTS: "weakref.WeakKeyDictionary[Any, Dict[Any, Dict[Any, Any]]]" = weakref.WeakKeyDictionary()
 
 
