@@ -101,3 +101,16 @@ def test_a_layer_whose_deferred_bookkeeping_fails_costs_only_its_own_measure(mon
     for r in report.results:
         assert r.value == expected[(r.layer, r.measure)], r
     assert len(report.results) == len(reference.results) - 2
+
+
+def test_two_metrics_of_the_same_measure_row_each_get_the_chunk():
+    """A measure registered twice (two metrics taking the same row of one layer's rows): both are added."""
+    values, valid, keep, pairs = _layer(3, 6)
+    rows = layer_rows(values, valid, keep, pairs)
+    first, second, alone = (CorrelationInvariance(3, 6) for _ in range(3))
+    add_layer_rows([(rows, first, 0), (rows, second, 0)])
+    add_layer_rows([(rows, alone, 0)])
+    for metric in (first, second):
+        for name in ("sums", "images", "moments"):
+            assert torch.equal(getattr(metric, name), getattr(alone, name))
+        assert float(metric.images[0]) == 7

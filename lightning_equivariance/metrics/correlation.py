@@ -6,7 +6,10 @@ per-(element, channel) sums of scores and of valid pairs, own and against the pa
 (``2 x m x 2 x C``), and ``images``, the counted images and those with a chance term, both with
 ``dist_reduce_fx="sum"``; ``score_sum``, ``count``, ``chance_sum``, ``chance_count``,
 ``left_out`` (dead pairs per element: the counted images' pairs that were not valid) and
-``chance_left_out`` are read from them.
+``chance_left_out`` are read from them. Under the engine, a layer computes only its sums
+(:func:`~lightning_equivariance.functional.moments.layer_rows`) and defers the rest to the end of
+the chunk (``LayerContext.deferred``), where :func:`add_layer_rows` merges the images' moments and
+adds the states of every layer at once.
 
 Honest numbers (docs/measures.md §7):
 
@@ -280,7 +283,9 @@ def add_layer_rows(items: Sequence[Tuple[LayerRows, "_CorrelationMeasure", int]]
     layers: List[LayerRows] = []
     owners: List[List[Tuple[Any, int]]] = []
     for rows, metric, j in items:
-        if not layers or layers[-1] is not rows:
+        # a layer's rows once for its measures; again for a second metric of the same measure row (a measure
+        # registered twice under other names), whose state merges the same moments on its own
+        if not layers or layers[-1] is not rows or any(j == taken for _, taken in owners[-1]):
             layers.append(rows)
             owners.append([])
         owners[-1].append((metric, j))
