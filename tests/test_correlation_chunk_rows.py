@@ -79,6 +79,28 @@ def test_stacked_output_centred_in_one_pass_equals_each_part(channels_last, simi
     assert torch.equal(out, before)  # the activations are never written
 
 
+@pytest.mark.parametrize("similarity", ["pearson", "cosine"])
+def test_token_grid_centred_in_one_pass_equals_each_part(similarity):
+    """A token layer's grid (B x (1 + h w) x C, the class token skipped): the images' stride is more than one
+    map, and the stacked elements still form one view."""
+    torch.manual_seed(2)
+    m, b, c, h, w = 3, 6, 5, 4, 4
+    out = torch.randn((1 + m) * b, 1 + h * w, c)
+    grid = out[:, 1:].unflatten(1, (h, w)).permute(0, 3, 1, 2)  # (1 + m) b x C x h x w, as the token layout reads it
+    stacked = grid.reshape(1 + m, b, c, h, w)
+    a_x, a_gx = stacked[0], stacked[1:]
+    assert _joint_view(a_x, a_gx, (1 + m, b, c, h * w)) is not None
+    assert _joint_view(a_x, a_gx.clone(), (1 + m, b, c, h * w)) is None  # elsewhere in memory: no joint view
+    before = out.clone()
+    rot = lambda t, g: torch.rot90(t, g + 1, (-2, -1))  # noqa: E731 - a one-line action
+    partner = torch.tensor([1, 0, 3, 2, -1, 4])
+    got = _permuted_arrays(a_gx, a_x, rot, similarity, partner)
+    ref = _permuted_arrays(a_gx.contiguous().clone(), a_x.contiguous().clone(), rot, similarity, partner)
+    assert torch.equal(got[1], ref[1])
+    torch.testing.assert_close(got[0], ref[0], rtol=1e-6, atol=1e-6)
+    assert torch.equal(out, before)  # the activations are never written
+
+
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "vectors"])
 @pytest.mark.parametrize("bad", [None, float("nan"), float("inf"), -float("inf")])
 def test_finite_images_equal_all_finite(layout, bad):

@@ -409,19 +409,19 @@ def _permuted_arrays(
 
 
 def _joint_view(a_x: torch.Tensor, a_gx: torch.Tensor, shape: Tuple[int, ...]) -> Optional[torch.Tensor]:
-    """``[a(x), a(T_g x)...]`` as one ``(1 + m) x b x C x (h w)`` view (``shape``) when ``a(x)`` (``b x C x h x w``)
-    is dense in memory (contiguous or channels-last) and directly followed by the elements of ``a(T_g x)`` laid
-    out alike (as in the engine's stacked output); otherwise ``None``."""
-    step = a_x.numel()
+    """``[a(x), a(T_g x)...]`` as one ``(1 + m) x b x C x (h w)`` view (``shape``) when the elements of ``a(T_g x)``
+    follow ``a(x)`` (``b x C x h x w``) in the same storage at its images' stride and laid out alike, and ``h`` and
+    ``w`` merge into one axis of positions - as in the engine's stacked output, contiguous, channels-last, or a
+    token layer's grid (its class token skipped: the images' stride is then more than one map); otherwise ``None``."""
     sb, sc, sh, sw = a_x.stride()
-    dense = a_x.is_contiguous() or a_x.is_contiguous(memory_format=torch.channels_last)
+    step = a_x.shape[0] * sb  # from one element to the next: the batch of images
     if (
-        dense
-        and sh == a_x.shape[-1] * sw  # h and w merge into one axis of positions
+        sh == a_x.shape[-1] * sw  # h and w merge into one axis of positions
         and a_gx.dtype == a_x.dtype
         and a_gx.device == a_x.device
         and a_gx.stride() == (step, sb, sc, sh, sw)
         and a_gx.data_ptr() == a_x.data_ptr() + step * a_x.element_size()
+        and a_gx.untyped_storage().data_ptr() == a_x.untyped_storage().data_ptr()
     ):
         return a_x.as_strided(shape, (step, sb, sc, sw))
     return None
