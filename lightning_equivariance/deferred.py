@@ -59,7 +59,3 @@ class DeferredWork:
                         failures.append((owner, e))
         return failures
 
-    def discard(self) -> None:
-        """Drop what is queued (the chunk was abandoned)."""
-        self._groups = {}
-

@@ -47,14 +47,29 @@ def test_chunk_rows_equal_stacked_chunk_sums(h, k, masked):
 
 
 def test_chunk_moments_merge_as_moments_increment():
-    from lightning_equivariance.functional.moments import chunk_moments_increment
+    from lightning_equivariance.functional.moments import layer_rows, moments_increments, stacked_image_moments
 
     values, valid, mask, pairs = _case(2, seed=7)
     rows = correlation_chunk_rows(values, valid, mask, pairs)
     state = torch.tensor([[5.0, 0.4, 0.3], [0.0, 0.0, 0.0]], dtype=torch.float64)
     expected = state + moments_increment(state, torch.stack([rows.n, rows.mean[1], rows.m2[1]], -1))
-    n, step, m2 = chunk_moments_increment(state[:, 0], state[:, 1], rows, 1)
-    torch.testing.assert_close(state + torch.stack([n, step, m2], -1), expected, rtol=1e-14, atol=1e-14)
+    moments = stacked_image_moments([layer_rows(values, valid, mask, pairs)])
+    states = torch.stack([torch.zeros_like(state), state]).view(1, 2, 2, 3)  # measure 1's state; 0's unused
+    increment = moments_increments(states, moments, 2)[0, 1]
+    torch.testing.assert_close(state + increment, expected, rtol=1e-14, atol=1e-14)
+
+
+def _assert_one_pass_equals_each_part(out, a_x, a_gx, similarity):
+    """The scores from the joint view of the stacked output ``out`` equal those of each part copied alone, and
+    ``out`` is never written."""
+    before = out.clone()
+    rot = lambda t, g: torch.rot90(t, g + 1, (-2, -1))  # noqa: E731 - a one-line action
+    partner = torch.tensor([1, 0, 3, 2, -1, 4])
+    got = _permuted_arrays(a_gx, a_x, rot, similarity, partner)
+    ref = _permuted_arrays(a_gx.contiguous().clone(), a_x.contiguous().clone(), rot, similarity, partner)
+    assert torch.equal(got[1], ref[1])
+    torch.testing.assert_close(got[0], ref[0], rtol=1e-6, atol=1e-6)
+    assert torch.equal(out, before)  # the activations are never written
 
 
 @pytest.mark.parametrize("channels_last", [False, True])
@@ -69,14 +84,7 @@ def test_stacked_output_centred_in_one_pass_equals_each_part(channels_last, simi
     stacked = out.reshape(1 + m, b, c, h, w)
     a_x, a_gx = stacked[0], stacked[1:]
     assert _joint_view(a_x, a_gx, (1 + m, b, c, h * w)) is not None
-    before = out.clone()
-    rot = lambda t, g: torch.rot90(t, g + 1, (-2, -1))  # noqa: E731 - a one-line action
-    partner = torch.tensor([1, 0, 3, 2, -1, 4])
-    got = _permuted_arrays(a_gx, a_x, rot, similarity, partner)
-    ref = _permuted_arrays(a_gx.contiguous().clone(), a_x.contiguous().clone(), rot, similarity, partner)
-    assert torch.equal(got[1], ref[1])
-    torch.testing.assert_close(got[0], ref[0], rtol=1e-6, atol=1e-6)
-    assert torch.equal(out, before)  # the activations are never written
+    _assert_one_pass_equals_each_part(out, a_x, a_gx, similarity)
 
 
 @pytest.mark.parametrize("similarity", ["pearson", "cosine"])
@@ -91,14 +99,7 @@ def test_token_grid_centred_in_one_pass_equals_each_part(similarity):
     a_x, a_gx = stacked[0], stacked[1:]
     assert _joint_view(a_x, a_gx, (1 + m, b, c, h * w)) is not None
     assert _joint_view(a_x, a_gx.clone(), (1 + m, b, c, h * w)) is None  # elsewhere in memory: no joint view
-    before = out.clone()
-    rot = lambda t, g: torch.rot90(t, g + 1, (-2, -1))  # noqa: E731 - a one-line action
-    partner = torch.tensor([1, 0, 3, 2, -1, 4])
-    got = _permuted_arrays(a_gx, a_x, rot, similarity, partner)
-    ref = _permuted_arrays(a_gx.contiguous().clone(), a_x.contiguous().clone(), rot, similarity, partner)
-    assert torch.equal(got[1], ref[1])
-    torch.testing.assert_close(got[0], ref[0], rtol=1e-6, atol=1e-6)
-    assert torch.equal(out, before)  # the activations are never written
+    _assert_one_pass_equals_each_part(out, a_x, a_gx, similarity)
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last", "vectors"])

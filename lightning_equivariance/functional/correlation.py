@@ -259,8 +259,11 @@ def _blocked_products(
     full_quarters = full.view(step, c, halves, c)
     for ub, vtb, block_max in zip(u.split(step), vb.transpose(-1, -2).split(step), maxima.split(step)):
         k = ub.shape[0]
-        block, quarters = (full, full_quarters) if k == step else (  # the last, smaller block
-            buf[: k * c * width].view(k, c, width), buf[: k * c * width].view(k, c, halves, c))
+        if k == step:
+            block, quarters = full, full_quarters
+        else:  # the last, smaller block
+            block = buf[: k * c * width].view(k, c, width)
+            quarters = block.view(k, c, halves, c)
         torch.bmm(ub, vtb, out=block)
         torch.amax(quarters, -1, out=block_max)
     torch.maximum(maxima.transpose(1, 2), out[0], out=out[1])

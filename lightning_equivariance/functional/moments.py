@@ -66,7 +66,6 @@ __all__ = [
     "stacked_chunk_sums",
     "correlation_chunk_rows",
     "ChunkRows",
-    "chunk_moments_increment",
     "LayerRows",
     "layer_rows",
     "ImageMoments",
@@ -743,14 +742,3 @@ def correlation_chunk_rows(
     moments = stacked_image_moments([rows])
     return ChunkRows(rows.sums, moments.images[0], moments.n[0], moments.safe[0], moments.mean[0].unbind(0),
                      moments.m2[0].unbind(0))
-
-
-def chunk_moments_increment(
-    count: torch.Tensor, mean: torch.Tensor, chunk: ChunkRows, k: int
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """What merging measure ``k``'s moments of ``chunk`` adds to a state's columns ``n`` (``count``), ``mean``
-    and ``M2`` (``H`` each): Chan et al.'s parallel update, as :func:`moments_increment` (``chunk.safe`` is
-    ``n_b`` wherever ``n_b > 0``, and where ``n_b = 0`` the share is 0 either way)."""
-    delta = chunk.mean[k] - mean
-    step = delta * (chunk.n / (count + chunk.safe))
-    return chunk.n, step, torch.addcmul(chunk.m2[k], step, delta * count)
