@@ -91,6 +91,11 @@ class Group:
     #: True when every element acts on feature maps as a pure permutation of positions with
     #: no mask (rot90, flips, circular shifts): measures may then transform standardised maps.
     permutes_positions: bool = False
+    #: True when every element acts on feature maps only by moving entries: each valid position of
+    #: ``T'_g a`` (:meth:`feature_mask`) holds one entry of ``a`` (rot90, flips, shifts zero-filled or
+    #: circular; not interpolation). The correlation measures score several such groups of one layer
+    #: in one pass over all their elements.
+    moves_positions: bool = False
 
     def __init__(self, elements: Sequence[GroupElement], name: Optional[str] = None):
         if not elements:
@@ -199,6 +204,7 @@ class Rotation90(Group):
 
     name = "rotation90"
     permutes_positions = True
+    moves_positions = True
 
     def __init__(self, name: Optional[str] = None):
         super().__init__(
@@ -232,6 +238,7 @@ class Flip(Group):
 
     name = "flip"
     permutes_positions = True
+    moves_positions = True
 
     def __init__(self, axes: Union[str, Sequence[str]] = ("horizontal",), name: Optional[str] = None):
         axes = (axes,) if isinstance(axes, str) else tuple(axes)
@@ -258,6 +265,7 @@ class Translation(Group):
     """
 
     name = "translation"
+    moves_positions = True  # zero-filled or rolled, every valid position holds one entry
 
     def __init__(
         self,

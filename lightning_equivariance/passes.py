@@ -27,7 +27,7 @@ from .layers import Activation, LayerHooks
 from .lie import layer_lie_context, lie_pass, outside_torch_function_modes, primal_of
 from .metrics import MEASURES
 from .metrics.base import FORWARD_MODE, LayerContext, all_finite
-from .metrics.shared import Handoff
+from .metrics.shared import Handoff, JointWork
 from .transforms import split_groups
 
 __all__ = ["Chunk", "LayerSink", "Pass", "StackedPass", "ForwardModePass", "plan_passes"]
@@ -125,6 +125,8 @@ class StackedPass(Pass):
         self.measures = list(measures)
         #: images x views per forward: the image itself and each group element's copy
         self.views = 1 + sum(len(g) for g in self.sources)
+        # what the groups' joint work keeps per layer shape (JointWork), for every layer and chunk
+        self._joint_constants: Dict[Any, Any] = {}
         # (output, its version, {group name: hand-off}) of the last layer measured in this forward
         self._previous: Optional[Tuple[torch.Tensor, Optional[int], Dict[str, Handoff]]] = None
 
@@ -164,7 +166,7 @@ class StackedPass(Pass):
             sink.finite_images(name, ok, chunk)
         handoffs = _handoffs(previous, inputs)
         module, channel_action = sink.describe(name, output)
-        offered = {}
+        contexts = []
         start = 1
         for group in self.sources:
             a_gx, start = stacked[start: start + len(group)], start + len(group)
@@ -190,8 +192,15 @@ class StackedPass(Pass):
             except Exception as e:  # noqa: BLE001 - this group's action is undefined on the layer
                 sink.failed(name, output, [group], self.measures, e)
                 continue
-            sink.receive(name, output, group, self.measures, ctx)
-            offered[group.name] = ctx.work.handoff()
+            contexts.append((ctx, start - len(group) - 1))
+        if len(contexts) > 1:  # what the groups may compute once for all their elements
+            joint = JointWork(stacked[1:], contexts, self._joint_constants)
+            for ctx, _ in contexts:
+                ctx.joint = joint
+        offered = {}
+        for ctx, _ in contexts:
+            sink.receive(name, output, ctx.group, self.measures, ctx)
+            offered[ctx.group.name] = ctx.work.handoff()
         if isinstance(output, torch.Tensor):
             self._previous = (output, _version_of(output), {g: h for g, h in offered.items() if h is not None})
 

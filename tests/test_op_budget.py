@@ -39,6 +39,17 @@ def test_invariance_and_equivariance_stay_within_their_op_budget(resnet18, row_n
     assert row["per_layer_chunk"] <= bench_ops.BUDGETS[row_name], row
 
 
+def test_two_groups_stay_within_the_budget_of_one_with_its_slack(resnet18):
+    """Rotation90 + Translation(max_shift=4): the groups' seven elements of a layer are scored in one pass
+    (metrics/shared.py's JointWork), so a layer costs hardly more than with one group (budget x 1.25)."""
+    kwargs, views = bench_ops.rows(quick=False)["r90+translation_invariance+equivariance"]
+    row = bench_ops.count_row(resnet18, 64, kwargs, views, by_op=False)
+    assert row["layers"] == 60
+    slack = bench_ops.OTHER_MODEL_SLACK
+    assert row["per_layer_chunk"] <= bench_ops.BUDGETS["invariance+equivariance"] * slack, row
+    assert row["fixed"] <= bench_ops.FIXED_BUDGET * slack, row
+
+
 def test_lee_stays_within_its_op_budget(resnet18):
     """One forward-mode pass per transform (``batch_size=8``): the forward with dual tensors, the Lie
     derivative of each layer, the finite check and the metric's update."""

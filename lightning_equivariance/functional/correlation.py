@@ -43,7 +43,7 @@ live channels.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
@@ -73,7 +73,7 @@ def _as_elements(a: torch.Tensor, vector: bool) -> torch.Tensor:
 
 
 def _centre(
-    u: torch.Tensor, weight: Optional[torch.Tensor], centre: bool, map_scale: bool = False
+    u: torch.Tensor, weight: Optional[torch.Tensor], centre: bool, map_scale: bool = False, owned: bool = False
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Rows of ``u`` (``... x P``) centred over the positions where ``weight`` is 1 (Pearson), their norms, and "alive".
 
@@ -81,13 +81,15 @@ def _centre(
     with ``map_scale`` (rows ``... x C x P``: the channels of one map) of the largest raw norm
     among the channels of its map: the scale a channel action applied as a float matrix cannot
     cross with its round-off (see :func:`correlation_scores`).
-    The returned rows are a new tensor when centred or weighted, else ``u`` itself.
+    The returned rows are a new tensor when centred or weighted, else ``u`` itself; ``owned``: ``u`` is
+    the caller's scratch, already zero where ``weight`` is 0, and is centred in place.
     """
     # Centre, then vector_norm: on CPU this beats fused moment kernels (var_mean is many
     # times slower than a sum there).
     rtol = _DEAD_RTOL.get(u.dtype, 1e-5)
     if weight is not None:
-        u = u * weight  # our own copy from here on: centred and re-masked in place (no new tensors)
+        if not owned:
+            u = u * weight  # our own copy from here on: centred and re-masked in place (no new tensors)
         n_valid = weight.sum(-1, keepdim=True).clamp_min(1)
     else:
         n_valid = u.shape[-1]
@@ -96,7 +98,7 @@ def _centre(
         return u, norm, norm > rtol * (norm.amax(-1, keepdim=True) if map_scale else norm)
     mean = u.sum(-1, keepdim=True) / n_valid
     if weight is None:
-        u = u - mean
+        u = u.sub_(mean) if owned else u - mean
     else:
         u.sub_(mean).mul_(weight)
     norm = torch.linalg.vector_norm(u, dim=-1)
@@ -408,6 +410,48 @@ def _permuted_arrays(
     moved = moved_maps(v.view(b, c, h, w), permute, m, sources, flat=True).view(m, b, c, h * w)
     # chance: T'_g a(x_partner(i)) is row g*b + partner(i) of the same moved unit maps
     products = _products(u, moved, *(() if pairs is None else pairs.element_rows(m)))
+    return _layer_arrays(products, norm_u, alive_u, alive_v, pairs) + (pairs,)
+
+
+def _moved_arrays(
+    a_gx: torch.Tensor,
+    a_x: torch.Tensor,
+    sources: Sequence[torch.Tensor],
+    weight: Optional[torch.Tensor] = None,
+    similarity: str = "pearson",
+    partner: Optional[torch.Tensor] = None,
+) -> Tuple[Any, ...]:
+    """:func:`correlation_scores` as ``(values, valid, pairs)`` (:func:`_layer_arrays`) when every ``T'_g``
+    moves entries of ``a(x)`` onto its valid positions: rot90, flips and shifts, zero-filled or circular -
+    the elements of several such groups at once (one centring, one blocked pass of products).
+
+    Args:
+        a_gx: ``a(T_g x)``, ``m x b x C x h x w``.
+        a_x: ``a(x)``, ``b x C x h x w``.
+        sources: per element, where each entry of ``T'_g a(x)`` comes from (int64 indices into a flattened
+            ``C x h x w`` map, :func:`~.moves.moved_sources`); entries outside the element's valid positions
+            may come from anywhere (the weight zeroes them).
+        weight: ``m x 1 x 1 x (h w)``, 1 at each element's valid positions and 0 elsewhere, or ``None`` when
+            every position is valid.
+
+    Both arguments are centred per element over its valid positions, in one scratch tensor
+    ``2 x m x b x C x (h w)``: ``a(T_g x)`` copied and every element's moved map of ``a(x)`` gathered into it.
+    """
+    _check_similarity(similarity)
+    m, b, c, h, w = a_gx.shape
+    p = h * w
+    pairs = _partner_index(partner, b, a_gx.device)[0]
+    both = a_gx.new_empty(2, m, b, c * p)
+    both[0].view(m, b, c, h, w).copy_(a_gx)
+    moved_maps(a_x, None, m, (sources, (c, h, w)), flat=True, out=both[1])
+    both = both.view(2, m, b, c, p)
+    if weight is not None:
+        both.mul_(weight)
+    rows, norm, alive = _centre(both, weight, similarity == "pearson", owned=True)
+    (u, v), (norm_u, norm_v), (alive_u, alive_v) = rows.unbind(0), norm.unbind(0), alive.unbind(0)
+    v.div_(_safe_norm(norm_v, alive_v).unsqueeze(-1))  # as _standardise
+    # chance: row g*b + i of u against row g*b + partner(i) of v (same element, partner's map)
+    products = _products(u, v, *(() if pairs is None else pairs.element_rows(m)))
     return _layer_arrays(products, norm_u, alive_u, alive_v, pairs) + (pairs,)
 
 

@@ -41,6 +41,7 @@ def moved_maps(
     num_elements: int,
     sources: Optional[Tuple[List[torch.Tensor], Tuple[int, ...]]] = None,
     flat: bool = False,
+    out: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """``torch.stack([move(maps, g) for g in range(num_elements)])``, one gather per element.
 
@@ -53,6 +54,7 @@ def moved_maps(
         sources: :func:`moved_sources` of ``maps``'s ``C x h x w``, ``move`` and ``num_elements``, when
             already computed (once per layer); ``None``: computed here.
         flat: return ``m x b x (C h w)`` (the moved entries of each map in a row) instead.
+        out: a contiguous ``m x b x (C h w)`` tensor to gather into (``None``: a new one).
 
     Returns:
         ``m x b x ...``: the moved maps (``C x w x h`` after a quarter turn of a non-square
@@ -64,7 +66,7 @@ def moved_maps(
     if sources is None:
         sources = moved_sources((c, h, w), move, num_elements, maps.device)
     index, shape = sources
-    out = maps.new_empty(num_elements, b, c * h * w)
+    out = maps.new_empty(num_elements, b, c * h * w) if out is None else out
     rows = maps.reshape(b, c * h * w)
     for source, into in zip(index, out.unbind(0)):
         torch.index_select(rows, 1, source, out=into)

@@ -32,7 +32,7 @@ from torchmetrics import Metric
 
 from ..groups import ChannelAction, Group, GroupElement
 from ..significance import Significance
-from .shared import Handoff, SharedWork
+from .shared import Handoff, JointWork, SharedWork
 
 __all__ = ["LayerContext", "LieContext", "LayerDetails", "LayerMetric", "NonFiniteImages", "STACKED", "FORWARD_MODE"]
 
@@ -73,6 +73,8 @@ class LayerContext:
         deferred: the chunk's :class:`~lightning_equivariance.deferred.DeferredWork`, run by the engine
             after the chunk's pass: a measure may defer its per-chunk bookkeeping there, to run once for
             every layer; ``None`` (a context built by hand): the measure does it at once.
+        joint: the :class:`~.shared.JointWork` of the layer's contexts under every group of the pass, when
+            the pass measures several groups there: what they may compute once for all their elements.
     """
 
     layer: str
@@ -88,6 +90,7 @@ class LayerContext:
     sample_mask: Optional[torch.Tensor] = None
     partner: Optional[torch.Tensor] = None
     deferred: Any = None
+    joint: Optional[JointWork] = None
 
     @cached_property
     def work(self) -> SharedWork:

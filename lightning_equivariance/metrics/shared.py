@@ -16,17 +16,17 @@ from __future__ import annotations
 import weakref
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from ..functional.correlation import _correlation_arrays, _permuted_arrays
+from ..functional.correlation import _MAX_KEPT_SOURCES, _correlation_arrays, _moved_arrays, _permuted_arrays
 from ..functional.geed import orbit_average
-from ..functional.moments import layer_rows
-from ..functional.moves import moved_maps
+from ..functional.moments import LayerRows, layer_rows
+from ..functional.moves import moved_maps, moved_sources
 from ..functional.transformational import Distance, _checked_mask, _sd_block_update, _st_update, _td_update
 
-__all__ = ["SharedWork", "Handoff", "CorrelationScores"]
+__all__ = ["SharedWork", "JointWork", "Handoff", "CorrelationScores", "JointShare"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,35 @@ class CorrelationScores:
     values: torch.Tensor
     valid: torch.Tensor
     pairs: Any
+
+    def arrays(self) -> Tuple[torch.Tensor, torch.Tensor, Any]:
+        return self.values, self.valid, self.pairs
+
+
+@dataclass(frozen=True)
+class JointShare:
+    """One group's share of :class:`CorrelationScores` computed for several groups of a layer together
+    (:class:`JointWork`): its ``elements`` elements from ``start`` on; read as the group's own scores."""
+
+    joint: CorrelationScores
+    start: int
+    elements: int
+
+    @property
+    def similarity(self) -> str:
+        return self.joint.similarity
+
+    @property
+    def pairs(self) -> Any:
+        return self.joint.pairs
+
+    @cached_property
+    def values(self) -> torch.Tensor:
+        return self.joint.values.narrow(1, self.start, self.elements)
+
+    @cached_property
+    def valid(self) -> torch.Tensor:
+        return self.joint.valid.narrow(0, self.start, self.elements)
 
     def arrays(self) -> Tuple[torch.Tensor, torch.Tensor, Any]:
         return self.values, self.valid, self.pairs
@@ -126,7 +155,9 @@ class SharedWork:
             scores = previous.scores
         else:
             self.constants = constants
-            scores = CorrelationScores(similarity, *_layer_scores(ctx, similarity, self))
+            scores = None if ctx.joint is None else ctx.joint.correlation_scores(ctx, similarity)
+            if scores is None:
+                scores = CorrelationScores(similarity, *_layer_scores(ctx, similarity, self))
         self._scores = scores
         return scores
 
@@ -135,6 +166,11 @@ class SharedWork:
         layer's sample mask, once for invariance and equivariance (they share valid pairs and counts)."""
         if similarity not in self._correlation_rows:
             scores = self.correlation_scores(similarity)
+            if isinstance(scores, JointShare) and self._ctx.joint is not None:  # all groups' rows at once, its share
+                rows = self._ctx.joint.correlation_rows(self._ctx, scores)
+                if rows is not None:
+                    self._correlation_rows[similarity] = rows
+                    return rows
             values, valid, pairs = scores.arrays()
             if self._ctx.partner is None and valid.shape[2] == 2:  # (not reached by the engine) no chance column
                 values, valid = values.narrow(3, 0, 1), valid.narrow(2, 0, 1)
@@ -159,6 +195,93 @@ class SharedWork:
     def orbit_average(self) -> torch.Tensor:
         """The mean over the orbit ``[a(x), a(T_g x) ...]`` per image (:func:`~..functional.geed.orbit_average`)."""
         return orbit_average(self._ctx.a_x, self._ctx.a_gx)
+
+
+class JointWork:
+    """What the contexts of one layer under the groups of one stacked pass share across groups.
+
+    The groups whose action only moves a map's entries (:attr:`~lightning_equivariance.groups.Group.moves_positions`:
+    rot90, flips, shifts) and that act on no channels are scored together: one centring, one blocked pass of
+    products and one set of sums over all their elements (:func:`~..functional.correlation._moved_arrays`),
+    each group taking its elements' share - the calls a layer costs then hardly grow with the number of groups.
+    A single such group keeps its own path (:meth:`SharedWork.correlation_scores`).
+
+    Args:
+        a_gx: the layer's ``a(T_g x)`` of every group's elements, in the pass's order (``M x b x ...``).
+        contexts: ``(context, first element in a_gx)`` of the groups measured on the layer.
+        constants: a dict the pass keeps for all layers and chunks, where what depends only on a layer's
+            shape and the groups' actions (where the moved maps' entries come from, the valid positions) is
+            kept for every layer of that shape.
+    """
+
+    def __init__(self, a_gx: torch.Tensor, contexts, constants: Optional[Dict[Any, Any]] = None):
+        self._a_gx = a_gx
+        self._contexts = list(contexts)
+        self._constants = constants
+        self._scores: Dict[str, Optional[Dict[int, CorrelationScores]]] = {}
+        self._rows: Dict[int, Tuple[Any, Any]] = {}
+
+    def correlation_scores(self, ctx: Any, similarity: str) -> Optional[JointShare]:
+        """``ctx``'s share of the joint scores, or ``None`` when its group is not scored jointly."""
+        if similarity not in self._scores:
+            self._scores[similarity] = None  # a failure below costs the asking measure; the others score alone
+            self._scores[similarity] = self._joint_scores(similarity)
+        shares = self._scores[similarity]
+        return None if shares is None else shares.get(id(ctx))
+
+    def _joint_scores(self, similarity: str):
+        joined = [(c, start) for c, start in self._contexts if _joinable(c)]
+        if len(joined) < 2:
+            return None
+        starts = [start for _, start in joined]
+        stops = [start + len(c.elements) for c, start in joined]
+        if starts[1:] != stops[:-1]:  # not one run of elements (a group between them is not joined)
+            return None
+        first = joined[0][0]
+        a_gx = self._a_gx[starts[0]: stops[-1]]
+        c, h, w = first.a_x.shape[1:]
+        key = (tuple(start for _, start in joined), c, h, w, tuple(first.input_size), a_gx.device, a_gx.dtype)
+        constants = self._constants
+        kept = None if constants is None else constants.get(key)
+        if kept is None:
+            sources: List[torch.Tensor] = []
+            for ctx, _ in joined:
+                moved, shape = moved_sources((c, h, w), ctx.transform, len(ctx.elements), a_gx.device)
+                if shape != (c, h, w):
+                    return None
+                sources += moved
+            masks = [ctx.work.position_mask for ctx, _ in joined]
+            weight = None
+            if any(mask is not None for mask in masks):
+                full = torch.ones(1, h, w, dtype=torch.bool, device=a_gx.device)
+                weight = torch.cat([full.expand(len(ctx.elements), h, w) if mask is None else mask
+                                    for mask, (ctx, _) in zip(masks, joined)])
+                weight = weight.reshape(-1, 1, 1, h * w).to(a_gx.dtype)
+            kept = (sources, weight)
+            if constants is not None and len(sources) * c * h * w <= _MAX_KEPT_SOURCES:
+                constants[key] = kept
+        values, valid, pairs = _moved_arrays(a_gx, first.a_x, kept[0], kept[1], similarity, first.partner)
+        whole = CorrelationScores(similarity, values, valid, pairs)
+        return {id(ctx): JointShare(whole, start - starts[0], len(ctx.elements)) for ctx, start in joined}
+
+    def correlation_rows(self, ctx: Any, scores: JointShare):
+        """``ctx``'s share of :func:`~..functional.moments.layer_rows` of the joint scores ``scores`` came from,
+        computed once for every group under the layer's sample mask; ``None`` where ``ctx`` cannot share them."""
+        whole = scores.joint
+        values, valid, pairs = whole.arrays()
+        if (ctx.partner is None) != (valid.shape[2] == 1):
+            return None
+        kept = self._rows.get(id(whole))
+        if kept is None or kept[0] is not whole or kept[1] is not ctx.sample_mask:
+            kept = self._rows[id(whole)] = (whole, ctx.sample_mask, layer_rows(values, valid, ctx.sample_mask, pairs))
+        rows, start, m = kept[2], scores.start, scores.elements
+        return LayerRows(tuple(s.narrow(0, start, m) for s in rows.sums), rows.per_element.narrow(1, start, m),
+                         rows.cols, rows.pairs)
+
+
+def _joinable(ctx: Any) -> bool:
+    """Whether ``ctx``'s group is scored with the layer's other groups (:class:`JointWork`)."""
+    return ctx.kind == "map" and ctx.channel_action is None and getattr(ctx.group, "moves_positions", False)
 
 
 class STWork:
