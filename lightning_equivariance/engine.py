@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from .deferred import DeferredWork
+from .functional.scratch import reusing_scratch
 from .groups import ChannelAction, Group, GroupActionError
 from .layers import (
     OUTPUT,
@@ -449,7 +450,8 @@ class Measurement:
                     f"{len(self.groups)} groups")
             chunks = progress(chunks, None if total is None else math.ceil(total / size), what,
                               count=lambda images_positions: len(images_positions[1]), unit="images")
-        with LayerHooks(self.model, self.layers, None, output=self.measure_output) as probe:
+        # (blocked computations reuse one CPU buffer per thread until the measurement ends: functional/scratch.py)
+        with LayerHooks(self.model, self.layers, None, output=self.measure_output) as probe, reusing_scratch():
             for x, positions in chunks:
                 if not x.is_floating_point():
                     raise ValueError(

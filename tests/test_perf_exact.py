@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from lightning_equivariance.functional import correlation as corr
+from lightning_equivariance.functional import scratch
 from lightning_equivariance.functional.correlation import correlation_scores, permuted_scores
 from lightning_equivariance.metrics.base import all_finite
 
@@ -55,11 +56,16 @@ def test_blocks_equal_one_dense_product(monkeypatch, c, p, block_bytes, chance):
 
 def test_block_buffer_is_reused_and_never_shared_between_shapes():
     u = torch.randn(4, 6, 3)
-    a = corr._block_buffer(10, u)
-    b = corr._block_buffer(8, u)
+    a = scratch.scratch_buffer(10, u)
+    b = scratch.scratch_buffer(8, u)
     assert a.data_ptr() == b.data_ptr()  # one buffer per thread and dtype, no page faults per block
-    big = corr._block_buffer(3 * corr._SIMILARITY_BLOCK_BYTES, u)  # too large to keep: a fresh tensor
+    big = scratch.scratch_buffer(scratch.KEPT_OUTSIDE, u)  # too large to keep outside a measurement: fresh
     assert big.data_ptr() != a.data_ptr()
+    with scratch.reusing_scratch():  # within a measurement (the engine's scope) any size is kept ...
+        big = scratch.scratch_buffer(scratch.KEPT_OUTSIDE, u)
+        assert scratch.scratch_buffer(8, u).data_ptr() == big.data_ptr()
+    # ... and released when it ends
+    assert scratch.scratch_buffer(8, u).data_ptr() != big.data_ptr()
 
 
 @pytest.mark.parametrize("similarity", ["pearson", "cosine"])

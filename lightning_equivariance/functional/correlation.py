@@ -42,13 +42,13 @@ live channels.
 """
 from __future__ import annotations
 
-import threading
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import torch
 
 from .moments import chunk_pairs, sample_keep
 from .moves import moved_maps, moved_sources
+from .scratch import scratch_buffer
 
 __all__ = [
     "correlation_scores",
@@ -147,33 +147,21 @@ def _constant(value: float, dtype: torch.dtype, device: torch.device) -> torch.T
     return _CONSTANTS[key]
 
 
-# Bytes of C x C similarities computed at once. Every block costs a handful of ops (gather,
-# product, diagonal, row max), each a parallel region that waits for all threads, so fewer,
-# larger blocks win over cache-sized ones: measured on 2 cores (L2 2 MiB each), a ResNet
-# layer4 (512 channels, 4 positions, 48 rows) took 12.4 ms in 4 MiB blocks, 8.6 ms in 16 MiB
-# and 7.6 ms in 32 MiB; layers of 64-256 channels gain 5-20%. The cap keeps memory fixed by
-# the chunk, not the number of images. On CPU the blocks are written into one buffer kept
-# per thread: a fresh tensor per block costs page faults that, at 4 positions, took 4x the
-# matmul itself.
-_SIMILARITY_BLOCK_BYTES = 16 * 2**20
+# Bytes of C x C similarities computed at once. Every block costs at least two calls (its product and
+# its row max; each a kernel launch on a GPU, a parallel region that waits for all threads on CPU), so
+# the cap trades launches for memory. 256 MiB: ViT-B's 3072-channel MLP layers hold 3 image-element
+# rows of 3072 x 6144 per block instead of 1, ConvNeXt-T's 1536-channel layers 13 instead of 1, and a
+# ResNet's layer4 all 48 rows of a chunk in one block - ViT 141.0 -> 92.5 and ConvNeXt 116.6 -> 83.9
+# calls per (layer, chunk), at 16 MiB blocks. On this 2-core CPU (L3 32 MiB) it costs about 5% of a
+# measurement's time (ResNet-18: 1.82 -> 1.93 s, ViT-B 32 images: 33.3 -> 35.2 s, medians of
+# alternating runs): a block over the last-level cache is written and read back from memory. The cap
+# keeps memory fixed by the layer, not the number of images; on CPU the blocks are written into one
+# buffer per thread (functional/scratch.py), released after the measurement.
+_SIMILARITY_BLOCK_BYTES = 256 * 2**20
 # The moved maps' source indices (int64, m x C x h x w) are kept per layer up to this many entries (2 MiB):
 # on small maps they save a handful of calls per chunk; on large ones the gathers dominate, and keeping
 # them for every layer of a large model would hold hundreds of MiB.
 _MAX_KEPT_SOURCES = 2**18
-_SCRATCH = threading.local()
-
-
-def _block_buffer(numel: int, like: torch.Tensor) -> torch.Tensor:
-    """A flat tensor of ``numel`` entries of ``like``'s dtype, reused across calls on CPU (per thread)."""
-    if like.device.type != "cpu" or numel * like.element_size() > 2 * _SIMILARITY_BLOCK_BYTES:
-        return like.new_empty(numel)  # GPU: the caching allocator reuses blocks already
-    buffers = getattr(_SCRATCH, "buffers", None)
-    if buffers is None:
-        buffers = _SCRATCH.buffers = {}
-    buf = buffers.get(like.dtype)
-    if buf is None or buf.numel() < numel:
-        buf = buffers[like.dtype] = like.new_empty(numel)
-    return buf[:numel]
 
 
 def _products(
@@ -205,7 +193,7 @@ def _products(
     width = halves * c
     # the block's maps are bounded too (P > C: the maps, not the products, set the size)
     step = min(n, max(1, _SIMILARITY_BLOCK_BYTES // (c * max(width, p) * u.element_size())))
-    buf = _block_buffer(step * c * width, u)
+    buf = scratch_buffer(step * c * width, u)
     if paired:
         # own and partner rows interleaved: a gathered block k x 2 x C x P is k x 2C x P
         if interleaved is not None:
