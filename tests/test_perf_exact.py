@@ -106,7 +106,7 @@ def test_transformational_functionals_take_tensors_that_require_grad():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_moved_maps_equal_the_stacked_moves(dtype):
     """One gather per element (indices moved with the action) = moving the maps and stacking them."""
-    from lightning_equivariance.functional.moves import moved_maps
+    from lightning_equivariance.functional.moves import channels_last_entries, moved_maps
 
     torch.manual_seed(0)
     perm = torch.randperm(5)
@@ -117,7 +117,10 @@ def test_moved_maps_equal_the_stacked_moves(dtype):
         lambda a: a.roll((2, -3), (-2, -1)).index_select(-3, perm),
     ]
     square = torch.randn(3, 5, 6, 6).to(dtype)
-    for x in (square, square.transpose(-2, -1)):  # also a non-contiguous input
+    last = torch.randn(3, 6, 6, 5).to(dtype).permute(0, 3, 1, 2)  # channels-last maps: gathered in memory order
+    tokens = torch.randn(3, 37, 5).to(dtype)[:, 1:].reshape(3, 6, 6, 5).permute(0, 3, 1, 2)  # a token grid
+    assert channels_last_entries(last) and channels_last_entries(tokens) and not channels_last_entries(square)
+    for x in (square, square.transpose(-2, -1), last, tokens):  # also non-contiguous inputs
         want = torch.stack([mv(x) for mv in moves])
         torch.testing.assert_close(moved_maps(x, lambda a, g: moves[g](a), len(moves)), want, rtol=0, atol=0)
     wide = torch.randn(2, 5, 4, 7).to(dtype)  # a quarter turn of a non-square map changes its shape

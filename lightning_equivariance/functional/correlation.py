@@ -47,7 +47,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 import torch
 
 from .moments import chunk_pairs, sample_keep
-from .moves import moved_maps, moved_sources
+from .moves import channels_last_entries, moved_maps, moved_sources
 from .scratch import scratch_buffer
 
 __all__ = [
@@ -390,12 +390,14 @@ def _permuted_arrays(
     # so that the C x C products of all elements run as one blocked pass: a loop over elements
     # multiplies the number of (small) ops, each a parallel region that waits for every thread.
     sources = None
+    maps = v.view(b, c, h, w)
     if constants is not None and m * c * h * w <= _MAX_KEPT_SOURCES:
-        key = ("moved_sources", c, h, w, m, v.device)
+        last = channels_last_entries(maps)
+        key = ("moved_sources", c, h, w, m, v.device, last)
         if key not in constants:
-            constants[key] = moved_sources((c, h, w), permute, m, v.device)
+            constants[key] = moved_sources((c, h, w), permute, m, v.device, channels_last=last)
         sources = constants[key]
-    moved = moved_maps(v.view(b, c, h, w), permute, m, sources, flat=True).view(m, b, c, h * w)
+    moved = moved_maps(maps, permute, m, sources, flat=True).view(m, b, c, h * w)
     # chance: T'_g a(x_partner(i)) is row g*b + partner(i) of the same moved unit maps
     products = _products(u, moved, *(() if pairs is None else pairs.element_rows(m)))
     return _layer_arrays(products, norm_u, alive_u, alive_v, pairs) + (pairs,)
@@ -417,8 +419,8 @@ def _moved_arrays(
         a_gx: ``a(T_g x)``, ``m x b x C x h x w``.
         a_x: ``a(x)``, ``b x C x h x w``.
         sources: per element, where each entry of ``T'_g a(x)`` comes from (int64 indices into a flattened
-            ``C x h x w`` map, :func:`~.moves.moved_sources`); entries outside the element's valid positions
-            may come from anywhere (the weight zeroes them).
+            map of ``a(x)``, :func:`~.moves.moved_sources` with ``channels_last=channels_last_entries(a_x)``);
+            entries outside the element's valid positions may come from anywhere (the weight zeroes them).
         weight: ``m x 1 x 1 x (h w)``, 1 at each element's valid positions and 0 elsewhere, or ``None`` when
             every position is valid.
 

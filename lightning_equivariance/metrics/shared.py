@@ -23,7 +23,7 @@ import torch
 from ..functional.correlation import _MAX_KEPT_SOURCES, _correlation_arrays, _moved_arrays, _permuted_arrays
 from ..functional.geed import orbit_average
 from ..functional.moments import LayerRows, layer_rows
-from ..functional.moves import moved_maps, moved_sources
+from ..functional.moves import channels_last_entries, moved_maps, moved_sources
 from ..functional.transformational import Distance, _checked_mask, _sd_block_update, _st_update, _td_update
 
 __all__ = ["SharedWork", "JointWork", "Handoff", "CorrelationScores", "JointShare"]
@@ -240,13 +240,15 @@ class JointWork:
         first = joined[0][0]
         a_gx = self._a_gx[starts[0]: stops[-1]]
         c, h, w = first.a_x.shape[1:]
-        key = (tuple(start for _, start in joined), c, h, w, tuple(first.input_size), a_gx.device, a_gx.dtype)
+        last = channels_last_entries(first.a_x)
+        key = (tuple(start for _, start in joined), c, h, w, tuple(first.input_size), a_gx.device, a_gx.dtype, last)
         constants = self._constants
         kept = None if constants is None else constants.get(key)
         if kept is None:
             sources: List[torch.Tensor] = []
             for ctx, _ in joined:
-                moved, shape = moved_sources((c, h, w), ctx.transform, len(ctx.elements), a_gx.device)
+                moved, shape = moved_sources((c, h, w), ctx.transform, len(ctx.elements), a_gx.device,
+                                             channels_last=last)
                 if shape != (c, h, w):
                     return None
                 sources += moved
