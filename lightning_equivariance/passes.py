@@ -169,7 +169,8 @@ class StackedPass(Pass):
         contexts = []
         start = 1
         for group in self.sources:
-            a_gx, start = stacked[start: start + len(group)], start + len(group)
+            first, start = start, start + len(group)  # this group's elements: views first .. start - 1
+            a_gx = stacked[first:start]
             if group not in groups:
                 continue
             try:
@@ -192,7 +193,7 @@ class StackedPass(Pass):
             except Exception as e:  # noqa: BLE001 - this group's action is undefined on the layer
                 sink.failed(name, output, [group], self.measures, e)
                 continue
-            contexts.append((ctx, start - len(group) - 1))
+            contexts.append((ctx, first - 1))  # (its first element among a(T_g x) of every group)
         if len(contexts) > 1:  # what the groups may compute once for all their elements
             joint = JointWork(stacked[1:], contexts, self._joint_constants)
             for ctx, _ in contexts:

@@ -123,10 +123,14 @@ def _standardise(
     (``map_scale`` as in :func:`_centre`).
     """
     rows, norm, alive = _centre(u, weight, centre, map_scale)
-    rows = rows.clone() if rows is u else rows
-    # Dividing dead rows by +inf zeroes them in the same pass.
-    rows.div_(_safe_norm(norm, alive).unsqueeze(-1))
-    return rows, alive
+    return _unit_rows(rows, norm, alive, in_place=rows is not u), alive
+
+
+def _unit_rows(rows: torch.Tensor, norm: torch.Tensor, alive: torch.Tensor, in_place: bool) -> torch.Tensor:
+    """``rows`` divided by their ``norm`` (in place when they are the caller's own copy); dead rows are divided
+    by +inf, which zeroes them in the same pass."""
+    scale = _safe_norm(norm, alive).unsqueeze(-1)
+    return rows.div_(scale) if in_place else rows / scale
 
 
 def _safe_norm(norm: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
@@ -379,9 +383,8 @@ def _permuted_arrays(
         rows, norm, alive = _centre(joint, None, centre)
         # a(x) as one element (1 x b x ...: every use broadcasts over the elements), a(T_g x) the others
         (v, u), (norm_v, norm_u), (alive_v, alive_u) = (t.split([1, m]) for t in (rows, norm, alive))
-        scale = _safe_norm(norm_v, alive_v).unsqueeze(-1)  # as _standardise
         # (centred rows are our own copy; uncentred ones, for cosine, are the activations themselves)
-        v = v.div_(scale) if centre else v / scale
+        v = _unit_rows(v, norm_v, alive_v, in_place=centre)
     if permute_channels is not None:  # the live channels of T'_g a(x), per element: m x b x C
         live = alive_v.to(v.dtype).reshape(b, c, 1, 1)
         alive_v = torch.stack([permute_channels(live, g).reshape(b, c) for g in range(m)]) > 0
@@ -439,7 +442,7 @@ def _moved_arrays(
         both.mul_(weight)
     rows, norm, alive = _centre(both, weight, similarity == "pearson", owned=True)
     (u, v), (norm_u, norm_v), (alive_u, alive_v) = rows.unbind(0), norm.unbind(0), alive.unbind(0)
-    v.div_(_safe_norm(norm_v, alive_v).unsqueeze(-1))  # as _standardise
+    _unit_rows(v, norm_v, alive_v, in_place=True)
     # chance: row g*b + i of u against row g*b + partner(i) of v (same element, partner's map)
     products = _products(u, v, *(() if pairs is None else pairs.element_rows(m)))
     return _layer_arrays(products, norm_u, alive_u, alive_v, pairs) + (pairs,)

@@ -218,8 +218,9 @@ class JointWork:
         self._a_gx = a_gx
         self._contexts = list(contexts)
         self._constants = constants
-        self._scores: Dict[str, Optional[Dict[int, CorrelationScores]]] = {}
-        self._rows: Dict[int, Tuple[Any, Any]] = {}
+        self._scores: Dict[str, Optional[Dict[int, JointShare]]] = {}
+        # per joint scores (by id; the entry keeps them alive): the sample mask its rows were summed under, the rows
+        self._rows: Dict[int, Tuple[CorrelationScores, Any, LayerRows]] = {}
 
     def correlation_scores(self, ctx: Any, similarity: str) -> Optional[JointShare]:
         """``ctx``'s share of the joint scores, or ``None`` when its group is not scored jointly."""
@@ -274,7 +275,7 @@ class JointWork:
         if (ctx.partner is None) != (valid.shape[2] == 1):
             return None
         kept = self._rows.get(id(whole))
-        if kept is None or kept[0] is not whole or kept[1] is not ctx.sample_mask:
+        if kept is None or kept[1] is not ctx.sample_mask:
             kept = self._rows[id(whole)] = (whole, ctx.sample_mask, layer_rows(values, valid, ctx.sample_mask, pairs))
         rows, start, m = kept[2], scores.start, scores.elements
         return LayerRows(tuple(s.narrow(0, start, m) for s in rows.sums), rows.per_element.narrow(1, start, m),
