@@ -369,7 +369,7 @@ class Measurement:
             return
         self.layouts = {}
         try:
-            with probe.discovering(x, self.layout_overrides, self.layouts) as found:
+            with probe.discovering(x, self.layout_overrides, self.layouts):
                 yield
         except Exception as e:
             self.layouts = None
@@ -382,14 +382,6 @@ class Measurement:
                     f"(the model failed with {type(e).__name__}: {e})"
                 ) from e
             raise
-        if found.undecided:
-            warnings.warn(
-                f"lightning_equivariance: the layout of {len(found.undecided)} layer(s) is ambiguous (C == h == w and "
-                f"no module evidence): {found.undecided[:5]}{' ...' if len(found.undecided) > 5 else ''} are read "
-                "channels-first; pass layouts={layer: 'channels_last'} where that is wrong",
-                RuntimeWarning,
-                stacklevel=4,
-            )
 
     def _positioned(self, inputs, positions: Optional[Sequence[int]]) -> Iterator[Tuple[torch.Tensor, List[int]]]:
         """``(images, global positions)`` in chunks of at most :attr:`samples_per_forward` (even with the
