@@ -226,11 +226,15 @@ def test_ambiguous_layer_is_refused_with_the_override_named():
 
 
 def test_layout_override_reaches_the_measure():
-    model = _ChannelsLastBlock()
+    # 8 channels on an 8 x 8 grid: both readings of fc's B x 8 x 8 x 8 output are square maps, so both are
+    # measured (with 6 channels the channels-first reading is refused as not square, and the values below
+    # would be compared with an empty list)
+    model = _ChannelsLastBlock(c=8)
     x = torch.rand(2, 3, 8, 8, dtype=torch.float64)
     model.double()
     auto = measure(model, x, groups=[Rotation90()], layers=["fc"])
     forced = measure(model, x, groups=[Rotation90()], layers=["fc"], layouts={"fc": "channels_first"})
+    assert auto.errors == {} and forced.errors == {} and len(auto.results) == len(forced.results) == 2
     assert auto.layouts["fc"] == "channels_last" and forced.layouts["fc"] == "channels_first"
     assert auto.to_dataframe().value.tolist() != forced.to_dataframe().value.tolist()
     with pytest.raises(ValueError, match="layouts= names layer"):

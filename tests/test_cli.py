@@ -94,13 +94,16 @@ def test_layout_override(tmp_path, capsys):
     torch.manual_seed(0)
     ckpt, images = tmp_path / "m.pt", tmp_path / "x.pt"
     torch.save(ChannelsLastNet(), ckpt)
-    torch.save(torch.rand(3, 1, 8, 8), images)
+    # 4 x 4 images: fc's B x 4 x 4 x 4 output is a square map read either way, so both readings are measured
+    # (on 8 x 8 images the channels-first reading, 4 x 8 x 8 -> C = 8, h = 8, w = 4, is refused as not square)
+    torch.save(torch.rand(3, 1, 4, 4), images)
     values = {}
     for layout in ("channels_last", "channels_first"):
         csv = tmp_path / f"{layout}.csv"
         assert main(["measure", "--checkpoint", str(ckpt), "--images", str(images), "--logdir", str(tmp_path / "logs"),
                      "--layers", "fc", "--layout", f"fc={layout}", "--csv", str(csv)]) == 0
         values[layout] = pd.read_csv(csv).value.tolist()
+    assert len(values["channels_last"]) == len(values["channels_first"]) > 0  # fc measured under both readings
     assert values["channels_last"] != values["channels_first"]
     assert main(["measure", "--checkpoint", str(ckpt), "--images", str(images), "--layout", "fc"]) == 2
     assert "LAYER=channels_first" in capsys.readouterr().err

@@ -261,9 +261,13 @@ class _SeededNoise(nn.Module):
 def _planted_run(seed: int, layer: nn.Module, n: int = 24):
     gen = torch.Generator().manual_seed(10_000 + seed)
     x = torch.rand(n, 1, 6, 6, generator=gen, dtype=torch.float64)
+    # the noise maps come from no operation on the input, so nothing is evidence of their layout: say it
+    # (without it the layer is refused and the noise half of the test below would check nothing)
     report = measure(nn.Sequential(layer), x, measures=("equivariance", "geed_channel"), groups=[Rotation90()],
-                     layers=["0"])
-    return {r.measure: r for r in report.results}
+                     layers=["0"], layouts={"0": "channels_first"})
+    results = {r.measure: r for r in report.results}
+    assert sorted(results) == ["equivariance", "geed_channel"], report.errors
+    return results
 
 
 def test_noise_layer_is_rarely_significant_and_an_equivariant_layer_always_is():

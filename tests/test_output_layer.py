@@ -191,6 +191,8 @@ def test_the_output_layout_can_be_overridden_like_any_layer():
     assert values(found, OUTPUT) == pytest.approx(values(found, "conv"), abs=1e-6)  # 2 * conv, permuted
     forced = measure(model, images, groups=[Rotation90()], chance=False, layouts={OUTPUT: "channels_first"})
     assert forced.layouts[OUTPUT] == "channels_first"
+    # and the measure read it so: B x 8 x 8 x 4 taken channels-first is an 8 x 8 x 4 map, refused as not square
+    assert "shape (8, 8, 4) is not square" in forced.errors[(OUTPUT, "invariance", "rotation90")]
 
 
 def test_a_global_pool_followed_by_maps_is_a_branch_not_the_pool_part():
