@@ -31,6 +31,7 @@ def ddp_results(tmp_path_factory):
 def _same(a, b, what):
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     assert np.array_equal(np.isinf(a), np.isinf(b)), what
+    assert np.array_equal(np.isnan(a), np.isnan(b)), what  # a NaN must not hide behind the finite mask
     fin = np.isfinite(b)
     np.testing.assert_allclose(a[fin], b[fin], rtol=1e-6, atol=1e-12, err_msg=what)
 

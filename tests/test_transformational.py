@@ -41,6 +41,7 @@ def _close(actual, expected, rel=REL, abs_=1e-12):
     actual, expected = np.asarray(actual, dtype=np.float64), np.asarray(expected, dtype=np.float64)
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     assert np.array_equal(np.isinf(actual), np.isinf(expected))
+    assert np.array_equal(np.isnan(actual), np.isnan(expected))  # a NaN must not hide behind the finite mask
     fin = np.isfinite(expected)
     np.testing.assert_allclose(actual[fin], expected[fin], rtol=rel, atol=abs_)
 
