@@ -129,3 +129,22 @@ def test_groups_that_do_not_only_move_entries_are_scored_alone(monkeypatch):
     # Rotation90 and Flip next to each other in the pass: one joint scoring of their four elements
     measure(model, images, groups=[Rotation90(), Flip(("horizontal",)), Rotation([45.0])], batch_size=48)
     assert seen and set(seen) == {4}
+
+
+def test_a_joint_run_after_a_group_scored_alone_reads_its_own_elements(monkeypatch):
+    """A rotation by 45 degrees first in the pass: the jointly scored run (Rotation90's and Flip's elements)
+    starts at element 1 of a(T_g x), and each group's share is counted from the run's start - every field of
+    every result equal to the group measured alone."""
+    seen = _spy(monkeypatch)
+    model = _model()
+    torch.manual_seed(4)
+    images = torch.rand(6, 1, 12, 12, dtype=torch.float64)
+    together = _results(measure(model, images, groups=[Rotation([45.0]), Rotation90(), Flip(("horizontal",))],
+                                batch_size=36))
+    assert seen and set(seen) == {4}
+    alone = {}
+    for group in (Rotation([45.0]), Rotation90(), Flip(("horizontal",))):
+        alone.update(_results(measure(model, images, groups=[group], batch_size=36)))
+    assert set(together) == set(alone) and len(alone) >= 45
+    for key, want in alone.items():
+        _assert_same_result(together[key], want, key)

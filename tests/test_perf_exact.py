@@ -119,8 +119,11 @@ def test_moved_maps_equal_the_stacked_moves(dtype):
     square = torch.randn(3, 5, 6, 6).to(dtype)
     last = torch.randn(3, 6, 6, 5).to(dtype).permute(0, 3, 1, 2)  # channels-last maps: gathered in memory order
     tokens = torch.randn(3, 37, 5).to(dtype)[:, 1:].reshape(3, 6, 6, 5).permute(0, 3, 1, 2)  # a token grid
+    # channels-last maps cut from a wider grid: entries channels-last, but a row is not w x C entries apart
+    cut = torch.randn(3, 6, 8, 5).to(dtype)[:, :, 1:7].permute(0, 3, 1, 2)
     assert channels_last_entries(last) and channels_last_entries(tokens) and not channels_last_entries(square)
-    for x in (square, square.transpose(-2, -1), last, tokens):  # also non-contiguous inputs
+    assert not channels_last_entries(cut)
+    for x in (square, square.transpose(-2, -1), last, tokens, cut):  # also non-contiguous inputs
         want = torch.stack([mv(x) for mv in moves])
         torch.testing.assert_close(moved_maps(x, lambda a, g: moves[g](a), len(moves)), want, rtol=0, atol=0)
     wide = torch.randn(2, 5, 4, 7).to(dtype)  # a quarter turn of a non-square map changes its shape
