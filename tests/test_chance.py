@@ -563,6 +563,24 @@ def test_equivariant_layer_is_far_above_chance():
     assert d["value"] == pytest.approx(-1.0) and d["above_chance"] == pytest.approx(1.0)
 
 
+@pytest.mark.parametrize("value,chance,best,above", [
+    (0.8, 0.2, 1.0, 0.75),      # higher is better (correlations): (0.8 - 0.2) / (1 - 0.2)
+    (-0.9, -0.2, -1.0, 0.875),  # lower is better (geed_channel, best -1): (-0.9 + 0.2) / (-1 + 0.2)
+    (-0.1, -0.2, -1.0, -0.125),  # lower is better, on the wrong side of chance: negative
+])
+def test_above_chance_of_a_layer_and_of_a_part_agree_in_either_direction(value, chance, best, above):
+    """A layer's above_chance (functional.moments.chance_details) and a part's (report.above_chance, for
+    MeasureReport.parts) are the same known number: 1 at the best value, 0 at chance, in both directions."""
+    from lightning_equivariance.functional.moments import chance_details
+    from lightning_equivariance.report import above_chance
+
+    layer = chance_details(value, torch.tensor([chance], dtype=torch.float64), best > 0, 0.0)
+    assert layer["above_chance"] == pytest.approx(above) and layer["informative"] is True
+    assert above_chance(value, chance, best) == (pytest.approx(above), True)
+    assert above_chance(best, chance, best) == (pytest.approx(1.0), True)
+    assert above_chance(chance, chance, best) == (pytest.approx(0.0), True)
+
+
 # ------------------------------------------------------------------ (6) no partner / left-out partner
 @pytest.mark.parametrize("cls", [CorrelationInvariance, CorrelationEquivariance, GEEDChannel])
 def test_missing_and_left_out_partners_leave_only_the_chance_level(cls):
