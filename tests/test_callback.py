@@ -152,6 +152,23 @@ def test_snapshot_copies_back_buffers_and_names_parameters_written_in_place():
     assert written == ["conv.weight"] and float(model.calls) == 0.0
 
 
+def test_snapshot_undoes_what_a_forward_may_rebind_register_or_switch():
+    """A buffer registered during the measurement is removed, a parameter re-bound to another tensor is
+    bound back (and not named: its tensor was not written), and grad mode is what it was."""
+    model = _Counting()
+    weight = model.conv.weight
+    snap = Snapshot(model)
+    model.conv.register_buffer("scratch", torch.zeros(1))
+    model.conv._parameters["weight"] = nn.Parameter(weight.detach() + 1.0)
+    torch.set_grad_enabled(False)
+    try:
+        written = snap.restore()
+        assert torch.is_grad_enabled()
+    finally:
+        torch.set_grad_enabled(True)
+    assert written == [] and "scratch" not in model.conv._buffers and model.conv.weight is weight
+
+
 # ---------------------------------------------------------------------------- probe set
 def test_probe_set_is_seeded_fixed_and_does_not_touch_the_global_rng(tmp_path):
     x, y = make_data(40, 2)
