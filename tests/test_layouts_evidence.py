@@ -325,3 +325,40 @@ def test_reading_folds_back_and_unfolds_exactly(case):
     t = ref.hooked(model, [layer], x)[layer]
     torch.testing.assert_close(reading.to_map(t), rearrange(2)(t), rtol=0, atol=0)
     torch.testing.assert_close(reading.from_map(reading.to_map(t), t, reading.prefix_part(t)), t, rtol=0, atol=0)
+
+
+class _AfterConv(nn.Module):
+    """A conv (4 channels on the 8 x 8 grid), then ``then(y, self)`` as the output of the layer ``out``."""
+
+    def __init__(self, then):
+        super().__init__()
+        self.conv, self.then, self.out = nn.Conv2d(3, 4, 3, padding=1), then, nn.Identity()
+        self.cls = nn.Parameter(torch.zeros(1, 1, 4))
+
+    def forward(self, x):
+        return self.out(self.then(self.conv(x), self))
+
+
+def _with_class_token(y, model):
+    return torch.cat([model.cls.expand(y.shape[0], 1, -1), y.flatten(2).transpose(1, 2)], 1)  # B x 65 x 4
+
+
+@pytest.mark.parametrize("then,reason", [
+    (lambda y, m: y.mean(0, keepdim=True), "is reduced over the batch axis"),
+    (lambda y, m: y.mean(0), "is reduced over the batch axis"),  # 4 x 8 x 8: its 4 channels are no batch
+    (lambda y, m: (y.permute(1, 2, 3, 0) @ torch.ones(len(y), len(y))).permute(3, 0, 1, 2), "mixes the batch axis"),
+    (lambda y, m: (_with_class_token(y, m).transpose(1, 2) @ torch.ones(65, 65)).transpose(1, 2),
+     "mixes its class tokens with the grid's positions"),
+    (lambda y, m: y.roll(3), "is rolled as a flat tensor"),
+    (lambda y, m: y.reshape(len(y), 4, 2, 4, 8).roll(1, 2).reshape(y.shape),  # rolls within halves of the rows
+     "is rolled along an axis that is not a whole row or column axis of the grid"),
+], ids=["batch-mean-keepdim", "batch-mean", "batch-linear", "class-token-mixed", "flat-roll", "half-row-roll"])
+def test_an_operation_that_breaks_the_grid_is_refused_with_its_reason(then, reason):
+    """Each of these outputs has the shape of a map (or of tokens) but not its meaning: refused, and why."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        report = measure(_AfterConv(then), torch.rand(4, 3, 8, 8), groups=[Rotation90()], layers=["out"],
+                         chance=False)
+    assert report.results == [] and set(report.errors) == {("out", m, "rotation90")
+                                                           for m in ("invariance", "equivariance")}
+    assert all(reason in error for error in report.errors.values()), report.errors
