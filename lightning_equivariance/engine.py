@@ -362,7 +362,7 @@ class Measurement:
 
     @contextlib.contextmanager
     def _discovering(self, probe: LayerHooks, x: torch.Tensor):
-        """Decide every layer's layout once, before the first forward: the probe runs one forward of two
+        """Decide every layer's layout once, before the first forward: the probe runs one forward of six
         images with the provenance followed (docs/measures.md §1.3) and fills :attr:`layouts`."""
         if self.layouts is not None:
             yield

@@ -13,7 +13,7 @@ model raises. ``as_activation`` normalises a layer output (docs/measures.md §1.
 * ``B x C x 1 x 1`` maps and ``B x D`` tensors -> vectors ``B x D``.
 
 Layouts (docs/measures.md §1.3) are decided on evidence or refused, never guessed from a
-shape. :func:`discover_layouts` runs one forward of two images under a
+shape. :func:`discover_layouts` runs one forward of six images under a
 :class:`~lightning_equivariance.layouts.ProvenanceMode`, which follows every tensor's
 provenance (batch, channel and grid factors) through the modules *and* the operations the
 model calls - convolutions, reshapes, permutes and transposes, ``F.unfold``/``F.fold``,
@@ -593,9 +593,18 @@ class Layouts:
     undecided: List[str]
 
 
+#: Images in the layout-discovery forward: 6 = 2 x 3, so that a reshape that splits the batch into factors
+#: (a forward that regroups or reorders its images) shows as a split and is refused. With 2 images a split
+#: into 2 x 1 hid among the axes of size 1, and a layer whose rows are other images' was measured.
+DISCOVERY_IMAGES = 6
+
+
 def _discovery_batch(x: torch.Tensor) -> torch.Tensor:
-    """Two images: a batch of one would let a reshape's batch factor hide among the axes of size 1."""
-    return x[:2] if x.shape[0] >= 2 else torch.cat([x[:1], x[:1]])
+    """:data:`DISCOVERY_IMAGES` probe images (the first ones, repeated when there are fewer: only the
+    provenance of the forward counts, not its values)."""
+    if x.shape[0] >= DISCOVERY_IMAGES:
+        return x[:DISCOVERY_IMAGES]
+    return x[torch.arange(DISCOVERY_IMAGES, device=x.device) % x.shape[0]]
 
 
 def discover_layouts(
@@ -605,7 +614,7 @@ def discover_layouts(
     overrides: Optional[Mapping[str, str]] = None,
     forward: Optional[Callable[[torch.Tensor], object]] = None,
 ) -> Layouts:
-    """The layout of every selected layer's output (and input), from one forward of (two images of) ``x``.
+    """The layout of every selected layer's output (and input), from one forward of (six images of) ``x``.
 
     Every tensor's provenance is followed through the forward (:mod:`lightning_equivariance.layouts`,
     docs/measures.md §1.3); ``overrides`` (``layouts=``) replace it for the layers they name.
@@ -717,7 +726,7 @@ class LayerHooks:
     @contextlib.contextmanager
     def discovering(self, x: torch.Tensor, overrides: Optional[Mapping[str, str]] = None,
                     into: Optional[Dict[str, object]] = None):
-        """Decide the layers' layouts (:func:`discover_layouts`) with one forward of two images of ``x``, the
+        """Decide the layers' layouts (:func:`discover_layouts`) with one forward of six images of ``x``, the
         hooks' callbacks silent, before the block; yields the :class:`Layouts` (``outputs`` is ``into`` if given)."""
         self._silent = True
         try:

@@ -134,7 +134,7 @@ def test_no_autograd_graph_and_params_untouched():
     captured = []
     model.conv2.register_forward_hook(lambda m, i, o: captured.append(o.requires_grad))
     measure(model, torch.rand(3, 1, 8, 8))
-    # the layout-discovery forward (two images), the one-image allocation pass, the chunk: none builds a graph
+    # the layout-discovery forward (six images), the one-image allocation pass, the chunk: none builds a graph
     assert captured and not any(captured)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
@@ -167,8 +167,9 @@ def test_every_layer_metric_exists_before_the_first_chunk_is_measured(monkeypatc
 
     monkeypatch.setattr(Measurement, "receive", spy)
     meas.update(torch.rand(6, 1, 12, 12))
-    # 2 images for the layouts' evidence (docs/measures.md §1.3), 1 image x 4 views, then 2 images x 4 views per chunk
-    assert batches == [2, 4, 8, 8, 8]
+    # 6 images for the layouts' evidence (DISCOVERY_IMAGES, docs/measures.md §1.3), 1 image x 4 views, then
+    # 2 images x 4 views per chunk
+    assert batches == [6, 4, 8, 8, 8]
     assert meas.num_samples == 6
     assert counts == [len(meas.metrics)] and len(meas.metrics) == 2 * len(meas.infos)
 

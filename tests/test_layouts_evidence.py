@@ -349,10 +349,13 @@ def _with_class_token(y, model):
     (lambda y, m: (y.permute(1, 2, 3, 0) @ torch.ones(len(y), len(y))).permute(3, 0, 1, 2), "mixes the batch axis"),
     (lambda y, m: (_with_class_token(y, m).transpose(1, 2) @ torch.ones(65, 65)).transpose(1, 2),
      "mixes its class tokens with the grid's positions"),
+    # the images regrouped in two halves and interleaved (a batch of 6 split 2 x 3; 2 x 1 hid it at 2 images)
+    (lambda y, m: y.reshape(2, len(y) // 2, 4, 8, 8).transpose(0, 1).reshape(y.shape), "splits the batch"),
     (lambda y, m: y.roll(3), "is rolled as a flat tensor"),
     (lambda y, m: y.reshape(len(y), 4, 2, 4, 8).roll(1, 2).reshape(y.shape),  # rolls within halves of the rows
      "is rolled along an axis that is not a whole row or column axis of the grid"),
-], ids=["batch-mean-keepdim", "batch-mean", "batch-linear", "class-token-mixed", "flat-roll", "half-row-roll"])
+], ids=["batch-mean-keepdim", "batch-mean", "batch-linear", "class-token-mixed", "batch-regrouped", "flat-roll",
+        "half-row-roll"])
 def test_an_operation_that_breaks_the_grid_is_refused_with_its_reason(then, reason):
     """Each of these outputs has the shape of a map (or of tokens) but not its meaning: refused, and why."""
     with warnings.catch_warnings():
