@@ -65,6 +65,21 @@ def test_steps_and_gradient_accumulation():
     assert t.decide(VALIDATION_EPOCH_END, 3, 0) is None  # every_n_epochs=None
 
 
+def test_edges_of_steps_sanity_checks_and_a_fit_stopped_mid_epoch():
+    t = _trigger(every_n_train_steps=2, every_n_epochs=None)
+    # batches that end while gradients accumulate, before the first optimizer step: global step 0, not a multiple
+    assert t.decide(TRAIN_BATCH_END, 0, 0) is None
+    # the sanity check is never measured, also when validation runs every N steps
+    assert _trigger().decide(VALIDATION_EPOCH_END, 0, 0, sanity_check=True, validation_by_steps=True) is None
+    # max_steps stops the fit inside epoch 1: trainer.current_epoch is still 1, and so is the last step's epoch
+    t = _trigger(every_n_epochs=5)
+    assert _epoch(t, 0, 3, 0) == []
+    t.decide(TRAIN_EPOCH_START, 3, 1)
+    assert t.decide(TRAIN_BATCH_END, 4, 1, last_batch=False) is None
+    d = t.decide(FIT_END, 4, 1)
+    assert d.measure and d.epoch == 1
+
+
 def test_mid_epoch_validation_is_not_an_epoch_end():
     t = _trigger()
     t.decide(TRAIN_EPOCH_START, 0, 0)
