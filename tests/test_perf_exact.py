@@ -22,6 +22,24 @@ def test_all_finite_is_isfinite_all(dtype):
     assert all_finite(empty).tolist() == [True] * 3
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_finite_images_of_stacked_views_is_isfinite_all(dtype):
+    """passes._finite_images (each image's max and min over every view and value) against torch.isfinite:
+    an image with only +inf, only -inf, a NaN, each in one view, or all finite - in every layout it reads."""
+    from lightning_equivariance.passes import _finite_images
+
+    torch.manual_seed(0)
+    t = torch.randn(3, 6, 4, 5, 5).to(dtype)  # views x b x C x h x w
+    t[1, 0, 2, 3, 3] = float("inf")  # image 0: +inf only (its min stays finite)
+    t[2, 1, 0, 0, 1] = -float("inf")  # image 1: -inf only (its max stays finite)
+    t[0, 2, 3, 4, 4] = float("nan")  # image 2: NaN
+    t[1, 3, 1, 1, 1], t[2, 3, 1, 1, 2] = float("inf"), -float("inf")  # image 3: both
+    want = torch.isfinite(t.flatten(2)).all(-1).all(0)
+    assert want.tolist() == [False, False, False, False, True, True]
+    for x in (t, t.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3), t.flatten(3).transpose(-1, -2)):
+        torch.testing.assert_close(_finite_images(x), want, rtol=0, atol=0)
+
+
 def test_all_finite_of_integers():
     assert all_finite(torch.arange(6).reshape(2, 3)).tolist() == [True, True]
 
