@@ -479,3 +479,48 @@ def test_lee_merges_chunks_like_numpy_with_left_out_images_and_close_values():
     np.testing.assert_allclose(details["per_channel"].numpy(), (good ** 2).mean(axis=(0, 2)), rtol=1e-12)
     expected = per_image.std(ddof=1) / math.sqrt(len(per_image))
     assert details["stderr"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_grid_coordinates_of_both_paddings():
+    """Pixel centres in normalised coordinates: align_corners=True (reflection) puts the first and last pixel
+    at -1 and 1; align_corners=False (circular) puts the edges there, so the centres sit half a pixel in."""
+    from lightning_equivariance.functional.lie import grid_coordinates
+
+    assert grid_coordinates(5, "reflection", torch.float64).tolist() == [-1.0, -0.5, 0.0, 0.5, 1.0]
+    assert grid_coordinates(4, "circular", torch.float64).tolist() == [-0.75, -0.25, 0.25, 0.75]
+
+
+@pytest.mark.parametrize("padding", ["reflection", "circular"])
+@pytest.mark.parametrize("name", ["translation_x", "translation_y", "rotation", "scale", "shear"])
+def test_velocity_field_is_the_derivative_of_affine_grid(name, padding):
+    """velocity_field against a central difference of F.affine_grid's sampling positions in t, with theta_t
+    written out per transform (as tests/test_layouts_evidence.py's _warp writes rotation and translation)."""
+    from lightning_equivariance.functional import velocity_field
+
+    def theta(t):
+        return {
+            "translation_x": [[1, 0, t], [0, 1, 0]],
+            "translation_y": [[1, 0, 0], [0, 1, t]],
+            "rotation": [[math.cos(t), math.sin(t), 0], [-math.sin(t), math.cos(t), 0]],
+            "scale": [[math.exp(-t), 0, 0], [0, math.exp(-t), 0]],
+            "shear": [[1, t, 0], [0, 1, 0]],
+        }[name]
+
+    h, w, eps = 5, 7, 1e-6
+    align = padding == "reflection"
+
+    def grid(t):
+        return F.affine_grid(torch.tensor([theta(t)], dtype=torch.float64), [1, 1, h, w], align_corners=align)[0]
+
+    derivative = (grid(eps) - grid(-eps)) / (2 * eps)  # h x w x (x, y)
+    vx, vy = velocity_field(name, (h, w), padding, dtype=torch.float64)
+    torch.testing.assert_close(torch.stack([vx, vy], -1), derivative, rtol=0, atol=1e-8)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_local_equivariance_error_is_the_mean_square_in_any_precision(dtype):
+    torch.manual_seed(0)
+    lie = torch.randn(4, 3, 5, 5).to(dtype)
+    want = lie.double().square().sum().item() / lie.numel()
+    got = local_equivariance_error(lie)
+    assert got.dtype == torch.float64 and got.item() == pytest.approx(want, rel=1e-6)

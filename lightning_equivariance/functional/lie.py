@@ -353,35 +353,6 @@ def lie_residual_rows(
 
 
 # ---------------------------------------------------------------------- LEE reduction
-def _lee_update(
-    lie: torch.Tensor, sample_mask: Optional[torch.Tensor] = None
-) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sums of one batch of Lie derivatives ``b x C x P`` (float64).
-
-    Returns ``(sq_sum, entries, per_image)``: per-channel sums of squares ``C``, per-channel
-    entry counts ``C`` (``b * P`` each) and the per-image LEE ``||L||^2 / (C P)`` (``b``).
-    ``sample_mask`` (``b`` booleans, True = the image counts): the other images are left out
-    of ``sq_sum`` and ``entries`` and their ``per_image`` is 0 (``torch.where``, on the device);
-    the caller counts images as ``sample_mask.sum()``.
-    """
-    if lie.dim() != 3:
-        raise ValueError(f"expected Lie derivatives b x C x P, got shape {tuple(lie.shape)}")
-    b, c, p = lie.shape
-    if lie.dtype in (torch.float16, torch.bfloat16):
-        lie = lie.float()
-    # one pass, no squared copy; per (image, channel) sums in the input's precision
-    sq = torch.linalg.vector_norm(lie, dim=-1).double().square()  # b x C
-    if sample_mask is None:
-        entries = torch.full((c,), float(b * p), dtype=torch.float64, device=lie.device)
-    else:
-        if sample_mask.dim() != 1 or sample_mask.shape[0] != b:
-            raise ValueError(f"sample_mask must hold one boolean per image ({b}), got shape {tuple(sample_mask.shape)}")
-        keep = sample_mask.to(device=lie.device, dtype=torch.bool)
-        sq = torch.where(keep[:, None], sq, torch.zeros((), dtype=sq.dtype, device=sq.device))
-        entries = (keep.sum(dtype=torch.float64) * p).expand(c).clone()
-    return sq.sum(0), entries, sq.sum(1) / (c * p)
-
-
 def _lee_chunk_rows(
     lie: torch.Tensor, sample_mask: Optional[torch.Tensor] = None, zero: Optional[torch.Tensor] = None
 ) -> torch.Tensor:
@@ -391,7 +362,7 @@ def _lee_chunk_rows(
     The rows of images with ``sample_mask`` False are 0 (``torch.where``: they may hold NaN or Inf), so
     that sums over the rows, and products with them, count the other images only. ``zero``: a float64
     ``(1,)`` zero on ``lie``'s device (kept by the caller; it also makes ``where`` return float64).
-    Squares of the per-(image, channel) norms, as :func:`_lee_update`: one pass, no squared copy.
+    Squares of the per-(image, channel) norms: one pass, no squared copy.
     """
     if lie.dtype in (torch.float16, torch.bfloat16):
         lie = lie.float()
@@ -455,5 +426,9 @@ def local_equivariance_error(lie: torch.Tensor) -> torch.Tensor:
     """
     if lie.dim() < 1 or lie.shape[0] == 0:
         raise ValueError(f"expected a batch of Lie derivatives b x ..., got shape {tuple(lie.shape)}")
-    flat = lie.reshape(lie.shape[0], 1, -1)
-    return _lee_compute(*_lee_update(flat)[:2])[1]
+    flat = lie.reshape(lie.shape[0], -1)
+    if flat.dtype in (torch.float16, torch.bfloat16):
+        flat = flat.float()
+    # per image in the input's precision, one pass and no squared copy; their sum in float64
+    sq = torch.linalg.vector_norm(flat, dim=-1).double().square()
+    return sq.sum() / max(flat.numel(), 1)
