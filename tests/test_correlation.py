@@ -171,6 +171,21 @@ def test_translation_mask_and_rounding():
     assert mask[:, 0].sum() == 0 and mask[:, 1:].all()
 
 
+def test_translation_scales_each_axis_by_its_own_downsampling():
+    """A map downsampled unequally (8 x 8 input, 8 x 4 map: a stride of 1 down, 2 across): dx follows the
+    width's factor, dy the height's - shift (4, 2) moves the map by 2 columns and 2 rows."""
+    a = torch.arange(32.0).reshape(1, 1, 8, 4)
+    for circular in (False, True):
+        t = Translation(shifts=[(4, 2)], circular=circular)
+        moved = t.act_feature(a, t.elements[0], (8, 8))
+        want = torch.roll(a, (2, 2), (-2, -1))
+        if not circular:
+            want[..., :2, :], want[..., :, :2] = 0, 0
+        assert torch.equal(moved, want), circular
+    mask = Translation(shifts=[(4, 2)]).feature_mask(Translation(shifts=[(4, 2)]).elements[0], (8, 4), (8, 8))
+    assert mask[2:, 2:].all() and not mask[:2].any() and not mask[:, :2].any()
+
+
 def test_rotation_multiple_of_90_is_exact_and_other_angles_masked():
     x = torch.randn(2, 3, 9, 9)
     r = Rotation([90, 45])
