@@ -307,12 +307,18 @@ def test_functional_anova_matches_scipy():
     from scipy.stats import f_oneway
 
     torch.manual_seed(0)
-    st = torch.randn(3, 20, 50, dtype=torch.float64)
+    st = torch.randn(3, 20, 200, dtype=torch.float64)
     st[1, :, :10] += 2.0  # ten clearly variant units
-    p = np.array([f_oneway(*[st[j, :, u].numpy() for j in range(3)]).pvalue for u in range(50)])
+    p = np.array([f_oneway(*[st[j, :, u].numpy() for j in range(3)]).pvalue for u in range(200)])
+    # units the Bonferroni correction keeps (p between alpha / U and alpha): without them the default
+    # num_tests (the number of units) would go untested
+    assert ((p >= 0.05 / 200) & (p < 0.05)).sum() >= 5
     got = anova_invariance(st, alpha=0.05).numpy()
-    np.testing.assert_array_equal(got, (p >= 0.05 / 50).astype(float))
+    np.testing.assert_array_equal(got, (p >= 0.05 / 200).astype(float))
     assert got[:10].sum() == 0 and got[10:].mean() > 0.9
+    # a constant unit (SSB = SSW = 0) is invariant, even at an alpha whose critical F is below 1
+    constant = torch.full((3, 20, 1), 0.5, dtype=torch.float64)
+    assert anova_invariance(constant, alpha=0.99).tolist() == [1.0]
 
 
 def test_goodfellow_invariant_unit_scores_one():
