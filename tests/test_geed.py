@@ -156,6 +156,26 @@ def test_functional_known_answers():
     torch.testing.assert_close(orbit_average(z, zg), (z + zg.sum(0)) / 4)
 
 
+def test_softmax_of_probabilities_with_zeros_and_the_probability_check():
+    """KL terms with p = 0 count 0 (0 log 0 = 0), written out; rows in [0, 1] that do not sum to 1 are no
+    probabilities; a left-out image's row may hold anything."""
+    from lightning_equivariance.functional.geed import geed_softmax_scores, looks_like_probabilities
+
+    p_x = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.0, 0.8]], dtype=torch.float64)
+    p_gx = torch.tensor([[[0.0, 1.0, 0.0], [0.2, 0.0, 0.8]]], dtype=torch.float64)  # one element
+    q = (p_x + p_gx[0]) / 2
+    want = [sum(pg * math.log(pg / qq) for pg, qq in zip(p_gx[0, i].tolist(), q[i].tolist()) if pg > 0)
+            for i in range(2)]
+    got = geed_softmax_scores(p_x, p_gx, inputs="probs")
+    assert torch.isfinite(got).all()
+    np.testing.assert_allclose(got[0].numpy(), want, rtol=1e-12, atol=1e-15)
+    assert looks_like_probabilities(p_gx)
+    assert not looks_like_probabilities(torch.sigmoid(torch.randn(4, 3, dtype=torch.float64)))  # in [0, 1]
+    spoiled = torch.cat([p_x, torch.full((1, 3), float("nan"))])
+    assert not looks_like_probabilities(spoiled)
+    assert looks_like_probabilities(spoiled, sample_mask=torch.tensor([True, True, False]))
+
+
 def test_zero_maps_are_left_out_and_all_zero_is_a_clear_error():
     a = torch.rand(1, 4, 3, 5, 5, dtype=torch.float64)
     b = a.clone()
