@@ -208,6 +208,12 @@ def test_a_global_pool_followed_by_maps_is_a_branch_not_the_pool_part():
     assert assign_parts(kinds, pools) == ["Early", "Early", "Middle", "Late", "Pool", "Final"]
 
 
+def test_a_model_of_vectors_only_splits_all_but_its_last_layer():
+    # an MLP on flattened images: nothing spatial, no pool - the last layer is Final, the rest split in three
+    assert assign_parts(["vector"] * 4) == ["Early", "Middle", "Late", "Final"]
+    assert assign_parts(["vector"]) == ["Final"]
+
+
 @pytest.mark.parametrize("builder, pooled, decoder", [
     ("deeplabv3_mobilenet_v3_large", "classifier.0.convs.4.0", ["classifier.0.project.0", "classifier.4"]),  # ASPP
     ("lraspp_mobilenet_v3_large", "classifier.scale.0", ["classifier.low_classifier", "classifier.high_classifier"]),
