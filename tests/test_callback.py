@@ -20,7 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from callback_helpers import AugmentedDataset, LitCNN, make_data, trainer_kwargs
-from lightning_equivariance import EquivarianceCallback, Rotation90
+from lightning_equivariance import EquivarianceCallback, Measurement, Rotation90
 from lightning_equivariance.snapshot import Snapshot
 
 pytestmark = pytest.mark.filterwarnings(
@@ -409,6 +409,54 @@ def test_any_measurement_error_becomes_a_warning(tmp_path):
         model, trainer, _ = _fit(tmp_path, [cb], max_epochs=2)
     assert trainer.state.finished and trainer.current_epoch == 2
     assert cb.history == {}
+
+
+def test_failures_around_the_measurement_warn_and_training_goes_on(tmp_path, monkeypatch):
+    """Each guard that keeps training going: choosing the probe set at fit start (retried at the first
+    measurement), cutting the tidy CSV on resume, setting callback_metrics and logging all fail; every one is
+    a warning that names it, the fit finishes, and the measured values stay in the history."""
+    import lightning_equivariance.callback as callback_module
+
+    cb = EquivarianceCallback(num_samples=8)
+    choose, failed = cb._probes.choose, []
+
+    def choose_once(length):
+        if not failed:
+            failed.append(length)
+            raise RuntimeError("no probe set yet")
+        return choose(length)
+
+    def fail(what):
+        def raising(*args, **kwargs):
+            raise RuntimeError(what)
+        return raising
+
+    monkeypatch.setattr(cb._probes, "choose", choose_once)
+    monkeypatch.setattr(callback_module, "cut_tidy_csv", fail("csv is locked"))
+    monkeypatch.setattr(cb, "_set_callback_metrics", fail("metrics are read-only"))
+    monkeypatch.setattr(callback_module, "publish", fail("disk full"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _, trainer, _ = _fit(tmp_path, [cb], max_epochs=2)
+    said = " | ".join(str(w.message) for w in caught if issubclass(w.category, RuntimeWarning))
+    for expected in ("could not choose the probe set at fit start (RuntimeError: no probe set yet)",
+                     "could not cut the tidy CSV back to the resumed step (RuntimeError: csv is locked)",
+                     "could not set trainer.callback_metrics (RuntimeError: metrics are read-only)",
+                     "logging failed (RuntimeError: disk full)"):
+        assert expected in said, (expected, said)
+    assert trainer.state.finished and trainer.current_epoch == 2
+    assert sorted(cb.history) == [0, 1] and all(cb.history.values())  # measured, kept though not logged
+
+
+def test_a_failing_compute_warns_and_training_goes_on(tmp_path, monkeypatch):
+    def broken(self):
+        raise RuntimeError("cannot reduce")
+
+    monkeypatch.setattr(Measurement, "compute", broken)
+    cb = EquivarianceCallback(num_samples=8)
+    with pytest.warns(RuntimeWarning, match="measurement failed, nothing logged.*cannot reduce"):
+        _, trainer, _ = _fit(tmp_path, [cb], max_epochs=2)
+    assert trainer.state.finished and trainer.current_epoch == 2 and cb.history == {}
 
 
 # ---------------------------------------------------------------------------- validation
