@@ -174,6 +174,34 @@ def test_every_refusal_names_the_layer_in_full():
         measure(_Refused(), x, layers=layers, measures=MEASURES, batch_size=64, on_error="raise")
 
 
+def test_a_failing_update_and_a_refusal_under_lee_cost_only_their_own_measure(monkeypatch):
+    """One measure's update raising on one layer is recorded for that (layer, measure, group) alone; the
+    Lie-derivative pass records a refused layer the same way and measures the others."""
+    from lightning_equivariance.metrics import CorrelationEquivariance
+
+    update = CorrelationEquivariance.update
+
+    def failing(self, ctx, *args, **kwargs):
+        if getattr(ctx, "layer", None) == "blocks.act":
+            raise RuntimeError("state went bad")
+        return update(self, ctx, *args, **kwargs)
+
+    monkeypatch.setattr(CorrelationEquivariance, "update", failing)
+    torch.manual_seed(0)
+    x = torch.randn(4, 3, 10, 10)
+    with pytest.warns(RuntimeWarning):
+        report = measure(_Refused(), x, layers=["blocks.relu:1", "blocks.act"], measures=MEASURES, batch_size=64)
+    got = {(r.layer, r.measure) for r in report.results}
+    assert got == {("blocks.relu:1", "invariance"), ("blocks.relu:1", "equivariance"), ("blocks.act", "invariance")}
+    assert "state went bad" in report.errors[("blocks.act", "equivariance", "rotation90")]
+    monkeypatch.undo()
+    with pytest.warns(RuntimeWarning):
+        lee = measure(_Refused(), x, layers=["blocks.relu:1", "blocks.fold:2"], measures=["lee"], groups=["rotation"],
+                      batch_size=64)
+    assert [r.layer for r in lee.results] == ["blocks.relu:1"]
+    assert "'blocks.fold:2'" in lee.errors[("blocks.fold:2", "lee", "rotation")]
+
+
 def test_lie_derivative_names_a_shared_module_call_like_the_probe():
     torch.manual_seed(0)
     stem = _Stem()
