@@ -242,7 +242,7 @@ class JointWork:
         a_gx = self._a_gx[starts[0]: stops[-1]]
         c, h, w = first.a_x.shape[1:]
         last = channels_last_entries(first.a_x)
-        key = (tuple(start for _, start in joined), c, h, w, tuple(first.input_size), a_gx.device, a_gx.dtype, last)
+        key = (tuple(starts), c, h, w, tuple(first.input_size), a_gx.device, a_gx.dtype, last)
         constants = self._constants
         kept = None if constants is None else constants.get(key)
         if kept is None:
